@@ -1,0 +1,195 @@
+//! Store benchmarks: reads per tier, sets per fsync policy and concurrency,
+//! and WAL replay on open.
+//!
+//! Run: `cargo bench --bench store`. Baselines: see the README's
+//! "Benchmarks" table (filled from this bench on the 2-core machine).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use strata::store::{Env, Store, StoreConfig};
+use strata::types::Condition;
+use strata::wal::FsyncPolicy;
+
+const KEYS: u64 = 10_000;
+
+fn key(i: u64) -> Bytes {
+    Bytes::from(format!("key:{i:012}"))
+}
+
+fn value() -> Bytes {
+    Bytes::from(vec![b'v'; 100])
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn open(dir: &std::path::Path, fsync: FsyncPolicy, memory_budget_bytes: u64) -> Store {
+    let mut config = StoreConfig::new(dir).with_fsync(fsync);
+    config.memory_budget_bytes = memory_budget_bytes;
+    config.checkpoint_interval_ms = 0;
+    Store::open(config).unwrap()
+}
+
+/// fdatasyncs per second of 4 KiB appends on the bench's disk, printed
+/// beside the results because fsync-bound numbers depend on it.
+fn fsync_rate(dir: &std::path::Path) -> f64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("fsync-probe")).unwrap();
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(1) {
+        f.write_all(&[0u8; 4096]).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn reads(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("store get");
+    group.throughput(Throughput::Elements(1));
+    for (name, budget) in [("memory", 256 << 20), ("disk", 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), FsyncPolicy::Never, budget);
+        rt.block_on(async {
+            for i in 0..KEYS {
+                store.set(key(i), value(), None, Condition::Always).await.unwrap();
+            }
+            store.checkpoint().await.unwrap();
+        });
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let found = store.get(&key(i % KEYS)).await.unwrap();
+                        assert!(found.is_some());
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        if budget == 1 {
+            group.bench_function("miss", |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for i in 0..iters {
+                            let absent = format!("absent:{i}");
+                            assert!(store.get(absent.as_bytes()).await.unwrap().is_none());
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn writes(c: &mut Criterion) {
+    let rt = runtime();
+    let probe = tempfile::tempdir().unwrap();
+    println!("disk fsync rate: {:.0}/s", fsync_rate(probe.path()));
+    let mut group = c.benchmark_group("store set");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    for (name, fsync) in [
+        ("never", FsyncPolicy::Never),
+        ("interval-1000ms", FsyncPolicy::Interval(Duration::from_secs(1))),
+        ("always", FsyncPolicy::Always),
+    ] {
+        for writers in [1u64, 64] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path(), fsync, 256 << 20);
+            group.bench_function(format!("{name}/{writers} writers"), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let per_writer = iters.div_ceil(writers);
+                        let start = Instant::now();
+                        let tasks: Vec<_> = (0..writers)
+                            .map(|w| {
+                                let store = store.clone();
+                                tokio::spawn(async move {
+                                    for i in 0..per_writer {
+                                        let k = key((w * per_writer + i) % (KEYS * 10));
+                                        store.set(k, value(), None, Condition::Always).await.unwrap();
+                                    }
+                                })
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn replay(c: &mut Criterion) {
+    const RECORDS: u64 = 200_000;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path()).with_fsync(FsyncPolicy::Never);
+    config.checkpoint_interval_ms = 0;
+    config.checkpoint_wal_bytes = u64::MAX;
+    rt.block_on(async {
+        let store = Store::open(config.clone()).unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (w..RECORDS).step_by(16) {
+                    store.set(key(i), value(), None, Condition::Always).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Dropped without close: the next open replays every record.
+    });
+    let mut group = c.benchmark_group("store open");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(RECORDS));
+    group.bench_function("replay 200k records", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                // Open on a copy of the RocksDB-empty state each time.
+                let copy = tempfile::tempdir().unwrap();
+                let wal = dir.path().join("wal");
+                std::fs::create_dir_all(copy.path().join("wal")).unwrap();
+                for f in std::fs::read_dir(&wal).unwrap() {
+                    let f = f.unwrap();
+                    std::fs::copy(f.path(), copy.path().join("wal").join(f.file_name())).unwrap();
+                }
+                let mut cfg = config.clone();
+                cfg.data_dir = copy.path().to_path_buf();
+                let start = Instant::now();
+                let (store, report) = Store::open_with(cfg, Env::default()).unwrap();
+                total += start.elapsed();
+                assert_eq!(report.replayed, RECORDS);
+                drop(store);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, reads, writes, replay);
+criterion_main!(benches);

@@ -1,0 +1,714 @@
+//! The messages: one [`Request`] from the client, one [`Response`] from the
+//! server, per QUIC stream.
+//!
+//! Every type here is encoded with postcard in field declaration order, and
+//! every enum by its variant index in declaration order. So the order of
+//! fields and variants IS the wire format: each variant carries a
+//! `// wire index N` comment, new variants are only appended, and
+//! `proto-docs/wire-protocol.md` lists the same layout byte by byte.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{ErrorCode, Limits};
+use crate::types::{AckPolicy, NodeId, Seq};
+
+/// A client request. The body of a client-to-server frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Opens a session: checks the protocol version, authenticates the
+    /// connection, and learns the server's limits. The first request on a
+    /// connection when the server requires a token.
+    // wire index 0
+    Hello {
+        /// The protocol major version the client speaks: [`super::PROTOCOL_VERSION`].
+        protocol: u32,
+        /// The shared secret, if the server requires one.
+        token: Option<String>,
+        /// A free-form name for the server's logs (never the token).
+        client_name: Option<String>,
+    },
+    /// Liveness check; answered with [`Response::Pong`].
+    // wire index 1
+    Ping,
+    /// Reads one key; answered with [`Response::Value`].
+    // wire index 2
+    Get {
+        /// The key.
+        key: Bytes,
+    },
+    /// Reads many keys; answered with [`Response::Values`], one slot per key,
+    /// in request order.
+    // wire index 3
+    MultiGet {
+        /// The keys (duplicates allowed).
+        keys: Vec<Bytes>,
+    },
+    /// Counts how many of the keys exist; answered with [`Response::Count`].
+    /// A key named twice is counted twice.
+    // wire index 4
+    Exists {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// Reads a key's remaining time to live; answered with [`Response::Ttl`].
+    // wire index 5
+    Ttl {
+        /// The key.
+        key: Bytes,
+    },
+    /// Writes one key if `condition` holds; answered with
+    /// [`Response::Written`] or [`Response::NotWritten`].
+    // wire index 6
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The value (opaque bytes).
+        value: Bytes,
+        /// Time to live in ms from now; `None` stores the key without expiry
+        /// (removing any previous TTL). Must not be `Some(0)`.
+        ttl_ms: Option<u64>,
+        /// When to write.
+        condition: Condition,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Writes several keys atomically (all or none); answered with
+    /// [`Response::Written`]. Every entry gets the reply's version.
+    // wire index 7
+    MultiSet {
+        /// The entries; at least one. A key named twice keeps the last entry.
+        entries: Vec<SetEntry>,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Deletes a key if `condition` holds; answered with
+    /// [`Response::Deleted`] or [`Response::NotWritten`].
+    // wire index 8
+    Delete {
+        /// The key.
+        key: Bytes,
+        /// [`Condition::Always`] or [`Condition::IfVersion`]; anything else is
+        /// a `BadRequest`.
+        condition: Condition,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Sets the TTL of an existing key; answered with [`Response::Updated`].
+    // wire index 9
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// Time to live in ms from now; must not be 0.
+        ttl_ms: u64,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Removes the TTL of an existing key; answered with [`Response::Updated`].
+    // wire index 10
+    Persist {
+        /// The key.
+        key: Bytes,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Adds `delta` to the decimal integer stored at `key` (a missing key
+    /// counts as 0); answered with [`Response::Int`].
+    // wire index 11
+    Incr {
+        /// The key.
+        key: Bytes,
+        /// What to add (negative to decrement).
+        delta: i64,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Lists keys starting with `prefix` in ascending byte order, one page at
+    /// a time; answered with [`Response::Page`].
+    // wire index 12
+    Scan {
+        /// Only keys starting with these bytes (empty: every key).
+        prefix: Bytes,
+        /// `None` for the first page, then the previous page's `next_cursor`.
+        cursor: Option<Bytes>,
+        /// At most this many entries; 0 lets the server choose. The server
+        /// caps it at its `max_keys_per_request`.
+        limit: u32,
+    },
+    /// Node information and statistics; answered with [`Response::Info`].
+    // wire index 13
+    Info,
+}
+
+/// When a conditional write ([`Request::Set`], [`Request::Delete`]) applies.
+///
+/// A key that has expired counts as absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// Unconditionally.
+    #[default]
+    Always, // wire index 0
+    /// Only if the key is absent (create).
+    IfAbsent, // wire index 1
+    /// Only if the key is present (replace).
+    IfPresent, // wire index 2
+    /// Only if the key is present with exactly this version
+    /// (compare-and-set).
+    IfVersion(Seq), // wire index 3
+}
+
+/// One entry of a [`Request::MultiSet`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetEntry {
+    /// The key.
+    pub key: Bytes,
+    /// The value.
+    pub value: Bytes,
+    /// Time to live in ms from now; `None` for no expiry. Must not be `Some(0)`.
+    pub ttl_ms: Option<u64>,
+}
+
+impl Request {
+    /// The name of the operation, for logs and metrics labels.
+    pub const fn op_name(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Ping => "ping",
+            Request::Get { .. } => "get",
+            Request::MultiGet { .. } => "multi_get",
+            Request::Exists { .. } => "exists",
+            Request::Ttl { .. } => "ttl",
+            Request::Set { .. } => "set",
+            Request::MultiSet { .. } => "multi_set",
+            Request::Delete { .. } => "delete",
+            Request::Expire { .. } => "expire",
+            Request::Persist { .. } => "persist",
+            Request::Incr { .. } => "incr",
+            Request::Scan { .. } => "scan",
+            Request::Info => "info",
+        }
+    }
+
+    /// Whether the request changes data. A replica refuses these with
+    /// [`ErrorCode::ReadOnlyReplica`].
+    pub const fn needs_write(&self) -> bool {
+        match self {
+            Request::Set { .. }
+            | Request::MultiSet { .. }
+            | Request::Delete { .. }
+            | Request::Expire { .. }
+            | Request::Persist { .. }
+            | Request::Incr { .. } => true,
+            Request::Hello { .. }
+            | Request::Ping
+            | Request::Get { .. }
+            | Request::MultiGet { .. }
+            | Request::Exists { .. }
+            | Request::Ttl { .. }
+            | Request::Scan { .. }
+            | Request::Info => false,
+        }
+    }
+
+    /// Whether a client may resend the request automatically when it does not
+    /// know whether the first attempt was applied (a lost reply, or an error
+    /// for which [`ErrorCode::write_may_have_applied`] is true).
+    ///
+    /// True when a second execution leaves the same data and answers with the
+    /// same kind of reply as the first: every read, unconditional and
+    /// `IfPresent` sets, `MultiSet`, `Delete` with `Always`, `Expire`
+    /// (restarting the TTL clock) and `Persist`. False for `Incr`, which
+    /// would add twice, and for `IfAbsent` / `IfVersion` writes, whose retry
+    /// would report `NotWritten` for a write that did succeed.
+    pub const fn is_idempotent(&self) -> bool {
+        match self {
+            Request::Incr { .. } => false,
+            Request::Set { condition, .. } | Request::Delete { condition, .. } => {
+                matches!(condition, Condition::Always | Condition::IfPresent)
+            }
+            Request::Hello { .. }
+            | Request::Ping
+            | Request::Get { .. }
+            | Request::MultiGet { .. }
+            | Request::Exists { .. }
+            | Request::Ttl { .. }
+            | Request::MultiSet { .. }
+            | Request::Expire { .. }
+            | Request::Persist { .. }
+            | Request::Scan { .. }
+            | Request::Info => true,
+        }
+    }
+
+    /// The acknowledgement policy this write asked for, if it overrides the
+    /// server's default. `None` for reads.
+    pub const fn ack(&self) -> Option<AckPolicy> {
+        match self {
+            Request::Set { ack, .. }
+            | Request::MultiSet { ack, .. }
+            | Request::Delete { ack, .. }
+            | Request::Expire { ack, .. }
+            | Request::Persist { ack, .. }
+            | Request::Incr { ack, .. } => *ack,
+            Request::Hello { .. }
+            | Request::Ping
+            | Request::Get { .. }
+            | Request::MultiGet { .. }
+            | Request::Exists { .. }
+            | Request::Ttl { .. }
+            | Request::Scan { .. }
+            | Request::Info => None,
+        }
+    }
+}
+
+/// The server's answer. The body of a server-to-client frame.
+///
+/// Each request kind has its documented success replies; any request may
+/// instead get [`Response::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Hello`].
+    Hello(HelloReply), // wire index 0
+    /// Answer to [`Request::Ping`].
+    Pong, // wire index 1
+    /// Answer to [`Request::Get`]: the entry, or `None` if absent or expired.
+    Value(Option<Entry>), // wire index 2
+    /// Answer to [`Request::MultiGet`]: one slot per requested key, in order.
+    Values(Vec<Option<Entry>>), // wire index 3
+    /// Answer to [`Request::Exists`]: how many of the keys exist.
+    Count(u64), // wire index 4
+    /// Answer to [`Request::Ttl`].
+    Ttl(TtlState), // wire index 5
+    /// A [`Request::Set`] or [`Request::MultiSet`] was applied.
+    Written(WriteReply), // wire index 6
+    /// The write's condition did not hold; nothing was written.
+    // wire index 7
+    NotWritten {
+        /// The key's version now, or `None` if it is absent.
+        current_version: Option<Seq>,
+    },
+    /// Answer to [`Request::Delete`].
+    // wire index 8
+    Deleted {
+        /// Whether the key existed (and so was deleted).
+        existed: bool,
+        /// What the delete reached; `None` when nothing was written.
+        durability: Option<Durability>,
+    },
+    /// Answer to [`Request::Expire`] and [`Request::Persist`].
+    // wire index 9
+    Updated {
+        /// Whether the key existed.
+        existed: bool,
+        /// What the update reached; `None` when nothing was written (the key
+        /// is absent, or `Persist` found no TTL to remove).
+        durability: Option<Durability>,
+    },
+    /// Answer to [`Request::Incr`].
+    // wire index 10
+    Int {
+        /// The value after the increment.
+        value: i64,
+        /// What the write reached.
+        durability: Durability,
+    },
+    /// Answer to [`Request::Scan`].
+    Page(ScanPage), // wire index 11
+    /// Answer to [`Request::Info`]: ordered `(name, value)` pairs.
+    Info(Vec<(String, String)>), // wire index 12
+    /// The request failed.
+    Error(ErrorReply), // wire index 13
+}
+
+impl Response {
+    /// An error reply with just a code and a message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error(ErrorReply::new(code, message))
+    }
+}
+
+/// What the server says in answer to [`Request::Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// The protocol major version the server speaks on this connection.
+    pub protocol: u32,
+    /// The server software and version, e.g. `"strata 0.1.0"`.
+    pub server: String,
+    /// The node's id, if it has one.
+    pub node_id: Option<NodeId>,
+    /// The node's role: `"primary"` or `"replica"` today; clients must
+    /// tolerate other values.
+    pub role: Option<String>,
+    /// The limits this server enforces on requests.
+    pub limits: Limits,
+}
+
+/// A stored value as a read returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The value.
+    pub value: Bytes,
+    /// The Seq of the last write to the key; usable in
+    /// [`Condition::IfVersion`].
+    pub version: Seq,
+    /// Remaining time to live in ms, or `None` if the key does not expire.
+    pub ttl_ms: Option<u64>,
+}
+
+/// A key's time to live, as [`Request::Ttl`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TtlState {
+    /// The key is absent (or expired).
+    Missing, // wire index 0
+    /// The key exists and does not expire.
+    Persistent, // wire index 1
+    /// The key expires in this many ms.
+    ExpiresIn(u64), // wire index 2
+}
+
+/// A successful [`Request::Set`] or [`Request::MultiSet`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteReply {
+    /// The Seq the write was committed at: the key's (every entry's) new
+    /// version.
+    pub version: Seq,
+    /// What the write reached before the reply.
+    pub durability: Durability,
+}
+
+/// How durable a write was when the server replied (DESIGN §2, invariant I6):
+/// never more than what was actually reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durability {
+    /// The write is fsynced in the node's write-ahead log. False under the
+    /// `interval` and `never` fsync policies until the next sync.
+    pub local_synced: bool,
+    /// How many replicas acknowledged the write before the reply.
+    pub replicas_acked: u32,
+    /// The policy the write ran under (the request's, or the server default).
+    pub requested: AckPolicy,
+    /// A `semi-sync` timeout with `on_timeout: Degrade` let the write reply
+    /// with fewer acknowledgements than requested.
+    pub degraded: bool,
+}
+
+/// One page of a [`Request::Scan`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanPage {
+    /// `(key, entry)` pairs in ascending key order.
+    pub entries: Vec<(Bytes, Entry)>,
+    /// Pass this back as `cursor` for the next page; `None` when the scan is
+    /// complete. Opaque to clients.
+    pub next_cursor: Option<Bytes>,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// The machine-readable reason.
+    pub code: ErrorCode,
+    /// A human-readable explanation (never contains secrets).
+    pub message: String,
+    /// For `Overloaded` (and optionally other retryable codes): wait at least
+    /// this long before retrying.
+    pub retry_after_ms: Option<u64>,
+    /// For `ReadOnlyReplica`: the primary's `host:port`, when known.
+    pub leader_hint: Option<String>,
+}
+
+impl ErrorReply {
+    /// An error with no retry delay and no leader hint.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
+        ErrorReply {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+            leader_hint: None,
+        }
+    }
+
+    /// Sets [`retry_after_ms`](Self::retry_after_ms).
+    pub fn with_retry_after_ms(mut self, ms: u64) -> ErrorReply {
+        self.retry_after_ms = Some(ms);
+        self
+    }
+
+    /// Sets [`leader_hint`](Self::leader_hint).
+    pub fn with_leader_hint(mut self, addr: impl Into<String>) -> ErrorReply {
+        self.leader_hint = Some(addr.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::OnTimeout;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// Postcard bytes of a value, without a frame header.
+    fn body<T: Serialize>(v: &T) -> Vec<u8> {
+        postcard::to_allocvec(v).expect("encode")
+    }
+
+    /// The pinned wire index of every request kind. Exhaustive (no `_` arm):
+    /// a new variant does not compile until it is pinned here.
+    fn request_index(r: &Request) -> u8 {
+        match r {
+            Request::Hello { .. } => 0,
+            Request::Ping => 1,
+            Request::Get { .. } => 2,
+            Request::MultiGet { .. } => 3,
+            Request::Exists { .. } => 4,
+            Request::Ttl { .. } => 5,
+            Request::Set { .. } => 6,
+            Request::MultiSet { .. } => 7,
+            Request::Delete { .. } => 8,
+            Request::Expire { .. } => 9,
+            Request::Persist { .. } => 10,
+            Request::Incr { .. } => 11,
+            Request::Scan { .. } => 12,
+            Request::Info => 13,
+        }
+    }
+
+    /// The pinned wire index of every response kind (exhaustive, as above).
+    fn response_index(r: &Response) -> u8 {
+        match r {
+            Response::Hello(_) => 0,
+            Response::Pong => 1,
+            Response::Value(_) => 2,
+            Response::Values(_) => 3,
+            Response::Count(_) => 4,
+            Response::Ttl(_) => 5,
+            Response::Written(_) => 6,
+            Response::NotWritten { .. } => 7,
+            Response::Deleted { .. } => 8,
+            Response::Updated { .. } => 9,
+            Response::Int { .. } => 10,
+            Response::Page(_) => 11,
+            Response::Info(_) => 12,
+            Response::Error(_) => 13,
+        }
+    }
+
+    /// One request of every kind, in wire order.
+    pub(crate) fn one_of_each_request() -> Vec<Request> {
+        vec![
+            Request::Hello {
+                protocol: 1,
+                token: None,
+                client_name: None,
+            },
+            Request::Ping,
+            Request::Get { key: b("k") },
+            Request::MultiGet { keys: vec![] },
+            Request::Exists { keys: vec![] },
+            Request::Ttl { key: b("k") },
+            Request::Set {
+                key: b("k"),
+                value: b("v"),
+                ttl_ms: None,
+                condition: Condition::Always,
+                ack: None,
+            },
+            Request::MultiSet {
+                entries: vec![],
+                ack: None,
+            },
+            Request::Delete {
+                key: b("k"),
+                condition: Condition::Always,
+                ack: None,
+            },
+            Request::Expire {
+                key: b("k"),
+                ttl_ms: 1,
+                ack: None,
+            },
+            Request::Persist {
+                key: b("k"),
+                ack: None,
+            },
+            Request::Incr {
+                key: b("k"),
+                delta: 1,
+                ack: None,
+            },
+            Request::Scan {
+                prefix: b(""),
+                cursor: None,
+                limit: 0,
+            },
+            Request::Info,
+        ]
+    }
+
+    fn durability() -> Durability {
+        Durability {
+            local_synced: true,
+            replicas_acked: 0,
+            requested: AckPolicy::Async,
+            degraded: false,
+        }
+    }
+
+    /// One response of every kind, in wire order.
+    fn one_of_each_response() -> Vec<Response> {
+        vec![
+            Response::Hello(HelloReply {
+                protocol: 1,
+                server: "strata".into(),
+                node_id: None,
+                role: None,
+                limits: Limits::default(),
+            }),
+            Response::Pong,
+            Response::Value(None),
+            Response::Values(vec![]),
+            Response::Count(0),
+            Response::Ttl(TtlState::Missing),
+            Response::Written(WriteReply {
+                version: Seq(1),
+                durability: durability(),
+            }),
+            Response::NotWritten {
+                current_version: None,
+            },
+            Response::Deleted {
+                existed: false,
+                durability: None,
+            },
+            Response::Updated {
+                existed: false,
+                durability: None,
+            },
+            Response::Int {
+                value: 0,
+                durability: durability(),
+            },
+            Response::Page(ScanPage {
+                entries: vec![],
+                next_cursor: None,
+            }),
+            Response::Info(vec![]),
+            Response::error(ErrorCode::Internal, ""),
+        ]
+    }
+
+    #[test]
+    fn request_wire_indices_are_pinned() {
+        let all = one_of_each_request();
+        assert_eq!(all.len(), 14, "one sample per request kind");
+        for (i, req) in all.iter().enumerate() {
+            let want = request_index(req);
+            assert_eq!(usize::from(want), i, "{} sample out of order", req.op_name());
+            assert_eq!(body(req)[0], want, "{} renumbered", req.op_name());
+        }
+    }
+
+    #[test]
+    fn response_wire_indices_are_pinned() {
+        let all = one_of_each_response();
+        assert_eq!(all.len(), 14, "one sample per response kind");
+        for (i, resp) in all.iter().enumerate() {
+            let want = response_index(resp);
+            assert_eq!(usize::from(want), i, "{resp:?} sample out of order");
+            assert_eq!(body(resp)[0], want, "{resp:?} renumbered");
+        }
+    }
+
+    #[test]
+    fn nested_enum_wire_indices_are_pinned() {
+        // Condition
+        assert_eq!(body(&Condition::Always), [0]);
+        assert_eq!(body(&Condition::IfAbsent), [1]);
+        assert_eq!(body(&Condition::IfPresent), [2]);
+        assert_eq!(body(&Condition::IfVersion(Seq(5))), [3, 5]);
+        // TtlState
+        assert_eq!(body(&TtlState::Missing), [0]);
+        assert_eq!(body(&TtlState::Persistent), [1]);
+        assert_eq!(body(&TtlState::ExpiresIn(7)), [2, 7]);
+        // AckPolicy and OnTimeout live in crate::types but are part of this
+        // wire format too, so they are pinned here.
+        assert_eq!(body(&AckPolicy::Async), [0]);
+        assert_eq!(
+            body(&AckPolicy::SemiSync {
+                replicas: 2,
+                timeout_ms: 3,
+                on_timeout: OnTimeout::Fail
+            }),
+            [1, 2, 3, 1]
+        );
+        assert_eq!(body(&AckPolicy::Sync { timeout_ms: 4 }), [2, 4]);
+        assert_eq!(body(&OnTimeout::Degrade), [0]);
+        assert_eq!(body(&OnTimeout::Fail), [1]);
+    }
+
+    #[test]
+    fn op_names_are_unique_snake_case() {
+        let mut names: Vec<_> = one_of_each_request().iter().map(|r| r.op_name()).collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| n.bytes().all(|c| c.is_ascii_lowercase() || c == b'_'))
+        );
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 14);
+    }
+
+    #[test]
+    fn write_and_idempotence_classification() {
+        let writes: Vec<_> = one_of_each_request()
+            .iter()
+            .filter(|r| r.needs_write())
+            .map(|r| r.op_name())
+            .collect();
+        assert_eq!(
+            writes,
+            ["set", "multi_set", "delete", "expire", "persist", "incr"]
+        );
+        for req in one_of_each_request() {
+            let expect = !matches!(req, Request::Incr { .. });
+            assert_eq!(req.is_idempotent(), expect, "{}", req.op_name());
+            if !req.needs_write() {
+                assert_eq!(req.ack(), None);
+            }
+        }
+        let set = |condition| Request::Set {
+            key: b("k"),
+            value: b("v"),
+            ttl_ms: None,
+            condition,
+            ack: Some(AckPolicy::Sync { timeout_ms: 1 }),
+        };
+        assert!(set(Condition::IfPresent).is_idempotent());
+        assert!(!set(Condition::IfAbsent).is_idempotent());
+        assert!(!set(Condition::IfVersion(Seq(3))).is_idempotent());
+        assert_eq!(
+            set(Condition::Always).ack(),
+            Some(AckPolicy::Sync { timeout_ms: 1 })
+        );
+        let cas_delete = Request::Delete {
+            key: b("k"),
+            condition: Condition::IfVersion(Seq(1)),
+            ack: None,
+        };
+        assert!(!cas_delete.is_idempotent());
+    }
+
+    #[test]
+    fn error_reply_builders() {
+        let e = ErrorReply::new(ErrorCode::ReadOnlyReplica, "replica")
+            .with_leader_hint("10.0.0.1:7400")
+            .with_retry_after_ms(5);
+        assert_eq!(e.code, ErrorCode::ReadOnlyReplica);
+        assert_eq!(e.leader_hint.as_deref(), Some("10.0.0.1:7400"));
+        assert_eq!(e.retry_after_ms, Some(5));
+    }
+}

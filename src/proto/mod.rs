@@ -1,0 +1,253 @@
+//! The client wire protocol, sans-io: messages, the frame codec and error
+//! codes. No sockets, no tasks, no clocks; `net` moves the bytes.
+//!
+//! The byte-level specification, complete enough to write a client in another
+//! language, is `proto-docs/wire-protocol.md`; error codes are described in
+//! `proto-docs/errors.md`. In short:
+//!
+//! - QUIC (TLS 1.3) with ALPN [`ALPN`] (`strata/1`);
+//! - one bidirectional stream per request: the client writes one request
+//!   frame and finishes its side, the server writes one response frame and
+//!   finishes;
+//! - a frame is `[u32 LE body_len][postcard body]`
+//!   ([`encode_request`], [`encode_response`], [`decode_frame`]);
+//! - the body is a [`Request`] or a [`Response`]; a failed request gets
+//!   [`Response::Error`] with an [`ErrorCode`].
+//!
+//! # Layout
+//!
+//! - `message`: [`Request`], [`Response`] and the structs inside them.
+//! - `codec`: framing, [`ProtoError`].
+//! - `error_code`: [`ErrorCode`].
+//! - `limits`: [`Limits`] and [`Request::validate`].
+
+mod codec;
+mod error_code;
+mod limits;
+mod message;
+#[cfg(test)]
+mod strategy;
+
+pub use codec::{
+    FRAME_HEADER_BYTES, MalformedCause, ProtoError, decode_frame, encode_frame, encode_request,
+    encode_response, frame_len,
+};
+pub use error_code::ErrorCode;
+pub use limits::{
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_KEYS_PER_REQUEST,
+    DEFAULT_MAX_VALUE_BYTES, Limits, RequestError,
+};
+pub use message::{
+    Condition, Durability, Entry, ErrorReply, HelloReply, Request, Response, ScanPage, SetEntry,
+    TtlState, WriteReply,
+};
+
+/// The QUIC ALPN protocol id of this protocol. It names the major version: an
+/// incompatible successor gets `strata/2`, and a server may offer both.
+/// See `proto-docs/wire-protocol.md`, "Versioning".
+pub const ALPN: &[u8] = b"strata/1";
+
+/// The protocol major version a client names in [`Request::Hello`], the
+/// number in [`ALPN`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+
+    use super::*;
+    use crate::types::{AckPolicy, NodeId, OnTimeout, Seq};
+
+    const WIRE_DOC: &str = include_str!("../../proto-docs/wire-protocol.md");
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    enum Msg {
+        Req(Request),
+        Resp(Response),
+    }
+
+    /// The worked examples of `proto-docs/wire-protocol.md`, by the name the
+    /// document gives them.
+    fn doc_examples() -> Vec<(&'static str, Msg)> {
+        use Msg::{Req, Resp};
+        vec![
+            (
+                "hello-request",
+                Req(Request::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    token: Some("s3cret".into()),
+                    client_name: Some("app".into()),
+                }),
+            ),
+            (
+                "hello-reply",
+                Resp(Response::Hello(HelloReply {
+                    protocol: PROTOCOL_VERSION,
+                    server: "strata 0.1.0".into(),
+                    node_id: Some(NodeId(1)),
+                    role: Some("primary".into()),
+                    limits: Limits::default(),
+                })),
+            ),
+            ("get-request", Req(Request::Get { key: b("user:42") })),
+            (
+                "get-reply-found",
+                Resp(Response::Value(Some(Entry {
+                    value: b("hello"),
+                    version: Seq(7),
+                    ttl_ms: Some(1500),
+                }))),
+            ),
+            ("get-reply-missing", Resp(Response::Value(None))),
+            (
+                "set-request",
+                Req(Request::Set {
+                    key: b("user:42"),
+                    value: b("hello"),
+                    ttl_ms: Some(60_000),
+                    condition: Condition::Always,
+                    ack: None,
+                }),
+            ),
+            (
+                "set-reply-written",
+                Resp(Response::Written(WriteReply {
+                    version: Seq(8),
+                    durability: Durability {
+                        local_synced: true,
+                        replicas_acked: 0,
+                        requested: AckPolicy::Async,
+                        degraded: false,
+                    },
+                })),
+            ),
+            (
+                "cas-set-request",
+                Req(Request::Set {
+                    key: b("user:42"),
+                    value: b("bye"),
+                    ttl_ms: None,
+                    condition: Condition::IfVersion(Seq(8)),
+                    ack: Some(AckPolicy::SemiSync {
+                        replicas: 1,
+                        timeout_ms: 500,
+                        on_timeout: OnTimeout::Fail,
+                    }),
+                }),
+            ),
+            (
+                "not-written-reply",
+                Resp(Response::NotWritten {
+                    current_version: Some(Seq(9)),
+                }),
+            ),
+            (
+                "incr-request",
+                Req(Request::Incr {
+                    key: b("hits"),
+                    delta: -1,
+                    ack: None,
+                }),
+            ),
+            (
+                "error-reply",
+                Resp(Response::Error(
+                    ErrorReply::new(ErrorCode::ReadOnlyReplica, "read-only replica")
+                        .with_leader_hint("10.0.0.1:7400"),
+                )),
+            ),
+            (
+                "overloaded-reply",
+                Resp(Response::Error(
+                    ErrorReply::new(ErrorCode::Overloaded, "busy").with_retry_after_ms(250),
+                )),
+            ),
+        ]
+    }
+
+    /// The hex bytes of the example named `name` in the document: the fenced
+    /// block after `<!-- example: name -->`, each line's hex pairs before its
+    /// `|` annotation.
+    fn doc_hex(name: &str) -> Option<Vec<u8>> {
+        let marker = format!("<!-- example: {name} -->");
+        let start = WIRE_DOC.find(&marker)? + marker.len();
+        let rest = &WIRE_DOC[start..];
+        let open = rest.find("```")?;
+        let block = &rest[open..];
+        let body_start = block.find('\n')? + 1;
+        let body_end = body_start + block[body_start..].find("```")?;
+        let mut out = Vec::new();
+        for line in block[body_start..body_end].lines() {
+            let hex = line.split('|').next().unwrap_or("");
+            for token in hex.split_whitespace() {
+                assert_eq!(token.len(), 2, "example {name}: bad hex token {token:?}");
+                out.push(u8::from_str_radix(token, 16).unwrap_or_else(|_| {
+                    panic!("example {name}: bad hex token {token:?}")
+                }));
+            }
+        }
+        Some(out)
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The document's hex dumps are exactly what the code produces, and
+    /// decode back to the example messages: doc and code cannot drift.
+    #[test]
+    fn wire_doc_hex_examples_match_the_code() {
+        let mut failures = Vec::new();
+        for (name, msg) in doc_examples() {
+            let frame = match &msg {
+                Msg::Req(r) => encode_request(r),
+                Msg::Resp(r) => encode_response(r),
+            }
+            .expect("encode");
+            match doc_hex(name) {
+                None => failures.push(format!("{name}: missing from the doc\n  {}", hex(&frame))),
+                Some(doc) if doc != frame => failures.push(format!(
+                    "{name}:\n  doc  {}\n  code {}",
+                    hex(&doc),
+                    hex(&frame)
+                )),
+                Some(_) => {}
+            }
+            let mut buf = BytesMut::from(&frame[..]);
+            match msg {
+                Msg::Req(r) => assert_eq!(decode_frame(&mut buf, u32::MAX), Ok(Some(r))),
+                Msg::Resp(r) => assert_eq!(decode_frame(&mut buf, u32::MAX), Ok(Some(r))),
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        // Every example in the doc is checked here.
+        let in_doc = WIRE_DOC.matches("<!-- example: ").count();
+        assert_eq!(in_doc, doc_examples().len(), "unchecked examples in the doc");
+    }
+
+    #[test]
+    fn wire_doc_states_the_constants() {
+        assert_eq!(ALPN, b"strata/1");
+        assert!(WIRE_DOC.contains("`strata/1`"));
+        assert!(WIRE_DOC.contains(&format!("{DEFAULT_MAX_FRAME_BYTES}")));
+        assert!(WIRE_DOC.contains(&format!("{DEFAULT_MAX_KEY_BYTES}")));
+        assert!(WIRE_DOC.contains(&format!("{DEFAULT_MAX_VALUE_BYTES}")));
+        assert!(WIRE_DOC.contains(&format!("{DEFAULT_MAX_KEYS_PER_REQUEST}")));
+    }
+
+    #[test]
+    fn errors_doc_lists_every_code_with_its_number() {
+        let doc = include_str!("../../proto-docs/errors.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| {} | `{:?}` |", code.as_u16(), code);
+            assert!(doc.contains(&row), "errors.md lacks the row {row:?}");
+        }
+    }
+}

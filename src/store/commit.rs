@@ -1,0 +1,412 @@
+//! The commit pipeline: one thread that orders, logs and applies writes.
+//!
+//! Concurrent writers send [`WriteOp`]s over a channel; the thread drains
+//! whatever is queued into one batch (group commit) and, for that batch:
+//!
+//! 1. evaluates each op against the current state *in order* (conditions,
+//!    CAS, incr) and assigns consecutive seqs, so conditional ops are atomic;
+//! 2. appends the records to the WAL with one write and at most one fsync;
+//! 3. applies them to RocksDB as one batch carrying `applied_seq`;
+//! 4. updates the memory tier;
+//! 5. publishes the new applied seq and replies.
+//!
+//! Running RocksDB and fsync here keeps blocking work off the async reactor.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::disk::{DiskTier, StoredValue};
+use super::error::{Result, StoreError};
+use super::memory::{CachedValue, Lookup, MemoryTier};
+use super::Status;
+use crate::clock::Clock;
+use crate::types::{Condition, Seq};
+use crate::wal::{Mutation, WalRecord, WalWriter};
+
+/// Most ops folded into one commit batch.
+const MAX_BATCH_OPS: usize = 1024;
+
+/// A write as a client asked for it, before it is resolved against state.
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    Set {
+        key: Bytes,
+        value: Bytes,
+        ttl_ms: Option<u64>,
+        condition: Condition,
+    },
+    SetMany {
+        entries: Vec<(Bytes, Bytes, Option<u64>)>,
+    },
+    Delete {
+        key: Bytes,
+        condition: Condition,
+    },
+    /// `ttl_ms: None` removes the expiry (persist); `Some(0)` deletes.
+    Expire {
+        key: Bytes,
+        ttl_ms: Option<u64>,
+    },
+    Incr {
+        key: Bytes,
+        delta: i64,
+    },
+}
+
+/// What the pipeline did with one op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Committed at this seq.
+    Written(Seq),
+    /// A condition did not hold; `current` is the live version, if any.
+    ConditionFailed { current: Option<Seq> },
+    /// The key was absent; nothing written.
+    NotFound,
+    /// Nothing needed writing.
+    Unchanged,
+    /// `incr` committed at this seq, leaving this value.
+    Int(i64, Seq),
+}
+
+/// The reply to one op: what happened, and whether its record is fsynced.
+pub(crate) type Reply = Result<(Applied, bool)>;
+
+/// Messages to the commit thread.
+pub(crate) enum Msg {
+    Write {
+        op: WriteOp,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// fsync the WAL now (a clean close under `never`/`interval`).
+    Sync { reply: oneshot::Sender<Result<()>> },
+    /// Finish what is queued before this, sync, and stop.
+    Shutdown,
+}
+
+pub(crate) struct Committer {
+    pub rx: Receiver<Msg>,
+    pub writer: WalWriter,
+    pub disk: Arc<DiskTier>,
+    pub memory: Arc<MemoryTier>,
+    pub clock: Arc<dyn Clock>,
+    pub status: Arc<Status>,
+    pub last_seq: Seq,
+    /// Wake-up period for `FsyncPolicy::Interval`; `None` waits forever.
+    pub sync_interval: Option<Duration>,
+}
+
+impl Committer {
+    pub fn run(mut self) {
+        loop {
+            let first = match self.sync_interval {
+                Some(period) => match self.rx.recv_timeout(period) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync_if_due();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                },
+            };
+            let mut batch = Vec::new();
+            let mut shutdown = false;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Write { op, reply } => batch.push((op, reply)),
+                    Msg::Sync { reply } => {
+                        // Everything queued before the sync request is committed first.
+                        self.commit(std::mem::take(&mut batch));
+                        let result = self.writer.sync().map_err(|e| self.wal_failed(&e));
+                        let _ = reply.send(result);
+                    }
+                    Msg::Shutdown => {
+                        shutdown = true;
+                        break;
+                    }
+                }
+                if batch.len() < MAX_BATCH_OPS {
+                    next = match self.rx.try_recv() {
+                        Ok(msg) => Some(msg),
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+                    };
+                }
+            }
+            self.commit(batch);
+            self.status.maybe_request_checkpoint();
+            if shutdown {
+                if let Err(e) = self.writer.sync() {
+                    tracing::error!(error = %e, "final wal sync failed");
+                }
+                break;
+            }
+        }
+    }
+
+    fn sync_if_due(&mut self) {
+        if let Err(e) = self.writer.sync_if_due() {
+            self.wal_failed(&e);
+        }
+    }
+
+    fn wal_failed(&self, e: &crate::wal::WalError) -> StoreError {
+        let reason = format!("wal failure: {e}");
+        tracing::error!(%reason, "store poisoned");
+        self.status.poison(reason.clone());
+        StoreError::Poisoned(reason)
+    }
+
+    fn commit(&mut self, batch: Vec<(WriteOp, oneshot::Sender<Reply>)>) {
+        if batch.is_empty() {
+            return;
+        }
+        // IMPORTANT: check poison before ordering anything (fjall's TOCTOU note).
+        if let Some(reason) = self.status.poisoned() {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
+            }
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        let mut state = BatchState {
+            overlay: HashMap::new(),
+            disk: &self.disk,
+            memory: &self.memory,
+            now_ms,
+        };
+        let mut records = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut next_seq = self.last_seq.next();
+        for (op, _) in &batch {
+            let outcome = state.evaluate(op, next_seq).map(|(applied, mutations)| {
+                if !mutations.is_empty() {
+                    state.record(next_seq, &mutations);
+                    records.push(WalRecord {
+                        seq: next_seq,
+                        mutations,
+                    });
+                    next_seq = next_seq.next();
+                }
+                applied
+            });
+            outcomes.push(outcome);
+        }
+
+        let mut synced = false;
+        if let Some(last) = records.last().map(|r| r.seq) {
+            // IMPORTANT: WAL first: nothing reaches RocksDB or memory (or a
+            // reply) that the log does not hold.
+            match self.writer.append(&records) {
+                Ok(outcome) => synced = outcome.synced,
+                Err(e) => {
+                    let err = self.wal_failed(&e);
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(StoreError::Poisoned(err.to_string())));
+                    }
+                    return;
+                }
+            }
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("commit_after_wal_before_disk");
+            if let Err(e) = self.disk.apply(&records) {
+                // The WAL holds these records; a restart replays them.
+                let reason = format!("disk tier write failed: {e}");
+                tracing::error!(%reason, "store poisoned");
+                self.status.poison(reason.clone());
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
+                }
+                return;
+            }
+            // IMPORTANT: the memory tier only after RocksDB (I3).
+            for record in &records {
+                for mutation in &record.mutations {
+                    match mutation {
+                        Mutation::Put {
+                            key,
+                            value,
+                            expires_at_ms,
+                        } => self.memory.apply_write(
+                            key,
+                            Some(CachedValue {
+                                value: value.clone(),
+                                seq: record.seq,
+                                expires_at_ms: *expires_at_ms,
+                            }),
+                        ),
+                        Mutation::Delete { key } => self.memory.apply_write(key, None),
+                    }
+                }
+            }
+            self.last_seq = last;
+            self.status.publish_applied(last);
+        }
+        for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome.map(|applied| (applied, synced)));
+        }
+    }
+}
+
+/// The state a batch sees: the tiers plus the effects of its earlier ops.
+struct BatchState<'a> {
+    overlay: HashMap<Bytes, Option<StoredValue>>,
+    disk: &'a DiskTier,
+    memory: &'a MemoryTier,
+    now_ms: u64,
+}
+
+impl BatchState<'_> {
+    /// The key's live value as of the ops ordered so far.
+    fn live(&self, key: &Bytes) -> Result<Option<StoredValue>> {
+        let current = match self.overlay.get(key) {
+            Some(v) => v.clone(),
+            // The memory tier is never older than the disk tier (I3), and
+            // only this thread writes, so a cached entry is current.
+            None => match self.memory.peek(key) {
+                Lookup::Hit(v) => Some(StoredValue {
+                    seq: v.seq,
+                    expires_at_ms: v.expires_at_ms,
+                    value: v.value,
+                }),
+                Lookup::Expired => None,
+                Lookup::Miss => self.disk.get(key)?,
+            },
+        };
+        Ok(current.filter(|v| !v.is_expired(self.now_ms)))
+    }
+
+    fn record(&mut self, seq: Seq, mutations: &[Mutation]) {
+        for mutation in mutations {
+            match mutation {
+                Mutation::Put {
+                    key,
+                    value,
+                    expires_at_ms,
+                } => {
+                    let stored = StoredValue {
+                        seq,
+                        expires_at_ms: *expires_at_ms,
+                        value: value.clone(),
+                    };
+                    self.overlay.insert(key.clone(), Some(stored));
+                }
+                Mutation::Delete { key } => {
+                    self.overlay.insert(key.clone(), None);
+                }
+            }
+        }
+    }
+
+    fn deadline(&self, ttl_ms: Option<u64>) -> u64 {
+        ttl_ms.map_or(0, |ttl| self.now_ms.saturating_add(ttl))
+    }
+
+    /// Resolves one op into the mutations to log, or an outcome with none.
+    fn evaluate(&self, op: &WriteOp, seq: Seq) -> Result<(Applied, Vec<Mutation>)> {
+        match op {
+            WriteOp::Set {
+                key,
+                value,
+                ttl_ms,
+                condition,
+            } => {
+                if *condition != Condition::Always {
+                    let current = self.live(key)?.map(|v| v.seq);
+                    let holds = match condition {
+                        Condition::Always => true,
+                        Condition::IfAbsent => current.is_none(),
+                        Condition::IfPresent => current.is_some(),
+                        Condition::IfVersion(v) => current == Some(*v),
+                    };
+                    if !holds {
+                        return Ok((Applied::ConditionFailed { current }, vec![]));
+                    }
+                }
+                let put = Mutation::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    expires_at_ms: self.deadline(*ttl_ms),
+                };
+                Ok((Applied::Written(seq), vec![put]))
+            }
+            WriteOp::SetMany { entries } => {
+                let puts = entries
+                    .iter()
+                    .map(|(key, value, ttl_ms)| Mutation::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                        expires_at_ms: self.deadline(*ttl_ms),
+                    })
+                    .collect();
+                Ok((Applied::Written(seq), puts))
+            }
+            WriteOp::Delete { key, condition } => {
+                let Some(current) = self.live(key)? else {
+                    return Ok((Applied::NotFound, vec![]));
+                };
+                match condition {
+                    Condition::Always | Condition::IfPresent => {}
+                    Condition::IfVersion(v) if *v == current.seq => {}
+                    Condition::IfVersion(_) => {
+                        let current = Some(current.seq);
+                        return Ok((Applied::ConditionFailed { current }, vec![]));
+                    }
+                    Condition::IfAbsent => {
+                        return Err(StoreError::InvalidArgument(
+                            "delete cannot be conditional on the key being absent",
+                        ));
+                    }
+                }
+                let delete = Mutation::Delete { key: key.clone() };
+                Ok((Applied::Written(seq), vec![delete]))
+            }
+            WriteOp::Expire { key, ttl_ms } => {
+                let Some(current) = self.live(key)? else {
+                    return Ok((Applied::NotFound, vec![]));
+                };
+                let mutation = match ttl_ms {
+                    // An expiry in the past removes the key now, as in Redis.
+                    Some(0) => Mutation::Delete { key: key.clone() },
+                    None if current.expires_at_ms == 0 => return Ok((Applied::Unchanged, vec![])),
+                    _ => Mutation::Put {
+                        key: key.clone(),
+                        value: current.value,
+                        expires_at_ms: self.deadline(*ttl_ms),
+                    },
+                };
+                Ok((Applied::Written(seq), vec![mutation]))
+            }
+            WriteOp::Incr { key, delta } => {
+                let current = self.live(key)?;
+                let (base, expires_at_ms) = match &current {
+                    None => (0, 0),
+                    Some(v) => (parse_i64(&v.value)?, v.expires_at_ms),
+                };
+                let value = base.checked_add(*delta).ok_or(StoreError::Overflow)?;
+                let put = Mutation::Put {
+                    key: key.clone(),
+                    value: Bytes::from(value.to_string()),
+                    expires_at_ms,
+                };
+                Ok((Applied::Int(value, seq), vec![put]))
+            }
+        }
+    }
+}
+
+/// Parses a stored value as a decimal i64, as `incr` needs it.
+fn parse_i64(value: &[u8]) -> Result<i64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or(StoreError::NotAnInteger)
+}

@@ -1,0 +1,377 @@
+//! The disk tier: RocksDB holding every key, with its own WAL disabled.
+//!
+//! Our WAL is the source of durability; RocksDB is a materialised view of
+//! it. Each commit batch is one RocksDB `WriteBatch` that carries the
+//! entries *and* `applied_seq`, so the state RocksDB recovers to after a
+//! crash names the last seq it contains, and recovery replays our WAL from
+//! there (DESIGN §2 BOOT). `atomic_flush` keeps the two column families
+//! consistent with each other when RocksDB flushes.
+//!
+//! Stored value layout (all integers little-endian):
+//!
+//! ```text
+//! [u8 format = 1][u64 seq][u64 expires_at_ms (0 = never)][value bytes ...]
+//! ```
+
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rocksdb::compaction_filter::{CompactionFilter, Decision};
+use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
+use rocksdb::{
+    AsRawPtr, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
+    Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+use serde::{Deserialize, Serialize};
+
+use super::error::{Result, StoreError};
+use crate::clock::Clock;
+use crate::types::Seq;
+use crate::wal::{Mutation, WalRecord};
+
+const CF_DATA: &str = "data";
+const CF_META: &str = "meta";
+const APPLIED_SEQ_KEY: &[u8] = b"applied_seq";
+
+const VALUE_FORMAT: u8 = 1;
+/// Bytes in front of every stored value.
+pub const VALUE_HEADER_BYTES: usize = 17;
+
+/// Block compression of the data column family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// LZ4 on every level (fast), ZSTD on the bottom level (small).
+    #[default]
+    Lz4,
+    /// ZSTD on every level.
+    Zstd,
+}
+
+/// Tuning of the disk tier.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskConfig {
+    /// RocksDB block cache (uncompressed blocks), bytes.
+    pub block_cache_bytes: usize,
+    /// Bloom filter bits per key; 0 disables it. 10 gives ~1% false positives,
+    /// which makes a miss nearly free.
+    pub bloom_bits_per_key: f64,
+    /// Block compression.
+    pub compression: Compression,
+    /// Memtable size, bytes: larger absorbs more writes between flushes.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        DiskConfig {
+            block_cache_bytes: 64 << 20,
+            bloom_bits_per_key: 10.0,
+            compression: Compression::Lz4,
+            write_buffer_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A value as the disk tier keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredValue {
+    /// Seq of the write that stored it: the key's version.
+    pub seq: Seq,
+    /// Absolute expiry in Unix ms; 0 = never.
+    pub expires_at_ms: u64,
+    /// The user's bytes.
+    pub value: Bytes,
+}
+
+impl StoredValue {
+    /// Whether it has expired at `now_ms` (I4: an expired key is never returned).
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        is_expired(self.expires_at_ms, now_ms)
+    }
+}
+
+/// Whether a deadline (0 = never) has passed.
+pub fn is_expired(expires_at_ms: u64, now_ms: u64) -> bool {
+    expires_at_ms != 0 && expires_at_ms <= now_ms
+}
+
+fn encode_value(seq: Seq, expires_at_ms: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(VALUE_HEADER_BYTES + value.len());
+    out.push(VALUE_FORMAT);
+    out.extend_from_slice(&seq.0.to_le_bytes());
+    out.extend_from_slice(&expires_at_ms.to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// Reads the header; `None` if the bytes are not a stored value of this format.
+fn decode_header(raw: &[u8]) -> Option<(Seq, u64)> {
+    if raw.len() < VALUE_HEADER_BYTES || raw[0] != VALUE_FORMAT {
+        return None;
+    }
+    let seq = u64::from_le_bytes(raw[1..9].try_into().ok()?);
+    let expires = u64::from_le_bytes(raw[9..17].try_into().ok()?);
+    Some((Seq(seq), expires))
+}
+
+fn decode_value(key: &[u8], raw: &[u8]) -> Result<StoredValue> {
+    let (seq, expires_at_ms) = decode_header(raw).ok_or_else(|| StoreError::DamagedValue {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: "short or unknown value header",
+    })?;
+    Ok(StoredValue {
+        seq,
+        expires_at_ms,
+        value: Bytes::copy_from_slice(&raw[VALUE_HEADER_BYTES..]),
+    })
+}
+
+/// Drops expired entries during compaction. Reads check expiry themselves,
+/// so this only reclaims space. RocksDB turns `Remove` of a plain value into
+/// a tombstone, so an older version below cannot resurface.
+struct TtlFilter {
+    now_ms: u64,
+}
+
+impl CompactionFilter for TtlFilter {
+    fn filter(&mut self, _level: u32, _key: &[u8], value: &[u8]) -> Decision {
+        match decode_header(value) {
+            Some((_, expires)) if is_expired(expires, self.now_ms) => Decision::Remove,
+            _ => Decision::Keep,
+        }
+    }
+
+    fn name(&self) -> &CStr {
+        c"strata-ttl"
+    }
+}
+
+/// One filter per compaction, so `now` is read once per compaction.
+struct TtlFilterFactory {
+    clock: Arc<dyn Clock>,
+}
+
+impl CompactionFilterFactory for TtlFilterFactory {
+    type Filter = TtlFilter;
+
+    fn create(&mut self, _context: CompactionFilterContext) -> TtlFilter {
+        TtlFilter {
+            now_ms: self.clock.now_ms(),
+        }
+    }
+
+    fn name(&self) -> &CStr {
+        c"strata-ttl-factory"
+    }
+}
+
+/// RocksDB behind the operations the store needs.
+pub struct DiskTier {
+    db: DB,
+    path: PathBuf,
+    write_opts: WriteOptions,
+}
+
+impl std::fmt::Debug for DiskTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskTier").field("path", &self.path).finish()
+    }
+}
+
+impl DiskTier {
+    /// Opens (creating if missing) the RocksDB directory at `path`.
+    pub fn open(path: &Path, cfg: &DiskConfig, clock: Arc<dyn Clock>) -> Result<DiskTier> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        // IMPORTANT: with RocksDB's WAL off, atomic flush is what keeps the data
+        // and meta column families (entries and applied_seq) flushed together.
+        db_opts.set_atomic_flush(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(4);
+        // IMPORTANT: a close must not flush behind our back: the store flushes
+        // explicitly (checkpoint) and a drop without close must behave like a
+        // crash, which the in-process crash tests rely on.
+        // SAFETY: `inner` is a valid options pointer owned by `db_opts` for this call.
+        unsafe {
+            librocksdb_sys::rocksdb_options_set_avoid_flush_during_shutdown(db_opts.as_raw_ptr(), 1);
+        }
+
+        let mut table = BlockBasedOptions::default();
+        if cfg.block_cache_bytes > 0 {
+            table.set_block_cache(&Cache::new_lru_cache(cfg.block_cache_bytes));
+        } else {
+            table.disable_cache();
+        }
+        if cfg.bloom_bits_per_key > 0.0 {
+            table.set_bloom_filter(cfg.bloom_bits_per_key, false);
+            table.set_whole_key_filtering(true);
+        }
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+
+        let mut data = Options::default();
+        data.set_block_based_table_factory(&table);
+        data.set_write_buffer_size(cfg.write_buffer_bytes);
+        match cfg.compression {
+            Compression::None => data.set_compression_type(DBCompressionType::None),
+            Compression::Lz4 => {
+                data.set_compression_type(DBCompressionType::Lz4);
+                data.set_bottommost_compression_type(DBCompressionType::Zstd);
+            }
+            Compression::Zstd => data.set_compression_type(DBCompressionType::Zstd),
+        }
+        data.set_compaction_filter_factory(TtlFilterFactory { clock });
+        // Cold bottom-level files are otherwise never compacted, so expired
+        // keys there would keep their space forever.
+        data.set_periodic_compaction_seconds(24 * 3600);
+
+        let descriptors = vec![
+            ColumnFamilyDescriptor::new(CF_DATA, data),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.disable_wal(true);
+        Ok(DiskTier {
+            db,
+            path: path.to_path_buf(),
+            write_opts,
+        })
+    }
+
+    fn data(&self) -> &ColumnFamily {
+        // NOTE: both families are created at open, so the lookup cannot fail.
+        self.db.cf_handle(CF_DATA).expect("data column family exists")
+    }
+
+    fn meta(&self) -> &ColumnFamily {
+        self.db.cf_handle(CF_META).expect("meta column family exists")
+    }
+
+    /// The RocksDB directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The seq of the last record RocksDB has applied (recovered state after a crash).
+    pub fn applied_seq(&self) -> Result<Seq> {
+        match self.db.get_pinned_cf(self.meta(), APPLIED_SEQ_KEY)? {
+            None => Ok(Seq::ZERO),
+            Some(raw) => {
+                let bytes: [u8; 8] =
+                    raw.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::DamagedValue {
+                            key: "meta/applied_seq".into(),
+                            reason: "not 8 bytes",
+                        })?;
+                Ok(Seq(u64::from_le_bytes(bytes)))
+            }
+        }
+    }
+
+    /// The stored value for `key`, expired or not (callers check expiry).
+    pub fn get(&self, key: &[u8]) -> Result<Option<StoredValue>> {
+        match self.db.get_pinned_cf(self.data(), key)? {
+            None => Ok(None),
+            Some(raw) => decode_value(key, &raw).map(Some),
+        }
+    }
+
+    /// Applies records, in order, as one atomic RocksDB batch that also
+    /// advances `applied_seq` to the last record's seq.
+    pub fn apply(&self, records: &[WalRecord]) -> Result<()> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        let (data, meta) = (self.data(), self.meta());
+        let mut batch = WriteBatch::default();
+        for record in records {
+            for mutation in &record.mutations {
+                match mutation {
+                    Mutation::Put {
+                        key,
+                        value,
+                        expires_at_ms,
+                    } => batch.put_cf(data, key, encode_value(record.seq, *expires_at_ms, value)),
+                    Mutation::Delete { key } => batch.delete_cf(data, key),
+                }
+            }
+        }
+        // IMPORTANT: applied_seq rides in the same batch as the entries it covers.
+        batch.put_cf(meta, APPLIED_SEQ_KEY, last.seq.0.to_le_bytes());
+        self.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
+
+    /// Flushes memtables to SST files and waits: everything applied before
+    /// the call is durable in RocksDB afterwards.
+    pub fn flush(&self) -> Result<()> {
+        let mut opts = FlushOptions::default();
+        opts.set_wait(true);
+        self.db.flush_cfs_opt(&[self.data(), self.meta()], &opts)?;
+        Ok(())
+    }
+
+    /// Compacts the whole data column family (drops expired entries now).
+    pub fn compact(&self) {
+        self.db.compact_range_cf(self.data(), None::<&[u8]>, None::<&[u8]>);
+    }
+
+    /// Entries whose key starts with `prefix` and sorts after `after` (or
+    /// from the start of the prefix), skipping expired ones, up to `limit`.
+    /// Also says whether more entries may follow.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<(Bytes, StoredValue)>, bool)> {
+        let mut opts = ReadOptions::default();
+        // A scan should not push hot point-lookup blocks out of the cache.
+        opts.fill_cache(false);
+        let start: &[u8] = match after {
+            Some(after) if after >= prefix => after,
+            _ => prefix,
+        };
+        let iter =
+            self.db
+                .iterator_cf_opt(self.data(), opts, IteratorMode::From(start, Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, raw) = item?;
+            if !key.starts_with(prefix) {
+                return Ok((out, false));
+            }
+            if after.is_some_and(|after| &*key <= after) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let value = decode_value(&key, &raw)?;
+            if !value.is_expired(now_ms) {
+                out.push((Bytes::from(key.into_vec()), value));
+            }
+        }
+        Ok((out, false))
+    }
+
+    /// Counts raw entries in the data family, expired ones included (tests, verify).
+    pub fn raw_len(&self) -> Result<u64> {
+        let mut n = 0;
+        for item in self.db.iterator_cf(self.data(), IteratorMode::Start) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

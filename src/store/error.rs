@@ -1,0 +1,108 @@
+//! Errors of the storage engine.
+
+use std::path::PathBuf;
+
+use crate::types::Seq;
+use crate::wal::WalError;
+
+/// Everything that can go wrong in the store, typed so that callers (the
+/// server's one error-to-wire mapping, the tools) can react precisely.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process (or another `Store` in this one) holds the data directory.
+    #[error(
+        "data directory {path} is in use by another strata process (lock file {lock}); stop it first"
+    )]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// The lock file inside it.
+        lock: PathBuf,
+    },
+    /// Filesystem trouble outside the WAL and RocksDB.
+    #[error("i/o on {path}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The write-ahead log failed (includes a poisoned log after an fsync error).
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// RocksDB returned an error.
+    #[error("disk tier: {0}")]
+    Disk(#[from] rocksdb::Error),
+    /// A value in the disk tier does not have the layout this version writes.
+    #[error("disk tier holds a damaged value for key {key:?}: {reason}")]
+    DamagedValue {
+        /// The key (lossy UTF-8 for the message).
+        key: String,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The WAL does not reach back to what the disk tier has applied, so
+    /// acknowledged writes would be missing.
+    #[error(
+        "wal starts at seq {wal_first} but the disk tier has only applied up to {applied}: records in between are missing"
+    )]
+    WalGap {
+        /// First seq the WAL holds.
+        wal_first: Seq,
+        /// What RocksDB says it has applied.
+        applied: Seq,
+    },
+    /// A write failed earlier in a way that leaves the tiers unsure; the
+    /// store refuses writes until restarted (recovery replays the WAL).
+    #[error("store refuses writes after an earlier failure ({0}); restart the node to recover")]
+    Poisoned(String),
+    /// A key longer than `max_key_bytes`.
+    #[error("key is {len} bytes, over the limit of {max}")]
+    KeyTooLarge {
+        /// Its length.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A value longer than `max_value_bytes`.
+    #[error("value is {len} bytes, over the limit of {max}")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// More keys in one request than `max_batch_keys`.
+    #[error("{count} keys in one request, over the limit of {max}")]
+    TooManyKeys {
+        /// How many were given.
+        count: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// An argument that can never be valid (empty key, zero TTL, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// `incr` on a value that is not a decimal i64.
+    #[error("value is not a decimal 64-bit integer")]
+    NotAnInteger,
+    /// `incr` would leave the i64 range.
+    #[error("increment would overflow a 64-bit integer")]
+    Overflow,
+    /// The store is shutting down (or its commit thread stopped).
+    #[error("store is closed")]
+    Closed,
+    /// A configuration value is unusable.
+    #[error("bad store config `{field}`: {reason}")]
+    Config {
+        /// The config field.
+        field: &'static str,
+        /// Why it is wrong.
+        reason: String,
+    },
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,235 @@
+//! The memory tier: a moka cache of hot keys in front of the disk tier.
+//!
+//! Write-through: the commit pipeline updates this tier after RocksDB, so it
+//! never holds dirty state and is purely a read accelerator. The one hazard
+//! is a read-miss *fill* racing a write (I3):
+//!
+//! 1. a reader misses here and reads v1 from RocksDB,
+//! 2. a writer commits v2 (or a delete) and updates this tier,
+//! 3. the reader inserts the stale v1.
+//!
+//! Every key hashes to a stripe holding a counter. Writers bump the counter
+//! and update the cache under the stripe lock; a reader takes the counter
+//! *before* its disk read ([`MemoryTier::fill_token`]) and fills only if it is
+//! unchanged, checked under the same lock ([`MemoryTier::fill`]). A fill that
+//! raced a write to any key of its stripe is simply skipped.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::Expiry;
+use moka::sync::Cache;
+
+use crate::clock::Clock;
+use crate::store::disk::is_expired;
+use crate::types::Seq;
+
+/// Stripes of the fill guard: enough that unrelated keys rarely share one.
+const STRIPES: usize = 4096;
+
+/// Bytes charged per entry beyond key and value: moka's own bookkeeping
+/// (the weigher only sees what we tell it).
+const ENTRY_OVERHEAD_BYTES: u32 = 96;
+
+/// A cached value with the version and deadline it was stored with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedValue {
+    /// The user's bytes (cheap to clone).
+    pub value: Bytes,
+    /// The key's version (seq of the write that stored it).
+    pub seq: Seq,
+    /// Absolute expiry in Unix ms; 0 = never.
+    pub expires_at_ms: u64,
+}
+
+/// What a memory-tier lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A live value.
+    Hit(CachedValue),
+    /// The key's current value has expired: the key is absent (no disk read needed).
+    Expired,
+    /// Not cached: ask the disk tier.
+    Miss,
+}
+
+/// Proof of the stripe counter seen before a disk read.
+#[derive(Debug, Clone, Copy)]
+pub struct FillToken(u64);
+
+/// Hit and miss counts of one tier (moka keeps none of its own).
+#[derive(Debug, Default)]
+pub struct TierCounters {
+    /// Lookups that found a live value.
+    pub hits: AtomicU64,
+    /// Lookups that did not.
+    pub misses: AtomicU64,
+}
+
+impl TierCounters {
+    /// Counts one lookup.
+    pub fn record(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(hits, misses)` so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Tells moka when an entry's absolute deadline falls, on both insert and
+/// overwrite (moka's default would keep the old deadline on overwrite).
+struct Deadline {
+    clock: Arc<dyn Clock>,
+}
+
+impl Deadline {
+    fn remaining(&self, value: &CachedValue) -> Option<Duration> {
+        (value.expires_at_ms != 0).then(|| {
+            Duration::from_millis(value.expires_at_ms.saturating_sub(self.clock.now_ms()))
+        })
+    }
+}
+
+impl Expiry<Bytes, CachedValue> for Deadline {
+    fn expire_after_create(&self, _: &Bytes, value: &CachedValue, _: Instant) -> Option<Duration> {
+        self.remaining(value)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Bytes,
+        value: &CachedValue,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.remaining(value)
+    }
+}
+
+/// The hot-key cache with its fill guard and counters.
+pub struct MemoryTier {
+    cache: Cache<Bytes, CachedValue>,
+    stripes: Box<[Mutex<u64>]>,
+    hasher: RandomState,
+    clock: Arc<dyn Clock>,
+    budget_bytes: u64,
+    /// Hits and misses of reads that consulted this tier.
+    pub counters: TierCounters,
+}
+
+impl std::fmt::Debug for MemoryTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTier")
+            .field("budget_bytes", &self.budget_bytes)
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl MemoryTier {
+    /// A tier holding at most about `budget_bytes` of keys and values.
+    pub fn new(budget_bytes: u64, clock: Arc<dyn Clock>) -> MemoryTier {
+        let cache = Cache::builder()
+            .max_capacity(budget_bytes)
+            .weigher(|key: &Bytes, value: &CachedValue| {
+                let bytes = key.len().saturating_add(value.value.len());
+                u32::try_from(bytes)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(ENTRY_OVERHEAD_BYTES)
+            })
+            .expire_after(Deadline {
+                clock: clock.clone(),
+            })
+            .build();
+        MemoryTier {
+            cache,
+            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            hasher: RandomState::new(),
+            clock,
+            budget_bytes,
+            counters: TierCounters::default(),
+        }
+    }
+
+    fn stripe(&self, key: &[u8]) -> MutexGuard<'_, u64> {
+        let index = (self.hasher.hash_one(key) as usize) % STRIPES;
+        // A poisoned stripe only means a panic elsewhere while it was held;
+        // the counter itself is still meaningful.
+        self.stripes[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Looks `key` up for a client read, counting a hit or a miss.
+    pub fn get(&self, key: &[u8]) -> Lookup {
+        let lookup = self.peek(key);
+        self.counters.record(matches!(lookup, Lookup::Hit(_)));
+        lookup
+    }
+
+    /// Looks `key` up without counting it (the commit pipeline's reads).
+    pub fn peek(&self, key: &[u8]) -> Lookup {
+        match self.cache.get(key) {
+            None => Lookup::Miss,
+            // I4: moka's own expiry runs on its clock and lazily; check exactly.
+            Some(v) if is_expired(v.expires_at_ms, self.clock.now_ms()) => Lookup::Expired,
+            Some(v) => Lookup::Hit(v),
+        }
+    }
+
+    /// Takes the stripe counter before a disk read; see [`MemoryTier::fill`].
+    pub fn fill_token(&self, key: &[u8]) -> FillToken {
+        FillToken(*self.stripe(key))
+    }
+
+    /// Caches a value read from the disk tier, unless a write to the key's
+    /// stripe happened since `token` was taken (it might be newer: I3).
+    pub fn fill(&self, key: Bytes, value: CachedValue, token: FillToken) -> bool {
+        let stripe = self.stripe(&key);
+        if *stripe != token.0 {
+            return false;
+        }
+        self.cache.insert(key, value);
+        drop(stripe);
+        true
+    }
+
+    /// Records a committed write: `Some` caches the new value, `None`
+    /// (a delete) drops the key. Called after the disk tier has it.
+    pub fn apply_write(&self, key: &Bytes, value: Option<CachedValue>) {
+        let mut stripe = self.stripe(key);
+        // IMPORTANT: bump before touching the cache, under the stripe lock,
+        // so a fill that read the disk before this write sees the change.
+        *stripe = stripe.wrapping_add(1);
+        match value {
+            Some(value) => self.cache.insert(key.clone(), value),
+            None => self.cache.invalidate(key),
+        }
+        drop(stripe);
+    }
+
+    /// Drops `key` from this tier only (tests force read-miss fills with it).
+    pub fn evict(&self, key: &[u8]) {
+        self.cache.invalidate(key);
+    }
+
+    /// Entries and weighted bytes currently held (after pending maintenance).
+    pub fn usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks();
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+
+    /// The configured byte budget.
+    pub fn budget_bytes(&self) -> u64 {
+        self.budget_bytes
+    }
+}

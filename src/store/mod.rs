@@ -1,0 +1,894 @@
+//! The storage engine: the tiers and the order between them.
+//!
+//! ```text
+//! WRITE  Store::set ... -> commit thread: order + CAS -> WAL (group commit)
+//!                          -> RocksDB batch (+ applied_seq) -> memory tier -> reply
+//! READ   memory tier hit -> else RocksDB get (blocking pool) -> version-checked fill
+//! OPEN   lock dir -> open RocksDB -> applied_seq -> open WAL (repair tail)
+//!        -> replay records after applied_seq into RocksDB -> serve
+//! CHECKPOINT  RocksDB flush -> delete WAL segments it covers (I7)
+//! ```
+//!
+//! A `Store` is a cheap handle (`Clone`); the engine stops when the last
+//! handle is dropped. [`Store::close`] also checkpoints, so the next open
+//! replays nothing; dropping without `close` is safe (the next open replays
+//! the WAL), and is exactly what a crash looks like to RocksDB.
+
+mod checkpoint;
+mod commit;
+pub mod disk;
+mod error;
+mod lock;
+pub mod memory;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, oneshot};
+
+pub use checkpoint::{CheckpointReport, WalHold};
+pub use disk::{Compression, DiskConfig, StoredValue};
+pub use error::{Result, StoreError};
+pub use memory::TierCounters;
+
+use checkpoint::{Checkpointer, Holds, Wake};
+use commit::{Applied, Committer, Msg, WriteOp};
+use disk::DiskTier;
+use lock::DirLock;
+use memory::{CachedValue, Lookup, MemoryTier};
+
+use crate::clock::{Clock, SystemClock};
+use crate::types::{Condition, Seq};
+use crate::wal::{FsyncPolicy, RecoveryMode, StdFs, Wal, WalConfig, WalFs, WalRecord};
+
+/// Size limits on what clients may store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Longest key, bytes (default 16 KiB).
+    pub max_key_bytes: usize,
+    /// Longest value, bytes (default 8 MiB).
+    pub max_value_bytes: usize,
+    /// Most keys in one multi-get / multi-set / exists (default 10,000).
+    pub max_batch_keys: usize,
+    /// Most entries one scan page returns (default 10,000).
+    pub max_scan_limit: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 16 << 10,
+            max_value_bytes: 8 << 20,
+            max_batch_keys: 10_000,
+            max_scan_limit: 10_000,
+        }
+    }
+}
+
+/// How a store is laid out and tuned. Directory layout under `data_dir`:
+/// `LOCK` (held while open), `wal/` (our log), `db/` (RocksDB).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Byte budget of the memory tier (keys + values + ~96 B per entry).
+    pub memory_budget_bytes: u64,
+    /// When the WAL is fsynced; see [`FsyncPolicy`] for what survives what.
+    pub fsync: FsyncPolicy,
+    /// What opening does with a damaged WAL.
+    pub recovery: RecoveryMode,
+    /// WAL segment size before rotation, bytes.
+    pub wal_segment_bytes: u64,
+    /// Periodic checkpoint interval, ms (0 = only by WAL size and on demand).
+    pub checkpoint_interval_ms: u64,
+    /// Checkpoint early once the WAL holds this many bytes.
+    pub checkpoint_wal_bytes: u64,
+    /// Most writes queued for the commit thread before writers wait.
+    pub max_pending_writes: usize,
+    /// Client-facing size limits.
+    pub limits: Limits,
+    /// RocksDB tuning.
+    pub disk: DiskConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("strata-data"),
+            memory_budget_bytes: 256 << 20,
+            fsync: FsyncPolicy::Always,
+            recovery: RecoveryMode::TolerateCorruptTail,
+            wal_segment_bytes: 64 << 20,
+            checkpoint_interval_ms: 60_000,
+            checkpoint_wal_bytes: 256 << 20,
+            max_pending_writes: 16_384,
+            limits: Limits::default(),
+            disk: DiskConfig::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Defaults with the given data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            ..StoreConfig::default()
+        }
+    }
+
+    /// Sets the fsync policy.
+    pub fn with_fsync(mut self, fsync: FsyncPolicy) -> StoreConfig {
+        self.fsync = fsync;
+        self
+    }
+
+    /// Sets the memory-tier budget.
+    pub fn with_memory_budget(mut self, bytes: u64) -> StoreConfig {
+        self.memory_budget_bytes = bytes;
+        self
+    }
+
+    /// Checks values that would make the store misbehave, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: &str| {
+            Err(StoreError::Config {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if self.memory_budget_bytes == 0 {
+            return bad("memory_budget_bytes", "must be above 0");
+        }
+        if self.wal_segment_bytes < 4096 {
+            return bad("wal_segment_bytes", "must be at least 4096");
+        }
+        if self.max_pending_writes == 0 {
+            return bad("max_pending_writes", "must be above 0");
+        }
+        let l = &self.limits;
+        if l.max_key_bytes == 0 || l.max_value_bytes == 0 {
+            return bad("limits", "max_key_bytes and max_value_bytes must be above 0");
+        }
+        if l.max_key_bytes + l.max_value_bytes > (1 << 30) {
+            return bad("limits", "a key plus a value must fit in 1 GiB");
+        }
+        if l.max_batch_keys == 0 || l.max_scan_limit == 0 {
+            return bad("limits", "max_batch_keys and max_scan_limit must be above 0");
+        }
+        Ok(())
+    }
+
+    fn wal_config(&self) -> WalConfig {
+        let record_bytes = self.limits.max_batch_keys as u64
+            * (self.limits.max_key_bytes + self.limits.max_value_bytes + 64) as u64;
+        WalConfig {
+            dir: self.data_dir.join("wal"),
+            segment_bytes: self.wal_segment_bytes,
+            // Large enough for the largest write a client may send.
+            max_record_bytes: u32::try_from(record_bytes.max(64 << 20)).unwrap_or(u32::MAX),
+            fsync: self.fsync,
+            recovery: self.recovery,
+        }
+    }
+}
+
+/// Environment a store runs in; tests swap in a simulated WAL filesystem
+/// and a manual clock.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// Wall clock for TTLs.
+    pub clock: Arc<dyn Clock>,
+    /// Filesystem under the WAL.
+    pub wal_fs: Arc<dyn WalFs>,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env {
+            clock: Arc::new(SystemClock),
+            wal_fs: Arc::new(StdFs),
+        }
+    }
+}
+
+/// A live value as a read returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The value.
+    pub value: Bytes,
+    /// Its version: the seq of the write that stored it (for compare-and-set).
+    pub version: Seq,
+    /// Time left before it expires, ms; `None` = no expiry.
+    pub ttl_ms: Option<u64>,
+}
+
+/// What a committed write reached locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteAck {
+    /// The seq (new version) of the write.
+    pub seq: Seq,
+    /// Whether an fsync covering it completed before the reply.
+    pub synced: bool,
+}
+
+/// The result of a write that may not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Committed.
+    Written(WriteAck),
+    /// A condition did not hold; nothing written. `current` is the live version.
+    ConditionFailed {
+        /// The key's live version, if present.
+        current: Option<Seq>,
+    },
+    /// The key was absent; nothing written.
+    NotFound,
+    /// Nothing needed writing (persist on a key without expiry).
+    Unchanged,
+}
+
+/// A key's expiry state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlState {
+    /// No such (live) key.
+    Missing,
+    /// Present, no expiry.
+    Persistent,
+    /// Present, expiring in this many ms.
+    ExpiresInMs(u64),
+}
+
+/// One page of a prefix scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Entries in key order.
+    pub entries: Vec<(Bytes, Entry)>,
+    /// Pass back as `cursor` for the next page; `None` when done.
+    pub next_cursor: Option<Bytes>,
+}
+
+/// Counters and gauges for metrics and `info`.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// Last seq applied to both tiers.
+    pub applied_seq: Seq,
+    /// Seq covered by the last checkpoint.
+    pub checkpoint_seq: Seq,
+    /// Seconds since the last checkpoint (since open if none).
+    pub checkpoint_age_secs: f64,
+    /// Memory tier (hits, misses).
+    pub memory_hits: u64,
+    /// Memory tier misses.
+    pub memory_misses: u64,
+    /// Disk tier hits (reads that found a live key after a memory miss).
+    pub disk_hits: u64,
+    /// Disk tier misses.
+    pub disk_misses: u64,
+    /// Memory tier entries.
+    pub memory_entries: u64,
+    /// Memory tier weighted bytes.
+    pub memory_bytes: u64,
+    /// Memory tier budget.
+    pub memory_budget_bytes: u64,
+    /// WAL bytes on disk.
+    pub wal_bytes: u64,
+    /// Why writes are refused, if they are.
+    pub poisoned: Option<String>,
+}
+
+/// State shared between handles, the commit thread and the checkpointer.
+#[derive(Debug)]
+pub(crate) struct Status {
+    applied: AtomicU64,
+    checkpoint_seq: AtomicU64,
+    checkpoint_at: Mutex<std::time::Instant>,
+    is_poisoned: AtomicBool,
+    poison_reason: Mutex<Option<String>>,
+    wal: Wal,
+    checkpoint_wal_bytes: u64,
+    wake: Arc<(Mutex<Wake>, Condvar)>,
+}
+
+impl Status {
+    pub fn applied(&self) -> Seq {
+        Seq(self.applied.load(Ordering::Acquire))
+    }
+
+    pub fn publish_applied(&self, seq: Seq) {
+        self.applied.store(seq.0, Ordering::Release);
+    }
+
+    pub fn poison(&self, reason: String) {
+        let mut slot = self.poison_reason.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(reason);
+        self.is_poisoned.store(true, Ordering::Release);
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        if !self.is_poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        self.poison_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn checkpoint_done(&self, covered: Seq) {
+        self.checkpoint_seq.store(covered.0, Ordering::Relaxed);
+        *self.checkpoint_at.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    /// Wakes the checkpointer once the WAL has grown past its threshold.
+    pub fn maybe_request_checkpoint(&self) {
+        if self.wal.total_bytes() > self.checkpoint_wal_bytes {
+            let (state, cvar) = &*self.wake;
+            let mut wake = state.lock().unwrap_or_else(|p| p.into_inner());
+            if !wake.requested {
+                wake.requested = true;
+                cvar.notify_one();
+            }
+        }
+    }
+}
+
+struct Shared {
+    config: StoreConfig,
+    clock: Arc<dyn Clock>,
+    memory: Arc<MemoryTier>,
+    disk: Arc<DiskTier>,
+    disk_counters: TierCounters,
+    status: Arc<Status>,
+    checkpointer: Arc<Checkpointer>,
+    commit_tx: mpsc::Sender<Msg>,
+    pending: Semaphore,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    wal: Wal,
+    // NOTE: declared last so it is released after RocksDB has closed.
+    _lock: DirLock,
+}
+
+impl Shared {
+    /// Stops the threads; with `checkpoint`, leaves RocksDB covering everything.
+    fn stop(&self, checkpoint: bool) -> Result<()> {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        if threads.is_empty() {
+            return Ok(());
+        }
+        let _ = self.commit_tx.send(Msg::Shutdown);
+        {
+            let (state, cvar) = &*self.status.wake;
+            state.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+            cvar.notify_all();
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
+        if checkpoint {
+            self.checkpointer.checkpoint()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // No checkpoint: a plain drop must look like a crash (the WAL has it all).
+        let _ = self.stop(false);
+    }
+}
+
+/// The tiered store. Cheap to clone; all methods take `&self`.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish()
+    }
+}
+
+/// What opening found and did (for logs and the operator tools).
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// Seq RocksDB had applied before replay.
+    pub disk_applied: Seq,
+    /// WAL records replayed into RocksDB.
+    pub replayed: u64,
+    /// Last seq after recovery.
+    pub last_seq: Seq,
+    /// The WAL's own findings (segments, torn tail).
+    pub wal: crate::wal::RecoveryReport,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.data_dir` with the real clock and filesystem.
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        Store::open_with(config, Env::default()).map(|(store, _)| store)
+    }
+
+    /// Opens with an explicit environment and returns what recovery did.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if another process holds the directory, WAL
+    /// corruption before its tail, RocksDB failures, bad config.
+    pub fn open_with(config: StoreConfig, env: Env) -> Result<(Store, OpenReport)> {
+        config.validate()?;
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let lock = DirLock::acquire(dir)?;
+        let disk = Arc::new(DiskTier::open(&dir.join("db"), &config.disk, env.clock.clone())?);
+        let disk_applied = disk.applied_seq()?;
+        let recovered = Wal::open(config.wal_config(), env.wal_fs.clone())?;
+        let (wal, writer) = (recovered.wal, recovered.writer);
+        if let Some(first) = wal.first_seq()
+            && first > disk_applied.next()
+        {
+            return Err(StoreError::WalGap {
+                wal_first: first,
+                applied: disk_applied,
+            });
+        }
+        let replayed = replay(&disk, &wal, disk_applied)?;
+        let last_seq = wal.last_seq().unwrap_or(Seq::ZERO).max(disk_applied);
+        tracing::info!(
+            dir = %dir.display(), %disk_applied, replayed, %last_seq,
+            "store opened"
+        );
+
+        let memory = Arc::new(MemoryTier::new(config.memory_budget_bytes, env.clock.clone()));
+        let wake = Arc::new((Mutex::new(Wake::default()), Condvar::new()));
+        let status = Arc::new(Status {
+            applied: AtomicU64::new(last_seq.0),
+            checkpoint_seq: AtomicU64::new(disk_applied.0),
+            checkpoint_at: Mutex::new(std::time::Instant::now()),
+            is_poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            wal: wal.clone(),
+            checkpoint_wal_bytes: config.checkpoint_wal_bytes,
+            wake: wake.clone(),
+        });
+        let checkpointer = Arc::new(Checkpointer {
+            disk: disk.clone(),
+            wal: wal.clone(),
+            status: status.clone(),
+            holds: Arc::new(Mutex::new(Holds::default())),
+            running: Mutex::new(()),
+        });
+        let (commit_tx, rx) = mpsc::channel();
+        let committer = Committer {
+            rx,
+            writer,
+            disk: disk.clone(),
+            memory: memory.clone(),
+            clock: env.clock.clone(),
+            status: status.clone(),
+            last_seq,
+            sync_interval: match config.fsync {
+                FsyncPolicy::Interval(period) => Some(period),
+                _ => None,
+            },
+        };
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|source| StoreError::Io {
+                    path: PathBuf::from(name),
+                    source,
+                })
+        };
+        let mut threads = vec![spawn("strata-commit", Box::new(move || committer.run()))?];
+        let interval = (config.checkpoint_interval_ms > 0)
+            .then(|| Duration::from_millis(config.checkpoint_interval_ms));
+        let periodic = checkpointer.clone();
+        threads.push(spawn(
+            "strata-checkpoint",
+            Box::new(move || periodic.run(interval, &wake)),
+        )?);
+
+        let report = OpenReport {
+            disk_applied,
+            replayed,
+            last_seq,
+            wal: recovered.report,
+        };
+        let inner = Arc::new(Shared {
+            pending: Semaphore::new(config.max_pending_writes),
+            config,
+            clock: env.clock,
+            memory,
+            disk,
+            disk_counters: TierCounters::default(),
+            status,
+            checkpointer,
+            commit_tx,
+            threads: Mutex::new(threads),
+            wal,
+            _lock: lock,
+        });
+        Ok((Store { inner }, report))
+    }
+
+    /// Stops the store cleanly: finishes queued writes, syncs the WAL and
+    /// checkpoints, so the next open replays nothing.
+    pub async fn close(self) -> Result<()> {
+        let inner = self.inner.clone();
+        drop(self);
+        tokio::task::spawn_blocking(move || inner.stop(true))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        let max = self.inner.config.limits.max_key_bytes;
+        if key.is_empty() {
+            return Err(StoreError::InvalidArgument("key must not be empty"));
+        }
+        if key.len() > max {
+            return Err(StoreError::KeyTooLarge {
+                len: key.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        let max = self.inner.config.limits.max_value_bytes;
+        if value.len() > max {
+            return Err(StoreError::ValueTooLarge {
+                len: value.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, count: usize) -> Result<()> {
+        let max = self.inner.config.limits.max_batch_keys;
+        if count > max {
+            return Err(StoreError::TooManyKeys { count, max });
+        }
+        Ok(())
+    }
+
+    fn check_ttl(ttl: Option<Duration>) -> Result<Option<u64>> {
+        match ttl {
+            None => Ok(None),
+            Some(ttl) if ttl.is_zero() => Err(StoreError::InvalidArgument("ttl must be above 0")),
+            Some(ttl) => Ok(Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))),
+        }
+    }
+
+    fn entry(&self, value: CachedValue) -> Entry {
+        let now = self.inner.clock.now_ms();
+        Entry {
+            value: value.value,
+            version: value.seq,
+            ttl_ms: (value.expires_at_ms != 0).then(|| value.expires_at_ms.saturating_sub(now)),
+        }
+    }
+
+    /// The live value of `key`, with its version and remaining TTL.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
+        self.check_key(key)?;
+        match self.inner.memory.get(key) {
+            Lookup::Hit(value) => return Ok(Some(self.entry(value))),
+            Lookup::Expired => return Ok(None),
+            Lookup::Miss => {}
+        }
+        // IMPORTANT: take the fill token before reading the disk tier (I3).
+        let token = self.inner.memory.fill_token(key);
+        let key = Bytes::copy_from_slice(key);
+        let inner = self.inner.clone();
+        let found = tokio::task::spawn_blocking(move || -> Result<Option<CachedValue>> {
+            let now = inner.clock.now_ms();
+            let stored = inner.disk.get(&key)?.filter(|v| !v.is_expired(now));
+            inner.disk_counters.record(stored.is_some());
+            let Some(stored) = stored else {
+                return Ok(None);
+            };
+            let value = CachedValue {
+                value: stored.value,
+                seq: stored.seq,
+                expires_at_ms: stored.expires_at_ms,
+            };
+            inner.memory.fill(key, value.clone(), token);
+            Ok(Some(value))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        Ok(found.map(|value| self.entry(value)))
+    }
+
+    /// Reads several keys; each answer is in the position of its key.
+    pub async fn get_many(&self, keys: &[Bytes]) -> Result<Vec<Option<Entry>>> {
+        self.check_batch(keys.len())?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
+
+    /// How many of `keys` are live (a key named twice counts twice, as in Redis).
+    pub async fn exists(&self, keys: &[Bytes]) -> Result<u64> {
+        let found = self.get_many(keys).await?;
+        Ok(found.iter().filter(|e| e.is_some()).count() as u64)
+    }
+
+    /// The expiry state of `key`.
+    pub async fn ttl(&self, key: &[u8]) -> Result<TtlState> {
+        Ok(match self.get(key).await? {
+            None => TtlState::Missing,
+            Some(Entry { ttl_ms: None, .. }) => TtlState::Persistent,
+            Some(Entry {
+                ttl_ms: Some(ms), ..
+            }) => TtlState::ExpiresInMs(ms),
+        })
+    }
+
+    async fn submit(&self, op: WriteOp) -> Result<(Applied, bool)> {
+        // Backpressure: writers wait here (asynchronously) when the commit
+        // thread is behind, instead of queueing without bound.
+        let _permit = self
+            .inner
+            .pending
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commit_tx
+            .send(Msg::Write { op, reply })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn outcome((applied, synced): (Applied, bool)) -> WriteOutcome {
+        match applied {
+            Applied::Written(seq) | Applied::Int(_, seq) => WriteOutcome::Written(WriteAck { seq, synced }),
+            Applied::ConditionFailed { current } => WriteOutcome::ConditionFailed { current },
+            Applied::NotFound => WriteOutcome::NotFound,
+            Applied::Unchanged => WriteOutcome::Unchanged,
+        }
+    }
+
+    /// Stores `value` under `key` if `condition` holds, expiring after `ttl`.
+    pub async fn set(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        ttl: Option<Duration>,
+        condition: Condition,
+    ) -> Result<WriteOutcome> {
+        self.check_key(&key)?;
+        self.check_value(&value)?;
+        let ttl_ms = Self::check_ttl(ttl)?;
+        let op = WriteOp::Set {
+            key,
+            value,
+            ttl_ms,
+            condition,
+        };
+        self.submit(op).await.map(Self::outcome)
+    }
+
+    /// Stores every entry atomically: all of them or, on error, none.
+    pub async fn set_many(&self, entries: Vec<(Bytes, Bytes, Option<Duration>)>) -> Result<WriteAck> {
+        self.check_batch(entries.len())?;
+        if entries.is_empty() {
+            return Err(StoreError::InvalidArgument("set_many needs at least one entry"));
+        }
+        let mut resolved = Vec::with_capacity(entries.len());
+        for (key, value, ttl) in entries {
+            self.check_key(&key)?;
+            self.check_value(&value)?;
+            resolved.push((key, value, Self::check_ttl(ttl)?));
+        }
+        match Self::outcome(self.submit(WriteOp::SetMany { entries: resolved }).await?) {
+            WriteOutcome::Written(ack) => Ok(ack),
+            other => unreachable!("set_many always writes, got {other:?}"),
+        }
+    }
+
+    /// Deletes `key` (if `condition` holds: `Always` or `IfVersion`).
+    pub async fn delete(&self, key: Bytes, condition: Condition) -> Result<WriteOutcome> {
+        self.check_key(&key)?;
+        self.submit(WriteOp::Delete { key, condition })
+            .await
+            .map(Self::outcome)
+    }
+
+    /// Sets `key` to expire `ttl` from now (zero deletes it now).
+    pub async fn expire(&self, key: Bytes, ttl: Duration) -> Result<WriteOutcome> {
+        self.check_key(&key)?;
+        let ttl_ms = Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        self.submit(WriteOp::Expire { key, ttl_ms })
+            .await
+            .map(Self::outcome)
+    }
+
+    /// Removes `key`'s expiry.
+    pub async fn persist(&self, key: Bytes) -> Result<WriteOutcome> {
+        self.check_key(&key)?;
+        self.submit(WriteOp::Expire { key, ttl_ms: None })
+            .await
+            .map(Self::outcome)
+    }
+
+    /// Adds `delta` to the decimal integer stored at `key` (absent = 0),
+    /// keeping its expiry; returns the new value.
+    pub async fn incr(&self, key: Bytes, delta: i64) -> Result<(i64, WriteAck)> {
+        self.check_key(&key)?;
+        match self.submit(WriteOp::Incr { key, delta }).await? {
+            (Applied::Int(value, seq), synced) => Ok((value, WriteAck { seq, synced })),
+            other => unreachable!("incr always writes or fails, got {other:?}"),
+        }
+    }
+
+    /// Live entries whose keys start with `prefix`, in key order, after
+    /// `cursor` (the previous page's `next_cursor`), at most `limit`.
+    pub async fn scan(&self, prefix: Bytes, cursor: Option<Bytes>, limit: usize) -> Result<ScanPage> {
+        let max = self.inner.config.limits.max_scan_limit;
+        if limit == 0 || limit > max {
+            return Err(StoreError::TooManyKeys { count: limit, max });
+        }
+        let inner = self.inner.clone();
+        let (found, more) = tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now_ms();
+            inner.disk.scan(&prefix, cursor.as_deref(), limit, now)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        let next_cursor = if more { found.last().map(|(k, _)| k.clone()) } else { None };
+        let entries = found
+            .into_iter()
+            .map(|(key, v)| {
+                let cached = CachedValue {
+                    value: v.value,
+                    seq: v.seq,
+                    expires_at_ms: v.expires_at_ms,
+                };
+                (key, self.entry(cached))
+            })
+            .collect();
+        Ok(ScanPage {
+            entries,
+            next_cursor,
+        })
+    }
+
+    /// Flushes RocksDB and deletes the WAL segments it now covers.
+    pub async fn checkpoint(&self) -> Result<CheckpointReport> {
+        let checkpointer = self.inner.checkpointer.clone();
+        tokio::task::spawn_blocking(move || checkpointer.checkpoint())
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// fsyncs the WAL now (whatever the policy).
+    pub async fn sync(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commit_tx
+            .send(Msg::Sync { reply })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Keeps WAL records from `seq` on while the returned guard lives
+    /// (replication holds what a replica still needs).
+    pub fn hold_wal(&self, seq: Seq) -> WalHold {
+        WalHold::new(&self.inner.checkpointer.holds, seq)
+    }
+
+    /// The WAL, for readers (replication, tools).
+    pub fn wal(&self) -> &Wal {
+        &self.inner.wal
+    }
+
+    /// The last seq applied to both tiers.
+    pub fn applied_seq(&self) -> Seq {
+        self.inner.status.applied()
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> StoreStats {
+        let (memory_hits, memory_misses) = self.inner.memory.counters.snapshot();
+        let (disk_hits, disk_misses) = self.inner.disk_counters.snapshot();
+        let (memory_entries, memory_bytes) = self.inner.memory.usage();
+        let status = &self.inner.status;
+        let checkpoint_at = *status.checkpoint_at.lock().unwrap_or_else(|p| p.into_inner());
+        StoreStats {
+            applied_seq: status.applied(),
+            checkpoint_seq: Seq(status.checkpoint_seq.load(Ordering::Relaxed)),
+            checkpoint_age_secs: checkpoint_at.elapsed().as_secs_f64(),
+            memory_hits,
+            memory_misses,
+            disk_hits,
+            disk_misses,
+            memory_entries,
+            memory_bytes,
+            memory_budget_bytes: self.inner.memory.budget_bytes(),
+            wal_bytes: self.inner.wal.total_bytes(),
+            poisoned: status.poisoned(),
+        }
+    }
+}
+
+/// Test and tooling hooks that reach under the tiers.
+#[cfg(any(test, feature = "test-util"))]
+impl Store {
+    /// Drops `key` from the memory tier only, forcing the next read to fill.
+    pub fn evict_from_memory(&self, key: &[u8]) {
+        self.inner.memory.evict(key);
+    }
+
+    /// What the memory tier holds for `key` (value, version), expired or not.
+    pub fn memory_peek(&self, key: &[u8]) -> Option<(Bytes, Seq)> {
+        match self.inner.memory.peek(key) {
+            Lookup::Hit(v) => Some((v.value, v.seq)),
+            _ => None,
+        }
+    }
+
+    /// What the disk tier holds for `key`, expired or not.
+    pub fn disk_get(&self, key: &[u8]) -> Result<Option<StoredValue>> {
+        self.inner.disk.get(key)
+    }
+
+    /// Runs a full compaction (the TTL filter drops expired entries).
+    pub fn compact(&self) {
+        self.inner.disk.compact();
+    }
+
+    /// Raw entries in the disk tier, expired ones included.
+    pub fn disk_raw_len(&self) -> Result<u64> {
+        self.inner.disk.raw_len()
+    }
+}
+
+/// Replays WAL records after `applied` into RocksDB, in batches.
+fn replay(disk: &DiskTier, wal: &Wal, applied: Seq) -> Result<u64> {
+    const REPLAY_BATCH: usize = 1024;
+    let mut batch: Vec<WalRecord> = Vec::with_capacity(REPLAY_BATCH);
+    let mut replayed = 0;
+    for record in wal.read_from(applied.next())? {
+        batch.push(record?);
+        if batch.len() == REPLAY_BATCH {
+            disk.apply(&batch)?;
+            replayed += batch.len() as u64;
+            batch.clear();
+        }
+    }
+    disk.apply(&batch)?;
+    replayed += batch.len() as u64;
+    Ok(replayed)
+}
+
+/// The data directory's RocksDB path (operator tools).
+pub fn disk_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}

@@ -1,0 +1,98 @@
+//! Newtypes shared by every layer: sequence numbers, node and history ids.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Position of a committed write in one primary's history.
+///
+/// Every WAL record carries one; it is also the version a `get` reports and a
+/// compare-and-set names. Seqs start at 1; `Seq::ZERO` means "nothing yet".
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    /// Before the first write.
+    pub const ZERO: Seq = Seq(0);
+
+    /// The seq after this one.
+    pub fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Identifies a node within a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub u64);
+
+/// Names one replication history (a primary's lineage of Seqs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReplId(pub [u8; 16]);
+
+/// Increases on every promotion; fences writes from a deposed primary.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Epoch(pub u64);
+
+/// What a write waits for before it is acknowledged (DESIGN §4).
+///
+/// A node without replicas treats every policy as `Async`: the reply's
+/// durability report says what was actually reached, never more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AckPolicy {
+    /// Reply after the local commit (WAL written, synced per the fsync policy).
+    #[default]
+    Async,
+    /// Reply after `replicas` replicas have received and appended the record.
+    SemiSync {
+        /// How many replica acknowledgements to wait for.
+        replicas: u32,
+        /// How long to wait for them.
+        timeout_ms: u64,
+        /// What a timeout does to the write.
+        on_timeout: OnTimeout,
+    },
+    /// Reply after every in-sync replica has made the record durable.
+    Sync {
+        /// How long to wait for the replicas.
+        timeout_ms: u64,
+    },
+}
+
+/// What a semi-sync write does when its replicas do not answer in time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnTimeout {
+    /// Reply anyway, reporting the lower durability reached (counted in metrics).
+    #[default]
+    Degrade,
+    /// Fail the write with a timeout error (the write may still be applied locally).
+    Fail,
+}
+
+/// When a conditional write may go ahead, judged against the key's live
+/// (unexpired) state at the moment the write is ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// Unconditionally.
+    #[default]
+    Always,
+    /// Only if the key is absent (or expired).
+    IfAbsent,
+    /// Only if the key is present.
+    IfPresent,
+    /// Only if the key's current version is exactly this (compare-and-set).
+    IfVersion(Seq),
+}

@@ -1,0 +1,76 @@
+//! I4: an expired key is never returned, from either tier, across a reopen,
+//! and compaction reclaims it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{b, config, manual_clock, open_with_clock};
+use strata::store::{TtlState, WriteOutcome};
+use strata::types::Condition;
+use strata::wal::FsyncPolicy;
+
+#[tokio::test]
+async fn expiry_in_both_tiers_across_reopen_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = open_with_clock(config(dir.path(), FsyncPolicy::Always), clock.clone());
+    let ttl = Some(Duration::from_secs(10));
+    store.set(b("short"), b("s"), ttl, Condition::Always).await.unwrap();
+    store.set(b("long"), b("l"), Some(Duration::from_secs(1000)), Condition::Always).await.unwrap();
+    store.set(b("forever"), b("f"), None, Condition::Always).await.unwrap();
+    assert_eq!(store.ttl(b"short").await.unwrap(), TtlState::ExpiresInMs(10_000));
+
+    clock.advance_ms(10_000);
+    // Memory tier: still cached, never returned.
+    assert!(store.memory_peek(b"short").is_none() || store.get(b"short").await.unwrap().is_none());
+    assert_eq!(store.get(b"short").await.unwrap(), None);
+    // Disk tier: evicted from memory, the disk copy is expired too.
+    store.evict_from_memory(b"short");
+    assert_eq!(store.get(b"short").await.unwrap(), None);
+    assert_eq!(store.ttl(b"short").await.unwrap(), TtlState::Missing);
+    assert_eq!(store.exists(&[b("short"), b("long")]).await.unwrap(), 1);
+    // Expired keys behave as absent for conditions and scans.
+    assert!(matches!(
+        store.set(b("short"), b("again"), None, Condition::IfPresent).await.unwrap(),
+        WriteOutcome::ConditionFailed { current: None }
+    ));
+    let page = store.scan(b(""), None, 100).await.unwrap();
+    let keys: Vec<_> = page.entries.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(keys, vec![b("forever"), b("long")]);
+    drop(store);
+
+    // Across a reopen (WAL replay) the deadline is absolute, so still expired.
+    let store = open_with_clock(config(dir.path(), FsyncPolicy::Always), clock.clone());
+    assert_eq!(store.get(b"short").await.unwrap(), None);
+    assert_eq!(store.get(b"long").await.unwrap().unwrap().ttl_ms, Some(990_000));
+    // Compaction drops the expired entry physically.
+    store.checkpoint().await.unwrap();
+    assert!(store.disk_get(b"short").unwrap().is_some(), "still on disk before compaction");
+    store.compact();
+    assert!(store.disk_get(b"short").unwrap().is_none(), "compaction filter dropped it");
+    assert_eq!(store.disk_raw_len().unwrap(), 2);
+
+    clock.advance_ms(990_000);
+    assert_eq!(store.get(b"long").await.unwrap(), None);
+    assert_eq!(store.get(b"forever").await.unwrap().unwrap().value, b("f"));
+}
+
+#[tokio::test]
+async fn overwrite_replaces_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = open_with_clock(config(dir.path(), FsyncPolicy::Never), clock.clone());
+    store.set(b("k"), b("1"), Some(Duration::from_secs(5)), Condition::Always).await.unwrap();
+    store.set(b("k"), b("2"), None, Condition::Always).await.unwrap();
+    clock.advance_ms(6_000);
+    assert_eq!(store.get(b"k").await.unwrap().unwrap().value, b("2"));
+    // incr keeps the key's deadline.
+    store.set(b("n"), b("1"), Some(Duration::from_secs(5)), Condition::Always).await.unwrap();
+    store.incr(b("n"), 1).await.unwrap();
+    assert_eq!(store.ttl(b"n").await.unwrap(), TtlState::ExpiresInMs(5_000));
+    clock.advance_ms(5_000);
+    assert_eq!(store.get(b"n").await.unwrap(), None);
+    // incr on an expired key starts from zero.
+    assert_eq!(store.incr(b("n"), 3).await.unwrap().0, 3);
+}
