@@ -61,7 +61,10 @@ fn reads(c: &mut Criterion) {
         let store = open(dir.path(), FsyncPolicy::Never, budget);
         rt.block_on(async {
             for i in 0..KEYS {
-                store.set(key(i), value(), None, Condition::Always).await.unwrap();
+                store
+                    .set(key(i), value(), None, Condition::Always)
+                    .await
+                    .unwrap();
             }
             store.checkpoint().await.unwrap();
         });
@@ -105,7 +108,10 @@ fn writes(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for (name, fsync) in [
         ("never", FsyncPolicy::Never),
-        ("interval-1000ms", FsyncPolicy::Interval(Duration::from_secs(1))),
+        (
+            "interval-1000ms",
+            FsyncPolicy::Interval(Duration::from_secs(1)),
+        ),
         ("always", FsyncPolicy::Always),
     ] {
         for writers in [1u64, 64] {
@@ -122,7 +128,10 @@ fn writes(c: &mut Criterion) {
                                 tokio::spawn(async move {
                                     for i in 0..per_writer {
                                         let k = key((w * per_writer + i) % (KEYS * 10));
-                                        store.set(k, value(), None, Condition::Always).await.unwrap();
+                                        store
+                                            .set(k, value(), None, Condition::Always)
+                                            .await
+                                            .unwrap();
                                     }
                                 })
                             })
@@ -153,7 +162,10 @@ fn replay(c: &mut Criterion) {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 for i in (w..RECORDS).step_by(16) {
-                    store.set(key(i), value(), None, Condition::Always).await.unwrap();
+                    store
+                        .set(key(i), value(), None, Condition::Always)
+                        .await
+                        .unwrap();
                 }
             }));
         }

@@ -1,17 +1,43 @@
 //! strata: a persistent, tiered, replicated cache.
 //!
+//! Hot keys live in a memory tier (moka); every key lives in a disk tier
+//! (RocksDB); a write-ahead log of our own makes every acknowledged write
+//! survive a crash and is also the replication stream. Clients speak a
+//! binary protocol over QUIC.
+//!
 //! # Layout
 //!
-//! - [`types`]: `Seq`, `NodeId`, `ReplId`, `Epoch`.
+//! - [`types`]: `Seq`, `NodeId`, `ReplId`, `Epoch`, `AckPolicy`, `Condition`.
 //! - [`clock`]: wall-clock time behind a trait (TTL tests move it by hand).
-//! - [`wal`]: the write-ahead log: CRC-framed postcard records in segment
-//!   files, group commit, fsync policy, recovery. It is also the replication
-//!   stream.
-//! - [`store`]: the tiers and the order between them: memory tier (moka),
-//!   disk tier (RocksDB), the commit pipeline, recovery, TTL, checkpoints.
-//! - [`proto`]: the client wire protocol, sans-io.
+//! - [`config`]: the server's configuration (TOML + flags) and its validation.
+//! - [`error`]: the node's top-level error and the one mapping from internal
+//!   errors to wire error codes.
+//! - [`proto`]: the client wire protocol, sans-io (no tokio, no quinn).
+//! - [`net`]: everything that touches QUIC and TLS: endpoint, server, client.
+//! - [`cmd`]: request handlers: `Request` → store calls → `Response`.
+//! - [`store`]: the tiers and the order between them: memory tier, disk
+//!   tier, commit pipeline, recovery, TTL, checkpoints.
+//! - [`wal`]: segments, CRC-framed postcard records, group-commit writer,
+//!   reader, recovery.
+//! - [`metrics`]: Prometheus counters and histograms, rendered as text.
+//!
+//! # Data path
+//!
+//! ```text
+//! client --QUIC bi-stream--> net::server --proto frame--> cmd::Node::dispatch --> store
+//!
+//! WRITE  commit thread: conditions + Seq -> WAL append (group commit, fsync policy)
+//!        -> RocksDB WriteBatch (+ applied_seq) -> memory tier -> reply with durability
+//! READ   memory tier hit -> else RocksDB get (blocking pool) -> version-checked fill
+//! BOOT   lock data dir -> RocksDB -> applied_seq -> replay WAL after it -> serve
+//! ```
 
 pub mod clock;
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod net;
 pub mod proto;
 pub mod store;
 pub mod types;

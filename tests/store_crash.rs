@@ -43,7 +43,10 @@ fn crash_child() {
                 for n in 0.. {
                     let key = format!("w{w}-{n}");
                     let value = value_for(&key);
-                    store.set(b(&key), value, None, Condition::Always).await.unwrap();
+                    store
+                        .set(b(&key), value, None, Condition::Always)
+                        .await
+                        .unwrap();
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ACK {key}").unwrap();
                     out.flush().unwrap();
@@ -66,7 +69,13 @@ async fn crash_once(fsync: &str, seed: u64) {
     let kill_after_acks = rng.random_range(50..1500);
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR, dir.path())
         .env(CHILD_FSYNC, fsync)
         .stdout(Stdio::piped())

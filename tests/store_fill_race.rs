@@ -32,7 +32,10 @@ async fn fills_never_resurrect_older_values() {
                 let outcome = if w == 2 {
                     store.delete(key, Condition::Always).await.unwrap()
                 } else {
-                    store.set(key, b(&format!("w{w}-{n}")), None, Condition::Always).await.unwrap()
+                    store
+                        .set(key, b(&format!("w{w}-{n}")), None, Condition::Always)
+                        .await
+                        .unwrap()
                 };
                 if let WriteOutcome::Written(ack) = outcome {
                     floor[k].fetch_max(ack.seq.0, Ordering::SeqCst);
@@ -65,7 +68,11 @@ async fn fills_never_resurrect_older_values() {
                 let k = reads as usize % KEYS;
                 let before = floor[k].load(Ordering::SeqCst);
                 if let Some(e) = store.get(format!("k{k}").as_bytes()).await.unwrap() {
-                    assert!(e.version.0 >= before, "k{k}: read version {} after {before} completed", e.version);
+                    assert!(
+                        e.version.0 >= before,
+                        "k{k}: read version {} after {before} completed",
+                        e.version
+                    );
                 }
                 reads += 1;
             }
@@ -83,8 +90,13 @@ async fn fills_never_resurrect_older_values() {
         let key = format!("k{k}");
         let disk = store.disk_get(key.as_bytes()).unwrap();
         if let Some((value, seq)) = store.memory_peek(key.as_bytes()) {
-            let disk = disk.unwrap_or_else(|| panic!("{key}: memory holds {value:?}@{seq}, disk none"));
-            assert_eq!((value, seq), (disk.value, disk.seq), "{key}: memory tier is stale");
+            let disk =
+                disk.unwrap_or_else(|| panic!("{key}: memory holds {value:?}@{seq}, disk none"));
+            assert_eq!(
+                (value, seq),
+                (disk.value, disk.seq),
+                "{key}: memory tier is stale"
+            );
         }
     }
 }

@@ -18,16 +18,42 @@ const KEYS: u8 = 5;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Set { key: u8, value: u8, ttl_s: Option<u64> },
-    SetIfAbsent { key: u8, value: u8 },
+    Set {
+        key: u8,
+        value: u8,
+        ttl_s: Option<u64>,
+    },
+    SetIfAbsent {
+        key: u8,
+        value: u8,
+    },
     /// Compare-and-set with the current version (or a wrong one).
-    Cas { key: u8, value: u8, stale: bool },
-    Delete { key: u8 },
-    Incr { key: u8, delta: i8 },
-    Expire { key: u8, ttl_s: u64 },
-    Persist { key: u8 },
-    SetMany { keys: Vec<u8>, value: u8 },
-    Advance { secs: u64 },
+    Cas {
+        key: u8,
+        value: u8,
+        stale: bool,
+    },
+    Delete {
+        key: u8,
+    },
+    Incr {
+        key: u8,
+        delta: i8,
+    },
+    Expire {
+        key: u8,
+        ttl_s: u64,
+    },
+    Persist {
+        key: u8,
+    },
+    SetMany {
+        keys: Vec<u8>,
+        value: u8,
+    },
+    Advance {
+        secs: u64,
+    },
     Checkpoint,
     Reopen,
     Crash,
@@ -75,7 +101,14 @@ impl Model {
     fn write(&mut self, key: u8, value: Bytes, expires_at_ms: u64) -> Seq {
         self.last_seq = self.last_seq.next();
         let version = self.last_seq;
-        self.map.insert(key, Modeled { value, version, expires_at_ms });
+        self.map.insert(
+            key,
+            Modeled {
+                value,
+                version,
+                expires_at_ms,
+            },
+        );
         version
     }
 }
@@ -96,22 +129,41 @@ async fn run(ops: Vec<Op>, fsync: FsyncPolicy) {
     let clock = manual_clock();
     let cfg = config(dir.path(), fsync);
     let mut store = Some(open_with_clock(cfg.clone(), clock.clone()));
-    let mut model = Model { map: BTreeMap::new(), last_seq: Seq::ZERO, now_ms: clock_now(&clock) };
+    let mut model = Model {
+        map: BTreeMap::new(),
+        last_seq: Seq::ZERO,
+        now_ms: clock_now(&clock),
+    };
     for op in ops {
         let s: &Store = store.as_ref().unwrap();
         let ttl = |secs: Option<u64>| secs.map(Duration::from_secs);
         let deadline = |secs: Option<u64>, now: u64| secs.map_or(0, |s| now + s * 1000);
         match op {
             Op::Set { key, value, ttl_s } => {
-                let got = written(s.set(k(key), b(&value.to_string()), ttl(ttl_s), Condition::Always).await.unwrap());
+                let got = written(
+                    s.set(k(key), b(&value.to_string()), ttl(ttl_s), Condition::Always)
+                        .await
+                        .unwrap(),
+                );
                 let want = model.write(key, b(&value.to_string()), deadline(ttl_s, model.now_ms));
                 assert_eq!(got, Some(want));
             }
             Op::SetIfAbsent { key, value } => {
-                let got = s.set(k(key), b(&value.to_string()), None, Condition::IfAbsent).await.unwrap();
+                let got = s
+                    .set(k(key), b(&value.to_string()), None, Condition::IfAbsent)
+                    .await
+                    .unwrap();
                 match model.live(key).map(|m| m.version) {
-                    Some(current) => assert_eq!(got, WriteOutcome::ConditionFailed { current: Some(current) }),
-                    None => assert_eq!(written(got), Some(model.write(key, b(&value.to_string()), 0))),
+                    Some(current) => assert_eq!(
+                        got,
+                        WriteOutcome::ConditionFailed {
+                            current: Some(current)
+                        }
+                    ),
+                    None => assert_eq!(
+                        written(got),
+                        Some(model.write(key, b(&value.to_string()), 0))
+                    ),
                 }
             }
             Op::Cas { key, value, stale } => {
@@ -121,9 +173,20 @@ async fn run(ops: Vec<Op>, fsync: FsyncPolicy) {
                     (Some(v), true) => Seq(v.0 + 1000),
                     (None, _) => Seq(7),
                 };
-                let got = s.set(k(key), b(&value.to_string()), None, Condition::IfVersion(named)).await.unwrap();
+                let got = s
+                    .set(
+                        k(key),
+                        b(&value.to_string()),
+                        None,
+                        Condition::IfVersion(named),
+                    )
+                    .await
+                    .unwrap();
                 if current == Some(named) {
-                    assert_eq!(written(got), Some(model.write(key, b(&value.to_string()), 0)));
+                    assert_eq!(
+                        written(got),
+                        Some(model.write(key, b(&value.to_string()), 0))
+                    );
                 } else {
                     assert_eq!(got, WriteOutcome::ConditionFailed { current });
                 }
@@ -141,7 +204,11 @@ async fn run(ops: Vec<Op>, fsync: FsyncPolicy) {
             Op::Incr { key, delta } => {
                 let got = s.incr(k(key), delta as i64).await;
                 let current = model.live(key).cloned();
-                let base = current.as_ref().map_or(Some(0), |m| std::str::from_utf8(&m.value).ok().and_then(|s| s.parse::<i64>().ok()));
+                let base = current.as_ref().map_or(Some(0), |m| {
+                    std::str::from_utf8(&m.value)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                });
                 match base {
                     Some(base) => {
                         let n = base + delta as i64;
@@ -174,11 +241,21 @@ async fn run(ops: Vec<Op>, fsync: FsyncPolicy) {
                 }
             }
             Op::SetMany { keys, value } => {
-                let entries = keys.iter().map(|key| (k(*key), b(&value.to_string()), None)).collect();
+                let entries = keys
+                    .iter()
+                    .map(|key| (k(*key), b(&value.to_string()), None))
+                    .collect();
                 let ack = s.set_many(entries).await.unwrap();
                 model.last_seq = model.last_seq.next();
                 for key in keys {
-                    model.map.insert(key, Modeled { value: b(&value.to_string()), version: model.last_seq, expires_at_ms: 0 });
+                    model.map.insert(
+                        key,
+                        Modeled {
+                            value: b(&value.to_string()),
+                            version: model.last_seq,
+                            expires_at_ms: 0,
+                        },
+                    );
                 }
                 assert_eq!(ack.seq, model.last_seq);
             }
@@ -211,7 +288,11 @@ async fn check(store: &Store, model: &Model) {
     for key in 0..KEYS {
         let got = store.get(&k(key)).await.unwrap();
         let want = model.live(key);
-        assert_eq!(got.as_ref().map(|e| (&e.value, e.version)), want.map(|m| (&m.value, m.version)), "key{key}");
+        assert_eq!(
+            got.as_ref().map(|e| (&e.value, e.version)),
+            want.map(|m| (&m.value, m.version)),
+            "key{key}"
+        );
         if let (Some(e), Some(m)) = (got, want) {
             let ttl = (m.expires_at_ms != 0).then(|| m.expires_at_ms - model.now_ms);
             assert_eq!(e.ttl_ms, ttl, "key{key} ttl");

@@ -22,11 +22,21 @@ async fn set_get_delete_and_versions() {
     let store = Store::open(config(dir.path(), FsyncPolicy::Always)).unwrap();
     assert_eq!(store.get(b"k").await.unwrap(), None);
 
-    let v1 = written(store.set(b("k"), b("one"), None, Condition::Always).await.unwrap());
+    let v1 = written(
+        store
+            .set(b("k"), b("one"), None, Condition::Always)
+            .await
+            .unwrap(),
+    );
     let e = store.get(b"k").await.unwrap().unwrap();
     assert_eq!((e.value, e.version, e.ttl_ms), (b("one"), v1, None));
 
-    let v2 = written(store.set(b("k"), b("two"), None, Condition::Always).await.unwrap());
+    let v2 = written(
+        store
+            .set(b("k"), b("two"), None, Condition::Always)
+            .await
+            .unwrap(),
+    );
     assert!(v2 > v1, "versions increase");
     // From the disk tier too, not only the memory tier.
     store.evict_from_memory(b"k");
@@ -50,32 +60,64 @@ async fn conditions_and_compare_and_set() {
     let store = Store::open(config(dir.path(), FsyncPolicy::Never)).unwrap();
 
     assert_eq!(
-        store.set(b("k"), b("x"), None, Condition::IfPresent).await.unwrap(),
+        store
+            .set(b("k"), b("x"), None, Condition::IfPresent)
+            .await
+            .unwrap(),
         WriteOutcome::ConditionFailed { current: None }
     );
-    let v1 = written(store.set(b("k"), b("a"), None, Condition::IfAbsent).await.unwrap());
+    let v1 = written(
+        store
+            .set(b("k"), b("a"), None, Condition::IfAbsent)
+            .await
+            .unwrap(),
+    );
     assert_eq!(
-        store.set(b("k"), b("b"), None, Condition::IfAbsent).await.unwrap(),
+        store
+            .set(b("k"), b("b"), None, Condition::IfAbsent)
+            .await
+            .unwrap(),
         WriteOutcome::ConditionFailed { current: Some(v1) }
     );
     // CAS with a stale version fails and reports the current one.
-    let v2 = written(store.set(b("k"), b("c"), None, Condition::IfVersion(v1)).await.unwrap());
+    let v2 = written(
+        store
+            .set(b("k"), b("c"), None, Condition::IfVersion(v1))
+            .await
+            .unwrap(),
+    );
     assert_eq!(
-        store.set(b("k"), b("d"), None, Condition::IfVersion(v1)).await.unwrap(),
+        store
+            .set(b("k"), b("d"), None, Condition::IfVersion(v1))
+            .await
+            .unwrap(),
         WriteOutcome::ConditionFailed { current: Some(v2) }
     );
     assert_eq!(store.get(b"k").await.unwrap().unwrap().value, b("c"));
     // Conditional delete.
     assert_eq!(
-        store.delete(b("k"), Condition::IfVersion(v1)).await.unwrap(),
+        store
+            .delete(b("k"), Condition::IfVersion(v1))
+            .await
+            .unwrap(),
         WriteOutcome::ConditionFailed { current: Some(v2) }
     );
-    written(store.delete(b("k"), Condition::IfVersion(v2)).await.unwrap());
+    written(
+        store
+            .delete(b("k"), Condition::IfVersion(v2))
+            .await
+            .unwrap(),
+    );
     assert!(matches!(
         store.delete(b("k"), Condition::IfAbsent).await,
         Ok(WriteOutcome::NotFound)
     ));
-    written(store.set(b("k"), b("e"), None, Condition::Always).await.unwrap());
+    written(
+        store
+            .set(b("k"), b("e"), None, Condition::Always)
+            .await
+            .unwrap(),
+    );
     assert!(matches!(
         store.delete(b("k"), Condition::IfAbsent).await,
         Err(StoreError::InvalidArgument(_))
@@ -86,7 +128,10 @@ async fn conditions_and_compare_and_set() {
 async fn concurrent_cas_increments_are_atomic() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path(), FsyncPolicy::Never)).unwrap();
-    store.set(b("n"), b("0"), None, Condition::Always).await.unwrap();
+    store
+        .set(b("n"), b("0"), None, Condition::Always)
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
@@ -119,13 +164,28 @@ async fn incr_multi_and_exists() {
     assert_eq!(store.incr(b("c"), 5).await.unwrap().0, 5);
     assert_eq!(store.incr(b("c"), -7).await.unwrap().0, -2);
     assert_eq!(store.get(b"c").await.unwrap().unwrap().value, b("-2"));
-    store.set(b("s"), b("abc"), None, Condition::Always).await.unwrap();
-    assert!(matches!(store.incr(b("s"), 1).await, Err(StoreError::NotAnInteger)));
-    store.set(b("m"), b(&i64::MAX.to_string()), None, Condition::Always).await.unwrap();
-    assert!(matches!(store.incr(b("m"), 1).await, Err(StoreError::Overflow)));
+    store
+        .set(b("s"), b("abc"), None, Condition::Always)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.incr(b("s"), 1).await,
+        Err(StoreError::NotAnInteger)
+    ));
+    store
+        .set(b("m"), b(&i64::MAX.to_string()), None, Condition::Always)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.incr(b("m"), 1).await,
+        Err(StoreError::Overflow)
+    ));
 
     let ack = store
-        .set_many(vec![(b("a"), b("1"), None), (b("b"), b("2"), Some(Duration::from_secs(60)))])
+        .set_many(vec![
+            (b("a"), b("1"), None),
+            (b("b"), b("2"), Some(Duration::from_secs(60))),
+        ])
         .await
         .unwrap();
     // One atomic record: both keys share its version.
@@ -134,7 +194,13 @@ async fn incr_multi_and_exists() {
     assert_eq!(got[1].as_ref().unwrap().version, ack.seq);
     assert!(got[1].as_ref().unwrap().ttl_ms.unwrap() <= 60_000);
     assert!(got[2].is_none());
-    assert_eq!(store.exists(&[b("a"), b("b"), b("zz"), b("a")]).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .exists(&[b("a"), b("b"), b("zz"), b("a")])
+            .await
+            .unwrap(),
+        3
+    );
 }
 
 #[tokio::test]
@@ -142,11 +208,25 @@ async fn expire_persist_and_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path(), FsyncPolicy::Always)).unwrap();
     assert_eq!(store.ttl(b"k").await.unwrap(), TtlState::Missing);
-    assert_eq!(store.expire(b("k"), Duration::from_secs(5)).await.unwrap(), WriteOutcome::NotFound);
-    store.set(b("k"), b("v"), None, Condition::Always).await.unwrap();
+    assert_eq!(
+        store.expire(b("k"), Duration::from_secs(5)).await.unwrap(),
+        WriteOutcome::NotFound
+    );
+    store
+        .set(b("k"), b("v"), None, Condition::Always)
+        .await
+        .unwrap();
     assert_eq!(store.ttl(b"k").await.unwrap(), TtlState::Persistent);
-    assert_eq!(store.persist(b("k")).await.unwrap(), WriteOutcome::Unchanged);
-    written(store.expire(b("k"), Duration::from_secs(100)).await.unwrap());
+    assert_eq!(
+        store.persist(b("k")).await.unwrap(),
+        WriteOutcome::Unchanged
+    );
+    written(
+        store
+            .expire(b("k"), Duration::from_secs(100))
+            .await
+            .unwrap(),
+    );
     match store.ttl(b"k").await.unwrap() {
         TtlState::ExpiresInMs(ms) => assert!(ms > 90_000 && ms <= 100_000, "{ms}"),
         other => panic!("{other:?}"),
@@ -163,11 +243,28 @@ async fn prefix_scan_pages_with_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path(), FsyncPolicy::Never)).unwrap();
     for i in 0..25 {
-        store.set(b(&format!("user:{i:03}")), b(&i.to_string()), None, Condition::Always).await.unwrap();
+        store
+            .set(
+                b(&format!("user:{i:03}")),
+                b(&i.to_string()),
+                None,
+                Condition::Always,
+            )
+            .await
+            .unwrap();
     }
-    store.set(b("other"), b("x"), None, Condition::Always).await.unwrap();
-    store.set(b("user:999"), b("gone"), None, Condition::Always).await.unwrap();
-    store.delete(b("user:999"), Condition::Always).await.unwrap();
+    store
+        .set(b("other"), b("x"), None, Condition::Always)
+        .await
+        .unwrap();
+    store
+        .set(b("user:999"), b("gone"), None, Condition::Always)
+        .await
+        .unwrap();
+    store
+        .delete(b("user:999"), Condition::Always)
+        .await
+        .unwrap();
 
     let mut seen = Vec::new();
     let mut cursor = None;
@@ -180,7 +277,9 @@ async fn prefix_scan_pages_with_cursor() {
             None => break,
         }
     }
-    let expected: Vec<_> = (0..25).map(|i| (b(&format!("user:{i:03}")), b(&i.to_string()))).collect();
+    let expected: Vec<_> = (0..25)
+        .map(|i| (b(&format!("user:{i:03}")), b(&i.to_string())))
+        .collect();
     assert_eq!(seen, expected);
 }
 
@@ -193,24 +292,36 @@ async fn limits_give_typed_errors() {
     cfg.limits.max_batch_keys = 2;
     let store = Store::open(cfg).unwrap();
     assert!(matches!(
-        store.set(b("123456789"), b("v"), None, Condition::Always).await,
+        store
+            .set(b("123456789"), b("v"), None, Condition::Always)
+            .await,
         Err(StoreError::KeyTooLarge { len: 9, max: 8 })
     ));
     assert!(matches!(
-        store.set(b("k"), b(&"x".repeat(17)), None, Condition::Always).await,
+        store
+            .set(b("k"), b(&"x".repeat(17)), None, Condition::Always)
+            .await,
         Err(StoreError::ValueTooLarge { len: 17, max: 16 })
     ));
     assert!(matches!(
         store.get_many(&[b("a"), b("b"), b("c")]).await,
         Err(StoreError::TooManyKeys { count: 3, max: 2 })
     ));
-    assert!(matches!(store.get(b"").await, Err(StoreError::InvalidArgument(_))));
     assert!(matches!(
-        store.set(b("k"), b("v"), Some(Duration::ZERO), Condition::Always).await,
+        store.get(b"").await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store
+            .set(b("k"), b("v"), Some(Duration::ZERO), Condition::Always)
+            .await,
         Err(StoreError::InvalidArgument(_))
     ));
     // The store still works after refusing bad input.
-    store.set(b("k"), b("v"), None, Condition::Always).await.unwrap();
+    store
+        .set(b("k"), b("v"), None, Condition::Always)
+        .await
+        .unwrap();
     assert_eq!(store.get(b"k").await.unwrap().unwrap().value, b("v"));
 }
 
@@ -220,7 +331,10 @@ async fn second_opener_gets_a_clear_error() {
     let store = Store::open(config(dir.path(), FsyncPolicy::Never)).unwrap();
     let err = Store::open(config(dir.path(), FsyncPolicy::Never)).unwrap_err();
     assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
-    assert!(err.to_string().contains("in use by another strata process"), "{err}");
+    assert!(
+        err.to_string().contains("in use by another strata process"),
+        "{err}"
+    );
     store.close().await.unwrap();
     // Released on close.
     Store::open(config(dir.path(), FsyncPolicy::Never)).unwrap();

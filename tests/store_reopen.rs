@@ -18,7 +18,12 @@ const POLICIES: [FsyncPolicy; 3] = [
 async fn write_keys(store: &Store, n: usize) {
     for i in 0..n {
         store
-            .set(b(&format!("k{i}")), b(&format!("v{i}")), None, Condition::Always)
+            .set(
+                b(&format!("k{i}")),
+                b(&format!("v{i}")),
+                None,
+                Condition::Always,
+            )
             .await
             .unwrap();
     }
@@ -42,12 +47,16 @@ async fn reopen_after_clean_close_replays_nothing() {
         let applied = store.applied_seq();
         store.close().await.unwrap();
 
-        let (store, report) = Store::open_with(config(dir.path(), policy), Default::default()).unwrap();
+        let (store, report) =
+            Store::open_with(config(dir.path(), policy), Default::default()).unwrap();
         assert_eq!(report.replayed, 0, "{policy:?}: close checkpointed");
         assert_eq!(report.disk_applied, applied);
         assert_keys(&store, 300).await;
         // New writes continue the seq.
-        let ack = store.set(b("new"), b("x"), None, Condition::Always).await.unwrap();
+        let ack = store
+            .set(b("new"), b("x"), None, Condition::Always)
+            .await
+            .unwrap();
         assert!(matches!(ack, strata::store::WriteOutcome::Written(a) if a.seq > applied));
         store.close().await.unwrap();
     }
@@ -63,9 +72,17 @@ async fn reopen_after_drop_replays_the_wal() {
         // No close: RocksDB loses its memtable, as in a crash.
         drop(store);
 
-        let (store, report) = Store::open_with(config(dir.path(), policy), Default::default()).unwrap();
-        assert_eq!(report.disk_applied, strata::types::Seq::ZERO, "{policy:?}: nothing was flushed");
-        assert_eq!(report.replayed, applied.0, "{policy:?}: every record replayed");
+        let (store, report) =
+            Store::open_with(config(dir.path(), policy), Default::default()).unwrap();
+        assert_eq!(
+            report.disk_applied,
+            strata::types::Seq::ZERO,
+            "{policy:?}: nothing was flushed"
+        );
+        assert_eq!(
+            report.replayed, applied.0,
+            "{policy:?}: every record replayed"
+        );
         assert_keys(&store, 300).await;
         store.close().await.unwrap();
     }

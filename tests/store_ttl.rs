@@ -16,10 +16,27 @@ async fn expiry_in_both_tiers_across_reopen_and_compaction() {
     let clock = manual_clock();
     let store = open_with_clock(config(dir.path(), FsyncPolicy::Always), clock.clone());
     let ttl = Some(Duration::from_secs(10));
-    store.set(b("short"), b("s"), ttl, Condition::Always).await.unwrap();
-    store.set(b("long"), b("l"), Some(Duration::from_secs(1000)), Condition::Always).await.unwrap();
-    store.set(b("forever"), b("f"), None, Condition::Always).await.unwrap();
-    assert_eq!(store.ttl(b"short").await.unwrap(), TtlState::ExpiresInMs(10_000));
+    store
+        .set(b("short"), b("s"), ttl, Condition::Always)
+        .await
+        .unwrap();
+    store
+        .set(
+            b("long"),
+            b("l"),
+            Some(Duration::from_secs(1000)),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    store
+        .set(b("forever"), b("f"), None, Condition::Always)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ttl(b"short").await.unwrap(),
+        TtlState::ExpiresInMs(10_000)
+    );
 
     clock.advance_ms(10_000);
     // Memory tier: still cached, never returned.
@@ -32,7 +49,10 @@ async fn expiry_in_both_tiers_across_reopen_and_compaction() {
     assert_eq!(store.exists(&[b("short"), b("long")]).await.unwrap(), 1);
     // Expired keys behave as absent for conditions and scans.
     assert!(matches!(
-        store.set(b("short"), b("again"), None, Condition::IfPresent).await.unwrap(),
+        store
+            .set(b("short"), b("again"), None, Condition::IfPresent)
+            .await
+            .unwrap(),
         WriteOutcome::ConditionFailed { current: None }
     ));
     let page = store.scan(b(""), None, 100).await.unwrap();
@@ -43,12 +63,21 @@ async fn expiry_in_both_tiers_across_reopen_and_compaction() {
     // Across a reopen (WAL replay) the deadline is absolute, so still expired.
     let store = open_with_clock(config(dir.path(), FsyncPolicy::Always), clock.clone());
     assert_eq!(store.get(b"short").await.unwrap(), None);
-    assert_eq!(store.get(b"long").await.unwrap().unwrap().ttl_ms, Some(990_000));
+    assert_eq!(
+        store.get(b"long").await.unwrap().unwrap().ttl_ms,
+        Some(990_000)
+    );
     // Compaction drops the expired entry physically.
     store.checkpoint().await.unwrap();
-    assert!(store.disk_get(b"short").unwrap().is_some(), "still on disk before compaction");
+    assert!(
+        store.disk_get(b"short").unwrap().is_some(),
+        "still on disk before compaction"
+    );
     store.compact();
-    assert!(store.disk_get(b"short").unwrap().is_none(), "compaction filter dropped it");
+    assert!(
+        store.disk_get(b"short").unwrap().is_none(),
+        "compaction filter dropped it"
+    );
     assert_eq!(store.disk_raw_len().unwrap(), 2);
 
     clock.advance_ms(990_000);
@@ -61,12 +90,31 @@ async fn overwrite_replaces_the_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let clock = manual_clock();
     let store = open_with_clock(config(dir.path(), FsyncPolicy::Never), clock.clone());
-    store.set(b("k"), b("1"), Some(Duration::from_secs(5)), Condition::Always).await.unwrap();
-    store.set(b("k"), b("2"), None, Condition::Always).await.unwrap();
+    store
+        .set(
+            b("k"),
+            b("1"),
+            Some(Duration::from_secs(5)),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    store
+        .set(b("k"), b("2"), None, Condition::Always)
+        .await
+        .unwrap();
     clock.advance_ms(6_000);
     assert_eq!(store.get(b"k").await.unwrap().unwrap().value, b("2"));
     // incr keeps the key's deadline.
-    store.set(b("n"), b("1"), Some(Duration::from_secs(5)), Condition::Always).await.unwrap();
+    store
+        .set(
+            b("n"),
+            b("1"),
+            Some(Duration::from_secs(5)),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
     store.incr(b("n"), 1).await.unwrap();
     assert_eq!(store.ttl(b"n").await.unwrap(), TtlState::ExpiresInMs(5_000));
     clock.advance_ms(5_000);

@@ -119,8 +119,10 @@ pub fn encode_response(resp: &Response) -> Result<Bytes, ProtoError> {
 ///
 /// Allocation is bounded by `max_frame_bytes`: the limit is checked against
 /// the header before anything is reserved, and the body is decoded from a
-/// slice of exactly `body_len` bytes, so a length declared inside the body
-/// that runs past its end fails instead of allocating.
+/// slice of exactly `body_len` bytes. A byte or string length declared inside
+/// the body that runs past its end fails before anything is allocated for it,
+/// and a vector reserves room for at most as many items as the body has bytes
+/// left, so the decoded message stays proportional to `body_len`.
 ///
 /// # Errors
 ///
@@ -144,8 +146,9 @@ pub fn decode_frame<T: DeserializeOwned>(
             max: max_frame_bytes,
         });
     }
-    // At most u32::MAX + 4, which fits usize on every supported target.
-    let frame_bytes = FRAME_HEADER_BYTES + body_len as usize;
+    // NOTE: saturating only matters on 16/32-bit targets with a limit near
+    // u32::MAX; such a frame can then never complete, which is harmless.
+    let frame_bytes = FRAME_HEADER_BYTES.saturating_add(body_len as usize);
     if buf.len() < frame_bytes {
         buf.reserve(frame_bytes - buf.len());
         return Ok(None);
@@ -155,7 +158,9 @@ pub fn decode_frame<T: DeserializeOwned>(
     let malformed = |cause| ProtoError::Malformed { body_len, cause };
     match postcard::take_from_bytes::<T>(&frame) {
         Ok((msg, [])) => Ok(Some(msg)),
-        Ok((_, rest)) => Err(malformed(MalformedCause::TrailingBytes { extra: rest.len() })),
+        Ok((_, rest)) => Err(malformed(MalformedCause::TrailingBytes {
+            extra: rest.len(),
+        })),
         Err(e) => Err(malformed(MalformedCause::Postcard(e))),
     }
 }
@@ -287,9 +292,9 @@ mod tests {
         }
         // Bad bool, bad option tag, bad UTF-8.
         for body in [
-            &[8u8, 0, 1, 0x61, 3, 0x02][..],        // Deleted { existed: 2 }
-            &[2, 2][..],                             // Value(Option tag 2)
-            &[13, 0, 2, 0xff, 0xfe, 0, 0][..],       // Error message not UTF-8
+            &[8u8, 0, 1, 0x61, 3, 0x02][..],   // Deleted { existed: 2 }
+            &[2, 2][..],                       // Value(Option tag 2)
+            &[13, 0, 2, 0xff, 0xfe, 0, 0][..], // Error message not UTF-8
         ] {
             let mut buf = raw_frame(body);
             assert!(
@@ -325,10 +330,10 @@ mod tests {
         let huge64 = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         let huge32 = [0xff, 0xff, 0xff, 0xff, 0x0f];
         let cases: Vec<Vec<u8>> = vec![
-            [&[2u8][..], &huge64[..]].concat(),          // Get { key: len 2^64-1 }
-            [&[2u8][..], &huge32[..], b"abc"].concat(),  // Get { key: len 2^32-1 }
+            [&[2u8][..], &huge64[..]].concat(), // Get { key: len 2^64-1 }
+            [&[2u8][..], &huge32[..], b"abc"].concat(), // Get { key: len 2^32-1 }
             [&[3u8][..], &huge32[..], &[1, 0]].concat(), // MultiGet { keys: 2^32-1 items }
-            [&[0u8, 1][..], &huge32[..]].concat(),       // Hello { protocol: 1, token: Some(len 2^32-1) }
+            [&[0u8, 1, 1][..], &huge32[..]].concat(), // Hello { protocol: 1, token: Some(len 2^32-1) }
             [&[7u8][..], &huge32[..], &[0; 8]].concat(), // MultiSet entries
         ];
         for body in cases {
@@ -339,10 +344,10 @@ mod tests {
             }
         }
         let resp_cases: Vec<Vec<u8>> = vec![
-            [&[3u8][..], &huge32[..]].concat(),      // Values
-            [&[11u8][..], &huge32[..]].concat(),     // Page entries
-            [&[12u8][..], &huge32[..]].concat(),     // Info pairs
-            [&[12u8, 1][..], &huge64[..]].concat(),  // Info name length
+            [&[3u8][..], &huge32[..]].concat(),     // Values
+            [&[11u8][..], &huge32[..]].concat(),    // Page entries
+            [&[12u8][..], &huge32[..]].concat(),    // Info pairs
+            [&[12u8, 1][..], &huge64[..]].concat(), // Info name length
         ];
         for body in resp_cases {
             let mut buf = raw_frame(&body);

@@ -194,13 +194,13 @@ impl Request {
                     return Err(RequestError::EmptyBatch);
                 }
                 check_count(entries.len(), limits)?;
-                entries.iter().try_for_each(
-                    |SetEntry { key, value, ttl_ms }| {
+                entries
+                    .iter()
+                    .try_for_each(|SetEntry { key, value, ttl_ms }| {
                         check_key(key, limits)?;
                         check_value(value, limits)?;
                         check_ttl(*ttl_ms)
-                    },
-                )
+                    })
             }
             Request::Delete { key, condition, .. } => {
                 check_key(key, limits)?;
@@ -276,13 +276,19 @@ mod tests {
         let exists = Request::Exists {
             keys: vec![bytes(1), bytes(5)],
         };
-        assert_eq!(exists.validate(&l).map_err(|e| e.code()), Err(ErrorCode::KeyTooLarge));
+        assert_eq!(
+            exists.validate(&l).map_err(|e| e.code()),
+            Err(ErrorCode::KeyTooLarge)
+        );
         let scan = Request::Scan {
             prefix: bytes(5),
             cursor: None,
             limit: 0,
         };
-        assert_eq!(scan.validate(&l).map_err(|e| e.code()), Err(ErrorCode::KeyTooLarge));
+        assert_eq!(
+            scan.validate(&l).map_err(|e| e.code()),
+            Err(ErrorCode::KeyTooLarge)
+        );
     }
 
     #[test]
@@ -309,7 +315,9 @@ mod tests {
         let batch = |entries| Request::MultiSet { entries, ack: None };
         assert_eq!(batch(vec![entry(1), entry(8)]).validate(&l), Ok(()));
         assert_eq!(
-            batch(vec![entry(1), entry(9)]).validate(&l).map_err(|e| e.code()),
+            batch(vec![entry(1), entry(9)])
+                .validate(&l)
+                .map_err(|e| e.code()),
             Err(ErrorCode::ValueTooLarge)
         );
         assert_eq!(

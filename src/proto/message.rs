@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{ErrorCode, Limits};
-use crate::types::{AckPolicy, NodeId, Seq};
+use crate::types::{AckPolicy, Condition, NodeId, Seq};
 
 /// A client request. The body of a client-to-server frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,23 +138,6 @@ pub enum Request {
     /// Node information and statistics; answered with [`Response::Info`].
     // wire index 13
     Info,
-}
-
-/// When a conditional write ([`Request::Set`], [`Request::Delete`]) applies.
-///
-/// A key that has expired counts as absent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Condition {
-    /// Unconditionally.
-    #[default]
-    Always, // wire index 0
-    /// Only if the key is absent (create).
-    IfAbsent, // wire index 1
-    /// Only if the key is present (replace).
-    IfPresent, // wire index 2
-    /// Only if the key is present with exactly this version
-    /// (compare-and-set).
-    IfVersion(Seq), // wire index 3
 }
 
 /// One entry of a [`Request::MultiSet`].
@@ -497,7 +480,7 @@ mod tests {
     }
 
     /// One request of every kind, in wire order.
-    pub(crate) fn one_of_each_request() -> Vec<Request> {
+    fn one_of_each_request() -> Vec<Request> {
         vec![
             Request::Hello {
                 protocol: 1,
@@ -606,7 +589,12 @@ mod tests {
         assert_eq!(all.len(), 14, "one sample per request kind");
         for (i, req) in all.iter().enumerate() {
             let want = request_index(req);
-            assert_eq!(usize::from(want), i, "{} sample out of order", req.op_name());
+            assert_eq!(
+                usize::from(want),
+                i,
+                "{} sample out of order",
+                req.op_name()
+            );
             assert_eq!(body(req)[0], want, "{} renumbered", req.op_name());
         }
     }
@@ -633,8 +621,8 @@ mod tests {
         assert_eq!(body(&TtlState::Missing), [0]);
         assert_eq!(body(&TtlState::Persistent), [1]);
         assert_eq!(body(&TtlState::ExpiresIn(7)), [2, 7]);
-        // AckPolicy and OnTimeout live in crate::types but are part of this
-        // wire format too, so they are pinned here.
+        // Condition, AckPolicy and OnTimeout live in crate::types but are
+        // part of this wire format too, so they are pinned here.
         assert_eq!(body(&AckPolicy::Async), [0]);
         assert_eq!(
             body(&AckPolicy::SemiSync {

@@ -28,6 +28,9 @@ mod message;
 #[cfg(test)]
 mod strategy;
 
+/// Re-exported from [`crate::types`]: the store judges conditions too. Its
+/// variant order is part of this wire format (pinned by a test here).
+pub use crate::types::Condition;
 pub use codec::{
     FRAME_HEADER_BYTES, MalformedCause, ProtoError, decode_frame, encode_frame, encode_request,
     encode_response, frame_len,
@@ -38,8 +41,8 @@ pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, Limits, RequestError,
 };
 pub use message::{
-    Condition, Durability, Entry, ErrorReply, HelloReply, Request, Response, ScanPage, SetEntry,
-    TtlState, WriteReply,
+    Durability, Entry, ErrorReply, HelloReply, Request, Response, ScanPage, SetEntry, TtlState,
+    WriteReply,
 };
 
 /// The QUIC ALPN protocol id of this protocol. It names the major version: an
@@ -50,6 +53,22 @@ pub const ALPN: &[u8] = b"strata/1";
 /// The protocol major version a client names in [`Request::Hello`], the
 /// number in [`ALPN`].
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// QUIC application error codes this protocol uses in `STOP_SENDING`,
+/// `RESET_STREAM` and `CONNECTION_CLOSE` frames. See
+/// `proto-docs/wire-protocol.md`, "QUIC application error codes". Peers must
+/// tolerate codes they do not know.
+pub mod quic_code {
+    /// Normal close of a connection.
+    pub const NO_ERROR: u32 = 0;
+    /// The server stops reading a request frame longer than its limit, after
+    /// replying `FrameTooLarge`.
+    pub const FRAME_TOO_LARGE: u32 = 1;
+    /// A peer broke the one-frame-per-stream rules.
+    pub const PROTOCOL_VIOLATION: u32 = 2;
+    /// The server closes connections as it shuts down.
+    pub const SHUTTING_DOWN: u32 = 3;
+}
 
 #[cfg(test)]
 mod tests {
@@ -184,9 +203,10 @@ mod tests {
             let hex = line.split('|').next().unwrap_or("");
             for token in hex.split_whitespace() {
                 assert_eq!(token.len(), 2, "example {name}: bad hex token {token:?}");
-                out.push(u8::from_str_radix(token, 16).unwrap_or_else(|_| {
-                    panic!("example {name}: bad hex token {token:?}")
-                }));
+                out.push(
+                    u8::from_str_radix(token, 16)
+                        .unwrap_or_else(|_| panic!("example {name}: bad hex token {token:?}")),
+                );
             }
         }
         Some(out)
@@ -229,7 +249,11 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
         // Every example in the doc is checked here.
         let in_doc = WIRE_DOC.matches("<!-- example: ").count();
-        assert_eq!(in_doc, doc_examples().len(), "unchecked examples in the doc");
+        assert_eq!(
+            in_doc,
+            doc_examples().len(),
+            "unchecked examples in the doc"
+        );
     }
 
     #[test]
@@ -240,6 +264,15 @@ mod tests {
         assert!(WIRE_DOC.contains(&format!("{DEFAULT_MAX_KEY_BYTES}")));
         assert!(WIRE_DOC.contains(&format!("{DEFAULT_MAX_VALUE_BYTES}")));
         assert!(WIRE_DOC.contains(&format!("{DEFAULT_MAX_KEYS_PER_REQUEST}")));
+        for (code, name) in [
+            (quic_code::NO_ERROR, "NO_ERROR"),
+            (quic_code::FRAME_TOO_LARGE, "FRAME_TOO_LARGE"),
+            (quic_code::PROTOCOL_VIOLATION, "PROTOCOL_VIOLATION"),
+            (quic_code::SHUTTING_DOWN, "SHUTTING_DOWN"),
+        ] {
+            let row = format!("| {code:<4} | `{name}`");
+            assert!(WIRE_DOC.contains(&row), "wire-protocol.md lacks {row:?}");
+        }
     }
 
     #[test]

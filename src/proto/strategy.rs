@@ -61,13 +61,16 @@ fn arb_keys() -> impl Strategy<Value = Vec<Bytes>> {
 pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
     let ack = || option::of(arb_ack());
     prop_oneof![
-        (any::<u32>(), option::of(arb_string()), option::of(arb_string())).prop_map(
-            |(protocol, token, client_name)| Request::Hello {
+        (
+            any::<u32>(),
+            option::of(arb_string()),
+            option::of(arb_string())
+        )
+            .prop_map(|(protocol, token, client_name)| Request::Hello {
                 protocol,
                 token,
                 client_name,
-            }
-        ),
+            }),
         Just(Request::Ping),
         arb_bytes().prop_map(|key| Request::Get { key }),
         arb_keys().prop_map(|keys| Request::MultiGet { keys }),
@@ -103,29 +106,33 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
                 ack,
             }
         }),
-        (arb_bytes(), any::<u64>(), ack())
-            .prop_map(|(key, ttl_ms, ack)| Request::Expire { key, ttl_ms, ack }),
+        (arb_bytes(), any::<u64>(), ack()).prop_map(|(key, ttl_ms, ack)| Request::Expire {
+            key,
+            ttl_ms,
+            ack
+        }),
         (arb_bytes(), ack()).prop_map(|(key, ack)| Request::Persist { key, ack }),
-        (arb_bytes(), any::<i64>(), ack())
-            .prop_map(|(key, delta, ack)| Request::Incr { key, delta, ack }),
-        (arb_bytes(), option::of(arb_bytes()), any::<u32>()).prop_map(
-            |(prefix, cursor, limit)| Request::Scan {
+        (arb_bytes(), any::<i64>(), ack()).prop_map(|(key, delta, ack)| Request::Incr {
+            key,
+            delta,
+            ack
+        }),
+        (arb_bytes(), option::of(arb_bytes()), any::<u32>()).prop_map(|(prefix, cursor, limit)| {
+            Request::Scan {
                 prefix,
                 cursor,
                 limit,
             }
-        ),
+        }),
         Just(Request::Info),
     ]
 }
 
 fn arb_entry() -> impl Strategy<Value = Entry> {
-    (arb_bytes(), arb_seq(), option::of(any::<u64>())).prop_map(|(value, version, ttl_ms)| {
-        Entry {
-            value,
-            version,
-            ttl_ms,
-        }
+    (arb_bytes(), arb_seq(), option::of(any::<u64>())).prop_map(|(value, version, ttl_ms)| Entry {
+        value,
+        version,
+        ttl_ms,
     })
 }
 
@@ -184,22 +191,25 @@ pub(crate) fn arb_response() -> impl Strategy<Value = Response> {
             any::<u64>().prop_map(TtlState::ExpiresIn),
         ]
         .prop_map(Response::Ttl),
-        (arb_seq(), arb_durability())
-            .prop_map(|(version, durability)| Response::Written(WriteReply {
+        (arb_seq(), arb_durability()).prop_map(|(version, durability)| Response::Written(
+            WriteReply {
                 version,
                 durability
-            })),
+            }
+        )),
         option::of(arb_seq()).prop_map(|current_version| Response::NotWritten { current_version }),
-        (any::<bool>(), option::of(arb_durability()))
-            .prop_map(|(existed, durability)| Response::Deleted {
+        (any::<bool>(), option::of(arb_durability())).prop_map(|(existed, durability)| {
+            Response::Deleted {
                 existed,
-                durability
-            }),
-        (any::<bool>(), option::of(arb_durability()))
-            .prop_map(|(existed, durability)| Response::Updated {
+                durability,
+            }
+        }),
+        (any::<bool>(), option::of(arb_durability())).prop_map(|(existed, durability)| {
+            Response::Updated {
                 existed,
-                durability
-            }),
+                durability,
+            }
+        }),
         (any::<i64>(), arb_durability())
             .prop_map(|(value, durability)| Response::Int { value, durability }),
         (

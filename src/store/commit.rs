@@ -13,17 +13,17 @@
 //! Running RocksDB and fsync here keeps blocking work off the async reactor.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::Status;
 use super::disk::{DiskTier, StoredValue};
 use super::error::{Result, StoreError};
 use super::memory::{CachedValue, Lookup, MemoryTier};
-use super::Status;
 use crate::clock::Clock;
 use crate::types::{Condition, Seq};
 use crate::wal::{Mutation, WalRecord, WalWriter};
@@ -95,6 +95,7 @@ pub(crate) struct Committer {
     pub memory: Arc<MemoryTier>,
     pub clock: Arc<dyn Clock>,
     pub status: Arc<Status>,
+    pub metrics: Arc<super::StoreMetrics>,
     pub last_seq: Seq,
     /// Wake-up period for `FsyncPolicy::Interval`; `None` waits forever.
     pub sync_interval: Option<Duration>,
@@ -205,8 +206,16 @@ impl Committer {
         if let Some(last) = records.last().map(|r| r.seq) {
             // IMPORTANT: WAL first: nothing reaches RocksDB or memory (or a
             // reply) that the log does not hold.
+            let started = std::time::Instant::now();
             match self.writer.append(&records) {
-                Ok(outcome) => synced = outcome.synced,
+                Ok(outcome) => {
+                    synced = outcome.synced;
+                    self.metrics.wal_append.observe(started.elapsed());
+                    self.metrics.wal_bytes.add(outcome.bytes);
+                    self.metrics.wal_syncs.add(u64::from(outcome.synced));
+                    self.metrics.commit_batches.inc();
+                    self.metrics.commit_records.add(records.len() as u64);
+                }
                 Err(e) => {
                     let err = self.wal_failed(&e);
                     for (_, reply) in batch {

@@ -21,8 +21,9 @@ use bytes::Bytes;
 use rocksdb::compaction_filter::{CompactionFilter, Decision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{
-    AsRawPtr, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
-    Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    AsRawPtr, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB,
+    DBCompressionType, Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -180,7 +181,9 @@ pub struct DiskTier {
 
 impl std::fmt::Debug for DiskTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskTier").field("path", &self.path).finish()
+        f.debug_struct("DiskTier")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -200,7 +203,10 @@ impl DiskTier {
         // crash, which the in-process crash tests rely on.
         // SAFETY: `inner` is a valid options pointer owned by `db_opts` for this call.
         unsafe {
-            librocksdb_sys::rocksdb_options_set_avoid_flush_during_shutdown(db_opts.as_raw_ptr(), 1);
+            librocksdb_sys::rocksdb_options_set_avoid_flush_during_shutdown(
+                db_opts.as_raw_ptr(),
+                1,
+            );
         }
 
         let mut table = BlockBasedOptions::default();
@@ -248,11 +254,15 @@ impl DiskTier {
 
     fn data(&self) -> &ColumnFamily {
         // NOTE: both families are created at open, so the lookup cannot fail.
-        self.db.cf_handle(CF_DATA).expect("data column family exists")
+        self.db
+            .cf_handle(CF_DATA)
+            .expect("data column family exists")
     }
 
     fn meta(&self) -> &ColumnFamily {
-        self.db.cf_handle(CF_META).expect("meta column family exists")
+        self.db
+            .cf_handle(CF_META)
+            .expect("meta column family exists")
     }
 
     /// The RocksDB directory.
@@ -322,7 +332,8 @@ impl DiskTier {
 
     /// Compacts the whole data column family (drops expired entries now).
     pub fn compact(&self) {
-        self.db.compact_range_cf(self.data(), None::<&[u8]>, None::<&[u8]>);
+        self.db
+            .compact_range_cf(self.data(), None::<&[u8]>, None::<&[u8]>);
     }
 
     /// Entries whose key starts with `prefix` and sorts after `after` (or
@@ -342,9 +353,11 @@ impl DiskTier {
             Some(after) if after >= prefix => after,
             _ => prefix,
         };
-        let iter =
-            self.db
-                .iterator_cf_opt(self.data(), opts, IteratorMode::From(start, Direction::Forward));
+        let iter = self.db.iterator_cf_opt(
+            self.data(),
+            opts,
+            IteratorMode::From(start, Direction::Forward),
+        );
         let mut out = Vec::new();
         for item in iter {
             let (key, raw) = item?;
@@ -363,6 +376,15 @@ impl DiskTier {
             }
         }
         Ok((out, false))
+    }
+
+    /// Bytes of SST files in the data family (0 if RocksDB cannot say).
+    pub fn size_bytes(&self) -> u64 {
+        self.db
+            .property_int_value_cf(self.data(), "rocksdb.total-sst-files-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 
     /// Counts raw entries in the data family, expired ones included (tests, verify).

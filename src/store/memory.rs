@@ -93,9 +93,8 @@ struct Deadline {
 
 impl Deadline {
     fn remaining(&self, value: &CachedValue) -> Option<Duration> {
-        (value.expires_at_ms != 0).then(|| {
-            Duration::from_millis(value.expires_at_ms.saturating_sub(self.clock.now_ms()))
-        })
+        (value.expires_at_ms != 0)
+            .then(|| Duration::from_millis(value.expires_at_ms.saturating_sub(self.clock.now_ms())))
     }
 }
 

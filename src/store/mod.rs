@@ -76,7 +76,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The data directory (created if missing).
+    /// The data directory (created if missing). Not read from the `[store]`
+    /// table of a config file: the server's top-level `data_dir` sets it.
+    #[serde(skip)]
     pub data_dir: PathBuf,
     /// Byte budget of the memory tier (keys + values + ~96 B per entry).
     pub memory_budget_bytes: u64,
@@ -155,13 +157,19 @@ impl StoreConfig {
         }
         let l = &self.limits;
         if l.max_key_bytes == 0 || l.max_value_bytes == 0 {
-            return bad("limits", "max_key_bytes and max_value_bytes must be above 0");
+            return bad(
+                "limits",
+                "max_key_bytes and max_value_bytes must be above 0",
+            );
         }
         if l.max_key_bytes + l.max_value_bytes > (1 << 30) {
             return bad("limits", "a key plus a value must fit in 1 GiB");
         }
         if l.max_batch_keys == 0 || l.max_scan_limit == 0 {
-            return bad("limits", "max_batch_keys and max_scan_limit must be above 0");
+            return bad(
+                "limits",
+                "max_batch_keys and max_scan_limit must be above 0",
+            );
         }
         Ok(())
     }
@@ -284,6 +292,25 @@ pub struct StoreStats {
     pub poisoned: Option<String>,
 }
 
+/// Latency and volume the engine records for metrics.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    /// Reads answered by the memory tier.
+    pub read_memory: crate::metrics::Histogram,
+    /// Reads that went to the disk tier (hit or miss).
+    pub read_disk: crate::metrics::Histogram,
+    /// WAL append of one commit batch, including its fsync when there is one.
+    pub wal_append: crate::metrics::Histogram,
+    /// fsyncs of the WAL (under `always`, one per batch).
+    pub wal_syncs: crate::metrics::Counter,
+    /// Bytes appended to the WAL.
+    pub wal_bytes: crate::metrics::Counter,
+    /// Commit batches (group commits).
+    pub commit_batches: crate::metrics::Counter,
+    /// Records committed.
+    pub commit_records: crate::metrics::Counter,
+}
+
 /// State shared between handles, the commit thread and the checkpointer.
 #[derive(Debug)]
 pub(crate) struct Status {
@@ -350,6 +377,7 @@ struct Shared {
     checkpointer: Arc<Checkpointer>,
     commit_tx: mpsc::Sender<Msg>,
     pending: Semaphore,
+    metrics: Arc<StoreMetrics>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     wal: Wal,
     // NOTE: declared last so it is released after RocksDB has closed.
@@ -432,7 +460,11 @@ impl Store {
             source,
         })?;
         let lock = DirLock::acquire(dir)?;
-        let disk = Arc::new(DiskTier::open(&dir.join("db"), &config.disk, env.clock.clone())?);
+        let disk = Arc::new(DiskTier::open(
+            &dir.join("db"),
+            &config.disk,
+            env.clock.clone(),
+        )?);
         let disk_applied = disk.applied_seq()?;
         let recovered = Wal::open(config.wal_config(), env.wal_fs.clone())?;
         let (wal, writer) = (recovered.wal, recovered.writer);
@@ -451,7 +483,11 @@ impl Store {
             "store opened"
         );
 
-        let memory = Arc::new(MemoryTier::new(config.memory_budget_bytes, env.clock.clone()));
+        let memory = Arc::new(MemoryTier::new(
+            config.memory_budget_bytes,
+            env.clock.clone(),
+        ));
+        let metrics = Arc::new(StoreMetrics::default());
         let wake = Arc::new((Mutex::new(Wake::default()), Condvar::new()));
         let status = Arc::new(Status {
             applied: AtomicU64::new(last_seq.0),
@@ -478,6 +514,7 @@ impl Store {
             memory: memory.clone(),
             clock: env.clock.clone(),
             status: status.clone(),
+            metrics: metrics.clone(),
             last_seq,
             sync_interval: match config.fsync {
                 FsyncPolicy::Interval(period) => Some(period),
@@ -510,6 +547,7 @@ impl Store {
         };
         let inner = Arc::new(Shared {
             pending: Semaphore::new(config.max_pending_writes),
+            metrics,
             config,
             clock: env.clock,
             memory,
@@ -577,7 +615,9 @@ impl Store {
         match ttl {
             None => Ok(None),
             Some(ttl) if ttl.is_zero() => Err(StoreError::InvalidArgument("ttl must be above 0")),
-            Some(ttl) => Ok(Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))),
+            Some(ttl) => Ok(Some(
+                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+            )),
         }
     }
 
@@ -593,8 +633,12 @@ impl Store {
     /// The live value of `key`, with its version and remaining TTL.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
         self.check_key(key)?;
+        let started = std::time::Instant::now();
         match self.inner.memory.get(key) {
-            Lookup::Hit(value) => return Ok(Some(self.entry(value))),
+            Lookup::Hit(value) => {
+                self.inner.metrics.read_memory.observe(started.elapsed());
+                return Ok(Some(self.entry(value)));
+            }
             Lookup::Expired => return Ok(None),
             Lookup::Miss => {}
         }
@@ -619,6 +663,7 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)??;
+        self.inner.metrics.read_disk.observe(started.elapsed());
         Ok(found.map(|value| self.entry(value)))
     }
 
@@ -668,7 +713,9 @@ impl Store {
 
     fn outcome((applied, synced): (Applied, bool)) -> WriteOutcome {
         match applied {
-            Applied::Written(seq) | Applied::Int(_, seq) => WriteOutcome::Written(WriteAck { seq, synced }),
+            Applied::Written(seq) | Applied::Int(_, seq) => {
+                WriteOutcome::Written(WriteAck { seq, synced })
+            }
             Applied::ConditionFailed { current } => WriteOutcome::ConditionFailed { current },
             Applied::NotFound => WriteOutcome::NotFound,
             Applied::Unchanged => WriteOutcome::Unchanged,
@@ -696,10 +743,15 @@ impl Store {
     }
 
     /// Stores every entry atomically: all of them or, on error, none.
-    pub async fn set_many(&self, entries: Vec<(Bytes, Bytes, Option<Duration>)>) -> Result<WriteAck> {
+    pub async fn set_many(
+        &self,
+        entries: Vec<(Bytes, Bytes, Option<Duration>)>,
+    ) -> Result<WriteAck> {
         self.check_batch(entries.len())?;
         if entries.is_empty() {
-            return Err(StoreError::InvalidArgument("set_many needs at least one entry"));
+            return Err(StoreError::InvalidArgument(
+                "set_many needs at least one entry",
+            ));
         }
         let mut resolved = Vec::with_capacity(entries.len());
         for (key, value, ttl) in entries {
@@ -750,7 +802,12 @@ impl Store {
 
     /// Live entries whose keys start with `prefix`, in key order, after
     /// `cursor` (the previous page's `next_cursor`), at most `limit`.
-    pub async fn scan(&self, prefix: Bytes, cursor: Option<Bytes>, limit: usize) -> Result<ScanPage> {
+    pub async fn scan(
+        &self,
+        prefix: Bytes,
+        cursor: Option<Bytes>,
+        limit: usize,
+    ) -> Result<ScanPage> {
         let max = self.inner.config.limits.max_scan_limit;
         if limit == 0 || limit > max {
             return Err(StoreError::TooManyKeys { count: limit, max });
@@ -762,7 +819,11 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)??;
-        let next_cursor = if more { found.last().map(|(k, _)| k.clone()) } else { None };
+        let next_cursor = if more {
+            found.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
         let entries = found
             .into_iter()
             .map(|(key, v)| {
@@ -814,13 +875,31 @@ impl Store {
         self.inner.status.applied()
     }
 
+    /// Latency histograms and volume counters.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.inner.metrics
+    }
+
+    /// Bytes of the disk tier's SST files.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.disk.size_bytes()
+    }
+
+    /// Writes waiting for (or in) the commit thread.
+    pub fn pending_writes(&self) -> usize {
+        self.inner.config.max_pending_writes - self.inner.pending.available_permits()
+    }
+
     /// Counters and gauges.
     pub fn stats(&self) -> StoreStats {
         let (memory_hits, memory_misses) = self.inner.memory.counters.snapshot();
         let (disk_hits, disk_misses) = self.inner.disk_counters.snapshot();
         let (memory_entries, memory_bytes) = self.inner.memory.usage();
         let status = &self.inner.status;
-        let checkpoint_at = *status.checkpoint_at.lock().unwrap_or_else(|p| p.into_inner());
+        let checkpoint_at = *status
+            .checkpoint_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         StoreStats {
             applied_seq: status.applied(),
             checkpoint_seq: Seq(status.checkpoint_seq.load(Ordering::Relaxed)),

@@ -56,8 +56,8 @@ pub use reader::WalIter;
 pub use record::{FRAME_HEADER_LEN, Mutation, WalRecord, decode_frame, encode_frame_into};
 pub use recovery::{RecoveryReport, TruncatedTail};
 pub use segment::{
-    HeaderError, SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, SegmentHeader,
-    parse_segment_name, segment_file_name,
+    HeaderError, SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION,
+    SegmentHeader, parse_segment_name, segment_file_name,
 };
 #[cfg(any(test, feature = "test-util"))]
 pub use sim::SimFs;
@@ -315,7 +315,9 @@ pub enum CorruptReason {
         name: Seq,
     },
     /// A segment does not start where the previous one ended.
-    #[error("segment starts at seq {found} but the log continues at seq {expected} (missing or overlapping segment)")]
+    #[error(
+        "segment starts at seq {found} but the log continues at seq {expected} (missing or overlapping segment)"
+    )]
     SegmentGap {
         /// The seq the previous segments lead to.
         expected: Seq,
@@ -323,7 +325,9 @@ pub enum CorruptReason {
         found: Seq,
     },
     /// Fewer bytes than a frame header remain.
-    #[error("frame header truncated: {available} bytes left, a frame header needs {FRAME_HEADER_LEN}")]
+    #[error(
+        "frame header truncated: {available} bytes left, a frame header needs {FRAME_HEADER_LEN}"
+    )]
     ShortFrame {
         /// Bytes left in the file.
         available: u64,
@@ -464,7 +468,9 @@ pub enum WalError {
     },
     /// A segment written by an unknown format version (a newer strata?).
     /// Never truncated or deleted, whatever the recovery mode.
-    #[error("wal segment {path} has format version {version}; this build reads version {SEGMENT_VERSION}")]
+    #[error(
+        "wal segment {path} has format version {version}; this build reads version {SEGMENT_VERSION}"
+    )]
     UnsupportedVersion {
         /// The segment file.
         path: PathBuf,

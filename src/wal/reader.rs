@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::record::{FRAME_HEADER_LEN, check_frame, peek_seq};
@@ -39,10 +39,7 @@ impl fmt::Debug for WalIter {
         f.debug_struct("WalIter")
             .field("from", &self.from)
             .field("pending", &self.pending.len())
-            .field(
-                "current",
-                &self.current.as_ref().map(|c| (&c.path, c.pos)),
-            )
+            .field("current", &self.current.as_ref().map(|c| (&c.path, c.pos)))
             .field("done", &self.done)
             .finish_non_exhaustive()
     }
@@ -77,9 +74,9 @@ impl WalIter {
         }
     }
 
-    fn corrupt(path: &PathBuf, offset: usize, reason: CorruptReason) -> WalError {
+    fn corrupt(path: &Path, offset: usize, reason: CorruptReason) -> WalError {
         WalError::Corrupt {
-            path: path.clone(),
+            path: path.to_path_buf(),
             offset: offset as u64,
             reason,
         }
@@ -163,10 +160,7 @@ impl WalIter {
     fn step(&mut self) -> Option<Result<WalRecord, WalError>> {
         let max = self.shared.cfg.max_record_bytes;
         loop {
-            let exhausted = self
-                .current
-                .as_ref()
-                .is_none_or(|c| c.pos >= c.data.len());
+            let exhausted = self.current.as_ref().is_none_or(|c| c.pos >= c.data.len());
             if exhausted {
                 self.current = None;
                 let seg = self.pending.pop_front()?;

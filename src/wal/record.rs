@@ -28,7 +28,7 @@ pub struct WalRecord {
 }
 
 /// One resolved effect on one key. The variant order is part of the on-disk
-/// format: append new variants, never reorder.
+/// format: never reorder; a new variant needs a new format version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mutation {
     /// Store `value` under `key`; `expires_at_ms` is absolute Unix ms, 0 = never.
@@ -94,7 +94,10 @@ pub fn encode_frame_into(
 /// # Errors
 ///
 /// The [`CorruptReason`] of the first check that fails.
-pub fn decode_frame(buf: &[u8], max_record_bytes: u32) -> Result<(WalRecord, usize), CorruptReason> {
+pub fn decode_frame(
+    buf: &[u8],
+    max_record_bytes: u32,
+) -> Result<(WalRecord, usize), CorruptReason> {
     let body = check_frame(buf, max_record_bytes)?;
     let record = decode_body(body)?;
     Ok((record, FRAME_HEADER_LEN + body.len()))
@@ -246,8 +249,12 @@ pub(crate) mod strategy {
     }
 
     pub fn record() -> impl Strategy<Value = WalRecord> {
-        (any::<u64>(), proptest::collection::vec(mutation(), 0..6))
-            .prop_map(|(seq, mutations)| WalRecord { seq: Seq(seq), mutations })
+        (any::<u64>(), proptest::collection::vec(mutation(), 0..6)).prop_map(|(seq, mutations)| {
+            WalRecord {
+                seq: Seq(seq),
+                mutations,
+            }
+        })
     }
 }
 
@@ -282,7 +289,7 @@ mod tests {
         assert_eq!(n, buf.len());
         let expected: &[u8] = &[
             0x12, 0x00, 0x00, 0x00, // len = 18
-            0xb4, 0x31, 0xa9, 0x98, // crc32 = 0x98a931b4
+            0xa9, 0xdb, 0xdb, 0x09, // crc32 = 0x09dbdba9
             0x07, // seq = 7
             0x02, // 2 mutations
             0x00, 0x02, b'k', b'1', 0x05, b'h', b'e', b'l', b'l', b'o', 0x00, // Put
@@ -373,7 +380,8 @@ mod tests {
                 prop_assert_eq!(&got, r);
                 // The spec'd body encoding is plain postcard.
                 let body = &buf[pos + FRAME_HEADER_LEN..pos + len];
-                prop_assert_eq!(body, postcard::to_stdvec(r).unwrap().as_slice());
+                let plain = postcard::to_stdvec(r).unwrap();
+                prop_assert_eq!(body, plain.as_slice());
                 prop_assert_eq!(skim_body(body), Some(r.seq));
                 prop_assert_eq!(peek_seq(body), Some(r.seq));
                 pos += len;

@@ -8,7 +8,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use super::fs::WalFs;
-use super::segment::{HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_name, scan_records};
+use super::segment::{
+    HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_name, scan_records,
+};
 use super::writer::{Active, WalWriter};
 use super::{
     CorruptReason, Recovered, RecoveryMode, SEGMENT_EXTENSION, SegmentMeta, Shared, State, Wal,
@@ -221,7 +223,12 @@ struct Recovery<'a> {
 impl Recovery<'_> {
     /// Validates one segment. Returns its damage, if any; a segment whose
     /// records are (at least partly) usable is added to `kept`.
-    fn segment(&mut self, first_seq: Seq, path: &Path, is_last: bool) -> Result<Option<Damage>, WalError> {
+    fn segment(
+        &mut self,
+        first_seq: Seq,
+        path: &Path,
+        is_last: bool,
+    ) -> Result<Option<Damage>, WalError> {
         let data = self.fs.read(path).map_err(io_err(path))?;
         let file_len = data.len() as u64;
         let whole_file = |reason, torn| {
@@ -303,7 +310,12 @@ impl Recovery<'_> {
 
     /// Applies the recovery mode to `damage` in `path`; `later` are the
     /// segments after it.
-    fn cut(&mut self, path: &Path, later: &[(Seq, PathBuf)], damage: Damage) -> Result<(), WalError> {
+    fn cut(
+        &mut self,
+        path: &Path,
+        later: &[(Seq, PathBuf)],
+        damage: Damage,
+    ) -> Result<(), WalError> {
         let Damage {
             offset,
             reason,

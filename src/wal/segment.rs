@@ -34,7 +34,11 @@ const PROBE_BUDGET_BASE: u64 = 64 * 1024 * 1024;
 
 /// The file name of the segment whose first record has seq `first_seq`.
 pub fn segment_file_name(first_seq: Seq) -> String {
-    format!("{:0width$}.{SEGMENT_EXTENSION}", first_seq.0, width = NAME_DIGITS)
+    format!(
+        "{:0width$}.{SEGMENT_EXTENSION}",
+        first_seq.0,
+        width = NAME_DIGITS
+    )
 }
 
 /// The first seq named by a segment file name, `None` if `name` is not one.
@@ -91,7 +95,9 @@ impl SegmentHeader {
         let mut magic = [0; 8];
         magic.copy_from_slice(&h[0..8]);
         if magic != SEGMENT_MAGIC {
-            return Err(HeaderError::Corrupt(CorruptReason::BadMagic { found: magic }));
+            return Err(HeaderError::Corrupt(CorruptReason::BadMagic {
+                found: magic,
+            }));
         }
         // The version comes before the CRC: a future version may lay out
         // (and checksum) the rest of its header differently.
@@ -211,9 +217,10 @@ pub(crate) fn next_record(
     Ok((record, FRAME_HEADER_LEN + body.len()))
 }
 
-/// Whether some offset after `bad` (exclusive) starts a valid frame whose
-/// record has `seq >= min_seq`: the test that tells a torn tail (nothing
-/// valid follows) from corruption in the middle of the log.
+/// Whether some offset from `bad` on starts a valid frame whose record has
+/// `seq >= min_seq`: the test that tells a torn tail (nothing valid follows)
+/// from corruption in the middle of the log. `bad` itself counts: a valid
+/// frame whose seq skips ahead is a missing record, not a torn write.
 ///
 /// Scans byte by byte, cheapest checks first: a length that is zero, above
 /// the maximum or past the end of the data (runs of zeros, garbage, a
@@ -222,13 +229,15 @@ pub(crate) fn next_record(
 /// decode. The CRC work is capped at the tail's size plus
 /// [`PROBE_BUDGET_BASE`]; if the cap is hit the answer is a conservative
 /// `true` (refuse to call it a torn tail rather than drop data silently).
-pub(crate) fn valid_record_after(data: &[u8], bad: usize, min_seq: Seq, max_record_bytes: u32) -> bool {
-    let Some(first) = bad.checked_add(1) else {
-        return false;
-    };
-    let tail = data.len().saturating_sub(first) as u64;
+pub(crate) fn valid_record_after(
+    data: &[u8],
+    bad: usize,
+    min_seq: Seq,
+    max_record_bytes: u32,
+) -> bool {
+    let tail = data.len().saturating_sub(bad) as u64;
     let mut budget = tail.saturating_mul(4).saturating_add(PROBE_BUDGET_BASE);
-    let mut pos = first;
+    let mut pos = bad;
     while pos + FRAME_HEADER_LEN < data.len() {
         let at = pos;
         pos += 1;
@@ -299,14 +308,19 @@ mod tests {
 
     fn scan(data: &[u8], first: u64) -> (Scan, Vec<WalRecord>) {
         let mut got = Vec::new();
-        let s = scan_records(data, SEGMENT_HEADER_LEN, Seq(first), 1 << 20, |_, r| got.push(r));
+        let s = scan_records(data, SEGMENT_HEADER_LEN, Seq(first), 1 << 20, |_, r| {
+            got.push(r)
+        });
         (s, got)
     }
 
     #[test]
     fn names_round_trip_and_reject_lookalikes() {
         assert_eq!(segment_file_name(Seq(42)), "00000000000000000042.wal");
-        assert_eq!(parse_segment_name("00000000000000000042.wal"), Some(Seq(42)));
+        assert_eq!(
+            parse_segment_name("00000000000000000042.wal"),
+            Some(Seq(42))
+        );
         assert_eq!(
             parse_segment_name(&segment_file_name(Seq(u64::MAX))),
             Some(Seq(u64::MAX))
@@ -322,6 +336,19 @@ mod tests {
         ] {
             assert_eq!(parse_segment_name(bad), None, "{bad}");
         }
+    }
+
+    /// The header example in proto-docs/wal-format.md.
+    #[test]
+    fn header_matches_the_worked_example_in_the_format_doc() {
+        let expected: [u8; SEGMENT_HEADER_LEN] = [
+            0x53, 0x54, 0x52, 0x41, 0x54, 0x57, 0x41, 0x4c, // "STRATWAL"
+            0x01, 0x00, 0x00, 0x00, // version 1
+            0x00, 0x00, 0x00, 0x00, // reserved
+            0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // first_seq 7
+            0xa9, 0x59, 0xd5, 0x36, // crc 0x36d559a9
+        ];
+        assert_eq!(SegmentHeader { first_seq: Seq(7) }.encode(), expected);
     }
 
     #[test]

@@ -376,7 +376,10 @@ mod tests {
             assert!(b"base0123456789".starts_with(&data) && data.len() >= 4);
             kept.insert(data.len());
         }
-        assert!(kept.len() > 3, "seeds should tear at different points: {kept:?}");
+        assert!(
+            kept.len() > 3,
+            "seeds should tear at different points: {kept:?}"
+        );
     }
 
     #[test]

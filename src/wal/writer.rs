@@ -34,7 +34,9 @@ enum Next {
 
 impl Next {
     fn after(seq: Seq) -> Next {
-        seq.0.checked_add(1).map_or(Next::Exhausted, |s| Next::Exactly(Seq(s)))
+        seq.0
+            .checked_add(1)
+            .map_or(Next::Exhausted, |s| Next::Exactly(Seq(s)))
     }
 }
 

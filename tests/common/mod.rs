@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod node;
+pub mod quic;
 use std::path::Path;
 use std::sync::Arc;
 

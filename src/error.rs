@@ -1,0 +1,59 @@
+//! The top-level error of a node, and the one mapping from internal errors
+//! to the wire's [`ErrorCode`].
+
+use crate::config::ConfigError;
+use crate::net::tls::TlsError;
+use crate::proto::{ErrorCode, ErrorReply};
+use crate::store::StoreError;
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The storage engine failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A socket could not be bound or used.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<&StoreError> for ErrorCode {
+    fn from(e: &StoreError) -> ErrorCode {
+        match e {
+            StoreError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
+            StoreError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
+            StoreError::TooManyKeys { .. } => ErrorCode::TooManyKeys,
+            StoreError::InvalidArgument(_) => ErrorCode::BadRequest,
+            StoreError::NotAnInteger => ErrorCode::NotAnInteger,
+            StoreError::Overflow => ErrorCode::Overflow,
+            StoreError::Closed => ErrorCode::ShuttingDown,
+            StoreError::Poisoned(_)
+            | StoreError::Wal(_)
+            | StoreError::Disk(_)
+            | StoreError::Io { .. } => ErrorCode::StorageFailed,
+            StoreError::DamagedValue { .. }
+            | StoreError::WalGap { .. }
+            | StoreError::Locked { .. }
+            | StoreError::Config { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<&StoreError> for ErrorReply {
+    fn from(e: &StoreError) -> ErrorReply {
+        ErrorReply::new(ErrorCode::from(e), e.to_string())
+    }
+}

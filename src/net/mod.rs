@@ -1,0 +1,95 @@
+//! Everything that touches QUIC (quinn) and TLS (rustls): endpoints, the
+//! client-facing server, and the client library. Protocol logic stays in
+//! [`crate::proto`]; this layer only moves its frames.
+
+pub mod client;
+pub mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+
+/// UDP socket buffer size asked for: QUIC bursts overflow the usual
+/// 208 KiB default even on loopback (the kernel caps it at `rmem_max`).
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Transport limits of one QUIC connection.
+#[derive(Debug, Clone)]
+pub struct TransportLimits {
+    /// Concurrent request streams a peer may have open (QUIC flow control:
+    /// more simply wait for credit).
+    pub max_streams: u32,
+    /// A connection silent for this long is closed.
+    pub idle_timeout: Duration,
+    /// Bytes a peer may have in flight on one stream.
+    pub stream_window_bytes: u32,
+    /// Bytes a peer may have in flight on the whole connection; with the
+    /// connection limit this bounds the memory clients can pin.
+    pub connection_window_bytes: u32,
+    /// Ping period that keeps a quiet connection alive (clients, node links).
+    pub keep_alive: Option<Duration>,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits {
+            max_streams: 1024,
+            idle_timeout: Duration::from_secs(30),
+            stream_window_bytes: 2 << 20,
+            connection_window_bytes: 32 << 20,
+            keep_alive: None,
+        }
+    }
+}
+
+impl TransportLimits {
+    /// The quinn transport config for these limits.
+    pub fn transport_config(&self) -> Arc<TransportConfig> {
+        let mut t = TransportConfig::default();
+        t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams))
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .stream_receive_window(VarInt::from_u32(self.stream_window_bytes))
+            .receive_window(VarInt::from_u32(self.connection_window_bytes))
+            .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok())
+            .keep_alive_interval(self.keep_alive)
+            // Loopback and datacenter links: start from a realistic RTT
+            // rather than the internet default of 333 ms.
+            .initial_rtt(Duration::from_millis(10));
+        Arc::new(t)
+    }
+}
+
+/// Binds a UDP socket with enlarged buffers and wraps it in a quinn endpoint.
+pub fn endpoint(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Best effort: dual-stack where the OS allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: the kernel may cap or refuse larger buffers.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket.into(),
+        runtime,
+    )
+}

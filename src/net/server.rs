@@ -1,0 +1,547 @@
+//! The client-facing QUIC server: one task per connection, one task per
+//! request stream, each stream carrying exactly one request frame and one
+//! response frame (proto-docs/wire-protocol.md §4).
+//!
+//! Hostile input is bounded at every step: connections by a semaphore
+//! (excess ones are refused), streams per connection by QUIC flow control,
+//! frame length before the body is read, buffered bytes by the QUIC receive
+//! windows, and time by a per-request deadline.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quinn::{RecvStream, SendStream, VarInt};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::cmd::{Node, check_access};
+use crate::config::{Config, Role, TokenConfig};
+use crate::error::Error;
+use crate::metrics::{Counter, Exposition, Histogram};
+use crate::net::tls::{self, Identity};
+use crate::net::{TransportLimits, constant_time_eq, endpoint};
+use crate::proto::{
+    ALPN, ErrorCode, ErrorReply, FRAME_HEADER_BYTES, Limits, Request, Response, decode_frame,
+    encode_response, frame_len, quic_code,
+};
+use crate::store::Store;
+
+/// Every op name, for per-op metrics handles created once.
+pub const OPS: [&str; 14] = [
+    "hello",
+    "ping",
+    "get",
+    "multi_get",
+    "exists",
+    "ttl",
+    "set",
+    "multi_set",
+    "delete",
+    "expire",
+    "persist",
+    "incr",
+    "scan",
+    "info",
+];
+
+/// Request metrics, one handle per op.
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    requests: [Counter; OPS.len()],
+    errors: [Counter; OPS.len()],
+    latency: [Histogram; OPS.len()],
+    /// Requests that never became a valid request (bad frames, timeouts).
+    pub rejected_streams: Counter,
+    /// Connections refused because the limit was reached.
+    pub refused_connections: Counter,
+    /// Connections accepted.
+    pub connections: Counter,
+    /// Connections open now (gauge kept as a signed pair of counters).
+    open_connections: std::sync::atomic::AtomicI64,
+}
+
+fn op_index(req: &Request) -> usize {
+    OPS.iter().position(|op| *op == req.op_name()).unwrap_or(0)
+}
+
+impl ServerMetrics {
+    fn record(&self, op: usize, ok: bool, took: Duration) {
+        self.requests[op].inc();
+        if !ok {
+            self.errors[op].inc();
+        }
+        self.latency[op].observe(took);
+    }
+
+    /// Renders the request metrics.
+    pub fn render(&self, e: &mut Exposition) {
+        e.family(
+            "strata_requests_total",
+            "counter",
+            "Requests served, by operation.",
+        );
+        for (i, op) in OPS.iter().enumerate() {
+            e.sample(
+                "strata_requests_total",
+                &[("op", op)],
+                self.requests[i].get() as f64,
+            );
+        }
+        e.family(
+            "strata_request_errors_total",
+            "counter",
+            "Requests answered with an error, by operation.",
+        );
+        for (i, op) in OPS.iter().enumerate() {
+            e.sample(
+                "strata_request_errors_total",
+                &[("op", op)],
+                self.errors[i].get() as f64,
+            );
+        }
+        e.family(
+            "strata_request_duration_seconds",
+            "histogram",
+            "Time from request start to response, by operation.",
+        );
+        for (i, op) in OPS.iter().enumerate() {
+            e.histogram(
+                "strata_request_duration_seconds",
+                &[("op", op)],
+                &self.latency[i],
+            );
+        }
+        e.family(
+            "strata_rejected_streams_total",
+            "counter",
+            "Streams closed without a valid request (oversized, malformed, truncated, timed out).",
+        )
+        .sample(
+            "strata_rejected_streams_total",
+            &[],
+            self.rejected_streams.get() as f64,
+        );
+        e.family(
+            "strata_connections_total",
+            "counter",
+            "Client connections accepted.",
+        )
+        .sample(
+            "strata_connections_total",
+            &[],
+            self.connections.get() as f64,
+        );
+        e.family(
+            "strata_refused_connections_total",
+            "counter",
+            "Client connections refused at the connection limit.",
+        )
+        .sample(
+            "strata_refused_connections_total",
+            &[],
+            self.refused_connections.get() as f64,
+        );
+        let open = self
+            .open_connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        e.family(
+            "strata_open_connections",
+            "gauge",
+            "Client connections open now.",
+        )
+        .sample("strata_open_connections", &[], open as f64);
+    }
+}
+
+/// What every connection task shares.
+struct Shared {
+    node: Node,
+    tokens: Vec<TokenConfig>,
+    max_frame_bytes: u32,
+    request_timeout: Duration,
+    metrics: Arc<ServerMetrics>,
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    connection_slots: Arc<Semaphore>,
+    shutdown_grace: Duration,
+    fingerprint: String,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Loads (or creates) the TLS identity and binds the QUIC endpoint.
+    pub fn bind(
+        config: &Config,
+        store: Store,
+        metrics: Arc<ServerMetrics>,
+    ) -> Result<Server, Error> {
+        let identity = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Identity::load(cert, key)?,
+            _ => {
+                let (identity, created) = tls::load_or_create(&config.data_dir, &config.tls.names)?;
+                let (cert_path, _) = tls::default_paths(&config.data_dir);
+                if created {
+                    info!(cert = %cert_path.display(), "created a self-signed certificate");
+                }
+                identity
+            }
+        };
+        let fingerprint = identity.fingerprint();
+        let crypto = tls::server_config(&identity, &[ALPN], config.tls.client_ca.as_deref())?;
+        let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+            .map_err(|e| Error::Tls(tls::TlsError::Verifier(e.to_string())))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+        let limits = TransportLimits {
+            max_streams: config.net.max_streams_per_connection,
+            idle_timeout: Duration::from_millis(config.net.idle_timeout_ms),
+            ..TransportLimits::default()
+        };
+        server_config.transport_config(limits.transport_config());
+        let endpoint =
+            endpoint(config.listen, Some(server_config)).map_err(|source| Error::Io {
+                what: format!("binding QUIC listener {}", config.listen),
+                source,
+            })?;
+        let store_limits = &config.store.limits;
+        let node = Node {
+            limits: Limits {
+                max_key_bytes: store_limits.max_key_bytes as u32,
+                max_value_bytes: store_limits.max_value_bytes as u32,
+                max_keys_per_request: store_limits.max_batch_keys.min(store_limits.max_scan_limit)
+                    as u32,
+                max_frame_bytes: config.net.max_frame_bytes,
+            },
+            auth_required: !config.tokens.is_empty(),
+            store,
+        };
+        Ok(Server {
+            endpoint,
+            shared: Arc::new(Shared {
+                node,
+                tokens: config.tokens.clone(),
+                max_frame_bytes: config.net.max_frame_bytes,
+                request_timeout: Duration::from_millis(config.net.request_timeout_ms),
+                metrics,
+            }),
+            connection_slots: Arc::new(Semaphore::new(config.net.max_connections)),
+            shutdown_grace: Duration::from_millis(config.net.shutdown_grace_ms),
+            fingerprint,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// SHA-256 fingerprint of the server certificate (for `--pin`).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The node behind the server.
+    pub fn node(&self) -> &Node {
+        &self.shared.node
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets
+    /// in-flight requests finish (up to the grace period) and closes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Every connection task holds a clone; recv() returns None once all are gone.
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        tokio::pin!(shutdown);
+        loop {
+            let incoming = tokio::select! {
+                incoming = self.endpoint.accept() => incoming,
+                () = &mut shutdown => break,
+            };
+            let Some(incoming) = incoming else { break };
+            let Ok(permit) = self.connection_slots.clone().try_acquire_owned() else {
+                self.shared.metrics.refused_connections.inc();
+                debug!(remote = %incoming.remote_address(), "connection limit reached; refusing");
+                incoming.refuse();
+                continue;
+            };
+            let span = info_span!("connection", remote = %incoming.remote_address());
+            let shared = self.shared.clone();
+            let (stop_rx, done_tx) = (stop_rx.clone(), done_tx.clone());
+            tokio::spawn(
+                async move {
+                    let _permit = permit;
+                    match incoming.await {
+                        Ok(conn) => serve_connection(conn, shared, stop_rx, done_tx).await,
+                        Err(e) => debug!(error = %e, "handshake failed"),
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        info!("shutting down: no new connections or requests; finishing in-flight requests");
+        self.endpoint.set_server_config(None);
+        let _ = stop_tx.send(true);
+        drop(done_tx);
+        if tokio::time::timeout(self.shutdown_grace, done_rx.recv())
+            .await
+            .is_err()
+        {
+            warn!(grace = ?self.shutdown_grace, "in-flight requests did not finish in time");
+        }
+        self.endpoint.close(
+            VarInt::from_u32(quic_code::SHUTTING_DOWN),
+            b"server shutting down",
+        );
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn serve_connection(
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    shared.metrics.connections.inc();
+    let open = &shared.metrics.open_connections;
+    open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    debug!("connection open");
+    // Without configured tokens every client may do everything.
+    let initial = (!shared.node.auth_required).then_some(Role::Admin);
+    let role = Arc::new(Mutex::new(initial));
+    loop {
+        let stream = tokio::select! {
+            stream = conn.accept_bi() => stream,
+            _ = stop.changed() => break,
+        };
+        match stream {
+            Ok((send, recv)) => {
+                let (shared, role, done) = (shared.clone(), role.clone(), done.clone());
+                tokio::spawn(
+                    async move {
+                        handle_stream(send, recv, &shared, &role).await;
+                        drop(done);
+                    }
+                    .in_current_span(),
+                );
+            }
+            Err(e) => {
+                debug!(reason = %e, "connection closed");
+                break;
+            }
+        }
+    }
+    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    drop(done);
+}
+
+/// Why a stream did not yield a request.
+enum ReadFailure {
+    /// Answer with this error, then stop the stream with this QUIC code.
+    Reply(ErrorReply, u32),
+    /// The peer went away or reset; nobody to answer.
+    Gone,
+}
+
+async fn read_request(recv: &mut RecvStream, max_frame_bytes: u32) -> Result<Request, ReadFailure> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    if recv.read_exact(&mut header).await.is_err() {
+        return Err(ReadFailure::Gone);
+    }
+    let len = frame_len(header);
+    if len > max_frame_bytes {
+        // IMPORTANT: refuse before reading (or buffering) the body.
+        let reply = ErrorReply::new(
+            ErrorCode::FrameTooLarge,
+            format!("request frame of {len} bytes exceeds the limit of {max_frame_bytes}"),
+        );
+        return Err(ReadFailure::Reply(reply, quic_code::FRAME_TOO_LARGE));
+    }
+    // Reads at most `len` bytes: one more means a second frame or trailing junk.
+    let body = match recv.read_to_end(len as usize).await {
+        Ok(body) => body,
+        Err(quinn::ReadToEndError::TooLong) => {
+            let reply = ErrorReply::new(
+                ErrorCode::BadRequest,
+                "bytes after the request frame: one request per stream",
+            );
+            return Err(ReadFailure::Reply(reply, quic_code::PROTOCOL_VIOLATION));
+        }
+        Err(quinn::ReadToEndError::Read(_)) => return Err(ReadFailure::Gone),
+    };
+    if body.len() < len as usize {
+        // The client finished the stream mid-frame: nothing to answer.
+        return Err(ReadFailure::Gone);
+    }
+    let mut framed = bytes::BytesMut::with_capacity(FRAME_HEADER_BYTES + body.len());
+    framed.extend_from_slice(&header);
+    framed.extend_from_slice(&body);
+    match decode_frame::<Request>(&mut framed, max_frame_bytes) {
+        Ok(Some(req)) => Ok(req),
+        Ok(None) => Err(ReadFailure::Gone),
+        Err(e) => Err(ReadFailure::Reply(
+            ErrorReply::new(ErrorCode::BadRequest, format!("malformed request: {e}")),
+            quic_code::PROTOCOL_VIOLATION,
+        )),
+    }
+}
+
+async fn handle_stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    shared: &Shared,
+    role: &Mutex<Option<Role>>,
+) {
+    let started = Instant::now();
+    let deadline = shared.request_timeout;
+    let request =
+        match tokio::time::timeout(deadline, read_request(&mut recv, shared.max_frame_bytes)).await
+        {
+            Ok(Ok(req)) => req,
+            Ok(Err(failure)) => {
+                shared.metrics.rejected_streams.inc();
+                if let ReadFailure::Reply(reply, code) = failure {
+                    debug!(code = ?reply.code, message = %reply.message, "bad request stream");
+                    let _ = recv.stop(VarInt::from_u32(code));
+                    write_response(&mut send, &Response::Error(reply), deadline).await;
+                }
+                return;
+            }
+            Err(_) => {
+                shared.metrics.rejected_streams.inc();
+                let _ = recv.stop(VarInt::from_u32(quic_code::PROTOCOL_VIOLATION));
+                let reply = ErrorReply::new(ErrorCode::Timeout, "request not received in time");
+                write_response(&mut send, &Response::Error(reply), Duration::from_secs(1)).await;
+                return;
+            }
+        };
+    let op = op_index(&request);
+    let response = match tokio::time::timeout(deadline, respond(request, shared, role)).await {
+        Ok(response) => response,
+        Err(_) => Response::error(
+            ErrorCode::Timeout,
+            "request took longer than the server's request timeout",
+        ),
+    };
+    let ok = !matches!(response, Response::Error(_));
+    write_response(&mut send, &response, deadline).await;
+    shared.metrics.record(op, ok, started.elapsed());
+}
+
+async fn respond(request: Request, shared: &Shared, role: &Mutex<Option<Role>>) -> Response {
+    if let Request::Hello { token, .. } = &request
+        && shared.node.auth_required
+    {
+        match authenticate(&shared.tokens, token.as_deref()) {
+            Some(granted) => *role.lock().unwrap_or_else(|p| p.into_inner()) = Some(granted),
+            None => {
+                return Response::error(ErrorCode::Unauthenticated, "invalid or missing token");
+            }
+        }
+    }
+    let current = *role.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(reply) = check_access(&shared.node, current, &request) {
+        return Response::Error(reply);
+    }
+    shared.node.dispatch(request).await
+}
+
+/// The role of the token that matches, comparing every token in constant time.
+fn authenticate(tokens: &[TokenConfig], offered: Option<&str>) -> Option<Role> {
+    let offered = offered?.as_bytes();
+    let mut granted = None;
+    for t in tokens {
+        if constant_time_eq(t.token.as_bytes(), offered) {
+            granted = granted.max(Some(t.role));
+        }
+    }
+    granted
+}
+
+async fn write_response(send: &mut SendStream, response: &Response, deadline: Duration) {
+    let frame = match encode_response(response) {
+        Ok(frame) => frame,
+        Err(e) => {
+            warn!(error = %e, "could not encode a response");
+            let _ = send.reset(VarInt::from_u32(quic_code::PROTOCOL_VIOLATION));
+            return;
+        }
+    };
+    match tokio::time::timeout(deadline, send.write_all(&frame)).await {
+        Ok(Ok(())) => {
+            let _ = send.finish();
+        }
+        _ => {
+            let _ = send.reset(VarInt::from_u32(quic_code::PROTOCOL_VIOLATION));
+        }
+    }
+}
+
+/// Serves `/metrics` over plain HTTP/1.1 until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::pin!(shutdown);
+    loop {
+        let (mut socket, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let render = render.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut read = 0;
+            // Read the request head (bounded; a slow or huge request is dropped).
+            let head = tokio::time::timeout(Duration::from_secs(5), async {
+                while read < buf.len() {
+                    let n = socket.read(&mut buf[read..]).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    read += n;
+                    if buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                        return Some(());
+                    }
+                }
+                None
+            })
+            .await;
+            if !matches!(head, Ok(Some(()))) {
+                return;
+            }
+            let line = String::from_utf8_lossy(&buf[..read]);
+            let (status, body) =
+                if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?") {
+                    ("200 OK", render())
+                } else {
+                    ("404 Not Found", "try /metrics\n".to_string())
+                };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,599 @@
+//! The client library against real `strata-server` processes on loopback,
+//! over real QUIC and TLS: every operation, authentication, certificate
+//! checks, a concurrent pool, and the circuit breaker across a node restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::node::TestNode;
+use strata::net::client::{
+    Client, ClientConfig, ClientError, DeleteOutcome, ErrorCode, ServerTrust, SetEntry, SetOptions,
+    SetOutcome, TtlState,
+};
+use strata::net::tls::parse_fingerprint;
+
+/// A generous bound for anything polled (TTL expiry, recovery after restart).
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn pinned(node: &TestNode) -> ClientConfig {
+    let pin = parse_fingerprint(&node.fingerprint).expect("node prints a fingerprint");
+    ClientConfig::new(node.addr, ServerTrust::Pin(pin))
+}
+
+async fn connect(node: &TestNode) -> Client {
+    Client::connect(pinned(node)).await.expect("connect")
+}
+
+fn text(b: &Bytes) -> &str {
+    std::str::from_utf8(b).expect("utf-8 value")
+}
+
+fn server_code(result: Result<impl std::fmt::Debug, ClientError>) -> ErrorCode {
+    match result {
+        Err(ClientError::Server { code, .. }) => code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn set_get_versions_and_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+
+    let info = client.server_info();
+    assert_eq!(info.protocol, 1);
+    assert!(info.server.starts_with("strata"), "{}", info.server);
+    assert!(info.limits.max_frame_bytes > 0);
+    client.ping().await.unwrap();
+
+    assert_eq!(client.get("k").await.unwrap(), None);
+    let first = client.set("k", "v1").await.unwrap();
+    assert!(first.durability.local_synced, "default fsync is always");
+    let entry = client.get("k").await.unwrap().expect("written");
+    assert_eq!(text(&entry.value), "v1");
+    assert_eq!(entry.version, first.version);
+    assert_eq!(entry.ttl_ms, None);
+
+    let second = client.set("k", "v2").await.unwrap();
+    assert!(second.version > first.version);
+
+    // A compare-and-set on the old version is refused and names the current one.
+    let stale = SetOptions::new().if_version(first.version);
+    assert_eq!(
+        client.set_with("k", "lost", stale).await.unwrap(),
+        SetOutcome::NotWritten {
+            current_version: Some(second.version)
+        }
+    );
+    assert_eq!(text(&client.get("k").await.unwrap().unwrap().value), "v2");
+    let fresh = SetOptions::new().if_version(second.version);
+    let third = match client.set_with("k", "v3", fresh).await.unwrap() {
+        SetOutcome::Written(reply) => reply,
+        other => panic!("{other:?}"),
+    };
+    assert!(third.version > second.version);
+    // CAS on a missing key: no current version.
+    assert_eq!(
+        client
+            .set_with("nope", "x", SetOptions::new().if_version(third.version))
+            .await
+            .unwrap(),
+        SetOutcome::NotWritten {
+            current_version: None
+        }
+    );
+
+    // If-absent creates only; if-present replaces only.
+    assert_eq!(
+        client
+            .set_with("k", "x", SetOptions::new().if_absent())
+            .await
+            .unwrap(),
+        SetOutcome::NotWritten {
+            current_version: Some(third.version)
+        }
+    );
+    assert!(
+        client
+            .set_with("new", "created", SetOptions::new().if_absent())
+            .await
+            .unwrap()
+            .is_written()
+    );
+    assert_eq!(
+        client
+            .set_with("absent", "x", SetOptions::new().if_present())
+            .await
+            .unwrap(),
+        SetOutcome::NotWritten {
+            current_version: None
+        }
+    );
+    assert_eq!(client.get("absent").await.unwrap(), None);
+    assert!(
+        client
+            .set_with("new", "replaced", SetOptions::new().if_present())
+            .await
+            .unwrap()
+            .is_written()
+    );
+    assert_eq!(
+        text(&client.get("new").await.unwrap().unwrap().value),
+        "replaced"
+    );
+
+    // Binary keys and values round-trip untouched.
+    let key = Bytes::from_static(b"\x00bin\xff");
+    let value = Bytes::from_static(b"\xff\x00\x01");
+    client.set(key.clone(), value.clone()).await.unwrap();
+    assert_eq!(client.get(key).await.unwrap().unwrap().value, value);
+
+    // A request over the server's limits is refused locally, before sending.
+    let huge = vec![b'k'; info.limits.max_key_bytes as usize + 1];
+    let err = client.get(huge).await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidRequest(_)), "{err}");
+    assert_eq!(err.code(), Some(ErrorCode::KeyTooLarge));
+}
+
+#[tokio::test]
+async fn delete_and_conditional_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+
+    client.set("gone", "x").await.unwrap();
+    let deleted = client.delete("gone").await.unwrap();
+    assert!(deleted.existed);
+    assert!(deleted.durability.is_some());
+    assert_eq!(client.get("gone").await.unwrap(), None);
+    let again = client.delete("gone").await.unwrap();
+    assert!(!again.existed);
+    assert_eq!(again.durability, None, "nothing written for an absent key");
+
+    let v1 = client.set("cas", "1").await.unwrap().version;
+    let v2 = client.set("cas", "2").await.unwrap().version;
+    assert_eq!(
+        client.delete_if_version("cas", v1).await.unwrap(),
+        DeleteOutcome::NotWritten {
+            current_version: Some(v2)
+        }
+    );
+    assert!(client.get("cas").await.unwrap().is_some());
+    match client.delete_if_version("cas", v2).await.unwrap() {
+        DeleteOutcome::Deleted(d) => assert!(d.existed),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.get("cas").await.unwrap(), None);
+    assert_eq!(
+        client.delete_if_version("cas", v2).await.unwrap(),
+        DeleteOutcome::NotWritten {
+            current_version: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn expire_persist_and_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+
+    assert_eq!(client.ttl("t").await.unwrap(), TtlState::Missing);
+    let opts = SetOptions::new().with_ttl(Duration::from_secs(60));
+    assert!(client.set_with("t", "v", opts).await.unwrap().is_written());
+    match client.ttl("t").await.unwrap() {
+        TtlState::ExpiresIn(ms) => assert!(ms > 0 && ms <= 60_000, "{ms}"),
+        other => panic!("{other:?}"),
+    }
+    let ttl = client
+        .get("t")
+        .await
+        .unwrap()
+        .unwrap()
+        .ttl_ms
+        .expect("has a ttl");
+    assert!(ttl <= 60_000);
+
+    let persisted = client.persist("t").await.unwrap();
+    assert!(persisted.existed && persisted.durability.is_some());
+    assert_eq!(client.ttl("t").await.unwrap(), TtlState::Persistent);
+    assert_eq!(client.get("t").await.unwrap().unwrap().ttl_ms, None);
+    let noop = client.persist("t").await.unwrap();
+    assert!(noop.existed);
+    assert_eq!(noop.durability, None, "no ttl to remove: nothing written");
+
+    let before = client.get("t").await.unwrap().unwrap().version;
+    let expired = client.expire("t", Duration::from_secs(30)).await.unwrap();
+    assert!(expired.existed && expired.durability.is_some());
+    match client.ttl("t").await.unwrap() {
+        TtlState::ExpiresIn(ms) => assert!(ms > 0 && ms <= 30_000, "{ms}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(client.get("t").await.unwrap().unwrap().version > before);
+
+    let missing = client
+        .expire("missing", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(!missing.existed);
+    assert!(!client.persist("missing").await.unwrap().existed);
+
+    // A zero TTL is refused before it is sent.
+    let err = client.expire("t", Duration::ZERO).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+}
+
+#[tokio::test]
+async fn ttl_expires_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+
+    let short = SetOptions::new().with_ttl(Duration::from_millis(300));
+    let long = SetOptions::new().with_ttl(Duration::from_secs(600));
+    assert!(
+        client
+            .set_with("short", "s", short)
+            .await
+            .unwrap()
+            .is_written()
+    );
+    assert!(
+        client
+            .set_with("long", "l", long)
+            .await
+            .unwrap()
+            .is_written()
+    );
+
+    let start = Instant::now();
+    while client.get("short").await.unwrap().is_some() {
+        assert!(start.elapsed() < DEADLINE, "a 300 ms TTL never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Expired means absent to every operation.
+    assert_eq!(client.ttl("short").await.unwrap(), TtlState::Missing);
+    assert_eq!(client.exists(["short", "long"]).await.unwrap(), 1);
+    assert!(client.get("long").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn incr_and_not_an_integer() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+
+    assert_eq!(
+        client.incr("n", 5).await.unwrap(),
+        5,
+        "a missing key counts as 0"
+    );
+    assert_eq!(client.incr("n", -7).await.unwrap(), -2);
+    let done = client.incr_with("n", 1, None).await.unwrap();
+    assert_eq!(done.value, -1);
+    assert!(done.durability.local_synced);
+    assert_eq!(text(&client.get("n").await.unwrap().unwrap().value), "-1");
+
+    client.set("word", "abc").await.unwrap();
+    let err = client.incr("word", 1).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotAnInteger), "{err}");
+    assert!(err.to_string().contains("not_an_integer"), "{err}");
+    assert_eq!(
+        text(&client.get("word").await.unwrap().unwrap().value),
+        "abc"
+    );
+
+    client.set("max", i64::MAX.to_string()).await.unwrap();
+    assert_eq!(
+        server_code(client.incr("max", 1).await),
+        ErrorCode::Overflow
+    );
+}
+
+#[tokio::test]
+async fn set_many_is_atomic_and_multi_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+
+    let reply = client
+        .set_many([("a", "1"), ("b", "2"), ("c", "3")])
+        .await
+        .unwrap();
+    let got = client
+        .get_many(["a", "b", "c", "missing", "a"])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 5);
+    for (slot, want) in got.iter().zip(["1", "2", "3"]) {
+        let entry = slot.as_ref().expect("written");
+        assert_eq!(text(&entry.value), want);
+        assert_eq!(entry.version, reply.version, "one write, one version");
+    }
+    assert_eq!(got[3], None);
+    assert_eq!(got[4], got[0], "duplicates allowed, in request order");
+    assert_eq!(client.exists(["a", "b", "missing", "a"]).await.unwrap(), 3);
+
+    // Per-entry TTLs.
+    let entries = vec![SetEntry {
+        key: Bytes::from_static(b"ttl-entry"),
+        value: Bytes::from_static(b"x"),
+        ttl_ms: Some(60_000),
+    }];
+    client.set_many_with(entries, None).await.unwrap();
+    assert!(matches!(
+        client.ttl("ttl-entry").await.unwrap(),
+        TtlState::ExpiresIn(_)
+    ));
+
+    // An empty batch is refused before it is sent.
+    let empty: [(&'static str, &'static str); 0] = [];
+    let err = client.set_many(empty).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest));
+}
+
+#[tokio::test]
+async fn scan_pages_with_cursor_and_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+
+    let mut expected: Vec<String> = (0..25).map(|i| format!("scan:{i:02}")).collect();
+    for chunk in expected.chunks(10) {
+        client
+            .set_many(chunk.iter().map(|k| (k.clone(), format!("value of {k}"))))
+            .await
+            .unwrap();
+    }
+    client.set("other:1", "x").await.unwrap();
+    client.set("scam", "x").await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = client.scan("scan:", cursor, 10).await.unwrap();
+        pages += 1;
+        assert!(page.entries.len() <= 10);
+        for (key, entry) in page.entries {
+            let key = String::from_utf8(key.to_vec()).unwrap();
+            assert_eq!(text(&entry.value), format!("value of {key}"));
+            seen.push(key);
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 100, "scan does not end");
+    }
+    assert!(pages >= 3, "25 keys in pages of 10 take at least 3 pages");
+    expected.sort();
+    assert_eq!(seen, expected, "every key once, in byte order");
+
+    let all = client.scan_all("scan:").await.unwrap();
+    assert_eq!(all.len(), 25);
+    assert_eq!(client.scan_all("").await.unwrap().len(), 27);
+    assert!(client.scan_all("zzz").await.unwrap().is_empty());
+
+    let info = client.info().await.unwrap();
+    assert!(!info.is_empty());
+    assert!(info.iter().any(|(k, _)| k == "version"), "{info:?}");
+}
+
+const TOKENS: [&str; 4] = [
+    "--token",
+    "read-only:ro-token-123",
+    "--token",
+    "read-write:rw-token-123",
+];
+
+#[tokio::test]
+async fn tokens_authenticate_and_authorize() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &TOKENS);
+
+    let err = Client::connect(pinned(&node)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unauthenticated), "{err}");
+    let err = Client::connect(pinned(&node).with_token("wrong-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unauthenticated), "{err}");
+    assert!(
+        !err.to_string().contains("wrong-token"),
+        "the token is never echoed: {err}"
+    );
+
+    let rw = Client::connect(pinned(&node).with_token("rw-token-123"))
+        .await
+        .unwrap();
+    rw.set("auth", "yes").await.unwrap();
+
+    let ro = Client::connect(pinned(&node).with_token("ro-token-123"))
+        .await
+        .unwrap();
+    assert_eq!(text(&ro.get("auth").await.unwrap().unwrap().value), "yes");
+    assert_eq!(
+        server_code(ro.set("auth", "no").await),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        server_code(ro.incr("n", 1).await),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(text(&rw.get("auth").await.unwrap().unwrap().value), "yes");
+}
+
+#[tokio::test]
+async fn certificate_must_match_the_pin_or_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+
+    // A pin of another certificate: the handshake fails, nothing is sent.
+    let mut wrong = parse_fingerprint(&node.fingerprint).unwrap();
+    wrong[0] ^= 0xff;
+    let config = ClientConfig::new(node.addr, ServerTrust::Pin(wrong)).with_breaker_failures(0);
+    let err = Client::connect(config).await.unwrap_err();
+    assert!(matches!(err, ClientError::Tls { .. }), "{err}");
+
+    // The right pin works.
+    connect(&node).await.ping().await.unwrap();
+
+    // The node's self-signed certificate as a CA, checked for the name.
+    let cert = dir.path().join("tls/server.crt");
+    let by_ca = ClientConfig::new(node.addr, ServerTrust::CaFile(cert.clone()));
+    Client::connect(by_ca).await.unwrap().ping().await.unwrap();
+    let other_name =
+        ClientConfig::new(node.addr, ServerTrust::CaFile(cert)).with_server_name("example.com");
+    let err = Client::connect(other_name).await.unwrap_err();
+    assert!(matches!(err, ClientError::Tls { .. }), "{err}");
+
+    // A CA file that does not exist is a configuration error.
+    let missing = ClientConfig::new(node.addr, ServerTrust::CaFile(dir.path().join("nope.pem")));
+    let err = Client::connect(missing).await.unwrap_err();
+    assert!(matches!(err, ClientError::TlsConfig(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tasks_share_a_pool() {
+    const TASKS: usize = 64;
+    const SETS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = Client::connect(pinned(&node).with_connections(2))
+        .await
+        .unwrap();
+
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let client = client.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..SETS {
+                client
+                    .set(format!("c:{task}:{i}"), format!("{task}-{i}"))
+                    .await
+                    .unwrap_or_else(|e| panic!("task {task} set {i}: {e}"));
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    for task in 0..TASKS {
+        let keys: Vec<String> = (0..SETS).map(|i| format!("c:{task}:{i}")).collect();
+        let got = client.get_many(keys).await.unwrap();
+        for (i, entry) in got.into_iter().enumerate() {
+            let entry = entry.unwrap_or_else(|| panic!("c:{task}:{i} missing"));
+            assert_eq!(text(&entry.value), format!("{task}-{i}"));
+        }
+    }
+    let total = client.scan_all("c:").await.unwrap().len();
+    assert_eq!(total, TASKS * SETS);
+    let metrics = node.metrics();
+    assert!(
+        metrics.lines().any(|l| l == "strata_connections_total 2"),
+        "the pool uses exactly 2 connections:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("connections"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[tokio::test]
+async fn breaker_opens_when_the_node_dies_and_recovers_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path(), &[]);
+    let cooldown = Duration::from_millis(500);
+    let config = pinned(&node)
+        .with_connect_timeout(Duration::from_millis(300))
+        .with_request_timeout(Duration::from_millis(300))
+        .with_retries(1)
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .with_breaker_failures(3)
+        .with_breaker_cooldown(cooldown);
+    let client = Client::connect(config).await.unwrap();
+    client.set("survivor", "1").await.unwrap();
+
+    node.kill();
+    let mut errors = Vec::new();
+    let fast = loop {
+        let started = Instant::now();
+        match client.get("survivor").await {
+            Ok(v) => panic!("a killed node answered: {v:?}"),
+            Err(ClientError::CircuitOpen { failures, retry_in }) => {
+                assert!(failures >= 3, "{failures}");
+                assert!(retry_in <= cooldown);
+                break started.elapsed();
+            }
+            Err(e) => errors.push(e),
+        }
+        assert!(errors.len() < 10, "the breaker never opened: {errors:?}");
+    };
+    assert!(
+        !errors.is_empty(),
+        "the first calls fail for real before the breaker opens"
+    );
+    for e in &errors {
+        assert!(
+            matches!(
+                e,
+                ClientError::Timeout { .. }
+                    | ClientError::Connect { .. }
+                    | ClientError::ConnectionLost { .. }
+            ),
+            "{e}"
+        );
+    }
+    assert!(
+        fast < Duration::from_millis(100),
+        "an open breaker fails fast: {fast:?}"
+    );
+    // Still open: writes fail fast too, without being sent.
+    assert!(matches!(
+        client.incr("n", 1).await,
+        Err(ClientError::CircuitOpen { .. })
+    ));
+
+    node.restart();
+    let start = Instant::now();
+    loop {
+        match client.get("survivor").await {
+            Ok(Some(entry)) => {
+                assert_eq!(text(&entry.value), "1");
+                break;
+            }
+            Ok(None) => panic!("an acknowledged write was lost"),
+            Err(e) => {
+                assert!(start.elapsed() < DEADLINE, "no recovery after restart: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // Closed again: writes go through on the new connection.
+    client.set("after", "restart").await.unwrap();
+    assert_eq!(client.incr("n", 1).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn reconnects_lazily_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path(), &[]);
+    let config = pinned(&node)
+        .with_request_timeout(Duration::from_millis(500))
+        .with_retries(3);
+    let client = Client::connect(config).await.unwrap();
+    let written = client.set("k", "v").await.unwrap();
+
+    node.restart();
+    // The old connection is dead; an idempotent read is retried on a new one.
+    let entry = client.get("k").await.unwrap().expect("durable");
+    assert_eq!(entry.version, written.version);
+    assert_eq!(client.server_info().protocol, 1);
+    assert_eq!(client.incr("counter", 2).await.unwrap(), 2);
+    let counter = client.get("counter").await.unwrap().expect("written");
+    assert!(counter.version > written.version);
+}

@@ -1,0 +1,56 @@
+//! A raw QUIC connection to a node, for tests that send bytes the client
+//! library never would.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use strata::net::TransportLimits;
+use strata::net::tls::{self, ServerTrust};
+use strata::proto::{ALPN, Request, Response, decode_frame, encode_request};
+
+/// Connects with the node's pinned fingerprint.
+pub async fn connect(addr: SocketAddr, fingerprint: &str) -> quinn::Connection {
+    let trust = ServerTrust::Pin(tls::parse_fingerprint(fingerprint).unwrap());
+    let crypto = tls::client_config(&trust, &[ALPN], None).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(TransportLimits::default().transport_config());
+    let endpoint = strata::net::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    let mut endpoint = endpoint;
+    endpoint.set_default_client_config(config);
+    endpoint.connect(addr, "localhost").unwrap().await.unwrap()
+}
+
+/// Sends raw bytes on a new stream (finishing it) and reads the whole reply.
+pub async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    let _ = send.finish();
+    recv.read_to_end(64 << 20).await.unwrap_or_default()
+}
+
+/// Sends one request and decodes the response.
+pub async fn request(conn: &quinn::Connection, req: &Request) -> Response {
+    let reply = send_raw(conn, &encode_request(req).unwrap()).await;
+    let mut buf = bytes::BytesMut::from(&reply[..]);
+    decode_frame::<Response>(&mut buf, 64 << 20)
+        .unwrap()
+        .expect("a whole response")
+}
+
+/// Decodes a raw reply.
+pub fn decode(reply: &[u8]) -> Response {
+    let mut buf = bytes::BytesMut::from(reply);
+    decode_frame::<Response>(&mut buf, 64 << 20)
+        .unwrap()
+        .expect("a whole response")
+}
+
+/// Resident memory of a process, bytes (Linux).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}

@@ -1,0 +1,72 @@
+//! The shipped alerting rules and dashboard name only metrics a node
+//! really exports (checked against a running node's /metrics).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::node::TestNode;
+
+/// Every `strata_*` metric name in a text, with histogram suffixes removed.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("strata_") {
+        let start = i + pos;
+        let preceded_by_ident =
+            start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = text[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(text.len(), |n| start + n);
+        if !preceded_by_ident {
+            let name = &text[start..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            names.insert(base.to_string());
+        }
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn alert_rules_and_dashboard_use_exported_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let exported: BTreeSet<String> = node
+        .metrics()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        exported.contains("strata_request_duration_seconds"),
+        "{exported:?}"
+    );
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in [
+        "ops/prometheus/strata-alerts.yml",
+        "ops/grafana/strata-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let named = metric_names(&text);
+        assert!(named.len() >= 8, "{file} names too few metrics: {named:?}");
+        let missing: Vec<_> = named.difference(&exported).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} names metrics the node does not export: {missing:?}"
+        );
+    }
+    // The thresholds the rules promise are there.
+    let rules =
+        std::fs::read_to_string(format!("{root}/ops/prometheus/strata-alerts.yml")).unwrap();
+    for threshold in [
+        "> 0.05", "> 0.1", "> 0.2", "< 0.8", "> 0.8", "> 1000", "> 1", "> 100",
+    ] {
+        assert!(rules.contains(threshold), "missing threshold {threshold}");
+    }
+}
