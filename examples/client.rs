@@ -1,7 +1,7 @@
 //! A tour of the client library against a running node.
 //!
 //! ```text
-//! strata-server --data-dir /tmp/strata-demo        # prints its fingerprint
+//! strata-server --data-dir ./demo-data        # prints its fingerprint
 //! cargo run --example client -- --addr 127.0.0.1:7379 --pin <FINGERPRINT> [--token T]
 //! ```
 //!
@@ -83,7 +83,8 @@ async fn main() -> anyhow::Result<()> {
                 println!("cas #{attempt}: written at version {}", reply.version)
             }
             SetOutcome::NotWritten { current_version } => println!(
-                "cas #{attempt}: refused, the key is at version {current_version:?} now, not {}",
+                "cas #{attempt}: refused, the key is at version {} now, not {}",
+                current_version.map_or("(absent)".to_string(), |v| v.to_string()),
                 entry.version
             ),
         }

@@ -133,37 +133,6 @@ fn write_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {
     out.push('}');
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_renders_cumulative_buckets() {
-        let h = Histogram::default();
-        h.observe(Duration::from_micros(10));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(20));
-        let mut e = Exposition::default();
-        e.family("lat_seconds", "histogram", "test")
-            .histogram("lat_seconds", &[("op", "get")], &h);
-        let text = e.finish();
-        assert!(
-            text.contains("lat_seconds_bucket{op=\"get\",le=\"0.000025\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("lat_seconds_bucket{op=\"get\",le=\"0.005\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("lat_seconds_bucket{op=\"get\",le=\"+Inf\"} 3"),
-            "{text}"
-        );
-        assert!(text.contains("lat_seconds_count{op=\"get\"} 3"), "{text}");
-        assert_eq!(h.count(), 3);
-    }
-}
-
 /// Renders the storage engine's metrics.
 pub fn render_store(store: &crate::store::Store, e: &mut Exposition) {
     let s = store.stats();
@@ -321,4 +290,35 @@ pub fn render_store(store: &crate::store::Store, e: &mut Exposition) {
         &[],
         f64::from(u8::from(s.poisoned.is_some())),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_renders_cumulative_buckets() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(10));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(20));
+        let mut e = Exposition::default();
+        e.family("lat_seconds", "histogram", "test")
+            .histogram("lat_seconds", &[("op", "get")], &h);
+        let text = e.finish();
+        assert!(
+            text.contains("lat_seconds_bucket{op=\"get\",le=\"0.000025\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_bucket{op=\"get\",le=\"0.005\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_bucket{op=\"get\",le=\"+Inf\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("lat_seconds_count{op=\"get\"} 3"), "{text}");
+        assert_eq!(h.count(), 3);
+    }
 }

@@ -283,10 +283,11 @@ fn values_from_stdin_and_file() {
     assert_eq!(get["value"], "line one\nline two\n");
 
     // A file that does not exist is a usage error.
+    let missing = home.path().join("missing.bin");
     let out = cli(
         &node,
         home.path(),
-        &["set", "k", "--file", "/nonexistent/x"],
+        &["set", "k", "--file", missing.to_str().unwrap()],
     );
     expect_status(&out, 2);
     // VALUE and --file together are a usage error.

@@ -73,7 +73,10 @@ async fn write_then_lose_power(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsync_always_keeps_every_acknowledged_write() {
-    let seed: u64 = rand::random();
+    let seed: u64 = std::env::var("STRATA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     for round in 0..8 {
         let dir = tempfile::tempdir().unwrap();
         let fs = SimFs::new();

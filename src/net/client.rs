@@ -1528,6 +1528,23 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    /// The handle is shared across tasks, and its calls can be spawned.
+    #[test]
+    fn client_and_its_futures_are_send_and_sync() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        fn spawnable<F: std::future::Future + Send>(_: F) {}
+        shareable::<Client>();
+        shareable::<ClientConfig>();
+        #[expect(dead_code, reason = "only type-checked")]
+        fn calls(client: Client) {
+            spawnable(async move {
+                let _ = client.get("k").await;
+                let _ = client.set_with("k", "v", SetOptions::new()).await;
+                let _ = client.scan_all("").await;
+            });
+        }
+    }
+
     #[test]
     fn breaker_opens_after_threshold_and_probes_after_cooldown() {
         let t0 = Instant::now();

@@ -414,7 +414,13 @@ async fn handle_stream(
                 if let ReadFailure::Reply(reply, code) = failure {
                     debug!(code = ?reply.code, message = %reply.message, "bad request stream");
                     let _ = recv.stop(VarInt::from_u32(code));
-                    write_response(&mut send, &Response::Error(reply), deadline).await;
+                    write_response(
+                        &mut send,
+                        &Response::Error(reply),
+                        deadline,
+                        shared.max_frame_bytes,
+                    )
+                    .await;
                 }
                 return;
             }
@@ -422,7 +428,13 @@ async fn handle_stream(
                 shared.metrics.rejected_streams.inc();
                 let _ = recv.stop(VarInt::from_u32(quic_code::PROTOCOL_VIOLATION));
                 let reply = ErrorReply::new(ErrorCode::Timeout, "request not received in time");
-                write_response(&mut send, &Response::Error(reply), Duration::from_secs(1)).await;
+                write_response(
+                    &mut send,
+                    &Response::Error(reply),
+                    Duration::from_secs(1),
+                    shared.max_frame_bytes,
+                )
+                .await;
                 return;
             }
         };
@@ -435,7 +447,7 @@ async fn handle_stream(
         ),
     };
     let ok = !matches!(response, Response::Error(_));
-    write_response(&mut send, &response, deadline).await;
+    write_response(&mut send, &response, deadline, shared.max_frame_bytes).await;
     shared.metrics.record(op, ok, started.elapsed());
 }
 
@@ -469,8 +481,27 @@ fn authenticate(tokens: &[TokenConfig], offered: Option<&str>) -> Option<Role> {
     granted
 }
 
-async fn write_response(send: &mut SendStream, response: &Response, deadline: Duration) {
+async fn write_response(
+    send: &mut SendStream,
+    response: &Response,
+    deadline: Duration,
+    max_frame_bytes: u32,
+) {
     let frame = match encode_response(response) {
+        // The protocol promises no reply longer than the announced frame limit.
+        Ok(frame) if frame.len() > max_frame_bytes as usize + FRAME_HEADER_BYTES => {
+            let reply = Response::error(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "the reply would be {} bytes, over the frame limit of {max_frame_bytes}; ask for fewer keys",
+                    frame.len()
+                ),
+            );
+            match encode_response(&reply) {
+                Ok(frame) => frame,
+                Err(_) => return,
+            }
+        }
         Ok(frame) => frame,
         Err(e) => {
             warn!(error = %e, "could not encode a response");

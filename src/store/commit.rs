@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -136,10 +136,8 @@ impl Committer {
                     }
                 }
                 if batch.len() < MAX_BATCH_OPS {
-                    next = match self.rx.try_recv() {
-                        Ok(msg) => Some(msg),
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-                    };
+                    // Empty or disconnected alike: the batch is complete.
+                    next = self.rx.try_recv().ok();
                 }
             }
             self.commit(batch);
@@ -360,7 +358,12 @@ impl BatchState<'_> {
             }
             WriteOp::Delete { key, condition } => {
                 let Some(current) = self.live(key)? else {
-                    return Ok((Applied::NotFound, vec![]));
+                    // A CAS delete names a version the absent key does not have.
+                    let outcome = match condition {
+                        Condition::IfVersion(_) => Applied::ConditionFailed { current: None },
+                        _ => Applied::NotFound,
+                    };
+                    return Ok((outcome, vec![]));
                 };
                 match condition {
                     Condition::Always | Condition::IfPresent => {}

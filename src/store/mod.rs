@@ -467,7 +467,7 @@ impl Store {
         )?);
         let disk_applied = disk.applied_seq()?;
         let recovered = Wal::open(config.wal_config(), env.wal_fs.clone())?;
-        let (wal, writer) = (recovered.wal, recovered.writer);
+        let (wal, mut writer) = (recovered.wal, recovered.writer);
         if let Some(first) = wal.first_seq()
             && first > disk_applied.next()
         {
@@ -477,6 +477,12 @@ impl Store {
             });
         }
         let replayed = replay(&disk, &wal, disk_applied)?;
+        if wal.last_seq().is_some_and(|last| last < disk_applied) {
+            // RocksDB was flushed past what the WAL kept (a power loss under
+            // `never`/`interval`): its records are all covered; continue after
+            // RocksDB's seq rather than reuse seqs.
+            writer.restart_at(disk_applied.next())?;
+        }
         let last_seq = wal.last_seq().unwrap_or(Seq::ZERO).max(disk_applied);
         tracing::info!(
             dir = %dir.display(), %disk_applied, replayed, %last_seq,

@@ -1065,3 +1065,67 @@ proptest! {
         }
     }
 }
+
+// ---- restart ----
+
+#[test]
+fn restart_at_discards_the_log_and_continues_at_the_given_seq() {
+    let fs = SimFs::new();
+    let cfg = cfg(Path::new("/w"), RecoveryMode::Strict);
+    let mut r = sim_open(&fs, &cfg).unwrap();
+    append_range(&mut r.writer, 1..=20, 3);
+    let segs = fs.paths();
+    assert!(segs.len() > 1);
+
+    // Going back (reusing seqs) is refused and changes nothing.
+    assert!(matches!(
+        r.writer.restart_at(Seq(15)),
+        Err(WalError::SeqGap {
+            expected: Seq(21),
+            got: Seq(15)
+        })
+    ));
+    // The seq that follows anyway: nothing to do.
+    r.writer.restart_at(Seq(21)).unwrap();
+    assert_eq!(fs.paths(), segs);
+    assert!(!r.wal.is_poisoned());
+
+    r.writer.restart_at(Seq(100)).unwrap();
+    assert_eq!(
+        fs.paths(),
+        vec![PathBuf::from("/w").join(segment_file_name(Seq(100)))]
+    );
+    assert_eq!((r.wal.first_seq(), r.wal.last_seq()), (None, None));
+    assert_eq!(r.writer.last_seq(), None);
+    assert!(matches!(
+        r.writer.append(&[rec(99)]),
+        Err(WalError::SeqGap {
+            expected: Seq(100),
+            got: Seq(99)
+        })
+    ));
+    append_range(&mut r.writer, 100..=105, 4);
+    assert_eq!(read_all(&r.wal, 0), recs(100..=105));
+    drop(r);
+    fs.power_loss();
+    let r = sim_open(&fs, &cfg).unwrap();
+    assert_eq!(r.report.first_seq, Some(Seq(100)));
+    assert_eq!(read_all(&r.wal, 0), recs(100..=105));
+}
+
+#[test]
+fn restart_at_failure_poisons() {
+    let fs = SimFs::new();
+    let cfg = cfg(Path::new("/w"), RecoveryMode::Strict);
+    let mut r = sim_open(&fs, &cfg).unwrap();
+    append_range(&mut r.writer, 1..=5, 2);
+    fs.fail_syncs(true);
+    assert!(matches!(
+        r.writer.restart_at(Seq(50)),
+        Err(WalError::SyncFailed { .. })
+    ));
+    assert!(matches!(
+        r.writer.append(&[rec(50)]),
+        Err(WalError::Poisoned)
+    ));
+}

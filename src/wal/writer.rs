@@ -231,6 +231,86 @@ impl WalWriter {
         Ok(())
     }
 
+    /// Discards the whole log and makes the next append start at `next`.
+    ///
+    /// For a store whose disk tier is ahead of the log (a power loss under
+    /// `interval` or `never` after the disk tier had flushed): every record
+    /// in the log is covered, and new writes must continue after the disk
+    /// tier's seq instead of reusing seqs. Deletes every segment (oldest
+    /// first, each deletion made durable), then creates an empty segment
+    /// named `next`. Does nothing if `next` already follows
+    /// [`WalWriter::last_seq`].
+    ///
+    /// # Errors
+    ///
+    /// - [`WalError::Poisoned`].
+    /// - [`WalError::SeqGap`] if `next` is not beyond the last seq (that
+    ///   would reuse seqs); nothing is changed.
+    /// - [`WalError::Io`] / [`WalError::SyncFailed`]: the log is poisoned.
+    pub fn restart_at(&mut self, next: Seq) -> Result<(), WalError> {
+        if self.shared.is_poisoned() {
+            return Err(WalError::Poisoned);
+        }
+        if let Some(last) = self.last_seq {
+            let follows = last.0.checked_add(1);
+            if follows == Some(next.0) {
+                return Ok(());
+            }
+            if next <= last {
+                return Err(WalError::SeqGap {
+                    expected: Seq(last.0.saturating_add(1)),
+                    got: next,
+                });
+            }
+        }
+        self.restart(next).inspect_err(|_| self.shared.poison())
+    }
+
+    fn restart(&mut self, next: Seq) -> Result<(), WalError> {
+        // Keep `remove_covered` out while the segment list is rebuilt.
+        let shared = Arc::clone(&self.shared);
+        let _serial = shared.remove_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.active = None;
+        self.last_seq = None;
+        self.unsynced_bytes = 0;
+        let old = {
+            let mut state = shared.state();
+            state.last_seq = None;
+            state.durable_seq = None;
+            std::mem::take(&mut state.segments)
+        };
+        let dir = &shared.cfg.dir;
+        for seg in &old {
+            match shared.fs.remove(&seg.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(WalError::Io {
+                        path: seg.path.clone(),
+                        source,
+                    });
+                }
+            }
+            // IMPORTANT: oldest first, each removal durable before the next,
+            // and all of them before the new segment exists: a power loss
+            // must never leave old segments and the new one with a gap between.
+            shared
+                .fs
+                .sync_dir(dir)
+                .map_err(|source| WalError::SyncFailed {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        tracing::warn!(
+            dir = %dir.display(),
+            segments_removed = old.len(),
+            next = %next,
+            "wal restarted: every record was covered by the disk tier"
+        );
+        self.rotate(next)
+    }
+
     /// Seq of the last record appended, `None` if the log is empty.
     pub fn last_seq(&self) -> Option<Seq> {
         self.last_seq
