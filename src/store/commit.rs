@@ -158,10 +158,25 @@ impl Committer {
     }
 
     fn wal_failed(&self, e: &crate::wal::WalError) -> StoreError {
-        let reason = format!("wal failure: {e}");
+        self.poison(format!("wal failure: {e}"))
+    }
+
+    /// Refuses writes from now on (I9) and returns the error to reply with.
+    fn poison(&self, reason: String) -> StoreError {
         tracing::error!(%reason, "store poisoned");
         self.status.poison(reason.clone());
         StoreError::Poisoned(reason)
+    }
+
+    /// Fails every op of a batch whose records may not all have landed.
+    fn fail_batch(batch: Vec<(WriteOp, oneshot::Sender<Reply>)>, err: &StoreError) {
+        let reason = match err {
+            StoreError::Poisoned(reason) => reason.clone(),
+            other => other.to_string(),
+        };
+        for (_, reply) in batch {
+            let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
+        }
     }
 
     fn commit(&mut self, batch: Vec<(WriteOp, oneshot::Sender<Reply>)>) {
@@ -170,9 +185,7 @@ impl Committer {
         }
         // IMPORTANT: check poison before ordering anything (fjall's TOCTOU note).
         if let Some(reason) = self.status.poisoned() {
-            for (_, reply) in batch {
-                let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
-            }
+            Self::fail_batch(batch, &StoreError::Poisoned(reason));
             return;
         }
         let now_ms = self.clock.now_ms();
@@ -215,10 +228,7 @@ impl Committer {
                     self.metrics.commit_records.add(records.len() as u64);
                 }
                 Err(e) => {
-                    let err = self.wal_failed(&e);
-                    for (_, reply) in batch {
-                        let _ = reply.send(Err(StoreError::Poisoned(err.to_string())));
-                    }
+                    Self::fail_batch(batch, &self.wal_failed(&e));
                     return;
                 }
             }
@@ -226,12 +236,7 @@ impl Committer {
             fail::fail_point!("commit_after_wal_before_disk");
             if let Err(e) = self.disk.apply(&records) {
                 // The WAL holds these records; a restart replays them.
-                let reason = format!("disk tier write failed: {e}");
-                tracing::error!(%reason, "store poisoned");
-                self.status.poison(reason.clone());
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
-                }
+                Self::fail_batch(batch, &self.poison(format!("disk tier write failed: {e}")));
                 return;
             }
             // IMPORTANT: the memory tier only after RocksDB (I3).
