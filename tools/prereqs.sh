@@ -4,8 +4,11 @@
 set -euo pipefail
 
 missing=()
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 &&
-   ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+# bindgen loads libclang.so itself (libclang-cpp, which some images ship, is
+# not enough). LIBCLANG_PATH points bindgen at one installed elsewhere.
+if [ -z "${LIBCLANG_PATH:-}" ] &&
+   ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null &&
+   ! compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null; then
   missing+=(libclang-dev)
 fi
 command -v clang >/dev/null 2>&1 || missing+=(clang)
