@@ -202,16 +202,23 @@ impl MemoryTier {
         true
     }
 
-    /// Records a committed write: `Some` caches the new value, `None`
-    /// (a delete) drops the key. Called after the disk tier has it.
+    /// Records a committed write. Called after the disk tier has it.
+    ///
+    /// Write-update, no write-allocate: a key already cached takes the new
+    /// value (hot keys stay hot and current); any other key, and every
+    /// delete, is dropped, and the next read fills it. Inserting every
+    /// written key cost ~4 µs of a 6.5 µs set (never/64 writers: 153 K/s
+    /// with insert, 420 K/s without), and a key written but not read gains
+    /// nothing from it.
     pub fn apply_write(&self, key: &Bytes, value: Option<CachedValue>) {
         let mut stripe = self.stripe(key);
         // IMPORTANT: bump before touching the cache, under the stripe lock,
         // so a fill that read the disk before this write sees the change.
         *stripe = stripe.wrapping_add(1);
         match value {
-            Some(value) => self.cache.insert(key.clone(), value),
-            None => self.cache.invalidate(key),
+            Some(value) if self.cache.contains_key(key) => self.cache.insert(key.clone(), value),
+            // Also clears an entry moka already considers expired.
+            _ => self.cache.invalidate(key),
         }
         drop(stripe);
     }
