@@ -4,22 +4,24 @@
 //! Run: `cargo bench --bench store`.
 //!
 //! Baseline, 2026-11-22: 2 vCPUs ("Intel(R) Xeon(R) Processor", a VM),
-//! 23 GiB RAM, ext4 on a virtio disk measuring 4690 fdatasyncs/s (printed
+//! 23 GiB RAM, ext4 on a virtio disk measuring 4000 fdatasyncs/s (printed
 //! by this bench), rustc 1.95, `bench` profile; 100-byte values, 16-byte
-//! keys; client tasks and the store share the two cores.
+//! keys; client tasks and the store share the two cores. Memory tier is
+//! write-update, no write-allocate (before that change: never/64 153 K/s,
+//! always/64 56.6 K/s).
 //!
 //! | bench                          | median      | throughput     | target            |
 //! |--------------------------------|-------------|----------------|-------------------|
-//! | store get/memory               | 432 ns      | 2.32 M/s       | < 1 µs: met       |
-//! | store get/disk                 | 33.1 µs     | 30.2 K/s       |                   |
-//! | store get/miss                 | 21.4 µs     | 46.8 K/s       |                   |
-//! | store set/never/1 writers      | 56.9 µs     | 17.6 K/s       |                   |
-//! | store set/never/64 writers     | 6.55 µs     | 153 K/s        | > 200 K/s: missed |
-//! | store set/interval-1000ms/1    | 54.7 µs     | 18.3 K/s       |                   |
-//! | store set/interval-1000ms/64   | 6.50 µs     | 154 K/s        |                   |
-//! | store set/always/1 writers     | 242 µs      | 4.14 K/s       | (one fsync each)  |
-//! | store set/always/64 writers    | 17.7 µs     | 56.6 K/s       | >= 1/2 never/64: missed (37%) |
-//! | store open/replay 200k records | 185 ms      | 1.08 M/s       | > 500 K/s: met    |
+//! | store get/memory               | 445 ns      | 2.25 M/s       | < 1 µs: met       |
+//! | store get/disk                 | 29.7 µs     | 33.7 K/s       |                   |
+//! | store get/miss                 | 19.2 µs     | 52.0 K/s       |                   |
+//! | store set/never/1 writers      | 41.1 µs     | 24.3 K/s       |                   |
+//! | store set/never/64 writers     | 2.44 µs     | 409 K/s        | > 200 K/s: met    |
+//! | store set/interval-1000ms/1    | 47.4 µs     | 21.1 K/s       |                   |
+//! | store set/interval-1000ms/64   | 2.36 µs     | 423 K/s        |                   |
+//! | store set/always/1 writers     | 227 µs      | 4.40 K/s       | (one fsync each)  |
+//! | store set/always/64 writers    | 10.9 µs     | 91.4 K/s       | >= 1/2 never/64: missed (22%) |
+//! | store open/replay 200k records | 174 ms      | 1.15 M/s       | > 500 K/s: met    |
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The memory tier: a moka cache of hot keys in front of the disk tier.
 //!
-//! Write-through: the commit pipeline updates this tier after RocksDB, so it
+//! Write-through: the commit pipeline updates (or drops) a key here after RocksDB, so it
 //! never holds dirty state and is purely a read accelerator. The one hazard
 //! is a read-miss *fill* racing a write (I3):
 //!
