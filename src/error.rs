@@ -3,7 +3,7 @@
 
 use crate::config::ConfigError;
 use crate::net::tls::TlsError;
-use crate::proto::{ErrorCode, ErrorReply};
+use crate::proto::{ErrorCode, ErrorReply, RequestError};
 use crate::store::StoreError;
 
 /// Why a node could not start or had to stop.
@@ -55,5 +55,18 @@ impl From<&StoreError> for ErrorCode {
 impl From<&StoreError> for ErrorReply {
     fn from(e: &StoreError) -> ErrorReply {
         ErrorReply::new(ErrorCode::from(e), e.to_string())
+    }
+}
+
+impl From<&RequestError> for ErrorCode {
+    fn from(e: &RequestError) -> ErrorCode {
+        match e {
+            RequestError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
+            RequestError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
+            RequestError::TooManyKeys { .. } => ErrorCode::TooManyKeys,
+            RequestError::ZeroTtl
+            | RequestError::EmptyBatch
+            | RequestError::UnsupportedCondition { .. } => ErrorCode::BadRequest,
+        }
     }
 }

@@ -210,7 +210,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Server { code, .. } => Some(*code),
-            ClientError::InvalidRequest(e) => Some(e.code()),
+            ClientError::InvalidRequest(e) => Some(ErrorCode::from(e)),
             ClientError::FrameTooLarge { .. } => Some(ErrorCode::FrameTooLarge),
             _ => None,
         }

@@ -455,11 +455,11 @@ async fn respond(request: Request, shared: &Shared, role: &Mutex<Option<Role>>) 
     if let Request::Hello { token, .. } = &request
         && shared.node.auth_required
     {
-        match authenticate(&shared.tokens, token.as_deref()) {
-            Some(granted) => *role.lock().unwrap_or_else(|p| p.into_inner()) = Some(granted),
-            None => {
-                return Response::error(ErrorCode::Unauthenticated, "invalid or missing token");
-            }
+        // A failed Hello drops whatever role the connection had (fail closed).
+        let granted = authenticate(&shared.tokens, token.as_deref());
+        *role.lock().unwrap_or_else(|p| p.into_inner()) = granted;
+        if granted.is_none() {
+            return Response::error(ErrorCode::Unauthenticated, "invalid or missing token");
         }
     }
     let current = *role.lock().unwrap_or_else(|p| p.into_inner());

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, ErrorCode, Request, SetEntry};
+use super::{Condition, Request, SetEntry};
 
 /// Default [`Limits::max_frame_bytes`]: one maximal value plus room for its
 /// key and the message around it.
@@ -105,20 +105,6 @@ pub enum RequestError {
         /// The condition it was given.
         condition: Condition,
     },
-}
-
-impl RequestError {
-    /// The error code to send for this rejection.
-    pub const fn code(&self) -> ErrorCode {
-        match self {
-            RequestError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
-            RequestError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
-            RequestError::TooManyKeys { .. } => ErrorCode::TooManyKeys,
-            RequestError::ZeroTtl
-            | RequestError::EmptyBatch
-            | RequestError::UnsupportedCondition { .. } => ErrorCode::BadRequest,
-        }
-    }
 }
 
 fn check_key(key: &[u8], limits: &Limits) -> Result<(), RequestError> {
@@ -228,6 +214,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::proto::ErrorCode;
     use crate::types::Seq;
 
     fn small() -> Limits {
@@ -277,7 +264,7 @@ mod tests {
             keys: vec![bytes(1), bytes(5)],
         };
         assert_eq!(
-            exists.validate(&l).map_err(|e| e.code()),
+            exists.validate(&l).map_err(|e| ErrorCode::from(&e)),
             Err(ErrorCode::KeyTooLarge)
         );
         let scan = Request::Scan {
@@ -286,7 +273,7 @@ mod tests {
             limit: 0,
         };
         assert_eq!(
-            scan.validate(&l).map_err(|e| e.code()),
+            scan.validate(&l).map_err(|e| ErrorCode::from(&e)),
             Err(ErrorCode::KeyTooLarge)
         );
     }
@@ -306,7 +293,10 @@ mod tests {
             ack: None,
         };
         assert_eq!(empty.validate(&l), Err(RequestError::EmptyBatch));
-        assert_eq!(RequestError::EmptyBatch.code(), ErrorCode::BadRequest);
+        assert_eq!(
+            ErrorCode::from(&RequestError::EmptyBatch),
+            ErrorCode::BadRequest
+        );
         let entry = |v| SetEntry {
             key: bytes(1),
             value: bytes(v),
@@ -317,11 +307,13 @@ mod tests {
         assert_eq!(
             batch(vec![entry(1), entry(9)])
                 .validate(&l)
-                .map_err(|e| e.code()),
+                .map_err(|e| ErrorCode::from(&e)),
             Err(ErrorCode::ValueTooLarge)
         );
         assert_eq!(
-            batch(vec![entry(1); 3]).validate(&l).map_err(|e| e.code()),
+            batch(vec![entry(1); 3])
+                .validate(&l)
+                .map_err(|e| ErrorCode::from(&e)),
             Err(ErrorCode::TooManyKeys)
         );
         let delete = |condition| Request::Delete {
@@ -333,7 +325,7 @@ mod tests {
         assert_eq!(delete(Condition::IfVersion(Seq(3))).validate(&l), Ok(()));
         for c in [Condition::IfAbsent, Condition::IfPresent] {
             assert_eq!(
-                delete(c).validate(&l).map_err(|e| e.code()),
+                delete(c).validate(&l).map_err(|e| ErrorCode::from(&e)),
                 Err(ErrorCode::BadRequest)
             );
         }
