@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::node::TestNode;
-use common::quic::{connect, decode, request, rss_bytes, send_raw};
+use common::quic::{connect, decode, request, rss_bytes, send_raw, try_connect};
 use strata::proto::{Condition, ErrorCode, Request, Response};
 
 fn set(key: &str, value: &str) -> Request {
@@ -155,24 +155,12 @@ async fn slow_streams_time_out_and_connections_over_the_limit_are_refused() {
     // Connection limit: 3 held (good + 2), the 4th is refused cleanly.
     let _a = connect(node.addr, &node.fingerprint).await;
     let _b = connect(node.addr, &node.fingerprint).await;
-    let refused = tokio::spawn({
-        let (addr, fp) = (node.addr, node.fingerprint.clone());
-        async move {
-            let trust = strata::net::tls::ServerTrust::Pin(
-                strata::net::tls::parse_fingerprint(&fp).unwrap(),
-            );
-            let crypto =
-                strata::net::tls::client_config(&trust, &[strata::proto::ALPN], None).unwrap();
-            let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
-            let mut endpoint = strata::net::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
-            endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
-            endpoint.connect(addr, "localhost").unwrap().await
-        }
-    });
-    let result = tokio::time::timeout(Duration::from_secs(10), refused)
-        .await
-        .unwrap()
-        .unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        try_connect(node.addr, &node.fingerprint),
+    )
+    .await
+    .unwrap();
     assert!(
         result.is_err(),
         "the connection over the limit was accepted"

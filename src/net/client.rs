@@ -80,7 +80,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use quinn::{ConnectionError, VarInt};
 
-use crate::net::tls::{self, Identity, TlsError};
+use crate::net::tls::{Identity, TlsError};
 use crate::net::{TransportLimits, endpoint};
 use crate::proto::{
     ALPN, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, PROTOCOL_VERSION, RequestError,
@@ -815,11 +815,12 @@ impl Client {
             return Err(ClientError::Config("timeouts must be above 0".into()));
         }
         let first = resolve(&config.addr, None).await?;
-        let crypto = tls::client_config(&config.trust, &[ALPN], config.identity.as_ref())?;
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-            .map_err(|e| ClientError::Config(format!("tls for quic: {e}")))?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        client_config.transport_config(config.transport.transport_config());
+        let client_config = crate::net::quic_client_config(
+            &config.trust,
+            &[ALPN],
+            config.identity.as_ref(),
+            &config.transport,
+        )?;
         let local: SocketAddr = if first.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         } else {

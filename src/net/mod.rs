@@ -70,6 +70,38 @@ impl TransportLimits {
     }
 }
 
+/// The quinn client config: TLS per `trust` (and an optional client
+/// certificate), offering `alpn`, with `limits`.
+pub fn quic_client_config(
+    trust: &tls::ServerTrust,
+    alpn: &[&[u8]],
+    identity: Option<&tls::Identity>,
+    limits: &TransportLimits,
+) -> Result<quinn::ClientConfig, tls::TlsError> {
+    let crypto = tls::client_config(trust, alpn, identity)?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .map_err(|e| tls::TlsError::Quic(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(limits.transport_config());
+    Ok(config)
+}
+
+/// The quinn server config: `identity`, offering `alpn`, client
+/// certificates required when `client_ca` is given, with `limits`.
+pub fn quic_server_config(
+    identity: &tls::Identity,
+    alpn: &[&[u8]],
+    client_ca: Option<&std::path::Path>,
+    limits: &TransportLimits,
+) -> Result<quinn::ServerConfig, tls::TlsError> {
+    let crypto = tls::server_config(identity, alpn, client_ca)?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .map_err(|e| tls::TlsError::Quic(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(limits.transport_config());
+    Ok(config)
+}
+
 /// Binds a UDP socket with enlarged buffers and wraps it in a quinn endpoint.
 pub fn endpoint(
     addr: SocketAddr,

@@ -20,7 +20,7 @@ use crate::config::{Config, Role, TokenConfig};
 use crate::error::Error;
 use crate::metrics::{Counter, Exposition, Histogram};
 use crate::net::tls::{self, Identity};
-use crate::net::{TransportLimits, constant_time_eq, endpoint};
+use crate::net::{TransportLimits, constant_time_eq, endpoint, quic_server_config};
 use crate::proto::{
     ALPN, ErrorCode, ErrorReply, FRAME_HEADER_BYTES, Limits, Request, Response, decode_frame,
     encode_response, frame_len, quic_code,
@@ -199,16 +199,13 @@ impl Server {
             }
         };
         let fingerprint = identity.fingerprint();
-        let crypto = tls::server_config(&identity, &[ALPN], config.tls.client_ca.as_deref())?;
-        let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-            .map_err(|e| Error::Tls(tls::TlsError::Verifier(e.to_string())))?;
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
         let limits = TransportLimits {
             max_streams: config.net.max_streams_per_connection,
             idle_timeout: Duration::from_millis(config.net.idle_timeout_ms),
             ..TransportLimits::default()
         };
-        server_config.transport_config(limits.transport_config());
+        let server_config =
+            quic_server_config(&identity, &[ALPN], config.tls.client_ca.as_deref(), &limits)?;
         let endpoint =
             endpoint(config.listen, Some(server_config)).map_err(|source| Error::Io {
                 what: format!("binding QUIC listener {}", config.listen),

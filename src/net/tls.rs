@@ -49,6 +49,9 @@ pub enum TlsError {
     /// A client-certificate verifier could not be built.
     #[error("client certificate verifier: {0}")]
     Verifier(String),
+    /// The TLS config cannot carry QUIC (it lacks a TLS 1.3 initial suite).
+    #[error("tls configuration unusable for QUIC: {0}")]
+    Quic(String),
 }
 
 /// The one crypto provider: ring (a second one makes rustls's defaults panic).

@@ -3,23 +3,26 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use strata::net::TransportLimits;
 use strata::net::tls::{self, ServerTrust};
+use strata::net::{TransportLimits, quic_client_config};
 use strata::proto::{ALPN, Request, Response, decode_frame, encode_request};
 
 /// Connects with the node's pinned fingerprint.
 pub async fn connect(addr: SocketAddr, fingerprint: &str) -> quinn::Connection {
+    try_connect(addr, fingerprint).await.unwrap()
+}
+
+/// Connects with the node's pinned fingerprint, returning a refusal as an error.
+pub async fn try_connect(
+    addr: SocketAddr,
+    fingerprint: &str,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
     let trust = ServerTrust::Pin(tls::parse_fingerprint(fingerprint).unwrap());
-    let crypto = tls::client_config(&trust, &[ALPN], None).unwrap();
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(TransportLimits::default().transport_config());
-    let endpoint = strata::net::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
-    let mut endpoint = endpoint;
+    let config = quic_client_config(&trust, &[ALPN], None, &TransportLimits::default()).unwrap();
+    let mut endpoint = strata::net::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
     endpoint.set_default_client_config(config);
-    endpoint.connect(addr, "localhost").unwrap().await.unwrap()
+    endpoint.connect(addr, "localhost").unwrap().await
 }
 
 /// Sends raw bytes on a new stream (finishing it) and reads the whole reply.
