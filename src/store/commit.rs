@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::Status;
 use super::disk::{DiskTier, StoredValue};
 use super::error::{Result, StoreError};
-use super::memory::{CachedValue, Lookup, MemoryTier};
+use super::memory::{Lookup, MemoryTier};
 use crate::clock::Clock;
 use crate::types::{Condition, Seq};
 use crate::wal::{Mutation, WalRecord, WalWriter};
@@ -249,7 +249,7 @@ impl Committer {
                             expires_at_ms,
                         } => self.memory.apply_write(
                             key,
-                            Some(CachedValue {
+                            Some(StoredValue {
                                 value: value.clone(),
                                 seq: record.seq,
                                 expires_at_ms: *expires_at_ms,
@@ -284,11 +284,7 @@ impl BatchState<'_> {
             // The memory tier is never older than the disk tier (I3), and
             // only this thread writes, so a cached entry is current.
             None => match self.memory.peek(key) {
-                Lookup::Hit(v) => Some(StoredValue {
-                    seq: v.seq,
-                    expires_at_ms: v.expires_at_ms,
-                    value: v.value,
-                }),
+                Lookup::Hit(v) => Some(v),
                 Lookup::Expired => None,
                 Lookup::Miss => self.disk.get(key)?,
             },

@@ -98,7 +98,7 @@ impl StoredValue {
 }
 
 /// Whether a deadline (0 = never) has passed.
-pub fn is_expired(expires_at_ms: u64, now_ms: u64) -> bool {
+fn is_expired(expires_at_ms: u64, now_ms: u64) -> bool {
     expires_at_ms != 0 && expires_at_ms <= now_ms
 }
 

@@ -24,8 +24,7 @@ use moka::Expiry;
 use moka::sync::Cache;
 
 use crate::clock::Clock;
-use crate::store::disk::is_expired;
-use crate::types::Seq;
+use crate::store::disk::StoredValue;
 
 /// Stripes of the fill guard: enough that unrelated keys rarely share one.
 const STRIPES: usize = 4096;
@@ -34,22 +33,11 @@ const STRIPES: usize = 4096;
 /// (the weigher only sees what we tell it).
 const ENTRY_OVERHEAD_BYTES: u32 = 96;
 
-/// A cached value with the version and deadline it was stored with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CachedValue {
-    /// The user's bytes (cheap to clone).
-    pub value: Bytes,
-    /// The key's version (seq of the write that stored it).
-    pub seq: Seq,
-    /// Absolute expiry in Unix ms; 0 = never.
-    pub expires_at_ms: u64,
-}
-
 /// What a memory-tier lookup found.
 #[derive(Debug)]
 pub enum Lookup {
     /// A live value.
-    Hit(CachedValue),
+    Hit(StoredValue),
     /// The key's current value has expired: the key is absent (no disk read needed).
     Expired,
     /// Not cached: ask the disk tier.
@@ -92,21 +80,21 @@ struct Deadline {
 }
 
 impl Deadline {
-    fn remaining(&self, value: &CachedValue) -> Option<Duration> {
+    fn remaining(&self, value: &StoredValue) -> Option<Duration> {
         (value.expires_at_ms != 0)
             .then(|| Duration::from_millis(value.expires_at_ms.saturating_sub(self.clock.now_ms())))
     }
 }
 
-impl Expiry<Bytes, CachedValue> for Deadline {
-    fn expire_after_create(&self, _: &Bytes, value: &CachedValue, _: Instant) -> Option<Duration> {
+impl Expiry<Bytes, StoredValue> for Deadline {
+    fn expire_after_create(&self, _: &Bytes, value: &StoredValue, _: Instant) -> Option<Duration> {
         self.remaining(value)
     }
 
     fn expire_after_update(
         &self,
         _: &Bytes,
-        value: &CachedValue,
+        value: &StoredValue,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -116,7 +104,7 @@ impl Expiry<Bytes, CachedValue> for Deadline {
 
 /// The hot-key cache with its fill guard and counters.
 pub struct MemoryTier {
-    cache: Cache<Bytes, CachedValue>,
+    cache: Cache<Bytes, StoredValue>,
     stripes: Box<[Mutex<u64>]>,
     hasher: RandomState,
     clock: Arc<dyn Clock>,
@@ -139,7 +127,7 @@ impl MemoryTier {
     pub fn new(budget_bytes: u64, clock: Arc<dyn Clock>) -> MemoryTier {
         let cache = Cache::builder()
             .max_capacity(budget_bytes)
-            .weigher(|key: &Bytes, value: &CachedValue| {
+            .weigher(|key: &Bytes, value: &StoredValue| {
                 let bytes = key.len().saturating_add(value.value.len());
                 u32::try_from(bytes)
                     .unwrap_or(u32::MAX)
@@ -180,7 +168,7 @@ impl MemoryTier {
         match self.cache.get(key) {
             None => Lookup::Miss,
             // I4: moka's own expiry runs on its clock and lazily; check exactly.
-            Some(v) if is_expired(v.expires_at_ms, self.clock.now_ms()) => Lookup::Expired,
+            Some(v) if v.is_expired(self.clock.now_ms()) => Lookup::Expired,
             Some(v) => Lookup::Hit(v),
         }
     }
@@ -192,7 +180,7 @@ impl MemoryTier {
 
     /// Caches a value read from the disk tier, unless a write to the key's
     /// stripe happened since `token` was taken (it might be newer: I3).
-    pub fn fill(&self, key: Bytes, value: CachedValue, token: FillToken) -> bool {
+    pub fn fill(&self, key: Bytes, value: StoredValue, token: FillToken) -> bool {
         let stripe = self.stripe(&key);
         if *stripe != token.0 {
             return false;
@@ -210,7 +198,7 @@ impl MemoryTier {
     /// written key cost ~4 µs of a 6.5 µs set (never/64 writers: 153 K/s
     /// with insert, 420 K/s without), and a key written but not read gains
     /// nothing from it.
-    pub fn apply_write(&self, key: &Bytes, value: Option<CachedValue>) {
+    pub fn apply_write(&self, key: &Bytes, value: Option<StoredValue>) {
         let mut stripe = self.stripe(key);
         // IMPORTANT: bump before touching the cache, under the stripe lock,
         // so a fill that read the disk before this write sees the change.

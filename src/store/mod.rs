@@ -40,7 +40,7 @@ use checkpoint::{Checkpointer, Holds, Wake};
 use commit::{Applied, Committer, Msg, WriteOp};
 use disk::DiskTier;
 use lock::DirLock;
-use memory::{CachedValue, Lookup, MemoryTier};
+use memory::{Lookup, MemoryTier};
 
 use crate::clock::{Clock, SystemClock};
 use crate::types::{Condition, Seq};
@@ -627,7 +627,7 @@ impl Store {
         }
     }
 
-    fn entry(&self, value: CachedValue) -> Entry {
+    fn entry(&self, value: StoredValue) -> Entry {
         let now = self.inner.clock.now_ms();
         Entry {
             value: value.value,
@@ -652,20 +652,14 @@ impl Store {
         let token = self.inner.memory.fill_token(key);
         let key = Bytes::copy_from_slice(key);
         let inner = self.inner.clone();
-        let found = tokio::task::spawn_blocking(move || -> Result<Option<CachedValue>> {
+        let found = tokio::task::spawn_blocking(move || -> Result<Option<StoredValue>> {
             let now = inner.clock.now_ms();
             let stored = inner.disk.get(&key)?.filter(|v| !v.is_expired(now));
             inner.disk_counters.record(stored.is_some());
-            let Some(stored) = stored else {
-                return Ok(None);
-            };
-            let value = CachedValue {
-                value: stored.value,
-                seq: stored.seq,
-                expires_at_ms: stored.expires_at_ms,
-            };
-            inner.memory.fill(key, value.clone(), token);
-            Ok(Some(value))
+            if let Some(stored) = &stored {
+                inner.memory.fill(key, stored.clone(), token);
+            }
+            Ok(stored)
         })
         .await
         .map_err(|_| StoreError::Closed)??;
@@ -832,14 +826,7 @@ impl Store {
         };
         let entries = found
             .into_iter()
-            .map(|(key, v)| {
-                let cached = CachedValue {
-                    value: v.value,
-                    seq: v.seq,
-                    expires_at_ms: v.expires_at_ms,
-                };
-                (key, self.entry(cached))
-            })
+            .map(|(key, v)| (key, self.entry(v)))
             .collect();
         Ok(ScanPage {
             entries,
