@@ -123,6 +123,8 @@ pub struct Config {
     pub net: NetLimits,
     /// The storage engine.
     pub store: StoreConfig,
+    /// Replication: role, node links, acknowledgements, retention.
+    pub replication: crate::repl::ReplConfig,
 }
 
 impl Default for Config {
@@ -136,6 +138,7 @@ impl Default for Config {
             tokens: Vec::new(),
             net: NetLimits::default(),
             store: StoreConfig::default(),
+            replication: crate::repl::ReplConfig::default(),
         }
     }
 }
@@ -233,6 +236,12 @@ impl Config {
         }
         if n.request_timeout_ms == 0 || n.idle_timeout_ms == 0 {
             return bad("net.request_timeout_ms", "timeouts must be above 0");
+        }
+        if let Err(reason) = self.replication.validate() {
+            return Err(ConfigError::Invalid {
+                field: "replication".into(),
+                reason,
+            });
         }
         self.store_config()
             .validate()

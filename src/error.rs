@@ -47,6 +47,8 @@ impl From<&StoreError> for ErrorCode {
             StoreError::DamagedValue { .. }
             | StoreError::WalGap { .. }
             | StoreError::Locked { .. }
+            | StoreError::ReplicationGap { .. }
+            | StoreError::NotRetained { .. }
             | StoreError::Config { .. } => ErrorCode::Internal,
         }
     }

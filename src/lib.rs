@@ -39,6 +39,7 @@ pub mod error;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod repl;
 pub mod store;
 pub mod types;
 pub mod wal;

@@ -276,11 +276,6 @@ pub fn render_store(store: &crate::store::Store, e: &mut Exposition) {
         store.pending_writes() as f64,
     );
     e.family(
-        "strata_replication_lag_seconds",
-        "gauge",
-        "Replication lag per replica, seconds (no series without replicas).",
-    );
-    e.family(
         "strata_writes_refused",
         "gauge",
         "1 while the store refuses writes after a WAL or disk failure.",

@@ -72,6 +72,90 @@ pub enum AckPolicy {
     },
 }
 
+/// Wait for replica acknowledgements when a policy's text names no timeout.
+pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 1000;
+
+/// `async`, `semi-sync:K[:TIMEOUT_MS[:fail|degrade]]` or `sync[:TIMEOUT_MS]`.
+impl std::str::FromStr for AckPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<AckPolicy, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let num = |s: &str, what: &str| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{what} must be a whole number, got {s:?}"))
+        };
+        match parts.as_slice() {
+            ["async"] => Ok(AckPolicy::Async),
+            ["sync"] => Ok(AckPolicy::Sync {
+                timeout_ms: DEFAULT_ACK_TIMEOUT_MS,
+            }),
+            ["sync", t] => Ok(AckPolicy::Sync {
+                timeout_ms: num(t, "TIMEOUT_MS")?,
+            }),
+            ["semi-sync", rest @ ..] if !rest.is_empty() && rest.len() <= 3 => {
+                let replicas = u32::try_from(num(rest[0], "K")?).map_err(|_| "K is too large")?;
+                let timeout_ms = match rest.get(1) {
+                    Some(t) => num(t, "TIMEOUT_MS")?,
+                    None => DEFAULT_ACK_TIMEOUT_MS,
+                };
+                let on_timeout = match rest.get(2) {
+                    None | Some(&"degrade") => OnTimeout::Degrade,
+                    Some(&"fail") => OnTimeout::Fail,
+                    Some(other) => {
+                        return Err(format!("expected `fail` or `degrade`, got {other:?}"));
+                    }
+                };
+                Ok(AckPolicy::SemiSync {
+                    replicas,
+                    timeout_ms,
+                    on_timeout,
+                })
+            }
+            _ => Err("expected async, semi-sync:K[:TIMEOUT_MS[:fail]] or sync[:TIMEOUT_MS]".into()),
+        }
+    }
+}
+
+impl fmt::Display for AckPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AckPolicy::Async => f.write_str("async"),
+            AckPolicy::SemiSync {
+                replicas,
+                timeout_ms,
+                on_timeout,
+            } => {
+                let fail = match on_timeout {
+                    OnTimeout::Fail => ":fail",
+                    OnTimeout::Degrade => "",
+                };
+                write!(f, "semi-sync:{replicas}:{timeout_ms}{fail}")
+            }
+            AckPolicy::Sync { timeout_ms } => write!(f, "sync:{timeout_ms}"),
+        }
+    }
+}
+
+impl Serialize for AckPolicyText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for AckPolicyText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map(AckPolicyText)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// An [`AckPolicy`] that config files spell as text (`"semi-sync:1:500"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckPolicyText(pub AckPolicy);
+
 /// What a semi-sync write does when its replicas do not answer in time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OnTimeout {

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::{Value as Json, json};
 use strata::net::client::{
-    AckPolicy, Client, ClientConfig, ClientError, Condition, DeleteOutcome, Durability, Entry,
-    OnTimeout, Seq, ServerTrust, SetOptions, SetOutcome, TtlState,
+    AckPolicy, Client, ClientConfig, ClientError, Condition, DeleteOutcome, Durability, Entry, Seq,
+    ServerTrust, SetOptions, SetOutcome, TtlState,
 };
 use strata::net::tls::parse_fingerprint;
 
@@ -184,8 +184,27 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Show the node's information (version, role, counters).
+    /// Show the node's information (version, role, replication, counters).
     Info,
+    /// Admin: promote this replica to primary with a new epoch. Other
+    /// replicas then follow it with `replica-of`.
+    Promote,
+    /// Admin: make the node a replica of the primary at this replication
+    /// address (its --repl-listen).
+    ReplicaOf {
+        /// The primary's replication address, HOST:PORT.
+        primary: String,
+    },
+    /// Print a digest (seq, keys, sha256) of the node's live data; equal
+    /// digests at equal seqs prove two nodes hold the same data.
+    Digest {
+        /// Leave out entries expiring at or before this Unix time in ms
+        /// (give every node the same value); default: now.
+        #[arg(long, value_name = "UNIX_MS", default_value_t = 0)]
+        expired_before_ms: u64,
+    },
+    /// Admin: checkpoint now (flush the disk tier, drop covered WAL segments).
+    Checkpoint,
 }
 
 #[derive(Debug, clap::Args)]
@@ -217,42 +236,8 @@ struct SetArgs {
     ack: Option<AckPolicy>,
 }
 
-/// Default wait for replica acknowledgements when --ack names none.
-const DEFAULT_ACK_TIMEOUT_MS: u64 = 1000;
-
 fn parse_ack(text: &str) -> Result<AckPolicy, String> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let num = |s: &str, what: &str| {
-        s.parse::<u64>()
-            .map_err(|_| format!("{what} must be a whole number, got {s:?}"))
-    };
-    match parts.as_slice() {
-        ["async"] => Ok(AckPolicy::Async),
-        ["sync"] => Ok(AckPolicy::Sync {
-            timeout_ms: DEFAULT_ACK_TIMEOUT_MS,
-        }),
-        ["sync", t] => Ok(AckPolicy::Sync {
-            timeout_ms: num(t, "TIMEOUT_MS")?,
-        }),
-        ["semi-sync", rest @ ..] if !rest.is_empty() && rest.len() <= 3 => {
-            let replicas = u32::try_from(num(rest[0], "K")?).map_err(|_| "K is too large")?;
-            let timeout_ms = match rest.get(1) {
-                Some(t) => num(t, "TIMEOUT_MS")?,
-                None => DEFAULT_ACK_TIMEOUT_MS,
-            };
-            let on_timeout = match rest.get(2) {
-                None | Some(&"degrade") => OnTimeout::Degrade,
-                Some(&"fail") => OnTimeout::Fail,
-                Some(other) => return Err(format!("expected `fail` or `degrade`, got {other:?}")),
-            };
-            Ok(AckPolicy::SemiSync {
-                replicas,
-                timeout_ms,
-                on_timeout,
-            })
-        }
-        _ => Err("expected async, semi-sync:K[:TIMEOUT_MS[:fail]] or sync[:TIMEOUT_MS]".into()),
-    }
+    text.parse()
 }
 
 /// Why a command did not succeed.
@@ -713,24 +698,34 @@ async fn execute(client: &Client, command: Command, mode: Mode) -> Result<Report
             cursor,
             all,
         } => scan(client, prefix, limit.unwrap_or(0), cursor, all).await,
-        Command::Info => {
-            let pairs = client.info().await?;
-            let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-            let human = pairs
-                .iter()
-                .map(|(k, v)| format!("{k:<width$}  {v}"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            let object: serde_json::Map<String, Json> = pairs
-                .into_iter()
-                .map(|(k, v)| (k, Json::String(v)))
-                .collect();
-            Ok(Report {
-                human,
-                json: json!({ "info": object }),
-            })
+        Command::Info => pairs_report(client.info().await?, "info"),
+        Command::Promote => pairs_report(client.promote().await?, "promoted"),
+        Command::ReplicaOf { primary } => {
+            pairs_report(client.replica_of(&primary).await?, "replica_of")
         }
+        Command::Digest { expired_before_ms } => {
+            pairs_report(client.digest(expired_before_ms).await?, "digest")
+        }
+        Command::Checkpoint => pairs_report(client.checkpoint().await?, "checkpoint"),
     }
+}
+
+/// Prints `(name, value)` pairs aligned, or as one JSON object under `key`.
+fn pairs_report(pairs: Vec<(String, String)>, key: &str) -> Result<Report, Failure> {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let human = pairs
+        .iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let object: serde_json::Map<String, Json> = pairs
+        .into_iter()
+        .map(|(k, v)| (k, Json::String(v)))
+        .collect();
+    Ok(Report {
+        human,
+        json: json!({ key: object }),
+    })
 }
 
 async fn set(client: &Client, args: SetArgs, mode: Mode) -> Result<Report, Failure> {
@@ -931,21 +926,7 @@ fn entry_meta(e: &Entry) -> String {
 }
 
 fn ack_text(ack: &AckPolicy) -> String {
-    match ack {
-        AckPolicy::Async => "async".into(),
-        AckPolicy::SemiSync {
-            replicas,
-            timeout_ms,
-            on_timeout,
-        } => {
-            let fail = match on_timeout {
-                OnTimeout::Fail => ":fail",
-                OnTimeout::Degrade => "",
-            };
-            format!("semi-sync:{replicas}:{timeout_ms}{fail}")
-        }
-        AckPolicy::Sync { timeout_ms } => format!("sync:{timeout_ms}"),
-    }
+    ack.to_string()
 }
 
 fn durability_text(d: &Durability) -> String {
@@ -978,6 +959,8 @@ fn durability_json(d: &Durability) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata::net::client::OnTimeout;
+    use strata::types::DEFAULT_ACK_TIMEOUT_MS;
 
     #[test]
     fn ack_policies_parse() {

@@ -9,6 +9,7 @@ use clap::Parser;
 use strata::config::{Config, Role, TokenConfig};
 use strata::metrics::{Exposition, render_store};
 use strata::net::server::{Server, ServerMetrics, serve_metrics};
+use strata::repl::Replication;
 use strata::store::Store;
 use strata::wal::FsyncPolicy;
 use tracing::{error, info};
@@ -62,6 +63,34 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Accept replicas (node-to-node QUIC, mutual TLS) on this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    repl_listen: Option<SocketAddr>,
+    /// Run as a replica of the primary whose replication address this is.
+    #[arg(long, value_name = "HOST:PORT")]
+    replica_of: Option<String>,
+    /// Cluster CA certificate for node links (from `strata-admin gen-certs`).
+    #[arg(long, value_name = "FILE", requires_all = ["repl_cert", "repl_key"])]
+    repl_ca: Option<PathBuf>,
+    /// This node's cluster certificate.
+    #[arg(long, value_name = "FILE", requires_all = ["repl_ca", "repl_key"])]
+    repl_cert: Option<PathBuf>,
+    /// This node's cluster private key.
+    #[arg(long, value_name = "FILE", requires_all = ["repl_ca", "repl_cert"])]
+    repl_key: Option<PathBuf>,
+    /// This node's name in its primary's metrics. Default: its --listen address.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// What writes wait for when they name no policy: async,
+    /// semi-sync:K[:TIMEOUT_MS[:fail]] or sync[:TIMEOUT_MS]. Default: async.
+    #[arg(long, value_name = "POLICY")]
+    default_ack: Option<strata::types::AckPolicy>,
+    /// Full-sync transfer limit in bytes/s (0: unlimited). Default: 67108864.
+    #[arg(long, value_name = "BYTES")]
+    full_sync_rate: Option<u64>,
+    /// WAL bytes kept for lagging or disconnected replicas. Default: 1073741824.
+    #[arg(long, value_name = "BYTES")]
+    repl_retention_bytes: Option<u64>,
 }
 
 fn load_config(args: &Args) -> anyhow::Result<Config> {
@@ -113,6 +142,32 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         config.tls.key = args.tls_key.clone();
     }
     config.log_json |= args.log_json;
+    let repl = &mut config.replication;
+    if args.repl_listen.is_some() {
+        repl.listen = args.repl_listen;
+    }
+    if args.replica_of.is_some() {
+        repl.replica_of = args.replica_of.clone();
+    }
+    if let (Some(ca), Some(cert), Some(key)) = (&args.repl_ca, &args.repl_cert, &args.repl_key) {
+        repl.tls = Some(strata::net::tls::ClusterTls {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    if args.node_name.is_some() {
+        repl.node_name = args.node_name.clone();
+    }
+    if let Some(ack) = args.default_ack {
+        repl.default_ack = strata::types::AckPolicyText(ack);
+    }
+    if let Some(rate) = args.full_sync_rate {
+        repl.full_sync_bytes_per_sec = rate;
+    }
+    if let Some(bytes) = args.repl_retention_bytes {
+        repl.retention_bytes = bytes;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -180,9 +235,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))
         .await?
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let repl = Replication::new(store.clone(), config.replication.clone(), &config.data_dir)
+        .context("starting replication")?;
     let metrics = Arc::new(ServerMetrics::default());
-    let server = Server::bind(&config, store.clone(), metrics.clone())?;
+    let server = Server::bind(&config, repl.clone(), metrics.clone())?;
     let addr = server.local_addr()?;
+    if let Some(repl_addr) = repl.start(addr).context("starting replication")? {
+        info!(addr = %repl_addr, "accepting replicas on {repl_addr}");
+    }
+    if let Some(primary) = &config.replication.replica_of {
+        info!(%primary, "replica of {primary}");
+    }
     info!(
         listen = %addr,
         fingerprint = %server.fingerprint(),
@@ -200,11 +263,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the metrics listener {metrics_addr}"))?;
             info!(addr = %listener.local_addr()?, "metrics on http://{}/metrics", listener.local_addr()?);
-            let (store, metrics) = (store.clone(), metrics.clone());
+            let (store, metrics, repl) = (store.clone(), metrics.clone(), repl.clone());
             let render = Arc::new(move || {
                 let mut e = Exposition::default();
                 metrics.render(&mut e);
                 render_store(&store, &mut e);
+                repl.render(&mut e);
                 e.finish()
             });
             let mut stop = stop_rx.clone();

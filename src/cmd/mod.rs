@@ -2,6 +2,7 @@
 //! [`Response`]. No I/O of its own beyond the store; authentication state
 //! comes from the connection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Role;
@@ -9,8 +10,9 @@ use crate::proto::{
     Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, PROTOCOL_VERSION, Request,
     Response, ScanPage, TtlState, WriteReply,
 };
+use crate::repl::Replication;
 use crate::store::{self, Store, WriteAck, WriteOutcome};
-use crate::types::AckPolicy;
+use crate::types::{AckPolicy, Seq};
 
 /// What the handlers need from the node.
 #[derive(Debug, Clone)]
@@ -21,27 +23,42 @@ pub struct Node {
     pub limits: Limits,
     /// Whether clients must authenticate.
     pub auth_required: bool,
+    /// Role, replicas and acknowledgements.
+    pub repl: Arc<Replication>,
 }
 
 /// The right a request needs.
 pub fn required_role(req: &Request) -> Option<Role> {
     match req {
         Request::Hello { .. } | Request::Ping => None,
+        Request::Promote | Request::ReplicaOf { .. } | Request::Checkpoint => Some(Role::Admin),
         _ if req.needs_write() => Some(Role::ReadWrite),
         _ => Some(Role::ReadOnly),
     }
 }
 
-fn durability(ack: WriteAck, requested: Option<AckPolicy>) -> Durability {
-    // A node without replicas reaches local durability only; say exactly
-    // that. `sync` waits for every in-sync replica, of which there are none;
-    // `semi-sync:k` asked for k acknowledgements it did not get.
-    let requested = requested.unwrap_or_default();
+/// The local part of a write's durability; `dispatch` adds the replicas'
+/// part once they answered. Notes the write's seq in `written`.
+fn durability(ack: WriteAck, requested: AckPolicy, written: &mut Option<Seq>) -> Durability {
+    *written = Some(ack.seq);
     Durability {
         local_synced: ack.synced,
         replicas_acked: 0,
         requested,
-        degraded: matches!(requested, AckPolicy::SemiSync { replicas, .. } if replicas > 0),
+        degraded: false,
+    }
+}
+
+/// The durability report inside a write's reply, if it has one.
+fn durability_of(response: &mut Response) -> Option<&mut Durability> {
+    match response {
+        Response::Written(WriteReply { durability, .. }) | Response::Int { durability, .. } => {
+            Some(durability)
+        }
+        Response::Deleted { durability, .. } | Response::Updated { durability, .. } => {
+            durability.as_mut()
+        }
+        _ => None,
     }
 }
 
@@ -64,7 +81,53 @@ fn ttl(ms: Option<u64>) -> Option<Duration> {
 impl Node {
     /// Serves one request that has passed authentication.
     pub async fn dispatch(&self, req: Request) -> Response {
-        let ack = req.ack();
+        if req.needs_write() && !self.repl.is_primary() {
+            let mut e = ErrorReply::new(
+                ErrorCode::ReadOnlyReplica,
+                match self.repl.leader_hint() {
+                    Some(primary) => {
+                        format!("this node is a replica; write to the primary at {primary}")
+                    }
+                    None => "this node is a replica; write to its primary".to_string(),
+                },
+            );
+            e.leader_hint = self.repl.leader_hint();
+            return Response::Error(e);
+        }
+        let reads = !req.needs_write()
+            && !matches!(
+                req,
+                Request::Hello { .. }
+                    | Request::Ping
+                    | Request::Info
+                    | Request::Promote
+                    | Request::ReplicaOf { .. }
+            );
+        if reads && !self.repl.serves_reads() {
+            return Response::error(
+                ErrorCode::Unavailable,
+                "this replica is being re-seeded by a full sync and serves no reads until it completes",
+            );
+        }
+        let policy = req.ack().unwrap_or_else(|| self.repl.default_ack());
+        let mut written = None;
+        let mut response = self.execute(req, policy, &mut written).await;
+        if let Some(seq) = written
+            && let Some(durability) = durability_of(&mut response)
+        {
+            // I6: the reply says what was reached, never more.
+            match self.repl.await_acks(seq, policy).await {
+                Ok(acked) => {
+                    durability.replicas_acked = acked.replicas;
+                    durability.degraded = acked.degraded;
+                }
+                Err(e) => return Response::Error(e),
+            }
+        }
+        response
+    }
+
+    async fn execute(&self, req: Request, ack: AckPolicy, written: &mut Option<Seq>) -> Response {
         let store = &self.store;
         let result = match req {
             Request::Hello { protocol, .. } => {
@@ -78,12 +141,60 @@ impl Node {
                     protocol: PROTOCOL_VERSION,
                     server: format!("strata {}", env!("CARGO_PKG_VERSION")),
                     node_id: None,
-                    role: Some("primary".into()),
+                    role: Some(
+                        if self.repl.is_primary() {
+                            "primary"
+                        } else {
+                            "replica"
+                        }
+                        .into(),
+                    ),
                     limits: self.limits,
                 });
             }
             Request::Ping => return Response::Pong,
             Request::Info => return Response::Info(self.info()),
+            Request::Promote => {
+                return match self.repl.promote().await {
+                    Ok(meta) => Response::Info(vec![
+                        ("role".into(), "primary".into()),
+                        ("repl_id".into(), hex::encode(meta.repl_id.0)),
+                        ("repl_epoch".into(), meta.epoch.0.to_string()),
+                        ("applied_seq".into(), store.applied_seq().to_string()),
+                    ]),
+                    Err(e) => Response::Error(e),
+                };
+            }
+            Request::ReplicaOf { primary } => {
+                return match self.repl.replicate_from(primary.clone()).await {
+                    Ok(()) => Response::Info(vec![
+                        ("role".into(), "replica".into()),
+                        ("primary".into(), primary),
+                    ]),
+                    Err(e) => Response::Error(e),
+                };
+            }
+            Request::Digest { expired_before_ms } => {
+                let cutoff = if expired_before_ms == 0 {
+                    store.now_ms()
+                } else {
+                    expired_before_ms
+                };
+                store.digest(cutoff).await.map(|d| {
+                    Response::Info(vec![
+                        ("seq".into(), d.seq.to_string()),
+                        ("keys".into(), d.keys.to_string()),
+                        ("sha256".into(), d.sha256),
+                        ("expired_before_ms".into(), cutoff.to_string()),
+                    ])
+                })
+            }
+            Request::Checkpoint => store.checkpoint().await.map(|r| {
+                Response::Info(vec![
+                    ("covered".into(), r.covered.to_string()),
+                    ("segments_removed".into(), r.segments_removed.to_string()),
+                ])
+            }),
             Request::Get { key } => store.get(&key).await.map(|e| Response::Value(e.map(entry))),
             Request::MultiGet { keys } => store
                 .get_many(&keys)
@@ -109,7 +220,7 @@ impl Node {
                 .map(|outcome| match outcome {
                     WriteOutcome::Written(a) => Response::Written(WriteReply {
                         version: a.seq,
-                        durability: durability(a, ack),
+                        durability: durability(a, ack, written),
                     }),
                     WriteOutcome::ConditionFailed { current } => Response::NotWritten {
                         current_version: current,
@@ -126,7 +237,7 @@ impl Node {
                 store.set_many(entries).await.map(|a| {
                     Response::Written(WriteReply {
                         version: a.seq,
-                        durability: durability(a, ack),
+                        durability: durability(a, ack, written),
                     })
                 })
             }
@@ -137,7 +248,7 @@ impl Node {
                     .map(|outcome| match outcome {
                         WriteOutcome::Written(a) => Response::Deleted {
                             existed: true,
-                            durability: Some(durability(a, ack)),
+                            durability: Some(durability(a, ack, written)),
                         },
                         WriteOutcome::ConditionFailed { current } => Response::NotWritten {
                             current_version: current,
@@ -151,15 +262,17 @@ impl Node {
             Request::Expire { key, ttl_ms, .. } => store
                 .expire(key, Duration::from_millis(ttl_ms))
                 .await
-                .map(|o| updated(o, ack)),
-            Request::Persist { key, .. } => store.persist(key).await.map(|o| updated(o, ack)),
+                .map(|o| updated(o, ack, written)),
+            Request::Persist { key, .. } => {
+                store.persist(key).await.map(|o| updated(o, ack, written))
+            }
             Request::Incr { key, delta, .. } => {
                 store
                     .incr(key, delta)
                     .await
                     .map(|(value, a)| Response::Int {
                         value,
-                        durability: durability(a, ack),
+                        durability: durability(a, ack, written),
                     })
             }
             Request::Scan {
@@ -195,7 +308,6 @@ impl Node {
         };
         let mut out = vec![
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
-            ("role".into(), "primary".into()),
             ("applied_seq".into(), s.applied_seq.to_string()),
             ("checkpoint_seq".into(), s.checkpoint_seq.to_string()),
             (
@@ -219,15 +331,21 @@ impl Node {
         if let Some(reason) = s.poisoned {
             out.push(("writes_refused".into(), reason));
         }
+        // Replication: role first after the version, then its state.
+        let mut repl = self.repl.info().into_iter();
+        if let Some(role) = repl.next() {
+            out.insert(1, role);
+        }
+        out.extend(repl);
         out
     }
 }
 
-fn updated(outcome: WriteOutcome, ack: Option<AckPolicy>) -> Response {
+fn updated(outcome: WriteOutcome, ack: AckPolicy, written: &mut Option<Seq>) -> Response {
     match outcome {
         WriteOutcome::Written(a) => Response::Updated {
             existed: true,
-            durability: Some(durability(a, ack)),
+            durability: Some(durability(a, ack, written)),
         },
         WriteOutcome::Unchanged => Response::Updated {
             existed: true,

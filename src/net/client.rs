@@ -1398,9 +1398,42 @@ impl Client {
 
     /// The node's `(name, value)` information pairs.
     pub async fn info(&self) -> Result<Vec<(String, String)>, ClientError> {
-        match self.request(Request::Info).await? {
+        self.pairs(Request::Info).await
+    }
+
+    /// Admin: promotes this replica to primary (new epoch); returns the new
+    /// history's `(name, value)` pairs.
+    pub async fn promote(&self) -> Result<Vec<(String, String)>, ClientError> {
+        self.pairs(Request::Promote).await
+    }
+
+    /// Admin: makes the node a replica of `primary` (its replication address).
+    pub async fn replica_of(&self, primary: &str) -> Result<Vec<(String, String)>, ClientError> {
+        self.pairs(Request::ReplicaOf {
+            primary: primary.to_string(),
+        })
+        .await
+    }
+
+    /// A digest of the node's live data (`seq`, `keys`, `sha256`), leaving
+    /// out entries expiring at or before `expired_before_ms` (0: now).
+    pub async fn digest(
+        &self,
+        expired_before_ms: u64,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        self.pairs(Request::Digest { expired_before_ms }).await
+    }
+
+    /// Admin: checkpoints now (`covered`, `segments_removed`).
+    pub async fn checkpoint(&self) -> Result<Vec<(String, String)>, ClientError> {
+        self.pairs(Request::Checkpoint).await
+    }
+
+    async fn pairs(&self, request: Request) -> Result<Vec<(String, String)>, ClientError> {
+        let op = request.op_name();
+        match self.request(request).await? {
             Response::Info(pairs) => Ok(pairs),
-            other => Err(unexpected("info", &other)),
+            other => Err(unexpected(op, &other)),
         }
     }
 }

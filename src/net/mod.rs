@@ -6,6 +6,8 @@ pub mod client;
 pub mod server;
 pub mod tls;
 
+pub use tls::REPL_ALPN;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,9 @@ pub struct TransportLimits {
     pub connection_window_bytes: u32,
     /// Ping period that keeps a quiet connection alive (clients, node links).
     pub keep_alive: Option<Duration>,
+    /// Unidirectional streams a peer may open (clients use none; node links
+    /// carry full-sync snapshots on them).
+    pub max_uni_streams: u32,
 }
 
 impl Default for TransportLimits {
@@ -49,6 +54,7 @@ impl Default for TransportLimits {
             stream_window_bytes: 2 << 20,
             connection_window_bytes: 32 << 20,
             keep_alive: None,
+            max_uni_streams: 0,
         }
     }
 }
@@ -58,7 +64,7 @@ impl TransportLimits {
     pub fn transport_config(&self) -> Arc<TransportConfig> {
         let mut t = TransportConfig::default();
         t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams))
-            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .max_concurrent_uni_streams(VarInt::from_u32(self.max_uni_streams))
             .stream_receive_window(VarInt::from_u32(self.stream_window_bytes))
             .receive_window(VarInt::from_u32(self.connection_window_bytes))
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok())
@@ -79,11 +85,7 @@ pub fn quic_client_config(
     limits: &TransportLimits,
 ) -> Result<quinn::ClientConfig, tls::TlsError> {
     let crypto = tls::client_config(trust, alpn, identity)?;
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-        .map_err(|e| tls::TlsError::Quic(e.to_string()))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(limits.transport_config());
-    Ok(config)
+    quic_client(crypto, limits.transport_config())
 }
 
 /// The quinn server config: `identity`, offering `alpn`, client
@@ -95,10 +97,30 @@ pub fn quic_server_config(
     limits: &TransportLimits,
 ) -> Result<quinn::ServerConfig, tls::TlsError> {
     let crypto = tls::server_config(identity, alpn, client_ca)?;
+    quic_server(crypto, limits.transport_config())
+}
+
+/// Wraps a rustls client config for QUIC, with `transport`.
+pub(crate) fn quic_client(
+    crypto: rustls::ClientConfig,
+    transport: Arc<TransportConfig>,
+) -> Result<quinn::ClientConfig, tls::TlsError> {
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .map_err(|e| tls::TlsError::Quic(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(transport);
+    Ok(config)
+}
+
+/// Wraps a rustls server config for QUIC, with `transport`.
+pub(crate) fn quic_server(
+    crypto: rustls::ServerConfig,
+    transport: Arc<TransportConfig>,
+) -> Result<quinn::ServerConfig, tls::TlsError> {
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| tls::TlsError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(limits.transport_config());
+    config.transport_config(transport);
     Ok(config)
 }
 

@@ -25,7 +25,7 @@ use crate::proto::{
     ALPN, ErrorCode, ErrorReply, FRAME_HEADER_BYTES, Limits, Request, Response, decode_frame,
     encode_response, frame_len, quic_code,
 };
-use crate::store::Store;
+use crate::repl::Replication;
 
 /// Every op name, for per-op metrics handles created once.
 pub const OPS: [&str; 14] = [
@@ -184,7 +184,7 @@ impl Server {
     /// Loads (or creates) the TLS identity and binds the QUIC endpoint.
     pub fn bind(
         config: &Config,
-        store: Store,
+        repl: Arc<Replication>,
         metrics: Arc<ServerMetrics>,
     ) -> Result<Server, Error> {
         let identity = match (&config.tls.cert, &config.tls.key) {
@@ -221,7 +221,8 @@ impl Server {
                 max_frame_bytes: config.net.max_frame_bytes,
             },
             auth_required: !config.tokens.is_empty(),
-            store,
+            store: repl.store().clone(),
+            repl,
         };
         Ok(Server {
             endpoint,

@@ -159,7 +159,13 @@ impl Request {
     /// code to answer with.
     pub fn validate(&self, limits: &Limits) -> Result<(), RequestError> {
         match self {
-            Request::Hello { .. } | Request::Ping | Request::Info => Ok(()),
+            Request::Hello { .. }
+            | Request::Ping
+            | Request::Info
+            | Request::Promote
+            | Request::ReplicaOf { .. }
+            | Request::Digest { .. }
+            | Request::Checkpoint => Ok(()),
             Request::Get { key }
             | Request::Ttl { key }
             | Request::Persist { key, .. }

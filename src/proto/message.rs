@@ -138,6 +138,30 @@ pub enum Request {
     /// Node information and statistics; answered with [`Response::Info`].
     // wire index 13
     Info,
+    /// Admin: makes this replica a primary with a new epoch; answered with
+    /// [`Response::Info`] (`role`, `repl_id`, `repl_epoch`, `applied_seq`).
+    // wire index 14
+    Promote,
+    /// Admin: makes this node a replica of `primary` (its replication
+    /// address, `host:port`); answered with [`Response::Info`].
+    // wire index 15
+    ReplicaOf {
+        /// The primary's replication address.
+        primary: String,
+    },
+    /// A digest of the node's live data at one consistent seq, to compare
+    /// nodes; answered with [`Response::Info`] (`seq`, `keys`, `sha256`).
+    // wire index 16
+    Digest {
+        /// Entries expiring at or before this Unix time (ms) are left out, so
+        /// nodes asked at slightly different times agree; 0 for "now".
+        expired_before_ms: u64,
+    },
+    /// Admin: checkpoints now (RocksDB flush, then WAL segments it covers
+    /// are deleted unless retained); answered with [`Response::Info`]
+    /// (`covered`, `segments_removed`).
+    // wire index 17
+    Checkpoint,
 }
 
 /// One entry of a [`Request::MultiSet`].
@@ -169,6 +193,10 @@ impl Request {
             Request::Incr { .. } => "incr",
             Request::Scan { .. } => "scan",
             Request::Info => "info",
+            Request::Promote => "promote",
+            Request::ReplicaOf { .. } => "replica_of",
+            Request::Digest { .. } => "digest",
+            Request::Checkpoint => "checkpoint",
         }
     }
 
@@ -189,7 +217,11 @@ impl Request {
             | Request::Exists { .. }
             | Request::Ttl { .. }
             | Request::Scan { .. }
-            | Request::Info => false,
+            | Request::Info
+            | Request::Promote
+            | Request::ReplicaOf { .. }
+            | Request::Digest { .. }
+            | Request::Checkpoint => false,
         }
     }
 
@@ -219,7 +251,11 @@ impl Request {
             | Request::Expire { .. }
             | Request::Persist { .. }
             | Request::Scan { .. }
-            | Request::Info => true,
+            | Request::Info
+            | Request::Promote
+            | Request::ReplicaOf { .. }
+            | Request::Digest { .. }
+            | Request::Checkpoint => true,
         }
     }
 
@@ -240,7 +276,11 @@ impl Request {
             | Request::Exists { .. }
             | Request::Ttl { .. }
             | Request::Scan { .. }
-            | Request::Info => None,
+            | Request::Info
+            | Request::Promote
+            | Request::ReplicaOf { .. }
+            | Request::Digest { .. }
+            | Request::Checkpoint => None,
         }
     }
 }
@@ -456,6 +496,10 @@ mod tests {
             Request::Incr { .. } => 11,
             Request::Scan { .. } => 12,
             Request::Info => 13,
+            Request::Promote => 14,
+            Request::ReplicaOf { .. } => 15,
+            Request::Digest { .. } => 16,
+            Request::Checkpoint => 17,
         }
     }
 
@@ -528,6 +572,14 @@ mod tests {
                 limit: 0,
             },
             Request::Info,
+            Request::Promote,
+            Request::ReplicaOf {
+                primary: "127.0.0.1:7380".into(),
+            },
+            Request::Digest {
+                expired_before_ms: 0,
+            },
+            Request::Checkpoint,
         ]
     }
 
@@ -586,7 +638,7 @@ mod tests {
     #[test]
     fn request_wire_indices_are_pinned() {
         let all = one_of_each_request();
-        assert_eq!(all.len(), 14, "one sample per request kind");
+        assert_eq!(all.len(), 18, "one sample per request kind");
         for (i, req) in all.iter().enumerate() {
             let want = request_index(req);
             assert_eq!(
@@ -647,7 +699,7 @@ mod tests {
         );
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 18);
     }
 
     #[test]

@@ -125,6 +125,10 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
             }
         }),
         Just(Request::Info),
+        Just(Request::Promote),
+        arb_string().prop_map(|primary| Request::ReplicaOf { primary }),
+        any::<u64>().prop_map(|expired_before_ms| Request::Digest { expired_before_ms }),
+        Just(Request::Checkpoint),
     ]
 }
 

@@ -21,12 +21,17 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::Status;
-use super::disk::{DiskTier, StoredValue};
+use super::disk::{DiskTier, InstallMarker, SnapshotEntry, StoredValue};
 use super::error::{Result, StoreError};
+use super::feed::Feed;
 use super::memory::{Lookup, MemoryTier};
 use crate::clock::Clock;
 use crate::types::{Condition, Seq};
 use crate::wal::{Mutation, WalRecord, WalWriter};
+
+/// A full-sync install flushes RocksDB after about this many bytes, which
+/// is what a crashed install can resume from.
+const INSTALL_FLUSH_BYTES: u64 = 8 << 20;
 
 /// Most ops folded into one commit batch.
 const MAX_BATCH_OPS: usize = 1024;
@@ -84,8 +89,29 @@ pub(crate) enum Msg {
     },
     /// fsync the WAL now (a clean close under `never`/`interval`).
     Sync { reply: oneshot::Sender<Result<()>> },
+    /// Records from the primary, with their seqs, to log and apply as is.
+    Replicate {
+        records: Vec<WalRecord>,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+    /// One step of a full-sync install.
+    Install {
+        step: InstallStep,
+        reply: oneshot::Sender<Result<()>>,
+    },
     /// Finish what is queued before this, sync, and stop.
     Shutdown,
+}
+
+/// The steps of replacing the store's data with a primary's snapshot.
+#[derive(Debug)]
+pub enum InstallStep {
+    /// Drop every entry and the WAL; the snapshot covers `marker.seq`.
+    Begin(InstallMarker),
+    /// Entries in key order, and the progress they bring the marker to.
+    Chunk(Vec<SnapshotEntry>, InstallMarker),
+    /// The snapshot is complete: the store is at `seq`.
+    Finish(Seq),
 }
 
 pub(crate) struct Committer {
@@ -96,6 +122,7 @@ pub(crate) struct Committer {
     pub clock: Arc<dyn Clock>,
     pub status: Arc<Status>,
     pub metrics: Arc<super::StoreMetrics>,
+    pub feed: Arc<Feed>,
     pub last_seq: Seq,
     /// Wake-up period for `FsyncPolicy::Interval`; `None` waits forever.
     pub sync_interval: Option<Duration>,
@@ -129,6 +156,14 @@ impl Committer {
                         self.commit(std::mem::take(&mut batch));
                         let result = self.writer.sync().map_err(|e| self.wal_failed(&e));
                         let _ = reply.send(result);
+                    }
+                    Msg::Replicate { records, reply } => {
+                        self.commit(std::mem::take(&mut batch));
+                        let _ = reply.send(self.replicate(records));
+                    }
+                    Msg::Install { step, reply } => {
+                        self.commit(std::mem::take(&mut batch));
+                        let _ = reply.send(self.install(step));
                     }
                     Msg::Shutdown => {
                         shutdown = true;
@@ -214,57 +249,131 @@ impl Committer {
         }
 
         let mut synced = false;
-        if let Some(last) = records.last().map(|r| r.seq) {
-            // IMPORTANT: WAL first: nothing reaches RocksDB or memory (or a
-            // reply) that the log does not hold.
-            let started = std::time::Instant::now();
-            match self.writer.append(&records) {
-                Ok(outcome) => {
-                    synced = outcome.synced;
-                    self.metrics.wal_append.observe(started.elapsed());
-                    self.metrics.wal_bytes.add(outcome.bytes);
-                    self.metrics.wal_syncs.add(u64::from(outcome.synced));
-                    self.metrics.commit_batches.inc();
-                    self.metrics.commit_records.add(records.len() as u64);
-                }
+        if !records.is_empty() {
+            match self.log_and_apply(records) {
+                Ok(s) => synced = s,
                 Err(e) => {
-                    Self::fail_batch(batch, &self.wal_failed(&e));
+                    Self::fail_batch(batch, &e);
                     return;
                 }
             }
-            #[cfg(feature = "failpoints")]
-            fail::fail_point!("commit_after_wal_before_disk");
-            if let Err(e) = self.disk.apply(&records) {
-                // The WAL holds these records; a restart replays them.
-                Self::fail_batch(batch, &self.poison(format!("disk tier write failed: {e}")));
-                return;
-            }
-            // IMPORTANT: the memory tier only after RocksDB (I3).
-            for record in &records {
-                for mutation in &record.mutations {
-                    match mutation {
-                        Mutation::Put {
-                            key,
-                            value,
-                            expires_at_ms,
-                        } => self.memory.apply_write(
-                            key,
-                            Some(StoredValue {
-                                value: value.clone(),
-                                seq: record.seq,
-                                expires_at_ms: *expires_at_ms,
-                            }),
-                        ),
-                        Mutation::Delete { key } => self.memory.apply_write(key, None),
-                    }
-                }
-            }
-            self.last_seq = last;
-            self.status.publish_applied(last);
         }
         for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
             let _ = reply.send(outcome.map(|applied| (applied, synced)));
         }
+    }
+}
+
+impl Committer {
+    /// Steps 2–5 for records that already have their seqs: WAL, RocksDB,
+    /// memory tier, publish. Returns whether the records are fsynced. On
+    /// failure the store is poisoned and the error says why.
+    fn log_and_apply(&mut self, records: Vec<WalRecord>) -> Result<bool> {
+        let Some(last) = records.last().map(|r| r.seq) else {
+            return Ok(false);
+        };
+        // IMPORTANT: WAL first: nothing reaches RocksDB or memory (or a
+        // reply) that the log does not hold.
+        let started = std::time::Instant::now();
+        let outcome = self
+            .writer
+            .append(&records)
+            .map_err(|e| self.wal_failed(&e))?;
+        self.metrics.wal_append.observe(started.elapsed());
+        self.metrics.wal_bytes.add(outcome.bytes);
+        self.metrics.wal_syncs.add(u64::from(outcome.synced));
+        self.metrics.commit_batches.inc();
+        self.metrics.commit_records.add(records.len() as u64);
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("commit_after_wal_before_disk");
+        if let Err(e) = self.disk.apply(&records) {
+            // The WAL holds these records; a restart replays them.
+            return Err(self.poison(format!("disk tier write failed: {e}")));
+        }
+        // IMPORTANT: the memory tier only after RocksDB (I3).
+        for record in &records {
+            for mutation in &record.mutations {
+                match mutation {
+                    Mutation::Put {
+                        key,
+                        value,
+                        expires_at_ms,
+                    } => self.memory.apply_write(
+                        key,
+                        Some(StoredValue {
+                            value: value.clone(),
+                            seq: record.seq,
+                            expires_at_ms: *expires_at_ms,
+                        }),
+                    ),
+                    Mutation::Delete { key } => self.memory.apply_write(key, None),
+                }
+            }
+        }
+        self.last_seq = last;
+        self.status.publish_applied(last);
+        self.feed.push(records, outcome.bytes);
+        Ok(outcome.synced)
+    }
+
+    /// Logs and applies a primary's records (I5: exactly the next seqs).
+    fn replicate(&mut self, records: Vec<WalRecord>) -> Result<bool> {
+        if let Some(reason) = self.status.poisoned() {
+            return Err(StoreError::Poisoned(reason));
+        }
+        let mut expected = self.last_seq.next();
+        for record in &records {
+            if record.seq != expected {
+                return Err(StoreError::ReplicationGap {
+                    expected,
+                    got: record.seq,
+                });
+            }
+            expected = expected.next();
+        }
+        self.log_and_apply(records)
+    }
+
+    fn install(&mut self, step: InstallStep) -> Result<()> {
+        if let Some(reason) = self.status.poisoned() {
+            return Err(StoreError::Poisoned(reason));
+        }
+        match step {
+            InstallStep::Begin(marker) => {
+                self.disk.begin_install(&marker)?;
+                self.memory.clear();
+                // IMPORTANT: the old WAL must not replay over the snapshot.
+                self.writer
+                    .reset(marker.seq.next())
+                    .map_err(|e| self.wal_failed(&e))?;
+                self.last_seq = marker.seq;
+            }
+            InstallStep::Chunk(entries, marker) => {
+                let added: u64 = entries
+                    .iter()
+                    .map(|e| (e.key.len() + e.value.len()) as u64)
+                    .sum();
+                self.disk.install_chunk(&entries, &marker)?;
+                // Flush now and then, so a crash resumes near where it stopped.
+                if marker.bytes / INSTALL_FLUSH_BYTES
+                    != (marker.bytes - added) / INSTALL_FLUSH_BYTES
+                {
+                    self.disk.flush()?;
+                }
+            }
+            InstallStep::Finish(seq) => {
+                self.disk.finish_install(seq)?;
+                self.memory.clear();
+                self.writer
+                    .reset(seq.next())
+                    .map_err(|e| self.wal_failed(&e))?;
+                self.last_seq = seq;
+                self.status.publish_applied(seq);
+                self.status.checkpoint_done(seq);
+                self.feed.reset(seq);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -35,6 +35,8 @@ use crate::wal::{Mutation, WalRecord};
 const CF_DATA: &str = "data";
 const CF_META: &str = "meta";
 const APPLIED_SEQ_KEY: &[u8] = b"applied_seq";
+/// Present while a full-sync install is incomplete: the data family is partial.
+const INSTALL_KEY: &[u8] = b"install";
 
 const VALUE_FORMAT: u8 = 1;
 /// Bytes in front of every stored value.
@@ -387,6 +389,122 @@ impl DiskTier {
             .unwrap_or(0)
     }
 
+    /// A digest of every live entry (key, version, expiry, value) at one
+    /// consistent point, with the seq that point has applied. Entries that
+    /// expire at or before `expired_before_ms` are left out, so nodes that
+    /// compact at different times still agree.
+    pub fn digest(&self, expired_before_ms: u64) -> Result<Digest> {
+        let snapshot = self.db.snapshot();
+        // IMPORTANT: applied_seq read through the same snapshot as the data,
+        // so the seq names exactly the state hashed.
+        let seq = match snapshot.get_cf(self.meta(), APPLIED_SEQ_KEY)? {
+            Some(raw) => Seq(u64::from_le_bytes(raw.as_slice().try_into().map_err(
+                |_| StoreError::DamagedValue {
+                    key: "meta/applied_seq".into(),
+                    reason: "not 8 bytes",
+                },
+            )?)),
+            None => Seq::ZERO,
+        };
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut keys = 0u64;
+        for item in snapshot.iterator_cf(self.data(), IteratorMode::Start) {
+            let (key, raw) = item?;
+            let Some((version, expires)) = decode_header(&raw) else {
+                return Err(StoreError::DamagedValue {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "short or unknown value header",
+                });
+            };
+            if is_expired(expires, expired_before_ms) {
+                continue;
+            }
+            keys += 1;
+            // Length-prefixed fields, so no two different entry lists hash alike.
+            ctx.update(&(key.len() as u64).to_le_bytes());
+            ctx.update(&key);
+            ctx.update(&version.0.to_le_bytes());
+            ctx.update(&expires.to_le_bytes());
+            let value = &raw[VALUE_HEADER_BYTES..];
+            ctx.update(&(value.len() as u64).to_le_bytes());
+            ctx.update(value);
+        }
+        Ok(Digest {
+            seq,
+            keys,
+            sha256: hex::encode(ctx.finish().as_ref()),
+        })
+    }
+
+    /// Writes a RocksDB checkpoint (hard-linked SST files, memtables flushed
+    /// first) to `dir`, which must not exist. Its applied_seq names its seq.
+    pub fn create_checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// The unfinished full-sync install this directory holds, if any.
+    pub fn install_marker(&self) -> Result<Option<InstallMarker>> {
+        match self.db.get_pinned_cf(self.meta(), INSTALL_KEY)? {
+            None => Ok(None),
+            Some(raw) => {
+                postcard::from_bytes(&raw)
+                    .map(Some)
+                    .map_err(|_| StoreError::DamagedValue {
+                        key: "meta/install".into(),
+                        reason: "unreadable install marker",
+                    })
+            }
+        }
+    }
+
+    /// Starts a full-sync install: drops every entry, records the marker
+    /// and resets applied_seq, as one batch, then flushes so a crash after
+    /// this point can never mix old entries with the snapshot's.
+    pub fn begin_install(&self, marker: &InstallMarker) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        // A range delete up to the last key, plus the last key itself, empties
+        // the family in one cheap tombstone whatever the key lengths are.
+        let last = self
+            .db
+            .iterator_cf(self.data(), IteratorMode::End)
+            .next()
+            .transpose()?;
+        if let Some((last, _)) = last {
+            batch.delete_range_cf(self.data(), [].as_slice(), &*last);
+            batch.delete_cf(self.data(), &*last);
+        }
+        batch.put_cf(self.meta(), INSTALL_KEY, encode_marker(marker));
+        batch.put_cf(self.meta(), APPLIED_SEQ_KEY, 0u64.to_le_bytes());
+        self.db.write_opt(batch, &self.write_opts)?;
+        self.flush()
+    }
+
+    /// Writes snapshot entries and the marker naming the last of them, as
+    /// one batch: whatever survives a crash is a prefix the marker describes.
+    pub fn install_chunk(&self, entries: &[SnapshotEntry], marker: &InstallMarker) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for e in entries {
+            batch.put_cf(
+                self.data(),
+                &e.key,
+                encode_value(e.version, e.expires_at_ms, &e.value),
+            );
+        }
+        batch.put_cf(self.meta(), INSTALL_KEY, encode_marker(marker));
+        self.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
+
+    /// Completes an install: the data family now is the snapshot at `seq`.
+    pub fn finish_install(&self, seq: Seq) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.meta(), INSTALL_KEY);
+        batch.put_cf(self.meta(), APPLIED_SEQ_KEY, seq.0.to_le_bytes());
+        self.db.write_opt(batch, &self.write_opts)?;
+        self.flush()
+    }
+
     /// Counts raw entries in the data family, expired ones included (tests, verify).
     pub fn raw_len(&self) -> Result<u64> {
         let mut n = 0;
@@ -395,5 +513,151 @@ impl DiskTier {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+fn encode_marker(marker: &InstallMarker) -> Vec<u8> {
+    // NOTE: a plain struct of integers and bytes cannot fail to encode.
+    postcard::to_allocvec(marker).expect("install marker encodes")
+}
+
+/// What [`DiskTier::digest`] computed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// The seq the hashed state had applied.
+    pub seq: Seq,
+    /// Live entries hashed.
+    pub keys: u64,
+    /// SHA-256 over the entries in key order, hex.
+    pub sha256: String,
+}
+
+/// One entry of a full-sync snapshot, as it travels and is installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    /// The key.
+    pub key: Bytes,
+    /// Its version (the seq that wrote it on the primary).
+    pub version: Seq,
+    /// Absolute expiry in Unix ms; 0 = never.
+    pub expires_at_ms: u64,
+    /// The value.
+    pub value: Bytes,
+}
+
+/// Progress of an unfinished full-sync install, kept in RocksDB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallMarker {
+    /// The primary's snapshot being installed.
+    pub snapshot_id: u64,
+    /// The seq the snapshot covers.
+    pub seq: Seq,
+    /// The last key installed; the transfer resumes after it.
+    pub last_key: Option<Bytes>,
+    /// Entries and bytes (keys + values) installed so far.
+    pub entries: u64,
+    /// Bytes of keys and values installed so far.
+    pub bytes: u64,
+}
+
+/// A read-only view of a checkpoint directory: the source of a full sync.
+pub struct SnapshotReader {
+    db: DB,
+    seq: Seq,
+}
+
+impl std::fmt::Debug for SnapshotReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotReader")
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+impl SnapshotReader {
+    /// Opens a checkpoint written by [`DiskTier::create_checkpoint`].
+    pub fn open(dir: &Path) -> Result<SnapshotReader> {
+        let opts = Options::default();
+        let db = DB::open_cf_for_read_only(&opts, dir, [CF_DATA, CF_META], false)?;
+        let meta = db.cf_handle(CF_META).expect("meta column family exists");
+        let seq = match db.get_pinned_cf(meta, APPLIED_SEQ_KEY)? {
+            None => Seq::ZERO,
+            Some(raw) => Seq(u64::from_le_bytes(raw.as_ref().try_into().map_err(
+                |_| StoreError::DamagedValue {
+                    key: "meta/applied_seq".into(),
+                    reason: "not 8 bytes",
+                },
+            )?)),
+        };
+        Ok(SnapshotReader { db, seq })
+    }
+
+    /// The seq the snapshot covers.
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    /// Live entries after `after` (from the start if `None`), in key order,
+    /// until about `max_bytes` of keys and values; an empty result means
+    /// the end.
+    pub fn read_chunk(
+        &self,
+        after: Option<&[u8]>,
+        max_bytes: usize,
+        now_ms: u64,
+    ) -> Result<Vec<SnapshotEntry>> {
+        let data = self
+            .db
+            .cf_handle(CF_DATA)
+            .expect("data column family exists");
+        let mode = match after {
+            Some(after) => IteratorMode::From(after, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut opts = ReadOptions::default();
+        opts.fill_cache(false);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in self.db.iterator_cf_opt(data, opts, mode) {
+            let (key, raw) = item?;
+            if after.is_some_and(|after| &*key <= after) {
+                continue;
+            }
+            let value = decode_value(&key, &raw)?;
+            if value.is_expired(now_ms) {
+                continue;
+            }
+            bytes += key.len() + value.value.len();
+            out.push(SnapshotEntry {
+                key: Bytes::from(key.into_vec()),
+                version: value.seq,
+                expires_at_ms: value.expires_at_ms,
+                value: value.value,
+            });
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live entries and their key + value bytes: the transfer's total.
+    pub fn totals(&self, now_ms: u64) -> Result<(u64, u64)> {
+        let data = self
+            .db
+            .cf_handle(CF_DATA)
+            .expect("data column family exists");
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        for item in self.db.iterator_cf(data, IteratorMode::Start) {
+            let (key, raw) = item?;
+            match decode_header(&raw) {
+                Some((_, expires)) if is_expired(expires, now_ms) => {}
+                _ => {
+                    entries += 1;
+                    bytes += (key.len() + raw.len().saturating_sub(VALUE_HEADER_BYTES)) as u64;
+                }
+            }
+        }
+        Ok((entries, bytes))
     }
 }

@@ -92,6 +92,22 @@ pub enum StoreError {
     #[error("increment would overflow a 64-bit integer")]
     Overflow,
     /// The store is shutting down (or its commit thread stopped).
+    #[error("replicated record {got} does not follow the last applied seq (expected {expected})")]
+    ReplicationGap {
+        /// The seq that would have continued the log.
+        expected: Seq,
+        /// The seq that arrived.
+        got: Seq,
+    },
+
+    #[error("wal no longer holds seq {from} (oldest retained: {first:?})")]
+    NotRetained {
+        /// The seq asked for.
+        from: Seq,
+        /// The oldest seq still in the WAL.
+        first: Option<Seq>,
+    },
+
     #[error("store is closed")]
     Closed,
     /// A configuration value is unusable.

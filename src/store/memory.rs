@@ -211,6 +211,21 @@ impl MemoryTier {
         drop(stripe);
     }
 
+    /// Drops every entry (a full-sync install replaced the data). Bumps every
+    /// stripe first, so a fill that read the old data cannot land after.
+    pub fn clear(&self) {
+        let mut guards: Vec<_> = self
+            .stripes
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+            .collect();
+        for stripe in &mut guards {
+            **stripe = stripe.wrapping_add(1);
+        }
+        self.cache.invalidate_all();
+        drop(guards);
+    }
+
     /// Drops `key` from this tier only (tests force read-miss fills with it).
     pub fn evict(&self, key: &[u8]) {
         self.cache.invalidate(key);

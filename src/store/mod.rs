@@ -18,6 +18,7 @@ mod checkpoint;
 mod commit;
 pub mod disk;
 mod error;
+mod feed;
 mod lock;
 pub mod memory;
 
@@ -32,13 +33,17 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, oneshot};
 
 pub use checkpoint::{CheckpointReport, WalHold};
-pub use disk::{Compression, DiskConfig, StoredValue};
+pub use commit::InstallStep;
+pub use disk::{
+    Compression, Digest, DiskConfig, InstallMarker, SnapshotEntry, SnapshotReader, StoredValue,
+};
 pub use error::{Result, StoreError};
 pub use memory::TierCounters;
 
 use checkpoint::{Checkpointer, Holds, Wake};
 use commit::{Applied, Committer, Msg, WriteOp};
 use disk::DiskTier;
+use feed::Feed;
 use lock::DirLock;
 use memory::{Lookup, MemoryTier};
 
@@ -94,6 +99,9 @@ pub struct StoreConfig {
     pub checkpoint_wal_bytes: u64,
     /// Most writes queued for the commit thread before writers wait.
     pub max_pending_writes: usize,
+    /// Recently committed records kept in memory for replication, bytes;
+    /// a replica further behind reads them back from the WAL.
+    pub repl_feed_bytes: u64,
     /// Client-facing size limits.
     pub limits: Limits,
     /// RocksDB tuning.
@@ -111,6 +119,7 @@ impl Default for StoreConfig {
             checkpoint_interval_ms: 60_000,
             checkpoint_wal_bytes: 256 << 20,
             max_pending_writes: 16_384,
+            repl_feed_bytes: 64 << 20,
             limits: Limits::default(),
             disk: DiskConfig::default(),
         }
@@ -378,6 +387,7 @@ struct Shared {
     commit_tx: mpsc::Sender<Msg>,
     pending: Semaphore,
     metrics: Arc<StoreMetrics>,
+    feed: Arc<Feed>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     wal: Wal,
     // NOTE: declared last so it is released after RocksDB has closed.
@@ -439,6 +449,9 @@ pub struct OpenReport {
     pub last_seq: Seq,
     /// The WAL's own findings (segments, torn tail).
     pub wal: crate::wal::RecoveryReport,
+    /// An unfinished full-sync install: the data is partial until a primary
+    /// completes it.
+    pub install: Option<InstallMarker>,
 }
 
 impl Store {
@@ -466,6 +479,7 @@ impl Store {
             env.clock.clone(),
         )?);
         let disk_applied = disk.applied_seq()?;
+        let install = disk.install_marker()?;
         let recovered = Wal::open(config.wal_config(), env.wal_fs.clone())?;
         let (wal, mut writer) = (recovered.wal, recovered.writer);
         if let Some(first) = wal.first_seq()
@@ -494,6 +508,7 @@ impl Store {
             env.clock.clone(),
         ));
         let metrics = Arc::new(StoreMetrics::default());
+        let feed = Arc::new(Feed::new(config.repl_feed_bytes, last_seq));
         let wake = Arc::new((Mutex::new(Wake::default()), Condvar::new()));
         let status = Arc::new(Status {
             applied: AtomicU64::new(last_seq.0),
@@ -521,6 +536,7 @@ impl Store {
             clock: env.clock.clone(),
             status: status.clone(),
             metrics: metrics.clone(),
+            feed: feed.clone(),
             last_seq,
             sync_interval: match config.fsync {
                 FsyncPolicy::Interval(period) => Some(period),
@@ -550,10 +566,12 @@ impl Store {
             replayed,
             last_seq,
             wal: recovered.report,
+            install,
         };
         let inner = Arc::new(Shared {
             pending: Semaphore::new(config.max_pending_writes),
             metrics,
+            feed,
             config,
             clock: env.clock,
             memory,
@@ -856,6 +874,136 @@ impl Store {
     /// (replication holds what a replica still needs).
     pub fn hold_wal(&self, seq: Seq) -> WalHold {
         WalHold::new(&self.inner.checkpointer.holds, seq)
+    }
+
+    /// Watches the applied seq: changes after every commit batch (and
+    /// replicated batch) is in both tiers.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.inner.feed.subscribe()
+    }
+
+    /// Seq of the newest record whose WAL fsync completed.
+    pub fn durable_seq(&self) -> Seq {
+        self.inner.wal.durable_seq().unwrap_or(Seq::ZERO)
+    }
+
+    /// Committed records from `from` on (up to about `max_bytes`), for
+    /// replication: from memory while recent, else read back from the WAL.
+    ///
+    /// # Errors
+    /// [`StoreError::NotRetained`] when the WAL no longer holds `from`.
+    pub async fn records_from(&self, from: Seq, max_bytes: u64) -> Result<Vec<WalRecord>> {
+        if let Some(records) = self.inner.feed.read(from, max_bytes) {
+            return Ok(records);
+        }
+        let wal = self.inner.wal.clone();
+        tokio::task::spawn_blocking(move || {
+            let not_retained = || StoreError::NotRetained {
+                from,
+                first: wal.first_seq(),
+            };
+            if wal.first_seq().is_none_or(|first| first > from) {
+                return Err(not_retained());
+            }
+            let mut out = Vec::new();
+            let mut bytes = 0u64;
+            for record in wal.read_from(from)? {
+                let record = match record {
+                    Ok(record) => record,
+                    Err(crate::wal::WalError::SegmentRemoved { .. }) => return Err(not_retained()),
+                    Err(e) => return Err(e.into()),
+                };
+                if out.is_empty() && record.seq != from {
+                    return Err(not_retained());
+                }
+                bytes += record
+                    .mutations
+                    .iter()
+                    .map(|m| match m {
+                        crate::wal::Mutation::Put { key, value, .. } => key.len() + value.len(),
+                        crate::wal::Mutation::Delete { key } => key.len(),
+                    } as u64 + 16)
+                    .sum::<u64>();
+                out.push(record);
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// How far a replica that acknowledged `acked` is behind: WAL bytes and
+    /// seconds since the oldest record it lacks was committed.
+    pub fn lag_behind(&self, acked: Seq) -> (u64, f64) {
+        self.inner.feed.lag(acked)
+    }
+
+    /// Logs and applies records received from a primary, keeping their
+    /// seqs; they must continue the log exactly (I5). Returns whether they
+    /// are fsynced.
+    ///
+    /// # Errors
+    /// [`StoreError::ReplicationGap`] if the first seq is not the next one.
+    pub async fn apply_replicated(&self, records: Vec<WalRecord>) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commit_tx
+            .send(Msg::Replicate { records, reply })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// One step of replacing the data with a primary's snapshot.
+    pub async fn install(&self, step: InstallStep) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commit_tx
+            .send(Msg::Install { step, reply })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The unfinished install this store holds, if any.
+    pub async fn install_marker(&self) -> Result<Option<InstallMarker>> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.disk.install_marker())
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// A digest of the live data at one consistent point (see
+    /// [`DiskTier::digest`]), to prove that nodes hold the same data.
+    pub async fn digest(&self, expired_before_ms: u64) -> Result<Digest> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.disk.digest(expired_before_ms))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Writes a RocksDB checkpoint to `dir` (which must not exist) and opens
+    /// it for reading: the source of a full sync. The returned hold keeps
+    /// every WAL record after the snapshot's seq until it is dropped, so the
+    /// replica can continue from the WAL after installing it.
+    pub async fn snapshot(&self, dir: PathBuf) -> Result<(SnapshotReader, WalHold)> {
+        // IMPORTANT: hold before the checkpoint: its seq is at least this one.
+        let hold = self.hold_wal(self.inner.status.applied());
+        let inner = self.inner.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            inner.disk.create_checkpoint(&dir)?;
+            SnapshotReader::open(&dir)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        hold.advance(reader.seq().next());
+        Ok((reader, hold))
+    }
+
+    /// The current time on the store's clock, Unix ms.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
     }
 
     /// The WAL, for readers (replication, tools).

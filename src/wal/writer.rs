@@ -266,6 +266,22 @@ impl WalWriter {
         self.restart(next).inspect_err(|_| self.shared.poison())
     }
 
+    /// Deletes every segment and starts an empty log whose next record is
+    /// `next`, whatever came before: a full-sync install replaced the state
+    /// the old records led to. The caller guarantees the disk tier holds
+    /// everything up to `next - 1`.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`]; [`WalError::Io`] / [`WalError::SyncFailed`]
+    /// poison the log.
+    pub fn reset(&mut self, next: Seq) -> Result<(), WalError> {
+        if self.shared.is_poisoned() {
+            return Err(WalError::Poisoned);
+        }
+        self.restart(next).inspect_err(|_| self.shared.poison())
+    }
+
     fn restart(&mut self, next: Seq) -> Result<(), WalError> {
         // Keep `remove_covered` out while the segment list is rebuilt.
         let shared = Arc::clone(&self.shared);

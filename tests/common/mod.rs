@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod node;
 pub mod quic;
+pub mod relay;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,0 +1,500 @@
+//! The primary's side: serving replicas, full syncs, WAL retention.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::proto::{
+    self, Position, REPL_PROTOCOL, Resume, SnapshotFrame, Start, ToPrimary, ToReplica,
+};
+use super::{Phase, ReplError, ReplicaEntry, Replication, lock, read_frame, write_frame};
+use crate::store::{SnapshotReader, StoreError, WalHold};
+use crate::types::Seq;
+
+/// Most record bytes sent in one `Records` frame.
+const BATCH_BYTES: u64 = 1 << 20;
+
+/// How long a replica may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A checkpoint being sent to replicas, kept for resuming.
+pub(super) struct SnapshotSession {
+    id: u64,
+    reader: SnapshotReader,
+    dir: PathBuf,
+    total_entries: u64,
+    total_bytes: u64,
+    last_used: Mutex<Instant>,
+    /// Keeps the WAL after the snapshot's seq, so the replica can follow
+    /// on from it: a full sync must not loop.
+    _hold: WalHold,
+}
+
+impl Drop for SnapshotSession {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            warn!(dir = %self.dir.display(), error = %e, "cannot remove a full-sync checkpoint");
+        }
+    }
+}
+
+/// The snapshots a primary is serving, by id.
+pub(super) struct Snapshots {
+    dir: PathBuf,
+    sessions: Mutex<HashMap<u64, Arc<SnapshotSession>>>,
+}
+
+impl Snapshots {
+    pub(super) fn new(dir: PathBuf) -> Snapshots {
+        Snapshots {
+            dir,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<Arc<SnapshotSession>> {
+        let session = lock(&self.sessions).get(&id).cloned()?;
+        *lock(&session.last_used) = Instant::now();
+        Some(session)
+    }
+
+    async fn create(&self, repl: &Replication) -> Result<Arc<SnapshotSession>, ReplError> {
+        let id: u64 = rand::random();
+        std::fs::create_dir_all(&self.dir).map_err(|source| ReplError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let dir = self.dir.join(format!("{id:016x}"));
+        let (reader, hold) = repl.store.snapshot(dir.clone()).await?;
+        let now = repl.store.now_ms();
+        let (reader, (total_entries, total_bytes)) = tokio::task::spawn_blocking(move || {
+            let totals = reader.totals(now);
+            totals.map(|t| (reader, t))
+        })
+        .await
+        .map_err(|e| ReplError::Link(e.to_string()))??;
+        let session = Arc::new(SnapshotSession {
+            id,
+            reader,
+            dir,
+            total_entries,
+            total_bytes,
+            last_used: Mutex::new(Instant::now()),
+            _hold: hold,
+        });
+        info!(
+            snapshot = %format!("{id:016x}"), seq = %session.reader.seq(),
+            entries = total_entries, bytes = total_bytes,
+            "full-sync checkpoint taken"
+        );
+        lock(&self.sessions).insert(id, session.clone());
+        Ok(session)
+    }
+
+    fn remove(&self, id: u64) {
+        lock(&self.sessions).remove(&id);
+    }
+
+    fn expire_idle(&self, idle: Duration) {
+        lock(&self.sessions).retain(|_, s| lock(&s.last_used).elapsed() < idle);
+    }
+}
+
+/// Accepts replica connections until the endpoint closes.
+pub(super) async fn serve(repl: Arc<Replication>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let repl = repl.clone();
+        tokio::spawn(async move {
+            let peer = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    warn!(%peer, error = %e, "replication handshake failed");
+                    return;
+                }
+            };
+            if let Err(e) = serve_replica(&repl, &conn).await {
+                warn!(%peer, error = %e, "replica session ended");
+            }
+            conn.close(0u32.into(), b"session ended");
+        });
+    }
+}
+
+/// Whether a replica at `position` can continue from our WAL (PSYNC2):
+/// same history and not ahead of us, or the history we continued, up to
+/// where we left it.
+fn continues(ours: &super::ReplMeta, position: &Position, applied: Seq) -> bool {
+    (position.repl_id == ours.repl_id && position.seq <= applied)
+        || ours
+            .previous
+            .is_some_and(|p| p.repl_id == position.repl_id && position.seq <= p.seq)
+}
+
+async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Result<(), ReplError> {
+    let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| ReplError::Protocol("no control stream within 10 s".into()))??;
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<ToPrimary>(&mut recv))
+        .await
+        .map_err(|_| ReplError::Protocol("no Hello within 10 s".into()))??;
+    let Some(ToPrimary::Hello {
+        protocol,
+        node,
+        position,
+        resume,
+    }) = hello
+    else {
+        return Err(ReplError::Protocol("expected Hello".into()));
+    };
+    let refuse = |reason: String| ToReplica::Refused { reason };
+    let meta = repl.meta();
+    let refusal = if protocol != REPL_PROTOCOL {
+        Some(format!(
+            "replication protocol {protocol} is not supported (this node speaks {REPL_PROTOCOL})"
+        ))
+    } else if !repl.is_primary() {
+        Some("this node is not a primary".to_string())
+    } else if position.epoch > meta.epoch {
+        // Fencing: a replica that has seen a newer epoch must not follow us.
+        Some(format!(
+            "this primary is at epoch {}, the replica has seen epoch {}: this node was superseded",
+            meta.epoch.0, position.epoch.0
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        warn!(replica = %node, %reason, "replica refused");
+        write_frame(&mut send, &refuse(reason)).await?;
+        let _ = send.finish();
+        return Ok(());
+    }
+
+    let generation: u64 = rand::random();
+    let applied = repl.store.applied_seq();
+    // IMPORTANT: hold the WAL before checking it still has what the replica needs.
+    let hold = repl.store.hold_wal(position.seq.next());
+    let can_stream = continues(&meta, &position, applied)
+        && resume.is_none()
+        && (position.seq == applied
+            || repl
+                .store
+                .records_from(position.seq.next(), 1)
+                .await
+                .is_ok());
+    let from = if can_stream {
+        info!(replica = %node, from = %position.seq.next(), "replica continues from the WAL");
+        register(
+            repl,
+            &node,
+            generation,
+            Phase::Streaming,
+            position.seq,
+            Some(hold),
+        );
+        welcome(
+            repl,
+            &meta,
+            Start::Stream {
+                from: position.seq.next(),
+            },
+            &mut send,
+        )
+        .await?;
+        position.seq.next()
+    } else {
+        drop(hold);
+        let seq = full_sync(repl, conn, &node, generation, resume, &mut send, &mut recv).await?;
+        seq.next()
+    };
+    stream(repl, &node, generation, from, &mut send, recv).await
+}
+
+/// Sends `Welcome` with our history.
+async fn welcome(
+    repl: &Replication,
+    meta: &super::ReplMeta,
+    start: Start,
+    send: &mut quinn::SendStream,
+) -> Result<(), ReplError> {
+    let msg = ToReplica::Welcome {
+        repl_id: meta.repl_id,
+        epoch: meta.epoch,
+        previous: meta.previous,
+        client_addr: repl.client_addr.get().cloned(),
+        start,
+    };
+    write_frame(send, &msg).await
+}
+
+fn register(
+    repl: &Replication,
+    node: &str,
+    generation: u64,
+    phase: Phase,
+    received: Seq,
+    hold: Option<WalHold>,
+) {
+    let mut replicas = lock(&repl.replicas);
+    replicas.insert(
+        node.to_string(),
+        ReplicaEntry {
+            phase,
+            received,
+            durable: Seq::ZERO,
+            last_seen: Instant::now(),
+            hold,
+            full_sync_started: matches!(phase, Phase::FullSync { .. }).then(Instant::now),
+            generation,
+        },
+    );
+    drop(replicas);
+    repl.bump_acks();
+}
+
+/// Updates this session's entry, unless a newer session of the replica replaced it.
+fn update(repl: &Replication, node: &str, generation: u64, f: impl FnOnce(&mut ReplicaEntry)) {
+    let mut replicas = lock(&repl.replicas);
+    if let Some(entry) = replicas.get_mut(node)
+        && entry.generation == generation
+    {
+        entry.last_seen = Instant::now();
+        f(entry);
+    }
+    drop(replicas);
+    repl.bump_acks();
+}
+
+/// Sends a snapshot; returns its seq once the replica installed it.
+async fn full_sync(
+    repl: &Arc<Replication>,
+    conn: &quinn::Connection,
+    node: &str,
+    generation: u64,
+    resume: Option<Resume>,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Result<Seq, ReplError> {
+    let resumed = resume.and_then(|r| repl.snapshots.get(r.snapshot_id).map(|s| (s, r)));
+    let (session, after, mut done) = match resumed {
+        Some((session, r)) => {
+            repl.metrics.full_syncs_resumed.inc();
+            info!(
+                replica = %node, snapshot = %format!("{:016x}", session.id),
+                done_bytes = r.bytes, "full sync resumes"
+            );
+            (session, r.last_key, r.bytes)
+        }
+        None => {
+            repl.metrics.full_syncs_started.inc();
+            info!(replica = %node, "full sync starts");
+            (repl.snapshots.create(repl).await?, None, 0)
+        }
+    };
+    let seq = session.reader.seq();
+    let total = session.total_bytes;
+    register(
+        repl,
+        node,
+        generation,
+        Phase::FullSync { done, total },
+        Seq::ZERO,
+        None,
+    );
+    let start = Start::FullSync {
+        snapshot_id: session.id,
+        seq,
+        total_entries: session.total_entries,
+        total_bytes: total,
+        resume_after: after.clone(),
+    };
+    welcome(repl, &repl.meta(), start, send).await?;
+
+    let mut uni = conn.open_uni().await?;
+    let rate = repl.cfg.full_sync_bytes_per_sec;
+    let chunk_bytes = repl.cfg.full_sync_chunk_bytes;
+    let started = tokio::time::Instant::now();
+    let mut sent = 0u64;
+    let mut after: Option<Bytes> = after;
+    loop {
+        let (s, from) = (session.clone(), after.clone());
+        let now = repl.store.now_ms();
+        let entries = tokio::task::spawn_blocking(move || {
+            s.reader.read_chunk(from.as_deref(), chunk_bytes, now)
+        })
+        .await
+        .map_err(|e| ReplError::Link(e.to_string()))??;
+        let Some(last) = entries.last() else { break };
+        after = Some(last.key.clone());
+        done += entries
+            .iter()
+            .map(|e| (e.key.len() + e.value.len()) as u64)
+            .sum::<u64>();
+        let frame = proto::encode(&proto::pack_chunk(&entries));
+        uni.write_all(&frame).await?;
+        sent += frame.len() as u64;
+        repl.metrics.full_sync_bytes_sent.add(frame.len() as u64);
+        *lock(&session.last_used) = Instant::now();
+        update(repl, node, generation, |e| {
+            e.phase = Phase::FullSync { done, total };
+        });
+        if rate > 0 {
+            // Pace the transfer so the primary keeps serving its clients.
+            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
+    }
+    write_frame(&mut uni, &SnapshotFrame::Done { seq }).await?;
+    let _ = uni.finish();
+    info!(replica = %node, %seq, bytes = done, "full sync sent; waiting for the install");
+    match read_frame::<ToPrimary>(recv).await? {
+        Some(ToPrimary::Installed { seq: installed }) if installed == seq => {}
+        other => {
+            return Err(ReplError::Protocol(format!(
+                "expected Installed {{ seq: {seq} }}, got {other:?}"
+            )));
+        }
+    }
+    // IMPORTANT: the replica's own hold replaces the snapshot's before it goes.
+    let hold = repl.store.hold_wal(seq.next());
+    update(repl, node, generation, |e| {
+        e.phase = Phase::Streaming;
+        e.received = seq;
+        e.hold = Some(hold);
+        e.full_sync_started = None;
+    });
+    repl.snapshots.remove(session.id);
+    repl.metrics.full_syncs_completed.inc();
+    info!(replica = %node, %seq, "full sync installed; streaming from the WAL");
+    Ok(seq)
+}
+
+/// Streams records from `from` on, and takes the replica's acks, until
+/// the link breaks.
+async fn stream(
+    repl: &Arc<Replication>,
+    node: &str,
+    generation: u64,
+    mut next: Seq,
+    send: &mut quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), ReplError> {
+    // Acks are read on their own task: a frame read must never be cut short.
+    let (closed_tx, mut closed) = mpsc::channel::<ReplError>(1);
+    let reader = {
+        let repl = repl.clone();
+        let node = node.to_string();
+        tokio::spawn(async move {
+            let err = loop {
+                match read_frame::<ToPrimary>(&mut recv).await {
+                    Ok(Some(ToPrimary::Ack { received, durable })) => {
+                        update(&repl, &node, generation, |e| {
+                            e.received = received;
+                            e.durable = durable;
+                            if let Some(hold) = &e.hold {
+                                hold.advance(received.next());
+                            }
+                        });
+                    }
+                    Ok(Some(other)) => {
+                        break ReplError::Protocol(format!("unexpected {other:?}"));
+                    }
+                    Ok(None) => break ReplError::Link("replica closed the stream".into()),
+                    Err(e) => break e,
+                }
+            };
+            let _ = closed_tx.send(err).await;
+        })
+    };
+    let result = send_records(repl, &mut next, send, &mut closed).await;
+    reader.abort();
+    update(repl, node, generation, |e| e.phase = Phase::Disconnected);
+    result
+}
+
+async fn send_records(
+    repl: &Arc<Replication>,
+    next: &mut Seq,
+    send: &mut quinn::SendStream,
+    closed: &mut mpsc::Receiver<ReplError>,
+) -> Result<(), ReplError> {
+    let mut applied = repl.store.watch_applied();
+    let heartbeat = Duration::from_millis(repl.cfg.heartbeat_ms);
+    loop {
+        let last = *applied.borrow_and_update();
+        if *next <= last {
+            let records = match repl.store.records_from(*next, BATCH_BYTES).await {
+                Ok(records) => records,
+                Err(StoreError::NotRetained { from, first }) => {
+                    return Err(ReplError::Protocol(format!(
+                        "the WAL no longer holds seq {from} (oldest {first:?}); \
+                         the replica will be re-seeded by a full sync"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(end) = records.last().map(|r| r.seq) {
+                let n = records.len() as u64;
+                let msg = ToReplica::Records {
+                    records,
+                    primary_last: last,
+                };
+                write_frame(send, &msg).await?;
+                repl.metrics.records_sent.add(n);
+                *next = end.next();
+                continue;
+            }
+        }
+        tokio::select! {
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return Err(ReplError::Link("store closed".into()));
+                }
+            }
+            () = tokio::time::sleep(heartbeat) => {
+                write_frame(send, &ToReplica::Heartbeat { primary_last: last }).await?;
+            }
+            err = closed.recv() => {
+                return Err(err.unwrap_or_else(|| ReplError::Link("ack reader stopped".into())));
+            }
+        }
+    }
+}
+
+/// Enforces WAL retention for replicas (I7) and drops idle snapshots.
+pub(super) async fn retention(repl: Weak<Replication>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(repl) = repl.upgrade() else { return };
+        let idle = Duration::from_secs(repl.cfg.retention_idle_secs);
+        repl.snapshots
+            .expire_idle(idle.min(Duration::from_secs(600)));
+        let mut replicas = lock(&repl.replicas);
+        replicas.retain(|name, r| {
+            let keep = r.phase != Phase::Disconnected || r.last_seen.elapsed() < idle;
+            if !keep {
+                info!(replica = %name, "replica unseen for too long; no longer retaining WAL for it");
+            }
+            keep
+        });
+        if repl.store.wal().total_bytes() > repl.cfg.retention_bytes
+            && let Some((name, r)) = replicas
+                .iter_mut()
+                .filter(|(_, r)| r.hold.is_some())
+                .min_by_key(|(_, r)| r.received)
+        {
+            warn!(
+                replica = %name, received = %r.received, budget = repl.cfg.retention_bytes,
+                "replica is behind the WAL retention budget; it will need a full sync"
+            );
+            r.hold = None;
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The replication protocol between nodes (sans-io): messages and framing.
+//! Byte-level spec: `proto-docs/replication.md`.
+//!
+//! A replica opens one QUIC connection (ALPN [`crate::net::REPL_ALPN`],
+//! mutual TLS) and one bidirectional *control* stream. It sends
+//! [`ToPrimary::Hello`]; the primary answers [`ToReplica::Welcome`] and then
+//! streams [`ToReplica::Records`] on it, while the replica sends
+//! [`ToPrimary::Ack`]s back. A full sync travels on its own unidirectional
+//! stream opened by the primary: [`SnapshotFrame::Chunk`]s, then
+//! [`SnapshotFrame::Done`].
+//!
+//! Every frame is `[u32 len][u32 crc32(body)][body]`, little-endian, with a
+//! postcard body; enums are encoded by variant index, so variants are only
+//! ever appended.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::store::SnapshotEntry;
+use crate::types::{Epoch, ReplId, Seq};
+use crate::wal::WalRecord;
+
+/// Version of this protocol, sent in `Hello`.
+pub const REPL_PROTOCOL: u32 = 1;
+
+/// Largest frame either side accepts: a batch of records is cut well
+/// below it, and one record is bounded by the client frame limit.
+pub const MAX_FRAME_BYTES: u32 = 256 << 20;
+
+/// Bytes before a frame's body.
+pub const FRAME_HEADER_BYTES: usize = 8;
+
+/// Where a replica stands in a history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The history its records belong to.
+    pub repl_id: ReplId,
+    /// The epoch of that history.
+    pub epoch: Epoch,
+    /// Its last applied seq.
+    pub seq: Seq,
+}
+
+/// An unfinished full-sync install the replica wants to continue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The primary's snapshot it was installing.
+    pub snapshot_id: u64,
+    /// The last key it installed.
+    pub last_key: Option<Bytes>,
+    /// Entries installed so far.
+    pub entries: u64,
+    /// Key + value bytes installed so far.
+    pub bytes: u64,
+}
+
+/// Replica to primary, on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToPrimary {
+    /// First frame: who the replica is and where it stands.
+    // wire index 0
+    Hello {
+        /// [`REPL_PROTOCOL`].
+        protocol: u32,
+        /// The replica's name (for metrics and logs).
+        node: String,
+        /// Its history and last applied seq.
+        position: Position,
+        /// A full sync it can continue instead of starting over.
+        resume: Option<Resume>,
+    },
+    /// Progress: records received and appended to its WAL, and records
+    /// fsynced there.
+    // wire index 1
+    Ack {
+        /// Last seq appended to the replica's WAL (and applied).
+        received: Seq,
+        /// Last seq fsynced in the replica's WAL.
+        durable: Seq,
+    },
+    /// The snapshot at `seq` is installed; stream records after it.
+    // wire index 2
+    Installed {
+        /// The snapshot's seq.
+        seq: Seq,
+    },
+}
+
+/// How the primary will bring the replica up to date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Start {
+    /// Records follow on the control stream from this seq on.
+    // wire index 0
+    Stream {
+        /// The first seq that will be sent.
+        from: Seq,
+    },
+    /// A snapshot follows on a unidirectional stream.
+    // wire index 1
+    FullSync {
+        /// Names the snapshot (for resuming).
+        snapshot_id: u64,
+        /// The seq the snapshot covers.
+        seq: Seq,
+        /// Live entries in the snapshot.
+        total_entries: u64,
+        /// Key + value bytes in the snapshot.
+        total_bytes: u64,
+        /// The transfer continues after this key (a resumed transfer).
+        resume_after: Option<Bytes>,
+    },
+}
+
+/// Primary to replica, on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToReplica {
+    /// Answer to `Hello`.
+    // wire index 0
+    Welcome {
+        /// The primary's history, which the replica adopts.
+        repl_id: ReplId,
+        /// The primary's epoch.
+        epoch: Epoch,
+        /// The history the primary continued at promotion, and the last seq
+        /// of it: a replica of that history up to there can continue.
+        previous: Option<Position>,
+        /// Where clients reach the primary (for `ReadOnlyReplica` hints).
+        client_addr: Option<String>,
+        /// Stream or full sync.
+        start: Start,
+    },
+    /// Answer to `Hello`: the primary will not serve this replica.
+    // wire index 1
+    Refused {
+        /// Why, for the replica's log.
+        reason: String,
+    },
+    /// Consecutive records.
+    // wire index 2
+    Records {
+        /// In seq order, continuing exactly where the last frame ended.
+        records: Vec<WalRecord>,
+        /// The primary's newest seq when sent (for the replica's lag).
+        primary_last: Seq,
+    },
+    /// Sent when idle, so the replica knows the link and its lag.
+    // wire index 3
+    Heartbeat {
+        /// The primary's newest seq.
+        primary_last: Seq,
+    },
+}
+
+/// Primary to replica, on the full-sync stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotFrame {
+    /// Entries in key order, lz4-compressed postcard `Vec<SnapshotEntry>`.
+    // wire index 0
+    Chunk {
+        /// Entries in the chunk.
+        entries: u32,
+        /// Length of the uncompressed postcard encoding.
+        raw_len: u32,
+        /// CRC-32 of the uncompressed encoding.
+        raw_crc: u32,
+        /// The lz4 block.
+        compressed: Bytes,
+    },
+    /// Every entry was sent.
+    // wire index 1
+    Done {
+        /// The snapshot's seq.
+        seq: Seq,
+    },
+}
+
+/// A malformed frame or chunk.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length prefix is above [`MAX_FRAME_BYTES`].
+    #[error("frame of {len} bytes is over the limit of {MAX_FRAME_BYTES}")]
+    TooLarge {
+        /// The claimed length.
+        len: u32,
+    },
+    /// The body does not match its CRC.
+    #[error("frame checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// The CRC in the header.
+        stored: u32,
+        /// The CRC of the bytes received.
+        computed: u32,
+    },
+    /// The body is not a valid message.
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+}
+
+/// Encodes one frame.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // NOTE: postcard into a Vec only fails for types serde cannot express.
+    let mut out = postcard::to_extend(msg, vec![0u8; FRAME_HEADER_BYTES])
+        .expect("replication message encodes");
+    let body_len = out.len() - FRAME_HEADER_BYTES;
+    let crc = crc32fast::hash(&out[FRAME_HEADER_BYTES..]);
+    out[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads a frame header: `(body length, crc)`.
+pub fn decode_header(header: [u8; FRAME_HEADER_BYTES]) -> Result<(u32, u32), FrameError> {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge { len });
+    }
+    Ok((len, crc))
+}
+
+/// Checks and decodes a frame body.
+pub fn decode_body<T: for<'de> Deserialize<'de>>(crc: u32, body: &[u8]) -> Result<T, FrameError> {
+    let computed = crc32fast::hash(body);
+    if computed != crc {
+        return Err(FrameError::Checksum {
+            stored: crc,
+            computed,
+        });
+    }
+    postcard::from_bytes(body).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+/// Packs snapshot entries into a chunk frame.
+pub fn pack_chunk(entries: &[SnapshotEntry]) -> SnapshotFrame {
+    let raw = postcard::to_allocvec(entries).expect("snapshot entries encode");
+    SnapshotFrame::Chunk {
+        entries: entries.len() as u32,
+        raw_len: raw.len() as u32,
+        raw_crc: crc32fast::hash(&raw),
+        compressed: Bytes::from(lz4_flex::block::compress(&raw)),
+    }
+}
+
+/// Unpacks and checks a chunk's entries.
+pub fn unpack_chunk(
+    entries: u32,
+    raw_len: u32,
+    raw_crc: u32,
+    compressed: &[u8],
+) -> Result<Vec<SnapshotEntry>, FrameError> {
+    if raw_len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge { len: raw_len });
+    }
+    let raw = lz4_flex::block::decompress(compressed, raw_len as usize)
+        .map_err(|e| FrameError::Decode(format!("chunk decompression: {e}")))?;
+    let computed = crc32fast::hash(&raw);
+    if computed != raw_crc {
+        return Err(FrameError::Checksum {
+            stored: raw_crc,
+            computed,
+        });
+    }
+    let list: Vec<SnapshotEntry> =
+        postcard::from_bytes(&raw).map_err(|e| FrameError::Decode(e.to_string()))?;
+    if list.len() != entries as usize {
+        return Err(FrameError::Decode(format!(
+            "chunk says {entries} entries, holds {}",
+            list.len()
+        )));
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::Mutation;
+
+    fn round_trip<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(msg: T) {
+        let frame = encode(&msg);
+        let header: [u8; FRAME_HEADER_BYTES] = frame[..FRAME_HEADER_BYTES].try_into().unwrap();
+        let (len, crc) = decode_header(header).unwrap();
+        assert_eq!(len as usize, frame.len() - FRAME_HEADER_BYTES);
+        let back: T = decode_body(crc, &frame[FRAME_HEADER_BYTES..]).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let position = Position {
+            repl_id: ReplId([7; 16]),
+            epoch: Epoch(3),
+            seq: Seq(42),
+        };
+        round_trip(ToPrimary::Hello {
+            protocol: REPL_PROTOCOL,
+            node: "n2".into(),
+            position,
+            resume: Some(Resume {
+                snapshot_id: 9,
+                last_key: Some(Bytes::from_static(b"k")),
+                entries: 1,
+                bytes: 2,
+            }),
+        });
+        round_trip(ToPrimary::Ack {
+            received: Seq(5),
+            durable: Seq(4),
+        });
+        round_trip(ToReplica::Records {
+            records: vec![WalRecord {
+                seq: Seq(1),
+                mutations: vec![Mutation::Delete {
+                    key: Bytes::from_static(b"x"),
+                }],
+            }],
+            primary_last: Seq(1),
+        });
+        round_trip(ToReplica::Welcome {
+            repl_id: ReplId([1; 16]),
+            epoch: Epoch(1),
+            previous: Some(position),
+            client_addr: Some("127.0.0.1:7379".into()),
+            start: Start::FullSync {
+                snapshot_id: 1,
+                seq: Seq(10),
+                total_entries: 3,
+                total_bytes: 30,
+                resume_after: None,
+            },
+        });
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let mut frame = encode(&ToPrimary::Installed { seq: Seq(3) });
+        let last = frame.len() - 1;
+        frame[last] ^= 0x40;
+        let header: [u8; FRAME_HEADER_BYTES] = frame[..FRAME_HEADER_BYTES].try_into().unwrap();
+        let (_, crc) = decode_header(header).unwrap();
+        let err = decode_body::<ToPrimary>(crc, &frame[FRAME_HEADER_BYTES..]).unwrap_err();
+        assert!(matches!(err, FrameError::Checksum { .. }), "{err}");
+
+        let mut huge = [0u8; FRAME_HEADER_BYTES];
+        huge[..4].copy_from_slice(&(MAX_FRAME_BYTES + 1).to_le_bytes());
+        assert!(matches!(
+            decode_header(huge),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn chunks_round_trip_and_reject_damage() {
+        let entries: Vec<SnapshotEntry> = (0..100u64)
+            .map(|i| SnapshotEntry {
+                key: Bytes::from(format!("key-{i:05}")),
+                version: Seq(i + 1),
+                expires_at_ms: if i % 2 == 0 { 0 } else { 1_000 + i },
+                value: Bytes::from(vec![b'v'; 64]),
+            })
+            .collect();
+        let SnapshotFrame::Chunk {
+            entries: n,
+            raw_len,
+            raw_crc,
+            compressed,
+        } = pack_chunk(&entries)
+        else {
+            unreachable!()
+        };
+        assert!(
+            compressed.len() < raw_len as usize,
+            "repetitive values compress"
+        );
+        assert_eq!(
+            unpack_chunk(n, raw_len, raw_crc, &compressed).unwrap(),
+            entries
+        );
+        let mut bad = compressed.to_vec();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xff;
+        assert!(unpack_chunk(n, raw_len, raw_crc, &bad).is_err());
+        assert!(unpack_chunk(n + 1, raw_len, raw_crc, &compressed).is_err());
+    }
+}

@@ -1,0 +1,376 @@
+//! The replica's side: follow a primary, install full syncs, ack.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::proto::{
+    self, Position, REPL_PROTOCOL, Resume, SnapshotFrame, Start, ToPrimary, ToReplica,
+};
+use super::{
+    FollowState, ReplError, ReplMeta, Replication, lock, read_frame, split_host, write_frame,
+};
+use crate::store::{InstallMarker, InstallStep};
+use crate::types::Seq;
+
+/// How long to wait for a connection and the primary's `Welcome`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a replica re-checks its fsync progress while it lags its receipts.
+const DURABLE_POLL: Duration = Duration::from_millis(10);
+
+/// Follows `primary` until the task is aborted, reconnecting with backoff.
+pub(super) async fn follow(repl: Arc<Replication>, primary: String) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let installing = matches!(repl.store.install_marker().await, Ok(Some(_)));
+        {
+            let mut follow = lock(&repl.follow);
+            // An unfinished install keeps reads refused until it completes.
+            follow.state = if installing {
+                super::FollowState::FullSync
+            } else {
+                FollowState::Connecting
+            };
+        }
+        let started = Instant::now();
+        match session(&repl, &primary).await {
+            Ok(()) => {}
+            Err(e) => {
+                warn!(%primary, error = %e, "replication link down; reconnecting");
+                lock(&repl.follow).last_error = Some(e.to_string());
+            }
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn connect(repl: &Replication, primary: &str) -> Result<quinn::Connection, ReplError> {
+    let (host, _) =
+        split_host(primary).ok_or_else(|| ReplError::Link(format!("bad address {primary:?}")))?;
+    let addr = tokio::net::lookup_host(primary)
+        .await
+        .map_err(|e| ReplError::Link(format!("resolving {primary}: {e}")))?
+        .next()
+        .ok_or_else(|| ReplError::Link(format!("{primary} resolves to nothing")))?;
+    let identity = repl
+        .identity
+        .as_ref()
+        .ok_or_else(|| ReplError::Link("no cluster certificates".into()))?;
+    let config = identity.client_config(super::link_limits(&repl.cfg).transport_config())?;
+    let endpoint = repl.client_endpoint(addr)?;
+    let connecting = endpoint
+        .connect_with(config, addr, &host)
+        .map_err(|e| ReplError::Link(e.to_string()))?;
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| ReplError::Link(format!("no answer from {primary} within 10 s")))?
+        .map_err(ReplError::from)
+}
+
+async fn session(repl: &Arc<Replication>, primary: &str) -> Result<(), ReplError> {
+    let conn = connect(repl, primary).await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let store = &repl.store;
+    let meta = repl.meta();
+    let marker = store.install_marker().await?;
+    let position = Position {
+        repl_id: meta.repl_id,
+        epoch: meta.epoch,
+        seq: store.applied_seq(),
+    };
+    let resume = marker.as_ref().map(|m| Resume {
+        snapshot_id: m.snapshot_id,
+        last_key: m.last_key.clone(),
+        entries: m.entries,
+        bytes: m.bytes,
+    });
+    let hello = ToPrimary::Hello {
+        protocol: REPL_PROTOCOL,
+        node: repl.node_name().to_string(),
+        position,
+        resume,
+    };
+    write_frame(&mut send, &hello).await?;
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT, read_frame::<ToReplica>(&mut recv))
+        .await
+        .map_err(|_| ReplError::Link("no Welcome within 10 s".into()))??;
+    let (adopted, client_addr, start) = match answer {
+        Some(ToReplica::Welcome {
+            repl_id,
+            epoch,
+            previous,
+            client_addr,
+            start,
+        }) => (
+            ReplMeta {
+                repl_id,
+                epoch,
+                previous,
+            },
+            client_addr,
+            start,
+        ),
+        Some(ToReplica::Refused { reason }) => {
+            return Err(ReplError::Protocol(format!("primary refused: {reason}")));
+        }
+        other => {
+            return Err(ReplError::Protocol(format!(
+                "expected Welcome, got {other:?}"
+            )));
+        }
+    };
+    if adopted.epoch < meta.epoch {
+        // Fencing: never follow a primary older than the history we have seen.
+        return Err(ReplError::Protocol(format!(
+            "primary is at epoch {}, this node has seen epoch {}: refusing to follow a superseded primary",
+            adopted.epoch.0, meta.epoch.0
+        )));
+    }
+    lock(&repl.follow).primary_client_addr = client_addr;
+    let mut next = match start {
+        Start::Stream { from } => {
+            let expected = store.applied_seq().next();
+            if from != expected {
+                return Err(ReplError::Protocol(format!(
+                    "primary streams from {from}, this node needs {expected}"
+                )));
+            }
+            if adopted != meta {
+                repl.set_meta(adopted)?;
+            }
+            info!(%primary, %from, "following the primary's WAL");
+            from
+        }
+        Start::FullSync {
+            snapshot_id,
+            seq,
+            total_entries,
+            total_bytes,
+            resume_after,
+        } => {
+            let installed = install(
+                repl,
+                &conn,
+                InstallPlan {
+                    snapshot_id,
+                    seq,
+                    total_entries,
+                    total_bytes,
+                    resume_after,
+                    marker,
+                },
+            )
+            .await?;
+            repl.set_meta(adopted)?;
+            write_frame(&mut send, &ToPrimary::Installed { seq: installed }).await?;
+            installed.next()
+        }
+    };
+    {
+        let mut follow = lock(&repl.follow);
+        follow.state = FollowState::Streaming;
+        follow.full_sync = None;
+        follow.last_error = None;
+        follow.last_contact = Some(Instant::now());
+    }
+    ack(repl, &mut send).await?;
+    apply_stream(repl, &mut next, &mut send, recv).await
+}
+
+struct InstallPlan {
+    snapshot_id: u64,
+    seq: Seq,
+    total_entries: u64,
+    total_bytes: u64,
+    resume_after: Option<bytes::Bytes>,
+    marker: Option<InstallMarker>,
+}
+
+/// Receives and installs a snapshot; returns its seq.
+async fn install(
+    repl: &Replication,
+    conn: &quinn::Connection,
+    plan: InstallPlan,
+) -> Result<Seq, ReplError> {
+    let store = &repl.store;
+    let resuming = plan.resume_after.is_some()
+        && plan
+            .marker
+            .as_ref()
+            .is_some_and(|m| m.snapshot_id == plan.snapshot_id && m.last_key == plan.resume_after);
+    let mut marker = match plan.marker {
+        Some(marker) if resuming => marker,
+        _ => {
+            let marker = InstallMarker {
+                snapshot_id: plan.snapshot_id,
+                seq: plan.seq,
+                last_key: None,
+                entries: 0,
+                bytes: 0,
+            };
+            store.install(InstallStep::Begin(marker.clone())).await?;
+            marker
+        }
+    };
+    info!(
+        snapshot = %format!("{:016x}", plan.snapshot_id), seq = %plan.seq,
+        entries = plan.total_entries, bytes = plan.total_bytes,
+        resumed_at_bytes = marker.bytes, "full sync: installing the primary's snapshot"
+    );
+    let started = Instant::now();
+    {
+        let mut follow = lock(&repl.follow);
+        follow.state = FollowState::FullSync;
+        follow.full_sync = Some((marker.bytes, plan.total_bytes, started));
+    }
+    let mut uni = conn.accept_uni().await?;
+    let mut logged = Instant::now();
+    loop {
+        let frame = read_frame::<SnapshotFrame>(&mut uni)
+            .await?
+            .ok_or_else(|| ReplError::Link("snapshot stream ended early".into()))?;
+        match frame {
+            SnapshotFrame::Chunk {
+                entries,
+                raw_len,
+                raw_crc,
+                compressed,
+            } => {
+                let entries = proto::unpack_chunk(entries, raw_len, raw_crc, &compressed)?;
+                let Some(last) = entries.last() else { continue };
+                marker.last_key = Some(last.key.clone());
+                marker.entries += entries.len() as u64;
+                marker.bytes += entries
+                    .iter()
+                    .map(|e| (e.key.len() + e.value.len()) as u64)
+                    .sum::<u64>();
+                store
+                    .install(InstallStep::Chunk(entries, marker.clone()))
+                    .await?;
+                lock(&repl.follow).full_sync = Some((marker.bytes, plan.total_bytes, started));
+                if logged.elapsed() > Duration::from_secs(2) {
+                    logged = Instant::now();
+                    info!(
+                        done_bytes = marker.bytes, total_bytes = plan.total_bytes,
+                        eta_secs = %format!("{:.0}", super::eta(marker.bytes, plan.total_bytes, started)),
+                        "full sync progress"
+                    );
+                }
+            }
+            SnapshotFrame::Done { seq } => {
+                if seq != plan.seq {
+                    return Err(ReplError::Protocol(format!(
+                        "snapshot ends at {seq}, announced {}",
+                        plan.seq
+                    )));
+                }
+                store.install(InstallStep::Finish(seq)).await?;
+                repl.metrics.full_syncs_completed.inc();
+                info!(%seq, entries = marker.entries, bytes = marker.bytes, "full sync installed");
+                return Ok(seq);
+            }
+        }
+    }
+}
+
+async fn ack(repl: &Replication, send: &mut quinn::SendStream) -> Result<(Seq, Seq), ReplError> {
+    let received = repl.store.applied_seq();
+    let durable = repl.store.durable_seq().min(received);
+    write_frame(send, &ToPrimary::Ack { received, durable }).await?;
+    Ok((received, durable))
+}
+
+/// Applies streamed records in order (I5) and acknowledges them.
+async fn apply_stream(
+    repl: &Arc<Replication>,
+    next: &mut Seq,
+    send: &mut quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), ReplError> {
+    // Frames are read on their own task: a read must never be cut short.
+    let (tx, mut frames) = mpsc::channel::<Result<ToReplica, ReplError>>(8);
+    let reader = tokio::spawn(async move {
+        loop {
+            let frame = match read_frame::<ToReplica>(&mut recv).await {
+                Ok(Some(frame)) => Ok(frame),
+                Ok(None) => Err(ReplError::Link("primary closed the stream".into())),
+                Err(e) => Err(e),
+            };
+            let stop = frame.is_err();
+            if tx.send(frame).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let silence = Duration::from_millis(repl.cfg.heartbeat_ms * 5);
+    let mut acked = (repl.store.applied_seq(), repl.store.durable_seq());
+    let result = loop {
+        let wait = if acked.1 < acked.0 {
+            DURABLE_POLL
+        } else {
+            silence
+        };
+        let frame = match tokio::time::timeout(wait, frames.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break Err(ReplError::Link("frame reader stopped".into())),
+            Err(_) if acked.1 < acked.0 => {
+                // Report fsync progress (interval policy) without new records.
+                match ack(repl, send).await {
+                    Ok(a) => acked = a,
+                    Err(e) => break Err(e),
+                }
+                continue;
+            }
+            Err(_) => {
+                break Err(ReplError::Link(format!(
+                    "primary silent for {} ms",
+                    silence.as_millis()
+                )));
+            }
+        };
+        let primary_last = match frame {
+            Ok(ToReplica::Records {
+                records,
+                primary_last,
+            }) => {
+                let n = records.len() as u64;
+                if let Some(first) = records.first().map(|r| r.seq)
+                    && first != *next
+                {
+                    break Err(ReplError::Protocol(format!(
+                        "records resume at {first}, expected {next}"
+                    )));
+                }
+                if let Some(last) = records.last().map(|r| r.seq) {
+                    if let Err(e) = repl.store.apply_replicated(records).await {
+                        break Err(e.into());
+                    }
+                    *next = last.next();
+                    repl.metrics.records_applied.add(n);
+                }
+                primary_last
+            }
+            Ok(ToReplica::Heartbeat { primary_last }) => primary_last,
+            Ok(other) => break Err(ReplError::Protocol(format!("unexpected {other:?}"))),
+            Err(e) => break Err(e),
+        };
+        {
+            let mut follow = lock(&repl.follow);
+            follow.primary_last = primary_last;
+            follow.last_contact = Some(Instant::now());
+        }
+        match ack(repl, send).await {
+            Ok(a) => acked = a,
+            Err(e) => break Err(e),
+        }
+    };
+    reader.abort();
+    result
+}

@@ -1,0 +1,143 @@
+//! A primary and replicas as real `strata-server` processes on loopback,
+//! with cluster certificates made by `strata-admin gen-certs`.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use strata::net::client::{Client, ClientConfig, ServerTrust};
+use strata::net::tls::parse_fingerprint;
+
+use super::node::TestNode;
+
+/// Bound for a replica to catch up once writes stop.
+pub const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Makes a CA and certificates for `nodes` in `dir` with the real tool.
+pub fn gen_certs(dir: &Path, nodes: &[&str]) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata-admin"));
+    cmd.arg("gen-certs").arg("--out").arg(dir);
+    for node in nodes {
+        cmd.args(["--node", node]);
+    }
+    let out = cmd.output().expect("run strata-admin");
+    assert!(
+        out.status.success(),
+        "gen-certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A loopback UDP port that was free a moment ago (for a fixed replication
+/// address that survives restarts).
+pub fn free_udp_addr() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().unwrap()
+}
+
+/// The flags that give a node its cluster identity, name and replication listener.
+pub fn repl_args(certs: &Path, name: &str, listen: SocketAddr) -> Vec<String> {
+    let file = |f: String| certs.join(f).display().to_string();
+    vec![
+        "--node-name".into(),
+        name.into(),
+        "--repl-listen".into(),
+        listen.to_string(),
+        "--repl-ca".into(),
+        file("ca.crt".into()),
+        "--repl-cert".into(),
+        file(format!("{name}.crt")),
+        "--repl-key".into(),
+        file(format!("{name}.key")),
+    ]
+}
+
+/// One node of a test cluster.
+pub struct Member {
+    pub name: String,
+    pub node: TestNode,
+    pub repl_addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Member {
+    /// Starts a node; `extra` adds flags such as `--replica-of`.
+    pub fn start(root: &Path, certs: &Path, name: &str, extra: &[&str]) -> Member {
+        let dir = root.join(name);
+        let repl_addr = free_udp_addr();
+        let mut args = repl_args(certs, name, repl_addr);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = TestNode::start(&dir, &refs);
+        Member {
+            name: name.into(),
+            node,
+            repl_addr,
+            dir,
+        }
+    }
+
+    /// A client pinned to this node's certificate.
+    pub async fn client(&self) -> Client {
+        let pin = parse_fingerprint(&self.node.fingerprint).expect("fingerprint");
+        Client::connect(ClientConfig::new(self.node.addr, ServerTrust::Pin(pin)))
+            .await
+            .expect("connect")
+    }
+}
+
+/// `Info`-style pairs as a map.
+pub fn pairs(p: Vec<(String, String)>) -> HashMap<String, String> {
+    p.into_iter().collect()
+}
+
+/// The digest of a node as `(seq, keys, sha256)`, at a fixed expiry cutoff.
+pub async fn digest(client: &Client, cutoff_ms: u64) -> (u64, u64, String) {
+    let d = pairs(client.digest(cutoff_ms).await.expect("digest"));
+    (
+        d["seq"].parse().unwrap(),
+        d["keys"].parse().unwrap(),
+        d["sha256"].clone(),
+    )
+}
+
+/// Waits until every replica's digest equals the primary's (writes have
+/// stopped), and returns it. Panics with the last digests after `CONVERGE`.
+pub async fn converged(primary: &Client, replicas: &[&Client]) -> (u64, u64, String) {
+    let cutoff = now_ms();
+    let want = digest(primary, cutoff).await;
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let mut got = Vec::new();
+        for r in replicas {
+            got.push(digest(r, cutoff).await);
+        }
+        if got.iter().all(|d| *d == want) {
+            return want;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge: primary {want:?}, replicas {got:?}"
+        );
+        // Polled: convergence has no event a test process can subscribe to.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Unix time in ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The value of a metric series (first match of `name{labels}`), if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
