@@ -8,11 +8,12 @@ use super::error::{Result, StoreError};
 /// Holds `<data-dir>/LOCK` locked (an OS advisory lock, released by the
 /// kernel even if the process is killed) for as long as it lives.
 #[derive(Debug)]
-pub(crate) struct DirLock {
+pub struct DirLock {
     _file: File,
 }
 
 impl DirLock {
+    /// Locks `dir`, or fails with [`StoreError::Locked`] if another process holds it.
     pub fn acquire(dir: &Path) -> Result<DirLock> {
         let path: PathBuf = dir.join("LOCK");
         let file = OpenOptions::new()

@@ -44,7 +44,7 @@ use checkpoint::{Checkpointer, Holds, Wake};
 use commit::{Applied, Committer, Msg, WriteOp};
 use disk::DiskTier;
 use feed::Feed;
-use lock::DirLock;
+pub use lock::DirLock;
 use memory::{Lookup, MemoryTier};
 
 use crate::clock::{Clock, SystemClock};
