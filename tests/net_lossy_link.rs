@@ -247,6 +247,8 @@ fn relay_routes_per_client_pauses_and_replays_its_seed() {
     assert_eq!(recv(&target), (b"after".to_vec(), a_upstream));
     target.send_to(b"back", a_upstream).unwrap();
     assert_eq!(recv(&a).0, b"back");
+    // A datagram is counted just after it is sent, so maybe after it arrived.
+    wait_until("six forwarded", || relay.stats().forwarded >= 6);
     let stats = relay.stats();
     assert_eq!(stats.dropped, 2, "{stats:?}");
     assert_eq!(stats.forwarded, 6, "{stats:?}");

@@ -893,7 +893,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotRetained`] when the WAL no longer holds `from`.
     pub async fn records_from(&self, from: Seq, max_bytes: u64) -> Result<Vec<WalRecord>> {
-        if let Some(records) = self.inner.feed.read(from, max_bytes) {
+        // The feed only caches the WAL's tail: what retention let go of is
+        // gone, so every node behind it is treated alike (full sync).
+        let retained = self
+            .inner
+            .wal
+            .first_seq()
+            .is_some_and(|first| first <= from);
+        if retained && let Some(records) = self.inner.feed.read(from, max_bytes) {
             return Ok(records);
         }
         let wal = self.inner.wal.clone();

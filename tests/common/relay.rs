@@ -112,7 +112,8 @@ impl Faults {
 /// What a relay has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RelayStats {
-    /// Datagrams sent on, either way.
+    /// Datagrams sent on, either way (counted just after the send, so the
+    /// receiver may see a datagram before this count does).
     pub forwarded: u64,
     /// Datagrams lost on purpose: by `drop`, by a pause, by a full queue
     /// (and the rare send error).
