@@ -112,7 +112,17 @@ async fn lossy_link_loses_nothing_and_a_partition_times_out() {
     let expected: BTreeMap<Bytes, Bytes> = (0..KEYS)
         .map(|i| (Bytes::from(format!("lossy:{i:04}")), value_for(seed, i)))
         .collect();
-    assert!(found == expected, "the scan differs from what was written");
+    let wrong: Vec<&Bytes> = (expected.iter())
+        .filter(|(key, value)| found.get(*key) != Some(*value))
+        .map(|(key, _)| key)
+        .collect();
+    assert!(
+        wrong.is_empty() && found.len() == KEYS,
+        "{} of {KEYS} keys differ from what was written (first {:?}); the scan found {} keys",
+        wrong.len(),
+        wrong.first(),
+        found.len()
+    );
     let lossy = relay.stats();
     eprintln!(
         "{KEYS} keys over the lossy link in {:?}: {lossy:?}",

@@ -81,7 +81,7 @@ use bytes::{Bytes, BytesMut};
 use quinn::{ConnectionError, VarInt};
 
 use crate::net::tls::{Identity, TlsError};
-use crate::net::{TransportLimits, endpoint};
+use crate::net::{BodyError, TransportLimits, endpoint, read_body};
 use crate::proto::{
     ALPN, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, PROTOCOL_VERSION, RequestError,
     decode_frame, encode_request, frame_len, quic_code,
@@ -764,22 +764,21 @@ async fn read_response(
             "reply frame of {len} bytes exceeds the limit of {max_frame_bytes} bytes"
         ))));
     }
-    let body = match recv.read_to_end(len as usize).await {
+    let body = match read_body(recv, len as usize).await {
         Ok(body) => body,
-        Err(quinn::ReadToEndError::TooLong) => {
+        Err(BodyError::TooLong) => {
             let _ = recv.stop(VarInt::from_u32(quic_code::PROTOCOL_VIOLATION));
             return Err(Failure::fatal(ClientError::Protocol(
                 "bytes after the reply frame: one reply per stream".into(),
             )));
         }
-        Err(quinn::ReadToEndError::Read(e)) => return Err(read_failure(e, resend)),
+        Err(BodyError::Read(e)) => return Err(read_failure(e, resend)),
+        Err(BodyError::Short(got)) => {
+            return Err(Failure::fatal(ClientError::Protocol(format!(
+                "the reply stream ended {got} bytes into a frame of {len} bytes"
+            ))));
+        }
     };
-    if body.len() < len as usize {
-        return Err(Failure::fatal(ClientError::Protocol(format!(
-            "the reply stream ended {} bytes into a frame of {len} bytes",
-            body.len()
-        ))));
-    }
     let mut framed = BytesMut::with_capacity(FRAME_HEADER_BYTES + body.len());
     framed.extend_from_slice(&header);
     framed.extend_from_slice(&body);

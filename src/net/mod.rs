@@ -124,6 +124,43 @@ pub(crate) fn quic_server(
     Ok(config)
 }
 
+/// Why [`read_body`] found no complete frame body.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The stream carries bytes after the body.
+    TooLong,
+    /// The stream ended after this many body bytes.
+    Short(usize),
+    /// The stream failed.
+    Read(quinn::ReadError),
+}
+
+/// Reads a frame body of `len` bytes and then the stream's end, in order.
+///
+/// IMPORTANT: in order, like the header before it. Switching a stream to
+/// unordered reads after `read_exact` (as `read_to_end` does) can hand back a
+/// retransmitted copy of bytes already read on a lossy link, which quinn
+/// then miscounts.
+pub(crate) async fn read_body(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+) -> Result<Vec<u8>, BodyError> {
+    // Grows as data arrives: a bare header must not pin `len` bytes.
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(BodyError::Short(body.len())),
+            Err(e) => return Err(BodyError::Read(e)),
+        }
+    }
+    match recv.read_chunk(1, true).await {
+        Ok(None) => Ok(body),
+        Ok(Some(_)) => Err(BodyError::TooLong),
+        Err(e) => Err(BodyError::Read(e)),
+    }
+}
+
 /// Binds a UDP socket with enlarged buffers and wraps it in a quinn endpoint.
 pub fn endpoint(
     addr: SocketAddr,

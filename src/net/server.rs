@@ -20,7 +20,9 @@ use crate::config::{Config, Role, TokenConfig};
 use crate::error::Error;
 use crate::metrics::{Counter, Exposition, Histogram};
 use crate::net::tls::{self, Identity};
-use crate::net::{TransportLimits, constant_time_eq, endpoint, quic_server_config};
+use crate::net::{
+    BodyError, TransportLimits, constant_time_eq, endpoint, quic_server_config, read_body,
+};
 use crate::proto::{
     ALPN, ErrorCode, ErrorReply, FRAME_HEADER_BYTES, Limits, Request, Response, decode_frame,
     encode_response, frame_len, quic_code,
@@ -366,22 +368,19 @@ async fn read_request(recv: &mut RecvStream, max_frame_bytes: u32) -> Result<Req
         );
         return Err(ReadFailure::Reply(reply, quic_code::FRAME_TOO_LARGE));
     }
-    // Reads at most `len` bytes: one more means a second frame or trailing junk.
-    let body = match recv.read_to_end(len as usize).await {
+    // Exactly `len` bytes, then the end: more means a second frame or junk.
+    let body = match read_body(recv, len as usize).await {
         Ok(body) => body,
-        Err(quinn::ReadToEndError::TooLong) => {
+        Err(BodyError::TooLong) => {
             let reply = ErrorReply::new(
                 ErrorCode::BadRequest,
                 "bytes after the request frame: one request per stream",
             );
             return Err(ReadFailure::Reply(reply, quic_code::PROTOCOL_VIOLATION));
         }
-        Err(quinn::ReadToEndError::Read(_)) => return Err(ReadFailure::Gone),
+        // The client finished the stream mid-frame, or reset it: nobody to answer.
+        Err(BodyError::Short(_) | BodyError::Read(_)) => return Err(ReadFailure::Gone),
     };
-    if body.len() < len as usize {
-        // The client finished the stream mid-frame: nothing to answer.
-        return Err(ReadFailure::Gone);
-    }
     let mut framed = bytes::BytesMut::with_capacity(FRAME_HEADER_BYTES + body.len());
     framed.extend_from_slice(&header);
     framed.extend_from_slice(&body);
