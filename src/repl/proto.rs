@@ -331,6 +331,25 @@ mod tests {
         });
     }
 
+    /// The examples in proto-docs/replication.md §3.
+    #[test]
+    fn worked_examples() {
+        let hex = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let ack = ToPrimary::Ack {
+            received: Seq(5),
+            durable: Seq(4),
+        };
+        assert_eq!(hex(&encode(&ack)), "03 00 00 00 79 83 99 84 01 05 04");
+        let installed = ToPrimary::Installed { seq: Seq(42) };
+        assert_eq!(hex(&encode(&installed)), "02 00 00 00 ab b9 54 a8 02 2a");
+    }
+
     #[test]
     fn damage_is_detected() {
         let mut frame = encode(&ToPrimary::Installed { seq: Seq(3) });

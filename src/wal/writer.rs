@@ -263,6 +263,10 @@ impl WalWriter {
                 });
             }
         }
+        tracing::warn!(
+            dir = %self.shared.cfg.dir.display(), %next,
+            "wal restarted: every record was covered by the disk tier"
+        );
         self.restart(next).inspect_err(|_| self.shared.poison())
     }
 
@@ -279,6 +283,7 @@ impl WalWriter {
         if self.shared.is_poisoned() {
             return Err(WalError::Poisoned);
         }
+        tracing::info!(dir = %self.shared.cfg.dir.display(), %next, "wal reset for a full-sync install");
         self.restart(next).inspect_err(|_| self.shared.poison())
     }
 
@@ -318,12 +323,7 @@ impl WalWriter {
                     source,
                 })?;
         }
-        tracing::warn!(
-            dir = %dir.display(),
-            segments_removed = old.len(),
-            next = %next,
-            "wal restarted: every record was covered by the disk tier"
-        );
+        tracing::debug!(dir = %dir.display(), segments_removed = old.len(), %next, "wal emptied");
         self.rotate(next)
     }
 
