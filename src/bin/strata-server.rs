@@ -220,6 +220,11 @@ async fn main() -> std::process::ExitCode {
         }
     };
     init_logging(config.log_json);
+    #[cfg(feature = "failpoints")]
+    if let Err(e) = arm_crash_points() {
+        eprintln!("strata-server: STRATA_CRASH_AT: {e}");
+        return std::process::ExitCode::from(2);
+    }
     match run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -228,6 +233,53 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Crash drills (built with the `failpoints` feature): `STRATA_CRASH_AT=
+/// name[@probability][,...]` aborts the process (as abruptly as a SIGKILL)
+/// when execution reaches a named point, e.g. `checkpoint_after_flush@0.5`.
+/// Points: wal_before_write, wal_after_write_before_sync,
+/// commit_after_wal_before_disk, checkpoint_after_flush, wal_segment_removed,
+/// install_after_chunk, install_before_finish.
+#[cfg(feature = "failpoints")]
+fn arm_crash_points() -> anyhow::Result<()> {
+    const POINTS: [&str; 7] = [
+        "wal_before_write",
+        "wal_after_write_before_sync",
+        "commit_after_wal_before_disk",
+        "checkpoint_after_flush",
+        "wal_segment_removed",
+        "install_after_chunk",
+        "install_before_finish",
+    ];
+    let Ok(spec) = std::env::var("STRATA_CRASH_AT") else {
+        return Ok(());
+    };
+    for item in spec.split(',').filter(|s| !s.is_empty()) {
+        let (name, p) = match item.split_once('@') {
+            Some((name, p)) => (name, p.parse::<f64>().context("probability")?),
+            None => (item, 1.0),
+        };
+        anyhow::ensure!(
+            POINTS.contains(&name),
+            "unknown crash point {name:?}; known: {}",
+            POINTS.join(", ")
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&p),
+            "probability {p} is not within 0..=1"
+        );
+        let point = name.to_string();
+        fail::cfg_callback(name, move || {
+            if rand::random::<f64>() < p {
+                eprintln!("crash point {point} reached: aborting");
+                std::process::abort();
+            }
+        })
+        .map_err(anyhow::Error::msg)?;
+        tracing::warn!(point = name, probability = p, "crash point armed");
+    }
+    Ok(())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

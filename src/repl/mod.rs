@@ -884,7 +884,9 @@ fn eta(done: u64, total: u64, started: Instant) -> f64 {
 fn link_limits(cfg: &ReplConfig) -> crate::net::TransportLimits {
     crate::net::TransportLimits {
         max_streams: 16,
-        idle_timeout: Duration::from_millis(cfg.heartbeat_ms * 10),
+        // The same 5 missed heartbeats the replica waits before it reconnects,
+        // so a dead replica stops holding `sync` writes back as soon.
+        idle_timeout: Duration::from_millis(cfg.heartbeat_ms * 5),
         stream_window_bytes: 16 << 20,
         connection_window_bytes: 64 << 20,
         keep_alive: Some(Duration::from_millis(cfg.heartbeat_ms)),

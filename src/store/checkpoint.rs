@@ -85,6 +85,8 @@ impl Checkpointer {
         // the flushed files afterwards.
         let covered = self.status.applied();
         self.disk.flush()?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("checkpoint_after_flush");
         let mut keep_from = covered.next();
         if let Some(held) = lock(&self.holds).by_id.values().min() {
             keep_from = keep_from.min(*held);

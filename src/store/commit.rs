@@ -354,6 +354,8 @@ impl Committer {
                     .map(|e| (e.key.len() + e.value.len()) as u64)
                     .sum();
                 self.disk.install_chunk(&entries, &marker)?;
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("install_after_chunk");
                 // Flush now and then, so a crash resumes near where it stopped.
                 if marker.bytes / INSTALL_FLUSH_BYTES
                     != (marker.bytes - added) / INSTALL_FLUSH_BYTES
@@ -362,6 +364,8 @@ impl Committer {
                 }
             }
             InstallStep::Finish(seq) => {
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("install_before_finish");
                 self.disk.finish_install(seq)?;
                 self.memory.clear();
                 self.writer

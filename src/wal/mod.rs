@@ -683,6 +683,8 @@ impl Wal {
             }
             tracing::debug!(path = %victim.path.display(), "wal segment removed");
             removed += 1;
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("wal_segment_removed");
         }
         Ok(removed)
     }
