@@ -325,6 +325,10 @@ impl Node {
                 ratio(s.memory_hits, s.memory_misses),
             ),
             ("disk_hit_ratio".into(), ratio(s.disk_hits, s.disk_misses)),
+            (
+                "memory_warmed_keys".into(),
+                s.memory_warmed_keys.to_string(),
+            ),
             ("wal_bytes".into(), s.wal_bytes.to_string()),
             ("fsync".into(), self.store.config().fsync.to_string()),
         ];

@@ -226,6 +226,15 @@ impl MemoryTier {
         drop(guards);
     }
 
+    /// Up to `max` of the keys held (for warm restarts), in no particular order.
+    pub fn keys(&self, max: usize) -> Vec<Bytes> {
+        self.cache
+            .iter()
+            .take(max)
+            .map(|(k, _)| (*k).clone())
+            .collect()
+    }
+
     /// Drops `key` from this tier only (tests force read-miss fills with it).
     pub fn evict(&self, key: &[u8]) {
         self.cache.invalidate(key);

@@ -21,6 +21,7 @@ mod error;
 mod feed;
 mod lock;
 pub mod memory;
+mod warm;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,6 +100,11 @@ pub struct StoreConfig {
     pub checkpoint_wal_bytes: u64,
     /// Most writes queued for the commit thread before writers wait.
     pub max_pending_writes: usize,
+    /// Most memory-tier keys saved for a warm restart (0: start cold).
+    pub warm_keys_max: usize,
+    /// How often the hot keys are saved (they also are on a clean close);
+    /// 0 saves them only on close.
+    pub warm_save_interval_ms: u64,
     /// Recently committed records kept in memory for replication, bytes;
     /// a replica further behind reads them back from the WAL.
     pub repl_feed_bytes: u64,
@@ -120,6 +126,8 @@ impl Default for StoreConfig {
             checkpoint_wal_bytes: 256 << 20,
             max_pending_writes: 16_384,
             repl_feed_bytes: 64 << 20,
+            warm_keys_max: 1_000_000,
+            warm_save_interval_ms: 60_000,
             limits: Limits::default(),
             disk: DiskConfig::default(),
         }
@@ -299,6 +307,8 @@ pub struct StoreStats {
     pub wal_bytes: u64,
     /// Why writes are refused, if they are.
     pub poisoned: Option<String>,
+    /// Keys the warm restart put back into the memory tier since open.
+    pub memory_warmed_keys: u64,
 }
 
 /// Latency and volume the engine records for metrics.
@@ -388,6 +398,8 @@ struct Shared {
     pending: Semaphore,
     metrics: Arc<StoreMetrics>,
     feed: Arc<Feed>,
+    /// Keys the warm restart put back into the memory tier.
+    warmed: Arc<AtomicU64>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     wal: Wal,
     // NOTE: declared last so it is released after RocksDB has closed.
@@ -412,6 +424,15 @@ impl Shared {
         }
         if checkpoint {
             self.checkpointer.checkpoint()?;
+            if self.config.warm_keys_max > 0
+                && let Err(e) = warm::save(
+                    &self.config.data_dir,
+                    &self.memory,
+                    self.config.warm_keys_max,
+                )
+            {
+                tracing::warn!(error = %e, "cannot save the hot-key list");
+            }
         }
         Ok(())
     }
@@ -556,10 +577,40 @@ impl Store {
         let interval = (config.checkpoint_interval_ms > 0)
             .then(|| Duration::from_millis(config.checkpoint_interval_ms));
         let periodic = checkpointer.clone();
+        let checkpoint_wake = wake.clone();
         threads.push(spawn(
             "strata-checkpoint",
-            Box::new(move || periodic.run(interval, &wake)),
+            Box::new(move || periodic.run(interval, &checkpoint_wake)),
         )?);
+        let warmed = Arc::new(AtomicU64::new(0));
+        if config.warm_keys_max > 0 {
+            let (dir, disk, memory, clock) = (
+                config.data_dir.clone(),
+                disk.clone(),
+                memory.clone(),
+                env.clock.clone(),
+            );
+            let (warmed, max_keys) = (warmed.clone(), config.warm_keys_max);
+            let interval = (config.warm_save_interval_ms > 0)
+                .then(|| Duration::from_millis(config.warm_save_interval_ms));
+            // Off the open path: the node serves while its memory tier warms.
+            threads.push(spawn(
+                "strata-warm",
+                Box::new(move || {
+                    warm::Warmer {
+                        dir: &dir,
+                        disk: &disk,
+                        memory: &memory,
+                        clock: &*clock,
+                        wake: &wake,
+                        warmed: &warmed,
+                        max_keys,
+                        interval,
+                    }
+                    .run()
+                }),
+            )?);
+        }
 
         let report = OpenReport {
             disk_applied,
@@ -572,6 +623,7 @@ impl Store {
             pending: Semaphore::new(config.max_pending_writes),
             metrics,
             feed,
+            warmed,
             config,
             clock: env.clock,
             memory,
@@ -1061,6 +1113,7 @@ impl Store {
             memory_budget_bytes: self.inner.memory.budget_bytes(),
             wal_bytes: self.inner.wal.total_bytes(),
             poisoned: status.poisoned(),
+            memory_warmed_keys: self.inner.warmed.load(Ordering::Relaxed),
         }
     }
 }
