@@ -522,3 +522,61 @@ fn prompt_reads_commands_from_a_pipe() {
     assert_eq!(objects[0]["value"], "42");
     assert_eq!(objects[1]["count"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_admin_commands() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path();
+    let certs = root.path().join("certs");
+    common::cluster::gen_certs(&certs, &["p", "r1"]);
+    let primary = common::cluster::Member::start(root.path(), &certs, "p", &[]);
+    let upstream = primary.repl_addr.to_string();
+    let replica =
+        common::cluster::Member::start(root.path(), &certs, "r1", &["--replica-of", &upstream]);
+    let out = cli(
+        &primary.node,
+        home,
+        &["set", "k", "v", "--ack", "semi-sync:1:10000"],
+    );
+    assert!(stdout(&out).contains("1 replica ack"), "{}", stdout(&out));
+
+    // Same digest on both nodes (the replica already acked the only write).
+    let digest = |node: &TestNode| -> Json {
+        let out = cli(
+            node,
+            home,
+            &["--json", "digest", "--expired-before-ms", "1"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str::<Json>(&stdout(&out)).unwrap()["digest"].clone()
+    };
+    let (p, r) = (digest(&primary.node), digest(&replica.node));
+    assert_eq!(p["sha256"], r["sha256"], "{p} {r}");
+    assert_eq!(p["keys"], "1");
+
+    // info names the role; a replica refuses writes, naming the primary.
+    let info = cli(&replica.node, home, &["--json", "info"]);
+    let info: Json = serde_json::from_str(&stdout(&info)).unwrap();
+    assert_eq!(info["info"]["role"], "replica");
+    assert_eq!(info["info"]["replication_state"], "streaming");
+    let refused = cli(&replica.node, home, &["set", "k", "w"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains(&primary.node.addr.to_string()),
+        "{}",
+        stderr(&refused)
+    );
+
+    // promote: the replica becomes a primary of epoch 1 and takes writes.
+    let promoted = cli(&replica.node, home, &["promote"]);
+    assert!(promoted.status.success(), "{}", stderr(&promoted));
+    assert!(
+        stdout(&promoted).contains("repl_epoch"),
+        "{}",
+        stdout(&promoted)
+    );
+    let again = cli(&replica.node, home, &["promote"]);
+    assert_eq!(again.status.code(), Some(1), "already a primary");
+    let written = cli(&replica.node, home, &["set", "k", "w"]);
+    assert!(written.status.success(), "{}", stderr(&written));
+}
