@@ -35,6 +35,7 @@
 pub mod clock;
 pub mod cmd;
 pub mod config;
+pub mod dump;
 pub mod error;
 pub mod metrics;
 pub mod net;

@@ -30,6 +30,7 @@
 //! USENIX ATC '20).
 
 mod fs;
+pub mod inspect;
 mod reader;
 mod record;
 mod recovery;

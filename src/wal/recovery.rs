@@ -180,7 +180,7 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
 
 /// The segment files in `dir`, sorted by first seq. Files that do not look
 /// like segments are left alone.
-fn list_segments(fs: &dyn WalFs, dir: &Path) -> Result<Vec<(Seq, PathBuf)>, WalError> {
+pub(super) fn list_segments(fs: &dyn WalFs, dir: &Path) -> Result<Vec<(Seq, PathBuf)>, WalError> {
     let mut out = Vec::new();
     for path in fs.list(dir).map_err(io_err(dir))? {
         match path

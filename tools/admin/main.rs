@@ -5,8 +5,16 @@
 //!
 //! - `gen-certs` ([`gen_certs`]): the cluster CA and node certificates for
 //!   node-to-node mutual TLS.
+//! - `dump` ([`dump`]), `restore` ([`restore`]): a stopped node's data to
+//!   and from a portable dump file (`proto-docs/dump-format.md`).
+//! - `verify` ([`verify`]): a read-only check of a data directory or a dump.
+//! - `wal-inspect` ([`wal_inspect`]): prints a data directory's WAL records.
 
+mod dump;
 mod gen_certs;
+mod restore;
+mod verify;
+mod wal_inspect;
 
 use std::process::ExitCode;
 
@@ -29,6 +37,14 @@ enum Command {
     /// Create the cluster CA and node certificates for node-to-node
     /// (replication) mutual TLS.
     GenCerts(gen_certs::Args),
+    /// Write every live entry of a stopped node's data directory to a dump file.
+    Dump(dump::Args),
+    /// Load a dump file into a data directory.
+    Restore(restore::Args),
+    /// Check a data directory (WAL and disk tier) or a dump file, read-only.
+    Verify(verify::Args),
+    /// Print the records of a data directory's write-ahead log, read-only.
+    WalInspect(wal_inspect::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +52,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::GenCerts(args) => gen_certs::run(args),
+        Command::Dump(args) => dump::run(args),
+        Command::Restore(args) => restore::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::WalInspect(args) => wal_inspect::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

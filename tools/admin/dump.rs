@@ -1,0 +1,403 @@
+//! `strata-admin dump`: every live entry of a stopped node's data directory
+//! into one dump file (`proto-docs/dump-format.md`), plus the helpers the
+//! other offline commands share (progress display, directory checks,
+//! durable renames).
+//!
+//! The store is opened as the node would open it (the WAL replayed into
+//! RocksDB), so every acknowledged write is in the dump. Its clock is
+//! frozen at the dump's `created_at`: entries expired by then are left out,
+//! and every other entry's absolute expiry is exactly `created_at` plus the
+//! TTL the store reports.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use strata::clock::{Clock, SystemClock};
+use strata::dump::{DumpEntry, DumpHeader, DumpWriter, MAX_NODE_NAME_BYTES};
+use strata::store::{Env, Store, StoreConfig};
+use strata::wal::StdFs;
+
+/// Entries per scan page: memory stays at one page whatever the store's size.
+const SCAN_PAGE: usize = 256;
+
+/// `strata-admin dump`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Opens the data directory as the node would (replaying its write-ahead log, so every \
+acknowledged write is included) and writes every live entry (key, value, version and \
+absolute expiry) to FILE in the portable dump format. Entries that have expired by the \
+time the dump starts are left out. The node must be stopped: a directory a running node \
+holds is refused.
+
+FILE is written to a temporary file beside it, fsynced, and renamed into place at the \
+end, so FILE is either the complete dump or absent. The header records the node name, \
+the seq the data covers and when the dump was taken. `strata-admin verify --dump FILE` \
+checks a dump; `strata-admin restore` loads one into a data directory.
+
+Example: strata-admin dump --data-dir /var/lib/strata --out strata-2026-11-22.sdump")]
+pub struct Args {
+    /// The data directory of a stopped node.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+
+    /// The dump file to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+
+    /// Node name recorded in the dump's header (default: the data
+    /// directory's name). At most 255 bytes.
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Runs `dump`.
+///
+/// # Errors
+///
+/// A directory that is not a data directory or is in use, an existing
+/// FILE without `--force`, store and file-system failures.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    check_data_dir(&args.data_dir)?;
+    if args.out.exists() && !args.force {
+        bail!(
+            "{} already exists; pass --force to replace it",
+            args.out.display()
+        );
+    }
+    if args.out.is_dir() {
+        bail!("{} is a directory; --out names a file", args.out.display());
+    }
+    let node = match &args.node {
+        Some(node) => node.clone(),
+        None => dir_name(&args.data_dir)?,
+    };
+    if node.len() > MAX_NODE_NAME_BYTES {
+        bail!(
+            "node name is {} bytes; a dump header holds at most {MAX_NODE_NAME_BYTES} (pass a shorter --node)",
+            node.len()
+        );
+    }
+    runtime()?.block_on(dump(args, node))
+}
+
+async fn dump(args: &Args, node: String) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let created_at_ms = SystemClock.now_ms();
+    let mut config = StoreConfig::new(&args.data_dir);
+    // Nothing is written, so no periodic checkpoints and a small memory tier.
+    config.checkpoint_interval_ms = 0;
+    config.memory_budget_bytes = 8 << 20;
+    let env = Env {
+        clock: Arc::new(FrozenClock(created_at_ms)),
+        wal_fs: Arc::new(StdFs),
+    };
+    let (store, report) = Store::open_with(config, env)
+        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    if let Some(cut) = &report.wal.truncated {
+        eprintln!(
+            "note: the wal had a torn tail (a crash during a write); dropped {} bytes of {} from byte {}, as the node does at start",
+            cut.bytes_dropped,
+            cut.file.display(),
+            cut.offset
+        );
+    }
+    if report.install.is_some() {
+        store.close().await?;
+        bail!(
+            "{} holds an unfinished full-sync install: its data is partial. Start the node so \
+             it completes the sync, then dump",
+            args.data_dir.display()
+        );
+    }
+    let seq = store.applied_seq();
+    let header = DumpHeader::new(node.clone(), seq, created_at_ms);
+
+    let tmp = TempPath::beside(&args.out, "tmp")?;
+    let file = File::create_new(tmp.path())
+        .with_context(|| format!("cannot create {}", tmp.path().display()))?;
+    let write_err = |e| anyhow::Error::new(e).context(format!("writing {}", tmp.path().display()));
+    let mut writer =
+        DumpWriter::new(BufWriter::with_capacity(1 << 20, file), &header).map_err(write_err)?;
+    let mut progress = Progress::new("dump", None);
+    let mut cursor: Option<Bytes> = None;
+    loop {
+        let page = store
+            .scan(Bytes::new(), cursor.take(), SCAN_PAGE)
+            .await
+            .context("scanning the store")?;
+        for (key, entry) in page.entries {
+            // The store's clock is frozen at created_at, so this is the
+            // entry's exact absolute expiry.
+            let expires_at_ms = entry
+                .ttl_ms
+                .map_or(0, |ttl| created_at_ms.saturating_add(ttl));
+            writer
+                .write_entry(&DumpEntry {
+                    key,
+                    value: entry.value,
+                    version: entry.version,
+                    expires_at_ms,
+                })
+                .map_err(write_err)?;
+        }
+        progress.update(writer.entries(), writer.bytes_written());
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let (out, summary) = writer.finish().map_err(write_err)?;
+    progress.finish();
+    let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
+    file.sync_all().map_err(write_err)?;
+    drop(file);
+    store.close().await.context("closing the store")?;
+    tmp.persist(&args.out)?;
+
+    println!(
+        "dumped {} entries ({} of keys and values) at seq {seq} from node {node:?} to {} ({}) in {:.1} s",
+        summary.entries,
+        human_bytes(summary.data_bytes),
+        args.out.display(),
+        human_bytes(summary.file_bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A clock that stands still: the dump's notion of "now".
+#[derive(Debug)]
+struct FrozenClock(u64);
+
+impl Clock for FrozenClock {
+    fn now_ms(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A single-threaded runtime for the store's async API.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Refuses a path that is not an existing strata data directory (one with
+/// `db/` or `wal/`), so a typo never creates an empty store.
+pub(crate) fn check_data_dir(dir: &Path) -> anyhow::Result<()> {
+    let meta = fs::metadata(dir)
+        .with_context(|| format!("data directory {} cannot be read", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    if !dir.join("db").is_dir() && !dir.join("wal").is_dir() {
+        bail!(
+            "{} is not a strata data directory (it has neither db/ nor wal/)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The last component of `dir`, resolved (so `.` gives a real name).
+pub(crate) fn dir_name(dir: &Path) -> anyhow::Result<String> {
+    let full =
+        fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    Ok(full
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "strata".to_string()))
+}
+
+/// fsyncs a directory, making renames and creations in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot fsync directory {}", dir.display()))
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+pub(crate) fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A temporary file or directory beside a target path, removed on drop
+/// unless persisted.
+pub(crate) struct TempPath {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempPath {
+    /// `.<name>.<what>-<pid>` in the directory of `target`; refuses a
+    /// leftover of the same name.
+    pub(crate) fn beside(target: &Path, what: &str) -> anyhow::Result<TempPath> {
+        let name = target
+            .file_name()
+            .with_context(|| format!("{} has no file name", target.display()))?
+            .to_string_lossy();
+        let path = parent_of(target).join(format!(".{name}.{what}-{}", std::process::id()));
+        if path.symlink_metadata().is_ok() {
+            bail!(
+                "{} already exists (left by an interrupted run?); remove it first",
+                path.display()
+            );
+        }
+        Ok(TempPath { path, armed: true })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames it to `target` and fsyncs the directory.
+    pub(crate) fn persist(mut self, target: &Path) -> anyhow::Result<()> {
+        fs::rename(&self.path, target).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.path.display(),
+                target.display()
+            )
+        })?;
+        self.armed = false;
+        sync_dir(&parent_of(target))
+    }
+
+    /// Keeps the path: the caller moved or removed it.
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = if self.path.is_dir() {
+                fs::remove_dir_all(&self.path)
+            } else {
+                fs::remove_file(&self.path)
+            };
+        }
+    }
+}
+
+/// A progress line on stderr: redrawn in place on a terminal, a plain
+/// line every few seconds otherwise.
+pub(crate) struct Progress {
+    label: &'static str,
+    total_bytes: Option<u64>,
+    started: Instant,
+    last: Option<Instant>,
+    terminal: bool,
+    drawn: bool,
+}
+
+impl Progress {
+    const TERMINAL_EVERY: Duration = Duration::from_millis(100);
+    const PLAIN_EVERY: Duration = Duration::from_secs(10);
+    const BAR_WIDTH: usize = 30;
+
+    pub(crate) fn new(label: &'static str, total_bytes: Option<u64>) -> Progress {
+        let now = Instant::now();
+        Progress {
+            label,
+            total_bytes,
+            started: now,
+            last: Some(now),
+            terminal: std::io::stderr().is_terminal(),
+            drawn: false,
+        }
+    }
+
+    /// Shows `entries` and `bytes` done, if enough time has passed.
+    pub(crate) fn update(&mut self, entries: u64, bytes: u64) {
+        let every = if self.terminal {
+            Self::TERMINAL_EVERY
+        } else {
+            Self::PLAIN_EVERY
+        };
+        if self.last.is_some_and(|last| last.elapsed() < every) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let line = self.line(entries, bytes);
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            let _ = write!(err, "\r\x1b[2K{line}");
+            self.drawn = true;
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    fn line(&self, entries: u64, bytes: u64) -> String {
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
+        let tail = format!(
+            "{entries} entries  {}/s  {secs:.0} s",
+            human_bytes(rate as u64)
+        );
+        match self.total_bytes {
+            Some(total) if total > 0 => {
+                let done = bytes.min(total) as f64 / total as f64;
+                let filled = (done * Self::BAR_WIDTH as f64) as usize;
+                format!(
+                    "{} [{}{}] {:>3.0}%  {} of {}  {tail}",
+                    self.label,
+                    "#".repeat(filled),
+                    ".".repeat(Self::BAR_WIDTH - filled),
+                    done * 100.0,
+                    human_bytes(bytes),
+                    human_bytes(total)
+                )
+            }
+            _ => format!("{}: {}  {tail}", self.label, human_bytes(bytes)),
+        }
+    }
+
+    /// Clears the progress line.
+    pub(crate) fn finish(&mut self) {
+        if self.terminal && self.drawn {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+            self.drawn = false;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Bytes in binary units, e.g. `3.2 MiB`.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
