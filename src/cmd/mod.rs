@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::config::Role;
 use crate::proto::{
     Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, PROTOCOL_VERSION, Request,
-    Response, ScanPage, TtlState, WriteReply,
+    Response, ScanPage, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 use crate::repl::Replication;
 use crate::store::{self, Store, WriteAck, WriteOutcome};
@@ -31,7 +31,10 @@ pub struct Node {
 pub fn required_role(req: &Request) -> Option<Role> {
     match req {
         Request::Hello { .. } | Request::Ping => None,
-        Request::Promote | Request::ReplicaOf { .. } | Request::Checkpoint => Some(Role::Admin),
+        Request::Promote
+        | Request::ReplicaOf { .. }
+        | Request::Checkpoint
+        | Request::Snapshot { .. } => Some(Role::Admin),
         _ if req.needs_write() => Some(Role::ReadWrite),
         _ => Some(Role::ReadOnly),
     }
@@ -188,6 +191,33 @@ impl Node {
                         ("expired_before_ms".into(), cutoff.to_string()),
                     ])
                 })
+            }
+            Request::Snapshot { snapshot, after } => {
+                // Leave room for framing within the client's frame limit.
+                let budget = (self.limits.max_frame_bytes as usize / 2).clamp(1024, 4 << 20);
+                return match self.repl.snapshot_page(snapshot, after, budget).await {
+                    Ok((id, seq, created_at_ms, entries, more)) => {
+                        let next = more
+                            .then(|| entries.last().map(|e| e.key.clone()))
+                            .flatten();
+                        Response::Snapshot(SnapshotPage {
+                            snapshot: id,
+                            seq,
+                            created_at_ms,
+                            entries: entries
+                                .into_iter()
+                                .map(|e| SnapshotItem {
+                                    key: e.key,
+                                    value: e.value,
+                                    version: e.version,
+                                    expires_at_ms: e.expires_at_ms,
+                                })
+                                .collect(),
+                            next,
+                        })
+                    }
+                    Err(e) => Response::error(ErrorCode::BadRequest, e.to_string()),
+                };
             }
             Request::Checkpoint => store.checkpoint().await.map(|r| {
                 Response::Info(vec![

@@ -90,7 +90,7 @@ use crate::proto::{
 pub use crate::net::tls::ServerTrust;
 pub use crate::proto::{
     Condition, Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, Request, Response,
-    ScanPage, SetEntry, TtlState, WriteReply,
+    ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 pub use crate::types::{AckPolicy, OnTimeout, Seq};
 
@@ -1426,6 +1426,20 @@ impl Client {
     /// Admin: checkpoints now (`covered`, `segments_removed`).
     pub async fn checkpoint(&self) -> Result<Vec<(String, String)>, ClientError> {
         self.pairs(Request::Checkpoint).await
+    }
+
+    /// Admin: one page of a consistent snapshot of every live entry (an
+    /// online dump). Start with `(None, None)`; continue with the page's
+    /// `snapshot` and `next` until `next` is `None`.
+    pub async fn snapshot_page(
+        &self,
+        snapshot: Option<u64>,
+        after: Option<Bytes>,
+    ) -> Result<SnapshotPage, ClientError> {
+        match self.request(Request::Snapshot { snapshot, after }).await? {
+            Response::Snapshot(page) => Ok(page),
+            other => Err(unexpected("snapshot", &other)),
+        }
     }
 
     async fn pairs(&self, request: Request) -> Result<Vec<(String, String)>, ClientError> {

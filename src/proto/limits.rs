@@ -165,7 +165,8 @@ impl Request {
             | Request::Promote
             | Request::ReplicaOf { .. }
             | Request::Digest { .. }
-            | Request::Checkpoint => Ok(()),
+            | Request::Checkpoint
+            | Request::Snapshot { .. } => Ok(()),
             Request::Get { key }
             | Request::Ttl { key }
             | Request::Persist { key, .. }

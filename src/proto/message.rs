@@ -162,6 +162,17 @@ pub enum Request {
     /// (`covered`, `segments_removed`).
     // wire index 17
     Checkpoint,
+    /// Admin: one page of a consistent snapshot of every live entry (an
+    /// online dump); answered with [`Response::Snapshot`]. The first page
+    /// (`snapshot: None`) takes a checkpoint at a known seq; later pages
+    /// name it and continue after the previous page's `next`.
+    // wire index 18
+    Snapshot {
+        /// The snapshot to continue, from a previous page.
+        snapshot: Option<u64>,
+        /// Continue after this key (the previous page's `next`).
+        after: Option<Bytes>,
+    },
 }
 
 /// One entry of a [`Request::MultiSet`].
@@ -197,6 +208,7 @@ impl Request {
             Request::ReplicaOf { .. } => "replica_of",
             Request::Digest { .. } => "digest",
             Request::Checkpoint => "checkpoint",
+            Request::Snapshot { .. } => "snapshot",
         }
     }
 
@@ -221,7 +233,8 @@ impl Request {
             | Request::Promote
             | Request::ReplicaOf { .. }
             | Request::Digest { .. }
-            | Request::Checkpoint => false,
+            | Request::Checkpoint
+            | Request::Snapshot { .. } => false,
         }
     }
 
@@ -255,7 +268,8 @@ impl Request {
             | Request::Promote
             | Request::ReplicaOf { .. }
             | Request::Digest { .. }
-            | Request::Checkpoint => true,
+            | Request::Checkpoint
+            | Request::Snapshot { .. } => true,
         }
     }
 
@@ -280,7 +294,8 @@ impl Request {
             | Request::Promote
             | Request::ReplicaOf { .. }
             | Request::Digest { .. }
-            | Request::Checkpoint => None,
+            | Request::Checkpoint
+            | Request::Snapshot { .. } => None,
         }
     }
 }
@@ -342,6 +357,36 @@ pub enum Response {
     Info(Vec<(String, String)>), // wire index 12
     /// The request failed.
     Error(ErrorReply), // wire index 13
+    /// Answer to [`Request::Snapshot`].
+    Snapshot(SnapshotPage), // wire index 14
+}
+
+/// One page of an online dump ([`Request::Snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPage {
+    /// Names the snapshot: pass it back for the next page.
+    pub snapshot: u64,
+    /// Every write up to this seq, and none after it, is in the snapshot.
+    pub seq: Seq,
+    /// When the snapshot was taken, Unix ms.
+    pub created_at_ms: u64,
+    /// Live entries in ascending key order.
+    pub entries: Vec<SnapshotItem>,
+    /// Pass back as `after` for the next page; `None` on the last page.
+    pub next: Option<Bytes>,
+}
+
+/// One entry of a [`SnapshotPage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotItem {
+    /// The key.
+    pub key: Bytes,
+    /// The value.
+    pub value: Bytes,
+    /// Its version.
+    pub version: Seq,
+    /// Absolute expiry, Unix ms; 0 = never.
+    pub expires_at_ms: u64,
 }
 
 impl Response {
@@ -500,6 +545,7 @@ mod tests {
             Request::ReplicaOf { .. } => 15,
             Request::Digest { .. } => 16,
             Request::Checkpoint => 17,
+            Request::Snapshot { .. } => 18,
         }
     }
 
@@ -520,6 +566,7 @@ mod tests {
             Response::Page(_) => 11,
             Response::Info(_) => 12,
             Response::Error(_) => 13,
+            Response::Snapshot(_) => 14,
         }
     }
 
@@ -580,6 +627,10 @@ mod tests {
                 expired_before_ms: 0,
             },
             Request::Checkpoint,
+            Request::Snapshot {
+                snapshot: None,
+                after: None,
+            },
         ]
     }
 
@@ -632,13 +683,20 @@ mod tests {
             }),
             Response::Info(vec![]),
             Response::error(ErrorCode::Internal, ""),
+            Response::Snapshot(SnapshotPage {
+                snapshot: 1,
+                seq: Seq(2),
+                created_at_ms: 3,
+                entries: vec![],
+                next: None,
+            }),
         ]
     }
 
     #[test]
     fn request_wire_indices_are_pinned() {
         let all = one_of_each_request();
-        assert_eq!(all.len(), 18, "one sample per request kind");
+        assert_eq!(all.len(), 19, "one sample per request kind");
         for (i, req) in all.iter().enumerate() {
             let want = request_index(req);
             assert_eq!(
@@ -654,7 +712,7 @@ mod tests {
     #[test]
     fn response_wire_indices_are_pinned() {
         let all = one_of_each_response();
-        assert_eq!(all.len(), 14, "one sample per response kind");
+        assert_eq!(all.len(), 15, "one sample per response kind");
         for (i, resp) in all.iter().enumerate() {
             let want = response_index(resp);
             assert_eq!(usize::from(want), i, "{resp:?} sample out of order");
@@ -699,7 +757,7 @@ mod tests {
         );
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 18);
+        assert_eq!(names.len(), 19);
     }
 
     #[test]

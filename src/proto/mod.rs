@@ -41,8 +41,8 @@ pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, Limits, RequestError,
 };
 pub use message::{
-    Durability, Entry, ErrorReply, HelloReply, Request, Response, ScanPage, SetEntry, TtlState,
-    WriteReply,
+    Durability, Entry, ErrorReply, HelloReply, Request, Response, ScanPage, SetEntry, SnapshotItem,
+    SnapshotPage, TtlState, WriteReply,
 };
 
 /// The QUIC ALPN protocol id of this protocol. It names the major version: an

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::{
     Condition, Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, Request, Response,
-    ScanPage, SetEntry, TtlState, WriteReply,
+    ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 use crate::types::{AckPolicy, NodeId, OnTimeout, Seq};
 
@@ -129,6 +129,8 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
         arb_string().prop_map(|primary| Request::ReplicaOf { primary }),
         any::<u64>().prop_map(|expired_before_ms| Request::Digest { expired_before_ms }),
         Just(Request::Checkpoint),
+        (option::of(any::<u64>()), option::of(arb_bytes()))
+            .prop_map(|(snapshot, after)| Request::Snapshot { snapshot, after }),
     ]
 }
 
@@ -239,5 +241,30 @@ pub(crate) fn arb_response() -> impl Strategy<Value = Response> {
                     leader_hint,
                 })
             }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            vec(
+                (arb_bytes(), arb_bytes(), any::<u64>(), any::<u64>()).prop_map(
+                    |(key, value, version, expires_at_ms)| SnapshotItem {
+                        key,
+                        value,
+                        version: Seq(version),
+                        expires_at_ms,
+                    }
+                ),
+                0..3
+            ),
+            option::of(arb_bytes())
+        )
+            .prop_map(
+                |(snapshot, seq, entries, next)| Response::Snapshot(SnapshotPage {
+                    snapshot,
+                    seq: Seq(seq),
+                    created_at_ms: 1,
+                    entries,
+                    next,
+                })
+            ),
     ]
 }

@@ -25,6 +25,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A checkpoint being sent to replicas, kept for resuming.
 pub(super) struct SnapshotSession {
     id: u64,
+    created_at_ms: u64,
     reader: SnapshotReader,
     dir: PathBuf,
     total_entries: u64,
@@ -80,6 +81,7 @@ impl Snapshots {
         .map_err(|e| ReplError::Link(e.to_string()))??;
         let session = Arc::new(SnapshotSession {
             id,
+            created_at_ms: now,
             reader,
             dir,
             total_entries,
@@ -102,6 +104,45 @@ impl Snapshots {
 
     fn expire_idle(&self, idle: Duration) {
         lock(&self.sessions).retain(|_, s| lock(&s.last_used).elapsed() < idle);
+    }
+}
+
+impl Replication {
+    /// One page (about `max_bytes` of keys and values) of a consistent
+    /// snapshot for an online dump: `id: None` takes a new checkpoint;
+    /// later pages name it and continue after `after`. Returns the
+    /// snapshot's id, seq, creation time, the entries, and whether more follow.
+    pub async fn snapshot_page(
+        &self,
+        id: Option<u64>,
+        after: Option<Bytes>,
+        max_bytes: usize,
+    ) -> Result<(u64, Seq, u64, Vec<crate::store::SnapshotEntry>, bool), ReplError> {
+        let session = match id {
+            None => self.snapshots.create(self).await?,
+            Some(id) => self.snapshots.get(id).ok_or_else(|| {
+                ReplError::Protocol(format!(
+                    "snapshot {id:016x} is gone (finished, or idle too long): start over"
+                ))
+            })?,
+        };
+        let (s, now) = (session.clone(), self.store.now_ms());
+        let entries = tokio::task::spawn_blocking(move || {
+            s.reader.read_chunk(after.as_deref(), max_bytes, now)
+        })
+        .await
+        .map_err(|e| ReplError::Link(e.to_string()))??;
+        let more = !entries.is_empty();
+        if !more {
+            self.snapshots.remove(session.id);
+        }
+        Ok((
+            session.id,
+            session.reader.seq(),
+            session.created_at_ms,
+            entries,
+            more,
+        ))
     }
 }
 

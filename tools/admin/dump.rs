@@ -19,6 +19,8 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use strata::clock::{Clock, SystemClock};
 use strata::dump::{DumpEntry, DumpHeader, DumpWriter, MAX_NODE_NAME_BYTES};
+use strata::net::client::{Client, ClientConfig, ServerTrust};
+use strata::net::tls::parse_fingerprint;
 use strata::store::{Env, Store, StoreConfig};
 use strata::wal::StdFs;
 
@@ -39,11 +41,40 @@ end, so FILE is either the complete dump or absent. The header records the node 
 the seq the data covers and when the dump was taken. `strata-admin verify --dump FILE` \
 checks a dump; `strata-admin restore` loads one into a data directory.
 
-Example: strata-admin dump --data-dir /var/lib/strata --out strata-2026-11-22.sdump")]
+Online: with --addr instead of --data-dir, a running node takes a RocksDB checkpoint at \
+one seq and sends its live entries page by page over QUIC (admin token if tokens are \
+required); writes made meanwhile land after that seq and are not in the dump.
+
+Example: strata-admin dump --data-dir /var/lib/strata --out strata-2026-11-22.sdump
+Online:  strata-admin dump --addr 10.0.0.5:7379 --pin <FINGERPRINT> --out live.sdump")]
 pub struct Args {
     /// The data directory of a stopped node.
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "addr",
+        conflicts_with = "addr"
+    )]
+    data_dir: Option<PathBuf>,
+
+    /// Online instead: ask the running node at HOST:PORT (its client port)
+    /// for a consistent snapshot over QUIC. Needs an admin token if the
+    /// node requires tokens, and --pin or --ca.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+
+    /// With --addr: the node certificate's SHA-256 fingerprint (hex), as the
+    /// node logs it at start.
+    #[arg(long, value_name = "SHA256", requires = "addr")]
+    pin: Option<String>,
+
+    /// With --addr: a CA file that signed the node's certificate.
+    #[arg(long, value_name = "FILE", requires = "addr", conflicts_with = "pin")]
+    ca: Option<PathBuf>,
+
+    /// With --addr: an admin token.
+    #[arg(long, value_name = "TOKEN", env = "STRATA_TOKEN", requires = "addr")]
+    token: Option<String>,
 
     /// The dump file to write.
     #[arg(long, value_name = "FILE")]
@@ -66,7 +97,9 @@ pub struct Args {
 /// A directory that is not a data directory or is in use, an existing
 /// FILE without `--force`, store and file-system failures.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    check_data_dir(&args.data_dir)?;
+    if let Some(dir) = &args.data_dir {
+        check_data_dir(dir)?;
+    }
     if args.out.exists() && !args.force {
         bail!(
             "{} already exists; pass --force to replace it",
@@ -76,9 +109,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.out.is_dir() {
         bail!("{} is a directory; --out names a file", args.out.display());
     }
-    let node = match &args.node {
-        Some(node) => node.clone(),
-        None => dir_name(&args.data_dir)?,
+    let node = match (&args.node, &args.data_dir, &args.addr) {
+        (Some(node), _, _) => node.clone(),
+        (None, Some(dir), _) => dir_name(dir)?,
+        (None, None, addr) => addr.clone().unwrap_or_else(|| "strata".into()),
     };
     if node.len() > MAX_NODE_NAME_BYTES {
         bail!(
@@ -86,13 +120,80 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             node.len()
         );
     }
-    runtime()?.block_on(dump(args, node))
+    match (&args.data_dir, &args.addr) {
+        (Some(dir), _) => runtime()?.block_on(dump(args, dir, node)),
+        (None, Some(addr)) => runtime()?.block_on(dump_online(args, addr, node)),
+        (None, None) => bail!("give --data-dir DIR (offline) or --addr HOST:PORT (online)"),
+    }
 }
 
-async fn dump(args: &Args, node: String) -> anyhow::Result<()> {
+/// The online variant: pages of a snapshot the node takes at one seq.
+async fn dump_online(args: &Args, addr: &str, node: String) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let trust = match (&args.pin, &args.ca) {
+        (Some(pin), _) => ServerTrust::Pin(parse_fingerprint(pin).context("--pin")?),
+        (None, Some(ca)) => ServerTrust::CaFile(ca.clone()),
+        (None, None) => bail!("--addr needs --pin FINGERPRINT or --ca FILE to verify the node"),
+    };
+    let mut config = ClientConfig::new(addr, trust).with_connections(1);
+    if let Some(token) = &args.token {
+        config = config.with_token(token.clone());
+    }
+    let client = Client::connect(config)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let mut page = client
+        .snapshot_page(None, None)
+        .await
+        .context("asking the node for a snapshot")?;
+    let (snapshot, seq) = (page.snapshot, page.seq);
+    let header = DumpHeader::new(node.clone(), seq, page.created_at_ms);
+    let tmp = TempPath::beside(&args.out, "tmp")?;
+    let file = File::create_new(tmp.path())
+        .with_context(|| format!("cannot create {}", tmp.path().display()))?;
+    let write_err = |e| anyhow::Error::new(e).context(format!("writing {}", tmp.path().display()));
+    let mut writer =
+        DumpWriter::new(BufWriter::with_capacity(1 << 20, file), &header).map_err(write_err)?;
+    let mut progress = Progress::new("dump", None);
+    loop {
+        for item in page.entries {
+            writer
+                .write_entry(&DumpEntry {
+                    key: item.key,
+                    value: item.value,
+                    version: item.version,
+                    expires_at_ms: item.expires_at_ms,
+                })
+                .map_err(write_err)?;
+        }
+        progress.update(writer.entries(), writer.bytes_written());
+        let Some(next) = page.next else { break };
+        page = client
+            .snapshot_page(Some(snapshot), Some(next))
+            .await
+            .context("reading the node's snapshot")?;
+    }
+    let (out, summary) = writer.finish().map_err(write_err)?;
+    progress.finish();
+    let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
+    file.sync_all().map_err(write_err)?;
+    drop(file);
+    tmp.persist(&args.out)?;
+    println!(
+        "dumped {} entries ({} of keys and values) at seq {seq} from node {addr} to {} ({}) in {:.1} s",
+        summary.entries,
+        human_bytes(summary.data_bytes),
+        args.out.display(),
+        human_bytes(summary.file_bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn dump(args: &Args, data_dir: &Path, node: String) -> anyhow::Result<()> {
     let started = Instant::now();
     let created_at_ms = SystemClock.now_ms();
-    let mut config = StoreConfig::new(&args.data_dir);
+    let mut config = StoreConfig::new(data_dir);
     // Nothing is written, so no periodic checkpoints and a small memory tier.
     config.checkpoint_interval_ms = 0;
     config.memory_budget_bytes = 8 << 20;
@@ -101,7 +202,7 @@ async fn dump(args: &Args, node: String) -> anyhow::Result<()> {
         wal_fs: Arc::new(StdFs),
     };
     let (store, report) = Store::open_with(config, env)
-        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     if let Some(cut) = &report.wal.truncated {
         eprintln!(
             "note: the wal had a torn tail (a crash during a write); dropped {} bytes of {} from byte {}, as the node does at start",
@@ -115,7 +216,7 @@ async fn dump(args: &Args, node: String) -> anyhow::Result<()> {
         bail!(
             "{} holds an unfinished full-sync install: its data is partial. Start the node so \
              it completes the sync, then dump",
-            args.data_dir.display()
+            data_dir.display()
         );
     }
     let seq = store.applied_seq();
