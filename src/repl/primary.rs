@@ -73,12 +73,7 @@ impl Snapshots {
         let dir = self.dir.join(format!("{id:016x}"));
         let (reader, hold) = repl.store.snapshot(dir.clone()).await?;
         let now = repl.store.now_ms();
-        let (reader, (total_entries, total_bytes)) = tokio::task::spawn_blocking(move || {
-            let totals = reader.totals(now);
-            totals.map(|t| (reader, t))
-        })
-        .await
-        .map_err(|e| ReplError::Link(e.to_string()))??;
+        let (total_entries, total_bytes) = reader.totals();
         let session = Arc::new(SnapshotSession {
             id,
             created_at_ms: now,
