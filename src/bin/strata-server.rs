@@ -63,6 +63,9 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Threads serving the network and requests. Default: one per CPU.
+    #[arg(long, value_name = "N")]
+    worker_threads: Option<usize>,
     /// Accept replicas (node-to-node QUIC, mutual TLS) on this address.
     #[arg(long, value_name = "HOST:PORT")]
     repl_listen: Option<SocketAddr>,
@@ -209,9 +212,22 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        runtime.worker_threads(n.max(1));
+    }
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(serve(args)),
+        Err(e) => {
+            eprintln!("strata-server: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> std::process::ExitCode {
     let config = match load_config(&args) {
         Ok(config) => config,
         Err(e) => {
