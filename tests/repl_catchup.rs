@@ -180,6 +180,13 @@ async fn interrupted_full_sync_resumes() {
         }
         other => panic!("expected Unavailable during a full sync, got {other:?}"),
     }
+    // Partial data is never promoted.
+    match r1.client().await.promote().await {
+        Err(strata::net::client::ClientError::Server { code, .. }) => {
+            assert_eq!(code, strata::net::client::ErrorCode::Unavailable)
+        }
+        other => panic!("promoting a replica mid full sync: {other:?}"),
+    }
     r1.node.kill();
     r1.node.restart();
     let resumed = await_log(&primary, "full sync resumes", Duration::from_secs(30));
@@ -195,6 +202,10 @@ async fn interrupted_full_sync_resumes() {
     );
     let (_, keys, _) = converged(&pc, &[&r1.client().await]).await;
     assert_eq!(keys, 6000);
-    assert_eq!(full_syncs(&primary, "started"), 1.0);
-    assert_eq!(full_syncs(&primary, "resumed"), 1.0);
+    assert_eq!(
+        full_syncs(&primary, "started"),
+        1.0,
+        "every reconnect continued the first transfer"
+    );
+    assert!(full_syncs(&primary, "resumed") >= 1.0);
 }

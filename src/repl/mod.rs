@@ -517,7 +517,7 @@ impl Replication {
     /// Makes this replica a primary with a new history that continues the
     /// one it followed (new epoch; replicas of the old history up to here
     /// continue by WAL).
-    pub async fn promote(&self) -> Result<ReplMeta, ErrorReply> {
+    pub async fn promote(self: &Arc<Self>) -> Result<ReplMeta, ErrorReply> {
         if self.is_primary() {
             return Err(ErrorReply::new(
                 ErrorCode::BadRequest,
@@ -525,6 +525,17 @@ impl Replication {
             ));
         }
         self.stop_follower().await;
+        if !matches!(self.store.install_marker().await, Ok(None)) {
+            // Partial data must never become a primary: go on following.
+            if let Some(primary) = lock(&self.following).clone() {
+                self.spawn_follower(primary);
+            }
+            return Err(ErrorReply::new(
+                ErrorCode::Unavailable,
+                "this replica is in the middle of a full sync: its data is partial and it \
+                 cannot be promoted; promote another replica",
+            ));
+        }
         let old = self.meta();
         let seq = self.store.applied_seq();
         let meta = ReplMeta {

@@ -165,10 +165,10 @@ async fn session(repl: &Arc<Replication>, primary: &str) -> Result<(), ReplError
                     total_bytes,
                     resume_after,
                     marker,
+                    adopted,
                 },
             )
             .await?;
-            repl.set_meta(adopted)?;
             write_frame(&mut send, &ToPrimary::Installed { seq: installed }).await?;
             installed.next()
         }
@@ -191,6 +191,8 @@ struct InstallPlan {
     total_bytes: u64,
     resume_after: Option<bytes::Bytes>,
     marker: Option<InstallMarker>,
+    /// The primary's history, adopted with the snapshot.
+    adopted: ReplMeta,
 }
 
 /// Receives and installs a snapshot; returns its seq.
@@ -271,6 +273,10 @@ async fn install(
                         plan.seq
                     )));
                 }
+                // IMPORTANT: the history first: a crash between the two leaves
+                // an install marker (the sync resumes), never complete data
+                // under a foreign history (which would cost a second full sync).
+                repl.set_meta(plan.adopted)?;
                 store.install(InstallStep::Finish(seq)).await?;
                 repl.metrics.full_syncs_completed.inc();
                 info!(%seq, entries = marker.entries, bytes = marker.bytes, "full sync installed");
