@@ -354,6 +354,8 @@ impl Node {
                 "memory_hit_ratio".into(),
                 ratio(s.memory_hits, s.memory_misses),
             ),
+            ("memory_hits".into(), s.memory_hits.to_string()),
+            ("memory_misses".into(), s.memory_misses.to_string()),
             ("disk_hit_ratio".into(), ratio(s.disk_hits, s.disk_misses)),
             (
                 "memory_warmed_keys".into(),

@@ -147,47 +147,90 @@ async fn dump_online(args: &Args, addr: &str, node: String) -> anyhow::Result<()
         .await
         .context("asking the node for a snapshot")?;
     let (snapshot, seq) = (page.snapshot, page.seq);
-    let header = DumpHeader::new(node.clone(), seq, page.created_at_ms);
-    let tmp = TempPath::beside(&args.out, "tmp")?;
-    let file = File::create_new(tmp.path())
-        .with_context(|| format!("cannot create {}", tmp.path().display()))?;
-    let write_err = |e| anyhow::Error::new(e).context(format!("writing {}", tmp.path().display()));
-    let mut writer =
-        DumpWriter::new(BufWriter::with_capacity(1 << 20, file), &header).map_err(write_err)?;
-    let mut progress = Progress::new("dump", None);
+    let header = DumpHeader::new(node, seq, page.created_at_ms);
+    let mut out = DumpOut::create(&args.out, &header)?;
     loop {
         for item in page.entries {
-            writer
-                .write_entry(&DumpEntry {
-                    key: item.key,
-                    value: item.value,
-                    version: item.version,
-                    expires_at_ms: item.expires_at_ms,
-                })
-                .map_err(write_err)?;
+            out.write(&DumpEntry {
+                key: item.key,
+                value: item.value,
+                version: item.version,
+                expires_at_ms: item.expires_at_ms,
+            })?;
         }
-        progress.update(writer.entries(), writer.bytes_written());
+        out.page_done();
         let Some(next) = page.next else { break };
         page = client
             .snapshot_page(Some(snapshot), Some(next))
             .await
             .context("reading the node's snapshot")?;
     }
-    let (out, summary) = writer.finish().map_err(write_err)?;
-    progress.finish();
-    let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
-    file.sync_all().map_err(write_err)?;
-    drop(file);
-    tmp.persist(&args.out)?;
-    println!(
-        "dumped {} entries ({} of keys and values) at seq {seq} from node {addr} to {} ({}) in {:.1} s",
-        summary.entries,
-        human_bytes(summary.data_bytes),
-        args.out.display(),
-        human_bytes(summary.file_bytes),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    out.finish(&args.out, &format!("node {addr}"), started)
+}
+
+/// A dump being written: to a temporary file beside its target, renamed
+/// into place once complete and fsynced, with progress on the way.
+struct DumpOut {
+    seq: strata::types::Seq,
+    tmp: TempPath,
+    writer: DumpWriter<BufWriter<File>>,
+    progress: Progress,
+}
+
+impl DumpOut {
+    fn create(target: &Path, header: &DumpHeader) -> anyhow::Result<DumpOut> {
+        let tmp = TempPath::beside(target, "tmp")?;
+        let file = File::create_new(tmp.path())
+            .with_context(|| format!("cannot create {}", tmp.path().display()))?;
+        let writer = DumpWriter::new(BufWriter::with_capacity(1 << 20, file), header)
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
+        Ok(DumpOut {
+            seq: header.seq,
+            tmp,
+            writer,
+            progress: Progress::new("dump", None),
+        })
+    }
+
+    fn write(&mut self, entry: &DumpEntry) -> anyhow::Result<()> {
+        self.writer
+            .write_entry(entry)
+            .with_context(|| format!("writing {}", self.tmp.path().display()))
+    }
+
+    fn page_done(&mut self) {
+        self.progress
+            .update(self.writer.entries(), self.writer.bytes_written());
+    }
+
+    /// Completes the file, moves it to `target` and prints the summary.
+    fn finish(self, target: &Path, source: &str, started: Instant) -> anyhow::Result<()> {
+        let DumpOut {
+            seq,
+            tmp,
+            writer,
+            mut progress,
+        } = self;
+        let context = || format!("writing {}", tmp.path().display());
+        let (out, summary) = writer.finish().with_context(context)?;
+        progress.finish();
+        let file = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(context)?;
+        file.sync_all().with_context(context)?;
+        drop(file);
+        tmp.persist(target)?;
+        println!(
+            "dumped {} entries ({} of keys and values) at seq {seq} from {source} to {} ({}) in {:.1} s",
+            summary.entries,
+            human_bytes(summary.data_bytes),
+            target.display(),
+            human_bytes(summary.file_bytes),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
 }
 
 async fn dump(args: &Args, data_dir: &Path, node: String) -> anyhow::Result<()> {
@@ -221,14 +264,7 @@ async fn dump(args: &Args, data_dir: &Path, node: String) -> anyhow::Result<()> 
     }
     let seq = store.applied_seq();
     let header = DumpHeader::new(node.clone(), seq, created_at_ms);
-
-    let tmp = TempPath::beside(&args.out, "tmp")?;
-    let file = File::create_new(tmp.path())
-        .with_context(|| format!("cannot create {}", tmp.path().display()))?;
-    let write_err = |e| anyhow::Error::new(e).context(format!("writing {}", tmp.path().display()));
-    let mut writer =
-        DumpWriter::new(BufWriter::with_capacity(1 << 20, file), &header).map_err(write_err)?;
-    let mut progress = Progress::new("dump", None);
+    let mut out = DumpOut::create(&args.out, &header)?;
     let mut cursor: Option<Bytes> = None;
     loop {
         let page = store
@@ -241,38 +277,21 @@ async fn dump(args: &Args, data_dir: &Path, node: String) -> anyhow::Result<()> 
             let expires_at_ms = entry
                 .ttl_ms
                 .map_or(0, |ttl| created_at_ms.saturating_add(ttl));
-            writer
-                .write_entry(&DumpEntry {
-                    key,
-                    value: entry.value,
-                    version: entry.version,
-                    expires_at_ms,
-                })
-                .map_err(write_err)?;
+            out.write(&DumpEntry {
+                key,
+                value: entry.value,
+                version: entry.version,
+                expires_at_ms,
+            })?;
         }
-        progress.update(writer.entries(), writer.bytes_written());
+        out.page_done();
         match page.next_cursor {
             Some(next) => cursor = Some(next),
             None => break,
         }
     }
-    let (out, summary) = writer.finish().map_err(write_err)?;
-    progress.finish();
-    let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
-    file.sync_all().map_err(write_err)?;
-    drop(file);
     store.close().await.context("closing the store")?;
-    tmp.persist(&args.out)?;
-
-    println!(
-        "dumped {} entries ({} of keys and values) at seq {seq} from node {node:?} to {} ({}) in {:.1} s",
-        summary.entries,
-        human_bytes(summary.data_bytes),
-        args.out.display(),
-        human_bytes(summary.file_bytes),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    out.finish(&args.out, &format!("node {node:?}"), started)
 }
 
 /// A clock that stands still: the dump's notion of "now".
