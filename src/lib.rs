@@ -3,7 +3,8 @@
 //! Hot keys live in a memory tier (moka); every key lives in a disk tier
 //! (RocksDB); a write-ahead log of our own makes every acknowledged write
 //! survive a crash and is also the replication stream. Clients speak a
-//! binary protocol over QUIC.
+//! binary protocol over QUIC; primaries ship their WAL to replicas over
+//! QUIC with mutual TLS.
 //!
 //! # Layout
 //!
@@ -18,7 +19,10 @@
 //! - [`store`]: the tiers and the order between them: memory tier, disk
 //!   tier, commit pipeline, recovery, TTL, checkpoints.
 //! - [`wal`]: segments, CRC-framed postcard records, group-commit writer,
-//!   reader, recovery.
+//!   reader, recovery, read-only inspection.
+//! - [`repl`]: replication: the node-to-node protocol (sans-io), the
+//!   primary's sessions and full syncs, the replica's follower, acks.
+//! - [`dump`]: the portable dump format of the operator tools.
 //! - [`metrics`]: Prometheus counters and histograms, rendered as text.
 //!
 //! # Data path
@@ -30,6 +34,9 @@
 //!        -> RocksDB WriteBatch (+ applied_seq) -> memory tier -> reply with durability
 //! READ   memory tier hit -> else RocksDB get (blocking pool) -> version-checked fill
 //! BOOT   lock data dir -> RocksDB -> applied_seq -> replay WAL after it -> serve
+//!        (the memory tier re-warms from the saved hot keys in the background)
+//! REPL   committed records -> feed / WAL -> replica: same seqs into its WAL and
+//!        tiers -> Ack(received, durable) -> writes waiting for their AckPolicy reply
 //! ```
 
 pub mod clock;
