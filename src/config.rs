@@ -188,10 +188,16 @@ impl Config {
 
     /// The store config with the data directory filled in.
     pub fn store_config(&self) -> StoreConfig {
-        StoreConfig {
+        let mut store = StoreConfig {
             data_dir: self.data_dir.clone(),
             ..self.store.clone()
+        };
+        if self.replication.listen.is_none() {
+            // No replica can follow a node without a replication listener:
+            // keeping recent records in memory for them would only cost RAM.
+            store.repl_feed_bytes = 0;
         }
+        store
     }
 
     /// Checks every field, naming the first bad one.

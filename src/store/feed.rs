@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::types::Seq;
-use crate::wal::WalRecord;
+use crate::wal::{Mutation, WalRecord};
 
 struct Batch {
     first: Seq,
@@ -23,6 +23,8 @@ struct Batch {
     bytes_end: u64,
     /// WAL bytes of this batch.
     bytes: u64,
+    /// What the batch's records take in memory (approximately).
+    held: u64,
     at: Instant,
 }
 
@@ -69,22 +71,33 @@ impl Feed {
         ) else {
             return;
         };
+        // In memory a record costs its keys and values plus the structs
+        // around them, well above its WAL frame: budget what is held.
+        let held: u64 = records
+            .iter()
+            .flat_map(|r| &r.mutations)
+            .map(|m| match m {
+                Mutation::Put { key, value, .. } => (key.len() + value.len()) as u64 + 96,
+                Mutation::Delete { key } => key.len() as u64 + 96,
+            })
+            .sum();
         {
             let mut w = self.window();
             w.bytes_total += bytes;
             let bytes_end = w.bytes_total;
-            w.held_bytes += bytes;
+            w.held_bytes += held;
             w.batches.push_back(Batch {
                 first,
                 last,
                 records: records.into(),
                 bytes_end,
                 bytes,
+                held,
                 at: Instant::now(),
             });
             while w.held_bytes > self.max_bytes && w.batches.len() > 1 {
                 if let Some(old) = w.batches.pop_front() {
-                    w.held_bytes -= old.bytes;
+                    w.held_bytes -= old.held;
                 }
             }
         }

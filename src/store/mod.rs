@@ -105,7 +105,7 @@ pub struct StoreConfig {
     /// How often the hot keys are saved (they also are on a clean close);
     /// 0 saves them only on close.
     pub warm_save_interval_ms: u64,
-    /// Recently committed records kept in memory for replication, bytes;
+    /// Memory for recently committed records kept for replication, bytes;
     /// a replica further behind reads them back from the WAL.
     pub repl_feed_bytes: u64,
     /// Client-facing size limits.
