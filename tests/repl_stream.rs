@@ -150,3 +150,48 @@ async fn replicas_follow_and_acks_report_what_was_reached() {
     assert!(metric(&m, "strata_replication_acks_total{outcome=\"degraded\"}").unwrap() >= 1.0);
     assert!(metric(&m, "strata_replication_acks_total{outcome=\"timeout\"}").unwrap() >= 1.0);
 }
+
+/// A `sync` write waits for the replica's fsync; under the replica's
+/// `interval` policy that comes with its next periodic sync, announced as
+/// an event (no polling), and the reply then counts the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_waits_for_a_replica_fsyncing_on_an_interval() {
+    let root = tempfile::tempdir().unwrap();
+    let certs = root.path().join("certs");
+    gen_certs(&certs, &["p", "r1"]);
+    let primary = Member::start(root.path(), &certs, "p", &[]);
+    let upstream = primary.repl_addr.to_string();
+    let r1 = Member::start(
+        root.path(),
+        &certs,
+        "r1",
+        &["--replica-of", &upstream, "--fsync", "interval:300"],
+    );
+    let pc = primary.client().await;
+    // The replica is in sync once a first write reached it.
+    let semi = AckPolicy::SemiSync {
+        replicas: 1,
+        timeout_ms: 10_000,
+        on_timeout: OnTimeout::Fail,
+    };
+    written(
+        pc.set_with("warm", "up", SetOptions::new().with_ack(semi))
+            .await
+            .unwrap(),
+    );
+    let sync = AckPolicy::Sync { timeout_ms: 10_000 };
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        let w = written(
+            pc.set_with(format!("k{i}"), "v", SetOptions::new().with_ack(sync))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(w.durability.replicas_acked, 1, "{:?}", w.durability);
+        assert!(!w.durability.degraded);
+        // Well inside the timeout: the replica's periodic fsync released it.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+    let entry = r1.client().await.get("k4").await.unwrap();
+    assert!(entry.is_some());
+}

@@ -18,9 +18,6 @@ use crate::types::Seq;
 /// How long to wait for a connection and the primary's `Welcome`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often a replica re-checks its fsync progress while it lags its receipts.
-const DURABLE_POLL: Duration = Duration::from_millis(10);
-
 /// Follows `primary` until the task is aborted, reconnecting with backoff.
 pub(super) async fn follow(repl: Arc<Replication>, primary: String) {
     let mut backoff = Duration::from_millis(100);
@@ -286,11 +283,10 @@ async fn install(
     }
 }
 
-async fn ack(repl: &Replication, send: &mut quinn::SendStream) -> Result<(Seq, Seq), ReplError> {
+async fn ack(repl: &Replication, send: &mut quinn::SendStream) -> Result<(), ReplError> {
     let received = repl.store.applied_seq();
     let durable = repl.store.durable_seq().min(received);
-    write_frame(send, &ToPrimary::Ack { received, durable }).await?;
-    Ok((received, durable))
+    write_frame(send, &ToPrimary::Ack { received, durable }).await
 }
 
 /// Applies streamed records in order (I5) and acknowledges them.
@@ -316,24 +312,24 @@ async fn apply_stream(
         }
     });
     let silence = Duration::from_millis(repl.cfg.heartbeat_ms * 5);
-    let mut acked = (repl.store.applied_seq(), repl.store.durable_seq());
+    let mut durable = repl.store.watch_durable();
     let result = loop {
-        let wait = if acked.1 < acked.0 {
-            DURABLE_POLL
-        } else {
-            silence
-        };
-        let frame = match tokio::time::timeout(wait, frames.recv()).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break Err(ReplError::Link("frame reader stopped".into())),
-            Err(_) if acked.1 < acked.0 => {
+        let next_frame = tokio::select! {
+            frame = tokio::time::timeout(silence, frames.recv()) => frame,
+            changed = durable.changed() => {
+                if changed.is_err() {
+                    break Err(ReplError::Link("store closed".into()));
+                }
                 // Report fsync progress (interval policy) without new records.
                 match ack(repl, send).await {
-                    Ok(a) => acked = a,
+                    Ok(()) => continue,
                     Err(e) => break Err(e),
                 }
-                continue;
             }
+        };
+        let frame = match next_frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break Err(ReplError::Link("frame reader stopped".into())),
             Err(_) => {
                 break Err(ReplError::Link(format!(
                     "primary silent for {} ms",
@@ -372,9 +368,8 @@ async fn apply_stream(
             follow.primary_last = primary_last;
             follow.last_contact = Some(Instant::now());
         }
-        match ack(repl, send).await {
-            Ok(a) => acked = a,
-            Err(e) => break Err(e),
+        if let Err(e) = ack(repl, send).await {
+            break Err(e);
         }
     };
     reader.abort();

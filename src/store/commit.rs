@@ -155,6 +155,9 @@ impl Committer {
                         // Everything queued before the sync request is committed first.
                         self.commit(std::mem::take(&mut batch));
                         let result = self.writer.sync().map_err(|e| self.wal_failed(&e));
+                        if result.is_ok() {
+                            self.feed.publish_durable(self.last_seq);
+                        }
                         let _ = reply.send(result);
                     }
                     Msg::Replicate { records, reply } => {
@@ -187,8 +190,12 @@ impl Committer {
     }
 
     fn sync_if_due(&mut self) {
-        if let Err(e) = self.writer.sync_if_due() {
-            self.wal_failed(&e);
+        match self.writer.sync_if_due() {
+            Ok(true) => self.feed.publish_durable(self.last_seq),
+            Ok(false) => {}
+            Err(e) => {
+                self.wal_failed(&e);
+            }
         }
     }
 
@@ -313,6 +320,9 @@ impl Committer {
         self.last_seq = last;
         self.status.publish_applied(last);
         self.feed.push(records, outcome.bytes);
+        if outcome.synced {
+            self.feed.publish_durable(last);
+        }
         Ok(outcome.synced)
     }
 

@@ -40,6 +40,7 @@ pub(crate) struct Feed {
     window: Mutex<Window>,
     max_bytes: u64,
     applied: watch::Sender<Seq>,
+    durable: watch::Sender<Seq>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -51,12 +52,28 @@ impl std::fmt::Debug for Feed {
 }
 
 impl Feed {
-    pub fn new(max_bytes: u64, applied: Seq) -> Feed {
+    pub fn new(max_bytes: u64, applied: Seq, durable: Seq) -> Feed {
         Feed {
             window: Mutex::new(Window::default()),
             max_bytes,
             applied: watch::Sender::new(applied),
+            durable: watch::Sender::new(durable),
         }
+    }
+
+    /// Announces that the WAL is fsynced up to `seq`.
+    pub fn publish_durable(&self, seq: Seq) {
+        self.durable.send_if_modified(|d| {
+            let newer = seq > *d;
+            if newer {
+                *d = seq;
+            }
+            newer
+        });
+    }
+
+    pub fn subscribe_durable(&self) -> watch::Receiver<Seq> {
+        self.durable.subscribe()
     }
 
     fn window(&self) -> std::sync::MutexGuard<'_, Window> {
@@ -112,6 +129,8 @@ impl Feed {
         w.held_bytes = 0;
         drop(w);
         self.applied.send_replace(applied);
+        // An installed snapshot is flushed to RocksDB: durable as a whole.
+        self.durable.send_replace(applied);
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Seq> {

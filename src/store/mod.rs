@@ -529,7 +529,8 @@ impl Store {
             env.clock.clone(),
         ));
         let metrics = Arc::new(StoreMetrics::default());
-        let feed = Arc::new(Feed::new(config.repl_feed_bytes, last_seq));
+        let durable = wal.durable_seq().unwrap_or(Seq::ZERO).max(disk_applied);
+        let feed = Arc::new(Feed::new(config.repl_feed_bytes, last_seq, durable));
         let wake = Arc::new((Mutex::new(Wake::default()), Condvar::new()));
         let status = Arc::new(Status {
             applied: AtomicU64::new(last_seq.0),
@@ -937,6 +938,11 @@ impl Store {
     /// Seq of the newest record whose WAL fsync completed.
     pub fn durable_seq(&self) -> Seq {
         self.inner.wal.durable_seq().unwrap_or(Seq::ZERO)
+    }
+
+    /// Watches the durable seq: changes after every WAL fsync.
+    pub fn watch_durable(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.inner.feed.subscribe_durable()
     }
 
     /// Committed records from `from` on (up to about `max_bytes`), for
