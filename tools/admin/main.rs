@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "strata-admin",
     version,
-    about = "Offline operator tools for strata nodes and clusters",
+    about = "Operator tools for strata nodes and clusters (most work offline, on a stopped node's data directory)",
     after_help = "Exit status: 0 on success, 1 when the command fails, 2 on a usage error."
 )]
 struct Cli {
@@ -37,7 +37,7 @@ enum Command {
     /// Create the cluster CA and node certificates for node-to-node
     /// (replication) mutual TLS.
     GenCerts(gen_certs::Args),
-    /// Write every live entry of a stopped node's data directory to a dump file.
+    /// Write every live entry to a dump file: from a stopped node's data directory, or online from a running node (--addr).
     Dump(dump::Args),
     /// Load a dump file into a data directory.
     Restore(restore::Args),
