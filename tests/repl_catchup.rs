@@ -209,3 +209,25 @@ async fn interrupted_full_sync_resumes() {
     );
     assert!(full_syncs(&primary, "resumed") >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_continue_after_the_primary_restarts() {
+    let root = tempfile::tempdir().unwrap();
+    let certs = root.path().join("certs");
+    gen_certs(&certs, &["p", "r1"]);
+    let mut primary = Member::start(root.path(), &certs, "p", &[]);
+    let upstream = primary.repl_addr.to_string();
+    let r1 = Member::start(root.path(), &certs, "r1", &["--replica-of", &upstream]);
+    write(&primary.client().await, 0, 300, 100).await;
+    converged(&primary.client().await, &[&r1.client().await]).await;
+
+    // kill -9 and restart the primary (same data, same replication address).
+    primary.node.kill();
+    primary.node.restart();
+    let pc = primary.client().await;
+    write(&pc, 300, 300, 100).await;
+    let (seq, keys, _) = converged(&pc, &[&r1.client().await]).await;
+    assert!(seq >= 600 && keys == 600, "{seq} {keys}");
+    // The replica continued by WAL: the restarted primary sent no full sync.
+    assert_eq!(full_syncs(&primary, "started"), 0.0);
+}
