@@ -399,8 +399,12 @@ impl Replication {
         *lock(&self.meta)
     }
 
-    fn set_meta(&self, meta: ReplMeta) -> Result<(), ReplError> {
-        meta.save(&self.data_dir)?;
+    /// Persists (fsynced, off the async threads) and adopts a history.
+    async fn set_meta(&self, meta: ReplMeta) -> Result<(), ReplError> {
+        let dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || meta.save(&dir))
+            .await
+            .map_err(|e| ReplError::Link(e.to_string()))??;
         *lock(&self.meta) = meta;
         Ok(())
     }
@@ -548,6 +552,7 @@ impl Replication {
             }),
         };
         self.set_meta(meta)
+            .await
             .map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
         *lock(&self.following) = None;
         *lock(&self.follow) = FollowStatus::default();

@@ -38,8 +38,16 @@ pub(super) struct SnapshotSession {
 
 impl Drop for SnapshotSession {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            warn!(dir = %self.dir.display(), error = %e, "cannot remove a full-sync checkpoint");
+        let dir = self.dir.clone();
+        let remove = move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot remove a full-sync checkpoint");
+            }
+        };
+        // Deleting a checkpoint's files is blocking work: not on an async thread.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 }

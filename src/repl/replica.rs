@@ -140,7 +140,7 @@ async fn session(repl: &Arc<Replication>, primary: &str) -> Result<(), ReplError
                 )));
             }
             if adopted != meta {
-                repl.set_meta(adopted)?;
+                repl.set_meta(adopted).await?;
             }
             info!(%primary, %from, "following the primary's WAL");
             from
@@ -273,7 +273,7 @@ async fn install(
                 // IMPORTANT: the history first: a crash between the two leaves
                 // an install marker (the sync resumes), never complete data
                 // under a foreign history (which would cost a second full sync).
-                repl.set_meta(plan.adopted)?;
+                repl.set_meta(plan.adopted).await?;
                 store.install(InstallStep::Finish(seq)).await?;
                 repl.metrics.full_syncs_completed.inc();
                 info!(%seq, entries = marker.entries, bytes = marker.bytes, "full sync installed");
