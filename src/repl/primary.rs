@@ -369,18 +369,30 @@ async fn full_sync(
     loop {
         let (s, from) = (session.clone(), after.clone());
         let now = repl.store.now_ms();
-        let entries = tokio::task::spawn_blocking(move || {
-            s.reader.read_chunk(from.as_deref(), chunk_bytes, now)
+        // Reading, encoding and compressing a chunk is CPU work: keep it off
+        // the async threads that serve clients.
+        let chunk = tokio::task::spawn_blocking(move || {
+            let entries = s.reader.read_chunk(from.as_deref(), chunk_bytes, now)?;
+            let Some(last) = entries.last().map(|e| e.key.clone()) else {
+                return Ok::<_, ReplError>(None);
+            };
+            let raw: u64 = entries
+                .iter()
+                .map(|e| (e.key.len() + e.value.len()) as u64)
+                .sum();
+            Ok(Some((
+                last,
+                raw,
+                proto::encode(&proto::pack_chunk(&entries)),
+            )))
         })
         .await
         .map_err(|e| ReplError::Link(e.to_string()))??;
-        let Some(last) = entries.last() else { break };
-        after = Some(last.key.clone());
-        done += entries
-            .iter()
-            .map(|e| (e.key.len() + e.value.len()) as u64)
-            .sum::<u64>();
-        let frame = proto::encode(&proto::pack_chunk(&entries));
+        let Some((last, raw, frame)) = chunk else {
+            break;
+        };
+        after = Some(last);
+        done += raw;
         uni.write_all(&frame).await?;
         sent += frame.len() as u64;
         repl.metrics.full_sync_bytes_sent.add(frame.len() as u64);

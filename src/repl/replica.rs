@@ -242,7 +242,12 @@ async fn install(
                 raw_crc,
                 compressed,
             } => {
-                let entries = proto::unpack_chunk(entries, raw_len, raw_crc, &compressed)?;
+                // Decompressing and decoding is CPU work: off the async threads.
+                let entries = tokio::task::spawn_blocking(move || {
+                    proto::unpack_chunk(entries, raw_len, raw_crc, &compressed)
+                })
+                .await
+                .map_err(|e| ReplError::Link(e.to_string()))??;
                 let Some(last) = entries.last() else { continue };
                 marker.last_key = Some(last.key.clone());
                 marker.entries += entries.len() as u64;
