@@ -466,6 +466,8 @@ pub struct OpenReport {
     pub disk_applied: Seq,
     /// WAL records replayed into RocksDB.
     pub replayed: u64,
+    /// WAL bytes those records took.
+    pub replayed_bytes: u64,
     /// Last seq after recovery.
     pub last_seq: Seq,
     /// The WAL's own findings (segments, torn tail).
@@ -511,7 +513,7 @@ impl Store {
                 applied: disk_applied,
             });
         }
-        let replayed = replay(&disk, &wal, disk_applied)?;
+        let (replayed, replayed_bytes) = replay(&disk, &wal, disk_applied)?;
         if wal.last_seq().is_some_and(|last| last < disk_applied) {
             // RocksDB was flushed past what the WAL kept (a power loss under
             // `never`/`interval`): its records are all covered; continue after
@@ -520,7 +522,7 @@ impl Store {
         }
         let last_seq = wal.last_seq().unwrap_or(Seq::ZERO).max(disk_applied);
         tracing::info!(
-            dir = %dir.display(), %disk_applied, replayed, %last_seq,
+            dir = %dir.display(), %disk_applied, replayed, replayed_bytes, %last_seq,
             "store opened"
         );
 
@@ -616,6 +618,7 @@ impl Store {
         let report = OpenReport {
             disk_applied,
             replayed,
+            replayed_bytes,
             last_seq,
             wal: recovered.report,
             install,
@@ -1157,11 +1160,14 @@ impl Store {
 }
 
 /// Replays WAL records after `applied` into RocksDB, in batches.
-fn replay(disk: &DiskTier, wal: &Wal, applied: Seq) -> Result<u64> {
+/// Replays the WAL after `applied` into RocksDB; returns the records and
+/// WAL bytes replayed.
+fn replay(disk: &DiskTier, wal: &Wal, applied: Seq) -> Result<(u64, u64)> {
     const REPLAY_BATCH: usize = 1024;
     let mut batch: Vec<WalRecord> = Vec::with_capacity(REPLAY_BATCH);
     let mut replayed = 0;
-    for record in wal.read_from(applied.next())? {
+    let mut records = wal.read_from(applied.next())?;
+    for record in records.by_ref() {
         batch.push(record?);
         if batch.len() == REPLAY_BATCH {
             disk.apply(&batch)?;
@@ -1171,7 +1177,7 @@ fn replay(disk: &DiskTier, wal: &Wal, applied: Seq) -> Result<u64> {
     }
     disk.apply(&batch)?;
     replayed += batch.len() as u64;
-    Ok(replayed)
+    Ok((replayed, records.bytes_read()))
 }
 
 /// The data directory's RocksDB path (operator tools).

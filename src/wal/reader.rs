@@ -24,6 +24,8 @@ pub struct WalIter {
     pending: VecDeque<SegmentMeta>,
     current: Option<Cursor>,
     done: bool,
+    /// Frame bytes of the records yielded so far.
+    yielded_bytes: u64,
 }
 
 struct Cursor {
@@ -71,6 +73,7 @@ impl WalIter {
             pending,
             current: None,
             done: false,
+            yielded_bytes: 0,
         }
     }
 
@@ -187,12 +190,20 @@ impl WalIter {
             return match next_record(buf, cursor.expected, max) {
                 Ok((record, len)) => {
                     cursor.pos += len;
+                    self.yielded_bytes += len as u64;
                     cursor.expected = record.seq.0.checked_add(1).map(Seq);
                     Some(Ok(record))
                 }
                 Err(reason) => Some(Err(Self::corrupt(&cursor.path, cursor.pos, reason))),
             };
         }
+    }
+}
+
+impl WalIter {
+    /// WAL bytes (whole frames) of the records yielded so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.yielded_bytes
     }
 }
 

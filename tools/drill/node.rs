@@ -171,7 +171,8 @@ pub struct Node {
     /// Client address and certificate fingerprint of the current process.
     pub addr: Option<SocketAddr>,
     pub fingerprint: String,
-    /// `replayed=` of the current process's "store opened" line.
+    /// `replayed_bytes=` (WAL bytes replayed) of the current process's
+    /// "store opened" line.
     pub replayed: Option<u64>,
     /// The current process logged "crash point armed".
     pub crash_armed: bool,
@@ -287,7 +288,7 @@ impl Node {
             self.fingerprint = field(&line, "fingerprint").unwrap_or_default();
         }
         if line.contains("store opened") {
-            self.replayed = field(&line, "replayed").and_then(|n| n.parse().ok());
+            self.replayed = field(&line, "replayed_bytes").and_then(|n| n.parse().ok());
         }
         if line.contains("crash point armed") {
             self.crash_armed = true;
@@ -672,8 +673,9 @@ mod tests {
 
     #[test]
     fn fields_of_a_log_line() {
-        let line = "2026-11-22T03:20:09Z  INFO strata: store opened dir=strata-data disk_applied=3 replayed=17 last_seq=20";
+        let line = "2026-11-22T03:20:09Z  INFO strata: store opened dir=strata-data disk_applied=3 replayed=17 replayed_bytes=1700 last_seq=20";
         assert_eq!(field(line, "replayed").as_deref(), Some("17"));
+        assert_eq!(field(line, "replayed_bytes").as_deref(), Some("1700"));
         let line = "INFO strata_server: strata node serving; clients: strata-cli --addr 127.0.0.1:5 --pin ab listen=127.0.0.1:5 fingerprint=ab data_dir=/d";
         assert_eq!(field(line, "listen").as_deref(), Some("127.0.0.1:5"));
         assert_eq!(field(line, "fingerprint").as_deref(), Some("ab"));

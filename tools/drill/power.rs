@@ -45,7 +45,7 @@ async fn open(cfg: &StoreConfig, fs: &SimFs) -> anyhow::Result<(Store, u64)> {
     let (store, report) = tokio::task::spawn_blocking(move || Store::open_with(cfg, env))
         .await
         .context("the open task")??;
-    Ok((store, report.replayed))
+    Ok((store, report.replayed_bytes))
 }
 
 /// Runs the power-loss rounds.
@@ -94,7 +94,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             .verify(&Target::Local(store.clone()), "the store")
             .await?;
         ctx.progress(format!(
-            "round {}/{}: power lost after {:.2} s; reopened in {} ms (replayed {replayed} records); {keys} keys checked, {} writes acknowledged so far",
+            "round {}/{}: power lost after {:.2} s; reopened in {} ms (replayed {replayed} WAL bytes); {keys} keys checked, {} writes acknowledged so far",
             round + 1,
             ctx.rounds,
             delay.as_secs_f64(),

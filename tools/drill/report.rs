@@ -35,7 +35,7 @@ pub fn table(all: &[Stats]) -> String {
         "invented",
         "expired",
         "recovery p50/max",
-        "replayed max",
+        "WAL bytes replayed max",
         "async lost",
     ];
     let mut rows = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
@@ -148,7 +148,7 @@ pub fn scenario_json(s: &Stats, replay: Option<String>) -> Value {
         "invented": s.invented,
         "expired_returned": s.expired,
         "recovery": recovery,
-        "wal_replayed": {
+        "wal_bytes_replayed": {
             "restarts": s.replayed.len(),
             "total": s.replayed.iter().sum::<u64>(),
             "max": s.replayed.iter().max().copied().unwrap_or(0),

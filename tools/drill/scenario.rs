@@ -99,7 +99,7 @@ pub struct Stats {
     /// Kill (or abort) to the first successful ping after restart; for a
     /// failover, to the promoted replica answering; for power loss, the reopen.
     pub recovery: Vec<Duration>,
-    /// WAL records replayed at each restart.
+    /// WAL bytes replayed at each restart.
     pub replayed: Vec<u64>,
     /// Whether async-equivalent loss is reported (failovers).
     pub reports_async_loss: bool,
