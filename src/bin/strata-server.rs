@@ -303,8 +303,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))
         .await?
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    let repl = Replication::new(store.clone(), config.replication.clone(), &config.data_dir)
-        .context("starting replication")?;
+    // Reads (and on first start writes and fsyncs) replication.meta and the
+    // certificates: blocking file work, kept off the async threads.
+    let (repl_store, repl_config, repl_dir) = (
+        store.clone(),
+        config.replication.clone(),
+        config.data_dir.clone(),
+    );
+    let repl =
+        tokio::task::spawn_blocking(move || Replication::new(repl_store, repl_config, &repl_dir))
+            .await?
+            .context("starting replication")?;
     let metrics = Arc::new(ServerMetrics::default());
     let server = Server::bind(&config, repl.clone(), metrics.clone())?;
     let addr = server.local_addr()?;
