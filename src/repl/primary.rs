@@ -13,7 +13,7 @@ use super::proto::{
     self, Position, REPL_PROTOCOL, Resume, SnapshotFrame, Start, ToPrimary, ToReplica,
 };
 use super::{Phase, ReplError, ReplicaEntry, Replication, lock, read_frame, write_frame};
-use crate::store::{SnapshotReader, StoreError, WalHold};
+use crate::store::{SnapshotEntry, SnapshotReader, StoreError, WalHold};
 use crate::types::Seq;
 
 /// Most record bytes sent in one `Records` frame.
@@ -376,10 +376,7 @@ async fn full_sync(
             let Some(last) = entries.last().map(|e| e.key.clone()) else {
                 return Ok::<_, ReplError>(None);
             };
-            let raw: u64 = entries
-                .iter()
-                .map(|e| (e.key.len() + e.value.len()) as u64)
-                .sum();
+            let raw: u64 = entries.iter().map(SnapshotEntry::data_len).sum();
             Ok(Some((
                 last,
                 raw,

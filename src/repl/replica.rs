@@ -12,7 +12,7 @@ use super::proto::{
 use super::{
     FollowState, ReplError, ReplMeta, Replication, lock, read_frame, split_host, write_frame,
 };
-use crate::store::{InstallMarker, InstallStep};
+use crate::store::{InstallMarker, InstallStep, SnapshotEntry};
 use crate::types::Seq;
 
 /// How long to wait for a connection and the primary's `Welcome`.
@@ -251,10 +251,7 @@ async fn install(
                 let Some(last) = entries.last() else { continue };
                 marker.last_key = Some(last.key.clone());
                 marker.entries += entries.len() as u64;
-                marker.bytes += entries
-                    .iter()
-                    .map(|e| (e.key.len() + e.value.len()) as u64)
-                    .sum::<u64>();
+                marker.bytes += entries.iter().map(SnapshotEntry::data_len).sum::<u64>();
                 store
                     .install(InstallStep::Chunk(entries, marker.clone()))
                     .await?;

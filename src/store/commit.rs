@@ -359,10 +359,7 @@ impl Committer {
                 self.last_seq = marker.seq;
             }
             InstallStep::Chunk(entries, marker) => {
-                let added: u64 = entries
-                    .iter()
-                    .map(|e| (e.key.len() + e.value.len()) as u64)
-                    .sum();
+                let added: u64 = entries.iter().map(SnapshotEntry::data_len).sum();
                 self.disk.install_chunk(&entries, &marker)?;
                 #[cfg(feature = "failpoints")]
                 fail::fail_point!("install_after_chunk");

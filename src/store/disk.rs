@@ -274,19 +274,11 @@ impl DiskTier {
 
     /// The seq of the last record RocksDB has applied (recovered state after a crash).
     pub fn applied_seq(&self) -> Result<Seq> {
-        match self.db.get_pinned_cf(self.meta(), APPLIED_SEQ_KEY)? {
-            None => Ok(Seq::ZERO),
-            Some(raw) => {
-                let bytes: [u8; 8] =
-                    raw.as_ref()
-                        .try_into()
-                        .map_err(|_| StoreError::DamagedValue {
-                            key: "meta/applied_seq".into(),
-                            reason: "not 8 bytes",
-                        })?;
-                Ok(Seq(u64::from_le_bytes(bytes)))
-            }
-        }
+        decode_applied_seq(
+            self.db
+                .get_pinned_cf(self.meta(), APPLIED_SEQ_KEY)?
+                .as_deref(),
+        )
     }
 
     /// The stored value for `key`, expired or not (callers check expiry).
@@ -397,15 +389,7 @@ impl DiskTier {
         let snapshot = self.db.snapshot();
         // IMPORTANT: applied_seq read through the same snapshot as the data,
         // so the seq names exactly the state hashed.
-        let seq = match snapshot.get_cf(self.meta(), APPLIED_SEQ_KEY)? {
-            Some(raw) => Seq(u64::from_le_bytes(raw.as_slice().try_into().map_err(
-                |_| StoreError::DamagedValue {
-                    key: "meta/applied_seq".into(),
-                    reason: "not 8 bytes",
-                },
-            )?)),
-            None => Seq::ZERO,
-        };
+        let seq = decode_applied_seq(snapshot.get_cf(self.meta(), APPLIED_SEQ_KEY)?.as_deref())?;
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut keys = 0u64;
         for item in snapshot.iterator_cf(self.data(), IteratorMode::Start) {
@@ -516,6 +500,18 @@ impl DiskTier {
     }
 }
 
+/// `meta/applied_seq` as stored: 8 bytes little-endian; absent means none yet.
+fn decode_applied_seq(raw: Option<&[u8]>) -> Result<Seq> {
+    let Some(raw) = raw else {
+        return Ok(Seq::ZERO);
+    };
+    let bytes: [u8; 8] = raw.try_into().map_err(|_| StoreError::DamagedValue {
+        key: "meta/applied_seq".into(),
+        reason: "not 8 bytes",
+    })?;
+    Ok(Seq(u64::from_le_bytes(bytes)))
+}
+
 fn encode_marker(marker: &InstallMarker) -> Vec<u8> {
     // NOTE: a plain struct of integers and bytes cannot fail to encode.
     postcard::to_allocvec(marker).expect("install marker encodes")
@@ -543,6 +539,13 @@ pub struct SnapshotEntry {
     pub expires_at_ms: u64,
     /// The value.
     pub value: Bytes,
+}
+
+impl SnapshotEntry {
+    /// Bytes of key and value: the unit full-sync progress is counted in.
+    pub fn data_len(&self) -> u64 {
+        (self.key.len() + self.value.len()) as u64
+    }
 }
 
 /// Progress of an unfinished full-sync install, kept in RocksDB.
@@ -580,15 +583,7 @@ impl SnapshotReader {
         let opts = Options::default();
         let db = DB::open_cf_for_read_only(&opts, dir, [CF_DATA, CF_META], false)?;
         let meta = db.cf_handle(CF_META).expect("meta column family exists");
-        let seq = match db.get_pinned_cf(meta, APPLIED_SEQ_KEY)? {
-            None => Seq::ZERO,
-            Some(raw) => Seq(u64::from_le_bytes(raw.as_ref().try_into().map_err(
-                |_| StoreError::DamagedValue {
-                    key: "meta/applied_seq".into(),
-                    reason: "not 8 bytes",
-                },
-            )?)),
-        };
+        let seq = decode_applied_seq(db.get_pinned_cf(meta, APPLIED_SEQ_KEY)?.as_deref())?;
         Ok(SnapshotReader { db, seq })
     }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::types::Seq;
-use crate::wal::{Mutation, WalRecord};
+use crate::wal::WalRecord;
 
 struct Batch {
     first: Seq,
@@ -93,10 +93,7 @@ impl Feed {
         let held: u64 = records
             .iter()
             .flat_map(|r| &r.mutations)
-            .map(|m| match m {
-                Mutation::Put { key, value, .. } => (key.len() + value.len()) as u64 + 96,
-                Mutation::Delete { key } => key.len() as u64 + 96,
-            })
+            .map(|m| m.data_len() + 96)
             .sum();
         {
             let mut w = self.window();

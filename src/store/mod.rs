@@ -987,10 +987,7 @@ impl Store {
                 bytes += record
                     .mutations
                     .iter()
-                    .map(|m| match m {
-                        crate::wal::Mutation::Put { key, value, .. } => key.len() + value.len(),
-                        crate::wal::Mutation::Delete { key } => key.len(),
-                    } as u64 + 16)
+                    .map(|m| m.data_len() + 16)
                     .sum::<u64>();
                 out.push(record);
                 if bytes >= max_bytes {

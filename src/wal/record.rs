@@ -47,6 +47,16 @@ pub enum Mutation {
     },
 }
 
+impl Mutation {
+    /// Bytes of key and value it carries (for budgets and estimates).
+    pub fn data_len(&self) -> u64 {
+        match self {
+            Mutation::Put { key, value, .. } => (key.len() + value.len()) as u64,
+            Mutation::Delete { key } => key.len() as u64,
+        }
+    }
+}
+
 /// Appends the frame of `record` to `buf` and returns the frame's length.
 ///
 /// # Errors
