@@ -22,10 +22,6 @@ const EXIT_FAILED: u8 = 1;
 /// Exit status of a command line that is wrong.
 const EXIT_USAGE: u8 = 2;
 
-/// Where a node started without a certificate of its own keeps the
-/// self-signed one it generated, relative to its data directory.
-const NODE_CERT: &str = "tls/server.crt";
-
 /// The node's default data directory, checked for its certificate when no
 /// trust option is given.
 const DEFAULT_DATA_DIR: &str = "strata-data";
@@ -335,7 +331,7 @@ fn resolve_trust(args: &Args) -> Result<ServerTrust, String> {
             .map_err(|e| format!("--pin: {e}"));
     }
     if let Some(dir) = &args.data_dir {
-        let cert = dir.join(NODE_CERT);
+        let (cert, _) = strata::net::tls::default_paths(dir);
         if !cert.is_file() {
             return Err(format!(
                 "--data-dir: no node certificate at {}; pass --pin <fingerprint> or --ca <file>",
@@ -344,7 +340,7 @@ fn resolve_trust(args: &Args) -> Result<ServerTrust, String> {
         }
         return Ok(ServerTrust::CaFile(cert));
     }
-    let cert = Path::new(DEFAULT_DATA_DIR).join(NODE_CERT);
+    let (cert, _) = strata::net::tls::default_paths(Path::new(DEFAULT_DATA_DIR));
     if cert.is_file() {
         return Ok(ServerTrust::CaFile(cert));
     }

@@ -18,7 +18,7 @@ mod run;
 mod stats;
 mod workload;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +35,6 @@ use crate::workload::{Distribution, KeyChooser, KeySpace, Mix, VALUE_HEADER_BYTE
 /// Exit status for a run that failed (no connection, preload failures,
 /// errors above --max-errors, any mismatch).
 const EXIT_FAILED: u8 = 1;
-
-/// The node certificate inside a data directory, trusted by default when
-/// `./strata-data` holds one (as `strata-cli` does).
-const DEFAULT_NODE_CERT: &str = "strata-data/tls/server.crt";
 
 /// Load generator for a strata node: GET/SET mixes over a key space,
 /// latency percentiles per operation, checked values.
@@ -219,9 +215,7 @@ fn main() -> ExitCode {
     let trust = match (&args.pin, &args.ca) {
         (Some(pin), _) => ServerTrust::Pin(*pin),
         (None, Some(ca)) => ServerTrust::CaFile(ca.clone()),
-        (None, None) if Path::new(DEFAULT_NODE_CERT).is_file() => {
-            ServerTrust::CaFile(PathBuf::from(DEFAULT_NODE_CERT))
-        }
+        (None, None) if local_node_cert().is_file() => ServerTrust::CaFile(local_node_cert()),
         (None, None) => usage_error(
             "cannot verify the server: pass --pin <fingerprint> (strata-server prints it \
              when it starts) or --ca <file>",
@@ -387,4 +381,9 @@ async fn bench(
         return Ok(ExitCode::from(EXIT_FAILED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The certificate a node started in ./strata-data generated for itself.
+fn local_node_cert() -> PathBuf {
+    strata::net::tls::default_paths(&strata::config::Config::default().data_dir).0
 }
