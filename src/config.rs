@@ -232,12 +232,15 @@ impl Config {
         if (n.max_frame_bytes as u64) < 1024 {
             return bad("net.max_frame_bytes", "must be at least 1024");
         }
-        let largest_value =
-            self.store.limits.max_value_bytes as u64 + self.store.limits.max_key_bytes as u64;
-        if (n.max_frame_bytes as u64) < largest_value {
+        // The largest message: a scan page of one maximal entry plus its
+        // cursor (a key), with their varints (wire-protocol.md §4).
+        let limits = &self.store.limits;
+        let largest_message = limits.max_value_bytes as u64 + 2 * limits.max_key_bytes as u64 + 128;
+        if (n.max_frame_bytes as u64) < largest_message {
             return bad(
                 "net.max_frame_bytes",
-                "must fit the largest key plus value (store.limits.max_key_bytes + max_value_bytes)",
+                "must fit the largest key plus value and their framing \
+                 (store.limits.max_value_bytes + 2 * max_key_bytes + 128)",
             );
         }
         if n.request_timeout_ms == 0 || n.idle_timeout_ms == 0 {

@@ -85,10 +85,13 @@ async fn hostile_clients_do_not_disturb_good_ones() {
     still_serving(&good, 2).await;
 
     // 3. Half-sent frames: a header promising 1000 bytes, then the stream
-    // ends after 10. The node drops the stream without harm.
+    // ends after 10. The node answers BadRequest (§4) without harm.
     let mut half = 1000u32.to_le_bytes().to_vec();
     half.extend_from_slice(&[0u8; 10]);
-    assert!(send_raw(&bad, &half).await.is_empty());
+    assert_eq!(
+        error_code(&send_raw(&bad, &half).await),
+        ErrorCode::BadRequest
+    );
     still_serving(&good, 3).await;
 
     // 4. Thousands of streams at once, each left half-open (never finished):

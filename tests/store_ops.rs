@@ -108,10 +108,13 @@ async fn conditions_and_compare_and_set() {
             .await
             .unwrap(),
     );
-    assert!(matches!(
-        store.delete(b("k"), Condition::IfAbsent).await,
-        Ok(WriteOutcome::NotFound)
-    ));
+    // Delete takes only Always and IfVersion, whether or not the key exists.
+    for condition in [Condition::IfAbsent, Condition::IfPresent] {
+        assert!(matches!(
+            store.delete(b("gone"), condition).await,
+            Err(StoreError::InvalidArgument(_))
+        ));
+    }
     written(
         store
             .set(b("k"), b("e"), None, Condition::Always)
@@ -233,9 +236,13 @@ async fn expire_persist_and_ttl() {
     }
     written(store.persist(b("k")).await.unwrap());
     assert_eq!(store.ttl(b"k").await.unwrap(), TtlState::Persistent);
-    // Expire with zero removes the key now.
-    written(store.expire(b("k"), Duration::ZERO).await.unwrap());
-    assert_eq!(store.get(b"k").await.unwrap(), None);
+    // A zero TTL is refused, as for set (proto-docs/wire-protocol.md §8),
+    // and the key is untouched.
+    assert!(matches!(
+        store.expire(b("k"), Duration::ZERO).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert_eq!(store.ttl(b"k").await.unwrap(), TtlState::Persistent);
 }
 
 #[tokio::test]
@@ -307,10 +314,8 @@ async fn limits_give_typed_errors() {
         store.get_many(&[b("a"), b("b"), b("c")]).await,
         Err(StoreError::TooManyKeys { count: 3, max: 2 })
     ));
-    assert!(matches!(
-        store.get(b"").await,
-        Err(StoreError::InvalidArgument(_))
-    ));
+    // The empty key is a key (proto-docs/wire-protocol.md §8).
+    assert!(matches!(store.get(b"").await, Ok(None)));
     assert!(matches!(
         store
             .set(b("k"), b("v"), Some(Duration::ZERO), Condition::Always)

@@ -30,7 +30,8 @@ pub struct Node {
 /// The right a request needs.
 pub fn required_role(req: &Request) -> Option<Role> {
     match req {
-        Request::Hello { .. } | Request::Ping => None,
+        // §3: with tokens configured, everything but Hello needs one.
+        Request::Hello { .. } => None,
         Request::Promote
         | Request::ReplicaOf { .. }
         | Request::Checkpoint
@@ -112,7 +113,7 @@ impl Node {
                 "this replica is being re-seeded by a full sync and serves no reads until it completes",
             );
         }
-        let policy = req.ack().unwrap_or_else(|| self.repl.default_ack());
+        let policy = self.repl.ack_policy(req.ack());
         let mut written = None;
         let mut response = self.execute(req, policy, &mut written).await;
         if let Some(seq) = written
@@ -310,8 +311,8 @@ impl Node {
                 cursor,
                 limit,
             } => {
-                let limit = self.limits.scan_page_len(limit) as usize;
-                store.scan(prefix, cursor, limit).await.map(|page| {
+                let limit = self.scan_limit(limit);
+                store.scan_page(prefix, cursor, limit).await.map(|page| {
                     Response::Page(ScanPage {
                         entries: page
                             .entries
@@ -324,6 +325,20 @@ impl Node {
             }
         };
         result.unwrap_or_else(|e| error(&e))
+    }
+
+    /// A `Scan` page's bounds: `limit` entries (capped, §8), and no more
+    /// bytes than fit a response frame with its cursor (§4: pages are cut
+    /// short, never refused).
+    fn scan_limit(&self, limit: u32) -> store::ScanLimit {
+        let l = &self.limits;
+        // Response index, entry count, and `next_cursor` (a key), each with
+        // its length prefix.
+        let page_overhead = l.max_key_bytes as usize + 32;
+        store::ScanLimit {
+            entries: l.scan_page_len(limit) as usize,
+            bytes: (l.max_frame_bytes as usize).saturating_sub(page_overhead),
+        }
     }
 
     /// `(name, value)` pairs for `Info` and `strata-cli info`.

@@ -287,9 +287,6 @@ impl<R: Read> DumpReader<R> {
                 if !rest.is_empty() {
                     return Err(bad(format!("{} bytes after the entry body", rest.len())));
                 }
-                if entry.key.is_empty() {
-                    return Err(bad("entry with an empty key".into()));
-                }
                 self.crc.update(&head);
                 self.crc.update(&self.buf);
                 self.offset += frame_len;

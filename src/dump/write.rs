@@ -85,13 +85,9 @@ impl<W: Write> DumpWriter<W> {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for an empty key or an entry whose encoding does not
-    /// fit a `u32` length (nothing written then); any error of `out`, after
+    /// `InvalidInput` for an entry whose encoding does not fit a `u32` length (nothing written then); any error of `out`, after
     /// which the file is unusable.
     pub fn write_entry(&mut self, entry: &DumpEntry) -> io::Result<()> {
-        if entry.key.is_empty() {
-            return Err(invalid("a dump entry's key must not be empty".into()));
-        }
         self.buf.clear();
         self.buf.extend_from_slice(&[0; FRAME_HEADER_LEN]);
         self.buf.push(KIND_ENTRY);

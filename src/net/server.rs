@@ -320,27 +320,36 @@ async fn serve_connection(
     // Without configured tokens every client may do everything.
     let initial = (!shared.node.auth_required).then_some(Role::Admin);
     let role = Arc::new(Mutex::new(initial));
-    loop {
+    let mut in_flight = tokio::task::JoinSet::new();
+    let stopping = loop {
         let stream = tokio::select! {
             stream = conn.accept_bi() => stream,
-            _ = stop.changed() => break,
+            _ = stop.changed() => break true,
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
         };
         match stream {
             Ok((send, recv)) => {
-                let (shared, role, done) = (shared.clone(), role.clone(), done.clone());
-                tokio::spawn(
-                    async move {
-                        handle_stream(send, recv, &shared, &role).await;
-                        drop(done);
-                    }
-                    .in_current_span(),
+                let (shared, role) = (shared.clone(), role.clone());
+                in_flight.spawn(
+                    async move { handle_stream(send, recv, &shared, &role).await }
+                        .in_current_span(),
                 );
             }
             Err(e) => {
                 debug!(reason = %e, "connection closed");
-                break;
+                break false;
             }
         }
+    };
+    // Requests already read are answered before the connection goes.
+    while in_flight.join_next().await.is_some() {}
+    if stopping {
+        // §1: a connection closed by a shutdown says so, rather than the
+        // NO_ERROR an implicit close would send.
+        conn.close(
+            VarInt::from_u32(quic_code::SHUTTING_DOWN),
+            b"server shutting down",
+        );
     }
     open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop(done);
@@ -354,10 +363,29 @@ enum ReadFailure {
     Gone,
 }
 
+/// A FIN before a whole frame (wire-protocol.md §4): the client still
+/// reads, so it is told why.
+fn truncated(what: String) -> ReadFailure {
+    let reply = ErrorReply::new(
+        ErrorCode::BadRequest,
+        format!("the stream ended {what}: send one whole request frame, then finish"),
+    );
+    ReadFailure::Reply(reply, quic_code::PROTOCOL_VIOLATION)
+}
+
 async fn read_request(recv: &mut RecvStream, max_frame_bytes: u32) -> Result<Request, ReadFailure> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
-    if recv.read_exact(&mut header).await.is_err() {
-        return Err(ReadFailure::Gone);
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => {
+            return Err(truncated("before any byte of the request frame".into()));
+        }
+        Err(quinn::ReadExactError::FinishedEarly(n)) => {
+            return Err(truncated(format!(
+                "after {n} of the {FRAME_HEADER_BYTES} frame header bytes"
+            )));
+        }
+        Err(quinn::ReadExactError::ReadError(_)) => return Err(ReadFailure::Gone),
     }
     let len = frame_len(header);
     if len > max_frame_bytes {
@@ -378,8 +406,13 @@ async fn read_request(recv: &mut RecvStream, max_frame_bytes: u32) -> Result<Req
             );
             return Err(ReadFailure::Reply(reply, quic_code::PROTOCOL_VIOLATION));
         }
-        // The client finished the stream mid-frame, or reset it: nobody to answer.
-        Err(BodyError::Short(_) | BodyError::Read(_)) => return Err(ReadFailure::Gone),
+        Err(BodyError::Short(n)) => {
+            return Err(truncated(format!(
+                "after {n} of the {len} body bytes the frame header declared"
+            )));
+        }
+        // The client reset the stream: nobody to answer.
+        Err(BodyError::Read(_)) => return Err(ReadFailure::Gone),
     };
     let mut framed = bytes::BytesMut::with_capacity(FRAME_HEADER_BYTES + body.len());
     framed.extend_from_slice(&header);
@@ -423,8 +456,14 @@ async fn handle_stream(
             }
             Err(_) => {
                 shared.metrics.rejected_streams.inc();
-                let _ = recv.stop(VarInt::from_u32(quic_code::PROTOCOL_VIOLATION));
-                let reply = ErrorReply::new(ErrorCode::Timeout, "request not received in time");
+                let _ = recv.stop(VarInt::from_u32(quic_code::REQUEST_TIMEOUT));
+                let reply = ErrorReply::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the request frame did not arrive within the request timeout ({} ms)",
+                        deadline.as_millis()
+                    ),
+                );
                 write_response(
                     &mut send,
                     &Response::Error(reply),
@@ -462,6 +501,10 @@ async fn respond(request: Request, shared: &Shared, role: &Mutex<Option<Role>>) 
     let current = *role.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(reply) = check_access(&shared.node, current, &request) {
         return Response::Error(reply);
+    }
+    // §8: arguments are checked before anything is executed.
+    if let Err(e) = request.validate(&shared.node.limits) {
+        return Response::Error(ErrorReply::new(ErrorCode::from(&e), e.to_string()));
     }
     shared.node.dispatch(request).await
 }

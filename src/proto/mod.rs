@@ -68,6 +68,9 @@ pub mod quic_code {
     pub const PROTOCOL_VIOLATION: u32 = 2;
     /// The server closes connections as it shuts down.
     pub const SHUTTING_DOWN: u32 = 3;
+    /// The server stops reading a request frame that did not arrive within
+    /// its request timeout, after replying `Timeout`.
+    pub const REQUEST_TIMEOUT: u32 = 4;
 }
 
 #[cfg(test)]
@@ -172,6 +175,214 @@ mod tests {
                 }),
             ),
             (
+                "int-reply",
+                Resp(Response::Int {
+                    value: 41,
+                    durability: Durability {
+                        local_synced: true,
+                        replicas_acked: 0,
+                        requested: AckPolicy::Async,
+                        degraded: false,
+                    },
+                }),
+            ),
+            (
+                "multi-set-request",
+                Req(Request::MultiSet {
+                    entries: vec![
+                        SetEntry {
+                            key: b("a"),
+                            value: b("1"),
+                            ttl_ms: None,
+                        },
+                        SetEntry {
+                            key: b("b"),
+                            value: b("2"),
+                            ttl_ms: Some(60_000),
+                        },
+                    ],
+                    ack: Some(AckPolicy::Sync { timeout_ms: 1000 }),
+                }),
+            ),
+            (
+                "multi-set-reply",
+                Resp(Response::Written(WriteReply {
+                    version: Seq(9),
+                    durability: Durability {
+                        local_synced: true,
+                        replicas_acked: 2,
+                        requested: AckPolicy::Sync { timeout_ms: 1000 },
+                        degraded: false,
+                    },
+                })),
+            ),
+            (
+                "multi-get-request",
+                Req(Request::MultiGet {
+                    keys: vec![b("a"), b("nope")],
+                }),
+            ),
+            (
+                "values-reply",
+                Resp(Response::Values(vec![
+                    Some(Entry {
+                        value: b("1"),
+                        version: Seq(9),
+                        ttl_ms: None,
+                    }),
+                    None,
+                ])),
+            ),
+            (
+                "exists-request",
+                Req(Request::Exists {
+                    keys: vec![b("a"), b("a"), b("nope")],
+                }),
+            ),
+            ("count-reply", Resp(Response::Count(2))),
+            (
+                "delete-request",
+                Req(Request::Delete {
+                    key: b("a"),
+                    condition: Condition::IfVersion(Seq(9)),
+                    ack: None,
+                }),
+            ),
+            (
+                "deleted-reply",
+                Resp(Response::Deleted {
+                    existed: true,
+                    durability: Some(Durability {
+                        local_synced: true,
+                        replicas_acked: 1,
+                        requested: AckPolicy::SemiSync {
+                            replicas: 1,
+                            timeout_ms: 500,
+                            on_timeout: OnTimeout::Degrade,
+                        },
+                        degraded: false,
+                    }),
+                }),
+            ),
+            (
+                "deleted-reply-absent",
+                Resp(Response::Deleted {
+                    existed: false,
+                    durability: None,
+                }),
+            ),
+            (
+                "expire-request",
+                Req(Request::Expire {
+                    key: b("b"),
+                    ttl_ms: 5000,
+                    ack: None,
+                }),
+            ),
+            (
+                "updated-reply",
+                Resp(Response::Updated {
+                    existed: true,
+                    durability: Some(Durability {
+                        local_synced: false,
+                        replicas_acked: 0,
+                        requested: AckPolicy::Async,
+                        degraded: false,
+                    }),
+                }),
+            ),
+            (
+                "scan-request",
+                Req(Request::Scan {
+                    prefix: b("user:"),
+                    cursor: None,
+                    limit: 2,
+                }),
+            ),
+            (
+                "page-reply",
+                Resp(Response::Page(ScanPage {
+                    entries: vec![
+                        (
+                            b("user:1"),
+                            Entry {
+                                value: b("ann"),
+                                version: Seq(3),
+                                ttl_ms: None,
+                            },
+                        ),
+                        (
+                            b("user:2"),
+                            Entry {
+                                value: b("bob"),
+                                version: Seq(5),
+                                ttl_ms: Some(1000),
+                            },
+                        ),
+                    ],
+                    next_cursor: Some(b("user:2")),
+                })),
+            ),
+            (
+                "scan-next-request",
+                Req(Request::Scan {
+                    prefix: b("user:"),
+                    cursor: Some(b("user:2")),
+                    limit: 2,
+                }),
+            ),
+            (
+                "page-reply-last",
+                Resp(Response::Page(ScanPage {
+                    entries: vec![(
+                        b("user:3"),
+                        Entry {
+                            value: b("cy"),
+                            version: Seq(6),
+                            ttl_ms: None,
+                        },
+                    )],
+                    next_cursor: None,
+                })),
+            ),
+            (
+                "snapshot-request",
+                Req(Request::Snapshot {
+                    snapshot: None,
+                    after: None,
+                }),
+            ),
+            (
+                "snapshot-reply",
+                Resp(Response::Snapshot(SnapshotPage {
+                    snapshot: 1,
+                    seq: Seq(12),
+                    created_at_ms: 1_800_000_000_000,
+                    entries: vec![
+                        SnapshotItem {
+                            key: b("a"),
+                            value: b("1"),
+                            version: Seq(9),
+                            expires_at_ms: 0,
+                        },
+                        SnapshotItem {
+                            key: b("b"),
+                            value: b("2"),
+                            version: Seq(9),
+                            expires_at_ms: 1_800_000_060_000,
+                        },
+                    ],
+                    next: Some(b("b")),
+                })),
+            ),
+            (
+                "snapshot-next-request",
+                Req(Request::Snapshot {
+                    snapshot: Some(1),
+                    after: Some(b("b")),
+                }),
+            ),
+            (
                 "error-reply",
                 Resp(Response::Error(
                     ErrorReply::new(ErrorCode::ReadOnlyReplica, "read-only replica")
@@ -269,6 +480,7 @@ mod tests {
             (quic_code::FRAME_TOO_LARGE, "FRAME_TOO_LARGE"),
             (quic_code::PROTOCOL_VIOLATION, "PROTOCOL_VIOLATION"),
             (quic_code::SHUTTING_DOWN, "SHUTTING_DOWN"),
+            (quic_code::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
         ] {
             let row = format!("| {code:<4} | `{name}`");
             assert!(WIRE_DOC.contains(&row), "wire-protocol.md lacks {row:?}");

@@ -394,6 +394,18 @@ impl Replication {
         self.cfg.default_ack.0
     }
 
+    /// The policy a write is held to: the one it names, else the default.
+    /// A node without a replication listener can have no replica, so every
+    /// policy is applied as `Async` there, and the reply's `requested` says
+    /// so (wire-protocol.md §8). A node that accepts replicas holds writes
+    /// to their policy even while none is connected.
+    pub fn ack_policy(&self, requested: Option<AckPolicy>) -> AckPolicy {
+        if self.cfg.listen.is_none() {
+            return AckPolicy::Async;
+        }
+        requested.unwrap_or(self.cfg.default_ack.0)
+    }
+
     /// The current history.
     pub fn meta(&self) -> ReplMeta {
         *lock(&self.meta)

@@ -486,18 +486,12 @@ impl BatchState<'_> {
                     };
                     return Ok((outcome, vec![]));
                 };
-                match condition {
-                    Condition::Always | Condition::IfPresent => {}
-                    Condition::IfVersion(v) if *v == current.seq => {}
-                    Condition::IfVersion(_) => {
-                        let current = Some(current.seq);
-                        return Ok((Applied::ConditionFailed { current }, vec![]));
-                    }
-                    Condition::IfAbsent => {
-                        return Err(StoreError::InvalidArgument(
-                            "delete cannot be conditional on the key being absent",
-                        ));
-                    }
+                // `Store::delete` lets only `Always` and `IfVersion` through.
+                if let Condition::IfVersion(v) = condition
+                    && *v != current.seq
+                {
+                    let current = Some(current.seq);
+                    return Ok((Applied::ConditionFailed { current }, vec![]));
                 }
                 let delete = Mutation::Delete { key: key.clone() };
                 Ok((Applied::Written(seq), vec![delete]))
@@ -506,17 +500,16 @@ impl BatchState<'_> {
                 let Some(current) = self.live(key)? else {
                     return Ok((Applied::NotFound, vec![]));
                 };
-                let mutation = match ttl_ms {
-                    // An expiry in the past removes the key now, as in Redis.
-                    Some(0) => Mutation::Delete { key: key.clone() },
-                    None if current.expires_at_ms == 0 => return Ok((Applied::Unchanged, vec![])),
-                    _ => Mutation::Put {
-                        key: key.clone(),
-                        value: current.value,
-                        expires_at_ms: self.deadline(*ttl_ms),
-                    },
+                if ttl_ms.is_none() && current.expires_at_ms == 0 {
+                    return Ok((Applied::Unchanged, vec![]));
+                }
+                // `Store::expire` refuses a zero TTL, so this never deletes.
+                let put = Mutation::Put {
+                    key: key.clone(),
+                    value: current.value,
+                    expires_at_ms: self.deadline(*ttl_ms),
                 };
-                Ok((Applied::Written(seq), vec![mutation]))
+                Ok((Applied::Written(seq), vec![put]))
             }
             WriteOp::Incr { key, delta } => {
                 let current = self.live(key)?;
@@ -536,8 +529,17 @@ impl BatchState<'_> {
     }
 }
 
-/// Parses a stored value as a decimal i64, as `incr` needs it.
+/// Parses a stored value as `incr` needs it: an optional `-`, then 1 to 19
+/// ASCII digits, nothing else, within the i64 range
+/// (proto-docs/wire-protocol.md §8). `str::parse` would also take a `+`
+/// and any number of leading zeros.
 fn parse_i64(value: &[u8]) -> Result<i64> {
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(StoreError::NotAnInteger);
+    }
+    // Only ASCII digits and a sign: valid UTF-8, and parse fails only on
+    // leaving the i64 range.
     std::str::from_utf8(value)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())

@@ -337,7 +337,7 @@ impl DiskTier {
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
-        limit: usize,
+        limit: ScanLimit,
         now_ms: u64,
     ) -> Result<(Vec<(Bytes, StoredValue)>, bool)> {
         let mut opts = ReadOptions::default();
@@ -353,6 +353,7 @@ impl DiskTier {
             IteratorMode::From(start, Direction::Forward),
         );
         let mut out = Vec::new();
+        let mut bytes = 0;
         for item in iter {
             let (key, raw) = item?;
             if !key.starts_with(prefix) {
@@ -361,13 +362,20 @@ impl DiskTier {
             if after.is_some_and(|after| &*key <= after) {
                 continue;
             }
-            if out.len() == limit {
+            if out.len() == limit.entries {
                 return Ok((out, true));
             }
             let value = decode_value(&key, &raw)?;
-            if !value.is_expired(now_ms) {
-                out.push((Bytes::from(key.into_vec()), value));
+            if value.is_expired(now_ms) {
+                continue;
             }
+            // The first entry always goes in: one key and value fit a frame.
+            let size = ScanLimit::entry_bytes(key.len(), value.value.len());
+            if !out.is_empty() && bytes + size > limit.bytes {
+                return Ok((out, true));
+            }
+            bytes += size;
+            out.push((Bytes::from(key.into_vec()), value));
         }
         Ok((out, false))
     }
@@ -497,6 +505,34 @@ impl DiskTier {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// How much one scan page may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanLimit {
+    /// Most entries.
+    pub entries: usize,
+    /// Most bytes of keys and values, counted with
+    /// [`entry_bytes`](Self::entry_bytes); a page always holds at least one
+    /// entry when one is left.
+    pub bytes: usize,
+}
+
+impl ScanLimit {
+    /// At most `entries`, with no byte bound.
+    pub fn entries(entries: usize) -> ScanLimit {
+        ScanLimit {
+            entries,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// An upper bound of what one entry costs in a `Page` response: its key
+    /// and value plus their length prefixes, version and TTL (varints of at
+    /// most 10 bytes each, and the TTL's option tag).
+    pub fn entry_bytes(key_len: usize, value_len: usize) -> usize {
+        key_len + value_len + 4 * 10 + 1
     }
 }
 

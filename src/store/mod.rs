@@ -36,7 +36,8 @@ use tokio::sync::{Semaphore, oneshot};
 pub use checkpoint::{CheckpointReport, WalHold};
 pub use commit::InstallStep;
 pub use disk::{
-    Compression, Digest, DiskConfig, InstallMarker, SnapshotEntry, SnapshotReader, StoredValue,
+    Compression, Digest, DiskConfig, InstallMarker, ScanLimit, SnapshotEntry, SnapshotReader,
+    StoredValue,
 };
 pub use error::{Result, StoreError};
 pub use memory::TierCounters;
@@ -60,9 +61,10 @@ pub struct Limits {
     pub max_key_bytes: usize,
     /// Longest value, bytes (default 8 MiB).
     pub max_value_bytes: usize,
-    /// Most keys in one multi-get / multi-set / exists (default 10,000).
+    /// Most keys in one multi-get / multi-set / exists (default 1024, the
+    /// protocol's documented default, proto-docs/wire-protocol.md §5).
     pub max_batch_keys: usize,
-    /// Most entries one scan page returns (default 10,000).
+    /// Most entries one scan page returns (default 1024).
     pub max_scan_limit: usize,
 }
 
@@ -71,8 +73,8 @@ impl Default for Limits {
         Limits {
             max_key_bytes: 16 << 10,
             max_value_bytes: 8 << 20,
-            max_batch_keys: 10_000,
-            max_scan_limit: 10_000,
+            max_batch_keys: crate::proto::DEFAULT_MAX_KEYS_PER_REQUEST as usize,
+            max_scan_limit: crate::proto::DEFAULT_MAX_KEYS_PER_REQUEST as usize,
         }
     }
 }
@@ -659,10 +661,8 @@ impl Store {
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
+        // The empty key is a valid key (proto-docs/wire-protocol.md §8).
         let max = self.inner.config.limits.max_key_bytes;
-        if key.is_empty() {
-            return Err(StoreError::InvalidArgument("key must not be empty"));
-        }
         if key.len() > max {
             return Err(StoreError::KeyTooLarge {
                 len: key.len(),
@@ -839,18 +839,25 @@ impl Store {
         }
     }
 
-    /// Deletes `key` (if `condition` holds: `Always` or `IfVersion`).
+    /// Deletes `key` (if `condition` holds: `Always` or `IfVersion`; the
+    /// others are refused whether or not the key exists).
     pub async fn delete(&self, key: Bytes, condition: Condition) -> Result<WriteOutcome> {
         self.check_key(&key)?;
+        if matches!(condition, Condition::IfAbsent | Condition::IfPresent) {
+            return Err(StoreError::InvalidArgument(
+                "delete takes only the conditions Always and IfVersion",
+            ));
+        }
         self.submit(WriteOp::Delete { key, condition })
             .await
             .map(Self::outcome)
     }
 
-    /// Sets `key` to expire `ttl` from now (zero deletes it now).
+    /// Sets `key` to expire `ttl` from now. A zero `ttl` is refused, as for
+    /// `set`: deleting is `delete`'s job.
     pub async fn expire(&self, key: Bytes, ttl: Duration) -> Result<WriteOutcome> {
         self.check_key(&key)?;
-        let ttl_ms = Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let ttl_ms = Self::check_ttl(Some(ttl))?;
         self.submit(WriteOp::Expire { key, ttl_ms })
             .await
             .map(Self::outcome)
@@ -882,9 +889,26 @@ impl Store {
         cursor: Option<Bytes>,
         limit: usize,
     ) -> Result<ScanPage> {
+        self.scan_page(prefix, cursor, ScanLimit::entries(limit))
+            .await
+    }
+
+    /// [`scan`](Self::scan) with a byte bound as well: the page is cut
+    /// short (with a `next_cursor`) before it would hold more than
+    /// `limit.bytes` of entries, so that it fits a response frame.
+    pub async fn scan_page(
+        &self,
+        prefix: Bytes,
+        cursor: Option<Bytes>,
+        limit: ScanLimit,
+    ) -> Result<ScanPage> {
+        self.check_key(&prefix)?;
         let max = self.inner.config.limits.max_scan_limit;
-        if limit == 0 || limit > max {
-            return Err(StoreError::TooManyKeys { count: limit, max });
+        if limit.entries == 0 || limit.entries > max {
+            return Err(StoreError::TooManyKeys {
+                count: limit.entries,
+                max,
+            });
         }
         let inner = self.inner.clone();
         let (found, more) = tokio::task::spawn_blocking(move || {
