@@ -15,6 +15,7 @@
 //! Every node runs the same [`Replication`] handle; its role decides
 //! whether it accepts writes (primary) or follows a primary (replica).
 
+pub mod core;
 mod meta;
 mod primary;
 pub mod proto;
@@ -31,14 +32,19 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use self::core::Acked;
 pub use meta::ReplMeta;
 pub use proto::Position;
+
+use self::core::{
+    Action, FollowState, Phase, PrimaryConfig, PrimaryCore, Reached, ReplicaCore, SessionId,
+};
 
 use crate::metrics::{Counter, Exposition};
 use crate::net::tls::{ClusterIdentity, ClusterTls, TlsError};
 use crate::proto::{ErrorCode, ErrorReply};
 use crate::store::{Store, StoreError, WalHold};
-use crate::types::{AckPolicy, AckPolicyText, Epoch, OnTimeout, ReplId, Seq};
+use crate::types::{AckPolicy, AckPolicyText, Epoch, ReplId, Seq};
 
 /// Replication settings (`[replication]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,59 +183,32 @@ impl From<quinn::ReadExactError> for ReplError {
     }
 }
 
-/// How a replica session stands, as the primary sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Receiving a snapshot: never counted for acks.
-    FullSync { done: u64, total: u64 },
-    /// Following the WAL.
-    Streaming,
-    /// Not connected.
-    Disconnected,
+/// Everything replication knows, in one lock domain: taken for short,
+/// non-blocking updates, never across an `.await` and never while another
+/// lock of this module is held, so no two locks can be taken in opposite
+/// orders.
+struct State {
+    meta: ReplMeta,
+    /// `Some(primary)` while this node is a replica.
+    following: Option<String>,
+    /// The replica side: this node's place in its primary's stream.
+    follow: ReplicaCore,
+    /// The primary side: this node's replicas.
+    primary: PrimaryCore,
+    /// The WAL holds the primary side asked for, by replica.
+    holds: HashMap<String, WalHold>,
+    /// Live replica sessions' connections, to end one a newer session of
+    /// the same replica replaced.
+    sessions: HashMap<SessionId, quinn::Connection>,
 }
 
-/// One replica, as the primary tracks it.
-#[derive(Debug)]
-struct ReplicaEntry {
-    phase: Phase,
-    received: Seq,
-    durable: Seq,
-    last_seen: Instant,
-    /// Keeps the WAL it still needs (retention, I7); dropped past the budget.
-    hold: Option<WalHold>,
-    /// The full sync's start, for the ETA.
-    full_sync_started: Option<Instant>,
-    /// Which session owns the entry (a reconnect replaces an older one).
-    generation: u64,
-}
-
-/// What a replica knows about its own link.
-#[derive(Debug, Clone, Default)]
-struct FollowStatus {
-    state: FollowState,
-    primary_last: Seq,
-    primary_client_addr: Option<String>,
-    last_contact: Option<Instant>,
-    full_sync: Option<(u64, u64, Instant)>,
-    last_error: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum FollowState {
-    #[default]
-    Connecting,
-    FullSync,
-    Streaming,
-}
-
-impl FollowState {
-    fn name(self) -> &'static str {
-        match self {
-            FollowState::Connecting => "connecting",
-            FollowState::FullSync => "full_sync",
-            FollowState::Streaming => "streaming",
-        }
-    }
+/// What `info` and `render` show, copied out of [`State`].
+struct View {
+    meta: ReplMeta,
+    following: Option<String>,
+    follow: ReplicaCore,
+    replicas: std::collections::BTreeMap<String, self::core::primary::ReplicaView>,
+    now_ms: u64,
 }
 
 /// Counters for `/metrics`.
@@ -247,16 +226,6 @@ struct ReplMetrics {
     records_applied: Counter,
 }
 
-/// What a write reached before its reply (I6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Acked {
-    /// Replicas that acknowledged it.
-    pub replicas: u32,
-    /// Fewer than the policy asked for (a degraded semi-sync, or a sync
-    /// with no replica in sync).
-    pub degraded: bool,
-}
-
 /// A node's replication: role, replicas, acknowledgements.
 pub struct Replication {
     store: Store,
@@ -266,15 +235,16 @@ pub struct Replication {
     node_name: OnceLock<String>,
     client_addr: OnceLock<String>,
     identity: Option<ClusterIdentity>,
+    /// The node-link endpoint (its own lock: only ever taken alone).
     endpoint: Mutex<Option<quinn::Endpoint>>,
-    meta: Mutex<ReplMeta>,
-    /// `Some(primary)` while this node is a replica.
-    following: Mutex<Option<String>>,
+    /// The task following the primary (its own lock: only ever taken alone).
     follower: Mutex<Option<JoinHandle<()>>>,
-    follow: Mutex<FollowStatus>,
-    replicas: Mutex<HashMap<String, ReplicaEntry>>,
-    /// Bumped on every acknowledgement; writers waiting for acks watch it.
-    acks: watch::Sender<u64>,
+    state: Mutex<State>,
+    /// What the streaming replicas reached, published by the primary side
+    /// once per change; writers waiting for acks compare against it.
+    reached: watch::Sender<Reached>,
+    /// The state machines' clock starts here.
+    clock_start: Instant,
     snapshots: primary::Snapshots,
     metrics: ReplMetrics,
 }
@@ -283,7 +253,7 @@ impl std::fmt::Debug for Replication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replication")
             .field("node", &self.node_name())
-            .field("following", &*lock(&self.following))
+            .field("following", &lock(&self.state).following)
             .finish_non_exhaustive()
     }
 }
@@ -305,20 +275,33 @@ impl Replication {
         let snapshots_dir = data_dir.join("repl-snapshots");
         // Leftovers of a previous run are useless: their sessions are gone.
         let _ = std::fs::remove_dir_all(&snapshots_dir);
+        let primary = PrimaryCore::new(PrimaryConfig {
+            // A live replica acks every heartbeat; one silent for two is
+            // presumed dead and may be replaced by a new session.
+            stale_after_ms: cfg.heartbeat_ms * 2,
+            retention_idle_ms: cfg.retention_idle_secs.saturating_mul(1000),
+            retention_bytes: cfg.retention_bytes,
+        });
+        let state = State {
+            meta,
+            following: cfg.replica_of.clone(),
+            follow: ReplicaCore::default(),
+            primary,
+            holds: HashMap::new(),
+            sessions: HashMap::new(),
+        };
         Ok(Arc::new(Replication {
             store,
-            following: Mutex::new(cfg.replica_of.clone()),
             cfg,
             data_dir: data_dir.to_path_buf(),
             node_name: OnceLock::new(),
             client_addr: OnceLock::new(),
             identity,
             endpoint: Mutex::new(None),
-            meta: Mutex::new(meta),
             follower: Mutex::new(None),
-            follow: Mutex::new(FollowStatus::default()),
-            replicas: Mutex::new(HashMap::new()),
-            acks: watch::Sender::new(0),
+            state: Mutex::new(state),
+            reached: watch::Sender::new(Reached::default()),
+            clock_start: Instant::now(),
             snapshots: primary::Snapshots::new(snapshots_dir),
             metrics: ReplMetrics::default(),
         }))
@@ -355,10 +338,53 @@ impl Replication {
             tokio::spawn(primary::serve(self.clone(), endpoint));
         }
         tokio::spawn(primary::retention(Arc::downgrade(self)));
-        if let Some(primary) = lock(&self.following).clone() {
+        let following = lock(&self.state).following.clone();
+        if let Some(primary) = following {
             self.spawn_follower(primary);
         }
         Ok(bound)
+    }
+
+    /// The state machines' clock, ms.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock_start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs `f` on the primary side's machine and carries out its actions,
+    /// all under the one state lock.
+    fn with_primary<R>(&self, f: impl FnOnce(&mut PrimaryCore, u64, &mut Vec<Action>) -> R) -> R {
+        let now = self.now_ms();
+        let mut actions = Vec::new();
+        let mut state = lock(&self.state);
+        let result = f(&mut state.primary, now, &mut actions);
+        for action in actions {
+            match action {
+                Action::Hold { replica, from } => match state.holds.get(&replica) {
+                    Some(hold) => hold.advance(from),
+                    None => {
+                        let hold = self.store.hold_wal(from);
+                        state.holds.insert(replica, hold);
+                    }
+                },
+                Action::Release { replica } => {
+                    state.holds.remove(&replica);
+                }
+                Action::EndSession(session) => {
+                    if let Some(conn) = state.sessions.remove(&session) {
+                        conn.close(1u32.into(), b"replaced by a newer session");
+                    }
+                }
+                Action::Publish(reached) => {
+                    self.reached.send_replace(reached);
+                }
+            }
+        }
+        result
+    }
+
+    /// Runs `f` on the replica side's machine, under the state lock.
+    fn with_follow<R>(&self, f: impl FnOnce(&mut ReplicaCore) -> R) -> R {
+        f(&mut lock(&self.state).follow)
     }
 
     /// The store replicated.
@@ -372,21 +398,26 @@ impl Replication {
 
     /// Whether this node accepts writes.
     pub fn is_primary(&self) -> bool {
-        lock(&self.following).is_none()
+        lock(&self.state).following.is_none()
     }
 
     /// For `ReadOnlyReplica` replies: where clients reach the primary.
     pub fn leader_hint(&self) -> Option<String> {
-        let follow = lock(&self.follow);
-        follow
-            .primary_client_addr
-            .clone()
-            .or_else(|| lock(&self.following).clone())
+        let state = lock(&self.state);
+        let following = state.following.as_ref()?;
+        Some(
+            state
+                .follow
+                .primary_client_addr
+                .clone()
+                .unwrap_or_else(|| following.clone()),
+        )
     }
 
     /// Whether reads may be served: not while a full sync replaces the data.
     pub fn serves_reads(&self) -> bool {
-        !(lock(&self.following).is_some() && lock(&self.follow).state == FollowState::FullSync)
+        let state = lock(&self.state);
+        !(state.following.is_some() && state.follow.state == FollowState::FullSync)
     }
 
     /// The default policy for writes that name none.
@@ -408,7 +439,7 @@ impl Replication {
 
     /// The current history.
     pub fn meta(&self) -> ReplMeta {
-        *lock(&self.meta)
+        lock(&self.state).meta
     }
 
     /// Persists (fsynced, off the async threads) and adopts a history.
@@ -417,12 +448,8 @@ impl Replication {
         tokio::task::spawn_blocking(move || meta.save(&dir))
             .await
             .map_err(|e| ReplError::Link(e.to_string()))??;
-        *lock(&self.meta) = meta;
+        lock(&self.state).meta = meta;
         Ok(())
-    }
-
-    fn bump_acks(&self) {
-        self.acks.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Waits until the write at `seq` reached what `policy` asks for, or
@@ -433,73 +460,44 @@ impl Replication {
     /// `on_timeout: fail`, whose replicas did not answer in time (the write
     /// is committed on this node all the same).
     pub async fn await_acks(&self, seq: Seq, policy: AckPolicy) -> Result<Acked, ErrorReply> {
-        let (want, timeout_ms, on_timeout) = match policy {
-            AckPolicy::Async => {
-                let (received, _, _) = self.count(seq);
-                return Ok(Acked {
-                    replicas: received,
-                    degraded: false,
-                });
-            }
-            AckPolicy::SemiSync {
-                replicas,
-                timeout_ms,
-                on_timeout,
-            } => (Want::Received(replicas), timeout_ms, on_timeout),
-            AckPolicy::Sync { timeout_ms } => (Want::AllDurable, timeout_ms, OnTimeout::Fail),
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-        let mut changes = self.acks.subscribe();
-        self.metrics.waiting.fetch_add(1, Ordering::Relaxed);
-        let result = loop {
-            changes.mark_unchanged();
-            let (received, durable, in_sync) = self.count(seq);
-            let reached = match want {
-                Want::Received(k) => (received >= k).then_some(received),
-                Want::AllDurable if in_sync == 0 => {
-                    // No replica to wait for: say so rather than wait out the timeout.
-                    break Ok(Acked {
-                        replicas: 0,
-                        degraded: true,
-                    });
-                }
-                Want::AllDurable => (durable >= in_sync).then_some(durable),
-            };
-            if let Some(replicas) = reached {
-                break Ok(Acked {
-                    replicas,
-                    degraded: false,
-                });
-            }
-            let acked = match want {
-                Want::Received(_) => received,
-                Want::AllDurable => durable,
-            };
-            tokio::select! {
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        break Err(acked);
+        let mut reached = self.reached.subscribe();
+        let now = core::verdict(&reached.borrow_and_update(), seq, policy);
+        let outcome = match now {
+            Some(acked) => Ok(acked),
+            None => {
+                let timeout_ms = match policy {
+                    AckPolicy::SemiSync { timeout_ms, .. } | AckPolicy::Sync { timeout_ms } => {
+                        timeout_ms
                     }
-                }
-                () = tokio::time::sleep_until(deadline) => break Err(acked),
+                    AckPolicy::Async => 0,
+                };
+                self.metrics.waiting.fetch_add(1, Ordering::Relaxed);
+                let waited = tokio::time::timeout(
+                    Duration::from_millis(timeout_ms),
+                    reached.wait_for(|r| core::verdict(r, seq, policy).is_some()),
+                )
+                .await;
+                self.metrics.waiting.fetch_sub(1, Ordering::Relaxed);
+                let current = match waited {
+                    Ok(Ok(r)) => r.clone(),
+                    // Timed out, or replication stopped: judge what was reached.
+                    _ => self.reached.borrow().clone(),
+                };
+                core::verdict(&current, seq, policy)
+                    .map(Ok)
+                    .unwrap_or_else(|| core::timed_out(&current, seq, policy))
             }
         };
-        self.metrics.waiting.fetch_sub(1, Ordering::Relaxed);
-        match result {
-            Ok(acked) if acked.degraded => {
-                self.metrics.acks_degraded.inc();
-                Ok(acked)
-            }
+        match outcome {
+            Ok(acked) if policy == AckPolicy::Async => Ok(acked),
             Ok(acked) => {
-                self.metrics.acks_reached.inc();
+                let counter = if acked.degraded {
+                    &self.metrics.acks_degraded
+                } else {
+                    &self.metrics.acks_reached
+                };
+                counter.inc();
                 Ok(acked)
-            }
-            Err(acked) if on_timeout == OnTimeout::Degrade => {
-                self.metrics.acks_degraded.inc();
-                Ok(Acked {
-                    replicas: acked,
-                    degraded: true,
-                })
             }
             Err(acked) => {
                 self.metrics.acks_timed_out.inc();
@@ -507,27 +505,11 @@ impl Replication {
                     ErrorCode::ReplicationTimeout,
                     format!(
                         "write committed on this node at version {seq}, but only {acked} \
-                         replica(s) acknowledged it within {timeout_ms} ms ({policy})"
+                         replica(s) acknowledged it in time ({policy})"
                     ),
                 ))
             }
         }
-    }
-
-    /// Streaming replicas that received `seq`, that made it durable, and
-    /// how many are in sync (streaming) at all.
-    fn count(&self, seq: Seq) -> (u32, u32, u32) {
-        let replicas = lock(&self.replicas);
-        let mut out = (0, 0, 0);
-        for r in replicas.values() {
-            if r.phase != Phase::Streaming {
-                continue;
-            }
-            out.2 += 1;
-            out.0 += u32::from(r.received >= seq);
-            out.1 += u32::from(r.durable >= seq);
-        }
-        out
     }
 
     /// Makes this replica a primary with a new history that continues the
@@ -543,7 +525,8 @@ impl Replication {
         self.stop_follower().await;
         if !matches!(self.store.install_marker().await, Ok(None)) {
             // Partial data must never become a primary: go on following.
-            if let Some(primary) = lock(&self.following).clone() {
+            let following = lock(&self.state).following.clone();
+            if let Some(primary) = following {
                 self.spawn_follower(primary);
             }
             return Err(ErrorReply::new(
@@ -566,8 +549,11 @@ impl Replication {
         self.set_meta(meta)
             .await
             .map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
-        *lock(&self.following) = None;
-        *lock(&self.follow) = FollowStatus::default();
+        {
+            let mut state = lock(&self.state);
+            state.following = None;
+            state.follow = ReplicaCore::default();
+        }
         tracing::warn!(epoch = meta.epoch.0, %seq, "promoted to primary");
         Ok(meta)
     }
@@ -587,11 +573,13 @@ impl Replication {
             ));
         }
         self.stop_follower().await;
-        *lock(&self.following) = Some(primary.clone());
-        *lock(&self.follow) = FollowStatus::default();
+        {
+            let mut state = lock(&self.state);
+            state.following = Some(primary.clone());
+            state.follow = ReplicaCore::default();
+        }
         // Replicas of this node now have no primary here: drop them.
-        lock(&self.replicas).clear();
-        self.bump_acks();
+        self.with_primary(|p, _, out| p.clear(out));
         tracing::warn!(%primary, "now a replica");
         self.spawn_follower(primary);
         Ok(())
@@ -629,68 +617,74 @@ impl Replication {
         Ok(endpoint)
     }
 
+    /// A consistent copy of what `info` and `render` show, taken under one
+    /// lock (and released before any formatting).
+    fn view(&self) -> View {
+        let state = lock(&self.state);
+        View {
+            meta: state.meta,
+            following: state.following.clone(),
+            follow: state.follow.clone(),
+            replicas: state.primary.replicas().clone(),
+            now_ms: self.now_ms(),
+        }
+    }
+
     /// `(name, value)` lines for `Info`.
     pub fn info(&self) -> Vec<(String, String)> {
-        let meta = self.meta();
+        let v = self.view();
+        let role = if v.following.is_none() {
+            "primary"
+        } else {
+            "replica"
+        };
         let mut out = vec![
-            (
-                "role".to_string(),
-                if self.is_primary() {
-                    "primary".into()
-                } else {
-                    "replica".into()
-                },
-            ),
-            ("repl_id".into(), hex::encode(meta.repl_id.0)),
-            ("repl_epoch".into(), meta.epoch.0.to_string()),
+            ("role".to_string(), role.to_string()),
+            ("repl_id".into(), hex::encode(v.meta.repl_id.0)),
+            ("repl_epoch".into(), v.meta.epoch.0.to_string()),
             ("default_ack".into(), self.default_ack().to_string()),
         ];
-        if let Some(primary) = lock(&self.following).clone() {
-            let follow = lock(&self.follow).clone();
-            let applied = self.store.applied_seq();
+        let last = self.store.applied_seq();
+        if let Some(primary) = v.following {
+            let follow = v.follow;
             out.push(("primary".into(), primary));
             out.push(("replication_state".into(), follow.state.name().into()));
             out.push((
                 "lag_records".into(),
-                follow.primary_last.0.saturating_sub(applied.0).to_string(),
+                follow.primary_last.0.saturating_sub(last.0).to_string(),
             ));
-            if let Some(at) = follow.last_contact {
-                out.push((
-                    "last_contact_secs".into(),
-                    format!("{:.1}", at.elapsed().as_secs_f64()),
-                ));
+            if let Some(at) = follow.last_contact_ms {
+                let secs = v.now_ms.saturating_sub(at) as f64 / 1000.0;
+                out.push(("last_contact_secs".into(), format!("{secs:.1}")));
             }
-            if let Some((done, total, started)) = follow.full_sync {
+            if let Some((done, total, started_ms)) = follow.full_sync {
                 out.push(("full_sync_bytes_done".into(), done.to_string()));
                 out.push(("full_sync_bytes_total".into(), total.to_string()));
-                out.push((
-                    "full_sync_eta_secs".into(),
-                    format!("{:.0}", eta(done, total, started)),
-                ));
+                let eta = eta(done, total, v.now_ms.saturating_sub(started_ms));
+                out.push(("full_sync_eta_secs".into(), format!("{eta:.0}")));
             }
             if let Some(e) = follow.last_error {
                 out.push(("replication_error".into(), e));
             }
         }
-        let last = self.store.applied_seq();
-        let replicas = lock(&self.replicas);
-        out.push(("connected_replicas".into(), {
-            let n = replicas
-                .values()
-                .filter(|r| r.phase != Phase::Disconnected)
-                .count();
-            n.to_string()
-        }));
-        let mut names: Vec<_> = replicas.keys().cloned().collect();
-        names.sort();
-        for name in names {
-            let r = &replicas[&name];
+        let connected = v
+            .replicas
+            .values()
+            .filter(|r| r.phase != Phase::Disconnected)
+            .count();
+        out.push(("connected_replicas".into(), connected.to_string()));
+        for (name, r) in &v.replicas {
             let state = match r.phase {
+                Phase::Handshake => "handshake".to_string(),
                 Phase::Streaming => "streaming".to_string(),
                 Phase::Disconnected => "disconnected".to_string(),
-                Phase::FullSync { done, total } => format!(
+                Phase::FullSync {
+                    done,
+                    total,
+                    started_ms,
+                } => format!(
                     "full_sync {done}/{total} bytes, eta {:.0}s",
-                    r.full_sync_started.map_or(0.0, |s| eta(done, total, s))
+                    eta(done, total, v.now_ms.saturating_sub(started_ms))
                 ),
             };
             out.push((
@@ -791,7 +785,8 @@ impl Replication {
         );
 
         let last = self.store.applied_seq();
-        let replicas = lock(&self.replicas);
+        let v = self.view();
+        let replicas = &v.replicas;
         for (family, help) in [
             (
                 "strata_replication_lag_records",
@@ -824,6 +819,7 @@ impl Replication {
         );
         for (name, r) in replicas.iter() {
             let phase = match r.phase {
+                Phase::Handshake => "handshake",
                 Phase::Streaming => "streaming",
                 Phase::FullSync { .. } => "full_sync",
                 Phase::Disconnected => "disconnected",
@@ -834,23 +830,28 @@ impl Replication {
                 f64::from(u8::from(r.phase != Phase::Disconnected)),
             );
         }
-        drop(replicas);
 
         // Full-sync progress: the primary's sends and this replica's receive.
-        let mut progress: Vec<(String, u64, u64, f64)> = lock(&self.replicas)
+        let elapsed = |started_ms: u64| v.now_ms.saturating_sub(started_ms);
+        let mut progress: Vec<(String, u64, u64, f64)> = replicas
             .iter()
             .filter_map(|(name, r)| match r.phase {
-                Phase::FullSync { done, total } => Some((
+                Phase::FullSync {
+                    done,
+                    total,
+                    started_ms,
+                } => Some((
                     name.clone(),
                     done,
                     total,
-                    r.full_sync_started.map_or(0.0, |s| eta(done, total, s)),
+                    eta(done, total, elapsed(started_ms)),
                 )),
                 _ => None,
             })
             .collect();
-        if let Some((done, total, started)) = lock(&self.follow).full_sync {
-            progress.push(("self".into(), done, total, eta(done, total, started)));
+        if let Some((done, total, started_ms)) = v.follow.full_sync {
+            let eta = eta(done, total, elapsed(started_ms));
+            progress.push(("self".into(), done, total, eta));
         }
         for (family, help) in [
             (
@@ -876,35 +877,27 @@ impl Replication {
                 e.sample(family, &[("replica", name)], value);
             }
         }
-        let follow = lock(&self.follow);
         e.family(
             "strata_replica_lag_records",
             "gauge",
             "On a replica: records its primary has that it has not applied.",
         );
-        if !self.is_primary() {
+        if v.following.is_some() {
             e.sample(
                 "strata_replica_lag_records",
                 &[],
-                follow.primary_last.0.saturating_sub(last.0) as f64,
+                v.follow.primary_last.0.saturating_sub(last.0) as f64,
             );
         }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Want {
-    Received(u32),
-    AllDurable,
-}
-
-/// Seconds left at the average rate so far.
-fn eta(done: u64, total: u64, started: Instant) -> f64 {
-    let elapsed = started.elapsed().as_secs_f64();
-    if done == 0 || elapsed <= 0.0 {
+/// Seconds left at the average rate so far, `elapsed_ms` into the transfer.
+fn eta(done: u64, total: u64, elapsed_ms: u64) -> f64 {
+    if done == 0 || elapsed_ms == 0 {
         return 0.0;
     }
-    total.saturating_sub(done) as f64 * elapsed / done as f64
+    total.saturating_sub(done) as f64 * (elapsed_ms as f64 / 1000.0) / done as f64
 }
 
 /// Transport settings of node links: keep-alive, room for snapshot

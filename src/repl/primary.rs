@@ -9,10 +9,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::core::SessionId;
 use super::proto::{
     self, Position, REPL_PROTOCOL, Resume, SnapshotFrame, Start, ToPrimary, ToReplica,
 };
-use super::{Phase, ReplError, ReplicaEntry, Replication, lock, read_frame, write_frame};
+use super::{ReplError, Replication, lock, read_frame, write_frame};
 use crate::store::{SnapshotEntry, SnapshotReader, StoreError, WalHold};
 use crate::types::Seq;
 
@@ -220,7 +221,36 @@ async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Res
         return Ok(());
     }
 
-    let generation: u64 = rand::random();
+    let session = match repl.with_primary(|p, now, out| p.connect(&node, now, out)) {
+        Ok(session) => session,
+        Err(refusal) => {
+            let reason = refusal.to_string();
+            warn!(replica = %node, %reason, "replica refused");
+            write_frame(&mut send, &refuse(reason)).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+    };
+    lock(&repl.state).sessions.insert(session, conn.clone());
+    let result = serve_session(repl, conn, &node, session, position, resume, send, recv).await;
+    repl.with_primary(|p, now, out| p.disconnect(session, now, out));
+    lock(&repl.state).sessions.remove(&session);
+    result
+}
+
+/// One replica session, from the PSYNC2 decision to the link's end.
+#[allow(clippy::too_many_arguments)]
+async fn serve_session(
+    repl: &Arc<Replication>,
+    conn: &quinn::Connection,
+    node: &str,
+    session: SessionId,
+    position: Position,
+    resume: Option<Resume>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), ReplError> {
+    let meta = repl.meta();
     let applied = repl.store.applied_seq();
     // IMPORTANT: hold the WAL before checking it still has what the replica needs.
     let hold = repl.store.hold_wal(position.seq.next());
@@ -234,14 +264,9 @@ async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Res
                 .is_ok());
     let from = if can_stream {
         info!(replica = %node, from = %position.seq.next(), "replica continues from the WAL");
-        register(
-            repl,
-            &node,
-            generation,
-            Phase::Streaming,
-            position.seq,
-            Some(hold),
-        );
+        // The session's own hold (from the machine) replaces the check's.
+        repl.with_primary(|p, now, out| p.stream(session, position.seq, now, out));
+        drop(hold);
         welcome(
             repl,
             &meta,
@@ -254,10 +279,10 @@ async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Res
         position.seq.next()
     } else {
         drop(hold);
-        let seq = full_sync(repl, conn, &node, generation, resume, &mut send, &mut recv).await?;
+        let seq = full_sync(repl, conn, node, session, resume, &mut send, &mut recv).await?;
         seq.next()
     };
-    stream(repl, &node, generation, from, &mut send, recv).await
+    stream(repl, session, from, &mut send, recv).await
 }
 
 /// Sends `Welcome` with our history.
@@ -277,50 +302,12 @@ async fn welcome(
     write_frame(send, &msg).await
 }
 
-fn register(
-    repl: &Replication,
-    node: &str,
-    generation: u64,
-    phase: Phase,
-    received: Seq,
-    hold: Option<WalHold>,
-) {
-    let mut replicas = lock(&repl.replicas);
-    replicas.insert(
-        node.to_string(),
-        ReplicaEntry {
-            phase,
-            received,
-            durable: Seq::ZERO,
-            last_seen: Instant::now(),
-            hold,
-            full_sync_started: matches!(phase, Phase::FullSync { .. }).then(Instant::now),
-            generation,
-        },
-    );
-    drop(replicas);
-    repl.bump_acks();
-}
-
-/// Updates this session's entry, unless a newer session of the replica replaced it.
-fn update(repl: &Replication, node: &str, generation: u64, f: impl FnOnce(&mut ReplicaEntry)) {
-    let mut replicas = lock(&repl.replicas);
-    if let Some(entry) = replicas.get_mut(node)
-        && entry.generation == generation
-    {
-        entry.last_seen = Instant::now();
-        f(entry);
-    }
-    drop(replicas);
-    repl.bump_acks();
-}
-
 /// Sends a snapshot; returns its seq once the replica installed it.
 async fn full_sync(
     repl: &Arc<Replication>,
     conn: &quinn::Connection,
     node: &str,
-    generation: u64,
+    session_id: SessionId,
     resume: Option<Resume>,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
@@ -343,14 +330,10 @@ async fn full_sync(
     };
     let seq = session.reader.seq();
     let total = session.total_bytes;
-    register(
-        repl,
-        node,
-        generation,
-        Phase::FullSync { done, total },
-        Seq::ZERO,
-        None,
-    );
+    repl.with_primary(|p, now, out| {
+        p.full_sync(session_id, total, now, out);
+        p.full_sync_progress(session_id, done);
+    });
     let start = Start::FullSync {
         snapshot_id: session.id,
         seq,
@@ -394,9 +377,7 @@ async fn full_sync(
         sent += frame.len() as u64;
         repl.metrics.full_sync_bytes_sent.add(frame.len() as u64);
         *lock(&session.last_used) = Instant::now();
-        update(repl, node, generation, |e| {
-            e.phase = Phase::FullSync { done, total };
-        });
+        repl.with_primary(|p, _, _| p.full_sync_progress(session_id, done));
         if rate > 0 {
             // Pace the transfer so the primary keeps serving its clients.
             let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
@@ -415,13 +396,7 @@ async fn full_sync(
         }
     }
     // IMPORTANT: the replica's own hold replaces the snapshot's before it goes.
-    let hold = repl.store.hold_wal(seq.next());
-    update(repl, node, generation, |e| {
-        e.phase = Phase::Streaming;
-        e.received = seq;
-        e.hold = Some(hold);
-        e.full_sync_started = None;
-    });
+    repl.with_primary(|p, now, out| p.stream(session_id, seq, now, out));
     repl.snapshots.remove(session.id);
     repl.metrics.full_syncs_completed.inc();
     info!(replica = %node, %seq, "full sync installed; streaming from the WAL");
@@ -432,8 +407,7 @@ async fn full_sync(
 /// the link breaks.
 async fn stream(
     repl: &Arc<Replication>,
-    node: &str,
-    generation: u64,
+    session: SessionId,
     mut next: Seq,
     send: &mut quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -442,17 +416,12 @@ async fn stream(
     let (closed_tx, mut closed) = mpsc::channel::<ReplError>(1);
     let reader = {
         let repl = repl.clone();
-        let node = node.to_string();
         tokio::spawn(async move {
             let err = loop {
                 match read_frame::<ToPrimary>(&mut recv).await {
                     Ok(Some(ToPrimary::Ack { received, durable })) => {
-                        update(&repl, &node, generation, |e| {
-                            e.received = received;
-                            e.durable = durable;
-                            if let Some(hold) = &e.hold {
-                                hold.advance(received.next());
-                            }
+                        repl.with_primary(|p, now, out| {
+                            p.ack(session, received, durable, now, out);
                         });
                     }
                     Ok(Some(other)) => {
@@ -467,7 +436,6 @@ async fn stream(
     };
     let result = send_records(repl, &mut next, send, &mut closed).await;
     reader.abort();
-    update(repl, node, generation, |e| e.phase = Phase::Disconnected);
     result
 }
 
@@ -529,25 +497,28 @@ pub(super) async fn retention(repl: Weak<Replication>) {
         let idle = Duration::from_secs(repl.cfg.retention_idle_secs);
         repl.snapshots
             .expire_idle(idle.min(Duration::from_secs(600)));
-        let mut replicas = lock(&repl.replicas);
-        replicas.retain(|name, r| {
-            let keep = r.phase != Phase::Disconnected || r.last_seen.elapsed() < idle;
-            if !keep {
-                info!(replica = %name, "replica unseen for too long; no longer retaining WAL for it");
+        let wal_bytes = repl.store.wal().total_bytes();
+        repl.with_primary(|p, now, out| {
+            let before: Vec<String> = held(p);
+            p.tick(now, wal_bytes, out);
+            for name in before.iter().filter(|n| !held(p).contains(n)) {
+                match p.replicas().get(name.as_str()) {
+                    None => info!(replica = %name, "replica unseen for too long; no longer retaining WAL for it"),
+                    Some(r) => warn!(
+                        replica = %name, received = %r.received, budget = repl.cfg.retention_bytes,
+                        "replica is behind the WAL retention budget; it will need a full sync"
+                    ),
+                }
             }
-            keep
         });
-        if repl.store.wal().total_bytes() > repl.cfg.retention_bytes
-            && let Some((name, r)) = replicas
-                .iter_mut()
-                .filter(|(_, r)| r.hold.is_some())
-                .min_by_key(|(_, r)| r.received)
-        {
-            warn!(
-                replica = %name, received = %r.received, budget = repl.cfg.retention_bytes,
-                "replica is behind the WAL retention budget; it will need a full sync"
-            );
-            r.hold = None;
-        }
     }
+}
+
+/// The replicas the WAL is held for.
+fn held(p: &super::core::PrimaryCore) -> Vec<String> {
+    p.replicas()
+        .iter()
+        .filter(|(_, r)| r.held_from.is_some())
+        .map(|(name, _)| name.clone())
+        .collect()
 }

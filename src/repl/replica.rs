@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::core::AckMsg;
 use super::proto::{
     self, Position, REPL_PROTOCOL, Resume, SnapshotFrame, Start, ToPrimary, ToReplica,
 };
-use super::{
-    FollowState, ReplError, ReplMeta, Replication, lock, read_frame, split_host, write_frame,
-};
+use super::{ReplError, ReplMeta, Replication, read_frame, split_host, write_frame};
 use crate::store::{InstallMarker, InstallStep, SnapshotEntry};
 use crate::types::Seq;
 
@@ -23,21 +22,14 @@ pub(super) async fn follow(repl: Arc<Replication>, primary: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let installing = matches!(repl.store.install_marker().await, Ok(Some(_)));
-        {
-            let mut follow = lock(&repl.follow);
-            // An unfinished install keeps reads refused until it completes.
-            follow.state = if installing {
-                super::FollowState::FullSync
-            } else {
-                FollowState::Connecting
-            };
-        }
+        // An unfinished install keeps reads refused until it completes.
+        repl.with_follow(|f| f.connecting(installing));
         let started = Instant::now();
         match session(&repl, &primary).await {
             Ok(()) => {}
             Err(e) => {
                 warn!(%primary, error = %e, "replication link down; reconnecting");
-                lock(&repl.follow).last_error = Some(e.to_string());
+                repl.with_follow(|f| f.lost(e.to_string()));
             }
         }
         if started.elapsed() > Duration::from_secs(5) {
@@ -130,8 +122,8 @@ async fn session(repl: &Arc<Replication>, primary: &str) -> Result<(), ReplError
             adopted.epoch.0, meta.epoch.0
         )));
     }
-    lock(&repl.follow).primary_client_addr = client_addr;
-    let mut next = match start {
+    repl.with_follow(|f| f.primary_client_addr = client_addr);
+    let next = match start {
         Start::Stream { from } => {
             let expected = store.applied_seq().next();
             if from != expected {
@@ -170,15 +162,11 @@ async fn session(repl: &Arc<Replication>, primary: &str) -> Result<(), ReplError
             installed.next()
         }
     };
-    {
-        let mut follow = lock(&repl.follow);
-        follow.state = FollowState::Streaming;
-        follow.full_sync = None;
-        follow.last_error = None;
-        follow.last_contact = Some(Instant::now());
-    }
-    ack(repl, &mut send).await?;
-    apply_stream(repl, &mut next, &mut send, recv).await
+    let (applied, durable, now) = (store.applied_seq(), store.durable_seq(), repl.now_ms());
+    debug_assert_eq!(applied.next(), next);
+    let first = repl.with_follow(|f| f.streaming(applied, durable, now));
+    ack(&mut send, first).await?;
+    apply_stream(repl, &mut send, recv).await
 }
 
 struct InstallPlan {
@@ -224,11 +212,8 @@ async fn install(
         resumed_at_bytes = marker.bytes, "full sync: installing the primary's snapshot"
     );
     let started = Instant::now();
-    {
-        let mut follow = lock(&repl.follow);
-        follow.state = FollowState::FullSync;
-        follow.full_sync = Some((marker.bytes, plan.total_bytes, started));
-    }
+    let now = repl.now_ms();
+    repl.with_follow(|f| f.full_sync(marker.bytes, plan.total_bytes, now));
     let mut uni = conn.accept_uni().await?;
     let mut logged = Instant::now();
     loop {
@@ -255,12 +240,16 @@ async fn install(
                 store
                     .install(InstallStep::Chunk(entries, marker.clone()))
                     .await?;
-                lock(&repl.follow).full_sync = Some((marker.bytes, plan.total_bytes, started));
+                repl.with_follow(|f| f.full_sync_progress(marker.bytes));
                 if logged.elapsed() > Duration::from_secs(2) {
                     logged = Instant::now();
                     info!(
                         done_bytes = marker.bytes, total_bytes = plan.total_bytes,
-                        eta_secs = %format!("{:.0}", super::eta(marker.bytes, plan.total_bytes, started)),
+                        eta_secs = %format!("{:.0}", super::eta(
+                            marker.bytes,
+                            plan.total_bytes,
+                            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        )),
                         "full sync progress"
                     );
                 }
@@ -285,16 +274,18 @@ async fn install(
     }
 }
 
-async fn ack(repl: &Replication, send: &mut quinn::SendStream) -> Result<(), ReplError> {
-    let received = repl.store.applied_seq();
-    let durable = repl.store.durable_seq().min(received);
-    write_frame(send, &ToPrimary::Ack { received, durable }).await
+async fn ack(send: &mut quinn::SendStream, ack: AckMsg) -> Result<(), ReplError> {
+    let msg = ToPrimary::Ack {
+        received: ack.received,
+        durable: ack.durable,
+    };
+    write_frame(send, &msg).await
 }
 
-/// Applies streamed records in order (I5) and acknowledges them.
+/// Applies streamed records in order (I5) and acknowledges them; the
+/// order, the gap check and the acks are the replica machine's.
 async fn apply_stream(
     repl: &Arc<Replication>,
-    next: &mut Seq,
     send: &mut quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), ReplError> {
@@ -313,67 +304,65 @@ async fn apply_stream(
             }
         }
     });
+    let result = apply_frames(repl, send, &mut frames).await;
+    reader.abort();
+    result
+}
+
+async fn apply_frames(
+    repl: &Arc<Replication>,
+    send: &mut quinn::SendStream,
+    frames: &mut mpsc::Receiver<Result<ToReplica, ReplError>>,
+) -> Result<(), ReplError> {
     let silence = Duration::from_millis(repl.cfg.heartbeat_ms * 5);
     let mut durable = repl.store.watch_durable();
-    let result = loop {
+    loop {
         let next_frame = tokio::select! {
             frame = tokio::time::timeout(silence, frames.recv()) => frame,
             changed = durable.changed() => {
                 if changed.is_err() {
-                    break Err(ReplError::Link("store closed".into()));
+                    return Err(ReplError::Link("store closed".into()));
                 }
                 // Report fsync progress (interval policy) without new records.
-                match ack(repl, send).await {
-                    Ok(()) => continue,
-                    Err(e) => break Err(e),
+                let seq = *durable.borrow_and_update();
+                if let Some(msg) = repl.with_follow(|f| f.durable(seq)) {
+                    ack(send, msg).await?;
                 }
+                continue;
             }
         };
         let frame = match next_frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break Err(ReplError::Link("frame reader stopped".into())),
+            Ok(Some(frame)) => frame?,
+            Ok(None) => return Err(ReplError::Link("frame reader stopped".into())),
             Err(_) => {
-                break Err(ReplError::Link(format!(
+                return Err(ReplError::Link(format!(
                     "primary silent for {} ms",
                     silence.as_millis()
                 )));
             }
         };
-        let primary_last = match frame {
-            Ok(ToReplica::Records {
+        let now = repl.now_ms();
+        let msg = match frame {
+            ToReplica::Records {
                 records,
                 primary_last,
-            }) => {
+            } => {
+                let records = repl
+                    .with_follow(|f| f.records(records, primary_last, now))
+                    .map_err(|e| ReplError::Protocol(e.to_string()))?;
+                let Some(last) = records.last().map(|r| r.seq) else {
+                    continue;
+                };
                 let n = records.len() as u64;
-                if let Some(first) = records.first().map(|r| r.seq)
-                    && first != *next
-                {
-                    break Err(ReplError::Protocol(format!(
-                        "records resume at {first}, expected {next}"
-                    )));
-                }
-                if let Some(last) = records.last().map(|r| r.seq) {
-                    if let Err(e) = repl.store.apply_replicated(records).await {
-                        break Err(e.into());
-                    }
-                    *next = last.next();
-                    repl.metrics.records_applied.add(n);
-                }
-                primary_last
+                repl.store.apply_replicated(records).await?;
+                repl.metrics.records_applied.add(n);
+                repl.with_follow(|f| f.applied(last))
             }
-            Ok(ToReplica::Heartbeat { primary_last }) => primary_last,
-            Ok(other) => break Err(ReplError::Protocol(format!("unexpected {other:?}"))),
-            Err(e) => break Err(e),
+            ToReplica::Heartbeat { primary_last } => {
+                repl.with_follow(|f| f.heartbeat(primary_last, now))
+            }
+            other => return Err(ReplError::Protocol(format!("unexpected {other:?}"))),
         };
-        {
-            let mut follow = lock(&repl.follow);
-            follow.primary_last = primary_last;
-            follow.last_contact = Some(Instant::now());
-        }
-        if let Err(e) = ack(repl, send).await {
-            break Err(e);
-        }
-    };
-    reader.abort();
-    result
+        ack(send, msg).await?;
+    }
 }
