@@ -30,10 +30,35 @@ impl fmt::Display for Seq {
     }
 }
 
-/// Identifies a node within a cluster.
+/// Identifies a node within a cluster: derived from the node name in its
+/// cluster certificate ([`NodeId::of_name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NodeId(pub u64);
+
+impl NodeId {
+    /// The id of the node named `name`: the first 8 bytes, little-endian,
+    /// of the SHA-256 of the name's UTF-8 bytes (proto-docs/wire-protocol.md
+    /// §3), so every node computes every other's id alike.
+    pub fn of_name(name: &str) -> NodeId {
+        let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest.as_ref()[..8]);
+        NodeId(u64::from_le_bytes(first))
+    }
+}
+
+#[cfg(test)]
+mod node_id_tests {
+    use super::NodeId;
+
+    /// The example in proto-docs/wire-protocol.md §3.
+    #[test]
+    fn node_id_matches_the_documented_example() {
+        assert_eq!(NodeId::of_name("node-7").0, 17_316_377_514_827_007_683);
+        assert!(include_str!("../proto-docs/wire-protocol.md").contains("17316377514827007683"));
+    }
+}
 
 /// Names one replication history (a primary's lineage of Seqs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

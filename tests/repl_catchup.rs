@@ -48,17 +48,8 @@ fn full_syncs(member: &Member, event: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// Waits for a log line containing `needle` (an event the node reports).
 fn await_log(member: &Member, needle: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match member.node.logs.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(_) => panic!("{} never logged {needle:?}", member.name),
-        }
-    }
+    member.await_log(needle, within)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,7 +81,10 @@ struct Args {
     /// This node's cluster private key.
     #[arg(long, value_name = "FILE", requires_all = ["repl_ca", "repl_cert"])]
     repl_key: Option<PathBuf>,
-    /// This node's name in its primary's metrics. Default: its --listen address.
+    /// This node's name. With cluster certificates the node is known by the
+    /// name in its certificate, and this must match it (or be left out).
+    /// Without them it only labels logs. Default: the certificate's name,
+    /// else the --listen address.
     #[arg(long)]
     node_name: Option<String>,
     /// What writes wait for when they name no policy: async,

@@ -144,7 +144,7 @@ impl Node {
                 return Response::Hello(HelloReply {
                     protocol: PROTOCOL_VERSION,
                     server: format!("strata {}", env!("CARGO_PKG_VERSION")),
-                    node_id: None,
+                    node_id: self.repl.node_id(),
                     role: Some(
                         if self.repl.is_primary() {
                             "primary"

@@ -3,6 +3,7 @@
 //! [`crate::proto`]; this layer only moves its frames.
 
 pub mod client;
+mod der;
 pub mod server;
 pub mod tls;
 

@@ -376,8 +376,27 @@ impl ClusterTls {
         client_verifier(roots.clone())?
             .verify_client_cert(end_entity, intermediates, now)
             .map_err(|e| not_trusted("as a client", e))?;
-        Ok(ClusterIdentity { identity, roots })
+        let name = super::der::subject_common_name(end_entity).ok_or_else(|| TlsError::Pem {
+            path: self.cert.clone(),
+            reason: "the certificate's subject has no common name (the node name); \
+                     make node certificates with `strata-admin gen-certs`"
+                .into(),
+        })?;
+        Ok(ClusterIdentity {
+            identity,
+            roots,
+            name,
+        })
     }
+}
+
+/// The node name in the cluster certificate a link's peer presented (its
+/// subject common name). The handshake has verified the certificate
+/// against the cluster CA, so the name is the peer's identity.
+pub fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast_ref::<Vec<CertificateDer<'static>>>()?;
+    super::der::subject_common_name(chain.first()?)
 }
 
 /// A node's loaded cluster identity ([`ClusterTls::load`]): builds the
@@ -389,9 +408,21 @@ pub struct ClusterIdentity {
     identity: Identity,
     /// The cluster CA: the only issuer trusted for peers, both directions.
     roots: Arc<RootCertStore>,
+    /// The node name: the certificate's subject common name.
+    name: String,
 }
 
 impl ClusterIdentity {
+    /// This node's name, from its certificate: who it is to other nodes.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This node's id, derived from its name.
+    pub fn node_id(&self) -> crate::types::NodeId {
+        crate::types::NodeId::of_name(&self.name)
+    }
+
     /// The SHA-256 fingerprint of this node's certificate, lowercase hex.
     pub fn fingerprint(&self) -> String {
         self.identity.fingerprint()
@@ -639,6 +670,7 @@ mod tests {
                 key: parse_key(here, key.as_bytes()).unwrap(),
             },
             roots: Arc::new(roots),
+            name: "unchecked".into(),
         }
     }
 

@@ -58,8 +58,10 @@ pub struct ReplConfig {
     /// Cluster CA and this node's certificate (`strata-admin gen-certs`):
     /// node links use mutual TLS.
     pub tls: Option<ClusterTls>,
-    /// This node's name in the primary's metrics and logs (default: the
-    /// client listen address).
+    /// This node's name. With cluster certificates it is the name in the
+    /// certificate (its subject common name), which is how other nodes know
+    /// it; set here, it must be that name. Without them it only labels
+    /// logs (default: the client listen address).
     pub node_name: Option<String>,
     /// What a write waits for when the request names no policy.
     pub default_ack: AckPolicyText,
@@ -163,6 +165,9 @@ pub enum ReplError {
     /// The peer refused or broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// Settings that contradict each other.
+    #[error("replication settings: {0}")]
+    Config(String),
 }
 
 impl From<quinn::ConnectionError> for ReplError {
@@ -272,6 +277,15 @@ impl Replication {
     ) -> Result<Arc<Replication>, ReplError> {
         let meta = ReplMeta::load_or_create(data_dir)?;
         let identity = cfg.tls.as_ref().map(ClusterTls::load).transpose()?;
+        if let (Some(identity), Some(name)) = (&identity, &cfg.node_name)
+            && identity.name() != name
+        {
+            return Err(ReplError::Config(format!(
+                "replication.node_name is {name:?}, but this node's cluster certificate names \
+                 it {:?}: a node is known by its certificate; drop node_name or make them agree",
+                identity.name()
+            )));
+        }
         let snapshots_dir = data_dir.join("repl-snapshots");
         // Leftovers of a previous run are useless: their sessions are gone.
         let _ = std::fs::remove_dir_all(&snapshots_dir);
@@ -316,11 +330,11 @@ impl Replication {
         client_addr: SocketAddr,
     ) -> Result<Option<SocketAddr>, ReplError> {
         let _ = self.client_addr.set(client_addr.to_string());
-        let name = self
-            .cfg
-            .node_name
-            .clone()
-            .unwrap_or_else(|| client_addr.to_string());
+        let name = match (&self.identity, &self.cfg.node_name) {
+            (Some(identity), _) => identity.name().to_string(),
+            (None, Some(name)) => name.clone(),
+            (None, None) => client_addr.to_string(),
+        };
         let _ = self.node_name.set(name);
         let mut bound = None;
         if let (Some(listen), Some(identity)) = (self.cfg.listen, &self.identity) {
@@ -394,6 +408,11 @@ impl Replication {
 
     fn node_name(&self) -> &str {
         self.node_name.get().map_or("strata", String::as_str)
+    }
+
+    /// This node's id within a cluster, when it has a cluster identity.
+    pub fn node_id(&self) -> Option<crate::types::NodeId> {
+        self.identity.as_ref().map(ClusterIdentity::node_id)
     }
 
     /// Whether this node accepts writes.

@@ -182,7 +182,7 @@ fn continues(ours: &super::ReplMeta, position: &Position, applied: Seq) -> bool 
 }
 
 async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Result<(), ReplError> {
-    let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+    let (send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
         .await
         .map_err(|_| ReplError::Protocol("no control stream within 10 s".into()))??;
     let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<ToPrimary>(&mut recv))
@@ -197,7 +197,17 @@ async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Res
     else {
         return Err(ReplError::Protocol("expected Hello".into()));
     };
-    let refuse = |reason: String| ToReplica::Refused { reason };
+    // Who the replica is: the name in the certificate the handshake
+    // verified, not what its Hello says.
+    let claimed = node;
+    let Some(node) = crate::net::tls::peer_name(conn) else {
+        let reason = "the replica's certificate names no node (no subject common name)".to_string();
+        warn!(replica = %claimed, %reason, "replica refused");
+        return refuse(send, reason).await;
+    };
+    if claimed != node {
+        info!(replica = %node, says = %claimed, "replica's Hello names it otherwise; its certificate decides");
+    }
     let meta = repl.meta();
     let refusal = if protocol != REPL_PROTOCOL {
         Some(format!(
@@ -216,9 +226,7 @@ async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Res
     };
     if let Some(reason) = refusal {
         warn!(replica = %node, %reason, "replica refused");
-        write_frame(&mut send, &refuse(reason)).await?;
-        let _ = send.finish();
-        return Ok(());
+        return refuse(send, reason).await;
     }
 
     let session = match repl.with_primary(|p, now, out| p.connect(&node, now, out)) {
@@ -226,9 +234,7 @@ async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Res
         Err(refusal) => {
             let reason = refusal.to_string();
             warn!(replica = %node, %reason, "replica refused");
-            write_frame(&mut send, &refuse(reason)).await?;
-            let _ = send.finish();
-            return Ok(());
+            return refuse(send, reason).await;
         }
     };
     lock(&repl.state).sessions.insert(session, conn.clone());
@@ -236,6 +242,15 @@ async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Res
     repl.with_primary(|p, now, out| p.disconnect(session, now, out));
     lock(&repl.state).sessions.remove(&session);
     result
+}
+
+/// Tells a replica why it is refused, and lets the words arrive before the
+/// connection closes (closing drops unsent stream data).
+async fn refuse(mut send: quinn::SendStream, reason: String) -> Result<(), ReplError> {
+    write_frame(&mut send, &ToReplica::Refused { reason }).await?;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(HELLO_TIMEOUT, send.stopped()).await;
+    Ok(())
 }
 
 /// One replica session, from the PSYNC2 decision to the link's end.

@@ -79,6 +79,23 @@ impl Member {
         }
     }
 
+    /// Waits for a log line containing `needle` (an event the node
+    /// reports); `within` only bounds a test that would otherwise hang.
+    pub fn await_log(&self, needle: &str, within: Duration) -> String {
+        if let Some(line) = self.node.startup_log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.node.logs.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("{} never logged {needle:?}", self.name),
+            }
+        }
+    }
+
     /// A client pinned to this node's certificate.
     pub async fn client(&self) -> Client {
         let pin = parse_fingerprint(&self.node.fingerprint).expect("fingerprint");
