@@ -88,6 +88,11 @@ pub struct NetLimits {
     pub idle_timeout_ms: u64,
     /// On SIGINT/SIGTERM, in-flight requests get this long to finish, ms.
     pub shutdown_grace_ms: u64,
+    /// Bytes of request frames being read or executed, node-wide; a request
+    /// that would pass it is answered `Overloaded` without its body being
+    /// read. A quarter is kept for frames of at most 64 KiB, so small
+    /// requests are served while large ones are shed.
+    pub request_bytes_budget: u64,
 }
 
 impl Default for NetLimits {
@@ -99,6 +104,7 @@ impl Default for NetLimits {
             request_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            request_bytes_budget: 256 << 20,
         }
     }
 }
@@ -241,6 +247,13 @@ impl Config {
                 "net.max_frame_bytes",
                 "must fit the largest key plus value and their framing \
                  (store.limits.max_value_bytes + 2 * max_key_bytes + 128)",
+            );
+        }
+        // The large-frame share (three quarters) must fit the largest frame.
+        if n.request_bytes_budget / 4 * 3 < n.max_frame_bytes as u64 {
+            return bad(
+                "net.request_bytes_budget",
+                "must be at least 4/3 of net.max_frame_bytes, so the largest request fits",
             );
         }
         if n.request_timeout_ms == 0 || n.idle_timeout_ms == 0 {

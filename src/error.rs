@@ -40,6 +40,8 @@ impl From<&StoreError> for ErrorCode {
             StoreError::NotAnInteger => ErrorCode::NotAnInteger,
             StoreError::Overflow => ErrorCode::Overflow,
             StoreError::Closed => ErrorCode::ShuttingDown,
+            StoreError::Overloaded { .. } => ErrorCode::Overloaded,
+            StoreError::Cancelled => ErrorCode::Timeout,
             StoreError::Poisoned(_)
             | StoreError::Wal(_)
             | StoreError::Disk(_)
@@ -54,9 +56,17 @@ impl From<&StoreError> for ErrorCode {
     }
 }
 
+/// How long a client shed for a full commit queue should wait: a few
+/// commit batches' worth, so that retries do not arrive in one wave.
+pub const OVERLOADED_RETRY_AFTER_MS: u64 = 50;
+
 impl From<&StoreError> for ErrorReply {
     fn from(e: &StoreError) -> ErrorReply {
-        ErrorReply::new(ErrorCode::from(e), e.to_string())
+        let reply = ErrorReply::new(ErrorCode::from(e), e.to_string());
+        match e {
+            StoreError::Overloaded { .. } => reply.with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS),
+            _ => reply,
+        }
     }
 }
 

@@ -31,9 +31,9 @@ impl Counter {
 
 /// Upper bounds of the latency buckets, seconds: 25 µs to 10 s, roughly
 /// ×2.5 apart, enough to read p50/p95/p99 from.
-pub const LATENCY_BUCKETS: [f64; 14] = [
+pub const LATENCY_BUCKETS: [f64; 17] = [
     0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 1.0,
+    0.25, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// A latency histogram with [`LATENCY_BUCKETS`] (plus +Inf).

@@ -1,6 +1,8 @@
 //! Newtypes shared by every layer: sequence numbers, node and history ids.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -204,4 +206,21 @@ pub enum Condition {
     IfPresent,
     /// Only if the key's current version is exactly this (compare-and-set).
     IfVersion(Seq),
+}
+
+/// Set when whoever asked for a long operation is gone (its client left, or
+/// its request timed out): the operation checks it as it goes and stops.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Asks the operation to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }

@@ -61,12 +61,34 @@ fn alert_rules_and_dashboard_use_exported_metrics() {
             "{file} names metrics the node does not export: {missing:?}"
         );
     }
-    // The thresholds the rules promise are there.
+    // The thresholds the rules promise are there, compared as numbers (as
+    // text, "> 1" would be found inside "> 100").
     let rules =
         std::fs::read_to_string(format!("{root}/ops/prometheus/strata-alerts.yml")).unwrap();
-    for threshold in [
-        "> 0.05", "> 0.1", "> 0.2", "< 0.8", "> 0.8", "> 1000", "> 1", "> 100",
+    let found = comparisons(&rules);
+    for (op, value) in [
+        (">", 0.05),
+        (">", 0.1),
+        (">", 0.2),
+        ("<", 0.8),
+        (">", 0.8),
+        (">", 1000.0),
+        (">", 1.0),
+        (">", 100.0),
     ] {
-        assert!(rules.contains(threshold), "missing threshold {threshold}");
+        assert!(
+            found.iter().any(|(o, v)| *o == op && *v == value),
+            "no rule compares {op} {value}: {found:?}"
+        );
     }
+}
+
+/// Every `<op> <number>` comparison in the rules' expressions.
+fn comparisons(rules: &str) -> Vec<(&str, f64)> {
+    let tokens: Vec<&str> = rules.split_whitespace().collect();
+    tokens
+        .windows(2)
+        .filter(|w| matches!(w[0], ">" | "<" | ">=" | "<=" | "==" | "!="))
+        .filter_map(|w| Some((w[0], w[1].parse::<f64>().ok()?)))
+        .collect()
 }

@@ -122,3 +122,45 @@ async fn overwrite_replaces_the_deadline() {
     // incr on an expired key starts from zero.
     assert_eq!(store.incr(b("n"), 3).await.unwrap().0, 3);
 }
+
+/// A scan page bounds the entries it examines, expired ones included: over
+/// a long run of dead keys it returns early (even empty, with a cursor)
+/// instead of walking them all, and the pages together still give exactly
+/// the live keys.
+#[tokio::test]
+async fn scan_pages_over_expired_keys_stay_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = open_with_clock(config(dir.path(), FsyncPolicy::Never), clock.clone());
+    for i in 0..1000 {
+        let key = b(&format!("k{i:04}"));
+        store
+            .set(key, b("v"), Some(Duration::from_secs(5)), Condition::Always)
+            .await
+            .unwrap();
+    }
+    store
+        .set(b("k9999"), b("live"), None, Condition::Always)
+        .await
+        .unwrap();
+    clock.advance_ms(10_000);
+
+    let limit = 10;
+    let first = store.scan(b("k"), None, limit).await.unwrap();
+    assert!(first.entries.is_empty());
+    assert!(
+        first.next_cursor.is_some(),
+        "a page that examined its share says where to go on"
+    );
+    let (mut cursor, mut pages, mut live) = (first.next_cursor, 1, Vec::new());
+    while let Some(after) = cursor {
+        let page = store.scan(b("k"), Some(after), limit).await.unwrap();
+        live.extend(page.entries.into_iter().map(|(k, _)| k));
+        cursor = page.next_cursor;
+        pages += 1;
+        assert!(pages <= 1000, "the scan does not end");
+    }
+    assert_eq!(live, vec![b("k9999")]);
+    // Each page examined at most 4 x 10 + 64 entries.
+    assert!(pages >= 1000 / (4 * limit + 64), "{pages} pages");
+}

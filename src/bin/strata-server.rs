@@ -37,7 +37,8 @@ struct Args {
     /// HTTP address for /metrics, or "off". Default: 127.0.0.1:9379.
     #[arg(long)]
     metrics_listen: Option<String>,
-    /// Memory-tier budget in bytes (keys + values + ~96 B/entry). Default: 268435456.
+    /// Memory-tier budget in bytes (keys + values + 432 B/entry, what an entry
+    /// costs in RSS). Default: 268435456.
     #[arg(long)]
     memory_bytes: Option<u64>,
     /// WAL fsync policy: always | interval:<ms> | never. Default: always.

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use crate::config::Role;
 use crate::proto::{
     Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, PROTOCOL_VERSION, Request,
@@ -12,7 +14,7 @@ use crate::proto::{
 };
 use crate::repl::Replication;
 use crate::store::{self, Store, WriteAck, WriteOutcome};
-use crate::types::{AckPolicy, Seq};
+use crate::types::{AckPolicy, Cancel, Seq};
 
 /// What the handlers need from the node.
 #[derive(Debug, Clone)]
@@ -25,6 +27,34 @@ pub struct Node {
     pub auth_required: bool,
     /// Role, replicas and acknowledgements.
     pub repl: Arc<Replication>,
+    /// Whole-database operations (`Digest`, `Snapshot`, `Checkpoint`)
+    /// running at once are bounded by these permits.
+    pub heavy: Arc<Semaphore>,
+}
+
+/// Whole-database operations one node runs at once by default.
+pub const HEAVY_AT_ONCE: usize = 1;
+
+impl Node {
+    /// A node serving `repl`'s store with `limits`.
+    pub fn new(repl: Arc<Replication>, limits: Limits, auth_required: bool) -> Node {
+        Node {
+            store: repl.store().clone(),
+            limits,
+            auth_required,
+            repl,
+            heavy: Arc::new(Semaphore::new(HEAVY_AT_ONCE)),
+        }
+    }
+}
+
+/// Whether `req` reads or writes the whole database, and so is admin-only,
+/// bounded in number and stopped when its client is gone.
+fn is_heavy(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Digest { .. } | Request::Snapshot { .. } | Request::Checkpoint
+    )
 }
 
 /// The right a request needs.
@@ -32,10 +62,8 @@ pub fn required_role(req: &Request) -> Option<Role> {
     match req {
         // §3: with tokens configured, everything but Hello needs one.
         Request::Hello { .. } => None,
-        Request::Promote
-        | Request::ReplicaOf { .. }
-        | Request::Checkpoint
-        | Request::Snapshot { .. } => Some(Role::Admin),
+        Request::Promote | Request::ReplicaOf { .. } => Some(Role::Admin),
+        _ if is_heavy(req) => Some(Role::Admin),
         _ if req.needs_write() => Some(Role::ReadWrite),
         _ => Some(Role::ReadOnly),
     }
@@ -83,8 +111,10 @@ fn ttl(ms: Option<u64>) -> Option<Duration> {
 }
 
 impl Node {
-    /// Serves one request that has passed authentication.
-    pub async fn dispatch(&self, req: Request) -> Response {
+    /// Serves one request that has passed authentication. `cancel` is set
+    /// when its client is gone or its time is up; whole-database operations
+    /// stop then, others finish (a write may already be committed).
+    pub async fn dispatch(&self, req: Request, cancel: Cancel) -> Response {
         if req.needs_write() && !self.repl.is_primary() {
             let mut e = ErrorReply::new(
                 ErrorCode::ReadOnlyReplica,
@@ -113,9 +143,30 @@ impl Node {
                 "this replica is being re-seeded by a full sync and serves no reads until it completes",
             );
         }
+        // Held until the response is built: bounds whole-database work.
+        let _heavy = if is_heavy(&req) {
+            match self.heavy.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    return Response::Error(
+                        ErrorReply::new(
+                            ErrorCode::Overloaded,
+                            format!(
+                                "{} whole-database operation(s) (digest, snapshot, checkpoint) \
+                                 already running on this node",
+                                HEAVY_AT_ONCE
+                            ),
+                        )
+                        .with_retry_after_ms(1000),
+                    );
+                }
+            }
+        } else {
+            None
+        };
         let policy = self.repl.ack_policy(req.ack());
         let mut written = None;
-        let mut response = self.execute(req, policy, &mut written).await;
+        let mut response = self.execute(req, policy, &mut written, cancel).await;
         if let Some(seq) = written
             && let Some(durability) = durability_of(&mut response)
         {
@@ -131,7 +182,13 @@ impl Node {
         response
     }
 
-    async fn execute(&self, req: Request, ack: AckPolicy, written: &mut Option<Seq>) -> Response {
+    async fn execute(
+        &self,
+        req: Request,
+        ack: AckPolicy,
+        written: &mut Option<Seq>,
+        cancel: Cancel,
+    ) -> Response {
         let store = &self.store;
         let result = match req {
             Request::Hello { protocol, .. } => {
@@ -184,7 +241,7 @@ impl Node {
                 } else {
                     expired_before_ms
                 };
-                store.digest(cutoff).await.map(|d| {
+                store.digest(cutoff, cancel).await.map(|d| {
                     Response::Info(vec![
                         ("seq".into(), d.seq.to_string()),
                         ("keys".into(), d.keys.to_string()),

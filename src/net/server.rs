@@ -24,47 +24,33 @@ use crate::net::{
     BodyError, TransportLimits, constant_time_eq, endpoint, quic_server_config, read_body,
 };
 use crate::proto::{
-    ALPN, ErrorCode, ErrorReply, FRAME_HEADER_BYTES, Limits, Request, Response, decode_frame,
-    encode_response, frame_len, quic_code,
+    ALPN, ErrorCode, ErrorReply, FRAME_HEADER_BYTES, Limits, OP_NAMES, Request, Response,
+    decode_frame, encode_response, frame_len, quic_code,
 };
 use crate::repl::Replication;
+use crate::types::Cancel;
 
-/// Every op name, for per-op metrics handles created once.
-pub const OPS: [&str; 14] = [
-    "hello",
-    "ping",
-    "get",
-    "multi_get",
-    "exists",
-    "ttl",
-    "set",
-    "multi_set",
-    "delete",
-    "expire",
-    "persist",
-    "incr",
-    "scan",
-    "info",
-];
+/// How long a client shed for the request byte budget should wait.
+const SHED_RETRY_AFTER_MS: u64 = 100;
 
 /// Request metrics, one handle per op.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
-    requests: [Counter; OPS.len()],
-    errors: [Counter; OPS.len()],
-    latency: [Histogram; OPS.len()],
+    requests: [Counter; OP_NAMES.len()],
+    errors: [Counter; OP_NAMES.len()],
+    latency: [Histogram; OP_NAMES.len()],
     /// Requests that never became a valid request (bad frames, timeouts).
     pub rejected_streams: Counter,
+    /// Requests shed (`Overloaded`) because the request byte budget was spent.
+    pub shed: Counter,
+    /// The most request bytes ever charged to the budget at once.
+    budget_high_water: std::sync::atomic::AtomicU64,
     /// Connections refused because the limit was reached.
     pub refused_connections: Counter,
     /// Connections accepted.
     pub connections: Counter,
     /// Connections open now (gauge kept as a signed pair of counters).
     open_connections: std::sync::atomic::AtomicI64,
-}
-
-fn op_index(req: &Request) -> usize {
-    OPS.iter().position(|op| *op == req.op_name()).unwrap_or(0)
 }
 
 impl ServerMetrics {
@@ -83,7 +69,7 @@ impl ServerMetrics {
             "counter",
             "Requests served, by operation.",
         );
-        for (i, op) in OPS.iter().enumerate() {
+        for (i, op) in OP_NAMES.iter().enumerate() {
             e.sample(
                 "strata_requests_total",
                 &[("op", op)],
@@ -95,7 +81,7 @@ impl ServerMetrics {
             "counter",
             "Requests answered with an error, by operation.",
         );
-        for (i, op) in OPS.iter().enumerate() {
+        for (i, op) in OP_NAMES.iter().enumerate() {
             e.sample(
                 "strata_request_errors_total",
                 &[("op", op)],
@@ -107,7 +93,7 @@ impl ServerMetrics {
             "histogram",
             "Time from request start to response, by operation.",
         );
-        for (i, op) in OPS.iter().enumerate() {
+        for (i, op) in OP_NAMES.iter().enumerate() {
             e.histogram(
                 "strata_request_duration_seconds",
                 &[("op", op)],
@@ -123,6 +109,23 @@ impl ServerMetrics {
             "strata_rejected_streams_total",
             &[],
             self.rejected_streams.get() as f64,
+        );
+        e.family(
+            "strata_requests_shed_total",
+            "counter",
+            "Requests answered Overloaded before their body was read: the request byte budget was spent.",
+        )
+        .sample("strata_requests_shed_total", &[], self.shed.get() as f64);
+        e.family(
+            "strata_request_bytes_high_water",
+            "gauge",
+            "The most request bytes read or executing at once since start (bounded by net.request_bytes_budget).",
+        )
+        .sample(
+            "strata_request_bytes_high_water",
+            &[],
+            self.budget_high_water
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
         );
         e.family(
             "strata_connections_total",
@@ -163,6 +166,48 @@ struct Shared {
     max_frame_bytes: u32,
     request_timeout: Duration,
     metrics: Arc<ServerMetrics>,
+    budget: BodyBudget,
+}
+
+/// Bytes of request frames being read or executed, node-wide: a frame is
+/// charged before its body is read and released when its request is done
+/// (even past a timeout, while its write is still queued), so that many
+/// connections sending large values cannot pin more memory than this.
+struct BodyBudget {
+    /// For frames up to [`BodyBudget::SMALL`]: small requests keep being
+    /// served while large ones are shed.
+    small: Arc<Semaphore>,
+    large: Arc<Semaphore>,
+    total: u64,
+}
+
+impl BodyBudget {
+    const SMALL: u32 = 64 << 10;
+
+    fn new(total: u64) -> BodyBudget {
+        let small = (total / 4).min(Semaphore::MAX_PERMITS as u64) as usize;
+        let large = (total - total / 4).min(Semaphore::MAX_PERMITS as u64) as usize;
+        BodyBudget {
+            small: Arc::new(Semaphore::new(small)),
+            large: Arc::new(Semaphore::new(large)),
+            total,
+        }
+    }
+
+    fn try_charge(&self, len: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let pool = if len <= Self::SMALL {
+            &self.small
+        } else {
+            &self.large
+        };
+        pool.clone().try_acquire_many_owned(len.max(1)).ok()
+    }
+
+    /// Bytes charged now.
+    fn in_use(&self) -> u64 {
+        let free = self.small.available_permits() + self.large.available_permits();
+        self.total.saturating_sub(free as u64)
+    }
 }
 
 /// A bound, not yet running, server.
@@ -214,18 +259,14 @@ impl Server {
                 source,
             })?;
         let store_limits = &config.store.limits;
-        let node = Node {
-            limits: Limits {
-                max_key_bytes: store_limits.max_key_bytes as u32,
-                max_value_bytes: store_limits.max_value_bytes as u32,
-                max_keys_per_request: store_limits.max_batch_keys.min(store_limits.max_scan_limit)
-                    as u32,
-                max_frame_bytes: config.net.max_frame_bytes,
-            },
-            auth_required: !config.tokens.is_empty(),
-            store: repl.store().clone(),
-            repl,
+        let limits = Limits {
+            max_key_bytes: store_limits.max_key_bytes as u32,
+            max_value_bytes: store_limits.max_value_bytes as u32,
+            max_keys_per_request: store_limits.max_batch_keys.min(store_limits.max_scan_limit)
+                as u32,
+            max_frame_bytes: config.net.max_frame_bytes,
         };
+        let node = Node::new(repl, limits, !config.tokens.is_empty());
         Ok(Server {
             endpoint,
             shared: Arc::new(Shared {
@@ -234,6 +275,7 @@ impl Server {
                 max_frame_bytes: config.net.max_frame_bytes,
                 request_timeout: Duration::from_millis(config.net.request_timeout_ms),
                 metrics,
+                budget: BodyBudget::new(config.net.request_bytes_budget),
             }),
             connection_slots: Arc::new(Semaphore::new(config.net.max_connections)),
             shutdown_grace: Duration::from_millis(config.net.shutdown_grace_ms),
@@ -330,10 +372,7 @@ async fn serve_connection(
         match stream {
             Ok((send, recv)) => {
                 let (shared, role) = (shared.clone(), role.clone());
-                in_flight.spawn(
-                    async move { handle_stream(send, recv, &shared, &role).await }
-                        .in_current_span(),
-                );
+                in_flight.spawn(handle_stream(send, recv, shared, role).in_current_span());
             }
             Err(e) => {
                 debug!(reason = %e, "connection closed");
@@ -373,7 +412,14 @@ fn truncated(what: String) -> ReadFailure {
     ReadFailure::Reply(reply, quic_code::PROTOCOL_VIOLATION)
 }
 
-async fn read_request(recv: &mut RecvStream, max_frame_bytes: u32) -> Result<Request, ReadFailure> {
+/// A request as read, with the budget its frame is charged to.
+struct Read {
+    request: Request,
+    charge: tokio::sync::OwnedSemaphorePermit,
+}
+
+async fn read_request(recv: &mut RecvStream, shared: &Shared) -> Result<Read, ReadFailure> {
+    let max_frame_bytes = shared.max_frame_bytes;
     let mut header = [0u8; FRAME_HEADER_BYTES];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -396,6 +442,24 @@ async fn read_request(recv: &mut RecvStream, max_frame_bytes: u32) -> Result<Req
         );
         return Err(ReadFailure::Reply(reply, quic_code::FRAME_TOO_LARGE));
     }
+    // IMPORTANT: charged before the body is read, so memory stays bounded.
+    let Some(charge) = shared.budget.try_charge(len) else {
+        shared.metrics.shed.inc();
+        let reply = ErrorReply::new(
+            ErrorCode::Overloaded,
+            format!(
+                "this node is reading or executing {} bytes of requests, its budget \
+                 (net.request_bytes_budget); retry shortly",
+                shared.budget.in_use()
+            ),
+        )
+        .with_retry_after_ms(SHED_RETRY_AFTER_MS);
+        return Err(ReadFailure::Reply(reply, quic_code::OVERLOADED));
+    };
+    shared
+        .metrics
+        .budget_high_water
+        .fetch_max(shared.budget.in_use(), std::sync::atomic::Ordering::Relaxed);
     // Exactly `len` bytes, then the end: more means a second frame or junk.
     let body = match read_body(recv, len as usize).await {
         Ok(body) => body,
@@ -418,7 +482,7 @@ async fn read_request(recv: &mut RecvStream, max_frame_bytes: u32) -> Result<Req
     framed.extend_from_slice(&header);
     framed.extend_from_slice(&body);
     match decode_frame::<Request>(&mut framed, max_frame_bytes) {
-        Ok(Some(req)) => Ok(req),
+        Ok(Some(request)) => Ok(Read { request, charge }),
         Ok(None) => Err(ReadFailure::Gone),
         Err(e) => Err(ReadFailure::Reply(
             ErrorReply::new(ErrorCode::BadRequest, format!("malformed request: {e}")),
@@ -430,64 +494,92 @@ async fn read_request(recv: &mut RecvStream, max_frame_bytes: u32) -> Result<Req
 async fn handle_stream(
     mut send: SendStream,
     mut recv: RecvStream,
-    shared: &Shared,
-    role: &Mutex<Option<Role>>,
+    shared: Arc<Shared>,
+    role: Arc<Mutex<Option<Role>>>,
 ) {
     let started = Instant::now();
     let deadline = shared.request_timeout;
-    let request =
-        match tokio::time::timeout(deadline, read_request(&mut recv, shared.max_frame_bytes)).await
-        {
-            Ok(Ok(req)) => req,
-            Ok(Err(failure)) => {
-                shared.metrics.rejected_streams.inc();
-                if let ReadFailure::Reply(reply, code) = failure {
-                    debug!(code = ?reply.code, message = %reply.message, "bad request stream");
-                    let _ = recv.stop(VarInt::from_u32(code));
-                    write_response(
-                        &mut send,
-                        &Response::Error(reply),
-                        deadline,
-                        shared.max_frame_bytes,
-                    )
-                    .await;
-                }
-                return;
-            }
-            Err(_) => {
-                shared.metrics.rejected_streams.inc();
-                let _ = recv.stop(VarInt::from_u32(quic_code::REQUEST_TIMEOUT));
-                let reply = ErrorReply::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "the request frame did not arrive within the request timeout ({} ms)",
-                        deadline.as_millis()
-                    ),
-                );
+    let read = match tokio::time::timeout(deadline, read_request(&mut recv, &shared)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(failure)) => {
+            shared.metrics.rejected_streams.inc();
+            if let ReadFailure::Reply(reply, code) = failure {
+                debug!(code = ?reply.code, message = %reply.message, "bad request stream");
+                let _ = recv.stop(VarInt::from_u32(code));
                 write_response(
                     &mut send,
                     &Response::Error(reply),
-                    Duration::from_secs(1),
+                    deadline,
                     shared.max_frame_bytes,
                 )
                 .await;
-                return;
             }
-        };
-    let op = op_index(&request);
-    let response = match tokio::time::timeout(deadline, respond(request, shared, role)).await {
-        Ok(response) => response,
-        Err(_) => Response::error(
-            ErrorCode::Timeout,
-            "request took longer than the server's request timeout",
-        ),
+            return;
+        }
+        Err(_) => {
+            shared.metrics.rejected_streams.inc();
+            let _ = recv.stop(VarInt::from_u32(quic_code::REQUEST_TIMEOUT));
+            let reply = ErrorReply::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the request frame did not arrive within the request timeout ({} ms)",
+                    deadline.as_millis()
+                ),
+            );
+            write_response(
+                &mut send,
+                &Response::Error(reply),
+                Duration::from_secs(1),
+                shared.max_frame_bytes,
+            )
+            .await;
+            return;
+        }
+    };
+    let op = read.request.op_index();
+    let cancel = Cancel::default();
+    // The request runs on its own task, which keeps the frame's budget
+    // charge until it is done: a timed-out write may still be queued.
+    let mut work = {
+        let (shared, cancel) = (shared.clone(), cancel.clone());
+        tokio::spawn(
+            async move {
+                let response = respond(read.request, &shared, &role, cancel).await;
+                drop(read.charge);
+                response
+            }
+            .in_current_span(),
+        )
+    };
+    let response = tokio::select! {
+        done = &mut work => done.unwrap_or_else(|e| {
+            warn!(error = %e, "a request handler failed");
+            Response::error(ErrorCode::Internal, "the request handler failed")
+        }),
+        () = tokio::time::sleep(deadline) => {
+            cancel.cancel();
+            Response::error(
+                ErrorCode::Timeout,
+                "request took longer than the server's request timeout",
+            )
+        }
+        _ = send.stopped() => {
+            // The client gave up on the request: long operations stop.
+            cancel.cancel();
+            return;
+        }
     };
     let ok = !matches!(response, Response::Error(_));
     write_response(&mut send, &response, deadline, shared.max_frame_bytes).await;
     shared.metrics.record(op, ok, started.elapsed());
 }
 
-async fn respond(request: Request, shared: &Shared, role: &Mutex<Option<Role>>) -> Response {
+async fn respond(
+    request: Request,
+    shared: &Shared,
+    role: &Mutex<Option<Role>>,
+    cancel: Cancel,
+) -> Response {
     if let Request::Hello { token, .. } = &request
         && shared.node.auth_required
     {
@@ -506,7 +598,7 @@ async fn respond(request: Request, shared: &Shared, role: &Mutex<Option<Role>>) 
     if let Err(e) = request.validate(&shared.node.limits) {
         return Response::Error(ErrorReply::new(ErrorCode::from(&e), e.to_string()));
     }
-    shared.node.dispatch(request).await
+    shared.node.dispatch(request, cancel).await
 }
 
 /// The role of the token that matches, comparing every token in constant time.

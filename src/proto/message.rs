@@ -186,30 +186,60 @@ pub struct SetEntry {
     pub ttl_ms: Option<u64>,
 }
 
+/// Every operation's name, by [`Request::op_index`].
+pub const OP_NAMES: [&str; 19] = [
+    "hello",
+    "ping",
+    "get",
+    "multi_get",
+    "exists",
+    "ttl",
+    "set",
+    "multi_set",
+    "delete",
+    "expire",
+    "persist",
+    "incr",
+    "scan",
+    "info",
+    "promote",
+    "replica_of",
+    "digest",
+    "checkpoint",
+    "snapshot",
+];
+
 impl Request {
+    /// The operation's position in [`OP_NAMES`], which is its wire index:
+    /// an exhaustive match, so a new request kind cannot be left out of
+    /// the per-operation metrics.
+    pub const fn op_index(&self) -> usize {
+        match self {
+            Request::Hello { .. } => 0,
+            Request::Ping => 1,
+            Request::Get { .. } => 2,
+            Request::MultiGet { .. } => 3,
+            Request::Exists { .. } => 4,
+            Request::Ttl { .. } => 5,
+            Request::Set { .. } => 6,
+            Request::MultiSet { .. } => 7,
+            Request::Delete { .. } => 8,
+            Request::Expire { .. } => 9,
+            Request::Persist { .. } => 10,
+            Request::Incr { .. } => 11,
+            Request::Scan { .. } => 12,
+            Request::Info => 13,
+            Request::Promote => 14,
+            Request::ReplicaOf { .. } => 15,
+            Request::Digest { .. } => 16,
+            Request::Checkpoint => 17,
+            Request::Snapshot { .. } => 18,
+        }
+    }
+
     /// The name of the operation, for logs and metrics labels.
     pub const fn op_name(&self) -> &'static str {
-        match self {
-            Request::Hello { .. } => "hello",
-            Request::Ping => "ping",
-            Request::Get { .. } => "get",
-            Request::MultiGet { .. } => "multi_get",
-            Request::Exists { .. } => "exists",
-            Request::Ttl { .. } => "ttl",
-            Request::Set { .. } => "set",
-            Request::MultiSet { .. } => "multi_set",
-            Request::Delete { .. } => "delete",
-            Request::Expire { .. } => "expire",
-            Request::Persist { .. } => "persist",
-            Request::Incr { .. } => "incr",
-            Request::Scan { .. } => "scan",
-            Request::Info => "info",
-            Request::Promote => "promote",
-            Request::ReplicaOf { .. } => "replica_of",
-            Request::Digest { .. } => "digest",
-            Request::Checkpoint => "checkpoint",
-            Request::Snapshot { .. } => "snapshot",
-        }
+        OP_NAMES[self.op_index()]
     }
 
     /// Whether the request changes data. A replica refuses these with
@@ -745,6 +775,15 @@ mod tests {
         assert_eq!(body(&AckPolicy::Sync { timeout_ms: 4 }), [2, 4]);
         assert_eq!(body(&OnTimeout::Degrade), [0]);
         assert_eq!(body(&OnTimeout::Fail), [1]);
+    }
+
+    #[test]
+    fn op_index_is_the_wire_index() {
+        for req in one_of_each_request() {
+            let frame = crate::proto::encode_request(&req).unwrap();
+            assert_eq!(usize::from(frame[4]), req.op_index(), "{}", req.op_name());
+        }
+        assert_eq!(one_of_each_request().len(), OP_NAMES.len());
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, Limits, RequestError,
 };
 pub use message::{
-    Durability, Entry, ErrorReply, HelloReply, Request, Response, ScanPage, SetEntry, SnapshotItem,
-    SnapshotPage, TtlState, WriteReply,
+    Durability, Entry, ErrorReply, HelloReply, OP_NAMES, Request, Response, ScanPage, SetEntry,
+    SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 
 /// The QUIC ALPN protocol id of this protocol. It names the major version: an
@@ -71,6 +71,9 @@ pub mod quic_code {
     /// The server stops reading a request frame that did not arrive within
     /// its request timeout, after replying `Timeout`.
     pub const REQUEST_TIMEOUT: u32 = 4;
+    /// The server stops reading a request it shed for load, after replying
+    /// `Overloaded`.
+    pub const OVERLOADED: u32 = 5;
 }
 
 #[cfg(test)]
@@ -481,6 +484,7 @@ mod tests {
             (quic_code::PROTOCOL_VIOLATION, "PROTOCOL_VIOLATION"),
             (quic_code::SHUTTING_DOWN, "SHUTTING_DOWN"),
             (quic_code::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
+            (quic_code::OVERLOADED, "OVERLOADED"),
         ] {
             let row = format!("| {code:<4} | `{name}`");
             assert!(WIRE_DOC.contains(&row), "wire-protocol.md lacks {row:?}");

@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::Status;
 use super::disk::{DiskTier, InstallMarker, SnapshotEntry, StoredValue};
@@ -32,6 +32,10 @@ use crate::wal::{Mutation, WalRecord, WalWriter};
 /// A full-sync install flushes RocksDB after about this many bytes, which
 /// is what a crashed install can resume from.
 const INSTALL_FLUSH_BYTES: u64 = 8 << 20;
+
+/// A queued write: the op, where its outcome goes, and its place in the
+/// bounded queue (released only once the reply is sent).
+type Queued = (WriteOp, oneshot::Sender<Reply>, OwnedSemaphorePermit);
 
 /// Most ops folded into one commit batch.
 const MAX_BATCH_OPS: usize = 1024;
@@ -86,6 +90,9 @@ pub(crate) enum Msg {
     Write {
         op: WriteOp,
         reply: oneshot::Sender<Reply>,
+        /// A place in the bounded queue, held until the commit thread is
+        /// done with the write, even if its caller stopped waiting.
+        permit: OwnedSemaphorePermit,
     },
     /// fsync the WAL now (a clean close under `never`/`interval`).
     Sync { reply: oneshot::Sender<Result<()>> },
@@ -150,7 +157,7 @@ impl Committer {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Write { op, reply } => batch.push((op, reply)),
+                    Msg::Write { op, reply, permit } => batch.push((op, reply, permit)),
                     Msg::Sync { reply } => {
                         // Everything queued before the sync request is committed first.
                         self.commit(std::mem::take(&mut batch));
@@ -211,17 +218,17 @@ impl Committer {
     }
 
     /// Fails every op of a batch whose records may not all have landed.
-    fn fail_batch(batch: Vec<(WriteOp, oneshot::Sender<Reply>)>, err: &StoreError) {
+    fn fail_batch(batch: Vec<Queued>, err: &StoreError) {
         let reason = match err {
             StoreError::Poisoned(reason) => reason.clone(),
             other => other.to_string(),
         };
-        for (_, reply) in batch {
+        for (_, reply, _permit) in batch {
             let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
         }
     }
 
-    fn commit(&mut self, batch: Vec<(WriteOp, oneshot::Sender<Reply>)>) {
+    fn commit(&mut self, batch: Vec<Queued>) {
         if batch.is_empty() {
             return;
         }
@@ -240,7 +247,7 @@ impl Committer {
         let mut records = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut next_seq = self.last_seq.next();
-        for (op, _) in &batch {
+        for (op, _, _) in &batch {
             let outcome = state.evaluate(op, next_seq).map(|(applied, mutations)| {
                 if !mutations.is_empty() {
                     state.record(next_seq, &mutations);
@@ -265,7 +272,7 @@ impl Committer {
                 }
             }
         }
-        for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+        for ((_, reply, _permit), outcome) in batch.into_iter().zip(outcomes) {
             let _ = reply.send(outcome.map(|applied| (applied, synced)));
         }
     }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Result, StoreError};
 use crate::clock::Clock;
-use crate::types::Seq;
+use crate::types::{Cancel, Seq};
 use crate::wal::{Mutation, WalRecord};
 
 const CF_DATA: &str = "data";
@@ -332,14 +332,17 @@ impl DiskTier {
 
     /// Entries whose key starts with `prefix` and sorts after `after` (or
     /// from the start of the prefix), skipping expired ones, up to `limit`.
-    /// Also says whether more entries may follow.
+    /// Also returns where the next page resumes (the last key examined), or
+    /// `None` when the prefix is done. Expired entries count towards the
+    /// work bound (`ScanLimit::examined`), so a page over a range of dead
+    /// keys ends early (possibly empty) instead of walking all of them.
     pub fn scan(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: ScanLimit,
         now_ms: u64,
-    ) -> Result<(Vec<(Bytes, StoredValue)>, bool)> {
+    ) -> Result<(ScanEntries, Option<Bytes>)> {
         let mut opts = ReadOptions::default();
         // A scan should not push hot point-lookup blocks out of the cache.
         opts.fill_cache(false);
@@ -352,32 +355,37 @@ impl DiskTier {
             opts,
             IteratorMode::From(start, Direction::Forward),
         );
-        let mut out = Vec::new();
-        let mut bytes = 0;
+        let mut out: Vec<(Bytes, StoredValue)> = Vec::new();
+        let (mut bytes, mut examined) = (0, 0);
+        let mut last: Option<Bytes> = None;
         for item in iter {
             let (key, raw) = item?;
             if !key.starts_with(prefix) {
-                return Ok((out, false));
+                return Ok((out, None));
             }
             if after.is_some_and(|after| &*key <= after) {
                 continue;
             }
-            if out.len() == limit.entries {
-                return Ok((out, true));
+            if out.len() == limit.entries || examined == limit.examined() {
+                return Ok((out, last));
             }
+            examined += 1;
             let value = decode_value(&key, &raw)?;
+            let key = Bytes::from(key.into_vec());
             if value.is_expired(now_ms) {
+                last = Some(key);
                 continue;
             }
             // The first entry always goes in: one key and value fit a frame.
             let size = ScanLimit::entry_bytes(key.len(), value.value.len());
             if !out.is_empty() && bytes + size > limit.bytes {
-                return Ok((out, true));
+                return Ok((out, last));
             }
             bytes += size;
-            out.push((Bytes::from(key.into_vec()), value));
+            last = Some(key.clone());
+            out.push((key, value));
         }
-        Ok((out, false))
+        Ok((out, None))
     }
 
     /// Bytes of SST files in the data family (0 if RocksDB cannot say).
@@ -393,14 +401,24 @@ impl DiskTier {
     /// consistent point, with the seq that point has applied. Entries that
     /// expire at or before `expired_before_ms` are left out, so nodes that
     /// compact at different times still agree.
-    pub fn digest(&self, expired_before_ms: u64) -> Result<Digest> {
+    pub fn digest(&self, expired_before_ms: u64, cancel: &Cancel) -> Result<Digest> {
         let snapshot = self.db.snapshot();
         // IMPORTANT: applied_seq read through the same snapshot as the data,
         // so the seq names exactly the state hashed.
         let seq = decode_applied_seq(snapshot.get_cf(self.meta(), APPLIED_SEQ_KEY)?.as_deref())?;
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut keys = 0u64;
-        for item in snapshot.iterator_cf(self.data(), IteratorMode::Start) {
+        for (n, item) in snapshot
+            .iterator_cf(self.data(), IteratorMode::Start)
+            .enumerate()
+        {
+            if n % 1024 == 0 {
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("digest_every_1024_entries");
+                if cancel.is_cancelled() {
+                    return Err(StoreError::Cancelled);
+                }
+            }
             let (key, raw) = item?;
             let Some((version, expires)) = decode_header(&raw) else {
                 return Err(StoreError::DamagedValue {
@@ -508,6 +526,9 @@ impl DiskTier {
     }
 }
 
+/// A scan page's entries: keys with their stored values.
+pub type ScanEntries = Vec<(Bytes, StoredValue)>;
+
 /// How much one scan page may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanLimit {
@@ -526,6 +547,12 @@ impl ScanLimit {
             entries,
             bytes: usize::MAX,
         }
+    }
+
+    /// Most entries one page examines, expired ones included: a few pages'
+    /// worth, so a page over dead keys ends early.
+    pub fn examined(&self) -> usize {
+        self.entries.saturating_mul(4).saturating_add(64)
     }
 
     /// An upper bound of what one entry costs in a `Page` response: its key

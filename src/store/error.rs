@@ -91,7 +91,13 @@ pub enum StoreError {
     /// `incr` would leave the i64 range.
     #[error("increment would overflow a 64-bit integer")]
     Overflow,
-    /// The store is shutting down (or its commit thread stopped).
+    /// The commit queue is full: the write was not queued (nothing done).
+    #[error("{pending} writes are queued for the commit thread, its limit; retry shortly")]
+    Overloaded {
+        /// The queue's limit (`max_pending_writes`).
+        pending: usize,
+    },
+    /// A replicated record that does not continue the log.
     #[error("replicated record {got} does not follow the last applied seq (expected {expected})")]
     ReplicationGap {
         /// The seq that would have continued the log.
@@ -100,6 +106,7 @@ pub enum StoreError {
         got: Seq,
     },
 
+    /// The WAL no longer holds a record a reader asked for.
     #[error("wal no longer holds seq {from} (oldest retained: {first:?})")]
     NotRetained {
         /// The seq asked for.
@@ -107,7 +114,10 @@ pub enum StoreError {
         /// The oldest seq still in the WAL.
         first: Option<Seq>,
     },
-
+    /// A long operation stopped because its caller went away.
+    #[error("stopped: whoever asked for it is gone")]
+    Cancelled,
+    /// The store is shutting down (or its commit thread stopped).
     #[error("store is closed")]
     Closed,
     /// A configuration value is unusable.

@@ -50,7 +50,7 @@ pub use lock::DirLock;
 use memory::{Lookup, MemoryTier};
 
 use crate::clock::{Clock, SystemClock};
-use crate::types::{Condition, Seq};
+use crate::types::{Cancel, Condition, Seq};
 use crate::wal::{FsyncPolicy, RecoveryMode, StdFs, Wal, WalConfig, WalFs, WalRecord};
 
 /// Size limits on what clients may store.
@@ -88,7 +88,8 @@ pub struct StoreConfig {
     /// table of a config file: the server's top-level `data_dir` sets it.
     #[serde(skip)]
     pub data_dir: PathBuf,
-    /// Byte budget of the memory tier (keys + values + ~96 B per entry).
+    /// Byte budget of the memory tier: keys + values + 432 B per entry, what
+    /// an entry costs in RSS (`memory::ENTRY_OVERHEAD_BYTES`).
     pub memory_budget_bytes: u64,
     /// When the WAL is fsynced; see [`FsyncPolicy`] for what survives what.
     pub fsync: FsyncPolicy,
@@ -397,7 +398,7 @@ struct Shared {
     status: Arc<Status>,
     checkpointer: Arc<Checkpointer>,
     commit_tx: mpsc::Sender<Msg>,
-    pending: Semaphore,
+    pending: Arc<Semaphore>,
     metrics: Arc<StoreMetrics>,
     feed: Arc<Feed>,
     /// Keys the warm restart put back into the memory tier.
@@ -626,7 +627,7 @@ impl Store {
             install,
         };
         let inner = Arc::new(Shared {
-            pending: Semaphore::new(config.max_pending_writes),
+            pending: Arc::new(Semaphore::new(config.max_pending_writes)),
             metrics,
             feed,
             warmed,
@@ -769,18 +770,24 @@ impl Store {
     }
 
     async fn submit(&self, op: WriteOp) -> Result<(Applied, bool)> {
-        // Backpressure: writers wait here (asynchronously) when the commit
-        // thread is behind, instead of queueing without bound.
-        let _permit = self
-            .inner
-            .pending
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        // Backpressure: a full queue sheds the write (nothing done) rather
+        // than queueing without bound. The permit travels with the write
+        // and is released by the commit thread once it is done with it, so
+        // a caller that stops waiting (a request timeout) does not free
+        // its place early.
+        let permit = match self.inner.pending.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                return Err(StoreError::Overloaded {
+                    pending: self.inner.config.max_pending_writes,
+                });
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(StoreError::Closed),
+        };
         let (reply, rx) = oneshot::channel();
         self.inner
             .commit_tx
-            .send(Msg::Write { op, reply })
+            .send(Msg::Write { op, reply, permit })
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -911,17 +918,12 @@ impl Store {
             });
         }
         let inner = self.inner.clone();
-        let (found, more) = tokio::task::spawn_blocking(move || {
+        let (found, next_cursor) = tokio::task::spawn_blocking(move || {
             let now = inner.clock.now_ms();
             inner.disk.scan(&prefix, cursor.as_deref(), limit, now)
         })
         .await
         .map_err(|_| StoreError::Closed)??;
-        let next_cursor = if more {
-            found.last().map(|(k, _)| k.clone())
-        } else {
-            None
-        };
         let entries = found
             .into_iter()
             .map(|(key, v)| (key, self.entry(v)))
@@ -1065,9 +1067,10 @@ impl Store {
 
     /// A digest of the live data at one consistent point (see
     /// [`DiskTier::digest`]), to prove that nodes hold the same data.
-    pub async fn digest(&self, expired_before_ms: u64) -> Result<Digest> {
+    /// Stops early (`Cancelled`) once `cancel` is set.
+    pub async fn digest(&self, expired_before_ms: u64, cancel: Cancel) -> Result<Digest> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.disk.digest(expired_before_ms))
+        tokio::task::spawn_blocking(move || inner.disk.digest(expired_before_ms, &cancel))
             .await
             .map_err(|_| StoreError::Closed)?
     }
