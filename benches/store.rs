@@ -22,6 +22,7 @@
 //! | store set/always/1 writers     | 227 µs      | 4.40 K/s       | (one fsync each)  |
 //! | store set/always/64 writers    | 10.9 µs     | 91.4 K/s       | >= 1/2 never/64: missed (22%) |
 //! | store open/replay 200k records | 174 ms      | 1.15 M/s       | > 500 K/s: met    |
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

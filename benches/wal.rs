@@ -27,6 +27,7 @@
 //!
 //! `always` costs one fdatasync (~250 µs here) per batch whatever its size:
 //! that is what group commit buys.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,6 +7,7 @@
 //!
 //! It writes a few keys, reads one back, updates it with a compare-and-set
 //! (and shows a stale one being refused), and scans them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

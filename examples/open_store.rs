@@ -3,6 +3,7 @@
 //!
 //! `cargo run --example open_store -- [DATA_DIR]` (default `./strata-data`).
 //! Run it twice: the second run finds the first run's keys.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -186,10 +186,16 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message,
         })
+    }
+
+    /// Parses TOML text; missing fields take their defaults. The error is
+    /// the parser's message (it names the line and the field).
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
     }
 
     /// The store config with the data directory filled in.
@@ -305,5 +311,30 @@ mod tests {
         config.net.max_frame_bytes = 2048;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("net.max_frame_bytes"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Untrusted config text gives a typed error (or a config that
+        /// validation then judges), never a panic.
+        #[test]
+        fn arbitrary_config_text_never_panics(text in "\\PC{0,200}") {
+            if let Ok(config) = Config::from_toml(&text) {
+                let _ = config.validate();
+            }
+        }
+
+        #[test]
+        fn mutated_config_never_panics(
+            flips in proptest::collection::vec((0usize..512, proptest::prelude::any::<u8>()), 1..6),
+        ) {
+            let mut text = b"data_dir = \"/var/lib/strata\"\nlisten = \"0.0.0.0:7379\"\n[net]\nmax_connections = 1024\nmax_frame_bytes = 16842752\n[store]\nfsync = \"interval:1000\"\nmemory_budget_bytes = 268435456\n[store.limits]\nmax_key_bytes = 16384\n[[tokens]]\ntoken = \"a-long-secret\"\nrole = \"admin\"\n".to_vec();
+            for (at, x) in flips {
+                let at = at % text.len();
+                text[at] ^= x;
+            }
+            if let Ok(config) = Config::from_toml(&String::from_utf8_lossy(&text)) {
+                let _ = config.validate();
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! directory and a node started there serves the same values, versions
 //! and TTLs; busy, non-empty and damaged inputs are refused without
 //! leaving anything half-done behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The `strata-bench` binary against a real `strata-server`: a short
 //! preloaded 50:50 run that checks every read, summarised as JSON.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

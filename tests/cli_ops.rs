@@ -1,6 +1,7 @@
 //! The `strata-cli` binary against real `strata-server` processes: human and
 //! JSON output, values from stdin and files, exit statuses, trust options,
 //! tokens, and the prompt fed through a pipe.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The client library against real `strata-server` processes on loopback,
 //! over real QUIC and TLS: every operation, authentication, certificate
 //! checks, a concurrent pool, and the circuit breaker across a node restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

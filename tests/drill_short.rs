@@ -2,6 +2,7 @@
 //! the built binaries. Every scenario must pass (or be skipped with a
 //! reason): nodes were killed, and no promised write was lost, no value
 //! invented, no expired value returned.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
 use std::process::{Command, Stdio};

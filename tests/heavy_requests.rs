@@ -1,5 +1,6 @@
 //! Whole-database operations are admin-only, run one at a time, and stop
 //! when whoever asked is gone, instead of running on for nobody.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::mpsc;
 use std::time::Duration;

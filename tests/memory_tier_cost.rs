@@ -2,6 +2,7 @@
 //! for an entry is what the entry costs the process, within 25%.
 //!
 //! One test in its own binary, so no other test allocates meanwhile.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

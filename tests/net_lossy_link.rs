@@ -3,6 +3,7 @@
 //! returns what was written; a partition turns a request into a timeout at
 //! its deadline, and the link works again once it heals. A plain-UDP test
 //! checks the relay itself: routing per client, pause, and seeded faults.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

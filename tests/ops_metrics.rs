@@ -1,5 +1,6 @@
 //! The shipped alerting rules and dashboard name only metrics a node
 //! really exports (checked against a running node's /metrics).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Replicas that were down: caught up from the WAL when it still holds
 //! their position, re-seeded by a full sync when it does not, and a full
 //! sync cut by a SIGKILL resumes instead of starting over.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

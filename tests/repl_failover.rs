@@ -3,6 +3,7 @@
 //! Under `sync` and `semi-sync`, no acknowledged write is lost (I6); under
 //! `async`, the loss is measured and reported. The other replica and the
 //! deposed primary rejoin without silent divergence (digests match).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

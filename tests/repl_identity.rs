@@ -2,6 +2,7 @@
 //! replicas by the name in their certificates, refuses a second live
 //! session under one name (saying so on both sides), and `Hello` reports
 //! the node id derived from that name.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Replication over a bad link: a UDP relay between primary and replica
 //! drops, delays and reorders datagrams, then partitions the link for a
 //! while. Semi-sync acks still arrive, and the replica converges.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! run concurrently on a replica without ever waiting on each other for
 //! good. (They once took two mutexes in opposite orders, so an `info`
 //! request racing a metrics scrape could deadlock two worker threads.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! replicas follow the WAL under a concurrent write load and end with the
 //! primary's digest; acknowledgement policies report what they reached;
 //! replicas refuse writes and name the primary; lag is visible.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

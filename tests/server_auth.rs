@@ -1,5 +1,6 @@
 //! Authentication fails closed: a connection that sends a bad Hello loses
 //! the role an earlier good Hello gave it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

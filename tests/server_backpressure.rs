@@ -2,6 +2,7 @@
 //! budget: the node sheds what does not fit with `Overloaded` (before
 //! reading it), keeps what it holds within the budget, keeps serving a
 //! well-behaved client, and loses nothing it acknowledged.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! I1 through the network path: kill -9 the server during a write load from
 //! the Client, restart it, and every write the Client saw acknowledged is
 //! readable with its value.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! I8 over the network: hostile clients get typed errors or clean refusals,
 //! never crash the node, and never stop it serving a well-behaved client;
 //! its memory stays bounded meanwhile.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

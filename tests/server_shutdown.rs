@@ -1,6 +1,7 @@
 //! Graceful shutdown: SIGTERM stops accepting, lets in-flight requests
 //! finish, checkpoints and exits 0; every acknowledged write is there after
 //! a restart, which replays nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! each place where a client written from the spec alone found the two
 //! disagreeing. Every request here is raw protocol, as such a client sends
 //! it, to a real node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! when the commit thread is done with the write, not when its caller stops
 //! waiting (as a request that timed out does), and a full queue sheds new
 //! writes with `Overloaded` instead of queueing them without bound.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! I1 + I2 through a real crash: a child process writes and reports every
 //! acknowledged write, is killed with SIGKILL at a random moment, and the
 //! reopened store must hold every acknowledged write and nothing else.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

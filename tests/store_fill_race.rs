@@ -1,5 +1,6 @@
 //! I3: read-miss fills racing writes and deletes never leave the memory
 //! tier holding a value older than the disk tier's.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

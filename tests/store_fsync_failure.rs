@@ -1,5 +1,6 @@
 //! I9: an fsync error poisons the store: the failing write and every later
 //! one are refused with a clear error, reads go on, and a restart recovers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

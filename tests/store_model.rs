@@ -1,6 +1,7 @@
 //! A model test: random operations, clean reopens and crashes, checked
 //! after every step against a `BTreeMap` that predicts values, versions and
 //! expiry exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Every store operation against a real RocksDB directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

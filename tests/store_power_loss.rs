@@ -2,6 +2,7 @@
 //! and synced bytes apart and, on "power loss", keeps only the synced bytes
 //! (plus a torn prefix of the rest). RocksDB loses its memtable (the store
 //! is dropped without a checkpoint), so recovery depends on the WAL alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Reopen after a clean close and after an in-process crash, per fsync policy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! I4: an expired key is never returned, from either tier, across a reopen,
 //! and compaction reclaims it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

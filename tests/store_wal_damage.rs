@@ -1,6 +1,7 @@
 //! Opening a store on a damaged WAL: a torn tail is truncated with a
 //! warning; damage before the tail stops the open with an error naming the
 //! file and offset, unless the operator chooses point-in-time recovery.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

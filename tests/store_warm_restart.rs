@@ -1,6 +1,7 @@
 //! Warm restart: the keys the memory tier held at a clean close are back
 //! in it after the next open, filled in the background from the disk tier;
 //! a damaged hot-key list means a cold start, not a failed one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

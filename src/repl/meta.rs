@@ -62,7 +62,11 @@ impl ReplMeta {
         if bytes.len() < 20 || &bytes[..8] != MAGIC {
             return Err(damaged("not a replication meta file (bad magic)"));
         }
-        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let word = |at: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&bytes[at..at + 4]);
+            u32::from_le_bytes(w)
+        };
         if word(8) != VERSION {
             return Err(damaged("unsupported version"));
         }
@@ -84,6 +88,7 @@ impl ReplMeta {
             let path = path.to_path_buf();
             move |source| ReplError::Io { path, source }
         };
+        #[expect(clippy::expect_used, reason = "a struct of integers always encodes")]
         let body = postcard::to_allocvec(self).expect("replication meta encodes");
         let mut out = Vec::with_capacity(20 + body.len());
         out.extend_from_slice(MAGIC);

@@ -624,9 +624,9 @@ impl Replication {
             return Ok(endpoint.clone());
         }
         let any: SocketAddr = if peer.is_ipv6() {
-            "[::]:0".parse().expect("address")
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
         } else {
-            "0.0.0.0:0".parse().expect("address")
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
         };
         let endpoint = crate::net::endpoint(any, None).map_err(|source| ReplError::Io {
             path: PathBuf::from(any.to_string()),

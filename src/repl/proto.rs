@@ -198,7 +198,10 @@ pub enum FrameError {
 
 /// Encodes one frame.
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    // NOTE: postcard into a Vec only fails for types serde cannot express.
+    #[expect(
+        clippy::expect_used,
+        reason = "postcard into a Vec only fails for types serde cannot express"
+    )]
     let mut out = postcard::to_extend(msg, vec![0u8; FRAME_HEADER_BYTES])
         .expect("replication message encodes");
     let body_len = out.len() - FRAME_HEADER_BYTES;
@@ -232,6 +235,7 @@ pub fn decode_body<T: for<'de> Deserialize<'de>>(crc: u32, body: &[u8]) -> Resul
 
 /// Packs snapshot entries into a chunk frame.
 pub fn pack_chunk(entries: &[SnapshotEntry]) -> SnapshotFrame {
+    #[expect(clippy::expect_used, reason = "bytes and integers always encode")]
     let raw = postcard::to_allocvec(entries).expect("snapshot entries encode");
     SnapshotFrame::Chunk {
         entries: entries.len() as u32,
@@ -400,5 +404,68 @@ mod tests {
         bad[mid] ^= 0xff;
         assert!(unpack_chunk(n, raw_len, raw_crc, &bad).is_err());
         assert!(unpack_chunk(n + 1, raw_len, raw_crc, &compressed).is_err());
+    }
+
+    /// Decodes a frame of raw bytes as every message type, with its own CRC
+    /// and with a matching one (to reach postcard): typed errors, no panic.
+    fn decode_all(bytes: &[u8]) {
+        if bytes.len() < FRAME_HEADER_BYTES {
+            return;
+        }
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        header.copy_from_slice(&bytes[..FRAME_HEADER_BYTES]);
+        let body = &bytes[FRAME_HEADER_BYTES..];
+        if let Ok((_, crc)) = decode_header(header) {
+            let _ = decode_body::<ToPrimary>(crc, body);
+        }
+        let crc = crc32fast::hash(body);
+        let _ = decode_body::<ToPrimary>(crc, body);
+        let _ = decode_body::<ToReplica>(crc, body);
+        let _ = decode_body::<SnapshotFrame>(crc, body);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            decode_all(&bytes);
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8),
+            cut in 0usize..4096,
+        ) {
+            let records = (1..5)
+                .map(|i| crate::wal::WalRecord {
+                    seq: Seq(i),
+                    mutations: vec![Mutation::Put {
+                        key: bytes::Bytes::from(vec![b'k'; i as usize]),
+                        value: bytes::Bytes::from(vec![b'v'; 40]),
+                        expires_at_ms: i,
+                    }],
+                })
+                .collect();
+            let mut frame = encode(&ToReplica::Records { records, primary_last: Seq(9) });
+            for (at, x) in flips {
+                let at = FRAME_HEADER_BYTES + at % (frame.len() - FRAME_HEADER_BYTES);
+                frame[at] ^= x | 1;
+            }
+            frame.truncate(FRAME_HEADER_BYTES.max(cut % (frame.len() + 1)));
+            decode_all(&frame);
+        }
+
+        #[test]
+        fn arbitrary_chunks_never_panic(
+            entries in proptest::prelude::any::<u32>(),
+            raw_len in 0u32..(1 << 16),
+            raw_crc in proptest::prelude::any::<u32>(),
+            compressed in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        ) {
+            let _ = unpack_chunk(entries, raw_len, raw_crc, &compressed);
+            // With the CRC of whatever decompresses, to reach the decoder.
+            if let Ok(raw) = lz4_flex::block::decompress(&compressed, raw_len as usize) {
+                let _ = unpack_chunk(entries, raw_len, crc32fast::hash(&raw), &compressed);
+            }
+        }
     }
 }

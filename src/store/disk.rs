@@ -204,6 +204,7 @@ impl DiskTier {
         // explicitly (checkpoint) and a drop without close must behave like a
         // crash, which the in-process crash tests rely on.
         // SAFETY: `inner` is a valid options pointer owned by `db_opts` for this call.
+        #[allow(unsafe_code)]
         unsafe {
             librocksdb_sys::rocksdb_options_set_avoid_flush_during_shutdown(
                 db_opts.as_raw_ptr(),
@@ -254,13 +255,14 @@ impl DiskTier {
         })
     }
 
+    #[expect(clippy::expect_used, reason = "both families are created at open")]
     fn data(&self) -> &ColumnFamily {
-        // NOTE: both families are created at open, so the lookup cannot fail.
         self.db
             .cf_handle(CF_DATA)
             .expect("data column family exists")
     }
 
+    #[expect(clippy::expect_used, reason = "both families are created at open")]
     fn meta(&self) -> &ColumnFamily {
         self.db
             .cf_handle(CF_META)
@@ -575,8 +577,11 @@ fn decode_applied_seq(raw: Option<&[u8]>) -> Result<Seq> {
     Ok(Seq(u64::from_le_bytes(bytes)))
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "a plain struct of integers and bytes always encodes"
+)]
 fn encode_marker(marker: &InstallMarker) -> Vec<u8> {
-    // NOTE: a plain struct of integers and bytes cannot fail to encode.
     postcard::to_allocvec(marker).expect("install marker encodes")
 }
 
@@ -645,6 +650,7 @@ impl SnapshotReader {
     pub fn open(dir: &Path) -> Result<SnapshotReader> {
         let opts = Options::default();
         let db = DB::open_cf_for_read_only(&opts, dir, [CF_DATA, CF_META], false)?;
+        #[expect(clippy::expect_used, reason = "opened with both families")]
         let meta = db.cf_handle(CF_META).expect("meta column family exists");
         let seq = decode_applied_seq(db.get_pinned_cf(meta, APPLIED_SEQ_KEY)?.as_deref())?;
         Ok(SnapshotReader { db, seq })
@@ -664,6 +670,7 @@ impl SnapshotReader {
         max_bytes: usize,
         now_ms: u64,
     ) -> Result<Vec<SnapshotEntry>> {
+        #[expect(clippy::expect_used, reason = "opened with both families")]
         let data = self
             .db
             .cf_handle(CF_DATA)
@@ -704,6 +711,7 @@ impl SnapshotReader {
     /// would double a full sync's load on the primary). Counts every stored
     /// version, so it errs high; `(0, 0)` if RocksDB cannot say.
     pub fn totals(&self) -> (u64, u64) {
+        #[expect(clippy::expect_used, reason = "opened with both families")]
         let data = self
             .db
             .cf_handle(CF_DATA)

@@ -334,7 +334,12 @@ pub fn check_value(key: &[u8], value: &[u8]) -> Result<(), BadValue> {
             value.len()
         )));
     }
-    let stored = u32::from_le_bytes(value[..4].try_into().expect("4 bytes"));
+    let word = |at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&value[at..at + 4]);
+        u32::from_le_bytes(w)
+    };
+    let stored = word(0);
     let computed = value_crc(key, &value[4..]);
     if stored != computed {
         let body = &value[VALUE_HEADER_BYTES..];
@@ -350,7 +355,7 @@ pub fn check_value(key: &[u8], value: &[u8]) -> Result<(), BadValue> {
             value.len()
         )));
     }
-    let generation = u32::from_le_bytes(value[4..8].try_into().expect("4 bytes"));
+    let generation = word(4);
     let mut expected = vec![0u8; value.len() - VALUE_HEADER_BYTES];
     fill_body(key, generation, &mut expected);
     if let Some(at) = expected

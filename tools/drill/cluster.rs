@@ -42,6 +42,7 @@ fn cluster_node(ctx: &Ctx, certs: &Path, conf: &Path, name: &str) -> anyhow::Res
     ))
 }
 
+#[expect(clippy::expect_used, reason = "every cluster node is started with one")]
 fn repl_addr(node: &Node) -> SocketAddr {
     node.repl_addr
         .expect("cluster nodes have a replication address")

@@ -249,6 +249,7 @@ impl Node {
             name: self.name.clone(),
             source,
         })?;
+        #[expect(clippy::expect_used, reason = "the command pipes stderr")]
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, logs) = mpsc::unbounded_channel();
         // Every process of the node appends to `<dir>.log` (kept with
