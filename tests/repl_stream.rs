@@ -182,7 +182,8 @@ async fn sync_waits_for_a_replica_fsyncing_on_an_interval() {
     );
     let sync = AckPolicy::Sync { timeout_ms: 10_000 };
     for i in 0..5 {
-        let started = std::time::Instant::now();
+        // A sync write that times out is an error (ReplicationTimeout), so
+        // each reply here was released by the replica's periodic fsync.
         let w = written(
             pc.set_with(format!("k{i}"), "v", SetOptions::new().with_ack(sync))
                 .await
@@ -190,8 +191,6 @@ async fn sync_waits_for_a_replica_fsyncing_on_an_interval() {
         );
         assert_eq!(w.durability.replicas_acked, 1, "{:?}", w.durability);
         assert!(!w.durability.degraded);
-        // Well inside the timeout: the replica's periodic fsync released it.
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
     let entry = r1.client().await.get("k4").await.unwrap();
     assert!(entry.is_some());

@@ -538,11 +538,13 @@ async fn handle_stream(
     };
     let op = read.request.op_index();
     let cancel = Cancel::default();
-    // The request runs on its own task, which keeps the frame's budget
-    // charge until it is done: a timed-out write may still be queued.
+    // The work owns the frame's budget charge until it is done. It runs
+    // here; if its time is up or its client leaves first, it is finished
+    // on a task of its own instead of being dropped, because a write may
+    // already be queued (its bytes stay charged until then).
     let mut work = {
         let (shared, cancel) = (shared.clone(), cancel.clone());
-        tokio::spawn(
+        Box::pin(
             async move {
                 let response = respond(read.request, &shared, &role, cancel).await;
                 drop(read.charge);
@@ -551,13 +553,16 @@ async fn handle_stream(
             .in_current_span(),
         )
     };
+    let detach = |work| {
+        tokio::spawn(async move {
+            let _ = work.await;
+        })
+    };
     let response = tokio::select! {
-        done = &mut work => done.unwrap_or_else(|e| {
-            warn!(error = %e, "a request handler failed");
-            Response::error(ErrorCode::Internal, "the request handler failed")
-        }),
+        done = &mut work => done,
         () = tokio::time::sleep(deadline) => {
             cancel.cancel();
+            detach(work);
             Response::error(
                 ErrorCode::Timeout,
                 "request took longer than the server's request timeout",
@@ -566,6 +571,7 @@ async fn handle_stream(
         _ = send.stopped() => {
             // The client gave up on the request: long operations stop.
             cancel.cancel();
+            detach(work);
             return;
         }
     };

@@ -229,3 +229,42 @@ impl MemoryTier {
         self.budget_bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn stored(value: &'static [u8], seq: u64) -> StoredValue {
+        StoredValue {
+            value: Bytes::from_static(value),
+            seq: crate::types::Seq(seq),
+            expires_at_ms: 0,
+        }
+    }
+
+    /// I3, step by step: a fill that read the disk before a write to the
+    /// key is refused, so the older value never lands over the newer one.
+    /// (`tests/store_fill_race.rs` is the same race under real threads.)
+    #[test]
+    fn a_fill_that_raced_a_write_is_refused() {
+        let tier = MemoryTier::new(1 << 20, Arc::new(SystemClock));
+        let key = Bytes::from_static(b"k");
+        // A read misses and reads v1 from the disk...
+        let token = tier.fill_token(&key);
+        // ...meanwhile v2 is committed (the key is not cached: dropped)...
+        tier.apply_write(&key, Some(stored(b"v2", 2)));
+        // ...so the read's fill of v1 must not land.
+        assert!(!tier.fill(key.clone(), stored(b"v1", 1), token));
+        assert!(matches!(tier.peek(&key), Lookup::Miss));
+        // A fill with nothing in between lands.
+        let token = tier.fill_token(&key);
+        assert!(tier.fill(key.clone(), stored(b"v2", 2), token));
+        assert!(matches!(tier.peek(&key), Lookup::Hit(v) if v.value == "v2"));
+        // A delete between token and fill refuses it too.
+        let token = tier.fill_token(&key);
+        tier.apply_write(&key, None);
+        assert!(!tier.fill(key.clone(), stored(b"v2", 2), token));
+        assert!(matches!(tier.peek(&key), Lookup::Miss));
+    }
+}
