@@ -25,7 +25,7 @@ use crate::net::{
 };
 use crate::proto::{
     ALPN, ErrorCode, ErrorReply, FRAME_HEADER_BYTES, Limits, OP_NAMES, Request, Response,
-    decode_frame, encode_response, frame_len, quic_code,
+    decode_body, encode_response, frame_len, quic_code,
 };
 use crate::repl::Replication;
 use crate::types::Cancel;
@@ -478,12 +478,9 @@ async fn read_request(recv: &mut RecvStream, shared: &Shared) -> Result<Read, Re
         // The client reset the stream: nobody to answer.
         Err(BodyError::Read(_)) => return Err(ReadFailure::Gone),
     };
-    let mut framed = bytes::BytesMut::with_capacity(FRAME_HEADER_BYTES + body.len());
-    framed.extend_from_slice(&header);
-    framed.extend_from_slice(&body);
-    match decode_frame::<Request>(&mut framed, max_frame_bytes) {
-        Ok(Some(request)) => Ok(Read { request, charge }),
-        Ok(None) => Err(ReadFailure::Gone),
+    // Decoded straight from the body read: no second copy of the frame.
+    match decode_body::<Request>(&body) {
+        Ok(request) => Ok(Read { request, charge }),
         Err(e) => Err(ReadFailure::Reply(
             ErrorReply::new(ErrorCode::BadRequest, format!("malformed request: {e}")),
             quic_code::PROTOCOL_VIOLATION,

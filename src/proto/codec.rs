@@ -155,9 +155,20 @@ pub fn decode_frame<T: DeserializeOwned>(
     }
     let mut frame = buf.split_to(frame_bytes);
     frame.advance(FRAME_HEADER_BYTES);
+    decode_body(&frame).map(Some)
+}
+
+/// Decodes a frame's body (the bytes after its header, already checked
+/// against the limit): exactly one message, nothing after it.
+///
+/// # Errors
+///
+/// [`ProtoError::Malformed`] when the body does not decode as one `T`.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
+    let body_len = u32::try_from(body.len()).unwrap_or(u32::MAX);
     let malformed = |cause| ProtoError::Malformed { body_len, cause };
-    match postcard::take_from_bytes::<T>(&frame) {
-        Ok((msg, [])) => Ok(Some(msg)),
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((msg, [])) => Ok(msg),
         Ok((_, rest)) => Err(malformed(MalformedCause::TrailingBytes {
             extra: rest.len(),
         })),

@@ -32,8 +32,8 @@ mod strategy;
 /// variant order is part of this wire format (pinned by a test here).
 pub use crate::types::Condition;
 pub use codec::{
-    FRAME_HEADER_BYTES, MalformedCause, ProtoError, decode_frame, encode_frame, encode_request,
-    encode_response, frame_len,
+    FRAME_HEADER_BYTES, MalformedCause, ProtoError, decode_body, decode_frame, encode_frame,
+    encode_request, encode_response, frame_len,
 };
 pub use error_code::ErrorCode;
 pub use limits::{

@@ -37,6 +37,12 @@ const INSTALL_FLUSH_BYTES: u64 = 8 << 20;
 /// bounded queue (released only once the reply is sent).
 type Queued = (WriteOp, oneshot::Sender<Reply>, OwnedSemaphorePermit);
 
+/// Most key and value bytes folded into one commit batch: the batch is
+/// copied into the WAL's buffer and RocksDB's write batch, so this bounds
+/// those copies (a flood of large values otherwise multiplied what the
+/// request budget holds by the batch).
+const MAX_BATCH_BYTES: usize = 16 << 20;
+
 /// Most ops folded into one commit batch.
 const MAX_BATCH_OPS: usize = 1024;
 
@@ -56,7 +62,7 @@ pub(crate) enum WriteOp {
         key: Bytes,
         condition: Condition,
     },
-    /// `ttl_ms: None` removes the expiry (persist); `Some(0)` deletes.
+    /// `ttl_ms: None` removes the expiry (persist).
     Expire {
         key: Bytes,
         ttl_ms: Option<u64>,
@@ -65,6 +71,19 @@ pub(crate) enum WriteOp {
         key: Bytes,
         delta: i64,
     },
+}
+
+impl WriteOp {
+    /// Bytes of keys and values it carries (what its record will hold).
+    fn data_len(&self) -> usize {
+        match self {
+            WriteOp::Set { key, value, .. } => key.len() + value.len(),
+            WriteOp::SetMany { entries } => entries.iter().map(|(k, v, _)| k.len() + v.len()).sum(),
+            WriteOp::Delete { key, .. }
+            | WriteOp::Expire { key, .. }
+            | WriteOp::Incr { key, .. } => key.len(),
+        }
+    }
 }
 
 /// What the pipeline did with one op.
@@ -153,11 +172,15 @@ impl Committer {
                 },
             };
             let mut batch = Vec::new();
+            let mut batch_bytes = 0;
             let mut shutdown = false;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Write { op, reply, permit } => batch.push((op, reply, permit)),
+                    Msg::Write { op, reply, permit } => {
+                        batch_bytes += op.data_len();
+                        batch.push((op, reply, permit));
+                    }
                     Msg::Sync { reply } => {
                         // Everything queued before the sync request is committed first.
                         self.commit(std::mem::take(&mut batch));
@@ -180,7 +203,7 @@ impl Committer {
                         break;
                     }
                 }
-                if batch.len() < MAX_BATCH_OPS {
+                if batch.len() < MAX_BATCH_OPS && batch_bytes < MAX_BATCH_BYTES {
                     // Empty or disconnected alike: the batch is complete.
                     next = self.rx.try_recv().ok();
                 }
