@@ -49,5 +49,6 @@ pub mod net;
 pub mod proto;
 pub mod repl;
 pub mod store;
+pub mod sync;
 pub mod types;
 pub mod wal;

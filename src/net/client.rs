@@ -570,11 +570,7 @@ impl Slot {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded data stays consistent even if a holder panicked: every
-    // critical section is a single assignment or read.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::lock;
 
 /// Which requests may be sent again after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

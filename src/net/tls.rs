@@ -10,7 +10,6 @@
 //! a link verify the other's against that CA, over ALPN [`REPL_ALPN`].
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -177,41 +176,7 @@ pub fn load_or_create(data_dir: &Path, names: &[String]) -> Result<(Identity, bo
     Identity::load(&cert_path, &key_path).map(|id| (id, true))
 }
 
-/// Writes a file via a temporary name (`<name>.tmp`), fsyncs it, and
-/// renames it into place, so a crash never leaves a half-written key or
-/// certificate. With `secret` the file gets mode 0600 (on Unix).
-///
-/// # Errors
-///
-/// Whatever the OS says about creating, writing, syncing or renaming.
-pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    // NOTE: a leftover temporary file would keep its old mode through
-    // `truncate`; remove it so a key is always created with 0600.
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
+pub use crate::sync::write_atomic;
 
 /// How a client decides to trust a server.
 #[derive(Debug, Clone)]

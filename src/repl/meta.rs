@@ -4,7 +4,6 @@
 //! replaced atomically (write a temporary file, fsync, rename, fsync the
 //! directory), so a crash leaves the old or the new content, never a mix.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -83,7 +82,6 @@ impl ReplMeta {
     /// Replaces the file atomically and durably.
     pub fn save(&self, data_dir: &Path) -> Result<(), ReplError> {
         let path = Self::path(data_dir);
-        let tmp = path.with_extension("tmp");
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ReplError::Io { path, source }
@@ -96,14 +94,7 @@ impl ReplMeta {
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         out.extend_from_slice(&body);
-        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&out).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        std::fs::File::open(data_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(data_dir))?;
-        Ok(())
+        crate::sync::write_atomic(&path, &out, false).map_err(io(&path))
     }
 }
 

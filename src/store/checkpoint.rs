@@ -62,9 +62,7 @@ impl Drop for WalHold {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::sync::lock;
 
 /// The checkpoint procedure, shared by the periodic thread and callers.
 #[derive(Debug)]

@@ -13,7 +13,6 @@
 //! It is only a hint: a missing or damaged file means a cold start, never
 //! a failed one, and fills are version-checked like any other (I3).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -47,11 +46,9 @@ pub(crate) fn save(dir: &Path, memory: &MemoryTier, max_keys: usize) -> std::io:
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    let (target, tmp) = (path(dir), dir.join(format!("{FILE}.tmp")));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&out)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &target)?;
+    // IMPORTANT: through the one atomic writer, which also fsyncs the
+    // directory (this file once skipped that, so a crash could lose it).
+    crate::sync::write_atomic(&path(dir), &out, false)?;
     Ok(keys.len())
 }
 

@@ -194,11 +194,7 @@ impl Recorder {
     }
 }
 
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panicking task cannot leave a tally half-updated in a way that
-    // matters for a report; keep going with what is there.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub use strata::sync::lock;
 
 /// Latency summary of one histogram, in µs.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

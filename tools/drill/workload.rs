@@ -595,11 +595,7 @@ pub async fn verify(target: &Target, history: &Mutex<History>) -> Result<Finding
     Ok(findings)
 }
 
-/// Locks a mutex, ignoring poisoning (every critical section leaves the
-/// data consistent).
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub use strata::sync::lock;
 
 /// The shape of the load: key spaces and who writes with which policy.
 #[derive(Debug, Clone)]
