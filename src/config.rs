@@ -256,10 +256,13 @@ impl Config {
             );
         }
         // The large-frame share (three quarters) must fit the largest frame.
-        if n.request_bytes_budget / 4 * 3 < n.max_frame_bytes as u64 {
+        if n.request_bytes_budget / 4 * 3 < n.max_frame_bytes as u64
+            || n.request_bytes_budget / 4 < 64 << 10
+        {
             return bad(
                 "net.request_bytes_budget",
-                "must be at least 4/3 of net.max_frame_bytes, so the largest request fits",
+                "must be at least 4/3 of net.max_frame_bytes (so the largest request fits) \
+                 and at least 256 KiB (a quarter is kept for frames up to 64 KiB)",
             );
         }
         if n.request_timeout_ms == 0 || n.idle_timeout_ms == 0 {

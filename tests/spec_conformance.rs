@@ -386,6 +386,12 @@ async fn everything_but_hello_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(dir.path(), &["--token", "read-only:ro-token-1234"]);
     let conn = connect(node.addr, &node.fingerprint).await;
+    // A large frame before Hello is refused unread, as Unauthenticated.
+    let big = set(b"k", &[0u8; 10_000], None);
+    assert_eq!(
+        error_code(&request(&conn, &big).await),
+        ErrorCode::Unauthenticated
+    );
     for req in [Request::Ping, Request::Info, get(b"k")] {
         assert_eq!(
             error_code(&request(&conn, &req).await),

@@ -154,7 +154,15 @@ pub(crate) async fn read_body(
     let mut body = Vec::with_capacity(len.min(64 << 10));
     while body.len() < len {
         match recv.read_chunk(len - body.len(), true).await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(Some(chunk)) => {
+                // Grow to at most `len`: doubling could allocate up to
+                // twice what the request budget charged for the frame.
+                let want = body.len() + chunk.bytes.len();
+                if want > body.capacity() {
+                    body.reserve_exact(want.max(body.capacity() * 2).min(len) - body.len());
+                }
+                body.extend_from_slice(&chunk.bytes);
+            }
             Ok(None) => return Err(BodyError::Short(body.len())),
             Err(e) => return Err(BodyError::Read(e)),
         }

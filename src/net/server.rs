@@ -28,6 +28,7 @@ use crate::proto::{
     decode_body, encode_response, frame_len, quic_code,
 };
 use crate::repl::Replication;
+use crate::sync::lock;
 use crate::types::Cancel;
 
 /// How long a client shed for the request byte budget should wait.
@@ -418,8 +419,21 @@ struct Read {
     charge: tokio::sync::OwnedSemaphorePermit,
 }
 
-async fn read_request(recv: &mut RecvStream, shared: &Shared) -> Result<Read, ReadFailure> {
-    let max_frame_bytes = shared.max_frame_bytes;
+/// The largest frame a connection that has not authenticated may send
+/// (when tokens are required): room for a `Hello`, so that a client
+/// without a token cannot spend the request byte budget.
+const UNAUTHENTICATED_MAX_FRAME_BYTES: u32 = 4096;
+
+async fn read_request(
+    recv: &mut RecvStream,
+    shared: &Shared,
+    authenticated: bool,
+) -> Result<Read, ReadFailure> {
+    let max_frame_bytes = if authenticated {
+        shared.max_frame_bytes
+    } else {
+        UNAUTHENTICATED_MAX_FRAME_BYTES
+    };
     let mut header = [0u8; FRAME_HEADER_BYTES];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -436,10 +450,20 @@ async fn read_request(recv: &mut RecvStream, shared: &Shared) -> Result<Read, Re
     let len = frame_len(header);
     if len > max_frame_bytes {
         // IMPORTANT: refuse before reading (or buffering) the body.
-        let reply = ErrorReply::new(
-            ErrorCode::FrameTooLarge,
-            format!("request frame of {len} bytes exceeds the limit of {max_frame_bytes}"),
-        );
+        let reply = if authenticated {
+            ErrorReply::new(
+                ErrorCode::FrameTooLarge,
+                format!("request frame of {len} bytes exceeds the limit of {max_frame_bytes}"),
+            )
+        } else {
+            ErrorReply::new(
+                ErrorCode::Unauthenticated,
+                format!(
+                    "this server requires a token: send Hello with a valid token first \
+                     (until then request frames are limited to {max_frame_bytes} bytes)"
+                ),
+            )
+        };
         return Err(ReadFailure::Reply(reply, quic_code::FRAME_TOO_LARGE));
     }
     // IMPORTANT: charged before the body is read, so memory stays bounded.
@@ -496,7 +520,10 @@ async fn handle_stream(
 ) {
     let started = Instant::now();
     let deadline = shared.request_timeout;
-    let read = match tokio::time::timeout(deadline, read_request(&mut recv, &shared)).await {
+    let authenticated = lock(&role).is_some();
+    let read = match tokio::time::timeout(deadline, read_request(&mut recv, &shared, authenticated))
+        .await
+    {
         Ok(Ok(read)) => read,
         Ok(Err(failure)) => {
             shared.metrics.rejected_streams.inc();
@@ -550,9 +577,12 @@ async fn handle_stream(
             .in_current_span(),
         )
     };
+    // A detached request gets one more request timeout; a write still
+    // waiting then for replica acks the client chose to wait long for is
+    // committed already, and its bytes are gone from the budget's reach.
     let detach = |work| {
         tokio::spawn(async move {
-            let _ = work.await;
+            let _ = tokio::time::timeout(deadline, work).await;
         })
     };
     let response = tokio::select! {
@@ -569,6 +599,7 @@ async fn handle_stream(
             // The client gave up on the request: long operations stop.
             cancel.cancel();
             detach(work);
+            shared.metrics.record(op, false, started.elapsed());
             return;
         }
     };
@@ -588,12 +619,12 @@ async fn respond(
     {
         // A failed Hello drops whatever role the connection had (fail closed).
         let granted = authenticate(&shared.tokens, token.as_deref());
-        *role.lock().unwrap_or_else(|p| p.into_inner()) = granted;
+        *lock(role) = granted;
         if granted.is_none() {
             return Response::error(ErrorCode::Unauthenticated, "invalid or missing token");
         }
     }
-    let current = *role.lock().unwrap_or_else(|p| p.into_inner());
+    let current = *lock(role);
     if let Err(reply) = check_access(&shared.node, current, &request) {
         return Response::Error(reply);
     }

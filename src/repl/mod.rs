@@ -604,7 +604,11 @@ impl Replication {
 
     fn spawn_follower(self: &Arc<Self>, primary: String) {
         let task = tokio::spawn(replica::follow(self.clone(), primary));
-        *lock(&self.follower) = Some(task);
+        // Never two followers: one racing role change must not leave the
+        // old one applying another primary's records.
+        if let Some(old) = lock(&self.follower).replace(task) {
+            old.abort();
+        }
     }
 
     async fn stop_follower(&self) {

@@ -101,7 +101,8 @@ pub struct StoreConfig {
     pub checkpoint_interval_ms: u64,
     /// Checkpoint early once the WAL holds this many bytes.
     pub checkpoint_wal_bytes: u64,
-    /// Most writes queued for the commit thread before writers wait.
+    /// Most writes queued for the commit thread; more are shed with
+    /// `Overloaded` (nothing done).
     pub max_pending_writes: usize,
     /// Most memory-tier keys saved for a warm restart (0: start cold).
     pub warm_keys_max: usize,
