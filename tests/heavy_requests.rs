@@ -2,9 +2,9 @@
 //! when whoever asked is gone, instead of running on for nobody.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
+use common::hold::Hold;
 use strata::cmd::{Node, check_access};
 use strata::config::Role;
 use strata::proto::{ErrorCode, Limits, Request, Response};
@@ -45,26 +45,13 @@ async fn digest_is_admin_only_bounded_and_cancellable() {
     assert!(check_access(&node, Some(Role::Admin), &digest).is_ok());
 
     // Hold the first digest inside its scan.
-    let (entered_tx, entered) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let release_rx = std::sync::Mutex::new(release_rx);
-    fail::cfg_callback("digest_every_1024_entries", move || {
-        let _ = entered_tx.send(());
-        let _ = release_rx
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(60));
-    })
-    .unwrap();
+    let mut hold = Hold::arm("digest_every_1024_entries");
     let first_cancel = Cancel::default();
     let first = {
         let (node, cancel, digest) = (node.clone(), first_cancel.clone(), digest.clone());
         tokio::spawn(async move { node.dispatch(digest, cancel).await })
     };
-    tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .expect("the first digest reached its scan");
+    hold.reached("the first digest").await;
 
     // A second one is refused while the first runs.
     let second = node.dispatch(digest.clone(), Cancel::default()).await;
@@ -76,8 +63,7 @@ async fn digest_is_admin_only_bounded_and_cancellable() {
 
     // Its client goes away: the digest stops instead of finishing.
     first_cancel.cancel();
-    fail::remove("digest_every_1024_entries");
-    release.send(()).unwrap();
+    hold.release();
     let first = first.await.unwrap();
     assert_eq!(code(&first), Some(ErrorCode::Timeout), "{first:?}");
 

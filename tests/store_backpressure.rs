@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::sync::mpsc;
 use std::time::Duration;
 
+use common::hold::Hold;
 use common::{b, config};
 use strata::store::{Store, StoreError};
 use strata::types::Condition;
@@ -22,25 +22,12 @@ async fn an_abandoned_write_keeps_its_place_until_committed() {
     let store = Store::open(cfg).unwrap();
 
     // Hold the commit thread inside the first write's commit.
-    let (entered_tx, entered) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let release_rx = std::sync::Mutex::new(release_rx);
-    fail::cfg_callback("commit_after_wal_before_disk", move || {
-        let _ = entered_tx.send(());
-        let _ = release_rx
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(60));
-    })
-    .unwrap();
+    let mut hold = Hold::arm("commit_after_wal_before_disk");
     let first = {
         let store = store.clone();
         tokio::spawn(async move { store.set(b("a"), b("1"), None, Condition::Always).await })
     };
-    tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .expect("the first write reached the commit thread");
+    hold.reached("the first write").await;
     // Its caller gives up (as a timed-out request does)...
     first.abort();
     let _ = first.await;
@@ -59,8 +46,7 @@ async fn an_abandoned_write_keeps_its_place_until_committed() {
 
     // Once the commit thread is done with it, the place is free again, and
     // the abandoned write was committed all the same.
-    fail::remove("commit_after_wal_before_disk");
-    release.send(()).unwrap();
+    hold.release();
     let third = loop {
         match store.set(b("c"), b("3"), None, Condition::Always).await {
             Err(StoreError::Overloaded { .. }) => tokio::task::yield_now().await,

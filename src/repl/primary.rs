@@ -514,9 +514,12 @@ pub(super) async fn retention(repl: Weak<Replication>) {
             .expire_idle(idle.min(Duration::from_secs(600)));
         let wal_bytes = repl.store.wal().total_bytes();
         repl.with_primary(|p, now, out| {
-            let before: Vec<String> = held(p);
             p.tick(now, wal_bytes, out);
-            for name in before.iter().filter(|n| !held(p).contains(n)) {
+            let released = out.iter().filter_map(|a| match a {
+                super::core::Action::Release { replica } => Some(replica),
+                _ => None,
+            });
+            for name in released {
                 match p.replicas().get(name.as_str()) {
                     None => info!(replica = %name, "replica unseen for too long; no longer retaining WAL for it"),
                     Some(r) => warn!(
@@ -527,13 +530,4 @@ pub(super) async fn retention(repl: Weak<Replication>) {
             }
         });
     }
-}
-
-/// The replicas the WAL is held for.
-fn held(p: &super::core::PrimaryCore) -> Vec<String> {
-    p.replicas()
-        .iter()
-        .filter(|(_, r)| r.held_from.is_some())
-        .map(|(name, _)| name.clone())
-        .collect()
 }

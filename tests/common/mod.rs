@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+#[cfg(feature = "failpoints")]
+pub mod hold;
 pub mod node;
 pub mod quic;
 pub mod relay;

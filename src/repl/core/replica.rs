@@ -210,15 +210,9 @@ impl ReplicaCore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::Mutation;
 
     fn rec(seq: u64) -> WalRecord {
-        WalRecord {
-            seq: Seq(seq),
-            mutations: vec![Mutation::Delete {
-                key: bytes::Bytes::from_static(b"k"),
-            }],
-        }
+        super::super::sim::record(Seq(seq))
     }
 
     #[test]

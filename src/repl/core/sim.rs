@@ -123,7 +123,8 @@ fn name(r: usize) -> String {
     format!("r{r}")
 }
 
-fn record(seq: Seq) -> WalRecord {
+/// A one-mutation record at `seq` (what it holds does not matter here).
+pub(super) fn record(seq: Seq) -> WalRecord {
     WalRecord {
         seq,
         mutations: vec![Mutation::Delete {
