@@ -420,43 +420,55 @@ fn client_error_json(e: &ClientError) -> Json {
 /// line-by-line reading otherwise (a script piped in). Errors are printed
 /// and the prompt goes on.
 fn prompt(runtime: &tokio::runtime::Runtime, client: &Client, json: bool) -> ExitCode {
-    let run_line = |line: &str| -> bool {
-        match parse_line(line) {
-            Parsed::Empty => true,
-            Parsed::Quit => false,
-            Parsed::Help(text) => {
-                println!("{text}");
-                true
-            }
-            Parsed::Error(message) => {
-                eprintln!("{message}");
-                true
-            }
-            Parsed::Command(command) => {
-                match runtime.block_on(execute(client, *command, Mode::Prompt)) {
-                    Ok(report) => print_report(&report, json),
-                    Err(failure) => print_failure(&failure, json),
-                }
-                true
-            }
-        }
-    };
-    if !std::io::stdin().is_terminal() {
-        for line in std::io::stdin().lock().lines() {
-            match line {
-                Ok(line) => {
-                    if !run_line(&line) {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    eprintln!("strata-cli: reading standard input: {e}");
-                    return ExitCode::from(EXIT_FAILED);
-                }
-            }
-        }
-        return ExitCode::SUCCESS;
+    let run = |line: &str| run_line(runtime, client, json, line);
+    if std::io::stdin().is_terminal() {
+        prompt_terminal(client, run)
+    } else {
+        prompt_piped(run)
     }
+}
+
+/// Runs one prompt line; false once it asks to quit.
+fn run_line(runtime: &tokio::runtime::Runtime, client: &Client, json: bool, line: &str) -> bool {
+    match parse_line(line) {
+        Parsed::Empty => true,
+        Parsed::Quit => false,
+        Parsed::Help(text) => {
+            println!("{text}");
+            true
+        }
+        Parsed::Error(message) => {
+            eprintln!("{message}");
+            true
+        }
+        Parsed::Command(command) => {
+            match runtime.block_on(execute(client, *command, Mode::Prompt)) {
+                Ok(report) => print_report(&report, json),
+                Err(failure) => print_failure(&failure, json),
+            }
+            true
+        }
+    }
+}
+
+fn prompt_piped(run: impl Fn(&str) -> bool) -> ExitCode {
+    for line in std::io::stdin().lock().lines() {
+        match line {
+            Ok(line) => {
+                if !run(&line) {
+                    break;
+                }
+            }
+            Err(e) => {
+                eprintln!("strata-cli: reading standard input: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn prompt_terminal(client: &Client, run: impl Fn(&str) -> bool) -> ExitCode {
     let mut editor = match rustyline::DefaultEditor::new() {
         Ok(editor) => editor,
         Err(e) => {
@@ -480,7 +492,7 @@ fn prompt(runtime: &tokio::runtime::Runtime, client: &Client, json: bool) -> Exi
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                if !run_line(&line) {
+                if !run(&line) {
                     break;
                 }
             }
@@ -539,161 +551,26 @@ fn b(s: String) -> Bytes {
 
 async fn execute(client: &Client, command: Command, mode: Mode) -> Result<Report, Failure> {
     match command {
-        Command::Ping => {
-            client.ping().await?;
-            Ok(Report {
-                human: "PONG".into(),
-                json: json!({"reply": "pong"}),
-            })
-        }
-        Command::Get { key } => {
-            let entry = client.get(b(key.clone())).await?;
-            let human = match &entry {
-                None => "(nil)".to_string(),
-                Some(e) => format!("{}\n({})", show(&e.value), entry_meta(e)),
-            };
-            Ok(Report {
-                human,
-                json: entry_json(key.as_bytes(), entry.as_ref()),
-            })
-        }
-        Command::Mget { keys } => {
-            let entries = client.get_many(keys.iter().cloned().map(b)).await?;
-            let mut human = Vec::new();
-            let mut values = Vec::new();
-            for (i, (key, entry)) in keys.iter().zip(&entries).enumerate() {
-                human.push(match entry {
-                    None => format!("{}) (nil)", i + 1),
-                    Some(e) => format!("{}) {}  ({})", i + 1, show(&e.value), entry_meta(e)),
-                });
-                values.push(entry_json(key.as_bytes(), entry.as_ref()));
-            }
-            Ok(Report {
-                human: human.join("\n"),
-                json: json!({ "values": values }),
-            })
-        }
-        Command::Exists { keys } => {
-            let count = client.exists(keys.into_iter().map(b)).await?;
-            Ok(Report {
-                human: count.to_string(),
-                json: json!({ "count": count }),
-            })
-        }
-        Command::Ttl { key } => {
-            let state = client.ttl(b(key)).await?;
-            let (human, json) = match state {
-                TtlState::Missing => ("(nil): no such key".to_string(), json!({"ttl": "missing"})),
-                TtlState::Persistent => (
-                    "(no ttl): the key does not expire".to_string(),
-                    json!({"ttl": "persistent"}),
-                ),
-                TtlState::ExpiresIn(ms) => {
-                    (format!("{ms} ms"), json!({"ttl": "expires", "ttl_ms": ms}))
-                }
-            };
-            Ok(Report { human, json })
-        }
+        // Reads.
+        Command::Ping => ping(client).await,
+        Command::Get { key } => get(client, key).await,
+        Command::Mget { keys } => mget(client, keys).await,
+        Command::Exists { keys } => exists(client, keys).await,
+        Command::Ttl { key } => ttl(client, key).await,
+        // Writes.
         Command::Set(args) => set(client, args, mode).await,
-        Command::Mset { pairs } => {
-            if pairs.len() % 2 != 0 {
-                return Err(Failure::Usage(
-                    "mset needs KEY VALUE pairs: the last key has no value".into(),
-                ));
-            }
-            let count = pairs.len() / 2;
-            let mut it = pairs.into_iter();
-            let mut entries = Vec::with_capacity(count);
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                entries.push((b(k), b(v)));
-            }
-            let reply = client.set_many(entries).await?;
-            Ok(Report {
-                human: format!(
-                    "OK {count} keys at version {} ({})",
-                    reply.version,
-                    durability_text(&reply.durability)
-                ),
-                json: json!({
-                    "written": true,
-                    "keys": count,
-                    "version": reply.version.0,
-                    "durability": durability_json(&reply.durability),
-                }),
-            })
-        }
-        Command::Del { key, if_version } => {
-            let deleted = match if_version {
-                None => client.delete(b(key)).await?,
-                Some(v) => match client.delete_if_version(b(key), Seq(v)).await? {
-                    DeleteOutcome::Deleted(deleted) => deleted,
-                    DeleteOutcome::NotWritten { current_version } => {
-                        let message = match current_version {
-                            Some(now) => format!(
-                                "not deleted: version conflict, the key is at version {now}, not {v}"
-                            ),
-                            None => "not deleted: the key does not exist".to_string(),
-                        };
-                        return Err(Failure::Refused {
-                            message,
-                            json: json!({
-                                "deleted": false,
-                                "current_version": current_version.map(|s| s.0),
-                            }),
-                        });
-                    }
-                },
-            };
-            let human = match (deleted.existed, &deleted.durability) {
-                (false, _) => "(not found)".to_string(),
-                (true, Some(d)) => format!("deleted ({})", durability_text(d)),
-                (true, None) => "deleted".to_string(),
-            };
-            Ok(Report {
-                human,
-                json: json!({
-                    "deleted": deleted.existed,
-                    "durability": deleted.durability.as_ref().map(durability_json),
-                }),
-            })
-        }
-        Command::Expire { key, ms } => {
-            if ms == 0 {
-                return Err(Failure::Usage(
-                    "expire needs a TTL of at least 1 ms (use `del` to remove a key)".into(),
-                ));
-            }
-            let updated = client.expire(b(key), Duration::from_millis(ms)).await?;
-            Ok(updated_report(
-                updated.existed,
-                updated.durability,
-                "ttl set",
-            ))
-        }
-        Command::Persist { key } => {
-            let updated = client.persist(b(key)).await?;
-            Ok(updated_report(
-                updated.existed,
-                updated.durability,
-                "ttl removed",
-            ))
-        }
-        Command::Incr { key, delta } => {
-            let done = client.incr_with(b(key), delta, None).await?;
-            Ok(Report {
-                human: format!("{} ({})", done.value, durability_text(&done.durability)),
-                json: json!({
-                    "value": done.value,
-                    "durability": durability_json(&done.durability),
-                }),
-            })
-        }
+        Command::Mset { pairs } => mset(client, pairs).await,
+        Command::Del { key, if_version } => del(client, key, if_version).await,
+        Command::Expire { key, ms } => expire(client, key, ms).await,
+        Command::Persist { key } => persist(client, key).await,
+        Command::Incr { key, delta } => incr(client, key, delta).await,
         Command::Scan {
             prefix,
             limit,
             cursor,
             all,
         } => scan(client, prefix, limit.unwrap_or(0), cursor, all).await,
+        // Node information, admin and replication.
         Command::Info => pairs_report(client.info().await?, "info"),
         Command::Promote => pairs_report(client.promote().await?, "promoted"),
         Command::ReplicaOf { primary } => {
@@ -704,6 +581,162 @@ async fn execute(client: &Client, command: Command, mode: Mode) -> Result<Report
         }
         Command::Checkpoint => pairs_report(client.checkpoint().await?, "checkpoint"),
     }
+}
+
+async fn ping(client: &Client) -> Result<Report, Failure> {
+    client.ping().await?;
+    Ok(Report {
+        human: "PONG".into(),
+        json: json!({"reply": "pong"}),
+    })
+}
+
+async fn get(client: &Client, key: String) -> Result<Report, Failure> {
+    let entry = client.get(b(key.clone())).await?;
+    let human = match &entry {
+        None => "(nil)".to_string(),
+        Some(e) => format!("{}\n({})", show(&e.value), entry_meta(e)),
+    };
+    Ok(Report {
+        human,
+        json: entry_json(key.as_bytes(), entry.as_ref()),
+    })
+}
+
+async fn mget(client: &Client, keys: Vec<String>) -> Result<Report, Failure> {
+    let entries = client.get_many(keys.iter().cloned().map(b)).await?;
+    let mut human = Vec::new();
+    let mut values = Vec::new();
+    for (i, (key, entry)) in keys.iter().zip(&entries).enumerate() {
+        human.push(match entry {
+            None => format!("{}) (nil)", i + 1),
+            Some(e) => format!("{}) {}  ({})", i + 1, show(&e.value), entry_meta(e)),
+        });
+        values.push(entry_json(key.as_bytes(), entry.as_ref()));
+    }
+    Ok(Report {
+        human: human.join("\n"),
+        json: json!({ "values": values }),
+    })
+}
+
+async fn exists(client: &Client, keys: Vec<String>) -> Result<Report, Failure> {
+    let count = client.exists(keys.into_iter().map(b)).await?;
+    Ok(Report {
+        human: count.to_string(),
+        json: json!({ "count": count }),
+    })
+}
+
+async fn ttl(client: &Client, key: String) -> Result<Report, Failure> {
+    let state = client.ttl(b(key)).await?;
+    let (human, json) = match state {
+        TtlState::Missing => ("(nil): no such key".to_string(), json!({"ttl": "missing"})),
+        TtlState::Persistent => (
+            "(no ttl): the key does not expire".to_string(),
+            json!({"ttl": "persistent"}),
+        ),
+        TtlState::ExpiresIn(ms) => (format!("{ms} ms"), json!({"ttl": "expires", "ttl_ms": ms})),
+    };
+    Ok(Report { human, json })
+}
+
+async fn mset(client: &Client, pairs: Vec<String>) -> Result<Report, Failure> {
+    if !pairs.len().is_multiple_of(2) {
+        return Err(Failure::Usage(
+            "mset needs KEY VALUE pairs: the last key has no value".into(),
+        ));
+    }
+    let count = pairs.len() / 2;
+    let mut it = pairs.into_iter();
+    let mut entries = Vec::with_capacity(count);
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        entries.push((b(k), b(v)));
+    }
+    let reply = client.set_many(entries).await?;
+    Ok(Report {
+        human: format!(
+            "OK {count} keys at version {} ({})",
+            reply.version,
+            durability_text(&reply.durability)
+        ),
+        json: json!({
+            "written": true,
+            "keys": count,
+            "version": reply.version.0,
+            "durability": durability_json(&reply.durability),
+        }),
+    })
+}
+
+async fn del(client: &Client, key: String, if_version: Option<u64>) -> Result<Report, Failure> {
+    let deleted = match if_version {
+        None => client.delete(b(key)).await?,
+        Some(v) => match client.delete_if_version(b(key), Seq(v)).await? {
+            DeleteOutcome::Deleted(deleted) => deleted,
+            DeleteOutcome::NotWritten { current_version } => {
+                let message = match current_version {
+                    Some(now) => format!(
+                        "not deleted: version conflict, the key is at version {now}, not {v}"
+                    ),
+                    None => "not deleted: the key does not exist".to_string(),
+                };
+                return Err(Failure::Refused {
+                    message,
+                    json: json!({
+                        "deleted": false,
+                        "current_version": current_version.map(|s| s.0),
+                    }),
+                });
+            }
+        },
+    };
+    let human = match (deleted.existed, &deleted.durability) {
+        (false, _) => "(not found)".to_string(),
+        (true, Some(d)) => format!("deleted ({})", durability_text(d)),
+        (true, None) => "deleted".to_string(),
+    };
+    Ok(Report {
+        human,
+        json: json!({
+            "deleted": deleted.existed,
+            "durability": deleted.durability.as_ref().map(durability_json),
+        }),
+    })
+}
+
+async fn expire(client: &Client, key: String, ms: u64) -> Result<Report, Failure> {
+    if ms == 0 {
+        return Err(Failure::Usage(
+            "expire needs a TTL of at least 1 ms (use `del` to remove a key)".into(),
+        ));
+    }
+    let updated = client.expire(b(key), Duration::from_millis(ms)).await?;
+    Ok(updated_report(
+        updated.existed,
+        updated.durability,
+        "ttl set",
+    ))
+}
+
+async fn persist(client: &Client, key: String) -> Result<Report, Failure> {
+    let updated = client.persist(b(key)).await?;
+    Ok(updated_report(
+        updated.existed,
+        updated.durability,
+        "ttl removed",
+    ))
+}
+
+async fn incr(client: &Client, key: String, delta: i64) -> Result<Report, Failure> {
+    let done = client.incr_with(b(key), delta, None).await?;
+    Ok(Report {
+        human: format!("{} ({})", done.value, durability_text(&done.durability)),
+        json: json!({
+            "value": done.value,
+            "durability": durability_json(&done.durability),
+        }),
+    })
 }
 
 /// Prints `(name, value)` pairs aligned, or as one JSON object under `key`.
@@ -725,27 +758,7 @@ fn pairs_report(pairs: Vec<(String, String)>, key: &str) -> Result<Report, Failu
 }
 
 async fn set(client: &Client, args: SetArgs, mode: Mode) -> Result<Report, Failure> {
-    let value: Bytes = match (&args.value, &args.file) {
-        (_, Some(path)) => std::fs::read(path)
-            .map_err(|e| Failure::Usage(format!("--file {}: {e}", path.display())))?
-            .into(),
-        (Some(v), None) if v == "-" => {
-            if mode == Mode::Prompt {
-                return Err(Failure::Usage(
-                    "at the prompt, standard input carries the commands: use --file PATH for \
-                     the value"
-                        .into(),
-                ));
-            }
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| Failure::Usage(format!("reading the value from stdin: {e}")))?;
-            buf.into()
-        }
-        (Some(v), None) => Bytes::from(v.clone()),
-        (None, None) => return Err(Failure::Usage("set needs a VALUE or --file PATH".into())),
-    };
+    let value = set_value(&args, mode)?;
     if args.ttl_ms == Some(0) {
         return Err(Failure::Usage("--ttl-ms must be at least 1".into()));
     }
@@ -778,29 +791,57 @@ async fn set(client: &Client, args: SetArgs, mode: Mode) -> Result<Report, Failu
                 "durability": durability_json(&reply.durability),
             }),
         }),
-        SetOutcome::NotWritten { current_version } => {
-            let message = match (condition, current_version) {
-                (Condition::IfAbsent, Some(now)) => {
-                    format!("not written (--nx): the key exists, at version {now}")
-                }
-                (Condition::IfPresent, _) => "not written (--xx): the key does not exist".into(),
-                (Condition::IfVersion(want), Some(now)) => format!(
-                    "not written: version conflict (compare-and-set), the key is at version \
-                     {now}, not {want}"
-                ),
-                (Condition::IfVersion(_), None) => {
-                    "not written: version conflict (compare-and-set), the key does not exist".into()
-                }
-                (_, now) => format!("not written: the condition did not hold (version {now:?})"),
-            };
-            Err(Failure::Refused {
-                message,
-                json: json!({
-                    "written": false,
-                    "current_version": current_version.map(|s| s.0),
-                }),
-            })
+        SetOutcome::NotWritten { current_version } => Err(set_refused(condition, current_version)),
+    }
+}
+
+/// The value to write: the argument, --file, or standard input for `-`.
+fn set_value(args: &SetArgs, mode: Mode) -> Result<Bytes, Failure> {
+    Ok(match (&args.value, &args.file) {
+        (_, Some(path)) => std::fs::read(path)
+            .map_err(|e| Failure::Usage(format!("--file {}: {e}", path.display())))?
+            .into(),
+        (Some(v), None) if v == "-" => {
+            if mode == Mode::Prompt {
+                return Err(Failure::Usage(
+                    "at the prompt, standard input carries the commands: use --file PATH for \
+                     the value"
+                        .into(),
+                ));
+            }
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| Failure::Usage(format!("reading the value from stdin: {e}")))?;
+            buf.into()
         }
+        (Some(v), None) => Bytes::from(v.clone()),
+        (None, None) => return Err(Failure::Usage("set needs a VALUE or --file PATH".into())),
+    })
+}
+
+/// A conditional set that did not write, told in its condition's terms.
+fn set_refused(condition: Condition, current_version: Option<Seq>) -> Failure {
+    let message = match (condition, current_version) {
+        (Condition::IfAbsent, Some(now)) => {
+            format!("not written (--nx): the key exists, at version {now}")
+        }
+        (Condition::IfPresent, _) => "not written (--xx): the key does not exist".into(),
+        (Condition::IfVersion(want), Some(now)) => format!(
+            "not written: version conflict (compare-and-set), the key is at version \
+             {now}, not {want}"
+        ),
+        (Condition::IfVersion(_), None) => {
+            "not written: version conflict (compare-and-set), the key does not exist".into()
+        }
+        (_, now) => format!("not written: the condition did not hold (version {now:?})"),
+    };
+    Failure::Refused {
+        message,
+        json: json!({
+            "written": false,
+            "current_version": current_version.map(|s| s.0),
+        }),
     }
 }
 

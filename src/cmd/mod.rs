@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use crate::config::Role;
 use crate::proto::{
     Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, PROTOCOL_VERSION, Request,
-    Response, ScanPage, SnapshotItem, SnapshotPage, TtlState, WriteReply,
+    Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 use crate::repl::Replication;
 use crate::store::{self, Store, WriteAck, WriteOutcome};
@@ -182,6 +183,8 @@ impl Node {
         response
     }
 
+    /// Runs `req` and builds its reply; a write notes its seq in `written`
+    /// so `dispatch` can wait for the replicas.
     async fn execute(
         &self,
         req: Request,
@@ -191,111 +194,32 @@ impl Node {
     ) -> Response {
         let store = &self.store;
         let result = match req {
-            Request::Hello { protocol, .. } => {
-                if protocol != PROTOCOL_VERSION {
-                    return Response::error(
-                        ErrorCode::UnsupportedProtocol,
-                        format!("this server speaks protocol {PROTOCOL_VERSION}, not {protocol}"),
-                    );
-                }
-                return Response::Hello(HelloReply {
-                    protocol: PROTOCOL_VERSION,
-                    server: format!("strata {}", env!("CARGO_PKG_VERSION")),
-                    node_id: self.repl.node_id(),
-                    role: Some(
-                        if self.repl.is_primary() {
-                            "primary"
-                        } else {
-                            "replica"
-                        }
-                        .into(),
-                    ),
-                    limits: self.limits,
-                });
-            }
+            // Session and replication: their own errors, not the store's.
+            Request::Hello { protocol, .. } => return self.hello(protocol),
             Request::Ping => return Response::Pong,
             Request::Info => return Response::Info(self.info()),
-            Request::Promote => {
-                return match self.repl.promote().await {
-                    Ok(meta) => Response::Info(vec![
-                        ("role".into(), "primary".into()),
-                        ("repl_id".into(), hex::encode(meta.repl_id.0)),
-                        ("repl_epoch".into(), meta.epoch.0.to_string()),
-                        ("applied_seq".into(), store.applied_seq().to_string()),
-                    ]),
-                    Err(e) => Response::Error(e),
-                };
-            }
-            Request::ReplicaOf { primary } => {
-                return match self.repl.replicate_from(primary.clone()).await {
-                    Ok(()) => Response::Info(vec![
-                        ("role".into(), "replica".into()),
-                        ("primary".into(), primary),
-                    ]),
-                    Err(e) => Response::Error(e),
-                };
-            }
-            Request::Digest { expired_before_ms } => {
-                let cutoff = if expired_before_ms == 0 {
-                    store.now_ms()
-                } else {
-                    expired_before_ms
-                };
-                store.digest(cutoff, cancel).await.map(|d| {
-                    Response::Info(vec![
-                        ("seq".into(), d.seq.to_string()),
-                        ("keys".into(), d.keys.to_string()),
-                        ("sha256".into(), d.sha256),
-                        ("expired_before_ms".into(), cutoff.to_string()),
-                    ])
-                })
-            }
+            Request::Promote => return self.promote().await,
+            Request::ReplicaOf { primary } => return self.replica_of(primary).await,
+            // Whole-database operations.
+            Request::Digest { expired_before_ms } => self.digest(expired_before_ms, cancel).await,
             Request::Snapshot { snapshot, after } => {
-                // Leave room for framing within the client's frame limit.
-                let budget = (self.limits.max_frame_bytes as usize / 2).clamp(1024, 4 << 20);
-                return match self.repl.snapshot_page(snapshot, after, budget).await {
-                    Ok((id, seq, created_at_ms, entries, more)) => {
-                        let next = more
-                            .then(|| entries.last().map(|e| e.key.clone()))
-                            .flatten();
-                        Response::Snapshot(SnapshotPage {
-                            snapshot: id,
-                            seq,
-                            created_at_ms,
-                            entries: entries
-                                .into_iter()
-                                .map(|e| SnapshotItem {
-                                    key: e.key,
-                                    value: e.value,
-                                    version: e.version,
-                                    expires_at_ms: e.expires_at_ms,
-                                })
-                                .collect(),
-                            next,
-                        })
-                    }
-                    Err(e) => Response::error(ErrorCode::BadRequest, e.to_string()),
-                };
+                return self.snapshot_page(snapshot, after).await;
             }
-            Request::Checkpoint => store.checkpoint().await.map(|r| {
-                Response::Info(vec![
-                    ("covered".into(), r.covered.to_string()),
-                    ("segments_removed".into(), r.segments_removed.to_string()),
-                ])
-            }),
+            Request::Checkpoint => self.checkpoint().await,
+            // Reads.
             Request::Get { key } => store.get(&key).await.map(|e| Response::Value(e.map(entry))),
             Request::MultiGet { keys } => store
                 .get_many(&keys)
                 .await
                 .map(|v| Response::Values(v.into_iter().map(|e| e.map(entry)).collect())),
             Request::Exists { keys } => store.exists(&keys).await.map(Response::Count),
-            Request::Ttl { key } => store.ttl(&key).await.map(|t| {
-                Response::Ttl(match t {
-                    store::TtlState::Missing => TtlState::Missing,
-                    store::TtlState::Persistent => TtlState::Persistent,
-                    store::TtlState::ExpiresInMs(ms) => TtlState::ExpiresIn(ms),
-                })
-            }),
+            Request::Ttl { key } => store.ttl(&key).await.map(|t| Response::Ttl(ttl_state(t))),
+            Request::Scan {
+                prefix,
+                cursor,
+                limit,
+            } => self.scan(prefix, cursor, limit).await,
+            // Writes.
             Request::Set {
                 key,
                 value,
@@ -305,48 +229,15 @@ impl Node {
             } => store
                 .set(key, value, ttl(ttl_ms), condition)
                 .await
-                .map(|outcome| match outcome {
-                    WriteOutcome::Written(a) => Response::Written(WriteReply {
-                        version: a.seq,
-                        durability: durability(a, ack, written),
-                    }),
-                    WriteOutcome::ConditionFailed { current } => Response::NotWritten {
-                        current_version: current,
-                    },
-                    WriteOutcome::NotFound | WriteOutcome::Unchanged => Response::NotWritten {
-                        current_version: None,
-                    },
-                }),
-            Request::MultiSet { entries, .. } => {
-                let entries = entries
-                    .into_iter()
-                    .map(|e| (e.key, e.value, ttl(e.ttl_ms)))
-                    .collect();
-                store.set_many(entries).await.map(|a| {
-                    Response::Written(WriteReply {
-                        version: a.seq,
-                        durability: durability(a, ack, written),
-                    })
-                })
-            }
-            Request::Delete { key, condition, .. } => {
-                store
-                    .delete(key, condition)
-                    .await
-                    .map(|outcome| match outcome {
-                        WriteOutcome::Written(a) => Response::Deleted {
-                            existed: true,
-                            durability: Some(durability(a, ack, written)),
-                        },
-                        WriteOutcome::ConditionFailed { current } => Response::NotWritten {
-                            current_version: current,
-                        },
-                        WriteOutcome::NotFound | WriteOutcome::Unchanged => Response::Deleted {
-                            existed: false,
-                            durability: None,
-                        },
-                    })
-            }
+                .map(|o| set_reply(o, ack, written)),
+            Request::MultiSet { entries, .. } => store
+                .set_many(entries.into_iter().map(set_entry).collect())
+                .await
+                .map(|a| write_reply(a, ack, written)),
+            Request::Delete { key, condition, .. } => store
+                .delete(key, condition)
+                .await
+                .map(|o| delete_reply(o, ack, written)),
             Request::Expire { key, ttl_ms, .. } => store
                 .expire(key, Duration::from_millis(ttl_ms))
                 .await
@@ -354,34 +245,132 @@ impl Node {
             Request::Persist { key, .. } => {
                 store.persist(key).await.map(|o| updated(o, ack, written))
             }
-            Request::Incr { key, delta, .. } => {
-                store
-                    .incr(key, delta)
-                    .await
-                    .map(|(value, a)| Response::Int {
-                        value,
-                        durability: durability(a, ack, written),
-                    })
-            }
-            Request::Scan {
-                prefix,
-                cursor,
-                limit,
-            } => {
-                let limit = self.scan_limit(limit);
-                store.scan_page(prefix, cursor, limit).await.map(|page| {
-                    Response::Page(ScanPage {
-                        entries: page
-                            .entries
-                            .into_iter()
-                            .map(|(k, e)| (k, entry(e)))
-                            .collect(),
-                        next_cursor: page.next_cursor,
-                    })
-                })
-            }
+            Request::Incr { key, delta, .. } => store
+                .incr(key, delta)
+                .await
+                .map(|(value, a)| int_reply(value, a, ack, written)),
         };
         result.unwrap_or_else(|e| error(&e))
+    }
+
+    fn hello(&self, protocol: u32) -> Response {
+        if protocol != PROTOCOL_VERSION {
+            return Response::error(
+                ErrorCode::UnsupportedProtocol,
+                format!("this server speaks protocol {PROTOCOL_VERSION}, not {protocol}"),
+            );
+        }
+        Response::Hello(HelloReply {
+            protocol: PROTOCOL_VERSION,
+            server: format!("strata {}", env!("CARGO_PKG_VERSION")),
+            node_id: self.repl.node_id(),
+            role: Some(
+                if self.repl.is_primary() {
+                    "primary"
+                } else {
+                    "replica"
+                }
+                .into(),
+            ),
+            limits: self.limits,
+        })
+    }
+
+    async fn promote(&self) -> Response {
+        match self.repl.promote().await {
+            Ok(meta) => Response::Info(vec![
+                ("role".into(), "primary".into()),
+                ("repl_id".into(), hex::encode(meta.repl_id.0)),
+                ("repl_epoch".into(), meta.epoch.0.to_string()),
+                ("applied_seq".into(), self.store.applied_seq().to_string()),
+            ]),
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    async fn replica_of(&self, primary: String) -> Response {
+        match self.repl.replicate_from(primary.clone()).await {
+            Ok(()) => Response::Info(vec![
+                ("role".into(), "replica".into()),
+                ("primary".into(), primary),
+            ]),
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    async fn digest(&self, expired_before_ms: u64, cancel: Cancel) -> store::Result<Response> {
+        let cutoff = if expired_before_ms == 0 {
+            self.store.now_ms()
+        } else {
+            expired_before_ms
+        };
+        self.store.digest(cutoff, cancel).await.map(|d| {
+            Response::Info(vec![
+                ("seq".into(), d.seq.to_string()),
+                ("keys".into(), d.keys.to_string()),
+                ("sha256".into(), d.sha256),
+                ("expired_before_ms".into(), cutoff.to_string()),
+            ])
+        })
+    }
+
+    async fn snapshot_page(&self, snapshot: Option<u64>, after: Option<Bytes>) -> Response {
+        // Leave room for framing within the client's frame limit.
+        let budget = (self.limits.max_frame_bytes as usize / 2).clamp(1024, 4 << 20);
+        match self.repl.snapshot_page(snapshot, after, budget).await {
+            Ok((id, seq, created_at_ms, entries, more)) => {
+                let next = more
+                    .then(|| entries.last().map(|e| e.key.clone()))
+                    .flatten();
+                Response::Snapshot(SnapshotPage {
+                    snapshot: id,
+                    seq,
+                    created_at_ms,
+                    entries: entries
+                        .into_iter()
+                        .map(|e| SnapshotItem {
+                            key: e.key,
+                            value: e.value,
+                            version: e.version,
+                            expires_at_ms: e.expires_at_ms,
+                        })
+                        .collect(),
+                    next,
+                })
+            }
+            Err(e) => Response::error(ErrorCode::BadRequest, e.to_string()),
+        }
+    }
+
+    async fn checkpoint(&self) -> store::Result<Response> {
+        self.store.checkpoint().await.map(|r| {
+            Response::Info(vec![
+                ("covered".into(), r.covered.to_string()),
+                ("segments_removed".into(), r.segments_removed.to_string()),
+            ])
+        })
+    }
+
+    async fn scan(
+        &self,
+        prefix: Bytes,
+        cursor: Option<Bytes>,
+        limit: u32,
+    ) -> store::Result<Response> {
+        let limit = self.scan_limit(limit);
+        self.store
+            .scan_page(prefix, cursor, limit)
+            .await
+            .map(|page| {
+                Response::Page(ScanPage {
+                    entries: page
+                        .entries
+                        .into_iter()
+                        .map(|(k, e)| (k, entry(e)))
+                        .collect(),
+                    next_cursor: page.next_cursor,
+                })
+            })
     }
 
     /// A `Scan` page's bounds: `limit` entries (capped, §8), and no more
@@ -446,6 +435,60 @@ impl Node {
         }
         out.extend(repl);
         out
+    }
+}
+
+fn ttl_state(t: store::TtlState) -> TtlState {
+    match t {
+        store::TtlState::Missing => TtlState::Missing,
+        store::TtlState::Persistent => TtlState::Persistent,
+        store::TtlState::ExpiresInMs(ms) => TtlState::ExpiresIn(ms),
+    }
+}
+
+fn set_entry(e: SetEntry) -> (Bytes, Bytes, Option<Duration>) {
+    (e.key, e.value, ttl(e.ttl_ms))
+}
+
+fn write_reply(a: WriteAck, ack: AckPolicy, written: &mut Option<Seq>) -> Response {
+    Response::Written(WriteReply {
+        version: a.seq,
+        durability: durability(a, ack, written),
+    })
+}
+
+fn set_reply(outcome: WriteOutcome, ack: AckPolicy, written: &mut Option<Seq>) -> Response {
+    match outcome {
+        WriteOutcome::Written(a) => write_reply(a, ack, written),
+        WriteOutcome::ConditionFailed { current } => Response::NotWritten {
+            current_version: current,
+        },
+        WriteOutcome::NotFound | WriteOutcome::Unchanged => Response::NotWritten {
+            current_version: None,
+        },
+    }
+}
+
+fn int_reply(value: i64, a: WriteAck, ack: AckPolicy, written: &mut Option<Seq>) -> Response {
+    Response::Int {
+        value,
+        durability: durability(a, ack, written),
+    }
+}
+
+fn delete_reply(outcome: WriteOutcome, ack: AckPolicy, written: &mut Option<Seq>) -> Response {
+    match outcome {
+        WriteOutcome::Written(a) => Response::Deleted {
+            existed: true,
+            durability: Some(durability(a, ack, written)),
+        },
+        WriteOutcome::ConditionFailed { current } => Response::NotWritten {
+            current_version: current,
+        },
+        WriteOutcome::NotFound | WriteOutcome::Unchanged => Response::Deleted {
+            existed: false,
+            durability: None,
+        },
     }
 }
 
