@@ -1,33 +1,23 @@
-//! Prometheus metrics: lock-free counters and fixed-bucket histograms,
-//! rendered in the Prometheus text format, and the `/metrics` HTTP endpoint.
+//! Prometheus metrics, on the `prometheus-client` crate.
 //!
-//! Handles are created once (struct fields indexed by op), so recording is
-//! an atomic add or two; nothing is looked up by label on the hot path.
+//! Each subsystem owns its metric handles and registers its own families
+//! with the node's [`Registry`] (`ServerMetrics::register`,
+//! `Store::register_metrics`, `Replication::register_metrics`); this module
+//! holds only what they share: the latency buckets, the text rendering and
+//! a helper for values read at scrape time. It imports no subsystem, so
+//! none of them depends on another through it.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+pub use prometheus_client::registry::Registry;
 
-impl Counter {
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Adds one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// The current count.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the latency buckets, seconds: 25 µs to 10 s, roughly
 /// ×2.5 apart, enough to read p50/p95/p99 from.
@@ -37,283 +27,132 @@ pub const LATENCY_BUCKETS: [f64; 17] = [
 ];
 
 /// A latency histogram with [`LATENCY_BUCKETS`] (plus +Inf).
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_ns: AtomicU64,
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(
-            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
-    }
+/// Records `d` in a latency histogram, in seconds.
+pub fn observe(histogram: &Histogram, d: Duration) {
+    histogram.observe(d.as_secs_f64());
 }
 
-/// Builds Prometheus text exposition (format 0.0.4).
-#[derive(Debug, Default)]
-pub struct Exposition {
-    out: String,
+/// The registry in the Prometheus text format (0.0.4).
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; a collector's error would be a bug,
+    // and a partial page is more use to an operator than none.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, registry);
+    out
 }
 
-impl Exposition {
-    /// Starts a metric family.
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        self
+/// Families whose values are read at scrape time (gauges of current state,
+/// counters kept elsewhere), for a `Collector` to encode.
+pub struct ScrapeEncoder<'a>(DescriptorEncoder<'a>);
+
+impl<'a> ScrapeEncoder<'a> {
+    /// Wraps a collector's encoder.
+    pub fn new(encoder: DescriptorEncoder<'a>) -> Self {
+        ScrapeEncoder(encoder)
     }
 
-    /// One sample; `labels` as `key="value"` pairs.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
-        self.out.push_str(name);
-        write_labels(&mut self.out, labels, None);
-        let _ = writeln!(self.out, " {value}");
-        self
-    }
-
-    /// The `_bucket`, `_sum` and `_count` samples of a histogram.
-    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) -> &mut Self {
-        let mut cumulative = 0;
-        for (i, bucket) in h.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let le = LATENCY_BUCKETS
-                .get(i)
-                .map_or("+Inf".to_string(), |b| b.to_string());
-            let _ = write!(self.out, "{name}_bucket");
-            write_labels(&mut self.out, labels, Some(&le));
-            let _ = writeln!(self.out, " {cumulative}");
+    /// A gauge family: one sample per label set (none is fine: the family
+    /// is still described).
+    pub fn gauges<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (L, f64)>,
+    ) -> std::fmt::Result {
+        let mut family = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, value) in samples {
+            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
         }
-        let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = write!(self.out, "{name}_sum");
-        write_labels(&mut self.out, labels, None);
-        let _ = writeln!(self.out, " {sum}");
-        let _ = write!(self.out, "{name}_count");
-        write_labels(&mut self.out, labels, None);
-        let _ = writeln!(self.out, " {cumulative}");
-        self
+        Ok(())
     }
 
-    /// The finished text.
-    pub fn finish(self) -> String {
-        self.out
+    /// A gauge without labels.
+    pub fn gauge(&mut self, name: &str, help: &str, value: f64) -> std::fmt::Result {
+        let family = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        ConstGauge::new(value).encode(family)
     }
-}
 
-fn write_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {
-    if labels.is_empty() && le.is_none() {
-        return;
-    }
-    out.push('{');
-    let mut first = true;
-    for (k, v) in labels.iter().copied().chain(le.map(|le| ("le", le))) {
-        if !first {
-            out.push(',');
+    /// A counter family kept outside the registry (`name` without the
+    /// `_total` the encoder appends).
+    pub fn counters<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (L, u64)>,
+    ) -> std::fmt::Result {
+        let mut family = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, value) in samples {
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
         }
-        first = false;
-        let v = v
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = write!(out, "{k}=\"{v}\"");
+        Ok(())
     }
-    out.push('}');
-}
-
-/// Renders the storage engine's metrics.
-pub fn render_store(store: &crate::store::Store, e: &mut Exposition) {
-    let s = store.stats();
-    let m = store.metrics();
-    e.family(
-        "strata_tier_reads_total",
-        "counter",
-        "Reads that consulted a tier, by tier and result (hit ratio = hit / (hit + miss)).",
-    )
-    .sample(
-        "strata_tier_reads_total",
-        &[("tier", "memory"), ("result", "hit")],
-        s.memory_hits as f64,
-    )
-    .sample(
-        "strata_tier_reads_total",
-        &[("tier", "memory"), ("result", "miss")],
-        s.memory_misses as f64,
-    )
-    .sample(
-        "strata_tier_reads_total",
-        &[("tier", "disk"), ("result", "hit")],
-        s.disk_hits as f64,
-    )
-    .sample(
-        "strata_tier_reads_total",
-        &[("tier", "disk"), ("result", "miss")],
-        s.disk_misses as f64,
-    );
-    e.family(
-        "strata_tier_read_duration_seconds",
-        "histogram",
-        "Read latency by the tier that answered.",
-    )
-    .histogram(
-        "strata_tier_read_duration_seconds",
-        &[("tier", "memory")],
-        &m.read_memory,
-    )
-    .histogram(
-        "strata_tier_read_duration_seconds",
-        &[("tier", "disk")],
-        &m.read_disk,
-    );
-    e.family(
-        "strata_memory_tier_bytes",
-        "gauge",
-        "Weighted bytes held by the memory tier.",
-    )
-    .sample("strata_memory_tier_bytes", &[], s.memory_bytes as f64);
-    e.family(
-        "strata_memory_tier_budget_bytes",
-        "gauge",
-        "The memory tier's byte budget.",
-    )
-    .sample(
-        "strata_memory_tier_budget_bytes",
-        &[],
-        s.memory_budget_bytes as f64,
-    );
-    e.family(
-        "strata_memory_tier_entries",
-        "gauge",
-        "Entries held by the memory tier.",
-    )
-    .sample("strata_memory_tier_entries", &[], s.memory_entries as f64);
-    e.family(
-        "strata_disk_tier_bytes",
-        "gauge",
-        "Size of the disk tier's SST files.",
-    )
-    .sample("strata_disk_tier_bytes", &[], store.disk_bytes() as f64);
-    e.family(
-        "strata_wal_append_duration_seconds",
-        "histogram",
-        "WAL append of one commit batch, including its fsync when there is one.",
-    )
-    .histogram("strata_wal_append_duration_seconds", &[], &m.wal_append);
-    e.family(
-        "strata_wal_syncs_total",
-        "counter",
-        "WAL fsyncs done with a commit batch.",
-    )
-    .sample("strata_wal_syncs_total", &[], m.wal_syncs.get() as f64);
-    e.family(
-        "strata_wal_appended_bytes_total",
-        "counter",
-        "Bytes appended to the WAL.",
-    )
-    .sample(
-        "strata_wal_appended_bytes_total",
-        &[],
-        m.wal_bytes.get() as f64,
-    );
-    e.family(
-        "strata_wal_bytes",
-        "gauge",
-        "Bytes of WAL segments on disk.",
-    )
-    .sample("strata_wal_bytes", &[], s.wal_bytes as f64);
-    e.family(
-        "strata_commit_batches_total",
-        "counter",
-        "Group commits (one WAL write each).",
-    )
-    .sample(
-        "strata_commit_batches_total",
-        &[],
-        m.commit_batches.get() as f64,
-    );
-    e.family(
-        "strata_commit_records_total",
-        "counter",
-        "Records committed.",
-    )
-    .sample(
-        "strata_commit_records_total",
-        &[],
-        m.commit_records.get() as f64,
-    );
-    e.family(
-        "strata_applied_seq",
-        "gauge",
-        "Last seq applied to both tiers.",
-    )
-    .sample("strata_applied_seq", &[], s.applied_seq.0 as f64);
-    e.family(
-        "strata_checkpoint_age_seconds",
-        "gauge",
-        "Seconds since the last checkpoint (since start if none).",
-    )
-    .sample("strata_checkpoint_age_seconds", &[], s.checkpoint_age_secs);
-    e.family(
-        "strata_sync_queue_depth",
-        "gauge",
-        "Writes accepted but not yet acknowledged.",
-    )
-    .sample(
-        "strata_sync_queue_depth",
-        &[],
-        store.pending_writes() as f64,
-    );
-    e.family(
-        "strata_writes_refused",
-        "gauge",
-        "1 while the store refuses writes after a WAL or disk failure.",
-    )
-    .sample(
-        "strata_writes_refused",
-        &[],
-        f64::from(u8::from(s.poisoned.is_some())),
-    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::collector::Collector;
+    use prometheus_client::metrics::family::Family;
 
     #[test]
-    fn histogram_renders_cumulative_buckets() {
-        let h = Histogram::default();
-        h.observe(Duration::from_micros(10));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(20));
-        let mut e = Exposition::default();
-        e.family("lat_seconds", "histogram", "test")
-            .histogram("lat_seconds", &[("op", "get")], &h);
-        let text = e.finish();
-        assert!(
-            text.contains("lat_seconds_bucket{op=\"get\",le=\"0.000025\"} 1"),
-            "{text}"
+    fn histograms_render_cumulative_buckets() {
+        let mut registry = Registry::default();
+        let family = Family::<Vec<(&'static str, &'static str)>, Histogram>::new_with_constructor(
+            latency_histogram,
         );
-        assert!(
-            text.contains("lat_seconds_bucket{op=\"get\",le=\"0.005\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("lat_seconds_bucket{op=\"get\",le=\"+Inf\"} 3"),
-            "{text}"
-        );
-        assert!(text.contains("lat_seconds_count{op=\"get\"} 3"), "{text}");
-        assert_eq!(h.count(), 3);
+        registry.register("lat_seconds", "test", family.clone());
+        let h = family.get_or_create(&vec![("op", "get")]);
+        observe(&h, Duration::from_micros(10));
+        observe(&h, Duration::from_millis(3));
+        observe(&h, Duration::from_secs(20));
+        drop(h);
+        let text = render(&registry);
+        for line in [
+            "lat_seconds_bucket{op=\"get\",le=\"2.5e-05\"} 1",
+            "lat_seconds_bucket{op=\"get\",le=\"0.005\"} 2",
+            "lat_seconds_bucket{op=\"get\",le=\"10\"} 2",
+            "lat_seconds_bucket{op=\"get\",le=\"+Inf\"} 3",
+            "lat_seconds_count{op=\"get\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+            let mut e = ScrapeEncoder::new(encoder);
+            e.gauge("depth", "Queue depth", 3.0)?;
+            e.gauges("lag", "Lag", [([("replica", "r1")], 7.0)])?;
+            e.counters("reads", "Reads", [([("tier", "disk")], 9)])
+        }
+    }
+
+    #[test]
+    fn scrape_time_values_render_as_typed_families() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed));
+        let text = render(&registry);
+        for line in [
+            "# TYPE depth gauge",
+            "depth 3.0",
+            "lag{replica=\"r1\"} 7.0",
+            "# TYPE reads_total counter",
+            "reads_total{tier=\"disk\"} 9",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

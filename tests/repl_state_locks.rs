@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use strata::metrics::Exposition;
+use strata::metrics::{Registry, render};
 use strata::net::tls::ClusterTls;
 use strata::repl::{ReplConfig, Replication};
 use strata::store::Store;
@@ -50,28 +50,42 @@ fn info_metrics_and_hints_never_deadlock() {
         repl.start("127.0.0.1:7379".parse().unwrap()).unwrap();
     }
 
+    let mut registry = Registry::default();
+    repl.register_metrics(&mut registry);
+    let registry = Arc::new(registry);
+
     let (done_tx, done) = mpsc::channel();
-    let jobs: [fn(&Replication); 3] = [
-        |r| assert!(!r.info().is_empty()),
-        |r| r.render(&mut Exposition::default()),
-        |r| {
-            assert!(r.leader_hint().is_some());
-            let _ = r.serves_reads();
-            assert!(!r.is_primary());
+    let jobs: [Box<dyn Fn() + Send>; 3] = [
+        {
+            let repl = Arc::clone(&repl);
+            Box::new(move || assert!(!repl.info().is_empty()))
+        },
+        {
+            let registry = Arc::clone(&registry);
+            Box::new(move || assert!(render(&registry).contains("strata_replica_lag_records")))
+        },
+        {
+            let repl = Arc::clone(&repl);
+            Box::new(move || {
+                assert!(repl.leader_hint().is_some());
+                let _ = repl.serves_reads();
+                assert!(!repl.is_primary());
+            })
         },
     ];
+    let count = jobs.len();
     for job in jobs {
-        let (repl, done_tx) = (Arc::clone(&repl), done_tx.clone());
+        let done_tx = done_tx.clone();
         std::thread::spawn(move || {
             for _ in 0..ROUNDS {
-                job(&repl);
+                job();
             }
             done_tx.send(()).unwrap();
         });
     }
     // A hang detector, not a performance bound: the rounds take well under
     // a second when nothing deadlocks.
-    for _ in 0..jobs.len() {
+    for _ in 0..count {
         if done.recv_timeout(Duration::from_secs(120)).is_err() {
             // Deadlocked threads would keep the runtime from shutting down.
             std::mem::forget(runtime);

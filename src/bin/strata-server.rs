@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use strata::cmd::Node;
 use strata::config::{Config, Role, TokenConfig};
-use strata::metrics::{Exposition, render_store};
+use strata::metrics::Registry;
 use strata::net::server::{Server, ServerMetrics, serve_metrics};
 use strata::repl::Replication;
 use strata::store::Store;
@@ -319,7 +320,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .await?
             .context("starting replication")?;
     let metrics = Arc::new(ServerMetrics::default());
-    let server = Server::bind(&config, repl.clone(), metrics.clone())?;
+    let node = Node::new(
+        repl.clone(),
+        config.announced_limits(),
+        !config.tokens.is_empty(),
+    );
+    let server = Server::bind(&config, node, metrics.clone())?;
     let addr = server.local_addr()?;
     if let Some(repl_addr) = repl.start(addr).context("starting replication")? {
         info!(addr = %repl_addr, "accepting replicas on {repl_addr}");
@@ -344,14 +350,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the metrics listener {metrics_addr}"))?;
             info!(addr = %listener.local_addr()?, "metrics on http://{}/metrics", listener.local_addr()?);
-            let (store, metrics, repl) = (store.clone(), metrics.clone(), repl.clone());
-            let render = Arc::new(move || {
-                let mut e = Exposition::default();
-                metrics.render(&mut e);
-                render_store(&store, &mut e);
-                repl.render(&mut e);
-                e.finish()
-            });
+            let mut registry = Registry::default();
+            metrics.register(&mut registry);
+            store.register_metrics(&mut registry);
+            repl.register_metrics(&mut registry);
+            let render = Arc::new(move || strata::metrics::render(&registry));
             let mut stop = stop_rx.clone();
             Some(tokio::spawn(serve_metrics(listener, render, async move {
                 let _ = stop.changed().await;

@@ -532,3 +532,21 @@ pub fn check_access(node: &Node, role: Option<Role>, req: &Request) -> Result<()
         )),
     }
 }
+
+impl crate::net::server::Service for Node {
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn auth_required(&self) -> bool {
+        self.auth_required
+    }
+
+    fn check_access(&self, role: Option<Role>, request: &Request) -> Result<(), ErrorReply> {
+        check_access(self, role, request)
+    }
+
+    async fn dispatch(&self, request: Request, cancel: Cancel) -> Response {
+        Node::dispatch(self, request, cancel).await
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod client;
 mod der;
+pub mod link;
 pub mod server;
 pub mod tls;
 

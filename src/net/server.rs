@@ -8,161 +8,208 @@
 //! windows, and time by a per-request deadline.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::cmd::{Node, check_access};
 use crate::config::{Config, Role, TokenConfig};
 use crate::error::Error;
-use crate::metrics::{Counter, Exposition, Histogram};
+use crate::metrics::{self, Registry};
 use crate::net::tls::{self, Identity};
 use crate::net::{
     BodyError, TransportLimits, constant_time_eq, endpoint, quic_server_config, read_body,
 };
 use crate::proto::{
-    ALPN, ErrorCode, ErrorReply, FRAME_HEADER_BYTES, Limits, OP_NAMES, Request, Response,
-    decode_body, encode_response, frame_len, quic_code,
+    ALPN, ErrorCode, ErrorReply, FRAME_HEADER_BYTES, Limits, Op, Request, Response, decode_body,
+    encode_response, frame_len, quic_code,
 };
-use crate::repl::Replication;
 use crate::sync::lock;
 use crate::types::Cancel;
+
+/// How long a shutdown waits for replies already written to be delivered.
+const REPLY_DELIVERY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a client shed for the request byte budget should wait.
 const SHED_RETRY_AFTER_MS: u64 = 100;
 
-/// Request metrics, one handle per op.
-#[derive(Debug, Default)]
+/// The `op` label of the per-operation families.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OpLabel {
+    op: OpName,
+}
+
+/// [`Op`] as a label value: its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct OpName(Op);
+
+impl EncodeLabelValue for OpName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.0.name())
+    }
+}
+
+/// One operation's members of the per-operation families.
+#[derive(Debug)]
+struct OpHandles {
+    requests: Counter,
+    errors: Counter,
+    latency: Histogram,
+}
+
+/// Request and connection metrics.
+#[derive(Debug)]
 pub struct ServerMetrics {
-    requests: [Counter; OP_NAMES.len()],
-    errors: [Counter; OP_NAMES.len()],
-    latency: [Histogram; OP_NAMES.len()],
+    requests: Family<OpLabel, Counter>,
+    errors: Family<OpLabel, Counter>,
+    latency: Family<OpLabel, Histogram, fn() -> Histogram>,
+    /// The families' members by `Op as usize`: owned handles share their
+    /// member's state, so recording needs no lookup by label.
+    per_op: Vec<OpHandles>,
     /// Requests that never became a valid request (bad frames, timeouts).
     pub rejected_streams: Counter,
     /// Requests shed (`Overloaded`) because the request byte budget was spent.
     pub shed: Counter,
     /// The most request bytes ever charged to the budget at once.
-    budget_high_water: std::sync::atomic::AtomicU64,
+    budget_high_water: Gauge<u64, AtomicU64>,
     /// Connections refused because the limit was reached.
     pub refused_connections: Counter,
     /// Connections accepted.
     pub connections: Counter,
-    /// Connections open now (gauge kept as a signed pair of counters).
-    open_connections: std::sync::atomic::AtomicI64,
+    /// Connections open now.
+    open_connections: Gauge,
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        let requests = Family::<OpLabel, Counter>::default();
+        let errors = Family::<OpLabel, Counter>::default();
+        let latency = Family::<OpLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            metrics::latency_histogram,
+        );
+        // Every operation is created up front, so each shows (as zeros)
+        // from the first scrape.
+        let per_op = Op::ALL
+            .iter()
+            .map(|&op| {
+                let label = OpLabel { op: OpName(op) };
+                OpHandles {
+                    requests: requests.get_or_create_owned(&label),
+                    errors: errors.get_or_create_owned(&label),
+                    latency: latency.get_or_create_owned(&label),
+                }
+            })
+            .collect();
+        ServerMetrics {
+            requests,
+            errors,
+            latency,
+            per_op,
+            rejected_streams: Counter::default(),
+            shed: Counter::default(),
+            budget_high_water: Gauge::default(),
+            refused_connections: Counter::default(),
+            connections: Counter::default(),
+            open_connections: Gauge::default(),
+        }
+    }
 }
 
 impl ServerMetrics {
-    fn record(&self, op: usize, ok: bool, took: Duration) {
-        self.requests[op].inc();
+    fn record(&self, op: Op, ok: bool, took: Duration) {
+        let Some(h) = self.per_op.get(op as usize) else {
+            return;
+        };
+        h.requests.inc();
         if !ok {
-            self.errors[op].inc();
+            h.errors.inc();
         }
-        self.latency[op].observe(took);
+        metrics::observe(&h.latency, took);
     }
 
-    /// Renders the request metrics.
-    pub fn render(&self, e: &mut Exposition) {
-        e.family(
-            "strata_requests_total",
-            "counter",
-            "Requests served, by operation.",
+    /// Registers the request and connection families.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "strata_requests",
+            "Requests served, by operation",
+            self.requests.clone(),
         );
-        for (i, op) in OP_NAMES.iter().enumerate() {
-            e.sample(
-                "strata_requests_total",
-                &[("op", op)],
-                self.requests[i].get() as f64,
-            );
-        }
-        e.family(
-            "strata_request_errors_total",
-            "counter",
-            "Requests answered with an error, by operation.",
+        registry.register(
+            "strata_request_errors",
+            "Requests answered with an error, by operation",
+            self.errors.clone(),
         );
-        for (i, op) in OP_NAMES.iter().enumerate() {
-            e.sample(
-                "strata_request_errors_total",
-                &[("op", op)],
-                self.errors[i].get() as f64,
-            );
-        }
-        e.family(
+        registry.register(
             "strata_request_duration_seconds",
-            "histogram",
-            "Time from request start to response, by operation.",
+            "Time from request start to response, by operation",
+            self.latency.clone(),
         );
-        for (i, op) in OP_NAMES.iter().enumerate() {
-            e.histogram(
-                "strata_request_duration_seconds",
-                &[("op", op)],
-                &self.latency[i],
-            );
-        }
-        e.family(
-            "strata_rejected_streams_total",
-            "counter",
-            "Streams closed without a valid request (oversized, malformed, truncated, timed out).",
-        )
-        .sample(
-            "strata_rejected_streams_total",
-            &[],
-            self.rejected_streams.get() as f64,
+        registry.register(
+            "strata_rejected_streams",
+            "Streams closed without a valid request (oversized, malformed, truncated, timed out)",
+            self.rejected_streams.clone(),
         );
-        e.family(
-            "strata_requests_shed_total",
-            "counter",
-            "Requests answered Overloaded before their body was read: the request byte budget was spent.",
-        )
-        .sample("strata_requests_shed_total", &[], self.shed.get() as f64);
-        e.family(
+        registry.register(
+            "strata_requests_shed",
+            "Requests answered Overloaded before their body was read: the request byte budget was spent",
+            self.shed.clone(),
+        );
+        registry.register(
             "strata_request_bytes_high_water",
-            "gauge",
-            "The most request bytes read or executing at once since start (bounded by net.request_bytes_budget).",
-        )
-        .sample(
-            "strata_request_bytes_high_water",
-            &[],
-            self.budget_high_water
-                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+            "The most request bytes read or executing at once since start (bounded by net.request_bytes_budget)",
+            self.budget_high_water.clone(),
         );
-        e.family(
-            "strata_connections_total",
-            "counter",
-            "Client connections accepted.",
-        )
-        .sample(
-            "strata_connections_total",
-            &[],
-            self.connections.get() as f64,
+        registry.register(
+            "strata_connections",
+            "Client connections accepted",
+            self.connections.clone(),
         );
-        e.family(
-            "strata_refused_connections_total",
-            "counter",
-            "Client connections refused at the connection limit.",
-        )
-        .sample(
-            "strata_refused_connections_total",
-            &[],
-            self.refused_connections.get() as f64,
+        registry.register(
+            "strata_refused_connections",
+            "Client connections refused at the connection limit",
+            self.refused_connections.clone(),
         );
-        let open = self
-            .open_connections
-            .load(std::sync::atomic::Ordering::Relaxed);
-        e.family(
+        registry.register(
             "strata_open_connections",
-            "gauge",
-            "Client connections open now.",
-        )
-        .sample("strata_open_connections", &[], open as f64);
+            "Client connections open now",
+            self.open_connections.clone(),
+        );
     }
 }
 
+/// What a server serves: the executor of requests behind the wire
+/// (`cmd::Node`). The server owns connections, framing, authentication,
+/// budgets and timeouts; the service owns what a request means.
+pub trait Service: Send + Sync + 'static {
+    /// The limits announced in `Hello` and checked before execution.
+    fn limits(&self) -> &Limits;
+
+    /// Whether clients must present a token in `Hello`.
+    fn auth_required(&self) -> bool;
+
+    /// Whether a client with `role` (`None` before `Hello`) may run `request`.
+    fn check_access(&self, role: Option<Role>, request: &Request) -> Result<(), ErrorReply>;
+
+    /// Executes a request that passed the checks; `cancel` is set when its
+    /// client has gone.
+    fn dispatch(
+        &self,
+        request: Request,
+        cancel: Cancel,
+    ) -> impl std::future::Future<Output = Response> + Send;
+}
+
 /// What every connection task shares.
-struct Shared {
-    node: Node,
+struct Shared<S> {
+    node: S,
     tokens: Vec<TokenConfig>,
     max_frame_bytes: u32,
     request_timeout: Duration,
@@ -212,29 +259,25 @@ impl BodyBudget {
 }
 
 /// A bound, not yet running, server.
-pub struct Server {
+pub struct Server<S> {
     endpoint: quinn::Endpoint,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<S>>,
     connection_slots: Arc<Semaphore>,
     shutdown_grace: Duration,
     fingerprint: String,
 }
 
-impl std::fmt::Debug for Server {
+impl<S> std::fmt::Debug for Server<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("addr", &self.local_addr().ok())
+            .field("addr", &self.endpoint.local_addr().ok())
             .finish()
     }
 }
 
-impl Server {
+impl<S: Service> Server<S> {
     /// Loads (or creates) the TLS identity and binds the QUIC endpoint.
-    pub fn bind(
-        config: &Config,
-        repl: Arc<Replication>,
-        metrics: Arc<ServerMetrics>,
-    ) -> Result<Server, Error> {
+    pub fn bind(config: &Config, node: S, metrics: Arc<ServerMetrics>) -> Result<Server<S>, Error> {
         let identity = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => Identity::load(cert, key)?,
             _ => {
@@ -259,15 +302,6 @@ impl Server {
                 what: format!("binding QUIC listener {}", config.listen),
                 source,
             })?;
-        let store_limits = &config.store.limits;
-        let limits = Limits {
-            max_key_bytes: store_limits.max_key_bytes as u32,
-            max_value_bytes: store_limits.max_value_bytes as u32,
-            max_keys_per_request: store_limits.max_batch_keys.min(store_limits.max_scan_limit)
-                as u32,
-            max_frame_bytes: config.net.max_frame_bytes,
-        };
-        let node = Node::new(repl, limits, !config.tokens.is_empty());
         Ok(Server {
             endpoint,
             shared: Arc::new(Shared {
@@ -292,11 +326,6 @@ impl Server {
     /// SHA-256 fingerprint of the server certificate (for `--pin`).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
-    }
-
-    /// The node behind the server.
-    pub fn node(&self) -> &Node {
-        &self.shared.node
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets
@@ -350,18 +379,18 @@ impl Server {
     }
 }
 
-async fn serve_connection(
+async fn serve_connection<S: Service>(
     conn: quinn::Connection,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<S>>,
     mut stop: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
     shared.metrics.connections.inc();
     let open = &shared.metrics.open_connections;
-    open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    open.inc();
     debug!("connection open");
     // Without configured tokens every client may do everything.
-    let initial = (!shared.node.auth_required).then_some(Role::Admin);
+    let initial = (!shared.node.auth_required()).then_some(Role::Admin);
     let role = Arc::new(Mutex::new(initial));
     let mut in_flight = tokio::task::JoinSet::new();
     let stopping = loop {
@@ -381,9 +410,22 @@ async fn serve_connection(
             }
         }
     };
-    // Requests already read are answered before the connection goes.
-    while in_flight.join_next().await.is_some() {}
+    // Requests already read are answered before the connection goes, and
+    // on a shutdown their replies are delivered first: closing drops
+    // stream data the peer has not acknowledged.
+    let mut replies = tokio::task::JoinSet::new();
+    while let Some(done) = in_flight.join_next().await {
+        if let (true, Ok(Some(send))) = (stopping, done) {
+            replies.spawn(async move {
+                let _ = send.stopped().await;
+            });
+        }
+    }
     if stopping {
+        let _ = tokio::time::timeout(REPLY_DELIVERY_TIMEOUT, async {
+            while replies.join_next().await.is_some() {}
+        })
+        .await;
         // §1: a connection closed by a shutdown says so, rather than the
         // NO_ERROR an implicit close would send.
         conn.close(
@@ -391,7 +433,7 @@ async fn serve_connection(
             b"server shutting down",
         );
     }
-    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    open.dec();
     drop(done);
 }
 
@@ -424,9 +466,9 @@ struct Read {
 /// without a token cannot spend the request byte budget.
 const UNAUTHENTICATED_MAX_FRAME_BYTES: u32 = 4096;
 
-async fn read_request(
+async fn read_request<S: Service>(
     recv: &mut RecvStream,
-    shared: &Shared,
+    shared: &Shared<S>,
     authenticated: bool,
 ) -> Result<Read, ReadFailure> {
     let max_frame_bytes = if authenticated {
@@ -483,7 +525,8 @@ async fn read_request(
     shared
         .metrics
         .budget_high_water
-        .fetch_max(shared.budget.in_use(), std::sync::atomic::Ordering::Relaxed);
+        .inner()
+        .fetch_max(shared.budget.in_use(), Ordering::Relaxed);
     // Exactly `len` bytes, then the end: more means a second frame or junk.
     let body = match read_body(recv, len as usize).await {
         Ok(body) => body,
@@ -512,12 +555,14 @@ async fn read_request(
     }
 }
 
-async fn handle_stream(
+/// Serves one request stream; returns the stream once its reply is
+/// written, so that a shutdown can wait until the reply is delivered.
+async fn handle_stream<S: Service>(
     mut send: SendStream,
     mut recv: RecvStream,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<S>>,
     role: Arc<Mutex<Option<Role>>>,
-) {
+) -> Option<SendStream> {
     let started = Instant::now();
     let deadline = shared.request_timeout;
     let authenticated = lock(&role).is_some();
@@ -538,7 +583,7 @@ async fn handle_stream(
                 )
                 .await;
             }
-            return;
+            return Some(send);
         }
         Err(_) => {
             shared.metrics.rejected_streams.inc();
@@ -557,10 +602,10 @@ async fn handle_stream(
                 shared.max_frame_bytes,
             )
             .await;
-            return;
+            return Some(send);
         }
     };
-    let op = read.request.op_index();
+    let op = read.request.op();
     let cancel = Cancel::default();
     // The work owns the frame's budget charge until it is done. It runs
     // here; if its time is up or its client leaves first, it is finished
@@ -600,22 +645,23 @@ async fn handle_stream(
             cancel.cancel();
             detach(work);
             shared.metrics.record(op, false, started.elapsed());
-            return;
+            return None;
         }
     };
     let ok = !matches!(response, Response::Error(_));
     write_response(&mut send, &response, deadline, shared.max_frame_bytes).await;
     shared.metrics.record(op, ok, started.elapsed());
+    Some(send)
 }
 
-async fn respond(
+async fn respond<S: Service>(
     request: Request,
-    shared: &Shared,
+    shared: &Shared<S>,
     role: &Mutex<Option<Role>>,
     cancel: Cancel,
 ) -> Response {
     if let Request::Hello { token, .. } = &request
-        && shared.node.auth_required
+        && shared.node.auth_required()
     {
         // A failed Hello drops whatever role the connection had (fail closed).
         let granted = authenticate(&shared.tokens, token.as_deref());
@@ -625,11 +671,11 @@ async fn respond(
         }
     }
     let current = *lock(role);
-    if let Err(reply) = check_access(&shared.node, current, &request) {
+    if let Err(reply) = shared.node.check_access(current, &request) {
         return Response::Error(reply);
     }
     // §8: arguments are checked before anything is executed.
-    if let Err(e) = request.validate(&shared.node.limits) {
+    if let Err(e) = request.validate(shared.node.limits()) {
         return Response::Error(ErrorReply::new(ErrorCode::from(&e), e.to_string()));
     }
     shared.node.dispatch(request, cancel).await
@@ -734,7 +780,8 @@ pub async fn serve_metrics(
                     ("404 Not Found", "try /metrics\n".to_string())
                 };
             let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                metrics::CONTENT_TYPE,
                 body.len()
             );
             let _ = socket.write_all(response.as_bytes()).await;

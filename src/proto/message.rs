@@ -186,60 +186,131 @@ pub struct SetEntry {
     pub ttl_ms: Option<u64>,
 }
 
-/// Every operation's name, by [`Request::op_index`].
-pub const OP_NAMES: [&str; 19] = [
-    "hello",
-    "ping",
-    "get",
-    "multi_get",
-    "exists",
-    "ttl",
-    "set",
-    "multi_set",
-    "delete",
-    "expire",
-    "persist",
-    "incr",
-    "scan",
-    "info",
-    "promote",
-    "replica_of",
-    "digest",
-    "checkpoint",
-    "snapshot",
-];
+/// A request's operation, numbered by its wire index (the postcard
+/// variant index of [`Request`]): the per-operation metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Op {
+    #[allow(missing_docs)]
+    Hello,
+    #[allow(missing_docs)]
+    Ping,
+    #[allow(missing_docs)]
+    Get,
+    #[allow(missing_docs)]
+    MultiGet,
+    #[allow(missing_docs)]
+    Exists,
+    #[allow(missing_docs)]
+    Ttl,
+    #[allow(missing_docs)]
+    Set,
+    #[allow(missing_docs)]
+    MultiSet,
+    #[allow(missing_docs)]
+    Delete,
+    #[allow(missing_docs)]
+    Expire,
+    #[allow(missing_docs)]
+    Persist,
+    #[allow(missing_docs)]
+    Incr,
+    #[allow(missing_docs)]
+    Scan,
+    #[allow(missing_docs)]
+    Info,
+    #[allow(missing_docs)]
+    Promote,
+    #[allow(missing_docs)]
+    ReplicaOf,
+    #[allow(missing_docs)]
+    Digest,
+    #[allow(missing_docs)]
+    Checkpoint,
+    #[allow(missing_docs)]
+    Snapshot,
+}
+
+impl Op {
+    /// Every operation, in wire order.
+    pub const ALL: [Op; 19] = [
+        Op::Hello,
+        Op::Ping,
+        Op::Get,
+        Op::MultiGet,
+        Op::Exists,
+        Op::Ttl,
+        Op::Set,
+        Op::MultiSet,
+        Op::Delete,
+        Op::Expire,
+        Op::Persist,
+        Op::Incr,
+        Op::Scan,
+        Op::Info,
+        Op::Promote,
+        Op::ReplicaOf,
+        Op::Digest,
+        Op::Checkpoint,
+        Op::Snapshot,
+    ];
+
+    /// The operation's snake_case name, for logs and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Op::Hello => "hello",
+            Op::Ping => "ping",
+            Op::Get => "get",
+            Op::MultiGet => "multi_get",
+            Op::Exists => "exists",
+            Op::Ttl => "ttl",
+            Op::Set => "set",
+            Op::MultiSet => "multi_set",
+            Op::Delete => "delete",
+            Op::Expire => "expire",
+            Op::Persist => "persist",
+            Op::Incr => "incr",
+            Op::Scan => "scan",
+            Op::Info => "info",
+            Op::Promote => "promote",
+            Op::ReplicaOf => "replica_of",
+            Op::Digest => "digest",
+            Op::Checkpoint => "checkpoint",
+            Op::Snapshot => "snapshot",
+        }
+    }
+}
 
 impl Request {
-    /// The operation's position in [`OP_NAMES`], which is its wire index:
-    /// an exhaustive match, so a new request kind cannot be left out of
-    /// the per-operation metrics.
-    pub const fn op_index(&self) -> usize {
+    /// The operation: an exhaustive match, so a new request kind cannot be
+    /// left out of the per-operation metrics.
+    pub const fn op(&self) -> Op {
         match self {
-            Request::Hello { .. } => 0,
-            Request::Ping => 1,
-            Request::Get { .. } => 2,
-            Request::MultiGet { .. } => 3,
-            Request::Exists { .. } => 4,
-            Request::Ttl { .. } => 5,
-            Request::Set { .. } => 6,
-            Request::MultiSet { .. } => 7,
-            Request::Delete { .. } => 8,
-            Request::Expire { .. } => 9,
-            Request::Persist { .. } => 10,
-            Request::Incr { .. } => 11,
-            Request::Scan { .. } => 12,
-            Request::Info => 13,
-            Request::Promote => 14,
-            Request::ReplicaOf { .. } => 15,
-            Request::Digest { .. } => 16,
-            Request::Checkpoint => 17,
-            Request::Snapshot { .. } => 18,
+            Request::Hello { .. } => Op::Hello,
+            Request::Ping => Op::Ping,
+            Request::Get { .. } => Op::Get,
+            Request::MultiGet { .. } => Op::MultiGet,
+            Request::Exists { .. } => Op::Exists,
+            Request::Ttl { .. } => Op::Ttl,
+            Request::Set { .. } => Op::Set,
+            Request::MultiSet { .. } => Op::MultiSet,
+            Request::Delete { .. } => Op::Delete,
+            Request::Expire { .. } => Op::Expire,
+            Request::Persist { .. } => Op::Persist,
+            Request::Incr { .. } => Op::Incr,
+            Request::Scan { .. } => Op::Scan,
+            Request::Info => Op::Info,
+            Request::Promote => Op::Promote,
+            Request::ReplicaOf { .. } => Op::ReplicaOf,
+            Request::Digest { .. } => Op::Digest,
+            Request::Checkpoint => Op::Checkpoint,
+            Request::Snapshot { .. } => Op::Snapshot,
         }
     }
 
     /// The name of the operation, for logs and metrics labels.
     pub const fn op_name(&self) -> &'static str {
-        OP_NAMES[self.op_index()]
+        self.op().name()
     }
 
     /// Whether the request changes data. A replica refuses these with
@@ -700,13 +771,13 @@ mod tests {
 
     #[test]
     fn request_wire_indices_are_pinned() {
-        // `Request::op_index` is the pinned table: an exhaustive match, so a
+        // `Request::op` is the pinned table: an exhaustive match, so a
         // new variant does not compile until it is given its index there.
         let all = one_of_each_request();
         assert_eq!(all.len(), 19, "one sample per request kind");
-        assert_eq!(all.len(), OP_NAMES.len());
+        assert_eq!(all.len(), Op::ALL.len());
         for (i, req) in all.iter().enumerate() {
-            let want = req.op_index();
+            let want = req.op() as usize;
             assert_eq!(want, i, "{} sample out of order", req.op_name());
             assert_eq!(
                 usize::from(body(req)[0]),

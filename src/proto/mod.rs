@@ -41,7 +41,7 @@ pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, Limits, RequestError,
 };
 pub use message::{
-    Durability, Entry, ErrorReply, HelloReply, OP_NAMES, Request, Response, ScanPage, SetEntry,
+    Durability, Entry, ErrorReply, HelloReply, Op, Request, Response, ScanPage, SetEntry,
     SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 

@@ -17,6 +17,7 @@
 
 pub mod core;
 mod meta;
+mod metrics;
 mod primary;
 pub mod proto;
 mod replica;
@@ -24,7 +25,6 @@ mod replica;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,8 @@ use self::core::{
     Action, FollowState, Phase, PrimaryConfig, PrimaryCore, Reached, ReplicaCore, SessionId,
 };
 
-use crate::metrics::{Counter, Exposition};
+use self::metrics::{ReplMetrics, eta};
+use crate::net::link::{Link, LinkEndpoint, LinkError};
 use crate::net::tls::{ClusterIdentity, ClusterTls, TlsError};
 use crate::proto::{ErrorCode, ErrorReply};
 use crate::store::{Store, StoreError, WalHold};
@@ -170,21 +171,13 @@ pub enum ReplError {
     Config(String),
 }
 
-impl From<quinn::ConnectionError> for ReplError {
-    fn from(e: quinn::ConnectionError) -> Self {
-        ReplError::Link(e.to_string())
-    }
-}
-
-impl From<quinn::WriteError> for ReplError {
-    fn from(e: quinn::WriteError) -> Self {
-        ReplError::Link(e.to_string())
-    }
-}
-
-impl From<quinn::ReadExactError> for ReplError {
-    fn from(e: quinn::ReadExactError) -> Self {
-        ReplError::Link(e.to_string())
+impl From<LinkError> for ReplError {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Frame(e) => ReplError::Frame(e),
+            LinkError::Tls(e) => ReplError::Tls(e),
+            other => ReplError::Link(other.to_string()),
+        }
     }
 }
 
@@ -204,31 +197,16 @@ struct State {
     holds: HashMap<String, WalHold>,
     /// Live replica sessions' connections, to end one a newer session of
     /// the same replica replaced.
-    sessions: HashMap<SessionId, quinn::Connection>,
+    sessions: HashMap<SessionId, Link>,
 }
 
-/// What `info` and `render` show, copied out of [`State`].
+/// What `info` and the metrics show, copied out of [`State`].
 struct View {
     meta: ReplMeta,
     following: Option<String>,
     follow: ReplicaCore,
     replicas: std::collections::BTreeMap<String, self::core::primary::ReplicaView>,
     now_ms: u64,
-}
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-struct ReplMetrics {
-    acks_reached: Counter,
-    acks_degraded: Counter,
-    acks_timed_out: Counter,
-    waiting: AtomicI64,
-    full_syncs_started: Counter,
-    full_syncs_resumed: Counter,
-    full_syncs_completed: Counter,
-    full_sync_bytes_sent: Counter,
-    records_sent: Counter,
-    records_applied: Counter,
 }
 
 /// A node's replication: role, replicas, acknowledgements.
@@ -241,7 +219,7 @@ pub struct Replication {
     client_addr: OnceLock<String>,
     identity: Option<ClusterIdentity>,
     /// The node-link endpoint (its own lock: only ever taken alone).
-    endpoint: Mutex<Option<quinn::Endpoint>>,
+    endpoint: Mutex<Option<LinkEndpoint>>,
     /// The task following the primary (its own lock: only ever taken alone).
     follower: Mutex<Option<JoinHandle<()>>>,
     state: Mutex<State>,
@@ -336,16 +314,8 @@ impl Replication {
         let _ = self.node_name.set(name);
         let mut bound = None;
         if let (Some(listen), Some(identity)) = (self.cfg.listen, &self.identity) {
-            let server = identity.server_config(link_limits(&self.cfg).transport_config())?;
-            let endpoint =
-                crate::net::endpoint(listen, Some(server)).map_err(|source| ReplError::Io {
-                    path: PathBuf::from(listen.to_string()),
-                    source,
-                })?;
-            bound = Some(endpoint.local_addr().map_err(|source| ReplError::Io {
-                path: PathBuf::from(listen.to_string()),
-                source,
-            })?);
+            let endpoint = LinkEndpoint::listen(listen, identity.clone(), link_limits(&self.cfg))?;
+            bound = Some(endpoint.local_addr()?);
             *lock(&self.endpoint) = Some(endpoint.clone());
             tokio::spawn(primary::serve(self.clone(), endpoint));
         }
@@ -383,7 +353,7 @@ impl Replication {
                 }
                 Action::EndSession(session) => {
                     if let Some(conn) = state.sessions.remove(&session) {
-                        conn.close(1u32.into(), b"replaced by a newer session");
+                        conn.close(1, "replaced by a newer session");
                     }
                 }
                 Action::Publish(reached) => {
@@ -488,13 +458,13 @@ impl Replication {
                     }
                     AckPolicy::Async => 0,
                 };
-                self.metrics.waiting.fetch_add(1, Ordering::Relaxed);
+                self.metrics.waiting.inc();
                 let waited = tokio::time::timeout(
                     Duration::from_millis(timeout_ms),
                     reached.wait_for(|r| core::verdict(r, seq, policy).is_some()),
                 )
                 .await;
-                self.metrics.waiting.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.waiting.dec();
                 let current = match waited {
                     Ok(Ok(r)) => r.clone(),
                     // Timed out, or replication stopped: judge what was reached.
@@ -620,25 +590,21 @@ impl Replication {
     }
 
     /// The endpoint for outgoing node links (the listener's, or a client-only one).
-    fn client_endpoint(&self, peer: SocketAddr) -> Result<quinn::Endpoint, ReplError> {
+    fn client_endpoint(&self, peer: SocketAddr) -> Result<LinkEndpoint, ReplError> {
         let mut slot = lock(&self.endpoint);
         if let Some(endpoint) = &*slot {
             return Ok(endpoint.clone());
         }
-        let any: SocketAddr = if peer.is_ipv6() {
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-        } else {
-            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
-        };
-        let endpoint = crate::net::endpoint(any, None).map_err(|source| ReplError::Io {
-            path: PathBuf::from(any.to_string()),
-            source,
-        })?;
+        let identity = self
+            .identity
+            .clone()
+            .ok_or_else(|| ReplError::Link("no cluster certificates".into()))?;
+        let endpoint = LinkEndpoint::client(peer, identity, link_limits(&self.cfg))?;
         *slot = Some(endpoint.clone());
         Ok(endpoint)
     }
 
-    /// A consistent copy of what `info` and `render` show, taken under one
+    /// A consistent copy of what `info` and the metrics show, taken under one
     /// lock (and released before any formatting).
     fn view(&self) -> View {
         let state = lock(&self.state);
@@ -720,205 +686,6 @@ impl Replication {
         }
         out
     }
-
-    /// Replication series for `/metrics`.
-    pub fn render(&self, e: &mut Exposition) {
-        let m = &self.metrics;
-        e.family(
-            "strata_replication_acks_total",
-            "counter",
-            "Writes that waited for replica acks, by outcome.",
-        )
-        .sample(
-            "strata_replication_acks_total",
-            &[("outcome", "reached")],
-            m.acks_reached.get() as f64,
-        )
-        .sample(
-            "strata_replication_acks_total",
-            &[("outcome", "degraded")],
-            m.acks_degraded.get() as f64,
-        )
-        .sample(
-            "strata_replication_acks_total",
-            &[("outcome", "timeout")],
-            m.acks_timed_out.get() as f64,
-        );
-        e.family(
-            "strata_replication_waiting_writes",
-            "gauge",
-            "Writes committed locally and waiting for replica acks.",
-        )
-        .sample(
-            "strata_replication_waiting_writes",
-            &[],
-            m.waiting.load(Ordering::Relaxed) as f64,
-        );
-        e.family(
-            "strata_replication_records_sent_total",
-            "counter",
-            "WAL records sent to replicas.",
-        )
-        .sample(
-            "strata_replication_records_sent_total",
-            &[],
-            m.records_sent.get() as f64,
-        );
-        e.family(
-            "strata_replication_records_applied_total",
-            "counter",
-            "Records this replica applied from its primary.",
-        )
-        .sample(
-            "strata_replication_records_applied_total",
-            &[],
-            m.records_applied.get() as f64,
-        );
-        e.family(
-            "strata_full_syncs_total",
-            "counter",
-            "Full syncs, by event (started and resumed as primary, completed as either).",
-        )
-        .sample(
-            "strata_full_syncs_total",
-            &[("event", "started")],
-            m.full_syncs_started.get() as f64,
-        )
-        .sample(
-            "strata_full_syncs_total",
-            &[("event", "resumed")],
-            m.full_syncs_resumed.get() as f64,
-        )
-        .sample(
-            "strata_full_syncs_total",
-            &[("event", "completed")],
-            m.full_syncs_completed.get() as f64,
-        );
-        e.family(
-            "strata_full_sync_sent_bytes_total",
-            "counter",
-            "Compressed full-sync bytes sent to replicas.",
-        )
-        .sample(
-            "strata_full_sync_sent_bytes_total",
-            &[],
-            m.full_sync_bytes_sent.get() as f64,
-        );
-
-        let last = self.store.applied_seq();
-        let v = self.view();
-        let replicas = &v.replicas;
-        for (family, help) in [
-            (
-                "strata_replication_lag_records",
-                "Records a replica has not yet acknowledged.",
-            ),
-            (
-                "strata_replication_lag_bytes",
-                "WAL bytes a replica has not yet acknowledged.",
-            ),
-            (
-                "strata_replication_lag_seconds",
-                "Age of the oldest record a replica has not acknowledged.",
-            ),
-        ] {
-            e.family(family, "gauge", help);
-            for (name, r) in replicas.iter() {
-                let (bytes, secs) = self.store.lag_behind(r.received);
-                let value = match family {
-                    "strata_replication_lag_records" => last.0.saturating_sub(r.received.0) as f64,
-                    "strata_replication_lag_bytes" => bytes as f64,
-                    _ => secs,
-                };
-                e.sample(family, &[("replica", name)], value);
-            }
-        }
-        e.family(
-            "strata_replica_connected",
-            "gauge",
-            "1 while a replica is connected (by phase).",
-        );
-        for (name, r) in replicas.iter() {
-            let phase = match r.phase {
-                Phase::Handshake => "handshake",
-                Phase::Streaming => "streaming",
-                Phase::FullSync { .. } => "full_sync",
-                Phase::Disconnected => "disconnected",
-            };
-            e.sample(
-                "strata_replica_connected",
-                &[("replica", name), ("phase", phase)],
-                f64::from(u8::from(r.phase != Phase::Disconnected)),
-            );
-        }
-
-        // Full-sync progress: the primary's sends and this replica's receive.
-        let elapsed = |started_ms: u64| v.now_ms.saturating_sub(started_ms);
-        let mut progress: Vec<(String, u64, u64, f64)> = replicas
-            .iter()
-            .filter_map(|(name, r)| match r.phase {
-                Phase::FullSync {
-                    done,
-                    total,
-                    started_ms,
-                } => Some((
-                    name.clone(),
-                    done,
-                    total,
-                    eta(done, total, elapsed(started_ms)),
-                )),
-                _ => None,
-            })
-            .collect();
-        if let Some((done, total, started_ms)) = v.follow.full_sync {
-            let eta = eta(done, total, elapsed(started_ms));
-            progress.push(("self".into(), done, total, eta));
-        }
-        for (family, help) in [
-            (
-                "strata_full_sync_bytes_done",
-                "Full-sync bytes transferred so far.",
-            ),
-            (
-                "strata_full_sync_bytes_total",
-                "Full-sync bytes to transfer.",
-            ),
-            (
-                "strata_full_sync_eta_seconds",
-                "Estimated seconds until a full sync completes.",
-            ),
-        ] {
-            e.family(family, "gauge", help);
-            for (name, done, total, eta) in &progress {
-                let value = match family {
-                    "strata_full_sync_bytes_done" => *done as f64,
-                    "strata_full_sync_bytes_total" => *total as f64,
-                    _ => *eta,
-                };
-                e.sample(family, &[("replica", name)], value);
-            }
-        }
-        e.family(
-            "strata_replica_lag_records",
-            "gauge",
-            "On a replica: records its primary has that it has not applied.",
-        );
-        if v.following.is_some() {
-            e.sample(
-                "strata_replica_lag_records",
-                &[],
-                v.follow.primary_last.0.saturating_sub(last.0) as f64,
-            );
-        }
-    }
-}
-
-/// Seconds left at the average rate so far, `elapsed_ms` into the transfer.
-fn eta(done: u64, total: u64, elapsed_ms: u64) -> f64 {
-    if done == 0 || elapsed_ms == 0 {
-        return 0.0;
-    }
-    total.saturating_sub(done) as f64 * (elapsed_ms as f64 / 1000.0) / done as f64
 }
 
 /// Transport settings of node links: keep-alive, room for snapshot
@@ -934,26 +701,4 @@ fn link_limits(cfg: &ReplConfig) -> crate::net::TransportLimits {
         keep_alive: Some(Duration::from_millis(cfg.heartbeat_ms)),
         max_uni_streams: 4,
     }
-}
-
-/// Reads one frame from a QUIC stream; `None` at a clean end of stream.
-async fn read_frame<T: for<'de> Deserialize<'de>>(
-    recv: &mut quinn::RecvStream,
-) -> Result<Option<T>, ReplError> {
-    let mut header = [0u8; proto::FRAME_HEADER_BYTES];
-    match recv.read_exact(&mut header).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let (len, crc) = proto::decode_header(header)?;
-    let mut body = vec![0u8; len as usize];
-    recv.read_exact(&mut body).await?;
-    Ok(Some(proto::decode_body(crc, &body)?))
-}
-
-/// Writes one frame.
-async fn write_frame<T: Serialize>(send: &mut quinn::SendStream, msg: &T) -> Result<(), ReplError> {
-    send.write_all(&proto::encode(msg)).await?;
-    Ok(())
 }

@@ -13,7 +13,8 @@ use super::core::SessionId;
 use super::proto::{
     self, Position, REPL_PROTOCOL, Resume, SnapshotFrame, Start, ToPrimary, ToReplica,
 };
-use super::{ReplError, Replication, lock, read_frame, write_frame};
+use super::{ReplError, Replication, lock};
+use crate::net::link::{FrameReceiver, FrameSender, Link, LinkEndpoint};
 use crate::store::{SnapshotEntry, SnapshotReader, StoreError, WalHold};
 use crate::types::Seq;
 
@@ -151,12 +152,12 @@ impl Replication {
 }
 
 /// Accepts replica connections until the endpoint closes.
-pub(super) async fn serve(repl: Arc<Replication>, endpoint: quinn::Endpoint) {
+pub(super) async fn serve(repl: Arc<Replication>, endpoint: LinkEndpoint) {
     while let Some(incoming) = endpoint.accept().await {
         let repl = repl.clone();
         tokio::spawn(async move {
             let peer = incoming.remote_address();
-            let conn = match incoming.await {
+            let conn = match incoming.accept().await {
                 Ok(conn) => conn,
                 Err(e) => {
                     warn!(%peer, error = %e, "replication handshake failed");
@@ -166,7 +167,7 @@ pub(super) async fn serve(repl: Arc<Replication>, endpoint: quinn::Endpoint) {
             if let Err(e) = serve_replica(&repl, &conn).await {
                 warn!(%peer, error = %e, "replica session ended");
             }
-            conn.close(0u32.into(), b"session ended");
+            conn.close(0, "session ended");
         });
     }
 }
@@ -181,11 +182,11 @@ fn continues(ours: &super::ReplMeta, position: &Position, applied: Seq) -> bool 
             .is_some_and(|p| p.repl_id == position.repl_id && position.seq <= p.seq)
 }
 
-async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Result<(), ReplError> {
-    let (send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+async fn serve_replica(repl: &Arc<Replication>, conn: &Link) -> Result<(), ReplError> {
+    let (send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept())
         .await
         .map_err(|_| ReplError::Protocol("no control stream within 10 s".into()))??;
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<ToPrimary>(&mut recv))
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, recv.recv::<ToPrimary>())
         .await
         .map_err(|_| ReplError::Protocol("no Hello within 10 s".into()))??;
     let Some(ToPrimary::Hello {
@@ -200,7 +201,7 @@ async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Res
     // Who the replica is: the name in the certificate the handshake
     // verified, not what its Hello says.
     let claimed = node;
-    let Some(node) = crate::net::tls::peer_name(conn) else {
+    let Some(node) = conn.peer_name() else {
         let reason = "the replica's certificate names no node (no subject common name)".to_string();
         warn!(replica = %claimed, %reason, "replica refused");
         return refuse(send, reason).await;
@@ -246,10 +247,10 @@ async fn serve_replica(repl: &Arc<Replication>, conn: &quinn::Connection) -> Res
 
 /// Tells a replica why it is refused, and lets the words arrive before the
 /// connection closes (closing drops unsent stream data).
-async fn refuse(mut send: quinn::SendStream, reason: String) -> Result<(), ReplError> {
-    write_frame(&mut send, &ToReplica::Refused { reason }).await?;
-    let _ = send.finish();
-    let _ = tokio::time::timeout(HELLO_TIMEOUT, send.stopped()).await;
+async fn refuse(mut send: FrameSender, reason: String) -> Result<(), ReplError> {
+    send.send(&ToReplica::Refused { reason }).await?;
+    send.finish();
+    send.delivered(HELLO_TIMEOUT).await;
     Ok(())
 }
 
@@ -257,13 +258,13 @@ async fn refuse(mut send: quinn::SendStream, reason: String) -> Result<(), ReplE
 #[allow(clippy::too_many_arguments)]
 async fn serve_session(
     repl: &Arc<Replication>,
-    conn: &quinn::Connection,
+    conn: &Link,
     node: &str,
     session: SessionId,
     position: Position,
     resume: Option<Resume>,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    mut send: FrameSender,
+    mut recv: FrameReceiver,
 ) -> Result<(), ReplError> {
     let meta = repl.meta();
     let applied = repl.store.applied_seq();
@@ -305,7 +306,7 @@ async fn welcome(
     repl: &Replication,
     meta: &super::ReplMeta,
     start: Start,
-    send: &mut quinn::SendStream,
+    send: &mut FrameSender,
 ) -> Result<(), ReplError> {
     let msg = ToReplica::Welcome {
         repl_id: meta.repl_id,
@@ -314,18 +315,18 @@ async fn welcome(
         client_addr: repl.client_addr.get().cloned(),
         start,
     };
-    write_frame(send, &msg).await
+    Ok(send.send(&msg).await?)
 }
 
 /// Sends a snapshot; returns its seq once the replica installed it.
 async fn full_sync(
     repl: &Arc<Replication>,
-    conn: &quinn::Connection,
+    conn: &Link,
     node: &str,
     session_id: SessionId,
     resume: Option<Resume>,
-    send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
+    send: &mut FrameSender,
+    recv: &mut FrameReceiver,
 ) -> Result<Seq, ReplError> {
     let resumed = resume.and_then(|r| repl.snapshots.get(r.snapshot_id).map(|s| (s, r)));
     let (session, after, mut done) = match resumed {
@@ -358,7 +359,7 @@ async fn full_sync(
     };
     welcome(repl, &repl.meta(), start, send).await?;
 
-    let mut uni = conn.open_uni().await?;
+    let mut uni = conn.open_one_way().await?;
     let rate = repl.cfg.full_sync_bytes_per_sec;
     let chunk_bytes = repl.cfg.full_sync_chunk_bytes;
     let started = tokio::time::Instant::now();
@@ -388,9 +389,9 @@ async fn full_sync(
         };
         after = Some(last);
         done += raw;
-        uni.write_all(&frame).await?;
+        uni.send_encoded(&frame).await?;
         sent += frame.len() as u64;
-        repl.metrics.full_sync_bytes_sent.add(frame.len() as u64);
+        repl.metrics.full_sync_bytes_sent.inc_by(frame.len() as u64);
         *lock(&session.last_used) = Instant::now();
         repl.with_primary(|p, _, _| p.full_sync_progress(session_id, done));
         if rate > 0 {
@@ -399,10 +400,10 @@ async fn full_sync(
             tokio::time::sleep_until(due).await;
         }
     }
-    write_frame(&mut uni, &SnapshotFrame::Done { seq }).await?;
-    let _ = uni.finish();
+    uni.send(&SnapshotFrame::Done { seq }).await?;
+    uni.finish();
     info!(replica = %node, %seq, bytes = done, "full sync sent; waiting for the install");
-    match read_frame::<ToPrimary>(recv).await? {
+    match recv.recv::<ToPrimary>().await? {
         Some(ToPrimary::Installed { seq: installed }) if installed == seq => {}
         other => {
             return Err(ReplError::Protocol(format!(
@@ -424,8 +425,8 @@ async fn stream(
     repl: &Arc<Replication>,
     session: SessionId,
     mut next: Seq,
-    send: &mut quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    send: &mut FrameSender,
+    mut recv: FrameReceiver,
 ) -> Result<(), ReplError> {
     // Acks are read on their own task: a frame read must never be cut short.
     let (closed_tx, mut closed) = mpsc::channel::<ReplError>(1);
@@ -433,7 +434,7 @@ async fn stream(
         let repl = repl.clone();
         tokio::spawn(async move {
             let err = loop {
-                match read_frame::<ToPrimary>(&mut recv).await {
+                match recv.recv::<ToPrimary>().await {
                     Ok(Some(ToPrimary::Ack { received, durable })) => {
                         repl.with_primary(|p, now, out| {
                             p.ack(session, received, durable, now, out);
@@ -443,7 +444,7 @@ async fn stream(
                         break ReplError::Protocol(format!("unexpected {other:?}"));
                     }
                     Ok(None) => break ReplError::Link("replica closed the stream".into()),
-                    Err(e) => break e,
+                    Err(e) => break e.into(),
                 }
             };
             let _ = closed_tx.send(err).await;
@@ -457,7 +458,7 @@ async fn stream(
 async fn send_records(
     repl: &Arc<Replication>,
     next: &mut Seq,
-    send: &mut quinn::SendStream,
+    send: &mut FrameSender,
     closed: &mut mpsc::Receiver<ReplError>,
 ) -> Result<(), ReplError> {
     let mut applied = repl.store.watch_applied();
@@ -481,8 +482,8 @@ async fn send_records(
                     records,
                     primary_last: last,
                 };
-                write_frame(send, &msg).await?;
-                repl.metrics.records_sent.add(n);
+                send.send(&msg).await?;
+                repl.metrics.records_sent.inc_by(n);
                 *next = end.next();
                 continue;
             }
@@ -494,7 +495,7 @@ async fn send_records(
                 }
             }
             () = tokio::time::sleep(heartbeat) => {
-                write_frame(send, &ToReplica::Heartbeat { primary_last: last }).await?;
+                send.send(&ToReplica::Heartbeat { primary_last: last }).await?;
             }
             err = closed.recv() => {
                 return Err(err.unwrap_or_else(|| ReplError::Link("ack reader stopped".into())));
@@ -512,9 +513,9 @@ pub(super) async fn retention(repl: Weak<Replication>) {
         let idle = Duration::from_secs(repl.cfg.retention_idle_secs);
         repl.snapshots
             .expire_idle(idle.min(Duration::from_secs(600)));
-        let wal_bytes = repl.store.wal().total_bytes();
+        let wal = repl.store.wal();
         repl.with_primary(|p, now, out| {
-            p.tick(now, wal_bytes, out);
+            p.tick(now, |seq| wal.bytes_from(seq), out);
             let released = out.iter().filter_map(|a| match a {
                 super::core::Action::Release { replica } => Some(replica),
                 _ => None,

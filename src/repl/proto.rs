@@ -9,9 +9,9 @@
 //! stream opened by the primary: [`SnapshotFrame::Chunk`]s, then
 //! [`SnapshotFrame::Done`].
 //!
-//! Every frame is `[u32 len][u32 crc32(body)][body]`, little-endian, with a
-//! postcard body; enums are encoded by variant index, so variants are only
-//! ever appended.
+//! Frames are the node links' (`crate::net::link`, re-exported here):
+//! `[u32 len][u32 crc32(body)][body]`, little-endian, with a postcard body;
+//! enums are encoded by variant index, so variants are only ever appended.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -23,12 +23,9 @@ use crate::wal::WalRecord;
 /// Version of this protocol, sent in `Hello`.
 pub const REPL_PROTOCOL: u32 = 1;
 
-/// Largest frame either side accepts: a batch of records is cut well
-/// below it, and one record is bounded by the client frame limit.
-pub const MAX_FRAME_BYTES: u32 = 256 << 20;
-
-/// Bytes before a frame's body.
-pub const FRAME_HEADER_BYTES: usize = 8;
+pub use crate::net::link::{
+    FRAME_HEADER_BYTES, FrameError, MAX_FRAME_BYTES, decode_body, decode_header, encode,
+};
 
 /// Where a replica stands in a history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,65 +169,6 @@ pub enum SnapshotFrame {
         /// The snapshot's seq.
         seq: Seq,
     },
-}
-
-/// A malformed frame or chunk.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FrameError {
-    /// The length prefix is above [`MAX_FRAME_BYTES`].
-    #[error("frame of {len} bytes is over the limit of {MAX_FRAME_BYTES}")]
-    TooLarge {
-        /// The claimed length.
-        len: u32,
-    },
-    /// The body does not match its CRC.
-    #[error("frame checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
-    Checksum {
-        /// The CRC in the header.
-        stored: u32,
-        /// The CRC of the bytes received.
-        computed: u32,
-    },
-    /// The body is not a valid message.
-    #[error("undecodable frame: {0}")]
-    Decode(String),
-}
-
-/// Encodes one frame.
-pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    #[expect(
-        clippy::expect_used,
-        reason = "postcard into a Vec only fails for types serde cannot express"
-    )]
-    let mut out = postcard::to_extend(msg, vec![0u8; FRAME_HEADER_BYTES])
-        .expect("replication message encodes");
-    let body_len = out.len() - FRAME_HEADER_BYTES;
-    let crc = crc32fast::hash(&out[FRAME_HEADER_BYTES..]);
-    out[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// Reads a frame header: `(body length, crc)`.
-pub fn decode_header(header: [u8; FRAME_HEADER_BYTES]) -> Result<(u32, u32), FrameError> {
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge { len });
-    }
-    Ok((len, crc))
-}
-
-/// Checks and decodes a frame body.
-pub fn decode_body<T: for<'de> Deserialize<'de>>(crc: u32, body: &[u8]) -> Result<T, FrameError> {
-    let computed = crc32fast::hash(body);
-    if computed != crc {
-        return Err(FrameError::Checksum {
-            stored: crc,
-            computed,
-        });
-    }
-    postcard::from_bytes(body).map_err(|e| FrameError::Decode(e.to_string()))
 }
 
 /// Packs snapshot entries into a chunk frame.

@@ -10,7 +10,8 @@ use super::core::AckMsg;
 use super::proto::{
     self, Position, REPL_PROTOCOL, Resume, SnapshotFrame, Start, ToPrimary, ToReplica,
 };
-use super::{ReplError, ReplMeta, Replication, read_frame, split_host, write_frame};
+use super::{ReplError, ReplMeta, Replication, split_host};
+use crate::net::link::{FrameReceiver, FrameSender, Link};
 use crate::store::{InstallMarker, InstallStep, SnapshotEntry};
 use crate::types::Seq;
 
@@ -40,7 +41,7 @@ pub(super) async fn follow(repl: Arc<Replication>, primary: String) {
     }
 }
 
-async fn connect(repl: &Replication, primary: &str) -> Result<quinn::Connection, ReplError> {
+async fn connect(repl: &Replication, primary: &str) -> Result<Link, ReplError> {
     let (host, _) =
         split_host(primary).ok_or_else(|| ReplError::Link(format!("bad address {primary:?}")))?;
     let addr = tokio::net::lookup_host(primary)
@@ -48,24 +49,13 @@ async fn connect(repl: &Replication, primary: &str) -> Result<quinn::Connection,
         .map_err(|e| ReplError::Link(format!("resolving {primary}: {e}")))?
         .next()
         .ok_or_else(|| ReplError::Link(format!("{primary} resolves to nothing")))?;
-    let identity = repl
-        .identity
-        .as_ref()
-        .ok_or_else(|| ReplError::Link("no cluster certificates".into()))?;
-    let config = identity.client_config(super::link_limits(&repl.cfg).transport_config())?;
     let endpoint = repl.client_endpoint(addr)?;
-    let connecting = endpoint
-        .connect_with(config, addr, &host)
-        .map_err(|e| ReplError::Link(e.to_string()))?;
-    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| ReplError::Link(format!("no answer from {primary} within 10 s")))?
-        .map_err(ReplError::from)
+    Ok(endpoint.connect(addr, &host, CONNECT_TIMEOUT).await?)
 }
 
 async fn session(repl: &Arc<Replication>, primary: &str) -> Result<(), ReplError> {
     let conn = connect(repl, primary).await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
+    let (mut send, mut recv) = conn.open().await?;
     let store = &repl.store;
     let meta = repl.meta();
     let marker = store.install_marker().await?;
@@ -86,8 +76,8 @@ async fn session(repl: &Arc<Replication>, primary: &str) -> Result<(), ReplError
         position,
         resume,
     };
-    write_frame(&mut send, &hello).await?;
-    let answer = tokio::time::timeout(CONNECT_TIMEOUT, read_frame::<ToReplica>(&mut recv))
+    send.send(&hello).await?;
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT, recv.recv::<ToReplica>())
         .await
         .map_err(|_| ReplError::Link("no Welcome within 10 s".into()))??;
     let (adopted, client_addr, start) = match answer {
@@ -158,7 +148,7 @@ async fn session(repl: &Arc<Replication>, primary: &str) -> Result<(), ReplError
                 },
             )
             .await?;
-            write_frame(&mut send, &ToPrimary::Installed { seq: installed }).await?;
+            send.send(&ToPrimary::Installed { seq: installed }).await?;
             installed.next()
         }
     };
@@ -181,11 +171,7 @@ struct InstallPlan {
 }
 
 /// Receives and installs a snapshot; returns its seq.
-async fn install(
-    repl: &Replication,
-    conn: &quinn::Connection,
-    plan: InstallPlan,
-) -> Result<Seq, ReplError> {
+async fn install(repl: &Replication, conn: &Link, plan: InstallPlan) -> Result<Seq, ReplError> {
     let store = &repl.store;
     let resuming = plan.resume_after.is_some()
         && plan
@@ -214,10 +200,11 @@ async fn install(
     let started = Instant::now();
     let now = repl.now_ms();
     repl.with_follow(|f| f.full_sync(marker.bytes, plan.total_bytes, now));
-    let mut uni = conn.accept_uni().await?;
+    let mut uni = conn.accept_one_way().await?;
     let mut logged = Instant::now();
     loop {
-        let frame = read_frame::<SnapshotFrame>(&mut uni)
+        let frame = uni
+            .recv::<SnapshotFrame>()
             .await?
             .ok_or_else(|| ReplError::Link("snapshot stream ended early".into()))?;
         match frame {
@@ -274,29 +261,29 @@ async fn install(
     }
 }
 
-async fn ack(send: &mut quinn::SendStream, ack: AckMsg) -> Result<(), ReplError> {
+async fn ack(send: &mut FrameSender, ack: AckMsg) -> Result<(), ReplError> {
     let msg = ToPrimary::Ack {
         received: ack.received,
         durable: ack.durable,
     };
-    write_frame(send, &msg).await
+    Ok(send.send(&msg).await?)
 }
 
 /// Applies streamed records in order (I5) and acknowledges them; the
 /// order, the gap check and the acks are the replica machine's.
 async fn apply_stream(
     repl: &Arc<Replication>,
-    send: &mut quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    send: &mut FrameSender,
+    mut recv: FrameReceiver,
 ) -> Result<(), ReplError> {
     // Frames are read on their own task: a read must never be cut short.
     let (tx, mut frames) = mpsc::channel::<Result<ToReplica, ReplError>>(8);
     let reader = tokio::spawn(async move {
         loop {
-            let frame = match read_frame::<ToReplica>(&mut recv).await {
+            let frame = match recv.recv::<ToReplica>().await {
                 Ok(Some(frame)) => Ok(frame),
                 Ok(None) => Err(ReplError::Link("primary closed the stream".into())),
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             };
             let stop = frame.is_err();
             if tx.send(frame).await.is_err() || stop {
@@ -311,7 +298,7 @@ async fn apply_stream(
 
 async fn apply_frames(
     repl: &Arc<Replication>,
-    send: &mut quinn::SendStream,
+    send: &mut FrameSender,
     frames: &mut mpsc::Receiver<Result<ToReplica, ReplError>>,
 ) -> Result<(), ReplError> {
     let silence = Duration::from_millis(repl.cfg.heartbeat_ms * 5);
@@ -355,7 +342,7 @@ async fn apply_frames(
                 };
                 let n = records.len() as u64;
                 repl.store.apply_replicated(records).await?;
-                repl.metrics.records_applied.add(n);
+                repl.metrics.records_applied.inc_by(n);
                 repl.with_follow(|f| f.applied(last))
             }
             ToReplica::Heartbeat { primary_last } => {

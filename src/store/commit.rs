@@ -316,11 +316,11 @@ impl Committer {
             .writer
             .append(&records)
             .map_err(|e| self.wal_failed(&e))?;
-        self.metrics.wal_append.observe(started.elapsed());
-        self.metrics.wal_bytes.add(outcome.bytes);
-        self.metrics.wal_syncs.add(u64::from(outcome.synced));
+        crate::metrics::observe(&self.metrics.wal_append, started.elapsed());
+        self.metrics.wal_bytes.inc_by(outcome.bytes);
+        self.metrics.wal_syncs.inc_by(u64::from(outcome.synced));
         self.metrics.commit_batches.inc();
-        self.metrics.commit_records.add(records.len() as u64);
+        self.metrics.commit_records.inc_by(records.len() as u64);
         #[cfg(feature = "failpoints")]
         fail::fail_point!("commit_after_wal_before_disk");
         if let Err(e) = self.disk.apply(&records) {

@@ -21,6 +21,7 @@ mod error;
 mod feed;
 mod lock;
 pub mod memory;
+mod metrics;
 mod warm;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,7 @@ use disk::DiskTier;
 use feed::Feed;
 pub use lock::DirLock;
 use memory::{Lookup, MemoryTier};
+pub use metrics::StoreMetrics;
 
 use crate::clock::{Clock, SystemClock};
 use crate::types::{Cancel, Condition, Seq};
@@ -315,25 +317,6 @@ pub struct StoreStats {
     pub memory_warmed_keys: u64,
 }
 
-/// Latency and volume the engine records for metrics.
-#[derive(Debug, Default)]
-pub struct StoreMetrics {
-    /// Reads answered by the memory tier.
-    pub read_memory: crate::metrics::Histogram,
-    /// Reads that went to the disk tier (hit or miss).
-    pub read_disk: crate::metrics::Histogram,
-    /// WAL append of one commit batch, including its fsync when there is one.
-    pub wal_append: crate::metrics::Histogram,
-    /// fsyncs of the WAL (under `always`, one per batch).
-    pub wal_syncs: crate::metrics::Counter,
-    /// Bytes appended to the WAL.
-    pub wal_bytes: crate::metrics::Counter,
-    /// Commit batches (group commits).
-    pub commit_batches: crate::metrics::Counter,
-    /// Records committed.
-    pub commit_records: crate::metrics::Counter,
-}
-
 /// State shared between handles, the commit thread and the checkpointer.
 #[derive(Debug)]
 pub(crate) struct Status {
@@ -481,6 +464,16 @@ pub struct OpenReport {
     pub install: Option<InstallMarker>,
 }
 
+/// What `open_with` has once recovery is done: the directory held, RocksDB
+/// caught up with the WAL, and the writer ready to append after it.
+struct Recovery {
+    lock: DirLock,
+    disk: Arc<DiskTier>,
+    wal: Wal,
+    writer: crate::wal::WalWriter,
+    report: OpenReport,
+}
+
 impl Store {
     /// Opens (or creates) the store in `config.data_dir` with the real clock and filesystem.
     pub fn open(config: StoreConfig) -> Result<Store> {
@@ -494,6 +487,66 @@ impl Store {
     /// corruption before its tail, RocksDB failures, bad config.
     pub fn open_with(config: StoreConfig, env: Env) -> Result<(Store, OpenReport)> {
         config.validate()?;
+        let Recovery {
+            lock,
+            disk,
+            wal,
+            writer,
+            report,
+        } = Store::recover(&config, &env)?;
+        let memory = Arc::new(MemoryTier::new(
+            config.memory_budget_bytes,
+            env.clock.clone(),
+        ));
+        let metrics = Arc::new(StoreMetrics::default());
+        let durable = wal
+            .durable_seq()
+            .unwrap_or(Seq::ZERO)
+            .max(report.disk_applied);
+        let feed = Arc::new(Feed::new(config.repl_feed_bytes, report.last_seq, durable));
+        let status = Arc::new(Status {
+            applied: AtomicU64::new(report.last_seq.0),
+            checkpoint_seq: AtomicU64::new(report.disk_applied.0),
+            checkpoint_at: Mutex::new(std::time::Instant::now()),
+            is_poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            wal: wal.clone(),
+            checkpoint_wal_bytes: config.checkpoint_wal_bytes,
+            wake: Arc::new((Mutex::new(Wake::default()), Condvar::new())),
+        });
+        let checkpointer = Arc::new(Checkpointer {
+            disk: disk.clone(),
+            wal: wal.clone(),
+            status: status.clone(),
+            holds: Arc::new(Mutex::new(Holds::default())),
+            running: Mutex::new(()),
+        });
+        let (commit_tx, rx) = mpsc::channel();
+        let mut shared = Shared {
+            pending: Arc::new(Semaphore::new(config.max_pending_writes)),
+            metrics,
+            feed,
+            warmed: Arc::new(AtomicU64::new(0)),
+            config,
+            clock: env.clock,
+            memory,
+            disk,
+            disk_counters: TierCounters::default(),
+            status,
+            checkpointer,
+            commit_tx,
+            // Filled below: a failed spawn drops `shared` with no thread to stop.
+            threads: Mutex::default(),
+            wal,
+            _lock: lock,
+        };
+        shared.threads = Mutex::new(Store::start_threads(&shared, rx, writer, report.last_seq)?);
+        let inner = Arc::new(shared);
+        Ok((Store { inner }, report))
+    }
+
+    /// Locks the data directory, then brings RocksDB up to the end of the WAL.
+    fn recover(config: &StoreConfig, env: &Env) -> Result<Recovery> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.clone(),
@@ -529,96 +582,6 @@ impl Store {
             dir = %dir.display(), %disk_applied, replayed, replayed_bytes, %last_seq,
             "store opened"
         );
-
-        let memory = Arc::new(MemoryTier::new(
-            config.memory_budget_bytes,
-            env.clock.clone(),
-        ));
-        let metrics = Arc::new(StoreMetrics::default());
-        let durable = wal.durable_seq().unwrap_or(Seq::ZERO).max(disk_applied);
-        let feed = Arc::new(Feed::new(config.repl_feed_bytes, last_seq, durable));
-        let wake = Arc::new((Mutex::new(Wake::default()), Condvar::new()));
-        let status = Arc::new(Status {
-            applied: AtomicU64::new(last_seq.0),
-            checkpoint_seq: AtomicU64::new(disk_applied.0),
-            checkpoint_at: Mutex::new(std::time::Instant::now()),
-            is_poisoned: AtomicBool::new(false),
-            poison_reason: Mutex::new(None),
-            wal: wal.clone(),
-            checkpoint_wal_bytes: config.checkpoint_wal_bytes,
-            wake: wake.clone(),
-        });
-        let checkpointer = Arc::new(Checkpointer {
-            disk: disk.clone(),
-            wal: wal.clone(),
-            status: status.clone(),
-            holds: Arc::new(Mutex::new(Holds::default())),
-            running: Mutex::new(()),
-        });
-        let (commit_tx, rx) = mpsc::channel();
-        let committer = Committer {
-            rx,
-            writer,
-            disk: disk.clone(),
-            memory: memory.clone(),
-            clock: env.clock.clone(),
-            status: status.clone(),
-            metrics: metrics.clone(),
-            feed: feed.clone(),
-            last_seq,
-            sync_interval: match config.fsync {
-                FsyncPolicy::Interval(period) => Some(period),
-                _ => None,
-            },
-        };
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(f)
-                .map_err(|source| StoreError::Io {
-                    path: PathBuf::from(name),
-                    source,
-                })
-        };
-        let mut threads = vec![spawn("strata-commit", Box::new(move || committer.run()))?];
-        let interval = (config.checkpoint_interval_ms > 0)
-            .then(|| Duration::from_millis(config.checkpoint_interval_ms));
-        let periodic = checkpointer.clone();
-        let checkpoint_wake = wake.clone();
-        threads.push(spawn(
-            "strata-checkpoint",
-            Box::new(move || periodic.run(interval, &checkpoint_wake)),
-        )?);
-        let warmed = Arc::new(AtomicU64::new(0));
-        if config.warm_keys_max > 0 {
-            let (dir, disk, memory, clock) = (
-                config.data_dir.clone(),
-                disk.clone(),
-                memory.clone(),
-                env.clock.clone(),
-            );
-            let (warmed, max_keys) = (warmed.clone(), config.warm_keys_max);
-            let interval = (config.warm_save_interval_ms > 0)
-                .then(|| Duration::from_millis(config.warm_save_interval_ms));
-            // Off the open path: the node serves while its memory tier warms.
-            threads.push(spawn(
-                "strata-warm",
-                Box::new(move || {
-                    warm::Warmer {
-                        dir: &dir,
-                        disk: &disk,
-                        memory: &memory,
-                        clock: &*clock,
-                        wake: &wake,
-                        warmed: &warmed,
-                        max_keys,
-                        interval,
-                    }
-                    .run()
-                }),
-            )?);
-        }
-
         let report = OpenReport {
             disk_applied,
             replayed,
@@ -627,24 +590,92 @@ impl Store {
             wal: recovered.report,
             install,
         };
-        let inner = Arc::new(Shared {
-            pending: Arc::new(Semaphore::new(config.max_pending_writes)),
-            metrics,
-            feed,
-            warmed,
-            config,
-            clock: env.clock,
-            memory,
+        Ok(Recovery {
+            lock,
             disk,
-            disk_counters: TierCounters::default(),
-            status,
-            checkpointer,
-            commit_tx,
-            threads: Mutex::new(threads),
             wal,
-            _lock: lock,
-        });
-        Ok((Store { inner }, report))
+            writer,
+            report,
+        })
+    }
+
+    /// Starts the commit thread, the checkpointer and, when configured, the
+    /// warm restart, on `shared`'s tiers.
+    fn start_threads(
+        shared: &Shared,
+        rx: mpsc::Receiver<Msg>,
+        writer: crate::wal::WalWriter,
+        last_seq: Seq,
+    ) -> Result<Vec<JoinHandle<()>>> {
+        let committer = Committer {
+            rx,
+            writer,
+            disk: shared.disk.clone(),
+            memory: shared.memory.clone(),
+            clock: shared.clock.clone(),
+            status: shared.status.clone(),
+            metrics: shared.metrics.clone(),
+            feed: shared.feed.clone(),
+            last_seq,
+            sync_interval: match shared.config.fsync {
+                FsyncPolicy::Interval(period) => Some(period),
+                _ => None,
+            },
+        };
+        let commit = Store::spawn_thread("strata-commit", move || committer.run())?;
+        let mut threads = vec![commit];
+        let interval = (shared.config.checkpoint_interval_ms > 0)
+            .then(|| Duration::from_millis(shared.config.checkpoint_interval_ms));
+        let periodic = shared.checkpointer.clone();
+        let checkpoint_wake = shared.status.wake.clone();
+        threads.push(Store::spawn_thread("strata-checkpoint", move || {
+            periodic.run(interval, &checkpoint_wake)
+        })?);
+        if shared.config.warm_keys_max > 0 {
+            threads.push(Store::start_warmer(shared)?);
+        }
+        Ok(threads)
+    }
+
+    /// Off the open path: the node serves while its memory tier warms.
+    fn start_warmer(shared: &Shared) -> Result<JoinHandle<()>> {
+        let config = &shared.config;
+        let (dir, disk, memory, clock) = (
+            config.data_dir.clone(),
+            shared.disk.clone(),
+            shared.memory.clone(),
+            shared.clock.clone(),
+        );
+        let (wake, warmed, max_keys) = (
+            shared.status.wake.clone(),
+            shared.warmed.clone(),
+            config.warm_keys_max,
+        );
+        let interval = (config.warm_save_interval_ms > 0)
+            .then(|| Duration::from_millis(config.warm_save_interval_ms));
+        Store::spawn_thread("strata-warm", move || {
+            warm::Warmer {
+                dir: &dir,
+                disk: &disk,
+                memory: &memory,
+                clock: &*clock,
+                wake: &wake,
+                warmed: &warmed,
+                max_keys,
+                interval,
+            }
+            .run()
+        })
+    }
+
+    fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(|source| StoreError::Io {
+                path: PathBuf::from(name),
+                source,
+            })
     }
 
     /// Stops the store cleanly: finishes queued writes, syncs the WAL and
@@ -718,7 +749,7 @@ impl Store {
         let started = std::time::Instant::now();
         match self.inner.memory.get(key) {
             Lookup::Hit(value) => {
-                self.inner.metrics.read_memory.observe(started.elapsed());
+                crate::metrics::observe(&self.inner.metrics.read_memory, started.elapsed());
                 return Ok(Some(self.entry(value)));
             }
             Lookup::Expired => return Ok(None),
@@ -739,7 +770,7 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)??;
-        self.inner.metrics.read_disk.observe(started.elapsed());
+        crate::metrics::observe(&self.inner.metrics.read_disk, started.elapsed());
         Ok(found.map(|value| self.entry(value)))
     }
 

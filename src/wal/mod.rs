@@ -701,6 +701,20 @@ impl Wal {
         self.shared.state().segments.iter().map(|s| s.len).sum()
     }
 
+    /// Bytes of the segments holding records from `seq` on (whole
+    /// segments: what a hold from `seq` keeps on disk).
+    pub fn bytes_from(&self, seq: Seq) -> u64 {
+        let state = self.shared.state();
+        let segments = &state.segments;
+        segments
+            .iter()
+            .enumerate()
+            // A segment ends where its successor starts; the last is open.
+            .filter(|(i, _)| segments.get(i + 1).is_none_or(|next| next.first_seq > seq))
+            .map(|(_, s)| s.len)
+            .sum()
+    }
+
     /// Number of segment files, the active one included.
     pub fn segment_count(&self) -> usize {
         self.shared.state().segments.len()

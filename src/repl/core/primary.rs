@@ -316,9 +316,17 @@ impl PrimaryCore {
     }
 
     /// Applies the retention limits: forgets replicas disconnected for
-    /// longer than the idle limit, and past the byte budget releases the
-    /// hold of the replica furthest behind.
-    pub fn tick(&mut self, now_ms: u64, wal_bytes: u64, out: &mut Vec<Action>) {
+    /// longer than the idle limit, and releases the hold of the replica
+    /// furthest behind among those whose hold alone keeps more than the
+    /// byte budget of WAL (`wal_bytes_from(seq)`: bytes of WAL from `seq`
+    /// on). A caught-up replica is never released because the WAL is large
+    /// for other reasons (records not yet checkpointed).
+    pub fn tick(
+        &mut self,
+        now_ms: u64,
+        wal_bytes_from: impl Fn(Seq) -> u64,
+        out: &mut Vec<Action>,
+    ) {
         let idle = self.cfg.retention_idle_ms;
         let forgotten: Vec<String> = self
             .replicas
@@ -335,12 +343,15 @@ impl PrimaryCore {
                 out.push(Action::Release { replica: name });
             }
         }
-        if wal_bytes > self.cfg.retention_bytes
-            && let Some((name, view)) = self
-                .replicas
-                .iter_mut()
-                .filter(|(_, v)| v.held_from.is_some())
-                .min_by_key(|(_, v)| v.received)
+        let budget = self.cfg.retention_bytes;
+        if let Some((name, view)) = self
+            .replicas
+            .iter_mut()
+            .filter(|(_, v)| {
+                v.held_from
+                    .is_some_and(|from| wal_bytes_from(from) > budget)
+            })
+            .min_by_key(|(_, v)| v.received)
         {
             view.held_from = None;
             out.push(Action::Release {
@@ -468,9 +479,9 @@ mod tests {
         }));
         c.disconnect(s, 10, &mut out);
         out.clear();
-        c.tick(5000, 0, &mut out);
+        c.tick(5000, |_| 0, &mut out);
         assert!(out.is_empty(), "kept while within the idle limit");
-        c.tick(10_010, 0, &mut out);
+        c.tick(10_010, |_| 0, &mut out);
         assert_eq!(
             out,
             vec![Action::Release {
@@ -478,5 +489,31 @@ mod tests {
             }]
         );
         assert!(c.replicas().is_empty());
+    }
+
+    #[test]
+    fn the_budget_releases_only_a_replica_whose_own_hold_is_too_large() {
+        let mut c = core();
+        let mut out = Vec::new();
+        let near = c.connect("near", 0, &mut out).unwrap();
+        c.stream(near, Seq(99), 0, &mut out);
+        let far = c.connect("far", 0, &mut out).unwrap();
+        c.stream(far, Seq(9), 0, &mut out);
+        // 20 bytes a record from seq 1 to 100: 2000 bytes of WAL in all,
+        // over the 1000-byte budget, most of it not yet checkpointed.
+        let wal_bytes_from = |seq: Seq| 20 * 100u64.saturating_sub(seq.0 - 1);
+        out.clear();
+        c.tick(1, wal_bytes_from, &mut out);
+        assert_eq!(
+            out,
+            vec![Action::Release {
+                replica: "far".into()
+            }]
+        );
+        // The caught-up replica keeps its hold, though the WAL as a whole
+        // stays over the budget.
+        out.clear();
+        c.tick(2, wal_bytes_from, &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 }

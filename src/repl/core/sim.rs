@@ -526,8 +526,10 @@ impl Sim {
                     }
                 }
                 let mut out = Vec::new();
-                let wal_bytes = self.last.0.saturating_sub(self.wal_first.0);
-                self.core.tick(self.now, wal_bytes, &mut out);
+                // One byte a record: what a hold from `seq` keeps.
+                let (last, first) = (self.last, self.wal_first);
+                let wal_bytes_from = |seq: Seq| last.0.saturating_sub(seq.0.max(first.0));
+                self.core.tick(self.now, wal_bytes_from, &mut out);
                 self.apply(out);
             }
         }
@@ -546,7 +548,7 @@ impl Sim {
         self.snapshot_holds.clear();
         self.now += IDLE_MS + 1;
         let mut out = Vec::new();
-        self.core.tick(self.now, 0, &mut out);
+        self.core.tick(self.now, |_| 0, &mut out);
         self.apply(out);
         assert!(self.holds.is_empty(), "holds left: {:?}", self.holds);
         self.now += 10_000;
