@@ -33,9 +33,7 @@ pub enum Error {
 impl From<&StoreError> for ErrorCode {
     fn from(e: &StoreError) -> ErrorCode {
         match e {
-            StoreError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
-            StoreError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
-            StoreError::TooManyKeys { .. } => ErrorCode::TooManyKeys,
+            StoreError::Limit(e) => ErrorCode::from(e),
             StoreError::InvalidArgument(_) => ErrorCode::BadRequest,
             StoreError::NotAnInteger => ErrorCode::NotAnInteger,
             StoreError::Overflow => ErrorCode::Overflow,

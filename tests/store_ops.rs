@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{b, config};
+use strata::proto::RequestError;
 use strata::store::{Store, StoreError, TtlState, WriteOutcome};
 use strata::types::{Condition, Seq};
 use strata::wal::FsyncPolicy;
@@ -303,17 +304,26 @@ async fn limits_give_typed_errors() {
         store
             .set(b("123456789"), b("v"), None, Condition::Always)
             .await,
-        Err(StoreError::KeyTooLarge { len: 9, max: 8 })
+        Err(StoreError::Limit(RequestError::KeyTooLarge {
+            len: 9,
+            max: 8
+        }))
     ));
     assert!(matches!(
         store
             .set(b("k"), b(&"x".repeat(17)), None, Condition::Always)
             .await,
-        Err(StoreError::ValueTooLarge { len: 17, max: 16 })
+        Err(StoreError::Limit(RequestError::ValueTooLarge {
+            len: 17,
+            max: 16
+        }))
     ));
     assert!(matches!(
         store.get_many(&[b("a"), b("b"), b("c")]).await,
-        Err(StoreError::TooManyKeys { count: 3, max: 2 })
+        Err(StoreError::Limit(RequestError::TooManyKeys {
+            count: 3,
+            max: 2
+        }))
     ));
     // The empty key is a key (proto-docs/wire-protocol.md §8).
     assert!(matches!(store.get(b"").await, Ok(None)));

@@ -107,34 +107,41 @@ pub enum RequestError {
     },
 }
 
-fn check_key(key: &[u8], limits: &Limits) -> Result<(), RequestError> {
-    if key.len() > limits.max_key_bytes as usize {
-        return Err(RequestError::KeyTooLarge {
-            len: key.len(),
-            max: limits.max_key_bytes,
-        });
+/// The key-length rule, for every layer that enforces it (the server
+/// through [`Request::validate`], the store on its own API).
+pub fn check_key_len(len: usize, max: u32) -> Result<(), RequestError> {
+    if len > max as usize {
+        return Err(RequestError::KeyTooLarge { len, max });
     }
     Ok(())
+}
+
+/// The value-length rule, for every layer that enforces it.
+pub fn check_value_len(len: usize, max: u32) -> Result<(), RequestError> {
+    if len > max as usize {
+        return Err(RequestError::ValueTooLarge { len, max });
+    }
+    Ok(())
+}
+
+/// The keys-per-request rule, for every layer that enforces it.
+pub fn check_key_count(count: usize, max: u32) -> Result<(), RequestError> {
+    if count > max as usize {
+        return Err(RequestError::TooManyKeys { count, max });
+    }
+    Ok(())
+}
+
+fn check_key(key: &[u8], limits: &Limits) -> Result<(), RequestError> {
+    check_key_len(key.len(), limits.max_key_bytes)
 }
 
 fn check_value(value: &[u8], limits: &Limits) -> Result<(), RequestError> {
-    if value.len() > limits.max_value_bytes as usize {
-        return Err(RequestError::ValueTooLarge {
-            len: value.len(),
-            max: limits.max_value_bytes,
-        });
-    }
-    Ok(())
+    check_value_len(value.len(), limits.max_value_bytes)
 }
 
 fn check_count(count: usize, limits: &Limits) -> Result<(), RequestError> {
-    if count > limits.max_keys_per_request as usize {
-        return Err(RequestError::TooManyKeys {
-            count,
-            max: limits.max_keys_per_request,
-        });
-    }
-    Ok(())
+    check_key_count(count, limits.max_keys_per_request)
 }
 
 fn check_ttl(ttl_ms: Option<u64>) -> Result<(), RequestError> {

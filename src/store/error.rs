@@ -58,30 +58,10 @@ pub enum StoreError {
     /// store refuses writes until restarted (recovery replays the WAL).
     #[error("store refuses writes after an earlier failure ({0}); restart the node to recover")]
     Poisoned(String),
-    /// A key longer than `max_key_bytes`.
-    #[error("key is {len} bytes, over the limit of {max}")]
-    KeyTooLarge {
-        /// Its length.
-        len: usize,
-        /// The configured limit.
-        max: usize,
-    },
-    /// A value longer than `max_value_bytes`.
-    #[error("value is {len} bytes, over the limit of {max}")]
-    ValueTooLarge {
-        /// Its length.
-        len: usize,
-        /// The configured limit.
-        max: usize,
-    },
-    /// More keys in one request than `max_batch_keys`.
-    #[error("{count} keys in one request, over the limit of {max}")]
-    TooManyKeys {
-        /// How many were given.
-        count: usize,
-        /// The configured limit.
-        max: usize,
-    },
+    /// A key, value or key count over the configured limits (the same
+    /// rules, and words, as the protocol's).
+    #[error(transparent)]
+    Limit(#[from] crate::proto::RequestError),
     /// An argument that can never be valid (empty key, zero TTL, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

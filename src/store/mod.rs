@@ -693,35 +693,22 @@ impl Store {
         &self.inner.config
     }
 
+    // The limits' rules are the protocol's (one place: proto/limits.rs);
+    // the store applies them to its own API too, for callers other than
+    // the server. The empty key is a valid key (wire-protocol.md §8).
     fn check_key(&self, key: &[u8]) -> Result<()> {
-        // The empty key is a valid key (proto-docs/wire-protocol.md §8).
-        let max = self.inner.config.limits.max_key_bytes;
-        if key.len() > max {
-            return Err(StoreError::KeyTooLarge {
-                len: key.len(),
-                max,
-            });
-        }
-        Ok(())
+        let max = u32_of(self.inner.config.limits.max_key_bytes);
+        Ok(crate::proto::check_key_len(key.len(), max)?)
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
-        let max = self.inner.config.limits.max_value_bytes;
-        if value.len() > max {
-            return Err(StoreError::ValueTooLarge {
-                len: value.len(),
-                max,
-            });
-        }
-        Ok(())
+        let max = u32_of(self.inner.config.limits.max_value_bytes);
+        Ok(crate::proto::check_value_len(value.len(), max)?)
     }
 
     fn check_batch(&self, count: usize) -> Result<()> {
-        let max = self.inner.config.limits.max_batch_keys;
-        if count > max {
-            return Err(StoreError::TooManyKeys { count, max });
-        }
-        Ok(())
+        let max = u32_of(self.inner.config.limits.max_batch_keys);
+        Ok(crate::proto::check_key_count(count, max)?)
     }
 
     fn check_ttl(ttl: Option<Duration>) -> Result<Option<u64>> {
@@ -942,13 +929,13 @@ impl Store {
         limit: ScanLimit,
     ) -> Result<ScanPage> {
         self.check_key(&prefix)?;
-        let max = self.inner.config.limits.max_scan_limit;
-        if limit.entries == 0 || limit.entries > max {
-            return Err(StoreError::TooManyKeys {
-                count: limit.entries,
-                max,
-            });
+        if limit.entries == 0 {
+            return Err(StoreError::InvalidArgument(
+                "a scan page needs room for an entry",
+            ));
         }
+        let max = u32_of(self.inner.config.limits.max_scan_limit);
+        crate::proto::check_key_count(limit.entries, max)?;
         let inner = self.inner.clone();
         let (found, next_cursor) = tokio::task::spawn_blocking(move || {
             let now = inner.clock.now_ms();
@@ -1239,4 +1226,10 @@ fn replay(disk: &DiskTier, wal: &Wal, applied: Seq) -> Result<(u64, u64)> {
 /// The data directory's RocksDB path (operator tools).
 pub fn disk_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("db")
+}
+
+/// A configured limit as the protocol states it (limits above 4 GiB are
+/// refused by the config check long before).
+fn u32_of(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
