@@ -13,7 +13,7 @@ use crate::proto::{
     Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, PROTOCOL_VERSION, Request,
     Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
-use crate::repl::Replication;
+use crate::repl::{ReplError, Replication};
 use crate::store::{self, Store, WriteAck, WriteOutcome};
 use crate::types::{AckPolicy, Cancel, Seq};
 
@@ -338,6 +338,9 @@ impl Node {
                     next,
                 })
             }
+            Err(ReplError::Busy(why)) => Response::Error(
+                ErrorReply::new(ErrorCode::Overloaded, why).with_retry_after_ms(1000),
+            ),
             Err(e) => Response::error(ErrorCode::BadRequest, e.to_string()),
         }
     }

@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 
 pub use self::core::Acked;
 pub use meta::ReplMeta;
+pub use primary::MAX_LIVE_SNAPSHOTS;
 pub use proto::Position;
 
 use self::core::{
@@ -160,6 +161,9 @@ pub enum ReplError {
     /// The link to the peer.
     #[error("link: {0}")]
     Link(String),
+    /// Too much of a bounded resource is in use; try again later.
+    #[error("{0}")]
+    Busy(String),
     /// A malformed frame.
     #[error(transparent)]
     Frame(#[from] proto::FrameError),

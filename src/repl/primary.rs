@@ -54,6 +54,11 @@ impl Drop for SnapshotSession {
     }
 }
 
+/// Snapshots served at once (clients paging with `Snapshot`, replicas in
+/// a full sync): each pins a RocksDB checkpoint's files and the WAL after
+/// it, so a client looping on new snapshots must not pile them up.
+pub const MAX_LIVE_SNAPSHOTS: usize = 4;
+
 /// The snapshots a primary is serving, by id.
 pub(super) struct Snapshots {
     dir: PathBuf,
@@ -75,6 +80,14 @@ impl Snapshots {
     }
 
     async fn create(&self, repl: &Replication) -> Result<Arc<SnapshotSession>, ReplError> {
+        let live = lock(&self.sessions).len();
+        if live >= MAX_LIVE_SNAPSHOTS {
+            return Err(ReplError::Busy(format!(
+                "{live} snapshots are open (the limit is {MAX_LIVE_SNAPSHOTS}): finish paging \
+                 one, or wait until one is idle for {} s",
+                repl.cfg.retention_idle_secs.min(600)
+            )));
+        }
         let id: u64 = rand::random();
         std::fs::create_dir_all(&self.dir).map_err(|source| ReplError::Io {
             path: self.dir.clone(),
