@@ -1,0 +1,19 @@
+//! Sharding: which shard owns a key.
+//!
+//! A key hashes to one of [`SLOTS`] slots exactly as in Redis Cluster
+//! ([`slot`]); a consistent-hash ring with virtual nodes assigns each slot
+//! to a shard ([`ring`]). Both steps are pure functions of the key, the
+//! shard ids and the virtual-node count, specified byte by byte in
+//! proto-docs/cluster.md, so clients and nodes compute one table alike.
+
+pub mod ring;
+pub mod slot;
+
+pub use ring::{
+    DEFAULT_VNODES, MAX_VNODES, Ring, RingError, ShardId, SlotRange, SlotTable, point_position,
+    slot_position,
+};
+pub use slot::{SLOTS, Slot, crc16, hashed_part, key_slot};
+
+#[cfg(test)]
+mod doc_vectors;
