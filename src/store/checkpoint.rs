@@ -85,12 +85,17 @@ impl Checkpointer {
         self.disk.flush()?;
         #[cfg(feature = "failpoints")]
         fail::fail_point!("checkpoint_after_flush");
-        let mut keep_from = covered.next();
-        if let Some(held) = lock(&self.holds).by_id.values().min() {
-            keep_from = keep_from.min(*held);
-        }
-        let deletable = Seq(keep_from.0.saturating_sub(1));
-        let segments_removed = self.wal.remove_covered(deletable)?;
+        // The holds are read again before each segment goes (under the
+        // WAL's segment lock; lock order: segments, then holds), so a hold
+        // taken while older segments are being deleted is honoured.
+        let deletable = || {
+            let mut keep_from = covered.next();
+            if let Some(held) = lock(&self.holds).by_id.values().min() {
+                keep_from = keep_from.min(*held);
+            }
+            Seq(keep_from.0.saturating_sub(1))
+        };
+        let segments_removed = self.wal.remove_covered_by(deletable)?;
         self.status.checkpoint_done(covered);
         tracing::debug!(%covered, segments_removed, "checkpoint");
         Ok(CheckpointReport {

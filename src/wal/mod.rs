@@ -638,16 +638,25 @@ impl Wal {
     /// [`WalError::Io`] if deleting or the directory fsync fails; segments
     /// deleted before the failure stay deleted. Does not poison the log.
     pub fn remove_covered(&self, covered: Seq) -> Result<usize, WalError> {
+        self.remove_covered_by(|| covered)
+    }
+
+    /// [`remove_covered`](Self::remove_covered) with the bound asked
+    /// afresh before each segment goes, while the segment list is locked:
+    /// a WAL hold taken while earlier segments are being deleted protects
+    /// its records (the caller's `covered` reads the holds, so it must not
+    /// take the segment list's lock itself).
+    pub fn remove_covered_by(&self, covered: impl Fn() -> Seq) -> Result<usize, WalError> {
         let _serial = self
             .shared
             .remove_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let limit = covered.0.saturating_add(1);
         let mut removed = 0;
         loop {
             let victim = {
                 let mut state = self.shared.state();
+                let limit = covered().0.saturating_add(1);
                 // IMPORTANT: only a segment with a successor is sealed; the
                 // last one is the writer's active segment and is never removed.
                 match state.segments.get(1) {
