@@ -48,8 +48,7 @@ struct LogOnFailure<'a>(&'a TestNode);
 impl Drop for LogOnFailure<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let lines: Vec<String> = self.0.logs.try_iter().collect();
-            eprintln!("node log:\n{}", lines.join("\n"));
+            eprintln!("node log:\n{}", self.0.log_lines().join("\n"));
         }
     }
 }

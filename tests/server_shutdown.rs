@@ -80,10 +80,6 @@ async fn sigterm_finishes_in_flight_writes_and_exits_zero() {
         }
     }
     // The shutdown checkpointed: the restart replayed nothing.
-    let opened = node
-        .startup_log
-        .iter()
-        .find(|l| l.contains("store opened"))
-        .expect("store opened log");
+    let opened = node.await_log("store opened", std::time::Duration::from_secs(60));
     assert!(opened.contains("replayed=0"), "{opened}");
 }

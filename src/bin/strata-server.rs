@@ -10,6 +10,7 @@ use strata::cmd::Node;
 use strata::config::{Config, Role, TokenConfig};
 use strata::metrics::Registry;
 use strata::net::server::{Server, ServerMetrics, serve_metrics};
+use strata::ready::Ready;
 use strata::repl::Replication;
 use strata::store::Store;
 use strata::wal::FsyncPolicy;
@@ -65,6 +66,12 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Once serving, print one line of JSON to stdout: the bound client,
+    /// metrics and replication addresses, the certificate fingerprint, the
+    /// node name and id, and the pid (fields in the README). For whatever
+    /// starts nodes: the log's wording is not an interface.
+    #[arg(long)]
+    ready_json: bool,
     /// Threads serving the network and requests. Default: one per CPU.
     #[arg(long, value_name = "N")]
     worker_threads: Option<usize>,
@@ -246,7 +253,7 @@ async fn serve(args: Args) -> std::process::ExitCode {
         eprintln!("strata-server: STRATA_CRASH_AT: {e}");
         return std::process::ExitCode::from(2);
     }
-    match run(config).await {
+    match run(config, args.ready_json).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -303,7 +310,7 @@ fn arm_crash_points() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
     let store_config = config.store_config();
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))
         .await?
@@ -327,28 +334,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let server = Server::bind(&config, node, metrics.clone())?;
     let addr = server.local_addr()?;
-    if let Some(repl_addr) = repl.start(addr).context("starting replication")? {
+    let repl_listen = repl.start(addr).context("starting replication")?;
+    if let Some(repl_addr) = repl_listen {
         info!(addr = %repl_addr, "accepting replicas on {repl_addr}");
     }
     if let Some(primary) = &config.replication.replica_of {
         info!(%primary, "replica of {primary}");
     }
-    info!(
-        listen = %addr,
-        fingerprint = %server.fingerprint(),
-        data_dir = %config.data_dir.display(),
-        fsync = %config.store.fsync,
-        "strata node serving; clients: strata-cli --addr {addr} --pin {}",
-        server.fingerprint()
-    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut metrics_bound = None;
     let metrics_task = match config.metrics_listen {
         None => None,
         Some(metrics_addr) => {
             let listener = tokio::net::TcpListener::bind(metrics_addr)
                 .await
                 .with_context(|| format!("binding the metrics listener {metrics_addr}"))?;
+            metrics_bound = Some(listener.local_addr()?);
             info!(addr = %listener.local_addr()?, "metrics on http://{}/metrics", listener.local_addr()?);
             let mut registry = Registry::default();
             metrics.register(&mut registry);
@@ -362,6 +364,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
 
+    let ready = Ready {
+        pid: std::process::id(),
+        listen: addr,
+        fingerprint: server.fingerprint().to_string(),
+        metrics_listen: metrics_bound,
+        repl_listen,
+        node_name: config.replication.node_name.clone(),
+        node_id: repl.node_id(),
+    };
+    announce_serving(&config, &ready, ready_json);
+
     server.run(shutdown_signal()).await;
     let _ = stop_tx.send(true);
     if let Some(task) = metrics_task {
@@ -371,4 +384,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     store.close().await.context("closing the store")?;
     info!("stopped cleanly");
     Ok(())
+}
+
+/// Says the node serves, once every listener is bound: in the log for
+/// people and, with `--ready-json`, as one line on stdout for whatever
+/// started it. A starter that stopped reading loses only its line; the
+/// node serves on.
+fn announce_serving(config: &Config, ready: &Ready, ready_json: bool) {
+    info!(
+        listen = %ready.listen,
+        fingerprint = %ready.fingerprint,
+        data_dir = %config.data_dir.display(),
+        fsync = %config.store.fsync,
+        "strata node serving; clients: strata-cli --addr {} --pin {}",
+        ready.listen,
+        ready.fingerprint
+    );
+    if ready_json && let Err(e) = ready.announce(&mut std::io::stdout().lock()) {
+        tracing::warn!(error = %e, "cannot write the --ready-json line to stdout");
+    }
 }

@@ -2,11 +2,11 @@
 //! with cluster certificates made by `strata-admin gen-certs`.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use strata::harness::{cluster_args, free_udp_addr};
 use strata::net::client::{Client, ClientConfig, ClientError, ErrorCode, ServerTrust};
 use strata::net::tls::parse_fingerprint;
 
@@ -17,41 +17,8 @@ pub const CONVERGE: Duration = Duration::from_secs(60);
 
 /// Makes a CA and certificates for `nodes` in `dir` with the real tool.
 pub fn gen_certs(dir: &Path, nodes: &[&str]) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata-admin"));
-    cmd.arg("gen-certs").arg("--out").arg(dir);
-    for node in nodes {
-        cmd.args(["--node", node]);
-    }
-    let out = cmd.output().expect("run strata-admin");
-    assert!(
-        out.status.success(),
-        "gen-certs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A loopback UDP port that was free a moment ago (for a fixed replication
-/// address that survives restarts).
-pub fn free_udp_addr() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().unwrap()
-}
-
-/// The flags that give a node its cluster identity, name and replication listener.
-pub fn repl_args(certs: &Path, name: &str, listen: SocketAddr) -> Vec<String> {
-    let file = |f: String| certs.join(f).display().to_string();
-    vec![
-        "--node-name".into(),
-        name.into(),
-        "--repl-listen".into(),
-        listen.to_string(),
-        "--repl-ca".into(),
-        file("ca.crt".into()),
-        "--repl-cert".into(),
-        file(format!("{name}.crt")),
-        "--repl-key".into(),
-        file(format!("{name}.key")),
-    ]
+    let admin = Path::new(env!("CARGO_BIN_EXE_strata-admin"));
+    strata::harness::gen_certs(admin, dir, nodes).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// One node of a test cluster.
@@ -63,11 +30,12 @@ pub struct Member {
 }
 
 impl Member {
-    /// Starts a node; `extra` adds flags such as `--replica-of`.
+    /// Starts a node; `extra` adds flags such as `--replica-of`. Its
+    /// replication address is fixed, so it survives restarts.
     pub fn start(root: &Path, certs: &Path, name: &str, extra: &[&str]) -> Member {
         let dir = root.join(name);
-        let repl_addr = free_udp_addr();
-        let mut args = repl_args(certs, name, repl_addr);
+        let repl_addr = free_udp_addr().expect("a free loopback port");
+        let mut args = cluster_args(certs, name, repl_addr);
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let node = TestNode::start(&dir, &refs);
@@ -82,18 +50,7 @@ impl Member {
     /// Waits for a log line containing `needle` (an event the node
     /// reports); `within` only bounds a test that would otherwise hang.
     pub fn await_log(&self, needle: &str, within: Duration) -> String {
-        if let Some(line) = self.node.startup_log.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.node.logs.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("{} never logged {needle:?}", self.name),
-            }
-        }
+        self.node.await_log(needle, within)
     }
 
     /// A client pinned to this node's certificate.

@@ -1,9 +1,13 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+// Real server processes need the harness; tests that use these two list
+// `test-util` in their `required-features`.
+#[cfg(feature = "test-util")]
 pub mod cluster;
 #[cfg(feature = "failpoints")]
 pub mod hold;
+#[cfg(feature = "test-util")]
 pub mod node;
 pub mod quic;
 pub mod relay;

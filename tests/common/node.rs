@@ -1,19 +1,21 @@
-//! Starts real `strata-server` processes on loopback for tests.
+//! Real `strata-server` processes on loopback for tests, through
+//! `strata::harness` (feature `test-util`).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::ExitStatus;
 use std::time::Duration;
+
+use strata::harness::{NodeProcess, NodeSpec};
 
 /// How long a node may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A running `strata-server` child process.
+/// A running `strata-server` child process, SIGKILLed when dropped.
 pub struct TestNode {
-    child: Option<Child>,
+    process: NodeProcess,
+    spec: NodeSpec,
     /// Its data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// QUIC address.
@@ -22,114 +24,68 @@ pub struct TestNode {
     pub metrics_addr: SocketAddr,
     /// SHA-256 fingerprint of its certificate, hex.
     pub fingerprint: String,
-    extra_args: Vec<String>,
-    /// Log lines the node wrote (stderr) after it was ready, as they arrive.
-    pub logs: mpsc::Receiver<String>,
-    /// Log lines up to and including "serving".
-    pub startup_log: Vec<String>,
 }
 
 impl TestNode {
     /// Starts a node in `data_dir` on loopback ports chosen by the OS.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> TestNode {
-        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        Self::spawn(data_dir, "127.0.0.1:0".parse().unwrap(), extra_args)
+        let spec =
+            NodeSpec::new(env!("CARGO_BIN_EXE_strata-server"), data_dir).with_args(extra_args);
+        Self::from_spec(spec)
     }
 
-    fn spawn(data_dir: &Path, listen: SocketAddr, extra_args: Vec<String>) -> TestNode {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strata-server"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args(&extra_args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn strata-server");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, logs) = mpsc::channel();
-        // Keep draining stderr so the node never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut node = TestNode {
-            child: Some(child),
-            data_dir: data_dir.to_path_buf(),
-            addr: listen,
-            metrics_addr: listen,
-            fingerprint: String::new(),
-            extra_args,
-            logs,
-            startup_log: Vec::new(),
-        };
-        node.wait_ready();
-        node
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
-        let mut seen = Vec::new();
-        let (mut addr, mut metrics) = (None, None);
-        while addr.is_none() || metrics.is_none() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = match self.logs.recv_timeout(left) {
-                Ok(line) => line,
-                Err(_) => panic!("node did not start; its log:\n{}", seen.join("\n")),
-            };
-            if let Some(rest) = line.split("metrics on http://").nth(1) {
-                metrics = rest.split('/').next().and_then(|a| a.parse().ok());
-            }
-            if line.contains("strata node serving") {
-                addr = field(&line, "listen=").and_then(|a| a.parse().ok());
-                self.fingerprint = field(&line, "fingerprint=").unwrap_or_default();
-            }
-            seen.push(line);
+    fn from_spec(spec: NodeSpec) -> TestNode {
+        let process = spec.start(START_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+        let ready = process.ready().expect("started nodes are ready");
+        TestNode {
+            process,
+            data_dir: spec.data_dir().to_path_buf(),
+            spec,
+            addr: ready.listen,
+            metrics_addr: ready.metrics_listen.expect("the harness asks for metrics"),
+            fingerprint: ready.fingerprint,
         }
-        self.addr = addr.unwrap();
-        self.metrics_addr = metrics.unwrap();
-        self.startup_log = seen;
     }
 
     /// The pid of the running process.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.process.pid()
     }
 
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// SIGTERM, and wait for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        child.wait().expect("wait for strata-server")
+        self.process.terminate().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts the node again on the same data directory and QUIC port.
     pub fn restart(&mut self) {
         self.kill();
-        let fresh = Self::spawn(&self.data_dir.clone(), self.addr, self.extra_args.clone());
-        *self = fresh;
+        *self = Self::from_spec(self.spec.clone().with_listen(self.addr));
+    }
+
+    /// Every line the current process has logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.process.output().lines()
+    }
+
+    /// The first log line containing `needle` (an event the node reports),
+    /// waiting for it; `within` only bounds a test that would otherwise hang.
+    pub fn await_log(&self, needle: &str, within: Duration) -> String {
+        self.process
+            .output()
+            .wait_for(needle, within)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} never logged {needle:?}; its log ends:\n{}",
+                    self.data_dir.display(),
+                    self.process.output().tail(40)
+                )
+            })
     }
 
     /// Fetches `/metrics` as text.
@@ -142,22 +98,5 @@ impl TestNode {
         s.read_to_string(&mut out).unwrap();
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
-    }
-}
-
-/// The value of `name=value` in a tracing text log line.
-fn field(line: &str, name: &str) -> Option<String> {
-    let rest = line.split(name).nth(1)?;
-    Some(
-        rest.split_whitespace()
-            .next()?
-            .trim_matches(',')
-            .to_string(),
-    )
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

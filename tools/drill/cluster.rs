@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rand::Rng;
+use strata::harness::{cluster_args, free_udp_addr, gen_certs};
 use strata::net::client::{AckPolicy, Client};
 
-use crate::node::{
-    Node, converge, free_udp_addr, gen_certs, info, link_down, wait_replica_streaming,
-    wait_streaming,
-};
+use crate::node::{Node, converge, info, link_down, wait_replica_streaming, wait_streaming};
 use crate::scenario::{Ctx, GRACE_AFTER_KILL, GRACE_LIVE, PING_TIMEOUT};
 use crate::workload::{Load, Promise, Target, Workload, lock, preload};
 
@@ -32,7 +30,7 @@ fn replica_of(addr: SocketAddr) -> Vec<String> {
 fn cluster_node(ctx: &Ctx, certs: &Path, conf: &Path, name: &str) -> anyhow::Result<Node> {
     let repl = free_udp_addr()?;
     let mut args = vec!["--config".to_string(), conf.display().to_string()];
-    args.extend(Node::cluster_args(certs, name, repl));
+    args.extend(cluster_args(certs, name, repl));
     Ok(Node::new(
         name,
         ctx.dir.join(name),
@@ -55,7 +53,7 @@ fn setup(
     toml: &str,
 ) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
     let certs = ctx.dir.join("certs");
-    gen_certs(&ctx.bins, &certs, names)?;
+    gen_certs(&ctx.bins.admin, &certs, names)?;
     let conf = ctx.dir.join("node.toml");
     std::fs::write(&conf, toml).with_context(|| format!("writing {}", conf.display()))?;
     Ok((certs, conf))
@@ -108,7 +106,7 @@ pub async fn replica_kill(ctx: &mut Ctx) -> anyhow::Result<()> {
             return Ok(());
         }
         replicas[victim - 1] = nodes[victim].ready_client(PING_TIMEOUT).await?;
-        let took = ctx.recovered(restarted_at, nodes[victim].replayed);
+        let took = ctx.recovered(restarted_at, nodes[victim].replayed());
         // Catching up happens under load.
         tokio::time::sleep(Duration::from_millis(500)).await;
         load.stop(GRACE_LIVE).await;
@@ -227,7 +225,7 @@ pub async fn failover(ctx: &mut Ctx, policy: AckPolicy) -> anyhow::Result<()> {
             ctx.violation(format!("the deposed primary did not restart: {e}"));
             return Ok(());
         }
-        if let Some(n) = nodes[old].replayed {
+        if let Some(n) = nodes[old].replayed() {
             ctx.stats.replayed.push(n);
         }
         clients[old] = nodes[old].ready_client(PING_TIMEOUT).await?;
@@ -278,7 +276,7 @@ pub async fn install_crash(ctx: &mut Ctx) -> anyhow::Result<()> {
     let upstream = replica_of(repl_addr(&p));
     for round in 0..ctx.rounds {
         let name = format!("r{}", round + 1);
-        gen_certs(&ctx.bins, &certs, &[&name])?;
+        gen_certs(&ctx.bins.admin, &certs, &[&name])?;
         let mut r = cluster_node(ctx, &certs, &conf, &name)?;
         let load = Load::start(
             Target::Remote(primary.clone()),
@@ -292,7 +290,7 @@ pub async fn install_crash(ctx: &mut Ctx) -> anyhow::Result<()> {
         let mut probe: Option<Client> = None;
         let killed_at = loop {
             if let Some(status) = r.poll_exit() {
-                if r.crash_points_hit.is_empty() {
+                if r.crash_points_hit().is_empty() {
                     ctx.violation(format!(
                         "{name} exited ({status}) without reaching the crash point; its log ends:\n{}",
                         r.log_tail()
@@ -303,7 +301,7 @@ pub async fn install_crash(ctx: &mut Ctx) -> anyhow::Result<()> {
                 ctx.stats.crash_point_aborts += 1;
                 break Instant::now();
             }
-            if probe.is_none() && r.addr.is_some() {
+            if probe.is_none() && r.addr().is_some() {
                 probe = r.client().await.ok();
             }
             if let Some(c) = &probe
@@ -329,7 +327,7 @@ pub async fn install_crash(ctx: &mut Ctx) -> anyhow::Result<()> {
             return Ok(());
         }
         let replica = r.ready_client(PING_TIMEOUT).await?;
-        let took = ctx.recovered(killed_at, r.replayed);
+        let took = ctx.recovered(killed_at, r.replayed());
         let resumed = Instant::now();
         let streaming = wait_replica_streaming(&replica, STREAMING_TIMEOUT).await;
         load.stop(GRACE_LIVE).await;

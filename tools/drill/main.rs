@@ -10,15 +10,15 @@
 //! - [`workload`]: the writers, the history of every write and the checker
 //!   (I1/I6: promised writes survive; I2: nothing invented; I4: expired keys
 //!   stay expired).
-//! - [`node`]: server processes, their logs, certificates, digests.
+//! - [`node`]: server processes (through `strata::harness`, hence the
+//!   `test-util` feature), certificates, digests.
 //! - [`scenario`]: the list, the shared context and the single-node drills.
 //! - [`cluster`]: replica kills, failovers, a crash mid full sync.
-//! - [`power`]: power loss on a simulated WAL file layer (`test-util`).
+//! - [`power`]: power loss on a simulated WAL file layer.
 //! - [`report`]: the table and the JSON summary.
 
 mod cluster;
 mod node;
-#[cfg(feature = "test-util")]
 mod power;
 mod report;
 mod scenario;
@@ -129,7 +129,7 @@ fn selected(names: &[String]) -> Result<Vec<&'static str>, String> {
 async fn probe_crash_points(bins: &Binaries, root: &std::path::Path) -> bool {
     let dir = root.join("probe");
     let mut node = Node::new("probe", dir.clone(), bins, Vec::new(), None);
-    let armed = node.start(&[], Some("wal_before_write@0")).await.is_ok() && node.crash_armed;
+    let armed = node.start(&[], Some("wal_before_write@0")).await.is_ok() && node.crash_armed();
     node.kill();
     let _ = std::fs::remove_dir_all(dir);
     armed
@@ -192,14 +192,6 @@ async fn drill(args: Args) -> anyhow::Result<ExitCode> {
         if NEEDS_CRASH_POINTS.contains(name) && !crash_points {
             stats.status = Status::Skipped(
                 "strata-server has no crash points (built without the failpoints feature)".into(),
-            );
-            results.push(stats);
-            continue;
-        }
-        if *name == "power-loss" && !cfg!(feature = "test-util") {
-            stats.status = Status::Skipped(
-                "strata-drill was built without the test-util feature (no simulated file layer)"
-                    .into(),
             );
             results.push(stats);
             continue;

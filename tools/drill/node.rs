@@ -1,32 +1,31 @@
-//! Real `strata-server` processes for the drills.
+//! Real `strata-server` processes for the drills, through
+//! `strata::harness`.
 //!
-//! Each node runs from the built binary on loopback ports the OS picks;
-//! its stderr is read on a thread, and the startup log says where it
-//! listens, its certificate fingerprint, how many WAL records recovery
-//! replayed and whether crash points are armed. A [`Node`] SIGKILLs its
-//! process when dropped, and a [`Scratch`] directory removes itself, so an
-//! interrupted or failed drill leaves nothing behind.
+//! Each node runs from the built binary on loopback ports the OS picks; it
+//! says on stdout when it serves, where, and its certificate fingerprint
+//! (`--ready-json`). What the drills learn beyond that comes from its log:
+//! how many WAL bytes recovery replayed, whether crash points are armed
+//! and which one it reached. A [`Node`]'s process is SIGKILLed when
+//! dropped, and a [`Scratch`] directory removes itself, so an interrupted
+//! or failed drill leaves nothing behind.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use strata::harness::{HarnessError, NodeProcess, NodeSpec};
 use strata::net::client::{Client, ClientConfig, ClientError, ErrorCode, ServerTrust};
 use strata::net::tls::parse_fingerprint;
-use tokio::sync::mpsc;
 
 use crate::workload::wall_ms;
 
-/// How long a node may take from spawn to "serving" (WAL replay included).
+/// How long a node may take from spawn to serving (WAL replay included).
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long replicas may take to match the primary once writes stop.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Log lines kept per node for error reports.
-const LOG_TAIL: usize = 60;
 /// Memory tier of each drill node: small, several nodes share the machine.
 const NODE_MEMORY_BYTES: &str = "33554432";
 
@@ -97,88 +96,17 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs `strata-admin gen-certs` for `nodes` into `dir` (the CA there is
-/// reused when it exists).
-pub fn gen_certs(bins: &Binaries, dir: &Path, nodes: &[&str]) -> anyhow::Result<()> {
-    let mut cmd = Command::new(&bins.admin);
-    cmd.arg("gen-certs").arg("--out").arg(dir);
-    for node in nodes {
-        cmd.args(["--node", node]);
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", bins.admin.display()))?;
-    if !out.status.success() {
-        bail!(
-            "strata-admin gen-certs failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-/// A loopback UDP address that was free a moment ago: a fixed replication
-/// address that survives restarts.
-pub fn free_udp_addr() -> anyhow::Result<SocketAddr> {
-    let socket = UdpSocket::bind("127.0.0.1:0").context("binding a probe UDP socket")?;
-    Ok(socket.local_addr()?)
-}
-
-/// A node failed to come up.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The process ended before it served.
-    #[error("{name} exited ({status}) before serving; its log ends:\n{tail}")]
-    Exited {
-        name: String,
-        status: String,
-        tail: String,
-    },
-    /// No "serving" line in time.
-    #[error("{name} did not serve within {secs} s; its log ends:\n{tail}")]
-    Timeout {
-        name: String,
-        secs: u64,
-        tail: String,
-    },
-    /// The process could not be spawned.
-    #[error("spawning {name}: {source}")]
-    Spawn {
-        name: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-struct Running {
-    child: Child,
-    logs: mpsc::UnboundedReceiver<String>,
-    /// The log channel closed: the process is gone (or closed stderr).
-    eof: bool,
-}
-
-/// One strata node: a data directory, its flags, and the process when running.
+/// One strata node: a data directory, its flags, and its latest process
+/// (kept after it ends, for its log).
 pub struct Node {
     pub name: String,
     pub dir: PathBuf,
     /// The fixed replication address, for nodes in a cluster.
     pub repl_addr: Option<SocketAddr>,
-    server: PathBuf,
-    base_args: Vec<String>,
-    running: Option<Running>,
-    /// Client address and certificate fingerprint of the current process.
-    pub addr: Option<SocketAddr>,
-    pub fingerprint: String,
-    /// `replayed_bytes=` (WAL bytes replayed) of the current process's
-    /// "store opened" line.
-    pub replayed: Option<u64>,
-    /// The current process logged "crash point armed".
-    pub crash_armed: bool,
-    /// Crash points the processes of this node reported reaching.
-    pub crash_points_hit: Vec<String>,
-    tail: VecDeque<String>,
+    spec: NodeSpec,
+    process: Option<NodeProcess>,
+    /// Crash points that earlier processes of this node reported reaching.
+    earlier_crash_points: Vec<String>,
 }
 
 impl Node {
@@ -190,197 +118,50 @@ impl Node {
         base_args: Vec<String>,
         repl_addr: Option<SocketAddr>,
     ) -> Node {
+        // Every process of the node appends to `<dir>.log` (kept with
+        // --keep-dirs).
+        let mut log = dir.file_name().unwrap_or_default().to_os_string();
+        log.push(".log");
+        let spec = NodeSpec::new(&bins.server, &dir)
+            .with_label(name)
+            .with_args(["--memory-bytes", NODE_MEMORY_BYTES])
+            .with_args(base_args)
+            .with_log_file(dir.with_file_name(log));
         Node {
             name: name.to_string(),
             dir,
             repl_addr,
-            server: bins.server.clone(),
-            base_args,
-            running: None,
-            addr: None,
-            fingerprint: String::new(),
-            replayed: None,
-            crash_armed: false,
-            crash_points_hit: Vec::new(),
-            tail: VecDeque::new(),
+            spec,
+            process: None,
+            earlier_crash_points: Vec::new(),
         }
-    }
-
-    /// The flags that make a cluster node: name, replication listener and
-    /// cluster certificates from `certs`.
-    pub fn cluster_args(certs: &Path, name: &str, repl: SocketAddr) -> Vec<String> {
-        let file = |f: String| certs.join(f).display().to_string();
-        vec![
-            "--node-name".into(),
-            name.into(),
-            "--repl-listen".into(),
-            repl.to_string(),
-            "--repl-ca".into(),
-            file("ca.crt".into()),
-            "--repl-cert".into(),
-            file(format!("{name}.crt")),
-            "--repl-key".into(),
-            file(format!("{name}.key")),
-        ]
     }
 
     /// Spawns the process (killing a running one first) with `extra` flags
     /// and, when set, `STRATA_CRASH_AT`; does not wait for it to serve.
-    pub fn launch(&mut self, extra: &[String], crash_at: Option<&str>) -> Result<(), StartError> {
+    pub fn launch(&mut self, extra: &[String], crash_at: Option<&str>) -> Result<(), HarnessError> {
         self.kill();
-        let mut cmd = Command::new(&self.server);
-        cmd.arg("--data-dir")
-            .arg(&self.dir)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .args(["--memory-bytes", NODE_MEMORY_BYTES])
-            .args(&self.base_args)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("STRATA_CONFIG")
-            .env_remove("STRATA_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        match crash_at {
-            Some(spec) => cmd.env("STRATA_CRASH_AT", spec),
-            None => cmd.env_remove("STRATA_CRASH_AT"),
-        };
-        let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
-            name: self.name.clone(),
-            source,
-        })?;
-        #[expect(clippy::expect_used, reason = "the command pipes stderr")]
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, logs) = mpsc::unbounded_channel();
-        // Every process of the node appends to `<dir>.log` (kept with
-        // --keep-dirs).
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .ok();
-        // Drains stderr for the life of the process so it never blocks on a
-        // full pipe; ends at EOF (the process is gone).
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(f) = file.as_mut() {
-                    let _ = writeln!(f, "{line}");
-                }
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        self.running = Some(Running {
-            child,
-            logs,
-            eof: false,
-        });
-        self.addr = None;
-        self.fingerprint.clear();
-        self.replayed = None;
-        self.crash_armed = false;
+        if let Some(old) = self.process.take() {
+            self.earlier_crash_points.extend(crash_points(&old));
+        }
+        let spec = self
+            .spec
+            .clone()
+            .with_args(extra)
+            .with_env("STRATA_CRASH_AT", crash_at);
+        self.process = Some(spec.spawn()?);
         Ok(())
     }
 
-    fn absorb(&mut self, line: String) {
-        if line.contains("strata node serving") {
-            self.addr = field(&line, "listen").and_then(|a| a.parse().ok());
-            self.fingerprint = field(&line, "fingerprint").unwrap_or_default();
-        }
-        if line.contains("store opened") {
-            self.replayed = field(&line, "replayed_bytes").and_then(|n| n.parse().ok());
-        }
-        if line.contains("crash point armed") {
-            self.crash_armed = true;
-        }
-        if let Some(rest) = line.split("crash point ").nth(1)
-            && let Some(point) = rest.strip_suffix(" reached: aborting")
-        {
-            self.crash_points_hit.push(point.to_string());
-        }
-        if self.tail.len() == LOG_TAIL {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(line);
-    }
-
-    /// Where the node's processes log: `<dir>.log`.
-    pub fn log_path(&self) -> PathBuf {
-        let mut name = self.dir.file_name().unwrap_or_default().to_os_string();
-        name.push(".log");
-        self.dir.with_file_name(name)
-    }
-
-    /// Takes in the log lines written so far.
-    fn drain(&mut self) {
-        let mut lines = Vec::new();
-        if let Some(r) = self.running.as_mut() {
-            loop {
-                match r.logs.try_recv() {
-                    Ok(line) => lines.push(line),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        r.eof = true;
-                        break;
-                    }
-                }
-            }
-        }
-        for line in lines {
-            self.absorb(line);
-        }
-    }
-
-    /// The last log lines, for error reports.
-    pub fn log_tail(&self) -> String {
-        let skip = self.tail.len().saturating_sub(25);
-        self.tail
-            .iter()
-            .skip(skip)
-            .map(|l| format!("    {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Waits until the process logs that it serves.
-    pub async fn wait_serving(&mut self, timeout: Duration) -> Result<(), StartError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if self.addr.is_some() && !self.fingerprint.is_empty() {
-                return Ok(());
-            }
-            let Some(r) = self.running.as_mut() else {
-                return Err(StartError::Exited {
-                    name: self.name.clone(),
-                    status: "not running".into(),
-                    tail: self.log_tail(),
-                });
-            };
-            if r.eof {
-                let status = r
-                    .child
-                    .wait()
-                    .map_or_else(|e| e.to_string(), |s| s.to_string());
-                self.running = None;
-                return Err(StartError::Exited {
-                    name: self.name.clone(),
-                    status,
-                    tail: self.log_tail(),
-                });
-            }
-            match tokio::time::timeout_at(deadline, r.logs.recv()).await {
-                Ok(Some(line)) => self.absorb(line),
-                Ok(None) => r.eof = true,
-                Err(_) => {
-                    self.kill();
-                    return Err(StartError::Timeout {
-                        name: self.name.clone(),
-                        secs: timeout.as_secs(),
-                        tail: self.log_tail(),
-                    });
-                }
-            }
+    /// Waits until the process prints its ready line.
+    pub async fn wait_serving(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+        match self.process.as_mut() {
+            Some(p) => p.wait_ready_async(timeout).await.map(|_| ()),
+            None => Err(HarnessError::Exited {
+                label: self.name.clone(),
+                status: "never started".into(),
+                tail: String::new(),
+            }),
         }
     }
 
@@ -389,76 +170,79 @@ impl Node {
         &mut self,
         extra: &[String],
         crash_at: Option<&str>,
-    ) -> Result<(), StartError> {
+    ) -> Result<(), HarnessError> {
         self.launch(extra, crash_at)?;
         self.wait_serving(START_TIMEOUT).await
     }
 
+    /// Where the current process serves clients, once it is ready.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        Some(self.process.as_ref()?.ready()?.listen)
+    }
+
+    /// WAL bytes the current process replayed at start ("store opened").
+    pub fn replayed(&self) -> Option<u64> {
+        let line = self.process.as_ref()?.output().find("store opened")?;
+        field(&line, "replayed_bytes")?.parse().ok()
+    }
+
+    /// Whether the current process armed its crash points (a server built
+    /// without them ignores `STRATA_CRASH_AT`).
+    pub fn crash_armed(&self) -> bool {
+        self.process
+            .as_ref()
+            .is_some_and(|p| p.output().find("crash point armed").is_some())
+    }
+
+    /// Crash points the processes of this node reported reaching, in order.
+    pub fn crash_points_hit(&self) -> Vec<String> {
+        let mut hit = self.earlier_crash_points.clone();
+        hit.extend(self.process.iter().flat_map(crash_points));
+        hit
+    }
+
+    /// The last log lines of the current process, for error reports.
+    pub fn log_tail(&self) -> String {
+        self.process
+            .as_ref()
+            .map_or_else(String::new, |p| p.output().tail(25))
+    }
+
     /// Whether a process is running (as far as has been observed).
     pub fn is_running(&self) -> bool {
-        self.running.is_some()
+        self.process
+            .as_ref()
+            .is_some_and(|p| p.exit_status().is_none())
     }
 
     /// The exit status if the process has ended (reaping it), else `None`.
     pub fn poll_exit(&mut self) -> Option<ExitStatus> {
-        self.drain();
-        let r = self.running.as_mut()?;
-        match r.child.try_wait() {
-            Ok(Some(status)) => {
-                // Collect what it wrote last (the crash point's own line).
-                if let Some(mut r) = self.running.take() {
-                    let deadline = Instant::now() + Duration::from_secs(2);
-                    while !r.eof && Instant::now() < deadline {
-                        match r.logs.try_recv() {
-                            Ok(line) => self.absorb(line),
-                            Err(mpsc::error::TryRecvError::Empty) => {
-                                std::thread::sleep(Duration::from_millis(5))
-                            }
-                            Err(mpsc::error::TryRecvError::Disconnected) => r.eof = true,
-                        }
-                    }
-                }
-                Some(status)
-            }
-            Ok(None) => None,
-            Err(_) => None,
-        }
+        self.process.as_mut()?.try_exit()
     }
 
     /// Waits up to `timeout` for the process to end by itself.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.poll_exit() {
-                return Some(status);
-            }
-            if !self.is_running() || Instant::now() >= deadline {
-                return None;
-            }
-            // Polled: a child's exit has no async notification without
-            // tokio's process feature.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.as_mut()?.wait_exit_async(timeout).await
     }
 
     /// SIGKILL, and wait for the process to be gone; returns when it was.
     pub fn kill(&mut self) -> Instant {
-        self.drain();
-        if let Some(mut r) = self.running.take() {
-            let _ = r.child.kill();
-            let _ = r.child.wait();
+        if let Some(p) = self.process.as_mut() {
+            p.kill();
         }
         Instant::now()
     }
 
     /// A client pinned to the running process's certificate.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let addr = self
-            .addr
+        let ready = self
+            .process
+            .as_ref()
+            .and_then(NodeProcess::ready)
             .with_context(|| format!("{} is not serving", self.name))?;
-        let pin = parse_fingerprint(&self.fingerprint)
-            .with_context(|| format!("{}: fingerprint {:?}", self.name, self.fingerprint))?;
-        let config = ClientConfig::new(addr, ServerTrust::Pin(pin))
+        let pin = parse_fingerprint(&ready.fingerprint)
+            .with_context(|| format!("{}: fingerprint {:?}", self.name, ready.fingerprint))?;
+        let config = ClientConfig::new(ready.listen, ServerTrust::Pin(pin))
             .with_client_name("strata-drill")
             .with_connections(2)
             .with_connect_timeout(Duration::from_secs(5))
@@ -467,7 +251,7 @@ impl Node {
             .with_breaker_failures(0);
         Client::connect(config)
             .await
-            .with_context(|| format!("connecting to {} at {addr}", self.name))
+            .with_context(|| format!("connecting to {} at {}", self.name, ready.listen))
     }
 
     /// Connects and pings until it answers (bounded by `timeout`).
@@ -501,10 +285,18 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The crash points a process reported reaching ("crash point NAME
+/// reached: aborting", written just before it aborts).
+fn crash_points(process: &NodeProcess) -> Vec<String> {
+    process
+        .output()
+        .lines()
+        .iter()
+        .filter_map(|line| {
+            let rest = line.split("crash point ").nth(1)?;
+            Some(rest.strip_suffix(" reached: aborting")?.to_string())
+        })
+        .collect()
 }
 
 /// The value of `name=value` in a tracing text log line.
@@ -677,8 +469,6 @@ mod tests {
         let line = "2026-11-22T03:20:09Z  INFO strata: store opened dir=strata-data disk_applied=3 replayed=17 replayed_bytes=1700 last_seq=20";
         assert_eq!(field(line, "replayed").as_deref(), Some("17"));
         assert_eq!(field(line, "replayed_bytes").as_deref(), Some("1700"));
-        let line = "INFO strata_server: strata node serving; clients: strata-cli --addr 127.0.0.1:5 --pin ab listen=127.0.0.1:5 fingerprint=ab data_dir=/d";
-        assert_eq!(field(line, "listen").as_deref(), Some("127.0.0.1:5"));
-        assert_eq!(field(line, "fingerprint").as_deref(), Some("ab"));
+        assert_eq!(field(line, "seq"), None);
     }
 }

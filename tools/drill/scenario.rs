@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use strata::harness::HarnessError;
 
-use crate::node::{Binaries, Node, StartError};
+use crate::node::{Binaries, Node};
 use crate::workload::{
     Findings, History, Load, Promise, Target, Totals, Workload, derive_seed, lock, verify,
 };
@@ -282,7 +283,7 @@ pub async fn single(
     let workload = Workload::uniform(ctx.writers, None, Promise::Acked);
     for round in 0..ctx.rounds {
         for (part, cycle) in cycles.iter().enumerate() {
-            let hits_before = node.crash_points_hit.len();
+            let hits_before = node.crash_points_hit().len();
             let mut crashed_at = None;
             // Every recovery runs without crash points; a crash cycle
             // restarts the (idle) node with its point armed first. That
@@ -291,12 +292,14 @@ pub async fn single(
                 node.kill();
                 match node.start(&[], Some(spec)).await {
                     Ok(()) => {}
-                    Err(StartError::Exited { .. }) if node.crash_points_hit.len() > hits_before => {
+                    Err(HarnessError::Exited { .. })
+                        if node.crash_points_hit().len() > hits_before =>
+                    {
                         crashed_at = Some(Instant::now());
                     }
                     Err(e) => return Err(e.into()),
                 }
-                if crashed_at.is_none() && !node.crash_armed {
+                if crashed_at.is_none() && !node.crash_armed() {
                     bail!(
                         "STRATA_CRASH_AT={spec} set, but the node logged no \"crash point armed\""
                     );
@@ -307,7 +310,7 @@ pub async fn single(
             if crashed_at.is_none() {
                 match node.ready_client(PING_TIMEOUT).await {
                     Ok(c) => client = Some(c),
-                    Err(_) if node.crash_points_hit.len() > hits_before && !node.is_running() => {
+                    Err(_) if node.crash_points_hit().len() > hits_before && !node.is_running() => {
                         crashed_at = Some(Instant::now());
                     }
                     Err(e) => return Err(e),
@@ -339,9 +342,9 @@ pub async fn single(
                         Cycle::Crash(spec) => {
                             let limit = ctx.duration * 2 + Duration::from_secs(30);
                             match node.wait_exit(limit).await {
-                                Some(_) if node.crash_points_hit.len() > hits_before => {
+                                Some(_) if node.crash_points_hit().len() > hits_before => {
                                     let point =
-                                        node.crash_points_hit.last().cloned().unwrap_or_default();
+                                        node.crash_points_hit().last().cloned().unwrap_or_default();
                                     what = format!(
                                         "aborted at {point} after {:.2} s",
                                         started.elapsed().as_secs_f64()
@@ -383,7 +386,7 @@ pub async fn single(
                 return Ok(());
             }
             let client = node.ready_client(PING_TIMEOUT).await?;
-            let took = ctx.recovered(killed_at, node.replayed);
+            let took = ctx.recovered(killed_at, node.replayed());
             if let Some(stopping) = stopping {
                 stopping.await.context("stopping the writers")?;
             }
@@ -396,7 +399,7 @@ pub async fn single(
                 round + 1,
                 ctx.rounds,
                 took.as_millis(),
-                node.replayed.unwrap_or(0),
+                node.replayed().unwrap_or(0),
                 keys,
                 ctx.acked()
             ));
@@ -433,10 +436,7 @@ pub async fn run(name: &str, ctx: &mut Ctx) -> anyhow::Result<()> {
             ];
             single(ctx, "always", None, &cycles).await
         }
-        #[cfg(feature = "test-util")]
         "power-loss" => crate::power::run(ctx).await,
-        #[cfg(not(feature = "test-util"))]
-        "power-loss" => bail!("power-loss needs the test-util feature"),
         "replica-kill" => crate::cluster::replica_kill(ctx).await,
         "failover-sync" => {
             let policy = strata::net::client::AckPolicy::Sync { timeout_ms: 2000 };
