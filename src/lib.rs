@@ -22,8 +22,13 @@
 //!   reader, recovery, read-only inspection.
 //! - [`repl`]: replication: the node-to-node protocol (sans-io), the
 //!   primary's sessions and full syncs, the replica's follower, acks.
+//! - [`cluster`]: sharding: key → slot (Redis Cluster's CRC16 and hash
+//!   tags) → shard (a consistent-hash ring with virtual nodes).
 //! - [`dump`]: the portable dump format of the operator tools.
 //! - [`metrics`]: Prometheus counters and histograms, rendered as text.
+//! - [`ready`]: the line `strata-server --ready-json` prints once it serves.
+//! - `harness` (feature `test-util`): real server processes for the tests
+//!   and the crash drills, started and watched through that line.
 //!
 //! # Data path
 //!
@@ -40,13 +45,17 @@
 //! ```
 
 pub mod clock;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod dump;
 pub mod error;
+#[cfg(feature = "test-util")]
+pub mod harness;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod ready;
 pub mod repl;
 pub mod store;
 pub mod sync;
