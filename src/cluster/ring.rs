@@ -7,10 +7,10 @@
 //! held them), removing one only hands its own slots out: the slot table
 //! changes as little as it can, so little data moves.
 //!
-//! Both hashes are SHA-256, in every language's standard library or its
-//! common crypto package, and fixed forever by the domain strings
-//! (`strata-ring-v1`, `strata-slot-v1`): any client can compute the same
-//! table from the shard list and V alone.
+//! Points are hashed with SHA-256, in every language's standard library or
+//! its common crypto package, and fixed forever by the domain string
+//! `strata-ring-v1`; slots are evenly spaced, slot `s` at `s << 50`. Any
+//! client can compute the same table from the shard list and V alone.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,17 +31,22 @@ impl fmt::Display for ShardId {
 }
 
 /// Virtual nodes per shard a cluster is created with: in the ring_balance
-/// example the busiest of 3 or 10 shards holds about 10% more than an even
-/// share, and a table takes a few milliseconds.
+/// example the busiest of 3 or 10 shards holds about 11% more than an even
+/// share, and a table takes under a millisecond.
 pub const DEFAULT_VNODES: u32 = 256;
 
-/// The most virtual nodes per shard. Beyond it the balance barely improves
-/// (each slot's own random position is the unevenness left) while building
-/// the ring costs ever more hashes.
+/// The most virtual nodes per shard. Beyond it little is gained while
+/// building the ring costs ever more hashes: once the N × V points
+/// outnumber the slots, which shard's point first follows each slot is
+/// close to a fresh draw per slot, so the shares stop evening out and the
+/// table approaches one range per slot.
 pub const MAX_VNODES: u32 = 4096;
 
 const RING_DOMAIN: &[u8] = b"strata-ring-v1";
-const SLOT_DOMAIN: &[u8] = b"strata-slot-v1";
+
+/// log2 of the ring's size (2^64) over [`SLOTS`](super::SLOTS) (2^14): the
+/// shift that spaces the slots evenly.
+const SLOT_SHIFT: u32 = 64 - super::SLOTS.trailing_zeros();
 
 /// Why a ring cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,13 +70,19 @@ pub fn point_position(shard: ShardId, index: u32) -> u64 {
     sha256_prefix_u64(&input)
 }
 
-/// The position of `slot` on the ring: the first 8 bytes, little-endian,
-/// of SHA-256(`strata-slot-v1` ‖ slot u16 LE).
+/// The position of `slot` on the ring: `slot << 50`, that is
+/// slot × 2^64 / [`SLOTS`](super::SLOTS), the start of the slot's
+/// 1/16384 arc of the ring.
+///
+/// Evenly spaced, not hashed: consecutive slots stay in ring order, so all
+/// the slots between two neighbouring points go to one shard and the table
+/// is at most N × V + 1 runs of consecutive slots, a short listing for
+/// CLUSTER SLOTS-style clients. While the points are fewer than the slots,
+/// each shard's share is decided by its points' arcs alone, with no
+/// sampling noise of slot positions on top ([`MAX_VNODES`] says what
+/// happens beyond).
 pub fn slot_position(slot: Slot) -> u64 {
-    let mut input = [0u8; SLOT_DOMAIN.len() + 2];
-    input[..SLOT_DOMAIN.len()].copy_from_slice(SLOT_DOMAIN);
-    input[SLOT_DOMAIN.len()..].copy_from_slice(&slot.get().to_le_bytes());
-    sha256_prefix_u64(&input)
+    u64::from(slot.get()) << SLOT_SHIFT
 }
 
 fn sha256_prefix_u64(input: &[u8]) -> u64 {
@@ -284,6 +295,18 @@ mod tests {
     }
 
     #[test]
+    fn slots_are_evenly_spaced_from_zero() {
+        let at = |n| slot_position(Slot::new(n).unwrap());
+        assert_eq!(at(0), 0);
+        assert_eq!(at(1), 1 << 50);
+        assert_eq!(at(8192), 1 << 63);
+        assert_eq!(at(SLOTS - 1), u64::MAX - (1 << 50) + 1);
+        for pair in Slot::all().collect::<Vec<_>>().windows(2) {
+            assert_eq!(slot_position(pair[1]) - slot_position(pair[0]), 1 << 50);
+        }
+    }
+
+    #[test]
     fn equal_points_go_to_the_smaller_shard_and_index() {
         let at_five = |shard, index| Point {
             position: 5,
@@ -333,6 +356,15 @@ mod tests {
             for (_, owner) in ring.slot_table().iter() {
                 prop_assert!(shards.contains(&owner.0));
             }
+        }
+
+        #[test]
+        fn ranges_are_at_most_one_per_point_plus_one((shards, vnodes) in shard_sets()) {
+            // Slots are in ring order, so the owner changes between two
+            // consecutive slots only where a point lies between them.
+            let ring = Ring::new(&ids(&shards), vnodes).unwrap();
+            let points = shards.len() * vnodes as usize;
+            prop_assert!(ring.slot_table().ranges().len() <= points + 1);
         }
 
         #[test]
