@@ -5,10 +5,13 @@
 //! to a shard ([`ring`]). Both steps are pure functions of the key, the
 //! shard ids and the virtual-node count, specified byte by byte in
 //! proto-docs/cluster.md, so clients and nodes compute one table alike.
+//! The cluster map ([`map`]) holds the nodes and shards that feed it.
 
+pub mod map;
 pub mod ring;
 pub mod slot;
 
+pub use map::{ClusterMap, MapCommand, MapError, NodeInfo, ShardInfo};
 pub use ring::{
     DEFAULT_VNODES, MAX_VNODES, Ring, RingError, ShardId, SlotRange, SlotTable, point_position,
     slot_position,

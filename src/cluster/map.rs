@@ -1,0 +1,438 @@
+//! The cluster map: which nodes exist, which shards they serve, and so
+//! which node owns each key.
+//!
+//! The map is a deterministic state machine: every node applies the same
+//! committed [`MapCommand`]s in the same order and reaches the same map,
+//! so it can sit behind a consensus log without knowing about it. Nothing
+//! here does I/O; a command is checked completely before anything changes,
+//! so a refused command leaves no trace and the version counts exactly the
+//! commands that took effect.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ring::{MAX_VNODES, Ring, RingError, ShardId, SlotTable};
+use super::slot::key_slot;
+use crate::types::NodeId;
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's name; its [`NodeId`] is [`NodeId::of_name`] of it.
+    pub name: String,
+    /// Where clients reach it.
+    pub client_addr: String,
+    /// Where the other nodes reach it (replication, the map's own log).
+    pub link_addr: String,
+    /// The shard it holds a copy of.
+    pub shard: ShardId,
+}
+
+/// One shard: a primary and its replicas, all holding the same slots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// The node that takes the shard's writes.
+    pub primary: NodeId,
+    /// The shard's other nodes, in the order they joined.
+    pub replicas: Vec<NodeId>,
+    /// 1 when the shard is added, +1 on every change of primary: fences a
+    /// deposed primary's writes.
+    pub epoch: u64,
+}
+
+/// A change to the map: one committed log entry.
+///
+/// The serde encoding names a variant by its index, and committed entries
+/// are kept and replayed: variants are only ever appended, never
+/// reordered, removed or changed in their fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MapCommand {
+    /// Start the cluster with `vnodes` virtual nodes per shard, fixed from
+    /// then on; must be the first command and comes once.
+    Create { vnodes: u32 },
+    /// A node joins shard `info.shard` as a replica.
+    AddNode { id: NodeId, info: NodeInfo },
+    /// A replica leaves. A primary must hand over first ([`MapCommand::SetPrimary`]).
+    RemoveNode { id: NodeId },
+    /// A shard is born with its primary, the node `primary` described by
+    /// `info` (a shard never exists without a copy); it takes its slots
+    /// from the ring at once.
+    AddShard {
+        id: ShardId,
+        primary: NodeId,
+        info: NodeInfo,
+    },
+    /// A shard whose replicas have all left goes, with its primary; its
+    /// slots fall to the remaining shards.
+    RemoveShard { id: ShardId },
+    /// `node`, a replica of `shard`, becomes its primary; the old primary
+    /// becomes a replica and the shard's epoch grows by one.
+    SetPrimary { shard: ShardId, node: NodeId },
+}
+
+/// Why a command was refused, or a decoded map is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapError {
+    #[error("the cluster map has not been created yet")]
+    NotCreated,
+    #[error("the cluster map was already created")]
+    AlreadyCreated,
+    #[error("virtual nodes per shard must be 1..={MAX_VNODES}, not {0}")]
+    VnodesOutOfRange(u32),
+    #[error("unknown node {}", node.0)]
+    UnknownNode { node: NodeId },
+    #[error("unknown shard {shard}")]
+    UnknownShard { shard: ShardId },
+    #[error("node {} already exists", node.0)]
+    DuplicateNode { node: NodeId },
+    #[error("shard {shard} already exists")]
+    DuplicateShard { shard: ShardId },
+    #[error("node id {} is not the id of the name {name:?}", node.0)]
+    IdNotOfName { node: NodeId, name: String },
+    #[error("node {} says shard {declared} but is the primary of new shard {shard}", node.0)]
+    ShardMismatch {
+        node: NodeId,
+        declared: ShardId,
+        shard: ShardId,
+    },
+    #[error("removing node {} would leave shard {shard} without a copy", node.0)]
+    LastCopy { node: NodeId, shard: ShardId },
+    #[error("node {} is the primary of shard {shard}; make another node primary first", node.0)]
+    RemovingPrimary { node: NodeId, shard: ShardId },
+    #[error("shard {shard} still has {replicas} replica(s); remove them first")]
+    ShardHasNodes { shard: ShardId, replicas: usize },
+    #[error("shard {shard} is the last one; without it no shard would own the slots")]
+    LastShard { shard: ShardId },
+    #[error("node {} is not in shard {shard}, so cannot be its primary", node.0)]
+    NotInShard { node: NodeId, shard: ShardId },
+    #[error("node {} is already the primary of shard {shard}", node.0)]
+    AlreadyPrimary { node: NodeId, shard: ShardId },
+    #[error("inconsistent cluster map: {0}")]
+    Inconsistent(String),
+}
+
+impl From<RingError> for MapError {
+    fn from(err: RingError) -> MapError {
+        match err {
+            RingError::VnodesOutOfRange(v) => MapError::VnodesOutOfRange(v),
+            other => MapError::Inconsistent(other.to_string()),
+        }
+    }
+}
+
+/// The cluster map: nodes, shards, ring parameters and a version.
+///
+/// The fields are private so that only [`ClusterMap::apply`] changes them
+/// and the invariants (every shard's primary among its nodes, every node
+/// listed by its shard) cannot be broken from outside.
+///
+/// The slot table is kept, not computed on demand: a router looks a key
+/// up per request, while the table (N × V hashes, 64 KiB) only changes
+/// with the shard set. It is left out of the encoding, since anyone can
+/// derive it, and rebuilt on decoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "MapState")]
+pub struct ClusterMap {
+    version: u64,
+    /// 0 until [`MapCommand::Create`]; a ring never has 0 virtual nodes.
+    vnodes: u32,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    shards: BTreeMap<ShardId, ShardInfo>,
+    #[serde(skip)]
+    table: Option<SlotTable>,
+}
+
+/// The encoded form of [`ClusterMap`]: the same fields less the table.
+#[derive(Deserialize)]
+struct MapState {
+    version: u64,
+    vnodes: u32,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    shards: BTreeMap<ShardId, ShardInfo>,
+}
+
+impl TryFrom<MapState> for ClusterMap {
+    type Error = MapError;
+
+    /// A decoded map is checked like a built one: a bad snapshot must not
+    /// route keys.
+    fn try_from(state: MapState) -> Result<ClusterMap, MapError> {
+        let mut map = ClusterMap {
+            version: state.version,
+            vnodes: state.vnodes,
+            nodes: state.nodes,
+            shards: state.shards,
+            table: None,
+        };
+        map.check()?;
+        map.table = map.table_with(map.shards.keys().copied().collect())?;
+        Ok(map)
+    }
+}
+
+impl Default for ClusterMap {
+    fn default() -> ClusterMap {
+        ClusterMap::new()
+    }
+}
+
+impl ClusterMap {
+    /// The map before any command: version 0, nothing created.
+    pub fn new() -> ClusterMap {
+        ClusterMap {
+            version: 0,
+            vnodes: 0,
+            nodes: BTreeMap::new(),
+            shards: BTreeMap::new(),
+            table: None,
+        }
+    }
+
+    /// How many commands have taken effect.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Virtual nodes per shard; 0 before [`MapCommand::Create`].
+    pub fn vnodes(&self) -> u32 {
+        self.vnodes
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
+        &self.nodes
+    }
+
+    pub fn shards(&self) -> &BTreeMap<ShardId, ShardInfo> {
+        &self.shards
+    }
+
+    /// The owner of every slot, once there is a shard.
+    pub fn slot_table(&self) -> Option<&SlotTable> {
+        self.table.as_ref()
+    }
+
+    /// The shard owning `key` and that shard's primary.
+    pub fn owner_of_key(&self, key: &[u8]) -> Option<(ShardId, &NodeInfo)> {
+        let shard = self.table.as_ref()?.owner(key_slot(key));
+        let primary = self.shards.get(&shard)?.primary;
+        Some((shard, self.nodes.get(&primary)?))
+    }
+
+    /// Applies `cmd`, raising the version by one; on an error the map is
+    /// exactly as before.
+    ///
+    /// # Errors
+    ///
+    /// [`MapError`] saying why the command does not fit the map.
+    pub fn apply(&mut self, cmd: MapCommand) -> Result<(), MapError> {
+        match cmd {
+            MapCommand::Create { vnodes } => self.create(vnodes)?,
+            MapCommand::AddNode { id, info } => self.add_node(id, info)?,
+            MapCommand::RemoveNode { id } => self.remove_node(id)?,
+            MapCommand::AddShard { id, primary, info } => self.add_shard(id, primary, info)?,
+            MapCommand::RemoveShard { id } => self.remove_shard(id)?,
+            MapCommand::SetPrimary { shard, node } => self.set_primary(shard, node)?,
+        }
+        self.version += 1;
+        Ok(())
+    }
+
+    fn create(&mut self, vnodes: u32) -> Result<(), MapError> {
+        if self.vnodes != 0 {
+            return Err(MapError::AlreadyCreated);
+        }
+        if !(1..=MAX_VNODES).contains(&vnodes) {
+            return Err(MapError::VnodesOutOfRange(vnodes));
+        }
+        self.vnodes = vnodes;
+        Ok(())
+    }
+
+    fn created(&self) -> Result<(), MapError> {
+        if self.vnodes == 0 {
+            return Err(MapError::NotCreated);
+        }
+        Ok(())
+    }
+
+    /// Checks that `id` is free and names `info.name`.
+    fn check_new_node(&self, id: NodeId, info: &NodeInfo) -> Result<(), MapError> {
+        if self.nodes.contains_key(&id) {
+            return Err(MapError::DuplicateNode { node: id });
+        }
+        if NodeId::of_name(&info.name) != id {
+            return Err(MapError::IdNotOfName {
+                node: id,
+                name: info.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn add_node(&mut self, id: NodeId, info: NodeInfo) -> Result<(), MapError> {
+        self.created()?;
+        self.check_new_node(id, &info)?;
+        let shard = self
+            .shards
+            .get_mut(&info.shard)
+            .ok_or(MapError::UnknownShard { shard: info.shard })?;
+        shard.replicas.push(id);
+        self.nodes.insert(id, info);
+        Ok(())
+    }
+
+    fn remove_node(&mut self, id: NodeId) -> Result<(), MapError> {
+        self.created()?;
+        let info = self
+            .nodes
+            .get(&id)
+            .ok_or(MapError::UnknownNode { node: id })?;
+        let shard_id = info.shard;
+        let shard = self.shard_mut(shard_id)?;
+        if shard.primary == id {
+            return Err(if shard.replicas.is_empty() {
+                MapError::LastCopy {
+                    node: id,
+                    shard: shard_id,
+                }
+            } else {
+                MapError::RemovingPrimary {
+                    node: id,
+                    shard: shard_id,
+                }
+            });
+        }
+        shard.replicas.retain(|&replica| replica != id);
+        self.nodes.remove(&id);
+        Ok(())
+    }
+
+    fn add_shard(&mut self, id: ShardId, primary: NodeId, info: NodeInfo) -> Result<(), MapError> {
+        self.created()?;
+        if self.shards.contains_key(&id) {
+            return Err(MapError::DuplicateShard { shard: id });
+        }
+        self.check_new_node(primary, &info)?;
+        if info.shard != id {
+            return Err(MapError::ShardMismatch {
+                node: primary,
+                declared: info.shard,
+                shard: id,
+            });
+        }
+        let mut ids: Vec<ShardId> = self.shards.keys().copied().collect();
+        ids.push(id);
+        // Built before anything changes: the last step that could fail.
+        let table = self.table_with(ids)?;
+        self.shards.insert(
+            id,
+            ShardInfo {
+                primary,
+                replicas: Vec::new(),
+                epoch: 1,
+            },
+        );
+        self.nodes.insert(primary, info);
+        self.table = table;
+        Ok(())
+    }
+
+    fn remove_shard(&mut self, id: ShardId) -> Result<(), MapError> {
+        self.created()?;
+        let shard = self
+            .shards
+            .get(&id)
+            .ok_or(MapError::UnknownShard { shard: id })?;
+        if !shard.replicas.is_empty() {
+            return Err(MapError::ShardHasNodes {
+                shard: id,
+                replicas: shard.replicas.len(),
+            });
+        }
+        if self.shards.len() == 1 {
+            return Err(MapError::LastShard { shard: id });
+        }
+        let primary = shard.primary;
+        let ids = self.shards.keys().copied().filter(|&s| s != id).collect();
+        let table = self.table_with(ids)?;
+        self.shards.remove(&id);
+        self.nodes.remove(&primary);
+        self.table = table;
+        Ok(())
+    }
+
+    fn set_primary(&mut self, shard_id: ShardId, node: NodeId) -> Result<(), MapError> {
+        self.created()?;
+        if !self.nodes.contains_key(&node) {
+            return Err(MapError::UnknownNode { node });
+        }
+        let shard = self.shard_mut(shard_id)?;
+        if shard.primary == node {
+            return Err(MapError::AlreadyPrimary {
+                node,
+                shard: shard_id,
+            });
+        }
+        let Some(at) = shard.replicas.iter().position(|&r| r == node) else {
+            return Err(MapError::NotInShard {
+                node,
+                shard: shard_id,
+            });
+        };
+        shard.replicas[at] = shard.primary;
+        shard.primary = node;
+        shard.epoch += 1;
+        Ok(())
+    }
+
+    fn shard_mut(&mut self, shard: ShardId) -> Result<&mut ShardInfo, MapError> {
+        self.shards
+            .get_mut(&shard)
+            .ok_or(MapError::UnknownShard { shard })
+    }
+
+    /// The slot table of shards `ids` under this map's V; none for no shards.
+    fn table_with(&self, ids: Vec<ShardId>) -> Result<Option<SlotTable>, MapError> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Ring::new(&ids, self.vnodes)?.slot_table()))
+    }
+
+    /// The invariants every reachable map keeps; checked on decoding.
+    fn check(&self) -> Result<(), MapError> {
+        let bad = |what: String| Err(MapError::Inconsistent(what));
+        if self.vnodes == 0 && !(self.nodes.is_empty() && self.shards.is_empty()) {
+            return bad("nodes or shards before creation".into());
+        }
+        if self.vnodes > MAX_VNODES {
+            return Err(MapError::VnodesOutOfRange(self.vnodes));
+        }
+        let mut listed = std::collections::BTreeSet::new();
+        for (&shard_id, shard) in &self.shards {
+            for &node in std::iter::once(&shard.primary).chain(&shard.replicas) {
+                let in_shard = self.nodes.get(&node).is_some_and(|i| i.shard == shard_id);
+                if !in_shard || !listed.insert(node) {
+                    return bad(format!("shard {shard_id} lists node {} wrongly", node.0));
+                }
+            }
+        }
+        if listed.len() != self.nodes.len() {
+            return bad("a node is listed by no shard".into());
+        }
+        if let Some((&id, _)) = self
+            .nodes
+            .iter()
+            .find(|(id, i)| NodeId::of_name(&i.name) != **id)
+        {
+            return bad(format!("node {} is not named by its id", id.0));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "map_tests.rs"]
+mod tests;

@@ -1,0 +1,406 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::cluster::slot::SLOTS;
+
+fn info(name: &str, shard: u32) -> NodeInfo {
+    NodeInfo {
+        name: name.to_string(),
+        client_addr: format!("{name}:7000"),
+        link_addr: format!("{name}:7001"),
+        shard: ShardId(shard),
+    }
+}
+
+fn id(name: &str) -> NodeId {
+    NodeId::of_name(name)
+}
+
+fn add_shard(shard: u32, name: &str) -> MapCommand {
+    MapCommand::AddShard {
+        id: ShardId(shard),
+        primary: id(name),
+        info: info(name, shard),
+    }
+}
+
+fn add_node(name: &str, shard: u32) -> MapCommand {
+    MapCommand::AddNode {
+        id: id(name),
+        info: info(name, shard),
+    }
+}
+
+/// Created with V = 16, shards 1 (a, a2) and 2 (b).
+fn sample() -> ClusterMap {
+    let mut map = ClusterMap::new();
+    for cmd in [
+        MapCommand::Create { vnodes: 16 },
+        add_shard(1, "a"),
+        add_node("a2", 1),
+        add_shard(2, "b"),
+    ] {
+        map.apply(cmd).unwrap();
+    }
+    map
+}
+
+/// Applies `cmd`, expecting `err` and no change at all.
+fn refused(map: &mut ClusterMap, cmd: MapCommand, err: MapError) {
+    let before = map.clone();
+    assert_eq!(map.apply(cmd), Err(err));
+    assert_eq!(*map, before);
+}
+
+#[test]
+fn commands_before_create_are_refused() {
+    let mut map = ClusterMap::new();
+    refused(&mut map, add_shard(1, "a"), MapError::NotCreated);
+    refused(
+        &mut map,
+        MapCommand::RemoveShard { id: ShardId(1) },
+        MapError::NotCreated,
+    );
+    assert!(map.slot_table().is_none());
+    assert_eq!(map.owner_of_key(b"foo"), None);
+}
+
+#[test]
+fn create_checks_v_and_comes_once() {
+    let mut map = ClusterMap::new();
+    refused(
+        &mut map,
+        MapCommand::Create { vnodes: 0 },
+        MapError::VnodesOutOfRange(0),
+    );
+    refused(
+        &mut map,
+        MapCommand::Create {
+            vnodes: MAX_VNODES + 1,
+        },
+        MapError::VnodesOutOfRange(MAX_VNODES + 1),
+    );
+    map.apply(MapCommand::Create { vnodes: MAX_VNODES })
+        .unwrap();
+    assert_eq!((map.version(), map.vnodes()), (1, MAX_VNODES));
+    refused(
+        &mut map,
+        MapCommand::Create { vnodes: 8 },
+        MapError::AlreadyCreated,
+    );
+}
+
+#[test]
+fn the_sample_map_routes_keys_to_primaries() {
+    let map = sample();
+    assert_eq!(map.version(), 4);
+    let ring = Ring::new(&[ShardId(1), ShardId(2)], 16).unwrap();
+    assert_eq!(map.slot_table(), Some(&ring.slot_table()));
+    for key in [b"foo".as_slice(), b"bar", b"hello", b"{user1000}.following"] {
+        let shard = ring.owner(key_slot(key));
+        let (owner, primary) = map.owner_of_key(key).unwrap();
+        assert_eq!(owner, shard);
+        let expected = if shard == ShardId(1) { "a" } else { "b" };
+        assert_eq!(primary.name, expected);
+    }
+    assert_eq!(map.shards()[&ShardId(1)].replicas, vec![id("a2")]);
+    map.check().unwrap();
+}
+
+#[test]
+fn nodes_are_checked_on_joining() {
+    let mut map = sample();
+    refused(
+        &mut map,
+        add_node("a2", 2),
+        MapError::DuplicateNode { node: id("a2") },
+    );
+    refused(
+        &mut map,
+        add_node("c", 9),
+        MapError::UnknownShard { shard: ShardId(9) },
+    );
+    let mut wrong = add_node("c", 1);
+    if let MapCommand::AddNode { id: node, .. } = &mut wrong {
+        *node = id("d");
+    }
+    refused(
+        &mut map,
+        wrong,
+        MapError::IdNotOfName {
+            node: id("d"),
+            name: "c".into(),
+        },
+    );
+}
+
+#[test]
+fn shards_are_checked_on_joining() {
+    let mut map = sample();
+    refused(
+        &mut map,
+        add_shard(2, "c"),
+        MapError::DuplicateShard { shard: ShardId(2) },
+    );
+    refused(
+        &mut map,
+        add_shard(3, "b"),
+        MapError::DuplicateNode { node: id("b") },
+    );
+    refused(
+        &mut map,
+        MapCommand::AddShard {
+            id: ShardId(3),
+            primary: id("c"),
+            info: info("c", 4),
+        },
+        MapError::ShardMismatch {
+            node: id("c"),
+            declared: ShardId(4),
+            shard: ShardId(3),
+        },
+    );
+}
+
+#[test]
+fn a_shard_keeps_a_copy_and_a_primary() {
+    let mut map = sample();
+    let remove = |name| MapCommand::RemoveNode { id: id(name) };
+    refused(
+        &mut map,
+        remove("b"),
+        MapError::LastCopy {
+            node: id("b"),
+            shard: ShardId(2),
+        },
+    );
+    refused(
+        &mut map,
+        remove("a"),
+        MapError::RemovingPrimary {
+            node: id("a"),
+            shard: ShardId(1),
+        },
+    );
+    refused(
+        &mut map,
+        remove("zz"),
+        MapError::UnknownNode { node: id("zz") },
+    );
+    map.apply(remove("a2")).unwrap();
+    assert!(!map.nodes().contains_key(&id("a2")));
+    assert!(map.shards()[&ShardId(1)].replicas.is_empty());
+    map.check().unwrap();
+}
+
+#[test]
+fn set_primary_swaps_roles_and_bumps_the_epoch() {
+    let mut map = sample();
+    let set = |shard, name| MapCommand::SetPrimary {
+        shard: ShardId(shard),
+        node: id(name),
+    };
+    refused(
+        &mut map,
+        set(2, "a2"),
+        MapError::NotInShard {
+            node: id("a2"),
+            shard: ShardId(2),
+        },
+    );
+    refused(
+        &mut map,
+        set(1, "a"),
+        MapError::AlreadyPrimary {
+            node: id("a"),
+            shard: ShardId(1),
+        },
+    );
+    refused(
+        &mut map,
+        set(3, "a"),
+        MapError::UnknownShard { shard: ShardId(3) },
+    );
+    map.apply(set(1, "a2")).unwrap();
+    let shard = &map.shards()[&ShardId(1)];
+    assert_eq!((shard.primary, shard.epoch), (id("a2"), 2));
+    assert_eq!(shard.replicas, vec![id("a")]);
+    map.check().unwrap();
+}
+
+#[test]
+fn removing_shards() {
+    let mut map = sample();
+    let remove = |shard| MapCommand::RemoveShard { id: ShardId(shard) };
+    refused(
+        &mut map,
+        remove(1),
+        MapError::ShardHasNodes {
+            shard: ShardId(1),
+            replicas: 1,
+        },
+    );
+    refused(
+        &mut map,
+        remove(7),
+        MapError::UnknownShard { shard: ShardId(7) },
+    );
+    map.apply(remove(2)).unwrap();
+    assert!(!map.nodes().contains_key(&id("b")));
+    let table = map.slot_table().unwrap();
+    assert_eq!(table.shares().get(&ShardId(1)), Some(&u32::from(SLOTS)));
+    refused(
+        &mut map,
+        MapCommand::RemoveNode { id: id("b") },
+        MapError::UnknownNode { node: id("b") },
+    );
+}
+
+#[test]
+fn the_last_shard_stays() {
+    let mut map = ClusterMap::new();
+    map.apply(MapCommand::Create { vnodes: 4 }).unwrap();
+    map.apply(add_shard(5, "solo")).unwrap();
+    refused(
+        &mut map,
+        MapCommand::RemoveShard { id: ShardId(5) },
+        MapError::LastShard { shard: ShardId(5) },
+    );
+}
+
+#[test]
+fn serde_round_trip_rebuilds_the_table() {
+    let map = sample();
+    let bytes = postcard::to_stdvec(&map).unwrap();
+    let back: ClusterMap = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, map);
+    assert!(back.slot_table().is_some());
+    let empty: ClusterMap =
+        postcard::from_bytes(&postcard::to_stdvec(&ClusterMap::new()).unwrap()).unwrap();
+    assert_eq!(empty, ClusterMap::new());
+}
+
+#[test]
+fn inconsistent_encodings_are_refused() {
+    let mut map = sample();
+    if let Some(shard) = map.shards.get_mut(&ShardId(2)) {
+        shard.replicas.push(id("a2"));
+    }
+    let bytes = postcard::to_stdvec(&map).unwrap();
+    assert!(postcard::from_bytes::<ClusterMap>(&bytes).is_err());
+}
+
+#[test]
+fn commands_round_trip() {
+    for cmd in [
+        MapCommand::Create { vnodes: 256 },
+        add_node("n", 1),
+        add_shard(3, "m"),
+        MapCommand::SetPrimary {
+            shard: ShardId(3),
+            node: id("m"),
+        },
+    ] {
+        let bytes = postcard::to_stdvec(&cmd).unwrap();
+        assert_eq!(postcard::from_bytes::<MapCommand>(&bytes).unwrap(), cmd);
+    }
+}
+
+/// Commands over a few names, shards and V values, so that a sequence
+/// mixes successes with every kind of refusal.
+fn command() -> impl Strategy<Value = MapCommand> {
+    let name = (0u8..6).prop_map(|n| format!("node-{n}"));
+    let shard = 0u32..4;
+    prop_oneof![
+        1 => prop_oneof![Just(0u32), 1u32..=8, Just(MAX_VNODES + 1)]
+            .prop_map(|vnodes| MapCommand::Create { vnodes }),
+        6 => (name.clone(), shard.clone()).prop_map(|(n, s)| add_node(&n, s)),
+        2 => name.clone().prop_map(|n| MapCommand::RemoveNode { id: id(&n) }),
+        3 => (shard.clone(), name.clone(), shard.clone())
+            .prop_map(|(s, n, declared)| MapCommand::AddShard {
+                id: ShardId(s),
+                primary: id(&n),
+                // Now and then the node names another shard than its own.
+                info: info(&n, if declared == 0 { declared } else { s }),
+            }),
+        2 => shard.clone().prop_map(|s| MapCommand::RemoveShard { id: ShardId(s) }),
+        4 => (shard, name).prop_map(|(s, n)| MapCommand::SetPrimary {
+            shard: ShardId(s),
+            node: id(&n),
+        }),
+    ]
+}
+
+/// After a successful command: slots moved only as the ring allows.
+fn check_moves(before: &ClusterMap, after: &ClusterMap, cmd: &MapCommand) {
+    let (Some(old), Some(new)) = (before.slot_table(), after.slot_table()) else {
+        return;
+    };
+    for ((slot, was), (_, is)) in old.iter().zip(new.iter()) {
+        match cmd {
+            MapCommand::AddShard { id, .. } => {
+                assert!(is == was || is == *id, "slot {slot} moved {was} -> {is}");
+            }
+            MapCommand::RemoveShard { id } => {
+                assert!(is == was || was == *id, "slot {slot} moved {was} -> {is}");
+            }
+            _ => assert_eq!(is, was, "slot {slot} moved without a shard change"),
+        }
+    }
+}
+
+/// What holds after every command, refused or not.
+fn check_invariants(map: &ClusterMap) {
+    map.check().unwrap();
+    for (&id, shard) in map.shards() {
+        assert_eq!(map.nodes().get(&shard.primary).map(|n| n.shard), Some(id));
+    }
+    match map.slot_table() {
+        None => assert!(map.shards().is_empty()),
+        Some(table) => {
+            assert_eq!(table.iter().len(), usize::from(SLOTS));
+            for (_, owner) in table.iter() {
+                assert!(map.shards().contains_key(&owner));
+            }
+            let ids: Vec<ShardId> = map.shards().keys().copied().collect();
+            assert_eq!(*table, Ring::new(&ids, map.vnodes()).unwrap().slot_table());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5742_a7a0),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_command_sequences_keep_the_map_sound(
+        create in proptest::option::weighted(0.9, 1u32..=8),
+        cmds in proptest::collection::vec(command(), 1..60),
+    ) {
+        let mut map = ClusterMap::new();
+        // Most sequences start created, so the later commands get to work.
+        if let Some(vnodes) = create {
+            map.apply(MapCommand::Create { vnodes }).unwrap();
+        }
+        let mut had_shard = false;
+        for cmd in cmds {
+            let before = map.clone();
+            match map.apply(cmd.clone()) {
+                Ok(()) => {
+                    prop_assert_eq!(map.version(), before.version() + 1);
+                    check_moves(&before, &map, &cmd);
+                }
+                Err(_) => prop_assert_eq!(&map, &before),
+            }
+            check_invariants(&map);
+            had_shard |= !map.shards().is_empty();
+            prop_assert_eq!(map.slot_table().is_some(), had_shard);
+        }
+        let bytes = postcard::to_stdvec(&map).unwrap();
+        prop_assert_eq!(postcard::from_bytes::<ClusterMap>(&bytes).unwrap(), map);
+    }
+}
