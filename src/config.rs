@@ -184,14 +184,7 @@ impl Config {
     /// against: the store's (which it enforces again on its own API) and
     /// the frame limit. The one place configuration becomes wire limits.
     pub fn announced_limits(&self) -> Limits {
-        let store = &self.store.limits;
-        let u32_of = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Limits {
-            max_key_bytes: u32_of(store.max_key_bytes),
-            max_value_bytes: u32_of(store.max_value_bytes),
-            max_keys_per_request: u32_of(store.max_batch_keys.min(store.max_scan_limit)),
-            max_frame_bytes: self.net.max_frame_bytes,
-        }
+        self.store.limits.announced(self.net.max_frame_bytes)
     }
 
     /// Reads a TOML file; missing fields take their defaults.

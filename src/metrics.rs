@@ -63,13 +63,8 @@ impl<'a> ScrapeEncoder<'a> {
         help: &str,
         samples: impl IntoIterator<Item = (L, f64)>,
     ) -> std::fmt::Result {
-        let mut family = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (labels, value) in samples {
-            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+        let samples = samples.into_iter().map(|(l, v)| (l, ConstGauge::new(v)));
+        self.family(name, help, MetricType::Gauge, samples)
     }
 
     /// A gauge without labels.
@@ -88,11 +83,21 @@ impl<'a> ScrapeEncoder<'a> {
         help: &str,
         samples: impl IntoIterator<Item = (L, u64)>,
     ) -> std::fmt::Result {
-        let mut family = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (labels, value) in samples {
-            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        let samples = samples.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
+        self.family(name, help, MetricType::Counter, samples)
+    }
+
+    /// One family of `kind`, a sample per label set.
+    fn family<L: EncodeLabelSet, M: EncodeMetric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (L, M)>,
+    ) -> std::fmt::Result {
+        let mut family = self.0.encode_descriptor(name, help, None, kind)?;
+        for (labels, metric) in samples {
+            metric.encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -274,11 +274,7 @@ impl ClusterMap {
     fn add_node(&mut self, id: NodeId, info: NodeInfo) -> Result<(), MapError> {
         self.created()?;
         self.check_new_node(id, &info)?;
-        let shard = self
-            .shards
-            .get_mut(&info.shard)
-            .ok_or(MapError::UnknownShard { shard: info.shard })?;
-        shard.replicas.push(id);
+        self.shard_mut(info.shard)?.replicas.push(id);
         self.nodes.insert(id, info);
         Ok(())
     }
@@ -341,10 +337,7 @@ impl ClusterMap {
 
     fn remove_shard(&mut self, id: ShardId) -> Result<(), MapError> {
         self.created()?;
-        let shard = self
-            .shards
-            .get(&id)
-            .ok_or(MapError::UnknownShard { shard: id })?;
+        let shard = self.shard(id)?;
         if !shard.replicas.is_empty() {
             return Err(MapError::ShardHasNodes {
                 shard: id,
@@ -385,6 +378,12 @@ impl ClusterMap {
         shard.primary = node;
         shard.epoch += 1;
         Ok(())
+    }
+
+    fn shard(&self, shard: ShardId) -> Result<&ShardInfo, MapError> {
+        self.shards
+            .get(&shard)
+            .ok_or(MapError::UnknownShard { shard })
     }
 
     fn shard_mut(&mut self, shard: ShardId) -> Result<&mut ShardInfo, MapError> {

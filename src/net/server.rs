@@ -413,17 +413,19 @@ async fn serve_connection<S: Service>(
     // Requests already read are answered before the connection goes, and
     // on a shutdown their replies are delivered first: closing drops
     // stream data the peer has not acknowledged.
-    let mut replies = tokio::task::JoinSet::new();
+    let mut replies = Vec::new();
     while let Some(done) = in_flight.join_next().await {
         if let (true, Ok(Some(send))) = (stopping, done) {
-            replies.spawn(async move {
-                let _ = send.stopped().await;
-            });
+            replies.push(send);
         }
     }
     if stopping {
+        // The replies are delivered concurrently by the connection; waiting
+        // on each in turn ends when the last one is.
         let _ = tokio::time::timeout(REPLY_DELIVERY_TIMEOUT, async {
-            while replies.join_next().await.is_some() {}
+            for send in &replies {
+                let _ = send.stopped().await;
+            }
         })
         .await;
         // §1: a connection closed by a shutdown says so, rather than the

@@ -141,15 +141,12 @@ fn encode_state(repl: &Replication, e: &mut ScrapeEncoder) -> std::fmt::Result {
         "strata_replica_connected",
         "1 while a replica is connected (by phase)",
         v.replicas.iter().map(|(name, r)| {
-            let phase = match r.phase {
-                Phase::Handshake => "handshake",
-                Phase::Streaming => "streaming",
-                Phase::FullSync { .. } => "full_sync",
-                Phase::Disconnected => "disconnected",
-            };
             let up = f64::from(u8::from(r.phase != Phase::Disconnected));
             (
-                [("replica", name.clone()), ("phase", phase.to_string())],
+                [
+                    ("replica", name.clone()),
+                    ("phase", r.phase.name().to_string()),
+                ],
                 up,
             )
         }),

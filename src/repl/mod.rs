@@ -666,17 +666,16 @@ impl Replication {
         out.push(("connected_replicas".into(), connected.to_string()));
         for (name, r) in &v.replicas {
             let state = match r.phase {
-                Phase::Handshake => "handshake".to_string(),
-                Phase::Streaming => "streaming".to_string(),
-                Phase::Disconnected => "disconnected".to_string(),
                 Phase::FullSync {
                     done,
                     total,
                     started_ms,
                 } => format!(
-                    "full_sync {done}/{total} bytes, eta {:.0}s",
+                    "{} {done}/{total} bytes, eta {:.0}s",
+                    r.phase.name(),
                     eta(done, total, v.now_ms.saturating_sub(started_ms))
                 ),
+                phase => phase.name().to_string(),
             };
             out.push((
                 format!("replica.{name}"),

@@ -70,6 +70,18 @@ pub struct Limits {
     pub max_scan_limit: usize,
 }
 
+impl Limits {
+    /// These limits as the protocol states them, with `max_frame_bytes`.
+    pub fn announced(&self, max_frame_bytes: u32) -> crate::proto::Limits {
+        crate::proto::Limits {
+            max_key_bytes: u32_of(self.max_key_bytes),
+            max_value_bytes: u32_of(self.max_value_bytes),
+            max_keys_per_request: u32_of(self.max_batch_keys.min(self.max_scan_limit)),
+            max_frame_bytes,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

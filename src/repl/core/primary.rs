@@ -34,6 +34,18 @@ pub enum Phase {
     Disconnected,
 }
 
+impl Phase {
+    /// Its name in `info` and in the metrics' `phase` label.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Phase::Handshake => "handshake",
+            Phase::FullSync { .. } => "full_sync",
+            Phase::Streaming => "streaming",
+            Phase::Disconnected => "disconnected",
+        }
+    }
+}
+
 /// One replica.
 #[derive(Debug, Clone)]
 pub struct ReplicaView {
