@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::node::TestNode;
+use strata::cluster::key_slot;
 use strata::dump::{DumpEntry, DumpHeader, DumpReader};
 use strata::net::client::{Client, ClientConfig, ServerTrust, SetEntry, SetOptions};
 use strata::net::tls::parse_fingerprint;
@@ -164,6 +165,7 @@ async fn dump_and_restore_carry_values_versions_and_ttls_to_a_new_node() {
     );
     let (out, _) = expect_exit(&admin(&["verify", "--dump", p(&dump)]), 0);
     assert!(out.contains("healthy"), "{out}");
+    assert!(out.contains("format        version 2\n"), "{out}");
     // Dumping again over an existing file needs --force.
     let (_, err) = expect_exit(
         &admin(&["dump", "--data-dir", p(&src), "--out", p(&dump)]),
@@ -171,16 +173,21 @@ async fn dump_and_restore_carry_values_versions_and_ttls_to_a_new_node() {
     );
     assert!(err.contains("--force"), "{err}");
 
-    // The file itself: every live key once, in key order, expired and
-    // deleted keys absent, versions as the node reported them.
+    // The file itself: every live key once, in (slot, key) order, expired
+    // and deleted keys absent, versions as the node reported them.
     let (header, entries) = read_dump(&dump);
     assert_eq!(header.node, "node-a");
+    assert_eq!(header.version, 2);
     let max_version = before.values().map(|v| v.1).max().unwrap();
     assert!(header.seq >= max_version, "{header:?}");
-    let dumped: Vec<&Bytes> = entries.iter().map(|e| &e.key).collect();
-    let mut sorted = dumped.clone();
-    sorted.sort();
-    assert_eq!(dumped, sorted);
+    let dumped: Vec<(u16, &Bytes)> = entries
+        .iter()
+        .map(|e| (key_slot(&e.key).get(), &e.key))
+        .collect();
+    assert!(
+        dumped.windows(2).all(|w| w[0] < w[1]),
+        "not in strictly ascending (slot, key) order"
+    );
     assert_eq!(entries.len(), keys.len());
     for e in &entries {
         let (value, version, ttl) = &before[&e.key];
@@ -379,6 +386,7 @@ async fn damaged_or_truncated_dumps_are_rejected_and_leave_nothing_behind() {
 
         let (out, _) = expect_exit(&admin(&["verify", "--dump", p(file)]), 1);
         assert!(out.contains("DAMAGED") && out.contains("at byte"), "{out}");
+        assert!(out.contains("format        version 2\n"), "{out}");
     }
     // No temporary directory survives any of it.
     assert_eq!(
@@ -586,15 +594,19 @@ async fn verify_reports_a_torn_tail_as_healthy_unless_strict() {
     );
 }
 
-/// The entries `tests/fixtures/dump-v1.sdump` was written with
-/// (`src/dump/tests.rs` lists the same).
-fn fixture_entries() -> Vec<DumpEntry> {
-    let e = |key: &[u8], value: &[u8], version: u64, expires_at_ms: u64| DumpEntry {
+fn fixture_entry(key: &[u8], value: &[u8], version: u64, expires_at_ms: u64) -> DumpEntry {
+    DumpEntry {
         key: Bytes::copy_from_slice(key),
         value: Bytes::copy_from_slice(value),
         version: Seq(version),
         expires_at_ms,
-    };
+    }
+}
+
+/// The entries `tests/fixtures/dump-v1.sdump` was written with
+/// (`src/dump/tests.rs` lists the same).
+fn fixture_entries() -> Vec<DumpEntry> {
+    let e = fixture_entry;
     vec![
         e(&[0x00, 0xff, 0x10], &[1, 2, 3, 0, 255], 8, 0),
         e(b"alpha", b"first value", 3, 0),
@@ -609,11 +621,63 @@ fn fixture_entries() -> Vec<DumpEntry> {
     ]
 }
 
+/// The entries `tests/fixtures/dump-v2.sdump` was written with, in its
+/// (slot, key) order (`src/dump/tests.rs` lists the same and says how the
+/// file was made).
+fn v2_fixture_entries() -> Vec<DumpEntry> {
+    let e = fixture_entry;
+    vec![
+        e(b"alpha", b"first value", 3, 0),
+        e(&[0x00, 0xff, 0x10], &[1, 2, 3, 0, 255], 8, 0),
+        e(
+            "unicode-ключ".as_bytes(),
+            "значение ✓".as_bytes(),
+            12,
+            2_000_000_000_123,
+        ),
+        e(b"{user:1}:email", b"ada@example.com", 15, 1_950_000_000_000),
+        e(b"{user:1}:name", b"Ada", 14, 0),
+        e(b"beta/ttl", b"expires", 7, 1_900_000_000_000),
+        e(b"empty-value", b"", 20, 0),
+    ]
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Restores `dump` with the tool into a fresh directory and checks that a
+/// store opened there holds exactly `entries`, at the dump's seq.
+async fn restore_and_check(dump: &Path, seq: Seq, entries: &[DumpEntry]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("restored");
+    let (out, _) = expect_exit(
+        &admin(&["restore", "--in", p(dump), "--data-dir", p(&dir)]),
+        0,
+    );
+    assert!(
+        out.contains(&format!("restored {} entries", entries.len())),
+        "{out}"
+    );
+    let store = Store::open(StoreConfig::new(&dir)).unwrap();
+    assert_eq!(store.applied_seq(), seq);
+    for want in entries {
+        let got = store.get(&want.key).await.unwrap().expect("restored");
+        assert_eq!((&got.value, got.version), (&want.value, want.version));
+        assert_eq!(got.ttl_ms.is_some(), want.expires_at_ms != 0, "{want:?}");
+    }
+    let page = store.scan(Bytes::new(), None, 100).await.unwrap();
+    assert_eq!(page.entries.len(), entries.len());
+    store.close().await.unwrap();
+}
+
 /// Compatibility: the version-1 dump checked in with the format still reads,
-/// with exactly its entries, through the library and the tool.
-#[test]
-fn checked_in_v1_fixture_still_reads() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dump-v1.sdump");
+/// with exactly its entries, through the library and the tool, and restores.
+#[tokio::test]
+async fn checked_in_v1_fixture_still_reads() {
+    let fixture = fixture("dump-v1.sdump");
     let (header, entries) = read_dump(&fixture);
     assert_eq!(header.version, 1);
     assert_eq!(header.node, "fixture-node");
@@ -622,6 +686,28 @@ fn checked_in_v1_fixture_still_reads() {
     assert_eq!(entries, fixture_entries());
     let (out, _) = expect_exit(&admin(&["verify", "--dump", p(&fixture)]), 0);
     assert!(out.contains("entries       5"), "{out}");
+    assert!(
+        out.contains("format        version 1 (an older format"),
+        "{out}"
+    );
+    restore_and_check(&fixture, Seq(12), &entries).await;
+}
+
+/// The version-2 fixture: read with its slots checked, verified by the tool
+/// (which names the version), and restored.
+#[tokio::test]
+async fn checked_in_v2_fixture_reads_and_restores() {
+    let fixture = fixture("dump-v2.sdump");
+    let (header, entries) = read_dump(&fixture);
+    assert_eq!(header.version, 2);
+    assert_eq!(header.node, "fixture-node");
+    assert_eq!(header.seq, Seq(20));
+    assert_eq!(header.created_at_ms, 1_764_000_000_000);
+    assert_eq!(entries, v2_fixture_entries());
+    let (out, _) = expect_exit(&admin(&["verify", "--dump", p(&fixture)]), 0);
+    assert!(out.contains("entries       7"), "{out}");
+    assert!(out.contains("format        version 2\n"), "{out}");
+    restore_and_check(&fixture, Seq(20), &entries).await;
 }
 
 #[test]

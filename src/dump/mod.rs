@@ -5,13 +5,19 @@
 //! The byte layout is specified in `proto-docs/dump-format.md`; the
 //! `const`s that define it ([`DUMP_MAGIC`], [`DUMP_VERSION`],
 //! [`HEADER_FIXED_LEN`], [`FRAME_HEADER_LEN`], [`KIND_ENTRY`],
-//! [`KIND_TRAILER`], [`TRAILER_BODY_LEN`]) point back to it.
+//! [`ENTRY_SLOT_BYTES`], [`KIND_TRAILER`], [`TRAILER_BODY_LEN`]) point back
+//! to it.
 //!
 //! ```text
 //! header   magic, version, seq, created_at, node name, header CRC
-//! entries  [u32 len][u32 crc][u8 kind = 1][postcard DumpEntry]   (any number)
+//! entries  [u32 len][u32 crc][u8 kind = 1][u16 slot][postcard DumpEntry]   (any number)
 //! trailer  [u32 len][u32 crc][u8 kind = 2][u64 entries][u32 CRC of all bytes before it]
 //! ```
+//!
+//! Version 2 (this build writes it) puts each entry's cluster slot in
+//! front of its body and keeps entries in strictly ascending (slot, key)
+//! order, so a dump can be merged or restored slot range by slot range.
+//! Version 1 had no slot bytes and no order rule; it is still read.
 //!
 //! # Layout
 //!
@@ -28,7 +34,8 @@
 //! without an error means the trailer was there and matched.
 //!
 //! Compatibility: every later version of this crate reads every earlier
-//! format version (`tests/fixtures/dump-v1.sdump` pins version 1).
+//! format version (`tests/fixtures/dump-v1.sdump` pins version 1,
+//! `tests/fixtures/dump-v2.sdump` version 2).
 
 mod read;
 mod write;
@@ -36,6 +43,7 @@ mod write;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{Slot, key_slot};
 use crate::types::Seq;
 
 pub use read::DumpReader;
@@ -48,7 +56,7 @@ pub const DUMP_MAGIC: [u8; 8] = *b"STRADUMP";
 /// Format version this build writes. It reads every version from
 /// [`MIN_READ_VERSION`] up to this one.
 /// Layout: `proto-docs/dump-format.md`, section "Versions and compatibility".
-pub const DUMP_VERSION: u32 = 1;
+pub const DUMP_VERSION: u32 = 2;
 
 /// Oldest format version this build reads (always 1: nothing is dropped).
 /// Layout: `proto-docs/dump-format.md`, section "Versions and compatibility".
@@ -72,6 +80,17 @@ pub const FRAME_HEADER_LEN: usize = 8;
 /// Frame kind (first payload byte) of an entry.
 /// Layout: `proto-docs/dump-format.md`, section "Frames".
 pub const KIND_ENTRY: u8 = 1;
+
+/// The first format version whose entry frames carry the key's slot
+/// (`[u8 kind][u16 LE slot][body]`) and whose entries must be in strictly
+/// ascending (slot, key) order. Version 1 entry frames are `[u8 kind][body]`.
+/// Layout: `proto-docs/dump-format.md`, section "Entry frames".
+pub const FIRST_SLOTTED_VERSION: u32 = 2;
+
+/// Bytes of the slot (`u16` LE) between an entry's kind byte and its body,
+/// from [`FIRST_SLOTTED_VERSION`] on.
+/// Layout: `proto-docs/dump-format.md`, section "Entry frames".
+pub const ENTRY_SLOT_BYTES: usize = 2;
 
 /// Frame kind (first payload byte) of the trailer, the last frame.
 /// Layout: `proto-docs/dump-format.md`, section "Trailer".
@@ -134,6 +153,14 @@ pub struct DumpEntry {
     /// Absolute expiry, Unix ms; 0 = never. Absolute, so a restored key
     /// expires when the original would have.
     pub expires_at_ms: u64,
+}
+
+impl DumpEntry {
+    /// The cluster slot the key maps to (Redis Cluster's CRC16 with hash
+    /// tags): what a version-2 entry frame carries and orders by.
+    pub fn slot(&self) -> Slot {
+        key_slot(&self.key)
+    }
 }
 
 impl From<DumpEntry> for crate::store::SnapshotEntry {
@@ -263,9 +290,10 @@ pub enum DumpError {
         /// The kind byte.
         kind: u8,
     },
-    /// A frame whose CRC matches but whose body is not a valid record
-    /// (written by a faulty writer).
-    #[error("dump frame at byte {offset} does not decode: {reason}")]
+    /// A frame whose CRC matches but whose body is not a valid record, or
+    /// (version 2) whose slot is not its key's or which is out of (slot,
+    /// key) order: written by a faulty writer.
+    #[error("dump frame at byte {offset} holds a bad record: {reason}")]
     BadRecord {
         /// Where the frame starts.
         offset: u64,
@@ -320,6 +348,60 @@ impl DumpError {
             | DumpError::FileChecksum { offset, .. }
             | DumpError::TrailingBytes { offset } => *offset,
         }
+    }
+}
+
+/// The order check of a version-2 dump, shared by reader and writer:
+/// every entry's (slot, key) must be greater than the one before it. It
+/// keeps only the previous entry's slot and key.
+#[derive(Debug, Default)]
+struct SlotOrder {
+    last: Option<(Slot, Vec<u8>)>,
+}
+
+impl SlotOrder {
+    /// Why `(slot, key)` may not follow the previous entry, if it may not.
+    fn check(&self, slot: Slot, key: &[u8]) -> Result<(), String> {
+        match &self.last {
+            Some((last_slot, last_key)) if (slot, key) <= (*last_slot, last_key.as_slice()) => {
+                Err(format!(
+                    "entry out of order: key {} (slot {slot}) does not come after key {} (slot \
+                     {last_slot}); entries must be in strictly ascending (slot, key) order",
+                    printable(key),
+                    printable(last_key)
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records `(slot, key)` as the previous entry (reusing the buffer).
+    fn advance(&mut self, slot: Slot, key: &[u8]) {
+        match &mut self.last {
+            Some((last_slot, last_key)) => {
+                *last_slot = slot;
+                last_key.clear();
+                last_key.extend_from_slice(key);
+            }
+            None => self.last = Some((slot, key.to_vec())),
+        }
+    }
+}
+
+/// Longest stretch of a key an error message quotes.
+const PRINTABLE_KEY_BYTES: usize = 64;
+
+/// `key` quoted for a message, non-printable bytes escaped (`\xff`); a long
+/// key is cut, with its length.
+fn printable(key: &[u8]) -> String {
+    if key.len() <= PRINTABLE_KEY_BYTES {
+        format!("\"{}\"", key.escape_ascii())
+    } else {
+        format!(
+            "\"{}\"... ({} bytes)",
+            key[..PRINTABLE_KEY_BYTES].escape_ascii(),
+            key.len()
+        )
     }
 }
 

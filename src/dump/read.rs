@@ -7,9 +7,11 @@ use std::io::{self, BufReader, Read};
 
 use super::{
     DEFAULT_MAX_FRAME_BYTES, DUMP_MAGIC, DUMP_VERSION, DumpEntry, DumpError, DumpHeader,
-    DumpSummary, FRAME_HEADER_LEN, HEADER_FIXED_LEN, KIND_ENTRY, KIND_TRAILER, MAX_NODE_NAME_BYTES,
-    MIN_READ_VERSION, TRAILER_BODY_LEN,
+    DumpSummary, ENTRY_SLOT_BYTES, FIRST_SLOTTED_VERSION, FRAME_HEADER_LEN, HEADER_FIXED_LEN,
+    KIND_ENTRY, KIND_TRAILER, MAX_NODE_NAME_BYTES, MIN_READ_VERSION, SlotOrder, TRAILER_BODY_LEN,
+    printable,
 };
+use crate::cluster::{SLOTS, Slot};
 use crate::types::Seq;
 
 /// Read-ahead buffer of the underlying reader.
@@ -29,7 +31,9 @@ enum State {
 /// Reads a dump as an iterator of entries.
 ///
 /// [`DumpReader::new`] checks the header. Each `next` reads one frame and
-/// checks its length, CRC and body before yielding the entry; at the
+/// checks its length, CRC and body before yielding the entry (in a
+/// version-2 file also its slot against its key and that it comes after
+/// the previous entry in (slot, key) order); at the
 /// trailer it checks the entry count, the checksum of the whole file and
 /// that nothing follows, then ends. The iterator yields at most one error
 /// (naming the byte offset of the damage) and then ends, so **an iteration
@@ -51,6 +55,8 @@ pub struct DumpReader<R: Read> {
     max_frame_bytes: u32,
     state: State,
     buf: Vec<u8>,
+    /// The previous entry's (slot, key), from version 2 on.
+    order: SlotOrder,
 }
 
 impl<R: Read> DumpReader<R> {
@@ -156,6 +162,7 @@ impl<R: Read> DumpReader<R> {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             state: State::Reading,
             buf: Vec::new(),
+            order: SlotOrder::default(),
         })
     }
 
@@ -279,66 +286,134 @@ impl<R: Read> DumpReader<R> {
             });
         }
         let frame_len = FRAME_HEADER_LEN as u64 + u64::from(len);
-        let bad = |reason: String| DumpError::BadRecord { offset: at, reason };
         match self.buf[0] {
-            KIND_ENTRY => {
-                let (entry, rest) = postcard::take_from_bytes::<DumpEntry>(&self.buf[1..])
-                    .map_err(|e| bad(format!("entry body: {e}")))?;
-                if !rest.is_empty() {
-                    return Err(bad(format!("{} bytes after the entry body", rest.len())));
-                }
-                self.crc.update(&head);
-                self.crc.update(&self.buf);
-                self.offset += frame_len;
-                self.entries += 1;
-                self.data_bytes += (entry.key.len() + entry.value.len()) as u64;
-                if self.buf.capacity() > READ_BUFFER_BYTES * 64 {
-                    self.buf = Vec::new();
-                }
-                Ok(Some(entry))
-            }
-            KIND_TRAILER => {
-                let body = &self.buf[1..];
-                if body.len() != TRAILER_BODY_LEN {
-                    return Err(bad(format!(
-                        "trailer body is {} bytes, expected {TRAILER_BODY_LEN}",
-                        body.len()
-                    )));
-                }
-                let expected = u64::from_le_bytes(le8(&body[0..8]));
-                let stored_all = u32::from_le_bytes([body[8], body[9], body[10], body[11]]);
-                if expected != self.entries {
-                    return Err(DumpError::CountMismatch {
-                        offset: at,
-                        expected,
-                        found: self.entries,
-                    });
-                }
-                let computed_all = self.crc.clone().finalize();
-                if stored_all != computed_all {
-                    return Err(DumpError::FileChecksum {
-                        offset: at,
-                        stored: stored_all,
-                        computed: computed_all,
-                    });
-                }
-                self.offset += frame_len;
-                let mut extra = [0u8; 1];
-                if fill(&mut self.inner, &mut extra).map_err(io(self.offset))? > 0 {
-                    return Err(DumpError::TrailingBytes {
-                        offset: self.offset,
-                    });
-                }
-                self.state = State::Done(DumpSummary {
-                    entries: self.entries,
-                    file_bytes: self.offset,
-                    data_bytes: self.data_bytes,
-                });
-                Ok(None)
-            }
+            KIND_ENTRY => self.accept_entry(at, &head, frame_len).map(Some),
+            KIND_TRAILER => self.accept_trailer(at, frame_len).map(|()| None),
             kind => Err(DumpError::UnknownKind { offset: at, kind }),
         }
     }
+
+    /// The entry in the checked frame at `at` (its header `head`, payload
+    /// in `buf`), once it is accepted.
+    fn accept_entry(
+        &mut self,
+        at: u64,
+        head: &[u8; FRAME_HEADER_LEN],
+        frame_len: u64,
+    ) -> Result<DumpEntry, DumpError> {
+        let entry = self.decode_entry(at)?;
+        self.crc.update(head);
+        self.crc.update(&self.buf);
+        self.offset += frame_len;
+        self.entries += 1;
+        self.data_bytes += (entry.key.len() + entry.value.len()) as u64;
+        if self.buf.capacity() > READ_BUFFER_BYTES * 64 {
+            self.buf = Vec::new();
+        }
+        Ok(entry)
+    }
+
+    /// Checks the trailer in the checked frame at `at` (payload in `buf`)
+    /// against everything read, and that nothing follows it.
+    fn accept_trailer(&mut self, at: u64, frame_len: u64) -> Result<(), DumpError> {
+        let bad = |reason: String| DumpError::BadRecord { offset: at, reason };
+        let io = |offset: u64| move |source| DumpError::Io { offset, source };
+        let body = &self.buf[1..];
+        if body.len() != TRAILER_BODY_LEN {
+            return Err(bad(format!(
+                "trailer body is {} bytes, expected {TRAILER_BODY_LEN}",
+                body.len()
+            )));
+        }
+        let expected = u64::from_le_bytes(le8(&body[0..8]));
+        let stored_all = u32::from_le_bytes([body[8], body[9], body[10], body[11]]);
+        if expected != self.entries {
+            return Err(DumpError::CountMismatch {
+                offset: at,
+                expected,
+                found: self.entries,
+            });
+        }
+        let computed_all = self.crc.clone().finalize();
+        if stored_all != computed_all {
+            return Err(DumpError::FileChecksum {
+                offset: at,
+                stored: stored_all,
+                computed: computed_all,
+            });
+        }
+        self.offset += frame_len;
+        let mut extra = [0u8; 1];
+        if fill(&mut self.inner, &mut extra).map_err(io(self.offset))? > 0 {
+            return Err(DumpError::TrailingBytes {
+                offset: self.offset,
+            });
+        }
+        self.state = State::Done(DumpSummary {
+            entries: self.entries,
+            file_bytes: self.offset,
+            data_bytes: self.data_bytes,
+        });
+        Ok(())
+    }
+
+    /// Decodes the entry frame payload in `buf` (the frame at `at`) as the
+    /// header's version lays it out. From version 2 on, also checks the
+    /// slot and the (slot, key) order, and records the entry as the
+    /// previous one: call it only for a frame that is then accepted.
+    fn decode_entry(&mut self, at: u64) -> Result<DumpEntry, DumpError> {
+        let payload = &self.buf[1..];
+        if self.header.version < FIRST_SLOTTED_VERSION {
+            return decode_body(payload, at);
+        }
+        let (slot, body) = split_slot(payload, at)?;
+        let entry = decode_body(body, at)?;
+        let key_slot = entry.slot();
+        if slot != key_slot {
+            return Err(DumpError::BadRecord {
+                offset: at,
+                reason: format!(
+                    "entry slot {slot} is not the slot of its key {}, which is {key_slot}",
+                    printable(&entry.key)
+                ),
+            });
+        }
+        self.order
+            .check(slot, &entry.key)
+            .map_err(|reason| DumpError::BadRecord { offset: at, reason })?;
+        self.order.advance(slot, &entry.key);
+        Ok(entry)
+    }
+}
+
+/// The slot in front of a version-2 entry body, checked to be a slot, and
+/// the body after it.
+fn split_slot(payload: &[u8], at: u64) -> Result<(Slot, &[u8]), DumpError> {
+    let bad = |reason: String| DumpError::BadRecord { offset: at, reason };
+    let Some((slot, body)) = payload.split_first_chunk::<ENTRY_SLOT_BYTES>() else {
+        return Err(bad(format!(
+            "entry is {} bytes, too short for its {ENTRY_SLOT_BYTES}-byte slot",
+            payload.len()
+        )));
+    };
+    let n = u16::from_le_bytes(*slot);
+    let slot = Slot::new(n).ok_or_else(|| {
+        bad(format!(
+            "entry slot {n} is out of range (slots are 0..{SLOTS})"
+        ))
+    })?;
+    Ok((slot, body))
+}
+
+/// One postcard [`DumpEntry`] filling `body` exactly.
+fn decode_body(body: &[u8], at: u64) -> Result<DumpEntry, DumpError> {
+    let bad = |reason: String| DumpError::BadRecord { offset: at, reason };
+    let (entry, rest) = postcard::take_from_bytes::<DumpEntry>(body)
+        .map_err(|e| bad(format!("entry body: {e}")))?;
+    if !rest.is_empty() {
+        return Err(bad(format!("{} bytes after the entry body", rest.len())));
+    }
+    Ok(entry)
 }
 
 impl<R: Read> Iterator for DumpReader<R> {

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use super::{
     DUMP_MAGIC, DUMP_VERSION, DumpEntry, DumpHeader, DumpSummary, FRAME_HEADER_LEN,
-    HEADER_FIXED_LEN, KIND_ENTRY, KIND_TRAILER, MAX_NODE_NAME_BYTES, TRAILER_BODY_LEN,
+    HEADER_FIXED_LEN, KIND_ENTRY, KIND_TRAILER, MAX_NODE_NAME_BYTES, SlotOrder, TRAILER_BODY_LEN,
 };
 
 /// A reused frame buffer larger than this is dropped after use, so one huge
@@ -15,6 +15,11 @@ const KEEP_BUFFER_BYTES: usize = 16 << 20;
 
 /// Writes a dump, one entry at a time: memory use is one entry, whatever
 /// the dump's size.
+///
+/// Entries must come in strictly ascending (slot, key) order
+/// ([`DumpEntry::slot`]), each key once: the order of a store's full scan.
+/// An entry out of that order is refused and nothing of it is written; the
+/// writer does not sort (that would take memory for the whole dump).
 ///
 /// Call [`DumpWriter::finish`] at the end: a dump without its trailer is
 /// rejected by every reader. The writer does not buffer; give it a
@@ -29,6 +34,8 @@ pub struct DumpWriter<W: Write> {
     entries: u64,
     data_bytes: u64,
     buf: Vec<u8>,
+    /// The previous entry's (slot, key): the next must be greater.
+    order: SlotOrder,
 }
 
 fn invalid(message: String) -> io::Error {
@@ -78,22 +85,29 @@ impl<W: Write> DumpWriter<W> {
             entries: 0,
             data_bytes: 0,
             buf: Vec::new(),
+            order: SlotOrder::default(),
         })
     }
 
-    /// Appends one entry frame.
+    /// Appends one entry frame: `[kind][u16 LE slot][postcard entry]`.
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for an entry whose encoding does not fit a `u32` length (nothing written then); any error of `out`, after
-    /// which the file is unusable.
+    /// `InvalidInput`, with nothing written, for an entry whose (slot, key)
+    /// is not greater than the previous entry's, or whose encoding does
+    /// not fit a `u32` length; any error of `out`, after which the file is
+    /// unusable.
     pub fn write_entry(&mut self, entry: &DumpEntry) -> io::Result<()> {
+        let slot = entry.slot();
+        self.order.check(slot, &entry.key).map_err(invalid)?;
         self.buf.clear();
         self.buf.extend_from_slice(&[0; FRAME_HEADER_LEN]);
         self.buf.push(KIND_ENTRY);
+        self.buf.extend_from_slice(&slot.get().to_le_bytes());
         postcard::to_io(entry, &mut self.buf)
             .map_err(|e| invalid(format!("dump entry does not encode: {e}")))?;
         self.write_frame()?;
+        self.order.advance(slot, &entry.key);
         self.entries += 1;
         self.data_bytes += (entry.key.len() + entry.value.len()) as u64;
         if self.buf.capacity() > KEEP_BUFFER_BYTES {

@@ -8,6 +8,12 @@
 //! frozen at the dump's `created_at`: entries expired by then are left out,
 //! and every other entry's absolute expiry is exactly `created_at` plus the
 //! TTL the store reports.
+//!
+//! A dump (format version 2) holds its entries in ascending (slot, key)
+//! order, the order of the store's full scan. The tool streams the scan
+//! straight into the writer without sorting (memory stays at one page);
+//! should a source ever yield another order, the writer refuses the entry
+//! and the dump fails with that error, leaving no file.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, IsTerminal, Write};
@@ -18,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use strata::clock::{Clock, SystemClock};
-use strata::dump::{DumpEntry, DumpHeader, DumpWriter, MAX_NODE_NAME_BYTES};
+use strata::dump::{DUMP_VERSION, DumpEntry, DumpHeader, DumpWriter, MAX_NODE_NAME_BYTES};
 use strata::net::client::{Client, ClientConfig, ServerTrust};
 use strata::net::tls::parse_fingerprint;
 use strata::store::{Env, Store, StoreConfig};
@@ -32,7 +38,8 @@ const SCAN_PAGE: usize = 256;
 #[command(after_help = "\
 Opens the data directory as the node would (replaying its write-ahead log, so every \
 acknowledged write is included) and writes every live entry (key, value, version and \
-absolute expiry) to FILE in the portable dump format. Entries that have expired by the \
+absolute expiry) to FILE in the portable dump format, version 2: entries in ascending \
+(slot, key) order, each tagged with its cluster slot. Entries that have expired by the \
 time the dump starts are left out. The node must be stopped: a directory a running node \
 holds is refused.
 
@@ -192,10 +199,21 @@ impl DumpOut {
         })
     }
 
+    /// Appends `entry`; an entry the format refuses (out of (slot, key)
+    /// order, too large) is reported as such, not as an i/o failure.
     fn write(&mut self, entry: &DumpEntry) -> anyhow::Result<()> {
-        self.writer
-            .write_entry(entry)
-            .with_context(|| format!("writing {}", self.tmp.path().display()))
+        match self.writer.write_entry(entry) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(anyhow::Error::new(e)
+                .context(format!(
+                    "the source yielded an entry a version-{DUMP_VERSION} dump cannot hold \
+                     (a dump holds each key once, in ascending (slot, key) order); no dump was \
+                     written"
+                ))),
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("writing {}", self.tmp.path().display())))
+            }
+        }
     }
 
     fn page_done(&mut self) {

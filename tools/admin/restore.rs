@@ -28,7 +28,8 @@ const CHUNK_BYTES: u64 = 4 << 20;
 #[command(after_help = "\
 Loads a dump made by `strata-admin dump` into DIR, keeping every entry's version and \
 absolute expiry; the restored store continues after the dump's seq. A node started on DIR \
-then serves the dumped data.
+then serves the dumped data. Reads dump format versions 1 and 2 (version 2 entries are \
+also checked against their slot and (slot, key) order).
 
 DIR must be empty or absent, unless --force is given. A directory a running node holds is \
 always refused. The dump is restored into a temporary directory beside DIR first, checking \

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::ArgGroup;
-use strata::dump::{DumpError, DumpReader};
+use strata::dump::{DUMP_VERSION, DumpError, DumpReader};
 use strata::store::{DirLock, SnapshotReader};
 use strata::wal::inspect::{InspectOptions, WalDamage, inspect_dir};
 
@@ -33,7 +33,9 @@ A torn tail (the last record of the last segment cut short, as a crash during a 
 leaves it) is reported but counts as healthy: the node drops it at start in its default \
 recovery mode. With --strict it counts as damage, as under recovery mode `strict`.
 
-With --dump: checks every record of a dump file and its trailer.
+With --dump: checks every record of a dump file and its trailer, and reports the format \
+version it read (1 or 2; in version 2 also that every entry carries its key's slot and that \
+entries come in ascending (slot, key) order).
 
 Exit status: 0 healthy, 1 damaged (the findings name the file and byte offset) or the \
 check could not run, 2 usage error."
@@ -69,7 +71,11 @@ fn verify_dump(path: &Path) -> anyhow::Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let total = file.metadata().map(|m| m.len()).ok();
     let mut progress = Progress::new("verify", total);
+    // The version, once the header has been read: reported even for a
+    // file damaged further on.
+    let mut version = None;
     let result = DumpReader::new(BufReader::new(file)).and_then(|mut reader| {
+        version = Some(reader.header().version);
         while reader.next_entry()?.is_some() {
             progress.update(reader.entries_read(), reader.offset());
         }
@@ -81,10 +87,10 @@ fn verify_dump(path: &Path) -> anyhow::Result<()> {
         Ok((header, summary))
     });
     progress.finish();
+    println!("dump          {}", path.display());
     match result {
         Ok((header, summary)) => {
-            println!("dump          {}", path.display());
-            println!("format        version {}", header.version);
+            println!("format        {}", format_line(header.version));
             println!("node          {:?}", header.node);
             println!("seq           {}", header.seq);
             println!("created at    {} (Unix ms)", header.created_at_ms);
@@ -98,10 +104,24 @@ fn verify_dump(path: &Path) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
-            println!("dump          {}", path.display());
+            if let Some(version) = version {
+                println!("format        {}", format_line(version));
+            }
             println!("result        DAMAGED: {e}");
             bail!("dump {} is damaged at byte {}", path.display(), e.offset())
         }
+    }
+}
+
+/// The `format` line of a dump: its version, and whether this build still
+/// writes it.
+fn format_line(version: u32) -> String {
+    if version == DUMP_VERSION {
+        format!("version {version}")
+    } else {
+        format!(
+            "version {version} (an older format, read for compatibility; this build writes version {DUMP_VERSION})"
+        )
     }
 }
 
