@@ -5,13 +5,20 @@
 //! to a shard ([`ring`]). Both steps are pure functions of the key, the
 //! shard ids and the virtual-node count, specified byte by byte in
 //! proto-docs/cluster.md, so clients and nodes compute one table alike.
-//! The cluster map ([`map`]) holds the nodes and shards that feed it.
+//! The cluster map ([`map`]) holds the nodes and shards that feed it; the
+//! metadata group ([`raft`]) replicates it, as the state machine of a Raft
+//! group of the nodes.
 
 pub mod map;
+pub mod raft;
 pub mod ring;
 pub mod slot;
 
 pub use map::{ClusterMap, MapCommand, MapError, NodeInfo, ShardInfo};
+pub use raft::{
+    Inbound, LeaderRef, MAX_VOTERS, META_ALPN, MetaConfig, MetaError, MetaGroup, MetaRole,
+    MetaStatus, MetaTiming, pick_voters,
+};
 pub use ring::{
     DEFAULT_VNODES, MAX_VNODES, Ring, RingError, ShardId, SlotRange, SlotTable, point_position,
     slot_position,

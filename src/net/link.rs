@@ -1,8 +1,11 @@
 //! Node links: the mutually authenticated QUIC connections nodes open to
 //! each other, and the frames they exchange on them.
 //!
-//! Replication speaks over these today. What travels is the caller's
-//! business (any serde message); how it travels is this module's: QUIC
+//! Replication and the cluster-metadata group speak over these, each with
+//! its own ALPN: one endpoint may offer several ([`LinkEndpoint::listen_for`])
+//! and [`Link::alpn`] tells the acceptor which one a link speaks. What
+//! travels is the caller's business (any serde message); how it travels is
+//! this module's: QUIC
 //! (with `net::server` and `net::client`, the only code that touches
 //! quinn), and one frame format:
 //!
@@ -19,7 +22,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::tls::{ClusterIdentity, TlsError};
+use super::tls::{ClusterIdentity, REPL_ALPN, TlsError};
 use super::{TransportLimits, endpoint};
 
 /// Bytes before a frame's body.
@@ -36,6 +39,15 @@ pub enum FrameError {
     TooLarge {
         /// The claimed length.
         len: u32,
+    },
+    /// The length prefix is above the limit the receiver set for this
+    /// stream ([`FrameReceiver::recv_bounded`]).
+    #[error("frame of {len} bytes is over this stream's limit of {limit}")]
+    OverLimit {
+        /// The claimed length.
+        len: u32,
+        /// The receiver's limit.
+        limit: u32,
     },
     /// The body does not match its CRC.
     #[error("frame checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
@@ -136,14 +148,27 @@ pub struct LinkEndpoint {
 }
 
 impl LinkEndpoint {
-    /// Listens on `addr` for links from nodes with a certificate of the
-    /// cluster CA (and opens links from the same socket).
+    /// Listens on `addr` for replication links ([`REPL_ALPN`]) from nodes
+    /// with a certificate of the cluster CA (and opens links from the same
+    /// socket).
     pub fn listen(
         addr: SocketAddr,
         identity: ClusterIdentity,
         limits: TransportLimits,
     ) -> Result<LinkEndpoint, LinkError> {
-        let server = identity.server_config(limits.transport_config())?;
+        Self::listen_for(addr, identity, limits, &[REPL_ALPN])
+    }
+
+    /// [`Self::listen`] for links speaking any of `alpns`: one UDP port
+    /// serves every node-link protocol, and the acceptor dispatches each
+    /// link by [`Link::alpn`].
+    pub fn listen_for(
+        addr: SocketAddr,
+        identity: ClusterIdentity,
+        limits: TransportLimits,
+        alpns: &[&[u8]],
+    ) -> Result<LinkEndpoint, LinkError> {
+        let server = identity.server_config_for(limits.transport_config(), alpns)?;
         let endpoint =
             endpoint(addr, Some(server)).map_err(|source| LinkError::Bind { addr, source })?;
         Ok(LinkEndpoint {
@@ -180,22 +205,49 @@ impl LinkEndpoint {
             .map_err(|e| LinkError::Transport(e.to_string()))
     }
 
+    /// The cluster identity links are made with.
+    pub fn identity(&self) -> &ClusterIdentity {
+        &self.identity
+    }
+
+    /// Closes every link of this endpoint and refuses new ones, then waits
+    /// (up to `timeout`) for the peers to learn it, so the socket can be
+    /// released once the last clone is dropped.
+    pub async fn close(&self, timeout: Duration) {
+        self.endpoint.close(0u32.into(), b"endpoint closed");
+        let _ = tokio::time::timeout(timeout, self.endpoint.wait_idle()).await;
+    }
+
     /// The next incoming link attempt; `None` once the endpoint is closed.
     pub async fn accept(&self) -> Option<Incoming> {
         self.endpoint.accept().await.map(Incoming)
     }
 
-    /// Opens a link to `addr`, checking that its certificate names
-    /// `server_name` (one of its SANs), within `timeout`.
+    /// Opens a replication link ([`REPL_ALPN`]) to `addr`, checking that
+    /// its certificate names `server_name` (one of its SANs), within
+    /// `timeout`.
     pub async fn connect(
         &self,
         addr: SocketAddr,
         server_name: &str,
         timeout: Duration,
     ) -> Result<Link, LinkError> {
+        self.connect_for(addr, server_name, REPL_ALPN, timeout)
+            .await
+    }
+
+    /// [`Self::connect`] speaking protocol `alpn`; a peer that does not
+    /// offer it refuses the handshake.
+    pub async fn connect_for(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+        alpn: &[u8],
+        timeout: Duration,
+    ) -> Result<Link, LinkError> {
         let config = self
             .identity
-            .client_config(self.limits.transport_config())?;
+            .client_config_for(self.limits.transport_config(), alpn)?;
         let connecting = self
             .endpoint
             .connect_with(config, addr, server_name)
@@ -237,6 +289,19 @@ impl Link {
     /// The peer's address.
     pub fn remote_address(&self) -> SocketAddr {
         self.0.remote_address()
+    }
+
+    /// Whether the link has closed (either end, or idle): a cached link
+    /// that has is replaced rather than used.
+    pub fn is_closed(&self) -> bool {
+        self.0.close_reason().is_some()
+    }
+
+    /// The protocol (ALPN) the handshake agreed on: what the link speaks.
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        let data = self.0.handshake_data()?;
+        let data = data.downcast_ref::<quinn::crypto::rustls::HandshakeData>()?;
+        data.protocol.clone()
     }
 
     /// Opens a two-way stream. The peer sees it when the first frame is sent.
@@ -301,6 +366,16 @@ pub struct FrameReceiver(quinn::RecvStream);
 impl FrameReceiver {
     /// Reads one frame; `None` at a clean end of stream between frames.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, LinkError> {
+        self.recv_bounded(MAX_FRAME_BYTES).await
+    }
+
+    /// [`Self::recv`] refusing a frame whose body is over `limit_bytes`
+    /// ([`FrameError::OverLimit`]) before reading it: a protocol of small
+    /// messages bounds what one frame can make it hold.
+    pub async fn recv_bounded<T: DeserializeOwned>(
+        &mut self,
+        limit_bytes: u32,
+    ) -> Result<Option<T>, LinkError> {
         let mut header = [0u8; FRAME_HEADER_BYTES];
         match self.0.read_exact(&mut header).await {
             Ok(()) => {}
@@ -308,8 +383,70 @@ impl FrameReceiver {
             Err(e) => return Err(e.into()),
         }
         let (len, crc) = decode_header(header)?;
+        if len > limit_bytes {
+            return Err(FrameError::OverLimit {
+                len,
+                limit: limit_bytes,
+            }
+            .into());
+        }
         let mut body = vec![0u8; len as usize];
         self.0.read_exact(&mut body).await?;
         Ok(Some(decode_body(crc, &body)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::tls::test_certs::cluster_identities;
+
+    const OTHER_ALPN: &[u8] = b"strata-test/1";
+    const BOUND: Duration = Duration::from_secs(10);
+
+    /// One endpoint offers two protocols; each link reports the one its
+    /// opener asked for, on both ends, and a third protocol is refused.
+    #[tokio::test]
+    async fn one_endpoint_serves_two_protocols() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = cluster_identities(dir.path(), &["n1", "n2"]);
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let limits = TransportLimits::default();
+        let server = LinkEndpoint::listen_for(
+            loopback,
+            ids[0].clone(),
+            limits.clone(),
+            &[REPL_ALPN, OTHER_ALPN],
+        )
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let incoming = server.accept().await.unwrap();
+                seen.push(incoming.accept().await.map(|link| {
+                    assert_eq!(link.peer_name().as_deref(), Some("n2"));
+                    link.alpn().unwrap()
+                }));
+            }
+            seen
+        });
+        let client = LinkEndpoint::client(addr, ids[1].clone(), limits).unwrap();
+        let repl = client.connect(addr, "localhost", BOUND).await.unwrap();
+        assert_eq!(repl.alpn().as_deref(), Some(REPL_ALPN));
+        let other = client
+            .connect_for(addr, "localhost", OTHER_ALPN, BOUND)
+            .await
+            .unwrap();
+        assert_eq!(other.alpn().as_deref(), Some(OTHER_ALPN));
+        assert_eq!(other.peer_name().as_deref(), Some("n1"));
+        let refused = client
+            .connect_for(addr, "localhost", b"strata-none/1", BOUND)
+            .await;
+        assert!(refused.is_err(), "an unoffered protocol is refused");
+        let seen = tokio::time::timeout(BOUND, accept).await.unwrap().unwrap();
+        assert_eq!(seen[0].as_deref().unwrap(), REPL_ALPN);
+        assert_eq!(seen[1].as_deref().unwrap(), OTHER_ALPN);
+        assert!(seen[2].is_err(), "the acceptor refused it too");
     }
 }

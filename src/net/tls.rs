@@ -7,7 +7,9 @@
 //!
 //! Node-to-node (replication) links use mutual TLS instead: every node holds
 //! a certificate signed by the cluster CA ([`ClusterTls`]) and both ends of
-//! a link verify the other's against that CA, over ALPN [`REPL_ALPN`].
+//! a link verify the other's against that CA, over ALPN [`REPL_ALPN`] (or
+//! another node-link protocol, such as the cluster-metadata group's, which
+//! the same endpoint may offer beside it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -404,7 +406,22 @@ impl ClusterIdentity {
         &self,
         transport: Arc<quinn::TransportConfig>,
     ) -> Result<quinn::ServerConfig, TlsError> {
-        let crypto = build_server_config(&self.identity, &[REPL_ALPN], Some(self.roots.clone()))?;
+        self.server_config_for(transport, &[REPL_ALPN])
+    }
+
+    /// [`Self::server_config`] offering the protocols `alpns` (in order of
+    /// preference): one endpoint serves several node-link protocols, and
+    /// the handshake tells which one a link speaks ([`crate::net::link::Link::alpn`]).
+    ///
+    /// # Errors
+    ///
+    /// rustls or quinn refusing the configuration.
+    pub fn server_config_for(
+        &self,
+        transport: Arc<quinn::TransportConfig>,
+        alpns: &[&[u8]],
+    ) -> Result<quinn::ServerConfig, TlsError> {
+        let crypto = build_server_config(&self.identity, alpns, Some(self.roots.clone()))?;
         crate::net::quic_server(crypto, transport)
     }
 
@@ -420,9 +437,23 @@ impl ClusterIdentity {
         &self,
         transport: Arc<quinn::TransportConfig>,
     ) -> Result<quinn::ClientConfig, TlsError> {
+        self.client_config_for(transport, REPL_ALPN)
+    }
+
+    /// [`Self::client_config`] offering the one protocol `alpn`: a link
+    /// speaks exactly what its opener asked for, or is refused.
+    ///
+    /// # Errors
+    ///
+    /// rustls or quinn refusing the configuration.
+    pub fn client_config_for(
+        &self,
+        transport: Arc<quinn::TransportConfig>,
+        alpn: &[u8],
+    ) -> Result<quinn::ClientConfig, TlsError> {
         let crypto = build_client_config(
             ServerCheck::Roots(self.roots.clone()),
-            &[REPL_ALPN],
+            &[alpn],
             Some(&self.identity),
         )?;
         crate::net::quic_client(crypto, transport)
@@ -530,6 +561,7 @@ impl ServerCertVerifier for PinnedCert {
 
 #[cfg(test)]
 mod tests {
+    use super::test_certs::{node_cert, test_ca, write_cluster_files};
     use super::*;
 
     #[test]
@@ -562,63 +594,6 @@ mod tests {
         fs::write(&cert, "not a pem").unwrap();
         let err = Identity::load(&cert, &cert).unwrap_err();
         assert!(err.to_string().contains("c.pem"), "{err}");
-    }
-
-    /// A test CA: its PEM certificate and an issuer that signs with it.
-    struct TestCa {
-        pem: String,
-        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    }
-
-    fn test_ca(name: &str) -> TestCa {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        TestCa {
-            pem,
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A node certificate signed by `ca` for `name`, localhost and
-    /// 127.0.0.1, usable as server and client: (cert PEM, key PEM).
-    fn node_cert(ca: &TestCa, name: &str) -> (String, String) {
-        let sans = vec![name.to_string(), "localhost".into(), "127.0.0.1".into()];
-        let mut params = rcgen::CertificateParams::new(sans).unwrap();
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// Writes a CA and a node's files into `dir` and returns their paths.
-    fn write_cluster_files(
-        dir: &Path,
-        ca: &TestCa,
-        node: &str,
-        pair: &(String, String),
-    ) -> ClusterTls {
-        let files = ClusterTls {
-            ca: dir.join("ca.crt"),
-            cert: dir.join(format!("{node}.crt")),
-            key: dir.join(format!("{node}.key")),
-        };
-        fs::write(&files.ca, &ca.pem).unwrap();
-        fs::write(&files.cert, &pair.0).unwrap();
-        fs::write(&files.key, &pair.1).unwrap();
-        files
     }
 
     /// An identity built without [`ClusterTls::load`]'s checks, to play a
@@ -825,5 +800,92 @@ mod tests {
             err.contains("n3.crt") && err.contains("UnknownIssuer"),
             "{err}"
         );
+    }
+}
+
+/// Test certificates: a cluster CA and node certificates it signs, for the
+/// node-link tests of every module.
+#[cfg(test)]
+pub(crate) mod test_certs {
+    use std::fs;
+    use std::path::Path;
+
+    use super::{ClusterIdentity, ClusterTls};
+
+    /// A test CA: its PEM certificate and an issuer that signs with it.
+    pub(crate) struct TestCa {
+        /// The CA certificate, PEM.
+        pub(crate) pem: String,
+        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    }
+
+    pub(crate) fn test_ca(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            pem,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A node certificate signed by `ca` for `name` (its common name, so
+    /// its node name) and the SANs `name`, localhost and 127.0.0.1, usable
+    /// as server and client: (cert PEM, key PEM).
+    pub(crate) fn node_cert(ca: &TestCa, name: &str) -> (String, String) {
+        let sans = vec![name.to_string(), "localhost".into(), "127.0.0.1".into()];
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Writes a CA and a node's files into `dir` and returns their paths.
+    pub(crate) fn write_cluster_files(
+        dir: &Path,
+        ca: &TestCa,
+        node: &str,
+        pair: &(String, String),
+    ) -> ClusterTls {
+        let files = ClusterTls {
+            ca: dir.join("ca.crt"),
+            cert: dir.join(format!("{node}.crt")),
+            key: dir.join(format!("{node}.key")),
+        };
+        fs::write(&files.ca, &ca.pem).unwrap();
+        fs::write(&files.cert, &pair.0).unwrap();
+        fs::write(&files.key, &pair.1).unwrap();
+        files
+    }
+
+    /// Loaded identities of nodes `names`, all signed by one fresh CA whose
+    /// files go to `dir`.
+    pub(crate) fn cluster_identities(dir: &Path, names: &[&str]) -> Vec<ClusterIdentity> {
+        let ca = test_ca("cluster");
+        names
+            .iter()
+            .map(|name| {
+                write_cluster_files(dir, &ca, name, &node_cert(&ca, name))
+                    .load()
+                    .unwrap()
+            })
+            .collect()
     }
 }
