@@ -12,8 +12,8 @@ use super::*;
 use crate::cluster::map::NodeInfo;
 use crate::cluster::ring::ShardId;
 use crate::net::TransportLimits;
-use crate::net::tls::ClusterIdentity;
-use crate::net::tls::test_certs::cluster_identities;
+use crate::net::tls::test_certs::{cluster_identities, node_cert, test_ca, write_cluster_files};
+use crate::net::tls::{ClusterIdentity, ClusterTls, REPL_ALPN};
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -21,8 +21,8 @@ const BOUND: Duration = Duration::from_secs(30);
 fn timing() -> MetaTiming {
     MetaTiming {
         heartbeat_ms: 50,
-        election_min_ms: 300,
-        election_max_ms: 600,
+        election_min_ms: 600,
+        election_max_ms: 1200,
         connect_timeout_ms: 500,
         rpc_timeout_ms: 5000,
         retry_ms: 100,
@@ -36,11 +36,17 @@ struct Node {
     dir: PathBuf,
     addr: String,
     endpoint: LinkEndpoint,
-    group: Option<MetaGroup>,
+    inbound: Inbound,
+    group: Option<Arc<MetaGroup>>,
+    /// With [`Inbound::Dispatched`]: the node's own accept loop.
+    dispatcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
-    fn new(root: &Path, identity: ClusterIdentity) -> Node {
+    /// A node whose endpoint serves only the group's protocol
+    /// ([`Inbound::Accept`]), or also replication's, accepted by the node
+    /// ([`Inbound::Dispatched`]).
+    fn new(root: &Path, identity: ClusterIdentity, inbound: Inbound) -> Node {
         let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let limits = TransportLimits {
             keep_alive: Some(Duration::from_secs(1)),
@@ -48,23 +54,34 @@ impl Node {
         };
         let id = identity.node_id();
         let dir = root.join(identity.name());
-        let endpoint = LinkEndpoint::listen_for(loopback, identity, limits, &[META_ALPN]).unwrap();
+        let alpns: &[&[u8]] = match inbound {
+            Inbound::Accept => &[META_ALPN],
+            Inbound::Dispatched => &[REPL_ALPN, META_ALPN],
+        };
+        let endpoint = LinkEndpoint::listen_for(loopback, identity, limits, alpns).unwrap();
         let addr = format!("127.0.0.1:{}", endpoint.local_addr().unwrap().port());
         Node {
             id,
             dir,
             addr,
             endpoint,
+            inbound,
             group: None,
+            dispatcher: None,
         }
     }
 
     /// Starts (or restarts, from the same directory) its member.
     async fn start(&mut self, snapshots: (u64, u64)) {
         let config = MetaConfig::new(self.dir.clone(), self.addr.clone(), self.endpoint.clone())
+            .with_inbound(self.inbound)
             .with_timing(timing())
             .with_snapshots(snapshots.0, snapshots.1);
-        self.group = Some(MetaGroup::start(config).await.unwrap());
+        let group = Arc::new(MetaGroup::start(config).await.unwrap());
+        if self.inbound == Inbound::Dispatched {
+            self.dispatcher = Some(tokio::spawn(dispatch(self.endpoint.clone(), group.clone())));
+        }
+        self.group = Some(group);
     }
 
     fn group(&self) -> &MetaGroup {
@@ -72,6 +89,9 @@ impl Node {
     }
 
     async fn stop(&mut self) {
+        if let Some(dispatcher) = self.dispatcher.take() {
+            dispatcher.abort();
+        }
         if let Some(group) = self.group.take() {
             group.shutdown().await;
         }
@@ -98,11 +118,36 @@ impl Node {
     }
 }
 
-/// `names` on loopback, each started (not initialized).
+/// A node's accept loop over an endpoint shared by two protocols: the
+/// group's links go to the group, the others are refused here.
+async fn dispatch(endpoint: LinkEndpoint, group: Arc<MetaGroup>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(link) = incoming.accept().await else {
+            continue;
+        };
+        if link.alpn().as_deref() == Some(META_ALPN) {
+            group.serve_link(link);
+        } else {
+            link.close(0, "no replication in this test");
+        }
+    }
+}
+
+/// `names` on loopback, each started (not initialized); the last one
+/// shares its endpoint with replication ([`Inbound::Dispatched`]).
 async fn nodes(root: &Path, names: &[&str], snapshots: (u64, u64)) -> Vec<Node> {
+    let count = names.len();
     let mut nodes: Vec<Node> = cluster_identities(root, names)
         .into_iter()
-        .map(|identity| Node::new(root, identity))
+        .enumerate()
+        .map(|(i, identity)| {
+            let inbound = if count > 1 && i == count - 1 {
+                Inbound::Dispatched
+            } else {
+                Inbound::Accept
+            };
+            Node::new(root, identity, inbound)
+        })
         .collect();
     for node in &mut nodes {
         node.start(snapshots).await;
@@ -358,4 +403,100 @@ async fn learners_receive_the_map_and_can_be_promoted() {
     for node in &mut nodes {
         node.stop().await;
     }
+}
+
+/// Names the data directory of [`crash_child`], and makes it run.
+const CRASH_CHILD_DIR: &str = "STRATA_RAFT_CRASH_CHILD_DIR";
+
+/// Prefix of the lines [`crash_child`] prints per acknowledged proposal.
+const ACKNOWLEDGED: &str = "acknowledged version ";
+
+/// A lone member proposing until killed with SIGKILL: the child process of
+/// [`kill_9_keeps_acknowledged_proposals`], which runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of kill_9_keeps_acknowledged_proposals"]
+async fn crash_child() {
+    let Ok(root) = std::env::var(CRASH_CHILD_DIR) else {
+        return;
+    };
+    let root = PathBuf::from(root);
+    let identity = node_files(&root).load().unwrap();
+    let mut node = Node::new(&root, identity, Inbound::Accept);
+    node.start((4, 1)).await;
+    let alone = BTreeMap::from([(node.id, node.addr.clone())]);
+    node.group().initialize(&alone).await.unwrap();
+    node.await_leader(None).await;
+    for n in 0.. {
+        let version = node.group().propose(command(n)).await.unwrap();
+        println!("{ACKNOWLEDGED}{version}");
+    }
+}
+
+/// The certificate files of the crash test's node.
+fn node_files(root: &Path) -> ClusterTls {
+    ClusterTls {
+        ca: root.join("ca.crt"),
+        cert: root.join("n1.crt"),
+        key: root.join("n1.key"),
+    }
+}
+
+/// A member killed with SIGKILL in the middle of proposing comes back
+/// with every proposal it acknowledged, in its map as soon as it starts,
+/// and goes on leading.
+#[test]
+fn kill_9_keeps_acknowledged_proposals() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let root = tempfile::tempdir().unwrap();
+    let ca = test_ca("cluster");
+    write_cluster_files(root.path(), &ca, "n1", &node_cert(&ca, "n1"));
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "cluster::raft::tests::crash_child"])
+        .args(["--ignored", "--nocapture", "--test-threads=1"])
+        .env(CRASH_CHILD_DIR, root.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(version) = line.strip_prefix(ACKNOWLEDGED)
+                && tx.send(version.parse::<u64>().unwrap()).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut acknowledged = 0;
+    while acknowledged < 20 {
+        acknowledged = rx
+            .recv_timeout(BOUND)
+            .expect("the child acknowledges proposals");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let identity = node_files(root.path()).load().unwrap();
+        let mut node = Node::new(root.path(), identity, Inbound::Accept);
+        node.start((4, 1)).await;
+        let version = node.group().map().borrow().version();
+        assert!(
+            version >= acknowledged,
+            "restarted at version {version}, below the acknowledged {acknowledged}"
+        );
+        assert_eq!(node.await_leader(None).await, node.id);
+        let next = node.group().propose(command(999)).await.unwrap();
+        assert!(next > version);
+        node.stop().await;
+    });
 }
