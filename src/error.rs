@@ -49,7 +49,11 @@ impl From<&StoreError> for ErrorCode {
             | StoreError::Locked { .. }
             | StoreError::ReplicationGap { .. }
             | StoreError::NotRetained { .. }
-            | StoreError::Config { .. } => ErrorCode::Internal,
+            | StoreError::Config { .. }
+            | StoreError::OldLayout { .. }
+            | StoreError::NewerLayout { .. }
+            | StoreError::InterruptedUpgrade { .. }
+            | StoreError::UnfinishedInstall { .. } => ErrorCode::Internal,
         }
     }
 }

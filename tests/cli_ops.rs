@@ -153,16 +153,17 @@ fn human_output_of_every_command() {
     assert_eq!(ok(&run(&["del", "a"])).trim(), "(not found)");
     assert_eq!(ok(&run(&["get", "a"])).trim(), "(nil)");
 
+    // One hash tag: one slot, where a scan goes bytewise.
     for i in 0..5 {
-        ok(&run(&["set", &format!("p:{i}"), &format!("v{i}")]));
+        ok(&run(&["set", &format!("{{p}}:{i}"), &format!("v{i}")]));
     }
-    let scan = ok(&run(&["scan", "p:"]));
+    let scan = ok(&run(&["scan", "{p}:"]));
     let lines: Vec<&str> = scan.lines().collect();
     assert_eq!(lines.len(), 6, "{scan}");
-    assert!(lines[0].starts_with("p:0 = v0  (version"), "{scan}");
+    assert!(lines[0].starts_with("{p}:0 = v0  (version"), "{scan}");
     assert_eq!(lines[5], "(5 keys)");
     // One page, then its cursor.
-    let page = ok(&run(&["scan", "p:", "--limit", "2"]));
+    let page = ok(&run(&["scan", "{p}:", "--limit", "2"]));
     let last = page.lines().last().unwrap();
     assert!(last.contains("--cursor"), "{page}");
     let cursor = last
@@ -173,9 +174,9 @@ fn human_output_of_every_command() {
         .next()
         .unwrap()
         .to_string();
-    let next = ok(&run(&["scan", "p:", "--limit", "2", "--cursor", &cursor]));
-    assert!(next.starts_with("p:2 = v2"), "{next}");
-    let all = ok(&run(&["scan", "p:", "--limit", "2", "--all"]));
+    let next = ok(&run(&["scan", "{p}:", "--limit", "2", "--cursor", &cursor]));
+    assert!(next.starts_with("{p}:2 = v2"), "{next}");
+    let all = ok(&run(&["scan", "{p}:", "--limit", "2", "--all"]));
     assert_eq!(all.lines().last(), Some("(5 keys)"), "{all}");
 
     let info = ok(&run(&["info"]));

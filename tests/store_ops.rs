@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{b, config};
+use strata::cluster::key_slot;
 use strata::proto::RequestError;
 use strata::store::{Store, StoreError, TtlState, WriteOutcome};
 use strata::types::{Condition, Seq};
@@ -286,9 +287,11 @@ async fn prefix_scan_pages_with_cursor() {
             None => break,
         }
     }
-    let expected: Vec<_> = (0..25)
+    let mut expected: Vec<_> = (0..25)
         .map(|i| (b(&format!("user:{i:03}")), b(&i.to_string())))
         .collect();
+    // Slot order: by Redis Cluster slot, then bytewise.
+    expected.sort_by_key(|(k, _)| (key_slot(k), k.clone()));
     assert_eq!(seen, expected);
 }
 

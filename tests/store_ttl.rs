@@ -57,7 +57,8 @@ async fn expiry_in_both_tiers_across_reopen_and_compaction() {
         WriteOutcome::ConditionFailed { current: None }
     ));
     let page = store.scan(b(""), None, 100).await.unwrap();
-    let keys: Vec<_> = page.entries.iter().map(|(k, _)| k.clone()).collect();
+    let mut keys: Vec<_> = page.entries.iter().map(|(k, _)| k.clone()).collect();
+    keys.sort();
     assert_eq!(keys, vec![b("forever"), b("long")]);
     drop(store);
 

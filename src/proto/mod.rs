@@ -307,7 +307,7 @@ mod tests {
                 Resp(Response::Page(ScanPage {
                     entries: vec![
                         (
-                            b("user:1"),
+                            b("user:3"),
                             Entry {
                                 value: b("ann"),
                                 version: Seq(3),
@@ -338,7 +338,7 @@ mod tests {
                 "page-reply-last",
                 Resp(Response::Page(ScanPage {
                     entries: vec![(
-                        b("user:3"),
+                        b("user:1"),
                         Entry {
                             value: b("cy"),
                             version: Seq(6),

@@ -20,8 +20,10 @@ use crate::store::SnapshotEntry;
 use crate::types::{Epoch, ReplId, Seq};
 use crate::wal::WalRecord;
 
-/// Version of this protocol, sent in `Hello`.
-pub const REPL_PROTOCOL: u32 = 1;
+/// Version of this protocol, sent in `Hello`. 2: full-sync chunks come in
+/// (slot, key) order, the disk tier's since keys carry their slot, so a
+/// resume point of version 1 (key order) would skip or repeat keys.
+pub const REPL_PROTOCOL: u32 = 2;
 
 pub use crate::net::link::{
     FRAME_HEADER_BYTES, FrameError, MAX_FRAME_BYTES, decode_body, decode_header, encode,

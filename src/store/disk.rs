@@ -28,7 +28,9 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, StoreError};
+use super::keys;
 use crate::clock::Clock;
+use crate::cluster::Slot;
 use crate::types::{Cancel, Seq};
 use crate::wal::{Mutation, WalRecord};
 
@@ -37,6 +39,12 @@ const CF_META: &str = "meta";
 const APPLIED_SEQ_KEY: &[u8] = b"applied_seq";
 /// Present while a full-sync install is incomplete: the data family is partial.
 const INSTALL_KEY: &[u8] = b"install";
+/// The key layout of the data family, `u32` LE; absent in layout 1.
+const LAYOUT_KEY: &[u8] = b"layout";
+
+/// The key layout this build reads and writes: 2, every key behind its
+/// slot ([`keys`]). Layout 1 (no `meta/layout`) stored keys bare.
+pub const DISK_LAYOUT: u32 = 2;
 
 const VALUE_FORMAT: u8 = 1;
 /// Bytes in front of every stored value.
@@ -248,11 +256,68 @@ impl DiskTier {
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(true);
-        Ok(DiskTier {
+        let disk = DiskTier {
             db,
             path: path.to_path_buf(),
             write_opts,
-        })
+        };
+        disk.check_layout()?;
+        Ok(disk)
+    }
+
+    /// Refuses a directory of another key layout; stamps a new one.
+    fn check_layout(&self) -> Result<()> {
+        let found = read_layout(&self.db, self.meta(), self.data())?;
+        match found {
+            Some(DISK_LAYOUT) => Ok(()),
+            Some(found) => Err(layout_error(&self.path, found)),
+            None => {
+                self.db.put_cf_opt(
+                    self.meta(),
+                    LAYOUT_KEY,
+                    DISK_LAYOUT.to_le_bytes(),
+                    &self.write_opts,
+                )?;
+                self.flush()
+            }
+        }
+    }
+
+    /// Copies every entry of a layout-1 RocksDB directory (opened read
+    /// only) into this fresh one behind its slot, with its applied seq;
+    /// `progress` hears the entries copied so far. Refuses a directory
+    /// holding an unfinished full sync, whose resume point has no meaning
+    /// in the new order.
+    pub(super) fn import_layout_1(&self, old: &Path, progress: &mut dyn FnMut(u64)) -> Result<u64> {
+        let from = DB::open_cf_for_read_only(&Options::default(), old, [CF_DATA, CF_META], false)?;
+        let (old_data, old_meta) = (cf(&from, CF_DATA), cf(&from, CF_META));
+        if from.get_pinned_cf(old_meta, INSTALL_KEY)?.is_some() {
+            return Err(StoreError::UnfinishedInstall {
+                data_dir: data_dir_of(&self.path),
+            });
+        }
+        let applied =
+            decode_applied_seq(from.get_pinned_cf(old_meta, APPLIED_SEQ_KEY)?.as_deref())?;
+        let mut opts = ReadOptions::default();
+        opts.fill_cache(false);
+        let (mut batch, mut batch_bytes, mut copied) = (WriteBatch::default(), 0, 0u64);
+        for item in from.iterator_cf_opt(old_data, opts, IteratorMode::Start) {
+            let (key, raw) = item?;
+            batch_bytes += key.len() + raw.len();
+            batch.put_cf(self.data(), keys::disk_key(&key), &raw);
+            copied += 1;
+            if batch_bytes >= 4 << 20 {
+                self.db
+                    .write_opt(std::mem::take(&mut batch), &self.write_opts)?;
+                batch_bytes = 0;
+                progress(copied);
+            }
+        }
+        batch.put_cf(self.meta(), APPLIED_SEQ_KEY, applied.0.to_le_bytes());
+        self.db.write_opt(batch, &self.write_opts)?;
+        progress(copied);
+        self.flush()?;
+        Ok(copied)
     }
 
     #[expect(clippy::expect_used, reason = "both families are created at open")]
@@ -285,7 +350,7 @@ impl DiskTier {
 
     /// The stored value for `key`, expired or not (callers check expiry).
     pub fn get(&self, key: &[u8]) -> Result<Option<StoredValue>> {
-        match self.db.get_pinned_cf(self.data(), key)? {
+        match self.db.get_pinned_cf(self.data(), keys::disk_key(key))? {
             None => Ok(None),
             Some(raw) => decode_value(key, &raw).map(Some),
         }
@@ -306,8 +371,12 @@ impl DiskTier {
                         key,
                         value,
                         expires_at_ms,
-                    } => batch.put_cf(data, key, encode_value(record.seq, *expires_at_ms, value)),
-                    Mutation::Delete { key } => batch.delete_cf(data, key),
+                    } => batch.put_cf(
+                        data,
+                        keys::disk_key(key),
+                        encode_value(record.seq, *expires_at_ms, value),
+                    ),
+                    Mutation::Delete { key } => batch.delete_cf(data, keys::disk_key(key)),
                 }
             }
         }
@@ -332,12 +401,14 @@ impl DiskTier {
             .compact_range_cf(self.data(), None::<&[u8]>, None::<&[u8]>);
     }
 
-    /// Entries whose key starts with `prefix` and sorts after `after` (or
-    /// from the start of the prefix), skipping expired ones, up to `limit`.
-    /// Also returns where the next page resumes (the last key examined), or
-    /// `None` when the prefix is done. Expired entries count towards the
-    /// work bound (`ScanLimit::examined`), so a page over a range of dead
-    /// keys ends early (possibly empty) instead of walking all of them.
+    /// Entries whose key starts with `prefix` and comes after `after` in
+    /// (slot, key) order (or from the start), skipping expired ones, up to
+    /// `limit`. Also returns where the next page resumes (the last key
+    /// examined), or `None` when the scan is done. Expired entries count
+    /// towards the work bound (`ScanLimit::examined`), so a page over a
+    /// range of dead keys ends early (possibly empty) instead of walking
+    /// all of them. A prefix visits each slot's range with one seek; one
+    /// holding a complete `{tag}` visits only the tag's slot.
     pub fn scan(
         &self,
         prefix: &[u8],
@@ -348,46 +419,46 @@ impl DiskTier {
         let mut opts = ReadOptions::default();
         // A scan should not push hot point-lookup blocks out of the cache.
         opts.fill_cache(false);
-        let start: &[u8] = match after {
-            Some(after) if after >= prefix => after,
-            _ => prefix,
-        };
-        let iter = self.db.iterator_cf_opt(
-            self.data(),
-            opts,
-            IteratorMode::From(start, Direction::Forward),
-        );
-        let mut out: Vec<(Bytes, StoredValue)> = Vec::new();
-        let (mut bytes, mut examined) = (0, 0);
-        let mut last: Option<Bytes> = None;
-        for item in iter {
-            let (key, raw) = item?;
-            if !key.starts_with(prefix) {
-                return Ok((out, None));
+        let mut iter = self.db.raw_iterator_cf_opt(self.data(), opts);
+        let (_, last_slot) = keys::scan_slots(prefix);
+        let (mut slot, mut skip_to) = keys::resume_point(prefix, after);
+        let mut page = ScanPage::new(limit);
+        while slot <= last_slot {
+            let range = keys::slot_key(slot_of(slot), prefix);
+            let start = match skip_to {
+                Some(after) if after > prefix => keys::slot_key(slot_of(slot), after),
+                _ => range.clone(),
+            };
+            if !iter
+                .key()
+                .is_some_and(|k| k.starts_with(&range) && *k >= *start)
+            {
+                iter.seek(&start);
             }
-            if after.is_some_and(|after| &*key <= after) {
-                continue;
+            while let (Some(key), Some(raw)) = (iter.key(), iter.value()) {
+                if !key.starts_with(&range) {
+                    break;
+                }
+                let user = &key[keys::SLOT_PREFIX_BYTES..];
+                if skip_to.is_none_or(|after| user > after) {
+                    if page.is_full() {
+                        return Ok(page.resume());
+                    }
+                    page.offer(user, decode_value(user, raw)?, now_ms);
+                }
+                iter.next();
             }
-            if out.len() == limit.entries || examined == limit.examined() {
-                return Ok((out, last));
-            }
-            examined += 1;
-            let value = decode_value(&key, &raw)?;
-            let key = Bytes::from(key.into_vec());
-            if value.is_expired(now_ms) {
-                last = Some(key);
-                continue;
-            }
-            // The first entry always goes in: one key and value fit a frame.
-            let size = ScanLimit::entry_bytes(key.len(), value.value.len());
-            if !out.is_empty() && bytes + size > limit.bytes {
-                return Ok((out, last));
-            }
-            bytes += size;
-            last = Some(key.clone());
-            out.push((key, value));
+            iter.status()?;
+            skip_to = None;
+            // The key the iterator rests on names the next slot with any
+            // keys at all, so empty slots cost no seek.
+            slot = match iter.key().and_then(keys::split) {
+                Some((next, _)) if next.get() > slot => next.get(),
+                Some(_) => slot + 1,
+                None => break,
+            };
         }
-        Ok((out, None))
+        Ok(page.done())
     }
 
     /// Bytes of SST files in the data family (0 if RocksDB cannot say).
@@ -422,9 +493,10 @@ impl DiskTier {
                 }
             }
             let (key, raw) = item?;
+            let key = stored_key(&key)?;
             let Some((version, expires)) = decode_header(&raw) else {
                 return Err(StoreError::DamagedValue {
-                    key: String::from_utf8_lossy(&key).into_owned(),
+                    key: String::from_utf8_lossy(key).into_owned(),
                     reason: "short or unknown value header",
                 });
             };
@@ -434,7 +506,7 @@ impl DiskTier {
             keys += 1;
             // Length-prefixed fields, so no two different entry lists hash alike.
             ctx.update(&(key.len() as u64).to_le_bytes());
-            ctx.update(&key);
+            ctx.update(key);
             ctx.update(&version.0.to_le_bytes());
             ctx.update(&expires.to_le_bytes());
             let value = &raw[VALUE_HEADER_BYTES..];
@@ -499,7 +571,7 @@ impl DiskTier {
         for e in entries {
             batch.put_cf(
                 self.data(),
-                &e.key,
+                keys::disk_key(&e.key),
                 encode_value(e.version, e.expires_at_ms, &e.value),
             );
         }
@@ -563,6 +635,135 @@ impl ScanLimit {
     pub fn entry_bytes(key_len: usize, value_len: usize) -> usize {
         key_len + value_len + 4 * 10 + 1
     }
+}
+
+/// One scan page as it fills: the entries, their bytes, the work done.
+struct ScanPage {
+    limit: ScanLimit,
+    out: ScanEntries,
+    bytes: usize,
+    examined: usize,
+    /// The last key examined: where the next page resumes.
+    last: Option<Bytes>,
+    /// The byte bound stopped the page.
+    full: bool,
+}
+
+impl ScanPage {
+    fn new(limit: ScanLimit) -> ScanPage {
+        ScanPage {
+            limit,
+            out: Vec::new(),
+            bytes: 0,
+            examined: 0,
+            last: None,
+            full: false,
+        }
+    }
+
+    /// Whether the page may take no more entries.
+    fn is_full(&self) -> bool {
+        self.full || self.out.len() == self.limit.entries || self.examined == self.limit.examined()
+    }
+
+    /// Examines one entry: an expired one only moves the resume point; a
+    /// live one goes in unless it would break the byte bound (the first
+    /// always goes in: one key and value fit a frame).
+    fn offer(&mut self, key: &[u8], value: StoredValue, now_ms: u64) {
+        self.examined += 1;
+        let key = Bytes::copy_from_slice(key);
+        if value.is_expired(now_ms) {
+            self.last = Some(key);
+            return;
+        }
+        let size = ScanLimit::entry_bytes(key.len(), value.value.len());
+        if !self.out.is_empty() && self.bytes + size > self.limit.bytes {
+            self.full = true;
+            return;
+        }
+        self.bytes += size;
+        self.last = Some(key.clone());
+        self.out.push((key, value));
+    }
+
+    /// The page with a cursor: more may follow.
+    fn resume(self) -> (ScanEntries, Option<Bytes>) {
+        (self.out, self.last)
+    }
+
+    /// The final page.
+    fn done(self) -> (ScanEntries, Option<Bytes>) {
+        if self.full {
+            return (self.out, self.last);
+        }
+        (self.out, None)
+    }
+}
+
+/// A slot number the scan loop bounds below [`SLOTS`].
+#[expect(clippy::expect_used, reason = "callers loop below SLOTS")]
+fn slot_of(n: u16) -> Slot {
+    Slot::new(n).expect("slot below SLOTS")
+}
+
+/// The user key of a stored key; a key with no slot prefix is damage.
+fn stored_key(disk_key: &[u8]) -> Result<&[u8]> {
+    keys::split(disk_key)
+        .map(|(_, key)| key)
+        .ok_or_else(|| StoreError::DamagedValue {
+            key: String::from_utf8_lossy(disk_key).into_owned(),
+            reason: "stored key has no slot prefix",
+        })
+}
+
+/// A column family the directory was opened with.
+#[expect(clippy::expect_used, reason = "every open names both families")]
+fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
+    db.cf_handle(name).expect("column family opened")
+}
+
+/// The directory's key layout: `meta/layout`, or 1 for a directory
+/// without it that holds anything; `None` for an empty one, which takes
+/// this build's layout.
+fn read_layout(db: &DB, meta: &ColumnFamily, data: &ColumnFamily) -> Result<Option<u32>> {
+    if let Some(raw) = db.get_pinned_cf(meta, LAYOUT_KEY)? {
+        let bytes: [u8; 4] = (*raw).try_into().map_err(|_| StoreError::DamagedValue {
+            key: "meta/layout".into(),
+            reason: "not 4 bytes",
+        })?;
+        return Ok(Some(u32::from_le_bytes(bytes)));
+    }
+    let empty = db
+        .iterator_cf(data, IteratorMode::Start)
+        .next()
+        .transpose()?
+        .is_none()
+        && db.get_pinned_cf(meta, APPLIED_SEQ_KEY)?.is_none()
+        && db.get_pinned_cf(meta, INSTALL_KEY)?.is_none();
+    Ok((!empty).then_some(1))
+}
+
+/// The error for a directory in `found` layout, by age.
+fn layout_error(db_dir: &Path, found: u32) -> StoreError {
+    let data_dir = data_dir_of(db_dir);
+    if found > DISK_LAYOUT {
+        StoreError::NewerLayout {
+            data_dir,
+            found,
+            expected: DISK_LAYOUT,
+        }
+    } else {
+        StoreError::OldLayout {
+            data_dir,
+            found,
+            expected: DISK_LAYOUT,
+        }
+    }
+}
+
+/// The node's data directory: the RocksDB directory's parent.
+fn data_dir_of(db_dir: &Path) -> PathBuf {
+    db_dir.parent().unwrap_or(db_dir).to_path_buf()
 }
 
 /// `meta/applied_seq` as stored: 8 bytes little-endian; absent means none yet.
@@ -650,8 +851,11 @@ impl SnapshotReader {
     pub fn open(dir: &Path) -> Result<SnapshotReader> {
         let opts = Options::default();
         let db = DB::open_cf_for_read_only(&opts, dir, [CF_DATA, CF_META], false)?;
-        #[expect(clippy::expect_used, reason = "opened with both families")]
-        let meta = db.cf_handle(CF_META).expect("meta column family exists");
+        let (data, meta) = (cf(&db, CF_DATA), cf(&db, CF_META));
+        match read_layout(&db, meta, data)? {
+            Some(DISK_LAYOUT) | None => {}
+            Some(found) => return Err(layout_error(dir, found)),
+        }
         let seq = decode_applied_seq(db.get_pinned_cf(meta, APPLIED_SEQ_KEY)?.as_deref())?;
         Ok(SnapshotReader { db, seq })
     }
@@ -675,7 +879,8 @@ impl SnapshotReader {
             .db
             .cf_handle(CF_DATA)
             .expect("data column family exists");
-        let mode = match after {
+        let after = after.map(keys::disk_key);
+        let mode = match &after {
             Some(after) => IteratorMode::From(after, Direction::Forward),
             None => IteratorMode::Start,
         };
@@ -685,16 +890,17 @@ impl SnapshotReader {
         let mut bytes = 0;
         for item in self.db.iterator_cf_opt(data, opts, mode) {
             let (key, raw) = item?;
-            if after.is_some_and(|after| &*key <= after) {
+            if after.as_ref().is_some_and(|after| *key <= **after) {
                 continue;
             }
-            let value = decode_value(&key, &raw)?;
+            let key = stored_key(&key)?;
+            let value = decode_value(key, &raw)?;
             if value.is_expired(now_ms) {
                 continue;
             }
             bytes += key.len() + value.value.len();
             out.push(SnapshotEntry {
-                key: Bytes::from(key.into_vec()),
+                key: Bytes::copy_from_slice(key),
                 version: value.seq,
                 expires_at_ms: value.expires_at_ms,
                 value: value.value,
@@ -731,10 +937,11 @@ impl SnapshotReader {
                 .unwrap_or(0)
         };
         let entries = field("# entries");
-        // Raw key sizes include RocksDB's 8-byte internal suffix; raw values
-        // include our value header.
+        // Raw key sizes include RocksDB's 8-byte internal suffix and our
+        // slot prefix; raw values include our value header.
+        let overhead = 8 + keys::SLOT_PREFIX_BYTES + VALUE_HEADER_BYTES;
         let bytes = (field("raw key size") + field("raw value size"))
-            .saturating_sub(entries * (8 + VALUE_HEADER_BYTES as u64));
+            .saturating_sub(entries * overhead as u64);
         (entries, bytes)
     }
 }
@@ -743,6 +950,87 @@ impl SnapshotReader {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
+    use crate::cluster::key_slot;
+
+    fn disk_with(dir: &Path, keys: &[String]) -> DiskTier {
+        let disk = DiskTier::open(
+            &dir.join("db"),
+            &DiskConfig::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let records: Vec<WalRecord> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| WalRecord {
+                seq: Seq(i as u64 + 1),
+                mutations: vec![Mutation::Put {
+                    key: Bytes::from(key.clone()),
+                    value: Bytes::from_static(b"v"),
+                    expires_at_ms: 0,
+                }],
+            })
+            .collect();
+        disk.apply(&records).unwrap();
+        disk
+    }
+
+    /// Every key of a scan for `prefix`, page by page of `per_page`.
+    fn scan_all(disk: &DiskTier, prefix: &[u8], per_page: usize) -> Vec<Bytes> {
+        let (mut out, mut cursor) = (Vec::new(), None::<Bytes>);
+        loop {
+            let (page, next) = disk
+                .scan(prefix, cursor.as_deref(), ScanLimit::entries(per_page), 0)
+                .unwrap();
+            out.extend(page.into_iter().map(|(k, _)| k));
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn a_scan_goes_in_slot_order_and_finds_every_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keys: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
+        keys.extend((0..50).map(|i| format!("other:{i}")));
+        keys.extend((0..40).map(|i| format!("{{t}}:{i}")));
+        let disk = disk_with(dir.path(), &keys);
+
+        for per_page in [1, 7, 1000] {
+            let found = scan_all(&disk, b"user:", per_page);
+            assert_eq!(found.len(), 300, "page size {per_page}");
+            let order: Vec<(u16, &[u8])> =
+                found.iter().map(|k| (key_slot(k).get(), &k[..])).collect();
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "strictly slot order");
+        }
+        assert_eq!(scan_all(&disk, b"", 13).len(), keys.len());
+        let tagged = scan_all(&disk, b"{t}:", 3);
+        assert_eq!(tagged.len(), 40);
+        assert!(tagged.windows(2).all(|w| w[0] < w[1]), "one slot: bytewise");
+        assert!(scan_all(&disk, b"nope", 10).is_empty());
+    }
+
+    #[test]
+    fn a_scan_resumes_after_a_cursor_it_did_not_issue() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        let disk = disk_with(dir.path(), &keys);
+        let all = scan_all(&disk, b"k", 1000);
+        // A cursor that is no key: the page starts after its position.
+        let cursor = b"k-not-a-key";
+        let (page, _) = disk
+            .scan(b"k", Some(cursor), ScanLimit::entries(1000), 0)
+            .unwrap();
+        let position = (key_slot(cursor).get(), &cursor[..]);
+        let expected: Vec<&Bytes> = all
+            .iter()
+            .filter(|k| (key_slot(k).get(), &k[..]) > position)
+            .collect();
+        let got: Vec<&Bytes> = page.iter().map(|(k, _)| k).collect();
+        assert_eq!(got, expected);
+    }
 
     #[test]
     fn snapshot_reads_chunks_and_estimates_its_size() {

@@ -54,6 +54,62 @@ pub enum StoreError {
         /// What RocksDB says it has applied.
         applied: Seq,
     },
+    /// The disk tier was written by an older strata, in a key layout this
+    /// build does not read (layout 1 had no slot prefix).
+    #[error(
+        "data directory {data_dir} holds disk layout {found}, written by an older strata; this build \
+         reads layout {expected} (every key behind its cluster slot). With the node stopped, convert \
+         it in place with `strata-admin upgrade --data-dir {data_dir}`",
+        data_dir = data_dir.display()
+    )]
+    OldLayout {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// The layout found.
+        found: u32,
+        /// The layout this build reads.
+        expected: u32,
+    },
+    /// The disk tier names a layout newer than this build knows.
+    #[error(
+        "data directory {data_dir} holds disk layout {found}, newer than this build reads ({expected}); \
+         run the strata version that wrote it",
+        data_dir = data_dir.display()
+    )]
+    NewerLayout {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// The layout found.
+        found: u32,
+        /// The layout this build reads.
+        expected: u32,
+    },
+    /// `strata-admin upgrade` stopped half way; the data is safe in one of
+    /// the directories it names.
+    #[error(
+        "data directory {data_dir} holds an interrupted disk-layout upgrade ({leftover} is present); \
+         finish it with `strata-admin upgrade --data-dir {data_dir}`",
+        data_dir = data_dir.display(),
+        leftover = leftover.display()
+    )]
+    InterruptedUpgrade {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// The upgrade's leftover directory.
+        leftover: PathBuf,
+    },
+    /// A disk-layout upgrade found a full sync half installed: its resume
+    /// point means nothing in the new key order.
+    #[error(
+        "data directory {data_dir} holds an unfinished full sync, which cannot be converted; \
+         let the older strata finish it first, or empty the directory and let the node sync \
+         again from its primary",
+        data_dir = data_dir.display()
+    )]
+    UnfinishedInstall {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
     /// A write failed earlier in a way that leaves the tiers unsure; the
     /// store refuses writes until restarted (recovery replays the WAL).
     #[error("store refuses writes after an earlier failure ({0}); restart the node to recover")]

@@ -19,9 +19,11 @@ mod commit;
 pub mod disk;
 mod error;
 mod feed;
+pub mod keys;
 mod lock;
 pub mod memory;
 mod metrics;
+mod upgrade;
 mod warm;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +52,7 @@ use feed::Feed;
 pub use lock::DirLock;
 use memory::{Lookup, MemoryTier};
 pub use metrics::StoreMetrics;
+pub use upgrade::{Upgraded, upgrade_layout};
 
 use crate::clock::{Clock, SystemClock};
 use crate::types::{Cancel, Condition, Seq};
@@ -565,6 +568,7 @@ impl Store {
             source,
         })?;
         let lock = DirLock::acquire(dir)?;
+        upgrade::check_not_interrupted(dir)?;
         let disk = Arc::new(DiskTier::open(
             &dir.join("db"),
             &config.disk,

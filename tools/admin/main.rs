@@ -9,10 +9,13 @@
 //!   and from a portable dump file (`proto-docs/dump-format.md`).
 //! - `verify` ([`verify`]): a read-only check of a data directory or a dump.
 //! - `wal-inspect` ([`wal_inspect`]): prints a data directory's WAL records.
+//! - `upgrade` ([`upgrade`]): converts a data directory to this build's
+//!   disk layout.
 
 mod dump;
 mod gen_certs;
 mod restore;
+mod upgrade;
 mod verify;
 mod wal_inspect;
 
@@ -45,6 +48,8 @@ enum Command {
     Verify(verify::Args),
     /// Print the records of a data directory's write-ahead log, read-only.
     WalInspect(wal_inspect::Args),
+    /// Convert a stopped node's data directory to this build's disk layout.
+    Upgrade(upgrade::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => restore::run(args),
         Command::Verify(args) => verify::run(args),
         Command::WalInspect(args) => wal_inspect::run(args),
+        Command::Upgrade(args) => upgrade::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,127 @@
+//! How a user's key is laid out in the disk tier: behind its cluster slot.
+//!
+//! ```text
+//! [u16 slot, big-endian][key bytes ...]
+//! ```
+//!
+//! Big-endian, so RocksDB's bytewise order is slot order: each slot is one
+//! contiguous range, and moving a slot to another shard is a range scan
+//! (DESIGN C5). Within a slot, keys sort bytewise. The slot is Redis
+//! Cluster's (`cluster::key_slot`), so keys sharing a `{tag}` sit together.
+
+use crate::cluster::{SLOTS, Slot, hashed_part, key_slot};
+
+/// Bytes in front of every disk-tier key.
+pub const SLOT_PREFIX_BYTES: usize = 2;
+
+/// The disk-tier key of `key`.
+pub fn disk_key(key: &[u8]) -> Vec<u8> {
+    slot_key(key_slot(key), key)
+}
+
+/// `key` behind `slot` (the caller vouches that it is the key's slot, or
+/// wants a seek position inside that slot's range).
+pub fn slot_key(slot: Slot, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SLOT_PREFIX_BYTES + key.len());
+    out.extend_from_slice(&slot.get().to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// The slot and user key of a disk-tier key; `None` for a key too short to
+/// hold a slot (damage: every stored key has one).
+pub fn split(disk_key: &[u8]) -> Option<(Slot, &[u8])> {
+    let (slot, key) = disk_key.split_first_chunk::<SLOT_PREFIX_BYTES>()?;
+    Some((Slot::new(u16::from_be_bytes(*slot))?, key))
+}
+
+/// The slots a scan for `prefix` must visit: the one slot of its hash tag
+/// when the prefix holds a complete `{tag}` (every key starting with it
+/// hashes that tag), else all of them.
+pub fn scan_slots(prefix: &[u8]) -> (u16, u16) {
+    if hashed_part(prefix).len() < prefix.len() {
+        let slot = key_slot(prefix).get();
+        (slot, slot)
+    } else {
+        (0, SLOTS - 1)
+    }
+}
+
+/// Where a scan resumes: the first position after `after` in (slot, key)
+/// order, as the slot to start in and, if the start lies inside that
+/// slot's prefix range, the key to skip up to (inclusive).
+pub fn resume_point<'a>(prefix: &[u8], after: Option<&'a [u8]>) -> (u16, Option<&'a [u8]>) {
+    let (first, last) = scan_slots(prefix);
+    let Some(after) = after else {
+        return (first, None);
+    };
+    let slot = key_slot(after).get();
+    if slot < first {
+        (first, None)
+    } else if slot > last {
+        // Past every slot of the scan: an empty, final page.
+        (SLOTS, None)
+    } else {
+        (slot, Some(after))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disk_key_is_the_big_endian_slot_then_the_key() {
+        // "foo" is slot 12182 = 0x2f96 in Redis Cluster.
+        assert_eq!(disk_key(b"foo"), b"\x2f\x96foo");
+        assert_eq!(
+            split(b"\x2f\x96foo"),
+            Some((Slot::new(12182).unwrap(), &b"foo"[..]))
+        );
+        assert_eq!(split(b"\x2f"), None);
+        assert_eq!(split(b"\xff\xfffoo"), None, "slot 65535 does not exist");
+    }
+
+    #[test]
+    fn slot_order_is_byte_order() {
+        let a = slot_key(Slot::new(255).unwrap(), b"zzz");
+        let b = slot_key(Slot::new(256).unwrap(), b"aaa");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn a_prefix_with_a_complete_tag_scans_one_slot() {
+        let tag = key_slot(b"user").get();
+        assert_eq!(scan_slots(b"{user}:"), (tag, tag));
+        assert_eq!(scan_slots(b"x{user}"), (tag, tag));
+        assert_eq!(scan_slots(b"{user"), (0, SLOTS - 1), "no closing brace");
+        assert_eq!(
+            scan_slots(b"{}user"),
+            (0, SLOTS - 1),
+            "an empty tag hashes the whole key"
+        );
+        assert_eq!(scan_slots(b""), (0, SLOTS - 1));
+    }
+
+    #[test]
+    fn a_scan_resumes_in_the_cursors_slot() {
+        let slot = key_slot(b"user:7").get();
+        assert_eq!(
+            resume_point(b"user:", Some(b"user:7")),
+            (slot, Some(&b"user:7"[..]))
+        );
+        assert_eq!(resume_point(b"user:", None), (0, None));
+        let tag = key_slot(b"t").get();
+        // A cursor in an earlier slot than the tag's starts at the tag's slot.
+        let before = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| key_slot(k.as_bytes()).get() < tag)
+            .unwrap();
+        assert_eq!(resume_point(b"{t}", Some(before.as_bytes())), (tag, None));
+        let after = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| key_slot(k.as_bytes()).get() > tag)
+            .unwrap();
+        assert_eq!(resume_point(b"{t}", Some(after.as_bytes())), (SLOTS, None));
+    }
+}
