@@ -406,7 +406,9 @@ impl MetaGroup {
     /// owner ([`Inbound::Dispatched`]); it ends with the link or the group.
     pub fn serve_link(&self, link: Link) {
         let bound = Duration::from_millis(self.timing.rpc_timeout_ms);
-        lock(&self.tasks).spawn(serve::serve_link(link, self.raft.clone(), bound));
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(serve::serve_link(link, self.raft.clone(), bound));
     }
 
     /// Bootstraps a new group whose voters are `voters` (id → endpoint

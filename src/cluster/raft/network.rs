@@ -123,6 +123,11 @@ impl PeerClient {
     /// own, so an RPC given up on by its deadline still leaves the link
     /// ready for the next one.
     async fn link(&self) -> Result<Link, RpcFailure> {
+        if let Ok(held) = self.slot.try_lock()
+            && let Some(link) = held.as_ref().filter(|link| !link.is_closed())
+        {
+            return Ok(link.clone());
+        }
         let slot = self.slot.clone();
         let endpoint = self.endpoint.clone();
         let (target, addr) = (self.target, self.addr.clone());

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use super::convert::{self, Types};
 use super::wire::{MAX_META_FRAME_BYTES, META_ALPN, MetaRequest, MetaResponse};
 use crate::net::link::{FrameReceiver, FrameSender, Incoming, Link, LinkEndpoint};
+use crate::types::NodeId;
 
 /// Accepts links on `endpoint` until it closes: those speaking
 /// [`META_ALPN`] are served, any other is closed (an endpoint shared with
@@ -46,14 +47,18 @@ async fn handshake(incoming: Incoming, raft: Raft<Types>, bound: Duration) {
 /// Serves the RPCs of one link until it closes; each request may take
 /// `bound` to arrive.
 pub(crate) async fn serve_link(link: Link, raft: Raft<Types>, bound: Duration) {
-    let peer = link.peer_name().unwrap_or_default();
+    let Some(peer) = link.peer_name() else {
+        link.close(0, "no node name in the certificate");
+        return;
+    };
     tracing::debug!(peer, remote = %link.remote_address(), "metadata link accepted");
+    let peer_id = NodeId::of_name(&peer);
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
             accepted = link.accept() => match accepted {
                 Ok((send, recv)) => {
-                    streams.spawn(serve_stream(raft.clone(), send, recv, bound));
+                    streams.spawn(serve_stream(raft.clone(), peer_id, send, recv, bound));
                 }
                 Err(e) => {
                     tracing::debug!(peer, error = %e, "metadata link closed");
@@ -67,13 +72,24 @@ pub(crate) async fn serve_link(link: Link, raft: Raft<Types>, bound: Duration) {
 
 async fn serve_stream(
     raft: Raft<Types>,
+    peer: NodeId,
     mut send: FrameSender,
     mut recv: FrameReceiver,
     bound: Duration,
 ) {
     let request = tokio::time::timeout(bound, recv.recv_bounded(MAX_META_FRAME_BYTES)).await;
     let response = match request {
-        Ok(Ok(Some(request))) => dispatch(&raft, request).await,
+        Ok(Ok(Some(request))) => match speaker(&request) {
+            // A node speaks only for itself: its certificate names it, so
+            // no member can stand or lead in another's name.
+            node if node != peer => MetaResponse::Refused {
+                reason: format!(
+                    "a request in the name of node {} from node {}",
+                    node.0, peer.0
+                ),
+            },
+            _ => dispatch(&raft, request).await,
+        },
         Ok(Ok(None)) => return,
         Ok(Err(e)) => MetaResponse::Refused {
             reason: e.to_string(),
@@ -82,6 +98,15 @@ async fn serve_stream(
     };
     if send.send(&response).await.is_ok() {
         send.finish();
+    }
+}
+
+/// The node a request speaks for: the candidate or the leader.
+fn speaker(request: &MetaRequest) -> NodeId {
+    match request {
+        MetaRequest::Vote { vote, .. }
+        | MetaRequest::Append { vote, .. }
+        | MetaRequest::Snapshot { vote, .. } => vote.node,
     }
 }
 

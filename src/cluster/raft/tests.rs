@@ -500,3 +500,44 @@ fn kill_9_keeps_acknowledged_proposals() {
         node.stop().await;
     });
 }
+
+/// A request in the name of another node than the one the peer's
+/// certificate names is refused; in its own name it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_speaks_only_for_itself() {
+    let root = tempfile::tempdir().unwrap();
+    let mut identities = cluster_identities(root.path(), &["n1", "n2"]);
+    let n2 = identities.pop().unwrap();
+    let mut node = Node::new(root.path(), identities.pop().unwrap(), Inbound::Accept);
+    node.start((1000, 100)).await;
+    let server: SocketAddr = node.addr.parse().unwrap();
+    let client = LinkEndpoint::client(server, n2.clone(), TransportLimits::default()).unwrap();
+    let link = client
+        .connect_for(server, "127.0.0.1", META_ALPN, BOUND)
+        .await
+        .unwrap();
+    let ask = |node: NodeId| {
+        let link = link.clone();
+        async move {
+            let (mut send, mut recv) = link.open().await.unwrap();
+            let vote = wire::Vote {
+                term: 1,
+                node,
+                committed: false,
+            };
+            send.send(&wire::MetaRequest::Vote { vote, last: None })
+                .await
+                .unwrap();
+            send.finish();
+            recv.recv::<wire::MetaResponse>().await.unwrap().unwrap()
+        }
+    };
+    let forged = ask(NodeId::of_name("n3")).await;
+    assert!(
+        matches!(forged, wire::MetaResponse::Refused { .. }),
+        "{forged:?}"
+    );
+    let own = ask(n2.node_id()).await;
+    assert!(matches!(own, wire::MetaResponse::Vote { .. }), "{own:?}");
+    node.stop().await;
+}
