@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{Raft, RaftMetrics, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -558,6 +558,23 @@ impl MetaGroup {
         let ids: BTreeSet<u64> = voters.iter().map(|id| id.0).collect();
         self.raft
             .change_membership(ids, true)
+            .await
+            .map_err(MetaError::from_write)?;
+        Ok(())
+    }
+
+    /// Removes the learners `nodes` from the group (a node leaving the
+    /// cluster: make it a learner first with [`Self::change_voters`]);
+    /// they receive nothing more.
+    ///
+    /// # Errors
+    ///
+    /// [`MetaError::NotLeader`], [`MetaError::Membership`] (e.g. one of
+    /// them is still a voter).
+    pub async fn remove_learners(&self, nodes: &BTreeSet<NodeId>) -> Result<(), MetaError> {
+        let ids: BTreeSet<u64> = nodes.iter().map(|id| id.0).collect();
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), true)
             .await
             .map_err(MetaError::from_write)?;
         Ok(())

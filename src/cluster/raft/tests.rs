@@ -400,6 +400,26 @@ async fn learners_receive_the_map_and_can_be_promoted() {
     for node in &nodes {
         assert_eq!(node.await_version(next).await.version(), next);
     }
+    // The last node leaves: demoted to learner, then removed.
+    let leaving = BTreeSet::from([nodes[2].id]);
+    let still_voter = first.group().remove_learners(&leaving).await;
+    assert!(
+        matches!(still_voter, Err(MetaError::Membership(_))),
+        "{still_voter:?}"
+    );
+    let staying: BTreeSet<NodeId> = all.difference(&leaving).copied().collect();
+    first.group().change_voters(&staying).await.unwrap();
+    first.group().remove_learners(&leaving).await.unwrap();
+    let status = first.group().status();
+    assert_eq!(status.voters, staying);
+    assert_eq!(
+        status.members.keys().copied().collect::<BTreeSet<_>>(),
+        staying
+    );
+    let last = first.group().propose(command(7)).await.unwrap();
+    for node in &nodes[..2] {
+        assert_eq!(node.await_version(last).await.version(), last);
+    }
     for node in &mut nodes {
         node.stop().await;
     }
