@@ -131,6 +131,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Replication: role, node links, acknowledgements, retention.
     pub replication: crate::repl::ReplConfig,
+    /// Cluster membership (off by default: a single replica group).
+    pub cluster: crate::cluster::node::ClusterConfig,
 }
 
 impl Default for Config {
@@ -145,6 +147,7 @@ impl Default for Config {
             net: NetLimits::default(),
             store: StoreConfig::default(),
             replication: crate::repl::ReplConfig::default(),
+            cluster: crate::cluster::node::ClusterConfig::default(),
         }
     }
 }
@@ -278,6 +281,12 @@ impl Config {
         if let Err(reason) = self.replication.validate() {
             return Err(ConfigError::Invalid {
                 field: "replication".into(),
+                reason,
+            });
+        }
+        if let Err((field, reason)) = self.cluster.validate(&self.replication) {
+            return Err(ConfigError::Invalid {
+                field: field.into(),
                 reason,
             });
         }

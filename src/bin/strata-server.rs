@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use strata::cluster::node::ClusterNode;
 use strata::cmd::Node;
 use strata::config::{Config, Role, TokenConfig};
 use strata::metrics::Registry;
@@ -327,17 +328,47 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
             .await?
             .context("starting replication")?;
     let metrics = Arc::new(ServerMetrics::default());
-    let node = Node::new(
+    let mut node = Node::new(
         repl.clone(),
         config.announced_limits(),
         !config.tokens.is_empty(),
     );
+    let cluster_slot;
+    (node, cluster_slot) = if config.cluster.enabled {
+        let (node, slot) = node.cluster_member();
+        (node, Some(slot))
+    } else {
+        (node, None)
+    };
+    let meta_links = cluster_slot
+        .as_ref()
+        .map(|_| repl.accept_protocol(strata::cluster::node::LINK_PROTOCOL));
     let server = Server::bind(&config, node, metrics.clone())?;
     let addr = server.local_addr()?;
-    let repl_listen = repl.start(addr).context("starting replication")?;
+    let client_addr = match config.cluster.enabled {
+        true => ClusterNode::client_addr(&config.cluster, addr)?.parse()?,
+        false => addr,
+    };
+    let repl_listen = repl.start(client_addr).context("starting replication")?;
     if let Some(repl_addr) = repl_listen {
         info!(addr = %repl_addr, "accepting replicas on {repl_addr}");
     }
+    let cluster = match (cluster_slot, meta_links, repl_listen) {
+        (Some(slot), Some(links), Some(link_addr)) => {
+            let member = ClusterNode::start(
+                &config.cluster,
+                &config.data_dir,
+                repl.clone(),
+                links,
+                link_addr,
+            )
+            .await
+            .context("joining the cluster")?;
+            let _ = slot.set(member.clone());
+            Some(member)
+        }
+        _ => None,
+    };
     if let Some(primary) = &config.replication.replica_of {
         info!(%primary, "replica of {primary}");
     }
@@ -376,6 +407,9 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
     announce_serving(&config, &ready, ready_json);
 
     server.run(shutdown_signal()).await;
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
     let _ = stop_tx.send(true);
     if let Some(task) = metrics_task {
         let _ = task.await;

@@ -10,6 +10,7 @@
 //! group of the nodes.
 
 pub mod map;
+pub mod node;
 pub mod raft;
 pub mod ring;
 pub mod slot;

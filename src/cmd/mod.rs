@@ -2,12 +2,13 @@
 //! [`Response`]. No I/O of its own beyond the store; authentication state
 //! comes from the connection.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+use crate::cluster::node::ClusterNode;
 use crate::config::Role;
 use crate::proto::{
     Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, PROTOCOL_VERSION, Request,
@@ -31,6 +32,9 @@ pub struct Node {
     /// Whole-database operations (`Digest`, `Snapshot`, `Checkpoint`)
     /// running at once are bounded by these permits.
     pub heavy: Arc<Semaphore>,
+    /// In cluster mode: this node's part in its cluster, once started
+    /// (until then keyed requests get `Unavailable`).
+    pub cluster: Option<Arc<OnceLock<Arc<ClusterNode>>>>,
 }
 
 /// Whole-database operations one node runs at once by default.
@@ -45,7 +49,50 @@ impl Node {
             auth_required,
             repl,
             heavy: Arc::new(Semaphore::new(HEAVY_AT_ONCE)),
+            cluster: None,
         }
+    }
+
+    /// The node as a member of a cluster: keyed requests are checked
+    /// against the committed map and the cluster requests are served, once
+    /// the returned slot holds the started member.
+    pub fn cluster_member(mut self) -> (Node, Arc<OnceLock<Arc<ClusterNode>>>) {
+        let slot = Arc::new(OnceLock::new());
+        self.cluster = Some(slot.clone());
+        (self, slot)
+    }
+
+    /// The cluster member: `None` outside cluster mode, `Unavailable`
+    /// while it starts.
+    fn cluster(&self) -> Result<Option<&Arc<ClusterNode>>, ErrorReply> {
+        match &self.cluster {
+            None => Ok(None),
+            Some(slot) => slot.get().map(Some).ok_or_else(|| {
+                ErrorReply::new(
+                    ErrorCode::Unavailable,
+                    "this node is still joining its cluster",
+                )
+                .with_retry_after_ms(500)
+            }),
+        }
+    }
+}
+
+/// The keys a request reads or writes (none for the others).
+fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+    match req {
+        Request::Get { key }
+        | Request::Ttl { key }
+        | Request::Set { key, .. }
+        | Request::Delete { key, .. }
+        | Request::Expire { key, .. }
+        | Request::Persist { key, .. }
+        | Request::Incr { key, .. } => Box::new(std::iter::once(&key[..])),
+        Request::MultiGet { keys } | Request::Exists { keys } => {
+            Box::new(keys.iter().map(|k| &k[..]))
+        }
+        Request::MultiSet { entries, .. } => Box::new(entries.iter().map(|e| &e.key[..])),
+        _ => Box::new(std::iter::empty()),
     }
 }
 
@@ -63,7 +110,10 @@ pub fn required_role(req: &Request) -> Option<Role> {
     match req {
         // §3: with tokens configured, everything but Hello needs one.
         Request::Hello { .. } => None,
-        Request::Promote | Request::ReplicaOf { .. } => Some(Role::Admin),
+        Request::Promote
+        | Request::ReplicaOf { .. }
+        | Request::ClusterInit
+        | Request::ClusterPropose { .. } => Some(Role::Admin),
         _ if is_heavy(req) => Some(Role::Admin),
         _ if req.needs_write() => Some(Role::ReadWrite),
         _ => Some(Role::ReadOnly),
@@ -116,6 +166,10 @@ impl Node {
     /// when its client is gone or its time is up; whole-database operations
     /// stop then, others finish (a write may already be committed).
     pub async fn dispatch(&self, req: Request, cancel: Cancel) -> Response {
+        // C2: a key is served only by the shard the committed map gives it.
+        if let Err(e) = self.check_owner(&req) {
+            return Response::Error(e);
+        }
         if req.needs_write() && !self.repl.is_primary() {
             let mut e = ErrorReply::new(
                 ErrorCode::ReadOnlyReplica,
@@ -137,6 +191,9 @@ impl Node {
                     | Request::Info
                     | Request::Promote
                     | Request::ReplicaOf { .. }
+                    | Request::ClusterMap
+                    | Request::ClusterInit
+                    | Request::ClusterPropose { .. }
             );
         if reads && !self.repl.serves_reads() {
             return Response::error(
@@ -206,6 +263,10 @@ impl Node {
                 return self.snapshot_page(snapshot, after).await;
             }
             Request::Checkpoint => self.checkpoint().await,
+            // The cluster.
+            Request::ClusterMap | Request::ClusterInit | Request::ClusterPropose { .. } => {
+                return self.cluster_request(req).await;
+            }
             // Reads.
             Request::Get { key } => store.get(&key).await.map(|e| Response::Value(e.map(entry))),
             Request::MultiGet { keys } => store
@@ -251,6 +312,44 @@ impl Node {
                 .map(|(value, a)| int_reply(value, a, ack, written)),
         };
         result.unwrap_or_else(|e| error(&e))
+    }
+
+    /// In cluster mode, that this node's shard owns every key of `req`.
+    fn check_owner(&self, req: &Request) -> Result<(), ErrorReply> {
+        let mut keys = request_keys(req).peekable();
+        if keys.peek().is_none() {
+            return Ok(());
+        }
+        match self.cluster()? {
+            None => Ok(()),
+            Some(cluster) => cluster.check_keys(keys),
+        }
+    }
+
+    async fn cluster_request(&self, req: Request) -> Response {
+        let cluster = match self.cluster() {
+            Ok(Some(cluster)) => cluster,
+            Ok(None) => {
+                return Response::error(
+                    ErrorCode::BadRequest,
+                    "this node is not in cluster mode ([cluster] enabled = false)",
+                );
+            }
+            Err(e) => return Response::Error(e),
+        };
+        let result = match req {
+            Request::ClusterMap => return Response::ClusterMap(cluster.map_reply()),
+            Request::ClusterInit => cluster
+                .init()
+                .await
+                .map(|()| Response::Info(vec![("meta_leader".into(), cluster.id().0.to_string())])),
+            Request::ClusterPropose { command } => cluster
+                .propose(&command)
+                .await
+                .map(|v| Response::Info(vec![("map_version".into(), v.to_string())])),
+            _ => return Response::error(ErrorCode::Internal, "not a cluster request"),
+        };
+        result.unwrap_or_else(Response::Error)
     }
 
     fn hello(&self, protocol: u32) -> Response {
@@ -437,6 +536,9 @@ impl Node {
             out.insert(1, role);
         }
         out.extend(repl);
+        if let Ok(Some(cluster)) = self.cluster() {
+            out.extend(cluster.info());
+        }
         out
     }
 }

@@ -89,8 +89,9 @@ use crate::proto::{
 
 pub use crate::net::tls::ServerTrust;
 pub use crate::proto::{
-    Condition, Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, Request, Response,
-    ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
+    ClusterMapReply, ClusterNode, ClusterShard, Condition, Durability, Entry, ErrorCode,
+    ErrorReply, HelloReply, Limits, Request, Response, ScanPage, SetEntry, SnapshotItem,
+    SnapshotPage, TtlState, WriteReply,
 };
 pub use crate::types::{AckPolicy, OnTimeout, Seq};
 
@@ -1408,6 +1409,29 @@ impl Client {
             primary: primary.to_string(),
         })
         .await
+    }
+
+    /// The node's committed cluster map (`BadRequest` outside cluster mode).
+    pub async fn cluster_map(&self) -> Result<ClusterMapReply, ClientError> {
+        match self.request(Request::ClusterMap).await? {
+            Response::ClusterMap(map) => Ok(map),
+            other => Err(unexpected("cluster_map", &other)),
+        }
+    }
+
+    /// Admin: starts the cluster's metadata group with this node as its
+    /// first voter.
+    pub async fn cluster_init(&self) -> Result<Vec<(String, String)>, ClientError> {
+        self.pairs(Request::ClusterInit).await
+    }
+
+    /// Admin: commits a cluster-map command (postcard `MapCommand`) on the
+    /// metadata leader; returns `map_version`.
+    pub async fn cluster_propose(
+        &self,
+        command: Bytes,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        self.pairs(Request::ClusterPropose { command }).await
     }
 
     /// A digest of the node's live data (`seq`, `keys`, `sha256`), leaving

@@ -63,6 +63,15 @@ pub enum ErrorCode {
     /// The node cannot serve requests yet (starting, recovering, or
     /// re-seeding from its primary) and did not execute the request.
     Unavailable = 17, // wire index 17
+    /// In a cluster: a key of the request belongs to another shard, per
+    /// the node's committed map. `leader_hint` names that shard's primary;
+    /// the message names the slot, the shard and the map version. Fetch
+    /// the map again (`ClusterMap`) and resend there.
+    WrongShard = 18, // wire index 18
+    /// A cluster-map change was sent to a node that is not the metadata
+    /// group's leader; `leader_hint` names the leader's client address
+    /// when the node knows it.
+    NotLeader = 19, // wire index 19
     /// A code newer than this decoder. Never sent by a server: a decoder maps
     /// every number it does not know to this variant, and encodes it as
     /// `u16::MAX`.
@@ -71,7 +80,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a server may send, in wire order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedProtocol,
@@ -90,6 +99,8 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::ReplicationTimeout,
         ErrorCode::Unavailable,
+        ErrorCode::WrongShard,
+        ErrorCode::NotLeader,
     ];
 
     /// The code's number on the wire.
@@ -127,6 +138,8 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::ReplicationTimeout => "replication_timeout",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::WrongShard => "wrong_shard",
+            ErrorCode::NotLeader => "not_leader",
             ErrorCode::Unrecognized => "unrecognized",
         }
     }
@@ -216,6 +229,8 @@ mod tests {
             ErrorCode::Internal => 15,
             ErrorCode::ReplicationTimeout => 16,
             ErrorCode::Unavailable => 17,
+            ErrorCode::WrongShard => 18,
+            ErrorCode::NotLeader => 19,
             ErrorCode::Unrecognized => u16::MAX,
         }
     }
@@ -242,7 +257,7 @@ mod tests {
             assert_eq!(back, *code);
             assert_eq!(ErrorCode::from_u16(code.as_u16()), Some(*code));
         }
-        for raw in [18u16, 19, 127, 128, 1000, u16::MAX - 1] {
+        for raw in [20u16, 21, 127, 128, 1000, u16::MAX - 1] {
             assert_eq!(ErrorCode::from_u16(raw), None);
             let bytes = postcard::to_allocvec(&raw).expect("encode");
             let back: ErrorCode = postcard::from_bytes(&bytes).expect("decode");

@@ -173,7 +173,10 @@ impl Request {
             | Request::ReplicaOf { .. }
             | Request::Digest { .. }
             | Request::Checkpoint
-            | Request::Snapshot { .. } => Ok(()),
+            | Request::Snapshot { .. }
+            | Request::ClusterMap
+            | Request::ClusterInit
+            | Request::ClusterPropose { .. } => Ok(()),
             Request::Get { key }
             | Request::Ttl { key }
             | Request::Persist { key, .. }

@@ -173,6 +173,24 @@ pub enum Request {
         /// Continue after this key (the previous page's `next`).
         after: Option<Bytes>,
     },
+    /// The node's committed cluster map; answered with
+    /// [`Response::ClusterMap`]. `BadRequest` on a node not in cluster mode.
+    // wire index 19
+    ClusterMap,
+    /// Admin: starts the cluster's metadata group with this node as its
+    /// only voter (the others join as the map names them); answered with
+    /// [`Response::Info`].
+    // wire index 20
+    ClusterInit,
+    /// Admin: commits a change to the cluster map, the postcard encoding
+    /// of a `MapCommand` (proto-docs/cluster.md §5); answered with
+    /// [`Response::Info`] (`map_version`). Only the metadata leader takes
+    /// it: another node answers `NotLeader` naming the leader.
+    // wire index 21
+    ClusterPropose {
+        /// The encoded command.
+        command: Bytes,
+    },
 }
 
 /// One entry of a [`Request::MultiSet`].
@@ -229,11 +247,17 @@ pub enum Op {
     Checkpoint,
     #[allow(missing_docs)]
     Snapshot,
+    #[allow(missing_docs)]
+    ClusterMap,
+    #[allow(missing_docs)]
+    ClusterInit,
+    #[allow(missing_docs)]
+    ClusterPropose,
 }
 
 impl Op {
     /// Every operation, in wire order.
-    pub const ALL: [Op; 19] = [
+    pub const ALL: [Op; 22] = [
         Op::Hello,
         Op::Ping,
         Op::Get,
@@ -253,6 +277,9 @@ impl Op {
         Op::Digest,
         Op::Checkpoint,
         Op::Snapshot,
+        Op::ClusterMap,
+        Op::ClusterInit,
+        Op::ClusterPropose,
     ];
 
     /// The operation's snake_case name, for logs and metrics labels.
@@ -277,6 +304,9 @@ impl Op {
             Op::Digest => "digest",
             Op::Checkpoint => "checkpoint",
             Op::Snapshot => "snapshot",
+            Op::ClusterMap => "cluster_map",
+            Op::ClusterInit => "cluster_init",
+            Op::ClusterPropose => "cluster_propose",
         }
     }
 }
@@ -305,6 +335,9 @@ impl Request {
             Request::Digest { .. } => Op::Digest,
             Request::Checkpoint => Op::Checkpoint,
             Request::Snapshot { .. } => Op::Snapshot,
+            Request::ClusterMap => Op::ClusterMap,
+            Request::ClusterInit => Op::ClusterInit,
+            Request::ClusterPropose { .. } => Op::ClusterPropose,
         }
     }
 
@@ -335,7 +368,10 @@ impl Request {
             | Request::ReplicaOf { .. }
             | Request::Digest { .. }
             | Request::Checkpoint
-            | Request::Snapshot { .. } => false,
+            | Request::Snapshot { .. }
+            | Request::ClusterMap
+            | Request::ClusterInit
+            | Request::ClusterPropose { .. } => false,
         }
     }
 
@@ -351,7 +387,9 @@ impl Request {
     /// would report `NotWritten` for a write that did succeed.
     pub const fn is_idempotent(&self) -> bool {
         match self {
-            Request::Incr { .. } => false,
+            // A second proposal of the same command may be refused (a
+            // duplicate node), though the first was committed.
+            Request::Incr { .. } | Request::ClusterPropose { .. } => false,
             Request::Set { condition, .. } | Request::Delete { condition, .. } => {
                 matches!(condition, Condition::Always | Condition::IfPresent)
             }
@@ -370,7 +408,9 @@ impl Request {
             | Request::ReplicaOf { .. }
             | Request::Digest { .. }
             | Request::Checkpoint
-            | Request::Snapshot { .. } => true,
+            | Request::Snapshot { .. }
+            | Request::ClusterMap
+            | Request::ClusterInit => true,
         }
     }
 
@@ -396,7 +436,10 @@ impl Request {
             | Request::ReplicaOf { .. }
             | Request::Digest { .. }
             | Request::Checkpoint
-            | Request::Snapshot { .. } => None,
+            | Request::Snapshot { .. }
+            | Request::ClusterMap
+            | Request::ClusterInit
+            | Request::ClusterPropose { .. } => None,
         }
     }
 }
@@ -460,6 +503,51 @@ pub enum Response {
     Error(ErrorReply), // wire index 13
     /// Answer to [`Request::Snapshot`].
     Snapshot(SnapshotPage), // wire index 14
+    /// Answer to [`Request::ClusterMap`].
+    ClusterMap(ClusterMapReply), // wire index 15
+}
+
+/// A node's committed cluster map ([`Request::ClusterMap`]): what a client
+/// routes by. The slot table is not sent: the client computes it from the
+/// shard ids and `vnodes` (proto-docs/cluster.md §2 and §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMapReply {
+    /// Grows with every committed change; a client keeps the newest it saw.
+    pub version: u64,
+    /// Virtual nodes per shard on the ring.
+    pub vnodes: u32,
+    /// Every node, in ascending id order.
+    pub nodes: Vec<ClusterNode>,
+    /// Every shard, in ascending id order.
+    pub shards: Vec<ClusterShard>,
+}
+
+/// One node of a [`ClusterMapReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// Its id (a `NodeId`: derived from the name).
+    pub id: u64,
+    /// Its name (its cluster certificate's common name).
+    pub name: String,
+    /// Where clients reach it (`host:port`).
+    pub client_addr: String,
+    /// Where other nodes reach it.
+    pub link_addr: String,
+    /// The shard it holds a copy of.
+    pub shard: u32,
+}
+
+/// One shard of a [`ClusterMapReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterShard {
+    /// Its id.
+    pub id: u32,
+    /// The node taking its writes.
+    pub primary: u64,
+    /// Its other nodes.
+    pub replicas: Vec<u64>,
+    /// Grows with every change of primary.
+    pub epoch: u64,
 }
 
 /// One page of an online dump ([`Request::Snapshot`]).
@@ -643,6 +731,7 @@ mod tests {
             Response::Info(_) => 12,
             Response::Error(_) => 13,
             Response::Snapshot(_) => 14,
+            Response::ClusterMap(_) => 15,
         }
     }
 

@@ -41,8 +41,8 @@ pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, Limits, RequestError, check_key_count, check_key_len, check_value_len,
 };
 pub use message::{
-    Durability, Entry, ErrorReply, HelloReply, Op, Request, Response, ScanPage, SetEntry,
-    SnapshotItem, SnapshotPage, TtlState, WriteReply,
+    ClusterMapReply, ClusterNode, ClusterShard, Durability, Entry, ErrorReply, HelloReply, Op,
+    Request, Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 
 /// The QUIC ALPN protocol id of this protocol. It names the major version: an

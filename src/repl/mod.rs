@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use self::core::Acked;
@@ -43,7 +43,7 @@ use self::core::{
 
 use self::metrics::{ReplMetrics, eta};
 use crate::net::link::{Link, LinkEndpoint, LinkError};
-use crate::net::tls::{ClusterIdentity, ClusterTls, TlsError};
+use crate::net::tls::{ClusterIdentity, ClusterTls, REPL_ALPN, TlsError};
 use crate::proto::{ErrorCode, ErrorReply};
 use crate::store::{Store, StoreError, WalHold};
 use crate::types::{AckPolicy, AckPolicyText, Epoch, ReplId, Seq};
@@ -224,6 +224,9 @@ pub struct Replication {
     identity: Option<ClusterIdentity>,
     /// The node-link endpoint (its own lock: only ever taken alone).
     endpoint: Mutex<Option<LinkEndpoint>>,
+    /// Other node-link protocols the endpoint accepts, by ALPN, and where
+    /// their links go (its own lock: only ever taken alone).
+    protocols: Mutex<Vec<(&'static [u8], mpsc::Sender<Link>)>>,
     /// The task following the primary (its own lock: only ever taken alone).
     follower: Mutex<Option<JoinHandle<()>>>,
     state: Mutex<State>,
@@ -292,6 +295,7 @@ impl Replication {
             client_addr: OnceLock::new(),
             identity,
             endpoint: Mutex::new(None),
+            protocols: Mutex::new(Vec::new()),
             follower: Mutex::new(None),
             state: Mutex::new(state),
             reached: watch::Sender::new(Reached::default()),
@@ -318,7 +322,10 @@ impl Replication {
         let _ = self.node_name.set(name);
         let mut bound = None;
         if let (Some(listen), Some(identity)) = (self.cfg.listen, &self.identity) {
-            let endpoint = LinkEndpoint::listen(listen, identity.clone(), link_limits(&self.cfg))?;
+            let mut alpns = vec![REPL_ALPN];
+            alpns.extend(lock(&self.protocols).iter().map(|(alpn, _)| *alpn));
+            let limits = link_limits(&self.cfg);
+            let endpoint = LinkEndpoint::listen_for(listen, identity.clone(), limits, &alpns)?;
             bound = Some(endpoint.local_addr()?);
             *lock(&self.endpoint) = Some(endpoint.clone());
             tokio::spawn(primary::serve(self.clone(), endpoint));
@@ -390,6 +397,11 @@ impl Replication {
     /// Whether this node accepts writes.
     pub fn is_primary(&self) -> bool {
         lock(&self.state).following.is_none()
+    }
+
+    /// The replication address of the primary this node follows, if any.
+    pub fn following(&self) -> Option<String> {
+        lock(&self.state).following.clone()
     }
 
     /// For `ReadOnlyReplica` replies: where clients reach the primary.
@@ -591,6 +603,28 @@ impl Replication {
             task.abort();
             let _ = task.await;
         }
+    }
+
+    /// Makes the replication listener also accept links speaking `alpn`
+    /// and hand them to the returned receiver (a full one refuses them).
+    /// Call before [`Replication::start`].
+    pub fn accept_protocol(&self, alpn: &'static [u8]) -> mpsc::Receiver<Link> {
+        let (tx, rx) = mpsc::channel(64);
+        lock(&self.protocols).push((alpn, tx));
+        rx
+    }
+
+    /// Where a link speaking `alpn` goes, if another protocol took it.
+    fn protocol_for(&self, alpn: &[u8]) -> Option<mpsc::Sender<Link>> {
+        lock(&self.protocols)
+            .iter()
+            .find(|(ours, _)| *ours == alpn)
+            .map(|(_, tx)| tx.clone())
+    }
+
+    /// The node-link endpoint, once [`Replication::start`] bound it.
+    pub fn link_endpoint(&self) -> Option<LinkEndpoint> {
+        lock(&self.endpoint).clone()
     }
 
     /// The endpoint for outgoing node links (the listener's, or a client-only one).

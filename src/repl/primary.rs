@@ -14,6 +14,7 @@ use super::proto::{
     self, Position, REPL_PROTOCOL, Resume, SnapshotFrame, Start, ToPrimary, ToReplica,
 };
 use super::{ReplError, Replication, lock};
+use crate::net::REPL_ALPN;
 use crate::net::link::{FrameReceiver, FrameSender, Link, LinkEndpoint};
 use crate::store::{SnapshotEntry, SnapshotReader, StoreError, WalHold};
 use crate::types::Seq;
@@ -177,6 +178,13 @@ pub(super) async fn serve(repl: Arc<Replication>, endpoint: LinkEndpoint) {
                     return;
                 }
             };
+            if let Some(alpn) = conn.alpn().filter(|alpn| alpn != REPL_ALPN) {
+                match repl.protocol_for(&alpn) {
+                    Some(tx) if tx.try_send(conn.clone()).is_ok() => {}
+                    _ => conn.close(2, "protocol not served here"),
+                }
+                return;
+            }
             if let Err(e) = serve_replica(&repl, &conn).await {
                 warn!(%peer, error = %e, "replica session ended");
             }

@@ -1,0 +1,453 @@
+//! A node as a cluster member: its member of the metadata group, the
+//! committed map it routes by, and the loop that makes the node what the
+//! map says (DESIGN C2: it acts only on committed entries).
+//!
+//! ```text
+//! links (ALPN strata-raft/1, accepted by replication) -> MetaGroup
+//! MetaGroup.map() --watch--> ClusterNode::check_keys   (WrongShard)
+//!                       \--> reconcile: follow my shard's primary
+//!                                       leader: every map node a member,
+//!                                               up to 5 of them voters
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::map::{ClusterMap, MapCommand};
+use super::raft::{META_ALPN, MetaConfig, MetaError, MetaGroup, MetaRole, MetaTiming, pick_voters};
+use super::slot::key_slot;
+use crate::net::link::Link;
+use crate::proto::{ClusterMapReply, ClusterNode as WireNode, ClusterShard, ErrorCode, ErrorReply};
+use crate::repl::Replication;
+use crate::types::NodeId;
+
+/// How often the reconciler looks again without a map change (a peer that
+/// was down, a leadership that moved).
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+/// The `[cluster]` section of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Run as a cluster member: the metadata group on the replication
+    /// listener, keyed requests checked against the committed map, and
+    /// replication set up as the map says.
+    pub enabled: bool,
+    /// `host:port` where other nodes reach this node's replication
+    /// listener; default its bound address (which then must not be an
+    /// unspecified address such as 0.0.0.0).
+    pub advertise_link: Option<String>,
+    /// `host:port` where clients reach this node; default the client
+    /// listener's bound address, under the same rule.
+    pub advertise_client: Option<String>,
+}
+
+impl ClusterConfig {
+    /// Checks the section against the replication settings it needs.
+    ///
+    /// # Errors
+    ///
+    /// The field at fault and why.
+    pub fn validate(&self, repl: &crate::repl::ReplConfig) -> Result<(), (&'static str, String)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if repl.listen.is_none() || repl.tls.is_none() {
+            return Err((
+                "cluster.enabled",
+                "a cluster member needs replication.listen and replication.tls: the \
+                 metadata group speaks over the node links"
+                    .into(),
+            ));
+        }
+        if repl.replica_of.is_some() {
+            return Err((
+                "replication.replica_of",
+                "in a cluster the map says whom a node follows; drop replica_of".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// An address to advertise is missing or unusable.
+    #[error("cluster: {0}")]
+    Config(String),
+    /// The metadata group did not start.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// This node's part in the cluster.
+pub struct ClusterNode {
+    id: NodeId,
+    group: Arc<MetaGroup>,
+    repl: Arc<Replication>,
+    link_addr: String,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("id", &self.id)
+            .field("link_addr", &self.link_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The address to tell others: the configured one, else the bound one if
+/// it names a host.
+fn advertised(
+    configured: &Option<String>,
+    bound: SocketAddr,
+    what: &str,
+) -> Result<String, ClusterError> {
+    match configured {
+        Some(addr) => Ok(addr.clone()),
+        None if bound.ip().is_unspecified() => Err(ClusterError::Config(format!(
+            "the {what} listener is bound to {bound}, which other nodes cannot dial; \
+             set cluster.advertise_{what}"
+        ))),
+        None => Ok(bound.to_string()),
+    }
+}
+
+impl ClusterNode {
+    /// Starts this node's member of the metadata group on `repl`'s link
+    /// endpoint, fed by `links` (from [`Replication::accept_protocol`] of
+    /// [`META_ALPN`], taken before replication started), and the loop that
+    /// follows the map. `link` and `client` are the bound addresses.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Config`] for an address others cannot dial;
+    /// [`ClusterError::Meta`] when the group's storage does not open.
+    pub async fn start(
+        cfg: &ClusterConfig,
+        data_dir: &Path,
+        repl: Arc<Replication>,
+        mut links: mpsc::Receiver<Link>,
+        link: SocketAddr,
+    ) -> Result<Arc<ClusterNode>, ClusterError> {
+        let link_addr = advertised(&cfg.advertise_link, link, "link")?;
+        let endpoint = repl
+            .link_endpoint()
+            .ok_or_else(|| ClusterError::Config("replication has no listener".into()))?;
+        let config = MetaConfig::new(data_dir.to_path_buf(), link_addr.clone(), endpoint)
+            .with_inbound(super::raft::Inbound::Dispatched)
+            .with_timing(MetaTiming::default());
+        let group = Arc::new(MetaGroup::start(config).await?);
+        let id = group.id();
+        let serving = group.clone();
+        tokio::spawn(async move {
+            while let Some(link) = links.recv().await {
+                serving.serve_link(link);
+            }
+        });
+        let node = Arc::new(ClusterNode {
+            id,
+            group,
+            repl,
+            link_addr,
+        });
+        tokio::spawn(reconcile_loop(Arc::downgrade(&node)));
+        info!(node = id.0, link = %node.link_addr, "cluster member started");
+        Ok(node)
+    }
+
+    /// The client address to advertise for this node (see [`ClusterConfig`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Config`] for an unspecified bound address.
+    pub fn client_addr(cfg: &ClusterConfig, bound: SocketAddr) -> Result<String, ClusterError> {
+        advertised(&cfg.advertise_client, bound, "client")
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The committed map as this node last applied it.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.group.map().borrow().clone()
+    }
+
+    /// Checks that every key belongs to this node's shard in the committed
+    /// map: `WrongShard` naming the owner's primary otherwise, and
+    /// `Unavailable` while the map has no shards or does not list this node.
+    ///
+    /// # Errors
+    ///
+    /// The reply to send instead of serving the request.
+    pub fn check_keys<'a>(
+        &self,
+        mut keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(), ErrorReply> {
+        let map = self.map();
+        let (Some(table), Some(me)) = (map.slot_table(), map.nodes().get(&self.id)) else {
+            return Err(ErrorReply::new(
+                ErrorCode::Unavailable,
+                "this node is not in a shard of the cluster map yet (see `strata-admin cluster status`)",
+            )
+            .with_retry_after_ms(1000));
+        };
+        let Some(key) = keys.find(|key| table.owner(key_slot(key)) != me.shard) else {
+            return Ok(());
+        };
+        let slot = key_slot(key);
+        let owner = table.owner(slot);
+        let primary = map
+            .shards()
+            .get(&owner)
+            .and_then(|shard| map.nodes().get(&shard.primary));
+        let mut reply = ErrorReply::new(
+            ErrorCode::WrongShard,
+            format!(
+                "slot {} belongs to shard {} (cluster map version {}){}",
+                slot.get(),
+                owner.0,
+                map.version(),
+                primary.map_or(String::new(), |p| format!(", primary {}", p.client_addr)),
+            ),
+        );
+        reply.leader_hint = primary.map(|p| p.client_addr.clone());
+        Err(reply)
+    }
+
+    /// The committed map in its wire form.
+    pub fn map_reply(&self) -> ClusterMapReply {
+        map_reply(&self.map())
+    }
+
+    /// Starts the metadata group with this node as its only voter; the
+    /// others join as the map names them.
+    ///
+    /// # Errors
+    ///
+    /// `BadRequest` when the group exists already.
+    pub async fn init(&self) -> Result<(), ErrorReply> {
+        let voters = [(self.id, self.link_addr.clone())].into_iter().collect();
+        self.group
+            .initialize(&voters)
+            .await
+            .map_err(|e| meta_error(&e, &self.map()))?;
+        self.group
+            .await_status(Duration::from_secs(10), "leadership", |s| {
+                s.role == MetaRole::Leader
+            })
+            .await
+            .map_err(|e| meta_error(&e, &self.map()))?;
+        Ok(())
+    }
+
+    /// Commits `command` (postcard `MapCommand`), returning the map version.
+    ///
+    /// # Errors
+    ///
+    /// `BadRequest` for an undecodable or refused command, `NotLeader`.
+    pub async fn propose(&self, command: &[u8]) -> Result<u64, ErrorReply> {
+        let cmd: MapCommand = postcard::from_bytes(command).map_err(|e| {
+            ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!("not a cluster-map command: {e}"),
+            )
+        })?;
+        self.group
+            .propose(cmd)
+            .await
+            .map_err(|e| meta_error(&e, &self.map()))
+    }
+
+    /// `cluster_*` lines for `Info`.
+    pub fn info(&self) -> Vec<(String, String)> {
+        let status = self.group.status();
+        let map = self.map();
+        let ids = |set: &BTreeSet<NodeId>| {
+            set.iter()
+                .map(|id| id.0.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut out = vec![
+            ("cluster_node_id".into(), self.id.0.to_string()),
+            ("cluster_link_addr".into(), self.link_addr.clone()),
+            ("cluster_map_version".into(), map.version().to_string()),
+            (
+                "cluster_meta_role".into(),
+                format!("{:?}", status.role).to_lowercase(),
+            ),
+            ("cluster_meta_term".into(), status.term.to_string()),
+            (
+                "cluster_meta_leader".into(),
+                status.leader.map_or(String::new(), |id| id.0.to_string()),
+            ),
+            ("cluster_meta_voters".into(), ids(&status.voters)),
+            ("cluster_meta_learners".into(), ids(&status.learners)),
+        ];
+        if let Some(me) = map.nodes().get(&self.id) {
+            out.push(("cluster_shard".into(), me.shard.0.to_string()));
+        }
+        out
+    }
+
+    /// Stops the member (its data stays for the next start).
+    pub async fn shutdown(&self) {
+        self.group.shutdown().await;
+    }
+
+    /// One pass: replication as the map says, and on the leader the
+    /// group's membership as the map says.
+    async fn reconcile(&self, map: &ClusterMap) {
+        self.follow_my_primary(map).await;
+        if self.group.status().role == MetaRole::Leader
+            && let Err(e) = self.sync_membership(map).await
+        {
+            warn!(error = %e, "metadata membership not brought in line with the map yet");
+        }
+    }
+
+    /// A replica of its shard follows the shard's primary; a node the map
+    /// made primary stops following.
+    async fn follow_my_primary(&self, map: &ClusterMap) {
+        let Some(me) = map.nodes().get(&self.id) else {
+            return;
+        };
+        let Some(shard) = map.shards().get(&me.shard) else {
+            return;
+        };
+        if shard.primary == self.id {
+            if !self.repl.is_primary() {
+                info!(
+                    shard = me.shard.0,
+                    epoch = shard.epoch,
+                    "the map makes this node its shard's primary"
+                );
+                if let Err(e) = self.repl.promote().await {
+                    warn!(error = %e.message, "promotion the map asked for failed");
+                }
+            }
+            return;
+        }
+        let Some(primary) = map.nodes().get(&shard.primary) else {
+            return;
+        };
+        if self.repl.following().as_deref() != Some(primary.link_addr.as_str()) {
+            info!(shard = me.shard.0, primary = %primary.link_addr, "following the shard's primary");
+            if let Err(e) = self.repl.replicate_from(primary.link_addr.clone()).await {
+                warn!(error = %e.message, "could not follow the shard's primary");
+            }
+        }
+    }
+
+    /// On the leader: every node of the map a member, up to five voters.
+    async fn sync_membership(&self, map: &ClusterMap) -> Result<(), MetaError> {
+        let status = self.group.status();
+        for (id, node) in map.nodes() {
+            if !status.members.contains_key(id) {
+                self.group.add_learner(*id, node.link_addr.clone()).await?;
+            }
+        }
+        let mut nodes: BTreeSet<NodeId> = map.nodes().keys().copied().collect();
+        // The leader stays a voter until it is out of the map.
+        if nodes.is_empty() {
+            nodes.insert(self.id);
+        }
+        let voters = pick_voters(&status.voters, &nodes);
+        if voters != status.voters {
+            info!(?voters, "changing the metadata group's voters");
+            self.group.change_voters(&voters).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Follows map changes (and looks again now and then) until the node goes.
+async fn reconcile_loop(node: std::sync::Weak<ClusterNode>) {
+    let Some(mut maps) = node.upgrade().map(|n| n.group.map()) else {
+        return;
+    };
+    loop {
+        let map = maps.borrow_and_update().clone();
+        let Some(strong) = node.upgrade() else {
+            return;
+        };
+        strong.reconcile(&map).await;
+        drop(strong);
+        tokio::select! {
+            changed = maps.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RECONCILE_EVERY) => {}
+        }
+    }
+}
+
+/// A group error as the client sees it.
+fn meta_error(e: &MetaError, map: &ClusterMap) -> ErrorReply {
+    match e {
+        MetaError::NotLeader { leader } => {
+            let client = leader
+                .as_ref()
+                .and_then(|l| map.nodes().get(&l.id))
+                .map(|n| n.client_addr.clone());
+            let mut reply = ErrorReply::new(
+                ErrorCode::NotLeader,
+                match &client {
+                    Some(addr) => format!("not the metadata leader; the leader is {addr}"),
+                    None => "not the metadata leader, and no leader is known yet".to_string(),
+                },
+            );
+            reply.leader_hint = client;
+            reply
+        }
+        MetaError::Refused(_) | MetaError::AlreadyInitialized | MetaError::NotInMembers { .. } => {
+            ErrorReply::new(ErrorCode::BadRequest, e.to_string())
+        }
+        MetaError::Timeout(_) => ErrorReply::new(ErrorCode::Timeout, e.to_string()),
+        _ => ErrorReply::new(ErrorCode::Unavailable, e.to_string()).with_retry_after_ms(1000),
+    }
+}
+
+/// A map in its wire form.
+pub fn map_reply(map: &ClusterMap) -> ClusterMapReply {
+    ClusterMapReply {
+        version: map.version(),
+        vnodes: map.vnodes(),
+        nodes: map
+            .nodes()
+            .iter()
+            .map(|(id, n)| WireNode {
+                id: id.0,
+                name: n.name.clone(),
+                client_addr: n.client_addr.clone(),
+                link_addr: n.link_addr.clone(),
+                shard: n.shard.0,
+            })
+            .collect(),
+        shards: map
+            .shards()
+            .iter()
+            .map(|(id, s)| ClusterShard {
+                id: id.0,
+                primary: s.primary.0,
+                replicas: s.replicas.iter().map(|r| r.0).collect(),
+                epoch: s.epoch,
+            })
+            .collect(),
+    }
+}
+
+/// The protocol the metadata group's links speak, for
+/// [`Replication::accept_protocol`].
+pub const LINK_PROTOCOL: &[u8] = META_ALPN;
