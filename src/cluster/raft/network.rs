@@ -171,17 +171,21 @@ impl PeerClient {
                 bytes: frame.len(),
             });
         }
-        let exchange = async {
-            let link = self.link().await?;
-            let result = exchange(&link, &frame).await;
-            if result.is_err() {
-                self.drop_link(&link).await;
-            }
-            result.map_err(|e| self.failed(e))
-        };
-        let response = tokio::time::timeout(deadline, exchange)
+        let started = tokio::time::Instant::now();
+        // No link by the deadline counts as unreachable, so the library
+        // backs off while the attempt goes on in its own task.
+        let link = tokio::time::timeout(deadline, self.link())
             .await
-            .map_err(|_| self.failed(format!("no response within {deadline:?}")))??;
+            .map_err(|_| self.unreachable(format!("no link within {deadline:?}")))??;
+        let left = deadline.saturating_sub(started.elapsed());
+        let response = match tokio::time::timeout(left, exchange(&link, &frame)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                self.drop_link(&link).await;
+                return Err(self.failed(e));
+            }
+            Err(_) => return Err(self.failed(format!("no response within {deadline:?}"))),
+        };
         if let MetaResponse::Refused { reason } = &response {
             return Err(self.failed(format!("refused: {reason}")));
         }

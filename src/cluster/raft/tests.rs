@@ -561,3 +561,30 @@ async fn a_node_speaks_only_for_itself() {
     assert!(matches!(own, wire::MetaResponse::Vote { .. }), "{own:?}");
     node.stop().await;
 }
+
+/// A voter whose endpoint takes connections but never completes a
+/// handshake (a hung node) holds up nothing: the two others form the
+/// group and commit; started late, it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_voter_does_not_stall_the_group() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = cluster_identities(root.path(), &["n1", "n2", "n3"])
+        .into_iter()
+        .map(|identity| Node::new(root.path(), identity, Inbound::Accept))
+        .collect();
+    for node in &mut nodes[..2] {
+        node.start((1000, 100)).await;
+    }
+    nodes[0].group().initialize(&members(&nodes)).await.unwrap();
+    let leader_id = nodes[0].await_leader(None).await;
+    assert_ne!(leader_id, nodes[2].id);
+    let version = propose_all(by_id(&nodes, leader_id), 0..3).await;
+    for node in &nodes[..2] {
+        assert_eq!(node.await_version(version).await.version(), version);
+    }
+    nodes[2].start((1000, 100)).await;
+    assert_eq!(nodes[2].await_version(version).await.version(), version);
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
