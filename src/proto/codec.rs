@@ -294,7 +294,7 @@ mod tests {
             })
         ));
         assert!(buf.is_empty());
-        for index in [19u8, 0x7f] {
+        for index in [22u8, 0x7f] {
             let mut buf = raw_frame(&[index]);
             assert!(matches!(
                 decode_frame::<Request>(&mut buf, SMALL_MAX),

@@ -796,6 +796,11 @@ mod tests {
                 snapshot: None,
                 after: None,
             },
+            Request::ClusterMap,
+            Request::ClusterInit,
+            Request::ClusterPropose {
+                command: Bytes::from_static(&[0, 0x80, 0x02]),
+            },
         ]
     }
 
@@ -855,6 +860,12 @@ mod tests {
                 entries: vec![],
                 next: None,
             }),
+            Response::ClusterMap(ClusterMapReply {
+                version: 1,
+                vnodes: 256,
+                nodes: vec![],
+                shards: vec![],
+            }),
         ]
     }
 
@@ -863,7 +874,7 @@ mod tests {
         // `Request::op` is the pinned table: an exhaustive match, so a
         // new variant does not compile until it is given its index there.
         let all = one_of_each_request();
-        assert_eq!(all.len(), 19, "one sample per request kind");
+        assert_eq!(all.len(), 22, "one sample per request kind");
         assert_eq!(all.len(), Op::ALL.len());
         for (i, req) in all.iter().enumerate() {
             let want = req.op() as usize;
@@ -880,7 +891,7 @@ mod tests {
     #[test]
     fn response_wire_indices_are_pinned() {
         let all = one_of_each_response();
-        assert_eq!(all.len(), 15, "one sample per response kind");
+        assert_eq!(all.len(), 16, "one sample per response kind");
         for (i, resp) in all.iter().enumerate() {
             let want = response_index(resp);
             assert_eq!(usize::from(want), i, "{resp:?} sample out of order");
@@ -925,7 +936,7 @@ mod tests {
         );
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 19);
+        assert_eq!(names.len(), Op::ALL.len());
     }
 
     #[test]
@@ -940,7 +951,7 @@ mod tests {
             ["set", "multi_set", "delete", "expire", "persist", "incr"]
         );
         for req in one_of_each_request() {
-            let expect = !matches!(req, Request::Incr { .. });
+            let expect = !matches!(req, Request::Incr { .. } | Request::ClusterPropose { .. });
             assert_eq!(req.is_idempotent(), expect, "{}", req.op_name());
             if !req.needs_write() {
                 assert_eq!(req.ack(), None);

@@ -385,6 +385,27 @@ mod tests {
                     after: Some(b("b")),
                 }),
             ),
+            ("cluster-map-request", Req(Request::ClusterMap)),
+            (
+                "cluster-map-reply",
+                Resp(Response::ClusterMap(super::ClusterMapReply {
+                    version: 3,
+                    vnodes: 256,
+                    nodes: vec![super::ClusterNode {
+                        id: 7,
+                        name: "n1".into(),
+                        client_addr: "127.0.0.1:7379".into(),
+                        link_addr: "127.0.0.1:7380".into(),
+                        shard: 1,
+                    }],
+                    shards: vec![super::ClusterShard {
+                        id: 1,
+                        primary: 7,
+                        replicas: vec![],
+                        epoch: 1,
+                    }],
+                })),
+            ),
             (
                 "error-reply",
                 Resp(Response::Error(
