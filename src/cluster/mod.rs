@@ -9,6 +9,7 @@
 //! metadata group ([`raft`]) replicates it, as the state machine of a Raft
 //! group of the nodes.
 
+pub mod client;
 pub mod map;
 pub mod node;
 pub mod raft;
