@@ -309,6 +309,8 @@ pub fn pick_voters(current: &BTreeSet<NodeId>, nodes: &BTreeSet<NodeId>) -> BTre
 /// This node's member of the cluster-metadata group.
 pub struct MetaGroup {
     id: NodeId,
+    /// Where the other members reach this one.
+    addr: String,
     raft: Raft<Types>,
     map: watch::Receiver<Arc<ClusterMap>>,
     committed: CommittedMark,
@@ -389,6 +391,7 @@ impl MetaGroup {
         );
         Ok(MetaGroup {
             id,
+            addr: config.addr,
             raft,
             map,
             committed,
@@ -402,6 +405,11 @@ impl MetaGroup {
         self.id
     }
 
+    /// Where the other members reach this one (`host:port`).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// Serves a link that speaks [`META_ALPN`], accepted by the endpoint's
     /// owner ([`Inbound::Dispatched`]); it ends with the link or the group.
     pub fn serve_link(&self, link: Link) {
@@ -412,7 +420,8 @@ impl MetaGroup {
     }
 
     /// Bootstraps a new group whose voters are `voters` (id → endpoint
-    /// address), this member among them. Once, on one member: the others
+    /// address), this member among them; none means this member alone
+    /// (the others then join as learners). Once, on one member: the others
     /// learn the membership from the leader.
     ///
     /// # Errors
@@ -420,13 +429,19 @@ impl MetaGroup {
     /// [`MetaError::AlreadyInitialized`] when the group exists (a log or a
     /// vote), [`MetaError::NotInMembers`], [`MetaError::VoterCount`].
     pub async fn initialize(&self, voters: &BTreeMap<NodeId, String>) -> Result<(), MetaError> {
-        if voters.is_empty() || voters.len() > MAX_VOTERS {
+        if voters.len() > MAX_VOTERS {
             return Err(MetaError::VoterCount(voters.len()));
         }
-        let nodes: BTreeMap<u64, Peer> = voters
+        let mut nodes: BTreeMap<u64, Peer> = voters
             .iter()
             .map(|(id, addr)| (id.0, Peer { addr: addr.clone() }))
             .collect();
+        if nodes.is_empty() {
+            let me = Peer {
+                addr: self.addr.clone(),
+            };
+            nodes.insert(self.id.0, me);
+        }
         match self.raft.initialize(nodes).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {

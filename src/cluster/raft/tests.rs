@@ -360,8 +360,7 @@ async fn learners_receive_the_map_and_can_be_promoted() {
     let root = tempfile::tempdir().unwrap();
     let mut nodes = nodes(root.path(), &["n1", "n2", "n3"], (3, 0)).await;
     let first = &nodes[0];
-    let alone = BTreeMap::from([(first.id, first.addr.clone())]);
-    first.group().initialize(&alone).await.unwrap();
+    first.group().initialize(&BTreeMap::new()).await.unwrap();
     first.await_leader(None).await;
     let version = propose_all(first, 0..6).await;
     first
@@ -385,6 +384,7 @@ async fn learners_receive_the_map_and_can_be_promoted() {
     }
     let status = first.group().status();
     assert_eq!(status.learners, nodes[1..].iter().map(|n| n.id).collect());
+    assert_eq!(status.members[&first.id], first.group().addr());
     let all: BTreeSet<NodeId> = nodes.iter().map(|n| n.id).collect();
     let too_many = first.group().change_voters(&BTreeSet::new()).await;
     assert!(matches!(too_many, Err(MetaError::VoterCount(0))));
