@@ -107,6 +107,12 @@ struct Args {
     /// WAL bytes kept for lagging or disconnected replicas. Default: 1073741824.
     #[arg(long, value_name = "BYTES")]
     repl_retention_bytes: Option<u64>,
+    /// Run as a cluster member ([cluster] enabled = true): needs
+    /// --repl-listen and the --repl-* certificates; the cluster map, formed
+    /// with `strata-admin cluster create`, then says which keys this node
+    /// serves and whom it follows.
+    #[arg(long)]
+    cluster: bool,
 }
 
 fn load_config(args: &Args) -> anyhow::Result<Config> {
@@ -158,6 +164,7 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         config.tls.key = args.tls_key.clone();
     }
     config.log_json |= args.log_json;
+    config.cluster.enabled |= args.cluster;
     let repl = &mut config.replication;
     if args.repl_listen.is_some() {
         repl.listen = args.repl_listen;

@@ -92,6 +92,8 @@ pub enum ClusterError {
 /// This node's part in the cluster.
 pub struct ClusterNode {
     id: NodeId,
+    /// The node's name, from its cluster certificate.
+    name: String,
     group: Arc<MetaGroup>,
     repl: Arc<Replication>,
     link_addr: String,
@@ -144,6 +146,7 @@ impl ClusterNode {
         let endpoint = repl
             .link_endpoint()
             .ok_or_else(|| ClusterError::Config("replication has no listener".into()))?;
+        let name = endpoint.identity().name().to_string();
         let config = MetaConfig::new(data_dir.to_path_buf(), link_addr.clone(), endpoint)
             .with_inbound(super::raft::Inbound::Dispatched)
             .with_timing(MetaTiming::default());
@@ -157,6 +160,7 @@ impl ClusterNode {
         });
         let node = Arc::new(ClusterNode {
             id,
+            name,
             group,
             repl,
             link_addr,
@@ -283,6 +287,7 @@ impl ClusterNode {
         };
         let mut out = vec![
             ("cluster_node_id".into(), self.id.0.to_string()),
+            ("cluster_node_name".into(), self.name.clone()),
             ("cluster_link_addr".into(), self.link_addr.clone()),
             ("cluster_map_version".into(), map.version().to_string()),
             (

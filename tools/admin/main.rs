@@ -11,7 +11,10 @@
 //! - `wal-inspect` ([`wal_inspect`]): prints a data directory's WAL records.
 //! - `upgrade` ([`upgrade`]): converts a data directory to this build's
 //!   disk layout.
+//! - `cluster` ([`cluster`]): forms a cluster of running nodes and changes
+//!   its map (online, through the nodes).
 
+mod cluster;
 mod dump;
 mod gen_certs;
 mod restore;
@@ -50,6 +53,8 @@ enum Command {
     WalInspect(wal_inspect::Args),
     /// Convert a stopped node's data directory to this build's disk layout.
     Upgrade(upgrade::Args),
+    /// Form a cluster of running nodes, show it, add or remove nodes (online).
+    Cluster(cluster::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::WalInspect(args) => wal_inspect::run(args),
         Command::Upgrade(args) => upgrade::run(args),
+        Command::Cluster(args) => cluster::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,188 @@
+//! A 3 x 2 cluster formed as an operator forms one: six real
+//! `strata-server --cluster` processes on loopback with cluster
+//! certificates, `strata-admin cluster create --replicas 1`, then every
+//! node serving the same map, each replica following its shard's
+//! primary, keys refused with `WrongShard` off their shard, and the
+//! metadata group surviving the SIGKILL of its leader.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::cluster::{Member, gen_certs, pairs};
+use strata::cluster::{MapCommand, Ring, ShardId, key_slot};
+use strata::net::client::{Client, ClientConfig, ClientError, ErrorCode, ServerTrust};
+
+const NAMES: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
+/// Bounds a wait for something the nodes report; never a measure.
+const WITHIN: Duration = Duration::from_secs(60);
+
+fn start(root: &Path, certs: &Path, name: &str) -> Member {
+    let file = |f: String| certs.join(f).display().to_string();
+    let (cert, key) = (file(format!("{name}.crt")), file(format!("{name}.key")));
+    Member::start(
+        root,
+        certs,
+        name,
+        &["--cluster", "--tls-cert", &cert, "--tls-key", &key],
+    )
+}
+
+async fn ca_client(certs: &Path, member: &Member) -> Client {
+    let trust = ServerTrust::CaFile(certs.join("ca.crt"));
+    Client::connect(ClientConfig::new(member.node.addr, trust))
+        .await
+        .unwrap()
+}
+
+fn admin(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata-admin"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Polls `check` until it holds: the nodes' state is only visible by asking.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + WITHIN;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn info(client: &Client) -> BTreeMap<String, String> {
+    pairs(client.info().await.unwrap()).into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let certs = root.path().join("certs");
+    gen_certs(&certs, &NAMES);
+    let mut members: Vec<Member> = NAMES
+        .iter()
+        .map(|n| start(root.path(), &certs, n))
+        .collect();
+    let addrs: Vec<String> = members.iter().map(|m| m.node.addr.to_string()).collect();
+
+    let mut args = vec!["cluster", "create", "--replicas", "1", "--ca"];
+    let ca = certs.join("ca.crt").display().to_string();
+    args.push(&ca);
+    args.extend(addrs.iter().map(String::as_str));
+    let (ok, text) = admin(&args);
+    assert!(ok, "{text}");
+    // 1 Create + 3 AddShard + 3 AddNode.
+    assert!(text.contains("map version 7"), "{text}");
+
+    let mut clients = Vec::new();
+    for m in &members {
+        clients.push(ca_client(&certs, m).await);
+    }
+    for c in &clients {
+        let map = c.cluster_map().await.unwrap();
+        assert_eq!(map.version, 7);
+        assert_eq!(map.shards.len(), 3);
+        assert_eq!(map.nodes.len(), 6);
+    }
+    // Each replica follows its shard's primary (the map says so).
+    for (i, c) in clients.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
+        let primary_link = members[i - 1].repl_addr.to_string();
+        eventually("a replica following its shard's primary", || async {
+            let info = info(c).await;
+            info.get("role").map(String::as_str) == Some("replica")
+                && info.get("primary") == Some(&primary_link)
+        })
+        .await;
+    }
+
+    // Keys: written to each owner's primary, refused elsewhere.
+    let map = clients[0].cluster_map().await.unwrap();
+    let ids: Vec<ShardId> = map.shards.iter().map(|s| ShardId(s.id)).collect();
+    let table = Ring::new(&ids, map.vnodes).unwrap().slot_table();
+    let primary_of = |shard: ShardId| (shard.0 as usize - 1) * 2;
+    for i in 0..300 {
+        let key = format!("key:{i}");
+        let owner = table.owner(key_slot(key.as_bytes()));
+        let right = &clients[primary_of(owner)];
+        right.set(key.clone(), Bytes::from("v")).await.unwrap();
+        let wrong = &clients[primary_of(ShardId(owner.0 % 3 + 1))];
+        match wrong.get(key.clone()).await {
+            Err(ClientError::Server {
+                code: ErrorCode::WrongShard,
+                leader_hint,
+                ..
+            }) => assert_eq!(leader_hint, Some(addrs[primary_of(owner)].clone())),
+            other => panic!("{key} on the wrong shard: {other:?}"),
+        }
+    }
+
+    // The status table names every shard.
+    let (ok, text) = admin(&["cluster", "status", "--ca", &ca, "--addr", &addrs[0]]);
+    assert!(ok, "{text}");
+    assert!(text.contains("map version 7"), "{text}");
+    for name in NAMES {
+        assert!(text.contains(name), "{name} missing from\n{text}");
+    }
+
+    // SIGKILL the metadata leader (the first node: it started the group);
+    // the others elect a new one, which takes the next map change.
+    let leader = info(&clients[0]).await["cluster_meta_leader"].clone();
+    assert_eq!(leader, info(&clients[0]).await["cluster_node_id"]);
+    members[0].node.kill();
+    let survivor = &clients[2];
+    eventually("a new metadata leader", || async {
+        let i = info(survivor).await;
+        !i["cluster_meta_leader"].is_empty() && i["cluster_meta_leader"] != leader
+    })
+    .await;
+    // A change the map refuses still proves the group commits: removing a
+    // shard's last copy is refused by name, the version unchanged.
+    let command =
+        Bytes::from(postcard::to_stdvec(&MapCommand::RemoveShard { id: ShardId(2) }).unwrap());
+    let mut refused = None;
+    for c in &clients[1..] {
+        match c.cluster_propose(command.clone()).await {
+            Err(ClientError::Server {
+                code: ErrorCode::NotLeader,
+                ..
+            }) => continue,
+            other => {
+                refused = Some(other);
+                break;
+            }
+        }
+    }
+    match refused {
+        Some(Err(ClientError::Server {
+            code: ErrorCode::BadRequest,
+            message,
+            ..
+        })) => {
+            assert!(message.contains("refused"), "{message}");
+        }
+        other => panic!("RemoveShard of a shard with replicas: {other:?}"),
+    }
+
+    // The killed node comes back with its identity and shard.
+    members[0].node.restart();
+    let back = ca_client(&certs, &members[0]).await;
+    eventually("the restarted node serving the map", || async {
+        back.cluster_map().await.is_ok_and(|m| m.version >= 7)
+    })
+    .await;
+    let i = info(&back).await;
+    assert_eq!(i["cluster_node_name"], "n1");
+    assert_eq!(i["cluster_shard"], "1");
+}

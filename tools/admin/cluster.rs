@@ -1,0 +1,409 @@
+//! `strata-admin cluster`: forms a cluster out of running nodes and shows
+//! or changes its map, through the nodes' client protocol (admin token).
+//!
+//! Every change is one `ClusterPropose` of a map command to the metadata
+//! leader; a node that is not the leader answers `NotLeader` naming it,
+//! and the command is sent there.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use strata::cluster::{MapCommand, NodeInfo, Ring, ShardId};
+use strata::net::client::{
+    Client, ClientConfig, ClientError, ClusterMapReply, ErrorCode, ServerTrust,
+};
+use strata::types::NodeId;
+
+use crate::dump::runtime;
+
+/// How long a formed cluster may take to show the same map everywhere.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+
+/// `strata-admin cluster`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How to reach and trust the nodes.
+#[derive(clap::Args, Debug, Clone)]
+struct Connect {
+    /// PEM file of the CA that signed the nodes' client-facing
+    /// certificates (every node of a cluster must be verifiable by it,
+    /// e.g. nodes serving their cluster certificates from `gen-certs`).
+    #[arg(long, value_name = "FILE", global = true)]
+    ca: Option<PathBuf>,
+    /// An admin token, if the nodes require tokens.
+    #[arg(long, env = "STRATA_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Form a new cluster of running nodes (started with `[cluster]
+    /// enabled = true`): shards of 1 + R nodes, in the order given, the
+    /// first node of each shard its primary.
+    #[command(after_help = "\
+Example: strata-admin cluster create --replicas 1 --ca cluster-ca.crt \\
+           10.0.0.1:7379 10.0.0.2:7379 10.0.0.3:7379 10.0.0.4:7379 10.0.0.5:7379 10.0.0.6:7379
+
+makes three shards: (10.0.0.1 primary, 10.0.0.2 replica), (10.0.0.3, 10.0.0.4), \
+(10.0.0.5, 10.0.0.6). The first node starts the metadata group; every other joins it \
+as the map names it (up to 5 voters, the rest learners). The command waits until every \
+node serves the final map and prints the status table.")]
+    Create {
+        /// Replicas per shard.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// Virtual nodes per shard on the ring, fixed for the cluster's life.
+        #[arg(long, default_value_t = strata::cluster::DEFAULT_VNODES)]
+        vnodes: u32,
+        /// The nodes' client addresses (host:port).
+        #[arg(required = true, value_name = "ADDR")]
+        nodes: Vec<String>,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Print the cluster: shards, primaries, replicas with their lag, ring
+    /// shares, the map version and the metadata group's leader and term.
+    Status {
+        /// Any node of the cluster.
+        #[arg(long, value_name = "ADDR")]
+        addr: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Add a running node to an existing shard, as a replica.
+    AddNode {
+        /// Any node of the cluster.
+        #[arg(long, value_name = "ADDR")]
+        addr: String,
+        /// The shard the node joins.
+        #[arg(long)]
+        shard: u32,
+        /// The new node's client address.
+        #[arg(value_name = "NEW_ADDR")]
+        node: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Remove a replica from the cluster (refused for a primary, and for
+    /// a shard's last copy).
+    RemoveNode {
+        /// Any node of the cluster.
+        #[arg(long, value_name = "ADDR")]
+        addr: String,
+        /// The node's name (or id).
+        #[arg(value_name = "NODE")]
+        node: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
+}
+
+/// Runs `cluster`.
+///
+/// # Errors
+///
+/// Unreachable nodes, refusals of the map (with its reason), timeouts.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        match &args.command {
+            Command::Create {
+                replicas,
+                vnodes,
+                nodes,
+                connect,
+            } => create(connect, nodes, *replicas, *vnodes).await,
+            Command::Status { addr, connect } => status(connect, addr).await,
+            Command::AddNode {
+                addr,
+                shard,
+                node,
+                connect,
+            } => add_node(connect, addr, ShardId(*shard), node).await,
+            Command::RemoveNode {
+                addr,
+                node,
+                connect,
+            } => remove_node(connect, addr, node).await,
+        }
+    })
+}
+
+/// A connected node and what it says of itself.
+struct Member {
+    addr: String,
+    client: Client,
+    id: NodeId,
+    name: String,
+    link_addr: String,
+}
+
+impl Connect {
+    async fn client(&self, addr: &str) -> anyhow::Result<Client> {
+        let socket = tokio::net::lookup_host(addr)
+            .await
+            .with_context(|| format!("cannot resolve {addr}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{addr} resolves to no address"))?;
+        let ca = self
+            .ca
+            .clone()
+            .ok_or_else(|| anyhow!("cluster commands need --ca FILE to verify the nodes"))?;
+        let mut config = ClientConfig::new(socket, ServerTrust::CaFile(ca)).with_connections(1);
+        if let Some(token) = &self.token {
+            config = config.with_token(token.clone());
+        }
+        Client::connect(config)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))
+    }
+
+    async fn member(&self, addr: &str) -> anyhow::Result<Member> {
+        let client = self.client(addr).await?;
+        let info: BTreeMap<String, String> = client.info().await?.into_iter().collect();
+        let field = |name: &str| {
+            info.get(name).cloned().ok_or_else(|| {
+                anyhow!("{addr} is not in cluster mode (no {name} in its info); start it with [cluster] enabled = true")
+            })
+        };
+        Ok(Member {
+            addr: addr.to_string(),
+            id: NodeId(
+                field("cluster_node_id")?
+                    .parse()
+                    .context("cluster_node_id")?,
+            ),
+            name: field("cluster_node_name")?,
+            link_addr: field("cluster_link_addr")?,
+            client,
+        })
+    }
+}
+
+impl Member {
+    fn info(&self, shard: ShardId) -> NodeInfo {
+        NodeInfo {
+            name: self.name.clone(),
+            client_addr: self.addr.clone(),
+            link_addr: self.link_addr.clone(),
+            shard,
+        }
+    }
+}
+
+async fn create(
+    connect: &Connect,
+    addrs: &[String],
+    replicas: usize,
+    vnodes: u32,
+) -> anyhow::Result<()> {
+    let per_shard = replicas + 1;
+    if addrs.len() % per_shard != 0 {
+        bail!(
+            "{} nodes do not make shards of {per_shard} (1 primary + {replicas} replicas)",
+            addrs.len()
+        );
+    }
+    let mut members = Vec::new();
+    for addr in addrs {
+        members.push(connect.member(addr).await?);
+    }
+    let seed = &members[0];
+    seed.client
+        .cluster_init()
+        .await
+        .with_context(|| format!("starting the metadata group on {}", seed.addr))?;
+    let mut commands = vec![MapCommand::Create { vnodes }];
+    for (i, shard) in members.chunks(per_shard).enumerate() {
+        let id = ShardId(u32::try_from(i + 1)?);
+        commands.push(MapCommand::AddShard {
+            id,
+            primary: shard[0].id,
+            info: shard[0].info(id),
+        });
+        for replica in &shard[1..] {
+            commands.push(MapCommand::AddNode {
+                id: replica.id,
+                info: replica.info(id),
+            });
+        }
+    }
+    let mut version = 0;
+    for cmd in commands {
+        version = propose(connect, &seed.addr, &cmd).await?;
+    }
+    eprintln!("map version {version} committed; waiting for every node to serve it");
+    for member in &members {
+        await_version(&member.client, &member.addr, version).await?;
+    }
+    status(connect, &seed.addr).await
+}
+
+/// Commits `cmd`, following `NotLeader` to the leader; the new version.
+async fn propose(connect: &Connect, addr: &str, cmd: &MapCommand) -> anyhow::Result<u64> {
+    let command = Bytes::from(postcard::to_stdvec(cmd)?);
+    let mut target = addr.to_string();
+    for _ in 0..5 {
+        let client = connect.client(&target).await?;
+        match client.cluster_propose(command.clone()).await {
+            Ok(pairs) => {
+                let version = pairs
+                    .iter()
+                    .find(|(k, _)| k == "map_version")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .ok_or_else(|| anyhow!("{target} did not say the map version"))?;
+                return Ok(version);
+            }
+            Err(ClientError::Server {
+                code: ErrorCode::NotLeader,
+                leader_hint,
+                ..
+            }) => {
+                let Some(leader) = leader_hint else {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                };
+                target = leader;
+            }
+            Err(e) => return Err(anyhow!("{target} refused {cmd:?}: {e}")),
+        }
+    }
+    bail!("no metadata leader took {cmd:?}")
+}
+
+/// Waits until `client`'s node serves map `version` or later.
+async fn await_version(client: &Client, addr: &str, version: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let map = client.cluster_map().await?;
+        if map.version >= version {
+            return Ok(());
+        }
+        if started.elapsed() > CONVERGE_WITHIN {
+            bail!(
+                "{addr} still serves map version {} after {CONVERGE_WITHIN:?} (want {version})",
+                map.version
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status(connect: &Connect, addr: &str) -> anyhow::Result<()> {
+    let client = connect.client(addr).await?;
+    let map = client.cluster_map().await?;
+    let info: BTreeMap<String, String> = client.info().await?.into_iter().collect();
+    let shares = shares(&map)?;
+    let name = |id: u64| {
+        map.nodes.iter().find(|n| n.id == id).map_or_else(
+            || id.to_string(),
+            |n| format!("{} ({})", n.name, n.client_addr),
+        )
+    };
+    println!(
+        "map version {}  vnodes {}  metadata leader {}  term {}",
+        map.version,
+        map.vnodes,
+        info.get("cluster_meta_leader")
+            .map_or("?".into(), |l| l.parse().map_or(l.clone(), name)),
+        info.get("cluster_meta_term").map_or("?", String::as_str),
+    );
+    println!(
+        "{:<6} {:<8} {:<40} {:<7} replicas (lag)",
+        "shard", "epoch", "primary", "share"
+    );
+    for shard in &map.shards {
+        let mut lags = Vec::new();
+        for replica in &shard.replicas {
+            lags.push(format!(
+                "{} {}",
+                name(*replica),
+                replica_lag(connect, &map, *replica).await
+            ));
+        }
+        let share = shares.get(&ShardId(shard.id)).copied().unwrap_or(0);
+        println!(
+            "{:<6} {:<8} {:<40} {:>5.1}%  {}",
+            shard.id,
+            shard.epoch,
+            name(shard.primary),
+            f64::from(share) * 100.0 / f64::from(strata::cluster::SLOTS),
+            if lags.is_empty() {
+                "-".to_string()
+            } else {
+                lags.join(", ")
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Slots per shard, from the ring the map describes.
+fn shares(map: &ClusterMapReply) -> anyhow::Result<BTreeMap<ShardId, u32>> {
+    if map.shards.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let ids: Vec<ShardId> = map.shards.iter().map(|s| ShardId(s.id)).collect();
+    Ok(Ring::new(&ids, map.vnodes)?.slot_table().shares())
+}
+
+/// A replica's lag as its own `Info` tells it (or why it could not).
+async fn replica_lag(connect: &Connect, map: &ClusterMapReply, id: u64) -> String {
+    let Some(node) = map.nodes.iter().find(|n| n.id == id) else {
+        return "(not in map)".into();
+    };
+    let info = match connect.client(&node.client_addr).await {
+        Ok(client) => client.info().await,
+        Err(e) => return format!("(unreachable: {e})"),
+    };
+    match info {
+        Ok(pairs) => {
+            let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            match (get("lag_records"), get("replication_state")) {
+                (Some(lag), _) => format!("lag {lag}"),
+                (None, Some(state)) => format!("({state})"),
+                (None, None) => format!("applied {}", get("applied_seq").unwrap_or_default()),
+            }
+        }
+        Err(e) => format!("(no info: {e})"),
+    }
+}
+
+async fn add_node(connect: &Connect, addr: &str, shard: ShardId, node: &str) -> anyhow::Result<()> {
+    let member = connect.member(node).await?;
+    let version = propose(
+        connect,
+        addr,
+        &MapCommand::AddNode {
+            id: member.id,
+            info: member.info(shard),
+        },
+    )
+    .await?;
+    await_version(&member.client, &member.addr, version).await?;
+    println!(
+        "{} joined shard {} (map version {version})",
+        member.name, shard.0
+    );
+    Ok(())
+}
+
+async fn remove_node(connect: &Connect, addr: &str, node: &str) -> anyhow::Result<()> {
+    let client = connect.client(addr).await?;
+    let map = client.cluster_map().await?;
+    let id = map
+        .nodes
+        .iter()
+        .find(|n| n.name == node || n.id.to_string() == node)
+        .map(|n| NodeId(n.id))
+        .ok_or_else(|| anyhow!("no node {node:?} in the cluster map"))?;
+    let version = propose(connect, addr, &MapCommand::RemoveNode { id }).await?;
+    println!("{node} left the cluster (map version {version})");
+    Ok(())
+}
