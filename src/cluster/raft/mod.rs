@@ -595,6 +595,45 @@ impl MetaGroup {
         Ok(())
     }
 
+    /// Makes the group's members the nodes `nodes` (id → endpoint
+    /// address): the new ones join as learners, the voters become
+    /// [`pick_voters`] of them (so at most [`MAX_VOTERS`], the current
+    /// ones kept where they can be), and members not in `nodes` are
+    /// demoted and removed. Each step is one committed change; run on the
+    /// leader, e.g. whenever the cluster map's node set changes. Returns
+    /// the status after it.
+    ///
+    /// # Errors
+    ///
+    /// [`MetaError::NotLeader`], [`MetaError::Membership`] (a change
+    /// already in progress: run it again later).
+    pub async fn reconcile_members(
+        &self,
+        nodes: &BTreeMap<NodeId, String>,
+    ) -> Result<MetaStatus, MetaError> {
+        let status = self.status();
+        for (&id, addr) in nodes {
+            if !status.members.contains_key(&id) {
+                self.add_learner(id, addr.clone()).await?;
+            }
+        }
+        let wanted: BTreeSet<NodeId> = nodes.keys().copied().collect();
+        let voters = pick_voters(&status.voters, &wanted);
+        if !voters.is_empty() && voters != status.voters {
+            self.change_voters(&voters).await?;
+        }
+        let leaving: BTreeSet<NodeId> = status
+            .members
+            .keys()
+            .filter(|id| !nodes.contains_key(id))
+            .copied()
+            .collect();
+        if !leaving.is_empty() {
+            self.remove_learners(&leaving).await?;
+        }
+        Ok(self.status())
+    }
+
     /// Stops this member: no more votes, entries or RPCs; the map channel
     /// keeps its last value. Its data stays for the next start.
     pub async fn shutdown(&self) {

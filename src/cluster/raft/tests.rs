@@ -588,3 +588,43 @@ async fn a_silent_voter_does_not_stall_the_group() {
         node.stop().await;
     }
 }
+
+/// The group follows a node set: four nodes make three voters and a
+/// learner; when a voter leaves, the learner takes its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_follow_the_node_set() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = nodes(root.path(), &["n1", "n2", "n3", "n4"], (1000, 100)).await;
+    nodes.sort_by_key(|n| n.id);
+    let first = &nodes[3];
+    first.group().initialize(&BTreeMap::new()).await.unwrap();
+    first.await_leader(None).await;
+    let status = first
+        .group()
+        .reconcile_members(&members(&nodes))
+        .await
+        .unwrap();
+    let ids = |range: &[Node]| range.iter().map(|n| n.id).collect::<BTreeSet<_>>();
+    // The current voter stays; the two lowest of the others join it.
+    let voters: BTreeSet<NodeId> = ids(&nodes[..2]).into_iter().chain([first.id]).collect();
+    assert_eq!(status.voters, voters);
+    assert_eq!(status.learners, ids(&nodes[2..3]));
+    let version = propose_all(first, 0..2).await;
+    for node in &nodes {
+        assert_eq!(node.await_version(version).await.version(), version);
+    }
+    // Node 0, a voter, leaves: node 2, the learner, becomes a voter.
+    let gone = nodes[0].id;
+    let staying = members(&nodes[1..]);
+    let status = first.group().reconcile_members(&staying).await.unwrap();
+    assert_eq!(status.voters, ids(&nodes[1..]));
+    assert!(status.learners.is_empty());
+    assert!(!status.members.contains_key(&gone));
+    let next = propose_all(first, 2..3).await;
+    for node in &nodes[1..] {
+        assert_eq!(node.await_version(next).await.version(), next);
+    }
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
