@@ -449,4 +449,33 @@ mod tests {
         assert_eq!(seen[1].as_deref().unwrap(), OTHER_ALPN);
         assert!(seen[2].is_err(), "the acceptor refused it too");
     }
+
+    /// A frame longer than the stream's limit is refused from its header,
+    /// before any of its body is read or allocated.
+    #[tokio::test]
+    async fn bounded_receive_refuses_a_long_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = cluster_identities(dir.path(), &["n1", "n2"]);
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let limits = TransportLimits::default();
+        let server = LinkEndpoint::listen(loopback, ids[0].clone(), limits.clone()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let link = server.accept().await.unwrap().accept().await.unwrap();
+            let (_send, mut recv) = link.accept().await.unwrap();
+            recv.recv_bounded::<Vec<u8>>(64).await
+        });
+        let client = LinkEndpoint::client(addr, ids[1].clone(), limits).unwrap();
+        let link = client.connect(addr, "localhost", BOUND).await.unwrap();
+        let (mut send, _recv) = link.open().await.unwrap();
+        // A header claiming 65 bytes, and no body.
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        header[..4].copy_from_slice(&65u32.to_le_bytes());
+        send.send_encoded(&header).await.unwrap();
+        let got = tokio::time::timeout(BOUND, accept).await.unwrap().unwrap();
+        match got {
+            Err(LinkError::Frame(FrameError::OverLimit { len: 65, limit: 64 })) => {}
+            other => panic!("a long frame was not refused: {other:?}"),
+        }
+    }
 }
