@@ -10,9 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::{Value as Json, json};
+use strata::cluster::client::{ClusterClient, ClusterClientConfig, ClusterClientError};
+use strata::cluster::{Ring, ShardId};
 use strata::net::client::{
-    AckPolicy, Client, ClientConfig, ClientError, Condition, DeleteOutcome, Durability, Entry, Seq,
-    ServerTrust, SetOptions, SetOutcome, TtlState,
+    AckPolicy, Client, ClientConfig, ClientError, ClusterMapReply, Condition, DeleteOutcome,
+    Deleted, Durability, Entry, Incremented, ScanPage, Seq, ServerTrust, SetOptions, SetOutcome,
+    TtlState, Updated, WriteReply,
 };
 use strata::net::tls::parse_fingerprint;
 
@@ -40,6 +43,16 @@ const HISTORY_FILE: &str = ".strata_cli_history";
 /// --ca. Without either, strata-cli trusts the node's own self-signed
 /// certificate as found in <DATA_DIR>/tls/server.crt, from --data-dir, or
 /// from ./strata-data when that file exists (handy on the node's machine).
+///
+/// With --cluster, --addr names one or more nodes of a cluster (comma
+/// separated): strata-cli fetches the cluster map from the first that
+/// answers and sends each key to the primary of its shard, following
+/// redirects; mget, exists and mset are split by shard (an mset is then
+/// atomic per shard only; keys sharing a {tag} stay on one shard), scan
+/// walks every shard. Node commands (info, digest, promote, ...) go to the
+/// first --addr node. Cluster mode needs --ca: one CA that signed every
+/// node's certificate (a --pin matches one node only). `cluster-map` prints
+/// the map with each shard's share of the ring, with or without --cluster.
 ///
 /// Exit status: 0 on success (a missing key is not an error: `get` prints
 /// (nil)), 1 when the server or the connection fails or a conditional write
@@ -83,6 +96,10 @@ struct Args {
     /// Give up on a request (or a connection attempt) after this many ms.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     timeout_ms: u64,
+    /// Cluster mode: route every key to its shard's primary by the cluster
+    /// map (--addr: one or more nodes, comma separated; needs --ca).
+    #[arg(long, requires = "ca")]
+    cluster: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -201,6 +218,9 @@ enum Command {
     },
     /// Admin: checkpoint now (flush the disk tier, drop covered WAL segments).
     Checkpoint,
+    /// Print the cluster map: its version, each shard's primary, replicas,
+    /// epoch and share of the ring's slots.
+    ClusterMap,
 }
 
 #[derive(Debug, clap::Args)]
@@ -242,6 +262,8 @@ enum Failure {
     Usage(String),
     /// The server or the connection failed (exit 1).
     Client(ClientError),
+    /// Cluster mode: the map or a node failed (exit 1).
+    Cluster(ClusterClientError),
     /// The server answered, but the command did not do what was asked: a
     /// write whose condition failed (exit 1).
     Refused { message: String, json: Json },
@@ -250,6 +272,16 @@ enum Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         Failure::Client(e)
+    }
+}
+
+impl From<ClusterClientError> for Failure {
+    fn from(e: ClusterClientError) -> Self {
+        match e {
+            // The node's own error says it best.
+            ClusterClientError::Node { source, .. } => Failure::Client(source),
+            other => Failure::Cluster(other),
+        }
     }
 }
 
@@ -276,15 +308,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let timeout = Duration::from_millis(args.timeout_ms.max(1));
-    let mut config = ClientConfig::new(&args.addr, trust)
-        .with_server_name(&args.server_name)
-        .with_client_name("strata-cli")
-        .with_connect_timeout(timeout)
-        .with_request_timeout(timeout);
-    if let Some(token) = &args.token {
-        config = config.with_token(token);
-    }
+    let settings = NodeSettings {
+        trust,
+        server_name: args.server_name.clone(),
+        token: args.token.clone(),
+        timeout: Duration::from_millis(args.timeout_ms.max(1)),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -296,10 +325,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let client = match runtime.block_on(Client::connect(config)) {
+    let client = match runtime.block_on(Target::connect(&args, settings)) {
         Ok(client) => client,
         Err(e) => {
-            print_failure(&Failure::Client(e), args.json);
+            print_failure(&e, args.json);
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -318,6 +347,185 @@ fn main() -> ExitCode {
     };
     runtime.block_on(client.close());
     code
+}
+
+/// How to reach any one node, from the command line.
+struct NodeSettings {
+    trust: ServerTrust,
+    server_name: String,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl NodeSettings {
+    fn config(&self, addr: &str) -> ClientConfig {
+        let mut config = ClientConfig::new(addr, self.trust.clone())
+            .with_server_name(&self.server_name)
+            .with_client_name("strata-cli")
+            .with_connect_timeout(self.timeout)
+            .with_request_timeout(self.timeout);
+        if let Some(token) = &self.token {
+            config = config.with_token(token);
+        }
+        config
+    }
+}
+
+/// Where commands go: one node, or a cluster routed by its map.
+enum Target {
+    Node(Client),
+    Cluster {
+        cluster: ClusterClient,
+        /// The first --addr node, for the commands about a node.
+        seed: Client,
+    },
+}
+
+impl Target {
+    async fn connect(args: &Args, settings: NodeSettings) -> Result<Target, Failure> {
+        if !args.cluster {
+            return Ok(Target::Node(
+                Client::connect(settings.config(&args.addr)).await?,
+            ));
+        }
+        let seeds: Vec<String> = args
+            .addr
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        let cluster_config = ClusterClientConfig::new(move |addr| settings.config(addr));
+        let cluster = ClusterClient::connect(&seeds, cluster_config).await?;
+        let first = seeds.first().map(String::as_str).unwrap_or_default();
+        let seed = cluster.node_client(first).await?;
+        Ok(Target::Cluster { cluster, seed })
+    }
+
+    /// The node the node-level commands go to.
+    fn node(&self) -> &Client {
+        match self {
+            Target::Node(client) | Target::Cluster { seed: client, .. } => client,
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Target::Node(client) => client.close().await,
+            Target::Cluster { cluster, .. } => cluster.close().await,
+        }
+    }
+
+    async fn get(&self, key: Bytes) -> Result<Option<Entry>, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.get(key).await?,
+            Target::Cluster { cluster, .. } => cluster.get(key).await?,
+        })
+    }
+
+    async fn get_many(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Entry>>, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.get_many(keys).await?,
+            Target::Cluster { cluster, .. } => cluster.get_many(keys).await?,
+        })
+    }
+
+    async fn exists(&self, keys: Vec<Bytes>) -> Result<u64, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.exists(keys).await?,
+            Target::Cluster { cluster, .. } => cluster.exists(keys).await?,
+        })
+    }
+
+    async fn ttl(&self, key: Bytes) -> Result<TtlState, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.ttl(key).await?,
+            Target::Cluster { cluster, .. } => cluster.ttl(key).await?,
+        })
+    }
+
+    async fn set_with(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        options: SetOptions,
+    ) -> Result<SetOutcome, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.set_with(key, value, options).await?,
+            Target::Cluster { cluster, .. } => cluster.set_with(key, value, options).await?,
+        })
+    }
+
+    /// One reply per shard written (always one for a single node).
+    async fn set_many(&self, entries: Vec<(Bytes, Bytes)>) -> Result<Vec<WriteReply>, Failure> {
+        Ok(match self {
+            Target::Node(c) => vec![c.set_many(entries).await?],
+            Target::Cluster { cluster, .. } => cluster.set_many(entries).await?,
+        })
+    }
+
+    async fn delete(&self, key: Bytes) -> Result<Deleted, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.delete(key).await?,
+            Target::Cluster { cluster, .. } => cluster.delete(key).await?,
+        })
+    }
+
+    async fn delete_if_version(&self, key: Bytes, version: Seq) -> Result<DeleteOutcome, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.delete_if_version(key, version).await?,
+            Target::Cluster { cluster, .. } => cluster.delete_if_version(key, version).await?,
+        })
+    }
+
+    async fn expire(&self, key: Bytes, ttl: Duration) -> Result<Updated, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.expire(key, ttl).await?,
+            Target::Cluster { cluster, .. } => cluster.expire(key, ttl).await?,
+        })
+    }
+
+    async fn persist(&self, key: Bytes) -> Result<Updated, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.persist(key).await?,
+            Target::Cluster { cluster, .. } => cluster.persist(key).await?,
+        })
+    }
+
+    async fn incr_with(&self, key: Bytes, delta: i64) -> Result<Incremented, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.incr_with(key, delta, None).await?,
+            Target::Cluster { cluster, .. } => cluster.incr_with(key, delta, None).await?,
+        })
+    }
+
+    async fn scan(
+        &self,
+        prefix: Bytes,
+        cursor: Option<Bytes>,
+        limit: u32,
+    ) -> Result<ScanPage, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.scan(prefix, cursor, limit).await?,
+            Target::Cluster { cluster, .. } => {
+                let page = cluster.scan(prefix, cursor, limit).await?;
+                ScanPage {
+                    entries: page.entries,
+                    next_cursor: page.next_cursor,
+                }
+            }
+        })
+    }
+
+    async fn cluster_map(&self) -> Result<ClusterMapReply, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.cluster_map().await?,
+            Target::Cluster { cluster, .. } => {
+                cluster.refresh().await?;
+                cluster.map()
+            }
+        })
+    }
 }
 
 /// Which certificate to trust, following the order documented in --help.
@@ -354,7 +562,7 @@ fn resolve_trust(args: &Args) -> Result<ServerTrust, String> {
 fn exit_code(failure: &Failure) -> u8 {
     match failure {
         Failure::Usage(_) => EXIT_USAGE,
-        Failure::Client(_) | Failure::Refused { .. } => EXIT_FAILED,
+        Failure::Client(_) | Failure::Cluster(_) | Failure::Refused { .. } => EXIT_FAILED,
     }
 }
 
@@ -377,6 +585,10 @@ fn print_failure(failure: &Failure, json: bool) {
             json!({"error": {"kind": "usage", "message": message}}),
         ),
         Failure::Client(e) => (e.to_string(), json!({"error": client_error_json(e)})),
+        Failure::Cluster(e) => (
+            e.to_string(),
+            json!({"error": {"kind": "cluster", "message": e.to_string()}}),
+        ),
         Failure::Refused {
             message,
             json: body,
@@ -419,7 +631,7 @@ fn client_error_json(e: &ClientError) -> Json {
 /// The interactive prompt: line editing and history on a terminal, plain
 /// line-by-line reading otherwise (a script piped in). Errors are printed
 /// and the prompt goes on.
-fn prompt(runtime: &tokio::runtime::Runtime, client: &Client, json: bool) -> ExitCode {
+fn prompt(runtime: &tokio::runtime::Runtime, client: &Target, json: bool) -> ExitCode {
     let run = |line: &str| run_line(runtime, client, json, line);
     if std::io::stdin().is_terminal() {
         prompt_terminal(client, run)
@@ -429,7 +641,7 @@ fn prompt(runtime: &tokio::runtime::Runtime, client: &Client, json: bool) -> Exi
 }
 
 /// Runs one prompt line; false once it asks to quit.
-fn run_line(runtime: &tokio::runtime::Runtime, client: &Client, json: bool, line: &str) -> bool {
+fn run_line(runtime: &tokio::runtime::Runtime, client: &Target, json: bool, line: &str) -> bool {
     match parse_line(line) {
         Parsed::Empty => true,
         Parsed::Quit => false,
@@ -468,7 +680,7 @@ fn prompt_piped(run: impl Fn(&str) -> bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn prompt_terminal(client: &Client, run: impl Fn(&str) -> bool) -> ExitCode {
+fn prompt_terminal(client: &Target, run: impl Fn(&str) -> bool) -> ExitCode {
     let mut editor = match rustyline::DefaultEditor::new() {
         Ok(editor) => editor,
         Err(e) => {
@@ -483,8 +695,8 @@ fn prompt_terminal(client: &Client, run: impl Fn(&str) -> bool) -> ExitCode {
     }
     println!(
         "connected to {} ({}); type `help` for commands, `quit` to leave",
-        client.config().addr(),
-        client.server_info().server
+        client.node().config().addr(),
+        client.node().server_info().server
     );
     loop {
         match editor.readline("strata> ") {
@@ -549,7 +761,7 @@ fn b(s: String) -> Bytes {
     Bytes::from(s)
 }
 
-async fn execute(client: &Client, command: Command, mode: Mode) -> Result<Report, Failure> {
+async fn execute(client: &Target, command: Command, mode: Mode) -> Result<Report, Failure> {
     match command {
         // Reads.
         Command::Ping => ping(client).await,
@@ -571,27 +783,28 @@ async fn execute(client: &Client, command: Command, mode: Mode) -> Result<Report
             all,
         } => scan(client, prefix, limit.unwrap_or(0), cursor, all).await,
         // Node information, admin and replication.
-        Command::Info => pairs_report(client.info().await?, "info"),
-        Command::Promote => pairs_report(client.promote().await?, "promoted"),
+        Command::Info => pairs_report(client.node().info().await?, "info"),
+        Command::Promote => pairs_report(client.node().promote().await?, "promoted"),
         Command::ReplicaOf { primary } => {
-            pairs_report(client.replica_of(&primary).await?, "replica_of")
+            pairs_report(client.node().replica_of(&primary).await?, "replica_of")
         }
         Command::Digest { expired_before_ms } => {
-            pairs_report(client.digest(expired_before_ms).await?, "digest")
+            pairs_report(client.node().digest(expired_before_ms).await?, "digest")
         }
-        Command::Checkpoint => pairs_report(client.checkpoint().await?, "checkpoint"),
+        Command::Checkpoint => pairs_report(client.node().checkpoint().await?, "checkpoint"),
+        Command::ClusterMap => cluster_map(client).await,
     }
 }
 
-async fn ping(client: &Client) -> Result<Report, Failure> {
-    client.ping().await?;
+async fn ping(client: &Target) -> Result<Report, Failure> {
+    client.node().ping().await?;
     Ok(Report {
         human: "PONG".into(),
         json: json!({"reply": "pong"}),
     })
 }
 
-async fn get(client: &Client, key: String) -> Result<Report, Failure> {
+async fn get(client: &Target, key: String) -> Result<Report, Failure> {
     let entry = client.get(b(key.clone())).await?;
     let human = match &entry {
         None => "(nil)".to_string(),
@@ -603,8 +816,10 @@ async fn get(client: &Client, key: String) -> Result<Report, Failure> {
     })
 }
 
-async fn mget(client: &Client, keys: Vec<String>) -> Result<Report, Failure> {
-    let entries = client.get_many(keys.iter().cloned().map(b)).await?;
+async fn mget(client: &Target, keys: Vec<String>) -> Result<Report, Failure> {
+    let entries = client
+        .get_many(keys.iter().cloned().map(b).collect())
+        .await?;
     let mut human = Vec::new();
     let mut values = Vec::new();
     for (i, (key, entry)) in keys.iter().zip(&entries).enumerate() {
@@ -620,15 +835,15 @@ async fn mget(client: &Client, keys: Vec<String>) -> Result<Report, Failure> {
     })
 }
 
-async fn exists(client: &Client, keys: Vec<String>) -> Result<Report, Failure> {
-    let count = client.exists(keys.into_iter().map(b)).await?;
+async fn exists(client: &Target, keys: Vec<String>) -> Result<Report, Failure> {
+    let count = client.exists(keys.into_iter().map(b).collect()).await?;
     Ok(Report {
         human: count.to_string(),
         json: json!({ "count": count }),
     })
 }
 
-async fn ttl(client: &Client, key: String) -> Result<Report, Failure> {
+async fn ttl(client: &Target, key: String) -> Result<Report, Failure> {
     let state = client.ttl(b(key)).await?;
     let (human, json) = match state {
         TtlState::Missing => ("(nil): no such key".to_string(), json!({"ttl": "missing"})),
@@ -641,7 +856,7 @@ async fn ttl(client: &Client, key: String) -> Result<Report, Failure> {
     Ok(Report { human, json })
 }
 
-async fn mset(client: &Client, pairs: Vec<String>) -> Result<Report, Failure> {
+async fn mset(client: &Target, pairs: Vec<String>) -> Result<Report, Failure> {
     if !pairs.len().is_multiple_of(2) {
         return Err(Failure::Usage(
             "mset needs KEY VALUE pairs: the last key has no value".into(),
@@ -653,23 +868,48 @@ async fn mset(client: &Client, pairs: Vec<String>) -> Result<Report, Failure> {
     while let (Some(k), Some(v)) = (it.next(), it.next()) {
         entries.push((b(k), b(v)));
     }
-    let reply = client.set_many(entries).await?;
-    Ok(Report {
-        human: format!(
-            "OK {count} keys at version {} ({})",
-            reply.version,
-            durability_text(&reply.durability)
-        ),
-        json: json!({
-            "written": true,
-            "keys": count,
-            "version": reply.version.0,
-            "durability": durability_json(&reply.durability),
+    let replies = client.set_many(entries).await?;
+    match replies.as_slice() {
+        [reply] => Ok(Report {
+            human: format!(
+                "OK {count} keys at version {} ({})",
+                reply.version,
+                durability_text(&reply.durability)
+            ),
+            json: json!({
+                "written": true,
+                "keys": count,
+                "version": reply.version.0,
+                "durability": durability_json(&reply.durability),
+            }),
         }),
-    })
+        // Cluster mode, keys of several shards: one atomic write per shard.
+        parts => Ok(Report {
+            human: format!(
+                "OK {count} keys on {} shards (atomic per shard), at versions {}",
+                parts.len(),
+                parts
+                    .iter()
+                    .map(|r| r.version.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            json: json!({
+                "written": true,
+                "keys": count,
+                "parts": parts
+                    .iter()
+                    .map(|r| json!({
+                        "version": r.version.0,
+                        "durability": durability_json(&r.durability),
+                    }))
+                    .collect::<Vec<_>>(),
+            }),
+        }),
+    }
 }
 
-async fn del(client: &Client, key: String, if_version: Option<u64>) -> Result<Report, Failure> {
+async fn del(client: &Target, key: String, if_version: Option<u64>) -> Result<Report, Failure> {
     let deleted = match if_version {
         None => client.delete(b(key)).await?,
         Some(v) => match client.delete_if_version(b(key), Seq(v)).await? {
@@ -705,7 +945,7 @@ async fn del(client: &Client, key: String, if_version: Option<u64>) -> Result<Re
     })
 }
 
-async fn expire(client: &Client, key: String, ms: u64) -> Result<Report, Failure> {
+async fn expire(client: &Target, key: String, ms: u64) -> Result<Report, Failure> {
     if ms == 0 {
         return Err(Failure::Usage(
             "expire needs a TTL of at least 1 ms (use `del` to remove a key)".into(),
@@ -719,7 +959,7 @@ async fn expire(client: &Client, key: String, ms: u64) -> Result<Report, Failure
     ))
 }
 
-async fn persist(client: &Client, key: String) -> Result<Report, Failure> {
+async fn persist(client: &Target, key: String) -> Result<Report, Failure> {
     let updated = client.persist(b(key)).await?;
     Ok(updated_report(
         updated.existed,
@@ -728,8 +968,8 @@ async fn persist(client: &Client, key: String) -> Result<Report, Failure> {
     ))
 }
 
-async fn incr(client: &Client, key: String, delta: i64) -> Result<Report, Failure> {
-    let done = client.incr_with(b(key), delta, None).await?;
+async fn incr(client: &Target, key: String, delta: i64) -> Result<Report, Failure> {
+    let done = client.incr_with(b(key), delta).await?;
     Ok(Report {
         human: format!("{} ({})", done.value, durability_text(&done.durability)),
         json: json!({
@@ -757,7 +997,7 @@ fn pairs_report(pairs: Vec<(String, String)>, key: &str) -> Result<Report, Failu
     })
 }
 
-async fn set(client: &Client, args: SetArgs, mode: Mode) -> Result<Report, Failure> {
+async fn set(client: &Target, args: SetArgs, mode: Mode) -> Result<Report, Failure> {
     let value = set_value(&args, mode)?;
     if args.ttl_ms == Some(0) {
         return Err(Failure::Usage("--ttl-ms must be at least 1".into()));
@@ -846,7 +1086,7 @@ fn set_refused(condition: Condition, current_version: Option<Seq>) -> Failure {
 }
 
 async fn scan(
-    client: &Client,
+    client: &Target,
     prefix: String,
     limit: u32,
     cursor: Option<String>,
@@ -892,6 +1132,78 @@ async fn scan(
         json: json!({
             "entries": items,
             "next_cursor": next.as_ref().map(hex::encode),
+        }),
+    })
+}
+
+async fn cluster_map(client: &Target) -> Result<Report, Failure> {
+    let map = client.cluster_map().await?;
+    let ids: Vec<ShardId> = map.shards.iter().map(|s| ShardId(s.id)).collect();
+    // An empty or malformed map has no ring; it is still worth printing.
+    let shares = Ring::new(&ids, map.vnodes)
+        .map(|ring| ring.slot_table().shares())
+        .unwrap_or_default();
+    let total = f64::from(strata::cluster::SLOTS as u32);
+    let node = |id: u64| map.nodes.iter().find(|n| n.id == id);
+    let name = |id: u64| match node(id) {
+        Some(n) => format!("{} ({})", n.name, n.client_addr),
+        None => format!("node {id} (not in the map)"),
+    };
+    let mut lines = vec![format!(
+        "cluster map version {}, {} vnodes per shard, {} nodes, {} shards",
+        map.version,
+        map.vnodes,
+        map.nodes.len(),
+        map.shards.len()
+    )];
+    let mut shards = Vec::new();
+    for shard in &map.shards {
+        let slots = shares.get(&ShardId(shard.id)).copied().unwrap_or(0);
+        let percent = 100.0 * f64::from(slots) / total;
+        lines.push(format!(
+            "shard {}: epoch {}, {slots} slots ({percent:.1}%), primary {}",
+            shard.id,
+            shard.epoch,
+            name(shard.primary)
+        ));
+        for r in &shard.replicas {
+            lines.push(format!("  replica {}", name(*r)));
+        }
+        shards.push(json!({
+            "id": shard.id,
+            "epoch": shard.epoch,
+            "slots": slots,
+            "primary": node(shard.primary).map(|n| n.name.clone()),
+            "primary_addr": node(shard.primary).map(|n| n.client_addr.clone()),
+            "replicas": shard
+                .replicas
+                .iter()
+                .map(|r| node(*r).map(|n| n.name.clone()))
+                .collect::<Vec<_>>(),
+        }));
+    }
+    let nodes: Vec<Json> = map
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "id": n.id,
+                "name": n.name,
+                "client_addr": n.client_addr,
+                "link_addr": n.link_addr,
+                "shard": n.shard,
+            })
+        })
+        .collect();
+    Ok(Report {
+        human: lines.join("\n"),
+        json: json!({
+            "cluster_map": {
+                "version": map.version,
+                "vnodes": map.vnodes,
+                "shards": shards,
+                "nodes": nodes,
+            }
         }),
     })
 }

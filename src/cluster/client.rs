@@ -51,9 +51,9 @@ use tokio::task::JoinSet;
 use super::ring::{Ring, RingError, ShardId, SlotTable};
 use super::slot::key_slot;
 use crate::net::client::{
-    AckPolicy, Client, ClientConfig, ClientError, ClusterMapReply, Condition, Deleted, Entry,
-    ErrorCode, Request, Response, ServerTrust, SetEntry, SetOptions, SetOutcome, TtlState, Updated,
-    WriteReply,
+    AckPolicy, Client, ClientConfig, ClientError, ClusterMapReply, Condition, DeleteOutcome,
+    Deleted, Entry, ErrorCode, Incremented, Request, Response, Seq, ServerTrust, SetEntry,
+    SetOptions, SetOutcome, TtlState, Updated, WriteReply,
 };
 
 /// Default bound on the attempts of one request (the first included).
@@ -487,6 +487,17 @@ impl ClusterClient {
         Ok(slot.map.version)
     }
 
+    /// The connection pool to the node at `addr` (a client address), for
+    /// requests about the node itself (`info`, `digest`, admin), shared
+    /// with the routing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    pub async fn node_client(&self, addr: &str) -> Result<Client, ClientError> {
+        self.pool(addr).await
+    }
+
     /// The pool for `addr`, connecting it on first use.
     async fn pool(&self, addr: &str) -> Result<Client, ClientError> {
         if let Some(client) = lock(&self.inner.pools).get(addr) {
@@ -761,6 +772,37 @@ impl ClusterClient {
         }
     }
 
+    /// Deletes a key only if it is at `version`.
+    ///
+    /// # Errors
+    ///
+    /// See [`ClusterClientError`].
+    pub async fn delete_if_version(
+        &self,
+        key: impl Into<Bytes>,
+        version: Seq,
+    ) -> Result<DeleteOutcome, ClusterClientError> {
+        let key = key.into();
+        let request = Request::Delete {
+            key: key.clone(),
+            condition: Condition::IfVersion(version),
+            ack: None,
+        };
+        match self.one(&key, request).await? {
+            Response::Deleted {
+                existed,
+                durability,
+            } => Ok(DeleteOutcome::Deleted(Deleted {
+                existed,
+                durability,
+            })),
+            Response::NotWritten { current_version } => {
+                Ok(DeleteOutcome::NotWritten { current_version })
+            }
+            other => Err(Self::protocol("delete", &other)),
+        }
+    }
+
     /// Adds `delta` to the integer at `key`; never resent once it may have
     /// reached a node (it is not idempotent), except after `WrongShard`.
     ///
@@ -768,14 +810,29 @@ impl ClusterClient {
     ///
     /// See [`ClusterClientError`].
     pub async fn incr(&self, key: impl Into<Bytes>, delta: i64) -> Result<i64, ClusterClientError> {
+        Ok(self.incr_with(key, delta, None).await?.value)
+    }
+
+    /// [`incr`](Self::incr) with an acknowledgement policy, reporting the
+    /// durability reached.
+    ///
+    /// # Errors
+    ///
+    /// See [`ClusterClientError`].
+    pub async fn incr_with(
+        &self,
+        key: impl Into<Bytes>,
+        delta: i64,
+        ack: Option<AckPolicy>,
+    ) -> Result<Incremented, ClusterClientError> {
         let key = key.into();
         let request = Request::Incr {
             key: key.clone(),
             delta,
-            ack: None,
+            ack,
         };
         match self.one(&key, request).await? {
-            Response::Int { value, .. } => Ok(value),
+            Response::Int { value, durability } => Ok(Incremented { value, durability }),
             other => Err(Self::protocol("incr", &other)),
         }
     }
