@@ -3,6 +3,7 @@
 //! refuses a foreign key with `WrongShard` naming the owner, a client with
 //! a stale map follows the redirect, and multi-key requests split by shard
 //! and merge in request order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -107,6 +108,25 @@ async fn await_version(clients: &[Client], version: u64) -> ClusterMapReply {
         // Polled: the map's arrival on a node has no event a client can await.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs a tool to completion and returns its stdout; panics on failure.
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env_remove("STRATA_TOKEN")
+        .env_remove("STRATA_ADDR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 fn key(i: usize) -> Bytes {
@@ -309,6 +329,79 @@ async fn cluster_client_routes_splits_and_follows_redirects() {
     }
     assert!(stale2.redirects() >= 1);
     assert_eq!(stale2.map_version(), last);
+
+    // strata-cli --cluster and strata-bench --cluster against the same nodes.
+    let ca = certs.join("ca.crt").display().to_string();
+    let addrs = seeds.join(",");
+    let cli = |args: &[&str]| -> serde_json::Value {
+        let out = tool(
+            env!("CARGO_BIN_EXE_strata-cli"),
+            &[
+                &["--cluster", "--ca", &ca, "--addr", &addrs, "--json"],
+                args,
+            ]
+            .concat(),
+        );
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let written = cli(&[
+        "mset", "cli:a", "1", "cli:b", "2", "cli:c", "3", "cli:d", "4",
+    ]);
+    assert_eq!(written["written"], true, "{written}");
+    let read = cli(&["mget", "cli:d", "cli:a", "cli:none"]);
+    assert_eq!(read["values"][0]["value"], "4", "{read}");
+    assert_eq!(read["values"][1]["value"], "1", "{read}");
+    assert!(read["values"][2]["value"].is_null(), "{read}");
+    assert_eq!(cli(&["get", &format!("k:{moved:05}")])["value"], "new");
+    let shown = cli(&["cluster-map"]);
+    assert_eq!(shown["cluster_map"]["version"], last, "{shown}");
+    let slots: u64 = shown["cluster_map"]["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| s["slots"].as_u64().expect("slots"))
+        .sum();
+    assert_eq!(slots, u64::from(strata::cluster::SLOTS));
+
+    let bench = tool(
+        env!("CARGO_BIN_EXE_strata-bench"),
+        &[
+            "--cluster",
+            "--ca",
+            &ca,
+            "--addr",
+            &addrs,
+            "--connections",
+            "1",
+            "--inflight",
+            "4",
+            "--keys",
+            "600",
+            "--value-size",
+            "32",
+            "--preload",
+            "--requests",
+            "600",
+            "--warmup",
+            "0",
+            "--verify-ratio",
+            "1.0",
+            "--seed",
+            "3",
+            "--json",
+            "--quiet",
+        ],
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(bench.trim()).unwrap_or_else(|e| panic!("{e}: {bench}"));
+    assert_eq!(summary["errors"], 0, "{summary:#}");
+    assert_eq!(summary["mismatches"], 0, "{summary:#}");
+    let by_shard = summary["requests_by_shard"].as_object().expect("per shard");
+    assert_eq!(
+        by_shard.len(),
+        3,
+        "the load reached every shard: {summary:#}"
+    );
 
     cluster.close().await;
     stale.close().await;

@@ -1,4 +1,5 @@
-//! `strata-bench`: a load generator for one strata node.
+//! `strata-bench`: a load generator for one strata node, or (--cluster)
+//! for a cluster, every key sent to its shard's primary.
 //!
 //! `connections × inflight` tasks share one [`Client`] whose pool holds
 //! `connections` QUIC connections; the pool hands requests to its
@@ -25,11 +26,12 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
 use serde_json::json;
+use strata::cluster::client::{ClusterClient, ClusterClientConfig};
 use strata::net::client::{AckPolicy, Client, ClientConfig, ClientError, ServerTrust};
 use strata::net::tls::parse_fingerprint;
 
 use crate::report::{HitRatio, Summary};
-use crate::run::{RunPlan, Until, Workload};
+use crate::run::{RunPlan, Target, Until, Workload};
 use crate::workload::{Distribution, KeyChooser, KeySpace, Mix, VALUE_HEADER_BYTES};
 
 /// Exit status for a run that failed (no connection, preload failures,
@@ -51,6 +53,13 @@ const EXIT_FAILED: u8 = 1;
 /// to the key; those reads are also checked against the run's own
 /// acknowledged writes (no older version, not absent). This assumes no one
 /// else writes the `key:` keys meanwhile.
+///
+/// With --cluster, --addr names one or more nodes of a cluster (comma
+/// separated) and the load goes through the cluster client: each key to its
+/// shard's primary (keys spread over the shards by their slots), the pool
+/// of --connections per primary. Needs --ca trusting every node. The
+/// summary then adds the requests sent to each shard and leaves out the
+/// server hit ratio.
 ///
 /// Exit status: 0 on success; 1 if the run failed (cannot connect, preload
 /// failed, more errors than --max-errors, or ANY mismatched value); 2 for a
@@ -165,6 +174,10 @@ struct Args {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Cluster mode: route each key to its shard's primary by the cluster
+    /// map (--addr: one or more nodes, comma separated; needs --ca).
+    #[arg(long, requires = "ca", conflicts_with = "pin")]
+    cluster: bool,
 }
 
 fn parse_pin(text: &str) -> Result<[u8; 32], String> {
@@ -271,23 +284,8 @@ async fn bench(
     workload: Arc<Workload>,
     plan: RunPlan,
 ) -> Result<ExitCode, String> {
-    let timeout = Duration::from_millis(args.timeout_ms);
-    let mut config = ClientConfig::new(&args.addr, trust)
-        .with_server_name(&args.server_name)
-        .with_client_name("strata-bench")
-        .with_connections(args.connections as usize)
-        .with_connect_timeout(timeout)
-        .with_request_timeout(timeout)
-        .with_retries(args.retries);
-    if let Some(token) = &args.token {
-        config = config.with_token(token);
-    }
-    let client = Client::connect(config).await.map_err(|e| match e {
-        // These name the address already.
-        ClientError::Connect { .. } | ClientError::Tls { .. } => e.to_string(),
-        e => format!("connecting to {}: {e}", args.addr),
-    })?;
-    let limits = client.server_info().limits;
+    let client = connect(args, trust).await?;
+    let limits = client.limits();
     if workload.space.key_size() > limits.max_key_bytes as usize {
         return Err(format!(
             "--key-size {} is above the server's limit of {} bytes",
@@ -313,6 +311,10 @@ async fn bench(
         None
     };
     let report = run::run(&client, workload.clone(), acked, plan).await?;
+    let per_shard = match &client {
+        Target::Cluster { cluster, .. } => Some(cluster.requests_by_shard()),
+        Target::Node(_) => None,
+    };
     client.close().await;
 
     let config = json!({
@@ -334,6 +336,7 @@ async fn bench(
         "verify_ratio": args.verify_ratio,
         "timeout_ms": args.timeout_ms,
         "retries": args.retries,
+        "cluster": args.cluster,
     });
     let headline = format!(
         "strata-bench {}: {} connections x {} in flight, get:set {}, {} keys ({}, {} B keys), \
@@ -358,9 +361,24 @@ async fn bench(
         hit_ratio: HitRatio::from_info(report.info_before.as_deref(), report.info_after.as_deref()),
     };
     if args.json {
-        println!("{}", summary.to_json());
+        let mut out = summary.to_json();
+        if let Some(shards) = &per_shard {
+            let counts: serde_json::Map<String, serde_json::Value> = shards
+                .iter()
+                .map(|(shard, n)| (shard.0.to_string(), json!(n)))
+                .collect();
+            out["requests_by_shard"] = json!(counts);
+        }
+        println!("{out}");
     } else {
         print!("{}", summary.to_table());
+        if let Some(shards) = &per_shard {
+            let counts: Vec<String> = shards
+                .iter()
+                .map(|(shard, n)| format!("shard {shard}: {n}"))
+                .collect();
+            println!("requests by shard: {}", counts.join(", "));
+        }
     }
     let (errors, mismatches) = (summary.errors(), summary.mismatches());
     if mismatches > 0 {
@@ -381,6 +399,52 @@ async fn bench(
         return Ok(ExitCode::from(EXIT_FAILED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One node's client, or with --cluster a cluster client seeded by every
+/// --addr node.
+async fn connect(args: &Args, trust: ServerTrust) -> Result<Target, String> {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let (server_name, token) = (args.server_name.clone(), args.token.clone());
+    let (connections, retries) = (args.connections as usize, args.retries);
+    let node_config = move |addr: &str| {
+        let mut config = ClientConfig::new(addr, trust.clone())
+            .with_server_name(&server_name)
+            .with_client_name("strata-bench")
+            .with_connections(connections)
+            .with_connect_timeout(timeout)
+            .with_request_timeout(timeout)
+            .with_retries(retries);
+        if let Some(token) = &token {
+            config = config.with_token(token);
+        }
+        config
+    };
+    if !args.cluster {
+        let client = Client::connect(node_config(&args.addr))
+            .await
+            .map_err(|e| match e {
+                // These name the address already.
+                ClientError::Connect { .. } | ClientError::Tls { .. } => e.to_string(),
+                e => format!("connecting to {}: {e}", args.addr),
+            })?;
+        return Ok(Target::Node(client));
+    }
+    let seeds: Vec<&str> = args
+        .addr
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let cluster = ClusterClient::connect(&seeds, ClusterClientConfig::new(node_config))
+        .await
+        .map_err(|e| format!("connecting to the cluster at {}: {e}", args.addr))?;
+    let first = seeds.first().copied().unwrap_or_default();
+    let seed = cluster
+        .node_client(first)
+        .await
+        .map_err(|e| format!("connecting to {first}: {e}"))?;
+    Ok(Target::Cluster { cluster, seed })
 }
 
 /// The certificate a node started in ./strata-data generated for itself.

@@ -1,6 +1,7 @@
 //! Driving the load: the preload pass and the measured run, each as
-//! `connections × inflight` tasks sharing one [`Client`] pool, plus the
-//! once-a-second progress loop.
+//! `connections × inflight` tasks sharing one [`Target`] (a [`Client`] pool,
+//! or a [`ClusterClient`] with a pool per primary), plus the once-a-second
+//! progress loop.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use strata::net::client::{AckPolicy, Client, SetEntry, SetOptions, SetOutcome};
+use strata::cluster::client::ClusterClient;
+use strata::net::client::{AckPolicy, Client, Entry, Limits, SetEntry, SetOptions, SetOutcome};
 use tokio::task::JoinSet;
 
 use crate::stats::{OpKind, Percentiles, Recorder, Samples, Tally, lock};
@@ -27,6 +29,91 @@ const ERROR_PAUSE: Duration = Duration::from_millis(5);
 const PRELOAD_BATCH_BYTES: usize = 128 << 10;
 /// Preload batches: at most this many keys.
 const PRELOAD_BATCH_KEYS: usize = 256;
+
+/// Where the load goes: one node, or a cluster with keys routed to their
+/// shards' primaries.
+#[derive(Clone)]
+pub enum Target {
+    Node(Client),
+    Cluster {
+        cluster: ClusterClient,
+        /// The seed node: its limits stand for every node's.
+        seed: Client,
+    },
+}
+
+impl Target {
+    /// The limits requests are sized by.
+    pub fn limits(&self) -> Limits {
+        match self {
+            Target::Node(c) | Target::Cluster { seed: c, .. } => c.server_info().limits,
+        }
+    }
+
+    async fn get(&self, key: Bytes) -> Result<Option<Entry>, String> {
+        match self {
+            Target::Node(c) => c.get(key).await.map_err(|e| e.to_string()),
+            Target::Cluster { cluster, .. } => cluster.get(key).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn set_with(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        options: SetOptions,
+    ) -> Result<SetOutcome, String> {
+        match self {
+            Target::Node(c) => c
+                .set_with(key, value, options)
+                .await
+                .map_err(|e| e.to_string()),
+            Target::Cluster { cluster, .. } => cluster
+                .set_with(key, value, options)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Writes a batch; returns a version every entry is at or above.
+    async fn set_many_with(
+        &self,
+        entries: Vec<SetEntry>,
+        ack: Option<AckPolicy>,
+    ) -> Result<u64, String> {
+        match self {
+            Target::Node(c) => c
+                .set_many_with(entries, ack)
+                .await
+                .map(|r| r.version.0)
+                .map_err(|e| e.to_string()),
+            // NOTE: one part per shard, each at its own node's seq; the
+            // smallest bounds them all (a weaker floor, never a false one).
+            Target::Cluster { cluster, .. } => cluster
+                .set_many_with(entries, ack)
+                .await
+                .map(|parts| parts.iter().map(|r| r.version.0).min().unwrap_or(0))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The node's `info`, for the hit ratio; `None` in cluster mode (one
+    /// node's counters are not the cluster's).
+    async fn info(&self) -> Option<Vec<(String, String)>> {
+        match self {
+            Target::Node(c) => c.info().await.ok(),
+            Target::Cluster { .. } => None,
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Target::Node(c) => c.close().await,
+            Target::Cluster { cluster, .. } => cluster.close().await,
+        }
+    }
+}
 
 /// What to send.
 #[derive(Debug)]
@@ -50,7 +137,7 @@ pub enum Until {
 
 /// State shared by the request tasks of the measured run.
 struct Shared {
-    client: Client,
+    client: Target,
     workload: Arc<Workload>,
     /// Per key, the highest version a write of this run was acknowledged at
     /// (0: none): a GET that starts after that acknowledgement must see that
@@ -93,14 +180,14 @@ pub struct PreloadReport {
 ///
 /// A description of the failures when any batch failed.
 pub async fn preload(
-    client: &Client,
+    client: &Target,
     workload: &Arc<Workload>,
     acked: &Arc<[AtomicU64]>,
     tasks: usize,
     seed: u64,
     quiet: bool,
 ) -> Result<PreloadReport, String> {
-    let limits = client.server_info().limits;
+    let limits = client.limits();
     let entry_bytes = workload.space.key_size() + workload.value_size;
     let batch = (PRELOAD_BATCH_BYTES / entry_bytes.max(1))
         .min(PRELOAD_BATCH_KEYS)
@@ -142,17 +229,17 @@ pub async fn preload(
                     })
                     .collect();
                 match client.set_many_with(entries, workload.ack).await {
-                    Ok(reply) => {
+                    Ok(version) => {
                         for i in from..to {
                             if let Some(slot) = acked.get(i as usize) {
-                                slot.fetch_max(reply.version.0, Ordering::AcqRel);
+                                slot.fetch_max(version, Ordering::AcqRel);
                             }
                         }
                         done.fetch_add(to - from, Ordering::Relaxed);
                     }
                     Err(e) => {
                         failures.fetch_add(1, Ordering::Relaxed);
-                        lock(&first_error).get_or_insert_with(|| e.to_string());
+                        lock(&first_error).get_or_insert(e);
                         tokio::time::sleep(ERROR_PAUSE).await;
                     }
                 }
@@ -228,7 +315,7 @@ pub struct RunPlan {
 ///
 /// Only if a request task panicked.
 pub async fn run(
-    client: &Client,
+    client: &Target,
     workload: Arc<Workload>,
     acked: Arc<[AtomicU64]>,
     plan: RunPlan,
@@ -285,7 +372,7 @@ pub async fn run(
                 measuring = true;
                 ticker.reset();
                 last_tick = Instant::now();
-                info_before = client.info().await.ok();
+                info_before = client.info().await;
             }
             _ = &mut ctrl_c, if !interrupted => {
                 interrupted = true;
@@ -321,11 +408,7 @@ pub async fn run(
     let end = Instant::now();
     shared.recorder.drain_into(&mut totals);
     line.finish();
-    let info_after = if measuring {
-        client.info().await.ok()
-    } else {
-        None
-    };
+    let info_after = if measuring { client.info().await } else { None };
     Ok(RunReport {
         totals,
         elapsed: end.saturating_duration_since(measure_start),
@@ -426,7 +509,7 @@ async fn get(shared: &Shared, task: usize, index: u64, verify: bool, measured: b
             lock(shared.recorder.shard(task))
                 .counts_mut(OpKind::Get)
                 .errors += 1;
-            shared.recorder.note_error(OpKind::Get, e.to_string());
+            shared.recorder.note_error(OpKind::Get, e);
             return true;
         }
     };
@@ -507,7 +590,7 @@ async fn set(
         Ok(SetOutcome::NotWritten { current_version }) => {
             format!("an unconditional set was answered NotWritten (key at {current_version:?})")
         }
-        Err(e) => e.to_string(),
+        Err(e) => e,
     };
     lock(shared.recorder.shard(task))
         .counts_mut(OpKind::Set)
