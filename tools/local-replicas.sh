@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A primary and two replicas on loopback, in ./strata-cluster (or $1).
+# One replica group: a primary and two replicas on loopback, in
+# ./strata-replicas (or $1). For a sharded cluster see local-cluster.sh.
 # Ctrl-C stops all three (gracefully: each checkpoints and exits 0).
 #
 #   node  clients          replication      metrics
@@ -8,7 +9,7 @@
 #   n3    127.0.0.1:7381   127.0.0.1:7481   127.0.0.1:9381   replica of n1
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root="${1:-strata-cluster}"
+root="${1:-strata-replicas}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata/target}"
 
 tools/prereqs.sh
@@ -43,7 +44,7 @@ start n2 7380 7480 9380 --replica-of 127.0.0.1:7479
 start n3 7381 7481 9381 --replica-of 127.0.0.1:7479
 
 cat >&2 <<EOF
-strata cluster running in $root (Ctrl-C stops it). Try:
+strata replica group running in $root (Ctrl-C stops it). Try:
   $bin/strata-cli --data-dir $root/n1 --addr 127.0.0.1:7379 set k v --ack semi-sync:2
   $bin/strata-cli --data-dir $root/n2 --addr 127.0.0.1:7380 get k
   $bin/strata-cli --data-dir $root/n2 --addr 127.0.0.1:7380 info

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::map::{ClusterMap, MapCommand};
-use super::raft::{META_ALPN, MetaConfig, MetaError, MetaGroup, MetaRole, MetaTiming, pick_voters};
+use super::raft::{META_ALPN, MetaConfig, MetaError, MetaGroup, MetaRole, MetaTiming};
 use super::slot::key_slot;
 use crate::net::link::Link;
 use crate::proto::{ClusterMapReply, ClusterNode as WireNode, ClusterShard, ErrorCode, ErrorReply};
@@ -357,24 +357,19 @@ impl ClusterNode {
         }
     }
 
-    /// On the leader: every node of the map a member, up to five voters.
+    /// On the leader: the group's members are the map's nodes (and the
+    /// leader itself, until it hands over), up to five of them voters;
+    /// nodes that left the map leave the group.
     async fn sync_membership(&self, map: &ClusterMap) -> Result<(), MetaError> {
-        let status = self.group.status();
-        for (id, node) in map.nodes() {
-            if !status.members.contains_key(id) {
-                self.group.add_learner(*id, node.link_addr.clone()).await?;
-            }
-        }
-        let mut nodes: BTreeSet<NodeId> = map.nodes().keys().copied().collect();
-        // The leader stays a voter until it is out of the map.
-        if nodes.is_empty() {
-            nodes.insert(self.id);
-        }
-        let voters = pick_voters(&status.voters, &nodes);
-        if voters != status.voters {
-            info!(?voters, "changing the metadata group's voters");
-            self.group.change_voters(&voters).await?;
-        }
+        let mut nodes: std::collections::BTreeMap<NodeId, String> = map
+            .nodes()
+            .iter()
+            .map(|(id, node)| (*id, node.link_addr.clone()))
+            .collect();
+        nodes
+            .entry(self.id)
+            .or_insert_with(|| self.link_addr.clone());
+        self.group.reconcile_members(&nodes).await?;
         Ok(())
     }
 }

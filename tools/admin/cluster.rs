@@ -204,7 +204,7 @@ async fn create(
     vnodes: u32,
 ) -> anyhow::Result<()> {
     let per_shard = replicas + 1;
-    if addrs.len() % per_shard != 0 {
+    if !addrs.len().is_multiple_of(per_shard) {
         bail!(
             "{} nodes do not make shards of {per_shard} (1 primary + {replicas} replicas)",
             addrs.len()
