@@ -5,8 +5,6 @@
 //! and merge in request order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
