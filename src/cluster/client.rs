@@ -131,12 +131,17 @@ pub struct ClusterClientConfig {
     /// client opens: trust, token, timeouts are the same as for [`Client`].
     node_config: Arc<NodeConfigFn>,
     max_attempts: u32,
+    /// Applied to writes that do not name their own policy. (The
+    /// [`ClientConfig`]'s own default applies only to [`Client`]'s typed
+    /// calls, which this client does not use.)
+    default_ack: Option<AckPolicy>,
 }
 
 impl fmt::Debug for ClusterClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterClientConfig")
             .field("max_attempts", &self.max_attempts)
+            .field("default_ack", &self.default_ack)
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +152,7 @@ impl ClusterClientConfig {
         ClusterClientConfig {
             node_config: Arc::new(node_config),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            default_ack: None,
         }
     }
 
@@ -164,6 +170,13 @@ impl ClusterClientConfig {
     /// [`DEFAULT_MAX_ATTEMPTS`]).
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
+        self
+    }
+
+    /// The acknowledgement policy of writes that name none (default: each
+    /// node's own default).
+    pub fn with_default_ack(mut self, ack: Option<AckPolicy>) -> Self {
+        self.default_ack = ack;
         self
     }
 }
@@ -426,12 +439,18 @@ impl ClusterClient {
     /// [`ClusterClientError::NoMap`] when no node answers;
     /// [`ClusterClientError::BadMap`] for a newer map that cannot route.
     pub async fn refresh(&self) -> Result<u64, ClusterClientError> {
-        self.refresh_from(None, u64::MAX).await
+        self.refresh_from(None, None, u64::MAX).await
     }
 
     /// Refreshes unless a map newer than `seen` was adopted meanwhile,
-    /// asking `hint` first, then the map's nodes, then the seeds.
-    async fn refresh_from(&self, hint: Option<&str>, seen: u64) -> Result<u64, ClusterClientError> {
+    /// asking `hint` first, then the map's nodes, then the seeds; `failed`
+    /// (a node that just failed to answer) is asked last.
+    async fn refresh_from(
+        &self,
+        hint: Option<&str>,
+        failed: Option<&str>,
+        seen: u64,
+    ) -> Result<u64, ClusterClientError> {
         let _one = self.inner.refreshing.lock().await;
         let current = self.map_version();
         if seen != u64::MAX && current > seen {
@@ -446,6 +465,12 @@ impl ClusterClient {
         candidates.extend(self.inner.seeds.iter().cloned());
         let mut seen_addrs = std::collections::HashSet::new();
         candidates.retain(|a| seen_addrs.insert(a.clone()));
+        if let Some(failed) = failed
+            && let Some(at) = candidates.iter().position(|a| a == failed)
+        {
+            let addr = candidates.remove(at);
+            candidates.push(addr);
+        }
         let mut last = String::from("no candidates");
         for addr in &candidates {
             let client = match self.pool(addr).await {
@@ -551,6 +576,7 @@ impl ClusterClient {
             }
             pending.clear();
             let mut redirect_hint: Option<String> = None;
+            let mut unreachable: Option<String> = None;
             let mut wait = Duration::ZERO;
             let mut failure: Option<ClusterClientError> = None;
             let mut retryable = true;
@@ -573,7 +599,10 @@ impl ClusterClient {
                                 }
                             }
                             Some(Miss::Wait(d)) => wait = wait.max(d),
-                            Some(Miss::Transport) | None => {}
+                            Some(Miss::Transport) => {
+                                unreachable.get_or_insert_with(|| addr.clone());
+                            }
+                            None => {}
                         }
                         pending.extend(indices);
                         failure.get_or_insert(ClusterClientError::Node {
@@ -595,7 +624,11 @@ impl ClusterClient {
             // A refresh that fails leaves the current map: the hinted
             // address may still answer.
             let _ = self
-                .refresh_from(redirect_hint.as_deref(), routing.map.version)
+                .refresh_from(
+                    redirect_hint.as_deref(),
+                    unreachable.as_deref(),
+                    routing.map.version,
+                )
                 .await;
             if self.map_version() > routing.map.version {
                 // The new map decides; hints from the old one do not.
@@ -678,6 +711,10 @@ impl ClusterClient {
             })
     }
 
+    fn ack(&self, ack: Option<AckPolicy>) -> Option<AckPolicy> {
+        ack.or(self.inner.config.default_ack)
+    }
+
     fn protocol(op: &str, response: &Response) -> ClusterClientError {
         ClusterClientError::Node {
             addr: String::new(),
@@ -737,7 +774,7 @@ impl ClusterClient {
             value: value.into(),
             ttl_ms: options.ttl.map(ttl_ms),
             condition: options.condition,
-            ack: options.ack,
+            ack: self.ack(options.ack),
         };
         match self.one(&key, request).await? {
             Response::Written(reply) => Ok(SetOutcome::Written(reply)),
@@ -758,7 +795,7 @@ impl ClusterClient {
         let request = Request::Delete {
             key: key.clone(),
             condition: Condition::Always,
-            ack: None,
+            ack: self.ack(None),
         };
         match self.one(&key, request).await? {
             Response::Deleted {
@@ -786,7 +823,7 @@ impl ClusterClient {
         let request = Request::Delete {
             key: key.clone(),
             condition: Condition::IfVersion(version),
-            ack: None,
+            ack: self.ack(None),
         };
         match self.one(&key, request).await? {
             Response::Deleted {
@@ -829,7 +866,7 @@ impl ClusterClient {
         let request = Request::Incr {
             key: key.clone(),
             delta,
-            ack,
+            ack: self.ack(ack),
         };
         match self.one(&key, request).await? {
             Response::Int { value, durability } => Ok(Incremented { value, durability }),
@@ -851,7 +888,7 @@ impl ClusterClient {
         let request = Request::Expire {
             key: key.clone(),
             ttl_ms: ttl_ms(ttl),
-            ack: None,
+            ack: self.ack(None),
         };
         self.updated("expire", &key, request).await
     }
@@ -865,7 +902,7 @@ impl ClusterClient {
         let key = key.into();
         let request = Request::Persist {
             key: key.clone(),
-            ack: None,
+            ack: self.ack(None),
         };
         self.updated("persist", &key, request).await
     }
@@ -992,6 +1029,7 @@ impl ClusterClient {
         ack: Option<AckPolicy>,
     ) -> Result<Vec<WriteReply>, ClusterClientError> {
         let keys: Vec<Bytes> = entries.iter().map(|e| e.key.clone()).collect();
+        let ack = self.ack(ack);
         let parts = self
             .scatter(&keys, |idx| Request::MultiSet {
                 entries: idx.iter().map(|&i| entries[i].clone()).collect(),
@@ -1113,7 +1151,9 @@ impl ClusterClient {
                     {
                         tokio::time::sleep(Duration::from_millis(*ms).min(MAX_RETRY_AFTER)).await;
                     }
-                    let _ = self.refresh_from(None, routing.map.version).await;
+                    let _ = self
+                        .refresh_from(None, Some(&addr), routing.map.version)
+                        .await;
                 }
             }
         }
