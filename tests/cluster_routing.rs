@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::{Member, gen_certs, pairs};
-use strata::cluster::client::{ClusterClient, ClusterClientConfig};
+use strata::cluster::client::{ClusterClient, ClusterClientConfig, ClusterClientError};
 use strata::cluster::{MapCommand, NodeInfo, ShardId};
 use strata::net::client::{Client, ClientError, ClusterMapReply, ErrorCode, ServerTrust};
 use strata::types::NodeId;
@@ -142,7 +142,7 @@ async fn cluster_client_routes_splits_and_follows_redirects() {
     let root = tempfile::tempdir().expect("tempdir");
     let certs = root.path().join("certs");
     gen_certs(&certs, &NAMES);
-    let members: Vec<Member> = NAMES
+    let mut members: Vec<Member> = NAMES
         .iter()
         .map(|name| start(root.path(), &certs, name))
         .collect();
@@ -402,6 +402,51 @@ async fn cluster_client_routes_splits_and_follows_redirects() {
         3,
         "the load reached every shard: {summary:#}"
     );
+
+    // A primary that is gone: the other shards still answer; a read of its
+    // keys gives up after the attempt bound, and an increment, whose
+    // outcome a lost reply leaves unknown, is sent once only.
+    let quick = ClusterClient::connect(
+        &seeds,
+        ClusterClientConfig::with_trust(ServerTrust::CaFile(certs.join("ca.crt")), |c| {
+            c.with_request_timeout(Duration::from_millis(500))
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_retries(0)
+        }),
+    )
+    .await
+    .expect("cluster client");
+    let on_3 = key(moved);
+    let on_1 = (0..KEYS)
+        .map(key)
+        .find(|k| quick.shard_of(k) == ShardId(1))
+        .expect("shard 1 owns some key");
+    assert!(quick.get(on_3.clone()).await.expect("get").is_some());
+    members[2].node.kill();
+    let sent = |c: &ClusterClient| c.requests_by_shard().get(&ShardId(3)).copied().unwrap_or(0);
+    let counter = (0..)
+        .map(|i| Bytes::from(format!("counter:{i}")))
+        .find(|k| quick.shard_of(k) == ShardId(3))
+        .expect("shard 3 owns some counter");
+    let before = sent(&quick);
+    match quick.incr(counter, 1).await {
+        Err(ClusterClientError::Node { addr, .. }) => {
+            assert_eq!(addr, members[2].node.addr.to_string())
+        }
+        other => panic!("incr on a dead primary: {other:?}"),
+    }
+    assert_eq!(sent(&quick) - before, 1, "an increment is never resent");
+    let before = sent(&quick);
+    assert!(matches!(
+        quick.get(on_3).await,
+        Err(ClusterClientError::Node { .. })
+    ));
+    assert_eq!(
+        sent(&quick) - before,
+        u64::from(strata::cluster::client::DEFAULT_MAX_ATTEMPTS),
+        "a read is retried up to the bound"
+    );
+    assert!(quick.get(on_1).await.expect("shard 1 is up").is_some());
 
     cluster.close().await;
     stale.close().await;
