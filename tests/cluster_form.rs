@@ -2,8 +2,10 @@
 //! `strata-server --cluster` processes on loopback with cluster
 //! certificates, `strata-admin cluster create --replicas 1`, then every
 //! node serving the same map, each replica following its shard's
-//! primary, keys refused with `WrongShard` off their shard, and the
-//! metadata group surviving the SIGKILL of its leader.
+//! primary, keys refused with `WrongShard` off their shard, 10,000 keys
+//! through the cluster client landing once each with every replica equal
+//! to its primary, and the metadata group surviving the SIGKILL of its
+//! leader, whose node comes back with its name and shard.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,9 +16,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::cluster::{Member, gen_certs, pairs};
+use common::cluster::{Member, converged, gen_certs, pairs};
+use strata::cluster::client::{ClusterClient, ClusterClientConfig};
 use strata::cluster::{MapCommand, Ring, ShardId, key_slot};
 use strata::net::client::{Client, ClientConfig, ClientError, ErrorCode, ServerTrust};
+use strata::types::{AckPolicy, OnTimeout};
 
 const NAMES: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
 /// Bounds a wait for something the nodes report; never a measure.
@@ -127,6 +131,35 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
             other => panic!("{key} on the wrong shard: {other:?}"),
         }
     }
+
+    // 10,000 keys through the cluster client, in batches it splits by
+    // shard; each shard's replica ends with exactly its primary's data.
+    let config = ClusterClientConfig::with_trust(ServerTrust::CaFile(certs.join("ca.crt")), |c| c)
+        .with_default_ack(Some(AckPolicy::SemiSync {
+            replicas: 1,
+            timeout_ms: 10_000,
+            on_timeout: OnTimeout::Fail,
+        }));
+    let cluster = ClusterClient::connect(&addrs[..1], config).await.unwrap();
+    let keys: Vec<String> = (0..10_000).map(|i| format!("user:{i}")).collect();
+    for batch in keys.chunks(500) {
+        let entries = batch.iter().map(|k| (k.clone(), format!("v-{k}")));
+        cluster.set_many(entries).await.unwrap();
+    }
+    for batch in keys.chunks(500) {
+        let got = cluster.get_many(batch.iter().cloned()).await.unwrap();
+        for (key, entry) in batch.iter().zip(got) {
+            assert_eq!(entry.unwrap().value, format!("v-{key}").as_bytes(), "{key}");
+        }
+    }
+    let mut total = 0;
+    for shard in 0..3 {
+        let (primary, replica) = (&clients[shard * 2], &clients[shard * 2 + 1]);
+        let (_, keys_held, _) = converged(primary, &[replica]).await;
+        total += keys_held;
+    }
+    // 10,000 user keys and the 300 above, each on one shard only.
+    assert_eq!(total, 10_300);
 
     // The status table names every shard.
     let (ok, text) = admin(&["cluster", "status", "--ca", &ca, "--addr", &addrs[0]]);
