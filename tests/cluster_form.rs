@@ -161,18 +161,28 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
     // 10,000 user keys and the 300 above, each on one shard only.
     assert_eq!(total, 10_300);
 
-    // The status table names every shard.
-    let (ok, text) = admin(&["cluster", "status", "--ca", &ca, "--addr", &addrs[0]]);
-    assert!(ok, "{text}");
-    assert!(text.contains("map version 7"), "{text}");
-    for name in NAMES {
-        assert!(text.contains(name), "{name} missing from\n{text}");
+    // The status table, asked of any node, names every shard and node.
+    for addr in &addrs {
+        let (ok, text) = admin(&["cluster", "status", "--ca", &ca, "--addr", addr]);
+        assert!(ok, "{text}");
+        assert!(text.contains("map version 7"), "{addr}: {text}");
+        for name in NAMES {
+            assert!(text.contains(name), "{name} missing from {addr}'s\n{text}");
+        }
     }
 
     // SIGKILL the metadata leader (the first node: it started the group);
     // the others elect a new one, which takes the next map change.
     let leader = info(&clients[0]).await["cluster_meta_leader"].clone();
     assert_eq!(leader, info(&clients[0]).await["cluster_node_id"]);
+    // The leader makes five of the six nodes voters, a change at a time.
+    eventually("five metadata voters", || async {
+        let i = info(&clients[0]).await;
+        i["cluster_meta_voters"].split(',').count() == 5
+            && i["cluster_meta_learners"].split(',').count() == 1
+            && i["cluster_meta_settled"] == "true"
+    })
+    .await;
     members[0].node.kill();
     let survivor = &clients[2];
     eventually("a new metadata leader", || async {
@@ -207,12 +217,23 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
         }
         other => panic!("RemoveShard of a shard with replicas: {other:?}"),
     }
+    // And real changes, through the tool (it follows NotLeader): n6 leaves
+    // and joins shard 3 again.
+    let any = &addrs[2];
+    let (ok, text) = admin(&["cluster", "remove-node", "--ca", &ca, "--addr", any, "n6"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("map version 8"), "{text}");
+    let (ok, text) = admin(&[
+        "cluster", "add-node", "--ca", &ca, "--addr", any, "--shard", "3", &addrs[5],
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("map version 9"), "{text}");
 
     // The killed node comes back with its identity and shard.
     members[0].node.restart();
     let back = ca_client(&certs, &members[0]).await;
     eventually("the restarted node serving the map", || async {
-        back.cluster_map().await.is_ok_and(|m| m.version >= 7)
+        back.cluster_map().await.is_ok_and(|m| m.version == 9)
     })
     .await;
     let i = info(&back).await;

@@ -47,7 +47,7 @@ fn info_metrics_and_hints_never_deadlock() {
     let repl = Replication::new(store, cfg, &dir.path().join("data")).unwrap();
     {
         let _guard = runtime.enter();
-        repl.start("127.0.0.1:7379".parse().unwrap()).unwrap();
+        repl.start("127.0.0.1:7379").unwrap();
     }
 
     let mut registry = Registry::default();

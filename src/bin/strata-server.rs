@@ -353,10 +353,10 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
     let server = Server::bind(&config, node, metrics.clone())?;
     let addr = server.local_addr()?;
     let client_addr = match config.cluster.enabled {
-        true => ClusterNode::client_addr(&config.cluster, addr)?.parse()?,
-        false => addr,
+        true => ClusterNode::client_addr(&config.cluster, addr)?,
+        false => addr.to_string(),
     };
-    let repl_listen = repl.start(client_addr).context("starting replication")?;
+    let repl_listen = repl.start(&client_addr).context("starting replication")?;
     if let Some(repl_addr) = repl_listen {
         info!(addr = %repl_addr, "accepting replicas on {repl_addr}");
     }
@@ -364,6 +364,7 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
         (Some(slot), Some(links), Some(link_addr)) => {
             let member = ClusterNode::start(
                 &config.cluster,
+                client_addr.clone(),
                 &config.data_dir,
                 repl.clone(),
                 links,

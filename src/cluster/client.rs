@@ -579,6 +579,7 @@ impl ClusterClient {
             let mut unreachable: Option<String> = None;
             let mut wait = Duration::ZERO;
             let mut failure: Option<ClusterClientError> = None;
+            let mut failure_fatal = false;
             let mut retryable = true;
             while let Some(joined) = tasks.join_next().await {
                 let (shard, addr, indices, result) =
@@ -589,7 +590,8 @@ impl ClusterClient {
                 match result {
                     Ok(response) => done.push((indices, response)),
                     Err((miss, error, may_resend)) => {
-                        retryable &= miss.is_some() && may_resend;
+                        let resendable = miss.is_some() && may_resend;
+                        retryable &= resendable;
                         match miss {
                             Some(Miss::Redirect { hint }) => {
                                 self.inner.redirects.fetch_add(1, Ordering::Relaxed);
@@ -605,10 +607,16 @@ impl ClusterClient {
                             None => {}
                         }
                         pending.extend(indices);
-                        failure.get_or_insert(ClusterClientError::Node {
-                            addr,
-                            source: error,
-                        });
+                        // The error reported is one whose part must not be
+                        // resent when there is one: a caller told only of
+                        // a redirect would think nothing was applied.
+                        if failure.is_none() || (!resendable && !failure_fatal) {
+                            failure = Some(ClusterClientError::Node {
+                                addr,
+                                source: error,
+                            });
+                            failure_fatal = !resendable;
+                        }
                     }
                 }
             }
@@ -656,9 +664,12 @@ impl ClusterClient {
             Ok(response) => Ok(response),
             Err(e) => {
                 let (miss, may_resend) = match &e {
-                    // Nothing was applied (errors.md): always safe.
+                    // Nothing was applied (errors.md): always safe. A
+                    // node that is no longer its shard's primary (the map
+                    // moved on, or this client's map is stale) says
+                    // ReadOnlyReplica: refresh and resend as for WrongShard.
                     ClientError::Server {
-                        code: ErrorCode::WrongShard,
+                        code: ErrorCode::WrongShard | ErrorCode::ReadOnlyReplica,
                         leader_hint,
                         ..
                     } => (

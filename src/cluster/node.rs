@@ -32,6 +32,11 @@ use crate::types::NodeId;
 /// was down, a leadership that moved).
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
+/// Bound on one commit through the metadata group (a proposal, a
+/// membership change): a leader that lost its quorum must not hold the
+/// caller, or the reconcile loop, forever.
+const GROUP_CALL_WITHIN: Duration = Duration::from_secs(10);
+
 /// The `[cluster]` section of the configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -94,6 +99,8 @@ pub struct ClusterNode {
     id: NodeId,
     /// The node's name, from its cluster certificate.
     name: String,
+    /// Where clients reach it, as advertised.
+    client_addr: String,
     group: Arc<MetaGroup>,
     repl: Arc<Replication>,
     link_addr: String,
@@ -137,6 +144,7 @@ impl ClusterNode {
     /// [`ClusterError::Meta`] when the group's storage does not open.
     pub async fn start(
         cfg: &ClusterConfig,
+        client_addr: String,
         data_dir: &Path,
         repl: Arc<Replication>,
         mut links: mpsc::Receiver<Link>,
@@ -161,6 +169,7 @@ impl ClusterNode {
         let node = Arc::new(ClusterNode {
             id,
             name,
+            client_addr,
             group,
             repl,
             link_addr,
@@ -199,6 +208,7 @@ impl ClusterNode {
     pub fn check_keys<'a>(
         &self,
         mut keys: impl Iterator<Item = &'a [u8]>,
+        write: bool,
     ) -> Result<(), ErrorReply> {
         let map = self.map();
         let (Some(table), Some(me)) = (map.slot_table(), map.nodes().get(&self.id)) else {
@@ -209,7 +219,11 @@ impl ClusterNode {
             .with_retry_after_ms(1000));
         };
         let Some(key) = keys.find(|key| table.owner(key_slot(key)) != me.shard) else {
-            return Ok(());
+            return if write {
+                self.check_primary(&map, me.shard)
+            } else {
+                Ok(())
+            };
         };
         let slot = key_slot(key);
         let owner = table.owner(slot);
@@ -228,6 +242,40 @@ impl ClusterNode {
             ),
         );
         reply.leader_hint = primary.map(|p| p.client_addr.clone());
+        Err(reply)
+    }
+
+    /// A write is taken only by the node the committed map names its
+    /// shard's primary, whatever its replication role says: a node that
+    /// restarted (every node starts as a primary) or was deposed sends the
+    /// writer to the map's primary.
+    fn check_primary(
+        &self,
+        map: &ClusterMap,
+        shard: super::ring::ShardId,
+    ) -> Result<(), ErrorReply> {
+        let Some(info) = map.shards().get(&shard) else {
+            return Ok(());
+        };
+        if info.primary == self.id {
+            return Ok(());
+        }
+        let primary = map
+            .nodes()
+            .get(&info.primary)
+            .map(|p| p.client_addr.clone());
+        let mut reply = ErrorReply::new(
+            ErrorCode::ReadOnlyReplica,
+            format!(
+                "the cluster map (version {}) makes this node a replica of shard {}{}",
+                map.version(),
+                shard.0,
+                primary
+                    .as_ref()
+                    .map_or(String::new(), |p| format!("; write to its primary at {p}")),
+            ),
+        );
+        reply.leader_hint = primary;
         Err(reply)
     }
 
@@ -269,10 +317,14 @@ impl ClusterNode {
                 format!("not a cluster-map command: {e}"),
             )
         })?;
-        self.group
-            .propose(cmd)
+        let proposed = tokio::time::timeout(GROUP_CALL_WITHIN, self.group.propose(cmd))
             .await
-            .map_err(|e| meta_error(&e, &self.map()))
+            .unwrap_or_else(|_| {
+                Err(MetaError::Timeout(format!(
+                    "the commit within {GROUP_CALL_WITHIN:?}"
+                )))
+            });
+        proposed.map_err(|e| meta_error(&e, &self.map()))
     }
 
     /// `cluster_*` lines for `Info`.
@@ -289,6 +341,7 @@ impl ClusterNode {
             ("cluster_node_id".into(), self.id.0.to_string()),
             ("cluster_node_name".into(), self.name.clone()),
             ("cluster_link_addr".into(), self.link_addr.clone()),
+            ("cluster_client_addr".into(), self.client_addr.clone()),
             ("cluster_map_version".into(), map.version().to_string()),
             (
                 "cluster_meta_role".into(),
@@ -301,6 +354,10 @@ impl ClusterNode {
             ),
             ("cluster_meta_voters".into(), ids(&status.voters)),
             ("cluster_meta_learners".into(), ids(&status.learners)),
+            (
+                "cluster_meta_settled".into(),
+                status.membership_settled.to_string(),
+            ),
         ];
         if let Some(me) = map.nodes().get(&self.id) {
             out.push(("cluster_shard".into(), me.shard.0.to_string()));
@@ -317,9 +374,17 @@ impl ClusterNode {
     /// group's membership as the map says.
     async fn reconcile(&self, map: &ClusterMap) {
         self.follow_my_primary(map).await;
-        if self.group.status().role == MetaRole::Leader
-            && let Err(e) = self.sync_membership(map).await
-        {
+        if self.group.status().role != MetaRole::Leader {
+            return;
+        }
+        let synced = tokio::time::timeout(GROUP_CALL_WITHIN, self.sync_membership(map))
+            .await
+            .unwrap_or_else(|_| {
+                Err(MetaError::Timeout(format!(
+                    "membership within {GROUP_CALL_WITHIN:?}"
+                )))
+            });
+        if let Err(e) = synced {
             warn!(error = %e, "metadata membership not brought in line with the map yet");
         }
     }
@@ -357,18 +422,19 @@ impl ClusterNode {
         }
     }
 
-    /// On the leader: the group's members are the map's nodes (and the
-    /// leader itself, until it hands over), up to five of them voters;
-    /// nodes that left the map leave the group.
+    /// On the leader: the group's members are the map's nodes (the leader
+    /// alone while the map has none), up to five of them voters; nodes
+    /// that left the map leave the group, a leader that left included.
     async fn sync_membership(&self, map: &ClusterMap) -> Result<(), MetaError> {
         let mut nodes: std::collections::BTreeMap<NodeId, String> = map
             .nodes()
             .iter()
             .map(|(id, node)| (*id, node.link_addr.clone()))
             .collect();
-        nodes
-            .entry(self.id)
-            .or_insert_with(|| self.link_addr.clone());
+        if nodes.is_empty() {
+            // A cluster being formed: the map has no nodes yet.
+            nodes.insert(self.id, self.link_addr.clone());
+        }
         self.group.reconcile_members(&nodes).await?;
         Ok(())
     }

@@ -322,7 +322,7 @@ impl Node {
         }
         match self.cluster()? {
             None => Ok(()),
-            Some(cluster) => cluster.check_keys(keys),
+            Some(cluster) => cluster.check_keys(keys, req.needs_write()),
         }
     }
 

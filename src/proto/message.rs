@@ -123,7 +123,7 @@ pub enum Request {
         /// Overrides the server's default acknowledgement policy.
         ack: Option<AckPolicy>,
     },
-    /// Lists keys starting with `prefix` in ascending byte order, one page at
+    /// Lists keys starting with `prefix` in slot order (slot, then bytes), one page at
     /// a time; answered with [`Response::Page`].
     // wire index 12
     Scan {
@@ -389,7 +389,7 @@ impl Request {
         match self {
             // A second proposal of the same command may be refused (a
             // duplicate node), though the first was committed.
-            Request::Incr { .. } | Request::ClusterPropose { .. } => false,
+            Request::Incr { .. } | Request::ClusterPropose { .. } | Request::ClusterInit => false,
             Request::Set { condition, .. } | Request::Delete { condition, .. } => {
                 matches!(condition, Condition::Always | Condition::IfPresent)
             }
@@ -409,8 +409,7 @@ impl Request {
             | Request::Digest { .. }
             | Request::Checkpoint
             | Request::Snapshot { .. }
-            | Request::ClusterMap
-            | Request::ClusterInit => true,
+            | Request::ClusterMap => true,
         }
     }
 
@@ -951,7 +950,10 @@ mod tests {
             ["set", "multi_set", "delete", "expire", "persist", "incr"]
         );
         for req in one_of_each_request() {
-            let expect = !matches!(req, Request::Incr { .. } | Request::ClusterPropose { .. });
+            let expect = !matches!(
+                req,
+                Request::Incr { .. } | Request::ClusterPropose { .. } | Request::ClusterInit
+            );
             assert_eq!(req.is_idempotent(), expect, "{}", req.op_name());
             if !req.needs_write() {
                 assert_eq!(req.ack(), None);

@@ -309,10 +309,7 @@ impl Replication {
     /// primary (if this node is a replica), and the retention task.
     /// `client_addr` is where this node serves clients. Returns the bound
     /// replication address.
-    pub fn start(
-        self: &Arc<Self>,
-        client_addr: SocketAddr,
-    ) -> Result<Option<SocketAddr>, ReplError> {
+    pub fn start(self: &Arc<Self>, client_addr: &str) -> Result<Option<SocketAddr>, ReplError> {
         let _ = self.client_addr.set(client_addr.to_string());
         let name = match (&self.identity, &self.cfg.node_name) {
             (Some(identity), _) => identity.name().to_string(),

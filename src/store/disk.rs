@@ -424,6 +424,9 @@ impl DiskTier {
         let (mut slot, mut skip_to) = keys::resume_point(prefix, after);
         let mut page = ScanPage::new(limit);
         while slot <= last_slot {
+            if page.is_full() {
+                return Ok(page.resume());
+            }
             let range = keys::slot_key(slot_of(slot), prefix);
             let start = match skip_to {
                 Some(after) if after > prefix => keys::slot_key(slot_of(slot), after),

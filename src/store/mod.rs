@@ -295,7 +295,7 @@ pub enum TtlState {
 /// One page of a prefix scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanPage {
-    /// Entries in key order.
+    /// Entries in slot order (slot, then key bytes).
     pub entries: Vec<(Bytes, Entry)>,
     /// Pass back as `cursor` for the next page; `None` when done.
     pub next_cursor: Option<Bytes>,
@@ -923,7 +923,7 @@ impl Store {
         }
     }
 
-    /// Live entries whose keys start with `prefix`, in key order, after
+    /// Live entries whose keys start with `prefix`, in slot order, after
     /// `cursor` (the previous page's `next_cursor`), at most `limit`.
     pub async fn scan(
         &self,

@@ -137,7 +137,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// A connected node and what it says of itself.
 struct Member {
+    /// The address this tool dialled.
     addr: String,
+    /// The address the node advertises to clients (what the map gets).
+    client_addr: String,
     client: Client,
     id: NodeId,
     name: String,
@@ -181,6 +184,7 @@ impl Connect {
             ),
             name: field("cluster_node_name")?,
             link_addr: field("cluster_link_addr")?,
+            client_addr: field("cluster_client_addr")?,
             client,
         })
     }
@@ -190,7 +194,7 @@ impl Member {
     fn info(&self, shard: ShardId) -> NodeInfo {
         NodeInfo {
             name: self.name.clone(),
-            client_addr: self.addr.clone(),
+            client_addr: self.client_addr.clone(),
             link_addr: self.link_addr.clone(),
             shard,
         }

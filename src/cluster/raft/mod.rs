@@ -289,6 +289,10 @@ pub struct MetaStatus {
     pub snapshot_index: Option<u64>,
     /// The last entry removed from its log (a snapshot holds it).
     pub purged_index: Option<u64>,
+    /// Whether the voter set is one set (no joint change under way) and
+    /// the entry that made it is committed: until then a minority lost
+    /// may still stall the group.
+    pub membership_settled: bool,
 }
 
 /// Picks the voters among `nodes`, deterministically: the current voters
@@ -511,6 +515,10 @@ impl MetaGroup {
             applied_index: m.last_applied.map(|id| id.index),
             snapshot_index: m.snapshot.map(|id| id.index),
             purged_index: m.purged.map(|id| id.index),
+            membership_settled: membership.get_joint_config().len() == 1
+                && m.membership_config
+                    .log_id()
+                    .is_none_or(|id| committed.checked_sub(1).is_some_and(|c| c >= id.index)),
         }
     }
 
