@@ -399,7 +399,14 @@ impl ClusterNode {
             return;
         };
         if shard.primary == self.id {
-            if !self.repl.is_primary() {
+            if !self.repl.is_primary() && !self.repl.serves_reads() {
+                // Mid full sync: promoting now would abort the sync and fail,
+                // once a second; wait until the data is whole.
+                warn!(
+                    shard = me.shard.0,
+                    "the map makes this node primary, but it is in a full sync; promoting after it"
+                );
+            } else if !self.repl.is_primary() {
                 info!(
                     shard = me.shard.0,
                     epoch = shard.epoch,
