@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::cluster::{Member, converged, gen_certs, pairs};
+use common::cluster::{Member, converged, gen_certs, metric, pairs};
 use strata::cluster::client::{ClusterClient, ClusterClientConfig};
 use strata::cluster::{MapCommand, Ring, ShardId, key_slot};
 use strata::net::client::{Client, ClientConfig, ClientError, ErrorCode, ServerTrust};
@@ -64,6 +64,11 @@ async fn eventually<F: std::future::Future<Output = bool>>(
         assert!(Instant::now() < deadline, "{what} did not happen");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// MultiGets the node has served, from its metrics.
+fn multi_gets(m: &Member) -> f64 {
+    metric(&m.node.metrics(), "strata_requests_total{op=\"multi_get\"}").unwrap_or(0.0)
 }
 
 async fn info(client: &Client) -> BTreeMap<String, String> {
@@ -160,6 +165,28 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
     }
     // 10,000 user keys and the 300 above, each on one shard only.
     assert_eq!(total, 10_300);
+
+    // Reads spread over primaries and replicas find every key too (the
+    // semi-sync writes above reached the replicas), and replicas served
+    // some of them.
+    let before: Vec<f64> = members.iter().map(multi_gets).collect();
+    let spread = ClusterClientConfig::with_trust(ServerTrust::CaFile(certs.join("ca.crt")), |c| c)
+        .with_read_from_replicas(true);
+    let readers = ClusterClient::connect(&addrs[..1], spread).await.unwrap();
+    for batch in keys.chunks(500) {
+        let got = readers.get_many(batch.iter().cloned()).await.unwrap();
+        assert!(
+            got.iter().all(Option::is_some),
+            "a key missing on a replica"
+        );
+    }
+    for (i, m) in members.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
+        assert!(
+            multi_gets(m) > before[i],
+            "replica {} served no read",
+            m.name
+        );
+    }
 
     // The status table, asked of any node, names every shard and node.
     for addr in &addrs {

@@ -135,6 +135,8 @@ pub struct ClusterClientConfig {
     /// [`ClientConfig`]'s own default applies only to [`Client`]'s typed
     /// calls, which this client does not use.)
     default_ack: Option<AckPolicy>,
+    /// Spread reads over each shard's primary and replicas.
+    read_from_replicas: bool,
 }
 
 impl fmt::Debug for ClusterClientConfig {
@@ -153,6 +155,7 @@ impl ClusterClientConfig {
             node_config: Arc::new(node_config),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             default_ack: None,
+            read_from_replicas: false,
         }
     }
 
@@ -173,6 +176,17 @@ impl ClusterClientConfig {
         self
     }
 
+    /// Send reads (`get`, `get_many`, `exists`, `ttl`) round-robin to each
+    /// shard's primary and replicas instead of the primary alone (default
+    /// off). Replication is asynchronous unless writes ask for more, so a
+    /// read from a replica may miss a write the primary has acknowledged;
+    /// a replica in a full sync answers `Unavailable` and the read is
+    /// retried on the next node.
+    pub fn with_read_from_replicas(mut self, on: bool) -> Self {
+        self.read_from_replicas = on;
+        self
+    }
+
     /// The acknowledgement policy of writes that name none (default: each
     /// node's own default).
     pub fn with_default_ack(mut self, ack: Option<AckPolicy>) -> Self {
@@ -187,6 +201,8 @@ struct Routing {
     table: SlotTable,
     /// Each shard's primary's client address.
     primaries: BTreeMap<ShardId, String>,
+    /// Each shard's replicas' client addresses.
+    replicas: BTreeMap<ShardId, Vec<String>>,
 }
 
 impl Routing {
@@ -213,15 +229,42 @@ impl Routing {
                 })?;
             primaries.insert(ShardId(shard.id), node.client_addr.clone());
         }
+        let replicas = map
+            .shards
+            .iter()
+            .map(|shard| {
+                let addrs = shard
+                    .replicas
+                    .iter()
+                    .filter_map(|id| map.nodes.iter().find(|n| n.id == *id))
+                    .map(|n| n.client_addr.clone())
+                    .collect();
+                (ShardId(shard.id), addrs)
+            })
+            .collect();
         Ok(Routing {
             map,
             table,
             primaries,
+            replicas,
         })
     }
 
     fn shard_of(&self, key: &[u8]) -> ShardId {
         self.table.owner(key_slot(key))
+    }
+
+    /// The `turn`-th of the shard's primary and replicas, round-robin.
+    fn reader(&self, shard: ShardId, turn: u64) -> Result<&str, ClusterClientError> {
+        let replicas = self.replicas.get(&shard).map_or(&[][..], Vec::as_slice);
+        let n = replicas.len() as u64 + 1;
+        match usize::try_from(turn % n)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+        {
+            Some(i) if i < replicas.len() => Ok(replicas[i].as_str()),
+            _ => self.primary(shard),
+        }
     }
 
     fn primary(&self, shard: ShardId) -> Result<&str, ClusterClientError> {
@@ -305,6 +348,8 @@ struct Inner {
     redirects: AtomicU64,
     refreshes: AtomicU64,
     per_shard: Mutex<BTreeMap<ShardId, u64>>,
+    /// Turns of the replica round-robin.
+    read_turn: AtomicU64,
 }
 
 impl fmt::Debug for ClusterClient {
@@ -392,6 +437,7 @@ impl ClusterClient {
                 redirects: AtomicU64::new(0),
                 refreshes: AtomicU64::new(0),
                 per_shard: Mutex::new(BTreeMap::new()),
+                read_turn: AtomicU64::new(0),
             }),
         })
     }
@@ -562,11 +608,15 @@ impl ClusterClient {
             }
             let mut tasks = JoinSet::new();
             for (shard, indices) in parts {
+                let request = build(&indices);
                 let addr = match hinted.remove(&shard) {
                     Some(addr) => addr,
+                    None if self.inner.config.read_from_replicas && !request.needs_write() => {
+                        let turn = self.inner.read_turn.fetch_add(1, Ordering::Relaxed);
+                        routing.reader(shard, turn)?.to_string()
+                    }
                     None => routing.primary(shard)?.to_string(),
                 };
-                let request = build(&indices);
                 *lock(&self.inner.per_shard).entry(shard).or_insert(0) += 1;
                 let this = self.clone();
                 tasks.spawn(async move {
