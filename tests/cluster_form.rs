@@ -10,69 +10,18 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
-use common::cluster::{Member, converged, gen_certs, metric, pairs};
+use common::cluster::{Member, admin, converged, eventually, gen_certs, info, metric};
 use strata::cluster::client::{ClusterClient, ClusterClientConfig};
 use strata::cluster::{MapCommand, Ring, ShardId, key_slot};
-use strata::net::client::{Client, ClientConfig, ClientError, ErrorCode, ServerTrust};
+use strata::net::client::{ClientError, ErrorCode, ServerTrust};
 use strata::types::{AckPolicy, OnTimeout};
 
 const NAMES: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
-/// Bounds a wait for something the nodes report; never a measure.
-const WITHIN: Duration = Duration::from_secs(60);
-
-fn start(root: &Path, certs: &Path, name: &str) -> Member {
-    let file = |f: String| certs.join(f).display().to_string();
-    let (cert, key) = (file(format!("{name}.crt")), file(format!("{name}.key")));
-    Member::start(
-        root,
-        certs,
-        name,
-        &["--cluster", "--tls-cert", &cert, "--tls-key", &key],
-    )
-}
-
-async fn ca_client(certs: &Path, member: &Member) -> Client {
-    let trust = ServerTrust::CaFile(certs.join("ca.crt"));
-    Client::connect(ClientConfig::new(member.node.addr, trust))
-        .await
-        .unwrap()
-}
-
-fn admin(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata-admin"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-/// Polls `check` until it holds: the nodes' state is only visible by asking.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + WITHIN;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// MultiGets the node has served, from its metrics.
 fn multi_gets(m: &Member) -> f64 {
     metric(&m.node.metrics(), "strata_requests_total{op=\"multi_get\"}").unwrap_or(0.0)
-}
-
-async fn info(client: &Client) -> BTreeMap<String, String> {
-    pairs(client.info().await.unwrap()).into_iter().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +31,7 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
     gen_certs(&certs, &NAMES);
     let mut members: Vec<Member> = NAMES
         .iter()
-        .map(|n| start(root.path(), &certs, n))
+        .map(|n| Member::start_in_cluster(root.path(), &certs, n))
         .collect();
     let addrs: Vec<String> = members.iter().map(|m| m.node.addr.to_string()).collect();
 
@@ -97,7 +46,7 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
 
     let mut clients = Vec::new();
     for m in &members {
-        clients.push(ca_client(&certs, m).await);
+        clients.push(m.ca_client(&certs).await);
     }
     for c in &clients {
         let map = c.cluster_map().await.unwrap();
@@ -258,7 +207,7 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
 
     // The killed node comes back with its identity and shard.
     members[0].node.restart();
-    let back = ca_client(&certs, &members[0]).await;
+    let back = members[0].ca_client(&certs).await;
     eventually("the restarted node serving the map", || async {
         back.cluster_map().await.is_ok_and(|m| m.version == 9)
     })

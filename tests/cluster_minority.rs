@@ -10,63 +10,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
-use common::cluster::{Member, gen_certs, pairs};
+use common::cluster::{Member, admin, eventually, gen_certs, info};
 use strata::cluster::{MapCommand, ShardId};
-use strata::net::client::{Client, ClientConfig, ClientError, ErrorCode, ServerTrust};
+use strata::net::client::{ClientError, ErrorCode};
 
 const NAMES: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
-/// Bounds a wait for something the nodes report; never a measure.
-const WITHIN: Duration = Duration::from_secs(60);
-
-fn start(root: &Path, certs: &Path, name: &str) -> Member {
-    let file = |f: String| certs.join(f).display().to_string();
-    let (cert, key) = (file(format!("{name}.crt")), file(format!("{name}.key")));
-    Member::start(
-        root,
-        certs,
-        name,
-        &["--cluster", "--tls-cert", &cert, "--tls-key", &key],
-    )
-}
-
-async fn ca_client(certs: &Path, member: &Member) -> Client {
-    let trust = ServerTrust::CaFile(certs.join("ca.crt"));
-    Client::connect(ClientConfig::new(member.node.addr, trust))
-        .await
-        .unwrap()
-}
-
-fn admin(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata-admin"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-/// Polls `check` until it holds: the nodes' state is only visible by asking.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + WITHIN;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn info(client: &Client) -> BTreeMap<String, String> {
-    pairs(client.info().await.unwrap()).into_iter().collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metadata_group_survives_two_of_five_voters_killed() {
@@ -75,7 +24,7 @@ async fn the_metadata_group_survives_two_of_five_voters_killed() {
     gen_certs(&certs, &NAMES);
     let mut members: Vec<Member> = NAMES
         .iter()
-        .map(|n| start(root.path(), &certs, n))
+        .map(|n| Member::start_in_cluster(root.path(), &certs, n))
         .collect();
     let addrs: Vec<String> = members.iter().map(|m| m.node.addr.to_string()).collect();
 
@@ -89,7 +38,7 @@ async fn the_metadata_group_survives_two_of_five_voters_killed() {
 
     let mut clients = Vec::new();
     for m in &members {
-        clients.push(ca_client(&certs, m).await);
+        clients.push(m.ca_client(&certs).await);
     }
     let mut ids = Vec::new();
     for c in &clients {
@@ -171,7 +120,7 @@ async fn the_metadata_group_survives_two_of_five_voters_killed() {
     // The killed nodes come back with their identity, shard and the map.
     for killed in [0, second] {
         members[killed].node.restart();
-        let back = ca_client(&certs, &members[killed]).await;
+        let back = members[killed].ca_client(&certs).await;
         eventually("a restarted node serving the map", || async {
             back.cluster_map().await.is_ok_and(|m| m.version == 9)
         })

@@ -1,7 +1,7 @@
 //! A primary and replicas as real `strata-server` processes on loopback,
 //! with cluster certificates made by `strata-admin gen-certs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -51,6 +51,28 @@ impl Member {
     /// reports); `within` only bounds a test that would otherwise hang.
     pub fn await_log(&self, needle: &str, within: Duration) -> String {
         self.node.await_log(needle, within)
+    }
+
+    /// Starts a cluster-mode node (`--cluster`) that serves its cluster
+    /// certificate to clients too, so one CA (`certs/ca.crt`) verifies
+    /// every node for clients and tools.
+    pub fn start_in_cluster(root: &Path, certs: &Path, name: &str) -> Member {
+        let file = |f: String| certs.join(f).display().to_string();
+        let (cert, key) = (file(format!("{name}.crt")), file(format!("{name}.key")));
+        Member::start(
+            root,
+            certs,
+            name,
+            &["--cluster", "--tls-cert", &cert, "--tls-key", &key],
+        )
+    }
+
+    /// A client verifying this node by the cluster CA in `certs`.
+    pub async fn ca_client(&self, certs: &Path) -> Client {
+        let trust = ServerTrust::CaFile(certs.join("ca.crt"));
+        Client::connect(ClientConfig::new(self.node.addr, trust))
+            .await
+            .expect("connect")
     }
 
     /// A client pinned to this node's certificate.
@@ -131,4 +153,34 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Runs `strata-admin` with `args`: whether it succeeded, and its stdout
+/// and stderr together.
+pub fn admin(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata-admin"))
+        .args(args)
+        .output()
+        .expect("run strata-admin");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Polls `check` until it holds, for at most `CONVERGE`: a cluster's
+/// state is only visible by asking its nodes.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + CONVERGE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node's `Info`, by name.
+pub async fn info(client: &Client) -> BTreeMap<String, String> {
+    client.info().await.expect("info").into_iter().collect()
 }
