@@ -163,6 +163,13 @@ async fn cluster_client_routes_splits_and_follows_redirects() {
     let map = await_version(&clients, last).await;
     assert_eq!(map.version, last);
     assert_eq!(map.shards.len(), 3);
+    // A client that has the current map is told so, without the map; one
+    // a version behind gets the whole new one.
+    assert_eq!(clients[0].cluster_map_since(last).await.unwrap(), None);
+    assert_eq!(
+        clients[0].cluster_map_since(last - 1).await.unwrap(),
+        Some(map.clone())
+    );
 
     let seeds: Vec<String> = members.iter().map(|m| m.node.addr.to_string()).collect();
     let cluster = ClusterClient::connect(&seeds, cluster_config(&certs))

@@ -526,8 +526,9 @@ impl ClusterClient {
                     continue;
                 }
             };
-            match client.cluster_map().await {
-                Ok(map) => return self.adopt(map),
+            match client.cluster_map_since(current).await {
+                Ok(Some(map)) => return self.adopt(map),
+                Ok(None) => return Ok(current),
                 Err(e) => last = format!("{addr}: {e}"),
             }
         }

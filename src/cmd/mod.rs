@@ -194,6 +194,7 @@ impl Node {
                     | Request::ClusterMap
                     | Request::ClusterInit
                     | Request::ClusterPropose { .. }
+                    | Request::ClusterMapSince { .. }
             );
         if reads && !self.repl.serves_reads() {
             return Response::error(
@@ -264,7 +265,10 @@ impl Node {
             }
             Request::Checkpoint => self.checkpoint().await,
             // The cluster.
-            Request::ClusterMap | Request::ClusterInit | Request::ClusterPropose { .. } => {
+            Request::ClusterMap
+            | Request::ClusterInit
+            | Request::ClusterPropose { .. }
+            | Request::ClusterMapSince { .. } => {
                 return self.cluster_request(req).await;
             }
             // Reads.
@@ -339,6 +343,16 @@ impl Node {
         };
         let result = match req {
             Request::ClusterMap => return Response::ClusterMap(cluster.map_reply()),
+            Request::ClusterMapSince { version } => {
+                let map = cluster.map();
+                return if map.version() > version {
+                    Response::ClusterMap(crate::cluster::node::map_reply(&map))
+                } else {
+                    Response::ClusterMapCurrent {
+                        version: map.version(),
+                    }
+                };
+            }
             Request::ClusterInit => cluster
                 .init()
                 .await

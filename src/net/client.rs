@@ -1419,6 +1419,25 @@ impl Client {
         }
     }
 
+    /// The node's committed cluster map if it is newer than `version`;
+    /// `None` when the node's map is not newer. A node too old to know the
+    /// request (it answers `BadRequest`) is asked for its whole map.
+    pub async fn cluster_map_since(
+        &self,
+        version: u64,
+    ) -> Result<Option<ClusterMapReply>, ClientError> {
+        match self.request(Request::ClusterMapSince { version }).await {
+            Ok(Response::ClusterMap(map)) => Ok(Some(map)),
+            Ok(Response::ClusterMapCurrent { .. }) => Ok(None),
+            Ok(other) => Err(unexpected("cluster_map_since", &other)),
+            Err(e) if e.code() == Some(ErrorCode::BadRequest) => {
+                let map = self.cluster_map().await?;
+                Ok((map.version > version).then_some(map))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Admin: starts the cluster's metadata group with this node as its
     /// first voter.
     pub async fn cluster_init(&self) -> Result<Vec<(String, String)>, ClientError> {

@@ -176,7 +176,8 @@ impl Request {
             | Request::Snapshot { .. }
             | Request::ClusterMap
             | Request::ClusterInit
-            | Request::ClusterPropose { .. } => Ok(()),
+            | Request::ClusterPropose { .. }
+            | Request::ClusterMapSince { .. } => Ok(()),
             Request::Get { key }
             | Request::Ttl { key }
             | Request::Persist { key, .. }

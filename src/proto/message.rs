@@ -191,6 +191,15 @@ pub enum Request {
         /// The encoded command.
         command: Bytes,
     },
+    /// The node's committed cluster map if it is newer than `version` (the
+    /// newest the client has), answered with [`Response::ClusterMap`];
+    /// otherwise [`Response::ClusterMapCurrent`], which costs a few bytes
+    /// instead of the whole map. `BadRequest` on a node not in cluster mode.
+    // wire index 22
+    ClusterMapSince {
+        /// The version the client already has (0: none).
+        version: u64,
+    },
 }
 
 /// One entry of a [`Request::MultiSet`].
@@ -253,11 +262,13 @@ pub enum Op {
     ClusterInit,
     #[allow(missing_docs)]
     ClusterPropose,
+    #[allow(missing_docs)]
+    ClusterMapSince,
 }
 
 impl Op {
     /// Every operation, in wire order.
-    pub const ALL: [Op; 22] = [
+    pub const ALL: [Op; 23] = [
         Op::Hello,
         Op::Ping,
         Op::Get,
@@ -280,6 +291,7 @@ impl Op {
         Op::ClusterMap,
         Op::ClusterInit,
         Op::ClusterPropose,
+        Op::ClusterMapSince,
     ];
 
     /// The operation's snake_case name, for logs and metrics labels.
@@ -307,6 +319,7 @@ impl Op {
             Op::ClusterMap => "cluster_map",
             Op::ClusterInit => "cluster_init",
             Op::ClusterPropose => "cluster_propose",
+            Op::ClusterMapSince => "cluster_map_since",
         }
     }
 }
@@ -338,6 +351,7 @@ impl Request {
             Request::ClusterMap => Op::ClusterMap,
             Request::ClusterInit => Op::ClusterInit,
             Request::ClusterPropose { .. } => Op::ClusterPropose,
+            Request::ClusterMapSince { .. } => Op::ClusterMapSince,
         }
     }
 
@@ -371,7 +385,8 @@ impl Request {
             | Request::Snapshot { .. }
             | Request::ClusterMap
             | Request::ClusterInit
-            | Request::ClusterPropose { .. } => false,
+            | Request::ClusterPropose { .. }
+            | Request::ClusterMapSince { .. } => false,
         }
     }
 
@@ -409,7 +424,8 @@ impl Request {
             | Request::Digest { .. }
             | Request::Checkpoint
             | Request::Snapshot { .. }
-            | Request::ClusterMap => true,
+            | Request::ClusterMap
+            | Request::ClusterMapSince { .. } => true,
         }
     }
 
@@ -438,7 +454,8 @@ impl Request {
             | Request::Snapshot { .. }
             | Request::ClusterMap
             | Request::ClusterInit
-            | Request::ClusterPropose { .. } => None,
+            | Request::ClusterPropose { .. }
+            | Request::ClusterMapSince { .. } => None,
         }
     }
 }
@@ -504,6 +521,12 @@ pub enum Response {
     Snapshot(SnapshotPage), // wire index 14
     /// Answer to [`Request::ClusterMap`].
     ClusterMap(ClusterMapReply), // wire index 15
+    /// Answer to [`Request::ClusterMapSince`] when the client's map is
+    /// current: the node's map version, not newer than the one asked about.
+    ClusterMapCurrent {
+        /// The node's committed map version.
+        version: u64,
+    }, // wire index 16
 }
 
 /// A node's committed cluster map ([`Request::ClusterMap`]): what a client
@@ -731,6 +754,7 @@ mod tests {
             Response::Error(_) => 13,
             Response::Snapshot(_) => 14,
             Response::ClusterMap(_) => 15,
+            Response::ClusterMapCurrent { .. } => 16,
         }
     }
 
@@ -800,6 +824,7 @@ mod tests {
             Request::ClusterPropose {
                 command: Bytes::from_static(&[0, 0x80, 0x02]),
             },
+            Request::ClusterMapSince { version: 0 },
         ]
     }
 
@@ -865,6 +890,7 @@ mod tests {
                 nodes: vec![],
                 shards: vec![],
             }),
+            Response::ClusterMapCurrent { version: 1 },
         ]
     }
 
@@ -873,7 +899,7 @@ mod tests {
         // `Request::op` is the pinned table: an exhaustive match, so a
         // new variant does not compile until it is given its index there.
         let all = one_of_each_request();
-        assert_eq!(all.len(), 22, "one sample per request kind");
+        assert_eq!(all.len(), 23, "one sample per request kind");
         assert_eq!(all.len(), Op::ALL.len());
         for (i, req) in all.iter().enumerate() {
             let want = req.op() as usize;
@@ -890,7 +916,7 @@ mod tests {
     #[test]
     fn response_wire_indices_are_pinned() {
         let all = one_of_each_response();
-        assert_eq!(all.len(), 16, "one sample per response kind");
+        assert_eq!(all.len(), 17, "one sample per response kind");
         for (i, resp) in all.iter().enumerate() {
             let want = response_index(resp);
             assert_eq!(usize::from(want), i, "{resp:?} sample out of order");

@@ -407,6 +407,14 @@ mod tests {
                 })),
             ),
             (
+                "cluster-map-since-request",
+                Req(Request::ClusterMapSince { version: 3 }),
+            ),
+            (
+                "cluster-map-current-reply",
+                Resp(Response::ClusterMapCurrent { version: 3 }),
+            ),
+            (
                 "error-reply",
                 Resp(Response::Error(
                     ErrorReply::new(ErrorCode::ReadOnlyReplica, "read-only replica")
