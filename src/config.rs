@@ -109,6 +109,35 @@ impl Default for NetLimits {
     }
 }
 
+/// The RESP gateway: Redis clients and tools on a TCP listener of their
+/// own (off unless `listen` is set).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RespConfig {
+    /// TCP listen address for Redis clients; `None` (the default) serves none.
+    pub listen: Option<SocketAddr>,
+    /// TLS on that listener, with the node's client certificate (`[tls]`)
+    /// and, when `tls.client_ca` is set, client certificates required.
+    pub tls: bool,
+    /// Connections served at once; more are told so and closed.
+    pub max_connections: usize,
+    /// A connection with no command for this long is closed, ms; 0 (the
+    /// default, as Redis's `timeout 0`) keeps idle connections open. A
+    /// command begun must arrive whole within `net.request_timeout_ms`.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for RespConfig {
+    fn default() -> Self {
+        RespConfig {
+            listen: None,
+            tls: false,
+            max_connections: 1024,
+            idle_timeout_ms: 0,
+        }
+    }
+}
+
 /// The whole server configuration (the TOML file's layout).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -133,6 +162,8 @@ pub struct Config {
     pub replication: crate::repl::ReplConfig,
     /// Cluster membership (off by default: a single replica group).
     pub cluster: crate::cluster::node::ClusterConfig,
+    /// The RESP gateway for Redis clients (off by default).
+    pub resp: RespConfig,
 }
 
 impl Default for Config {
@@ -148,6 +179,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             replication: crate::repl::ReplConfig::default(),
             cluster: crate::cluster::node::ClusterConfig::default(),
+            resp: RespConfig::default(),
         }
     }
 }
@@ -277,6 +309,9 @@ impl Config {
         }
         if n.request_timeout_ms == 0 || n.idle_timeout_ms == 0 {
             return bad("net.request_timeout_ms", "timeouts must be above 0");
+        }
+        if self.resp.max_connections == 0 {
+            return bad("resp.max_connections", "must be above 0");
         }
         if let Err(reason) = self.replication.validate() {
             return Err(ConfigError::Invalid {

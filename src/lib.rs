@@ -24,6 +24,8 @@
 //!   primary's sessions and full syncs, the replica's follower, acks.
 //! - [`cluster`]: sharding: key → slot (Redis Cluster's CRC16 and hash
 //!   tags) → shard (a consistent-hash ring with virtual nodes).
+//! - [`resp`]: the RESP gateway: Redis's protocol on a TCP listener, each
+//!   command run as requests through `cmd::Node::dispatch`.
 //! - [`dump`]: the portable dump format of the operator tools.
 //! - [`metrics`]: Prometheus counters and histograms, rendered as text.
 //! - [`ready`]: the line `strata-server --ready-json` prints once it serves.
@@ -57,6 +59,7 @@ pub mod net;
 pub mod proto;
 pub mod ready;
 pub mod repl;
+pub mod resp;
 pub mod store;
 pub mod sync;
 pub mod types;

@@ -35,6 +35,9 @@ pub struct Ready {
     /// The cluster node id; `null` without cluster certificates.
     #[serde(default)]
     pub node_id: Option<NodeId>,
+    /// The bound RESP gateway address; `null` without `--resp-listen`.
+    #[serde(default)]
+    pub resp_listen: Option<SocketAddr>,
 }
 
 impl Ready {
@@ -72,6 +75,7 @@ mod tests {
             repl_listen: None,
             node_name: Some("p".into()),
             node_id: Some(NodeId(7)),
+            resp_listen: Some("127.0.0.1:6379".parse().unwrap()),
         };
         let mut out = Vec::new();
         ready.announce(&mut out).unwrap();
@@ -86,6 +90,7 @@ mod tests {
             "repl_listen",
             "node_name",
             "node_id",
+            "resp_listen",
         ] {
             assert!(line.contains(&format!("\"{key}\":")), "{key} in {line}");
         }

@@ -13,6 +13,7 @@ use strata::metrics::Registry;
 use strata::net::server::{Server, ServerMetrics, serve_metrics};
 use strata::ready::Ready;
 use strata::repl::Replication;
+use strata::resp::RespServer;
 use strata::store::Store;
 use strata::wal::FsyncPolicy;
 use tracing::{error, info};
@@ -113,6 +114,10 @@ struct Args {
     /// serves and whom it follows.
     #[arg(long)]
     cluster: bool,
+    /// Serve Redis clients (RESP2/RESP3) on this TCP address too ([resp]
+    /// listen). Default: off.
+    #[arg(long, value_name = "HOST:PORT")]
+    resp_listen: Option<SocketAddr>,
 }
 
 fn load_config(args: &Args) -> anyhow::Result<Config> {
@@ -162,6 +167,9 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     if args.tls_cert.is_some() || args.tls_key.is_some() {
         config.tls.cert = args.tls_cert.clone();
         config.tls.key = args.tls_key.clone();
+    }
+    if args.resp_listen.is_some() {
+        config.resp.listen = args.resp_listen;
     }
     config.log_json |= args.log_json;
     config.cluster.enabled |= args.cluster;
@@ -350,6 +358,10 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
     let meta_links = cluster_slot
         .as_ref()
         .map(|_| repl.accept_protocol(strata::cluster::node::LINK_PROTOCOL));
+    let resp = match config.resp.listen {
+        Some(_) => Some(RespServer::bind(&config, node.clone()).await?),
+        None => None,
+    };
     let server = Server::bind(&config, node, metrics.clone())?;
     let addr = server.local_addr()?;
     let client_addr = match config.cluster.enabled {
@@ -403,6 +415,20 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
         }
     };
 
+    let mut resp_bound = None;
+    let resp_task = match resp {
+        None => None,
+        Some(resp) => {
+            let addr = resp.local_addr()?;
+            resp_bound = Some(addr);
+            info!(%addr, tls = config.resp.tls, "Redis clients on {addr}");
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(resp.run(async move {
+                let _ = stop.changed().await;
+            })))
+        }
+    };
+
     let ready = Ready {
         pid: std::process::id(),
         listen: addr,
@@ -411,6 +437,7 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
         repl_listen,
         node_name: config.replication.node_name.clone(),
         node_id: repl.node_id(),
+        resp_listen: resp_bound,
     };
     announce_serving(&config, &ready, ready_json);
 
@@ -420,6 +447,10 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    // Its connections finish their commands before the store closes.
+    if let Some(task) = resp_task {
         let _ = task.await;
     }
     info!("checkpointing before exit");

@@ -630,9 +630,21 @@ fn updated(outcome: WriteOutcome, ack: AckPolicy, written: &mut Option<Seq>) -> 
 
 /// Whether a connection with `role` (None = not authenticated) may run `req`.
 pub fn check_access(node: &Node, role: Option<Role>, req: &Request) -> Result<(), ErrorReply> {
-    let Some(needed) = required_role(req) else {
-        return Ok(());
-    };
+    match required_role(req) {
+        None => Ok(()),
+        Some(needed) => check_role(node, role, needed, req.op_name()),
+    }
+}
+
+/// Whether a connection with `role` may do `what`, which needs `needed`:
+/// the rule behind [`check_access`], also for what is not one request
+/// (the RESP gateway's `FLUSHALL`).
+pub fn check_role(
+    node: &Node,
+    role: Option<Role>,
+    needed: Role,
+    what: &str,
+) -> Result<(), ErrorReply> {
     if !node.auth_required {
         return Ok(());
     }
@@ -644,10 +656,7 @@ pub fn check_access(node: &Node, role: Option<Role>, req: &Request) -> Result<()
         Some(role) if role >= needed => Ok(()),
         Some(role) => Err(ErrorReply::new(
             ErrorCode::PermissionDenied,
-            format!(
-                "{} needs a {needed:?} token; this connection has {role:?}",
-                req.op_name()
-            ),
+            format!("{what} needs a {needed:?} token; this connection has {role:?}"),
         )),
     }
 }

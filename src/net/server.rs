@@ -258,6 +258,22 @@ impl BodyBudget {
     }
 }
 
+/// The certificate clients see: `[tls] cert`/`key`, or the self-signed
+/// pair in the data directory (created on first start).
+pub fn client_identity(config: &Config) -> Result<Identity, Error> {
+    Ok(match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Identity::load(cert, key)?,
+        _ => {
+            let (identity, created) = tls::load_or_create(&config.data_dir, &config.tls.names)?;
+            let (cert_path, _) = tls::default_paths(&config.data_dir);
+            if created {
+                info!(cert = %cert_path.display(), "created a self-signed certificate");
+            }
+            identity
+        }
+    })
+}
+
 /// A bound, not yet running, server.
 pub struct Server<S> {
     endpoint: quinn::Endpoint,
@@ -278,17 +294,7 @@ impl<S> std::fmt::Debug for Server<S> {
 impl<S: Service> Server<S> {
     /// Loads (or creates) the TLS identity and binds the QUIC endpoint.
     pub fn bind(config: &Config, node: S, metrics: Arc<ServerMetrics>) -> Result<Server<S>, Error> {
-        let identity = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => Identity::load(cert, key)?,
-            _ => {
-                let (identity, created) = tls::load_or_create(&config.data_dir, &config.tls.names)?;
-                let (cert_path, _) = tls::default_paths(&config.data_dir);
-                if created {
-                    info!(cert = %cert_path.display(), "created a self-signed certificate");
-                }
-                identity
-            }
-        };
+        let identity = client_identity(config)?;
         let fingerprint = identity.fingerprint();
         let limits = TransportLimits {
             max_streams: config.net.max_streams_per_connection,
@@ -673,18 +679,29 @@ async fn respond<S: Service>(
         }
     }
     let current = *lock(role);
-    if let Err(reply) = shared.node.check_access(current, &request) {
+    checked_dispatch(&shared.node, current, request, cancel).await
+}
+
+/// What every client request passes, whatever carried it (QUIC here, RESP
+/// in `resp`): the connection's role, then its arguments, then execution.
+pub async fn checked_dispatch<S: Service>(
+    node: &S,
+    role: Option<Role>,
+    request: Request,
+    cancel: Cancel,
+) -> Response {
+    if let Err(reply) = node.check_access(role, &request) {
         return Response::Error(reply);
     }
     // §8: arguments are checked before anything is executed.
-    if let Err(e) = request.validate(shared.node.limits()) {
+    if let Err(e) = request.validate(node.limits()) {
         return Response::Error(ErrorReply::new(ErrorCode::from(&e), e.to_string()));
     }
-    shared.node.dispatch(request, cancel).await
+    node.dispatch(request, cancel).await
 }
 
 /// The role of the token that matches, comparing every token in constant time.
-fn authenticate(tokens: &[TokenConfig], offered: Option<&str>) -> Option<Role> {
+pub fn authenticate(tokens: &[TokenConfig], offered: Option<&str>) -> Option<Role> {
     let offered = offered?.as_bytes();
     let mut granted = None;
     for t in tokens {

@@ -11,6 +11,7 @@ pub mod hold;
 pub mod node;
 pub mod quic;
 pub mod relay;
+pub mod resp;
 use std::path::Path;
 use std::sync::Arc;
 

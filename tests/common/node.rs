@@ -24,6 +24,8 @@ pub struct TestNode {
     pub metrics_addr: SocketAddr,
     /// SHA-256 fingerprint of its certificate, hex.
     pub fingerprint: String,
+    /// The RESP gateway's address, when started with `--resp-listen`.
+    pub resp_addr: Option<SocketAddr>,
 }
 
 impl TestNode {
@@ -44,6 +46,7 @@ impl TestNode {
             addr: ready.listen,
             metrics_addr: ready.metrics_listen.expect("the harness asks for metrics"),
             fingerprint: ready.fingerprint,
+            resp_addr: ready.resp_listen,
         }
     }
 

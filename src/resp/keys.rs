@@ -1,0 +1,336 @@
+//! Key-space commands. `SCAN` numbers strata's cursors (which are keys)
+//! in a node-wide table of recent ones; `KEYS`, `DBSIZE` and `FLUSHALL`
+//! walk every page of a scan, so they cost time in the number of keys,
+//! and `FLUSHALL` deletes key by key (not one atomic step).
+
+use bytes::Bytes;
+
+use super::commands::{int_arg, is, lossy, parse_i64, syntax_error};
+use super::glob;
+use super::reply::{OK, Reply};
+use super::session::{Change, Session};
+use crate::proto::TtlState;
+use crate::types::Condition;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cmd {
+    Del,
+    Exists,
+    Expire(Expiry),
+    Ttl { millis: bool, at: bool },
+    Persist,
+    Type,
+    Scan,
+    Keys,
+    DbSize,
+    Flush,
+}
+
+/// How an EXPIRE-family command reads its time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expiry {
+    scale: i64,
+    absolute: bool,
+    name: &'static str,
+}
+
+impl Expiry {
+    pub const SECONDS: Expiry = Expiry {
+        scale: 1000,
+        absolute: false,
+        name: "expire",
+    };
+    pub const MILLIS: Expiry = Expiry {
+        scale: 1,
+        absolute: false,
+        name: "pexpire",
+    };
+    pub const SECONDS_AT: Expiry = Expiry {
+        scale: 1000,
+        absolute: true,
+        name: "expireat",
+    };
+    pub const MILLIS_AT: Expiry = Expiry {
+        scale: 1,
+        absolute: true,
+        name: "pexpireat",
+    };
+}
+
+/// Keys a `SCAN` page holds by default (Redis's `COUNT` default).
+const SCAN_COUNT: u32 = 10;
+
+pub(crate) async fn run(cmd: Cmd, s: &mut Session, a: &[Bytes]) -> Reply {
+    let result = match cmd {
+        Cmd::Del => del(s, &a[1..]).await,
+        Cmd::Exists => s.exists(&a[1..]).await.map(Reply::Int),
+        Cmd::Expire(how) => expire(s, a, how).await,
+        Cmd::Ttl { millis, at } => ttl(s, &a[1], millis, at).await,
+        Cmd::Persist => s.persist(a[1].clone()).await.map(|p| Reply::Int(p.into())),
+        Cmd::Type => s
+            .exists(&a[1..2])
+            .await
+            .map(|n| Reply::Simple(if n > 0 { "string" } else { "none" })),
+        Cmd::Scan => scan(s, a).await,
+        Cmd::Keys => keys(s, &a[1]).await,
+        Cmd::DbSize => db_size(s).await,
+        Cmd::Flush => flush(s, a).await,
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+async fn del(s: &Session, keys: &[Bytes]) -> Result<Reply, Reply> {
+    let mut deleted = 0;
+    for key in keys {
+        if s.delete(key.clone(), Condition::Always).await? == Some(true) {
+            deleted += 1;
+        }
+    }
+    Ok(Reply::Int(deleted))
+}
+
+/// NX, XX, GT and LT of the EXPIRE family (Redis 7).
+#[derive(Debug, Clone, Copy, Default)]
+struct ExpireIf {
+    nx: bool,
+    xx: bool,
+    gt: bool,
+    lt: bool,
+}
+
+impl ExpireIf {
+    fn parse(args: &[Bytes]) -> Result<ExpireIf, Reply> {
+        let mut f = ExpireIf::default();
+        for arg in args {
+            match () {
+                () if is(arg, "nx") => f.nx = true,
+                () if is(arg, "xx") => f.xx = true,
+                () if is(arg, "gt") => f.gt = true,
+                () if is(arg, "lt") => f.lt = true,
+                () => {
+                    return Err(Reply::err(format!(
+                        "ERR Unsupported option {}",
+                        lossy(arg, 128)
+                    )));
+                }
+            }
+        }
+        if f.nx && (f.xx || f.gt || f.lt) {
+            return Err(Reply::err(
+                "ERR NX and XX, GT or LT options at the same time are not compatible",
+            ));
+        }
+        if f.gt && f.lt {
+            return Err(Reply::err(
+                "ERR GT and LT options at the same time are not compatible",
+            ));
+        }
+        Ok(f)
+    }
+
+    fn any(&self) -> bool {
+        self.nx || self.xx || self.gt || self.lt
+    }
+
+    /// Whether a key with `current` ms to live (`None`: no TTL, which
+    /// counts as infinite) takes a new TTL of `new` ms.
+    fn allows(&self, current: Option<u64>, new: i64) -> bool {
+        let current = current.map(|ms| ms as i64);
+        !((self.nx && current.is_some())
+            || (self.xx && current.is_none())
+            || (self.gt && current.is_none_or(|c| new <= c))
+            || (self.lt && current.is_some_and(|c| new >= c)))
+    }
+}
+
+async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
+    let n = int_arg(&a[2])?;
+    let flags = ExpireIf::parse(&a[3..])?;
+    let invalid = || Reply::err(format!("ERR invalid expire time in '{}' command", how.name));
+    let now = s.now_ms() as i64;
+    let ms = n.checked_mul(how.scale).ok_or_else(invalid)?;
+    let at = if how.absolute {
+        ms
+    } else {
+        ms.checked_add(now).ok_or_else(invalid)?
+    };
+    let in_ms = at - now;
+    let key = &a[1];
+    if !flags.any() {
+        // A time already past deletes the key, as in Redis.
+        let existed = if in_ms <= 0 {
+            s.delete(key.clone(), Condition::Always).await? == Some(true)
+        } else {
+            s.expire(key.clone(), in_ms as u64).await?
+        };
+        return Ok(Reply::Int(existed.into()));
+    }
+    s.update(key, |current| {
+        let Some(e) = current else {
+            return Ok((Change::Keep, Reply::Int(0)));
+        };
+        if !flags.allows(e.ttl_ms, in_ms) {
+            return Ok((Change::Keep, Reply::Int(0)));
+        }
+        let change = if in_ms <= 0 {
+            Change::Delete
+        } else {
+            Change::Write {
+                value: e.value.clone(),
+                ttl_ms: Some(in_ms as u64),
+            }
+        };
+        Ok((change, Reply::Int(1)))
+    })
+    .await
+}
+
+async fn ttl(s: &Session, key: &Bytes, millis: bool, at: bool) -> Result<Reply, Reply> {
+    let ms = match s.ttl(key.clone()).await? {
+        TtlState::Missing => return Ok(Reply::Int(-2)),
+        TtlState::Persistent => return Ok(Reply::Int(-1)),
+        TtlState::ExpiresIn(ms) => ms as i64,
+    };
+    let ms = if at { ms + s.now_ms() as i64 } else { ms };
+    // Redis rounds a TTL in seconds to the nearest second.
+    Ok(Reply::Int(if millis { ms } else { (ms + 500) / 1000 }))
+}
+
+/// SCAN's options.
+struct ScanArgs {
+    pattern: Option<Bytes>,
+    count: u32,
+    strings: bool,
+}
+
+fn scan_args(args: &[Bytes]) -> Result<ScanArgs, Reply> {
+    let mut out = ScanArgs {
+        pattern: None,
+        count: SCAN_COUNT,
+        strings: true,
+    };
+    let mut it = args.iter();
+    while let Some(option) = it.next() {
+        let value = it.next().ok_or_else(syntax_error)?;
+        if is(option, "match") {
+            out.pattern = Some(value.clone());
+        } else if is(option, "count") {
+            let n = int_arg(value)?;
+            if n < 1 {
+                return Err(syntax_error());
+            }
+            out.count = u32::try_from(n).unwrap_or(u32::MAX);
+        } else if is(option, "type") {
+            out.strings = is(value, "string");
+        } else {
+            return Err(syntax_error());
+        }
+    }
+    Ok(out)
+}
+
+async fn scan(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
+    let invalid = || Reply::err("ERR invalid cursor");
+    let number = parse_i64(&a[1])
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(invalid)?;
+    let options = scan_args(&a[2..])?;
+    let cursor = match number {
+        0 => None,
+        n => Some(s.gw.cursor(n).ok_or_else(invalid)?),
+    };
+    let pattern = options.pattern.as_deref();
+    let prefix = Bytes::copy_from_slice(pattern.map_or(&b""[..], glob::literal_prefix));
+    let page = s.scan(prefix, cursor, options.count).await?;
+    let next = match page.next_cursor {
+        Some(c) => s.gw.remember_cursor(c),
+        None => 0,
+    };
+    let keys = page
+        .entries
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| options.strings && pattern.is_none_or(|p| glob::matches(p, k)))
+        .map(Reply::Bulk)
+        .collect();
+    Ok(Reply::Array(vec![
+        Reply::bulk(next.to_string()),
+        Reply::Array(keys),
+    ]))
+}
+
+/// Calls `each` with every page of keys starting with `prefix`.
+async fn every_key(
+    s: &Session,
+    prefix: Bytes,
+    mut each: impl FnMut(Vec<Bytes>) -> Result<(), Reply>,
+) -> Result<(), Reply> {
+    let mut cursor = None;
+    loop {
+        let page = s.scan(prefix.clone(), cursor, 0).await?;
+        each(page.entries.into_iter().map(|(k, _)| k).collect())?;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn keys(s: &Session, pattern: &Bytes) -> Result<Reply, Reply> {
+    // The reply is bounded like any other: past the frame limit, SCAN.
+    let budget = s.gw.node.limits.max_frame_bytes as usize;
+    let mut found = Vec::new();
+    let mut bytes = 0;
+    let prefix = Bytes::copy_from_slice(glob::literal_prefix(pattern));
+    every_key(s, prefix, |page| {
+        for key in page {
+            if glob::matches(pattern, &key) {
+                bytes += key.len() + 16;
+                if bytes > budget {
+                    return Err(Reply::err(format!(
+                        "ERR KEYS would return more than {budget} bytes; use SCAN"
+                    )));
+                }
+                found.push(Reply::Bulk(key));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Reply::Array(found))
+}
+
+async fn db_size(s: &Session) -> Result<Reply, Reply> {
+    let mut n = 0;
+    every_key(s, Bytes::new(), |page| {
+        n += page.len() as i64;
+        Ok(())
+    })
+    .await?;
+    Ok(Reply::Int(n))
+}
+
+async fn flush(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
+    match &a[1..] {
+        [] => {}
+        [mode] if is(mode, "async") || is(mode, "sync") => {}
+        _ => return Err(syntax_error()),
+    }
+    s.require_admin(if is(&a[0], "flushdb") {
+        "flushdb"
+    } else {
+        "flushall"
+    })?;
+    let mut cursor = None;
+    loop {
+        let page = s.scan(Bytes::new(), cursor, 0).await?;
+        for (key, _) in &page.entries {
+            s.delete(key.clone(), Condition::Always).await?;
+        }
+        // Deleted keys before the cursor do not move it.
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(OK),
+        }
+    }
+}
