@@ -43,8 +43,10 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, Raft, RaftMetrics, ServerState, SnapshotPolicy};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+
+use crate::cluster::health::{LeaseReply, NodeReport};
 
 use crate::cluster::map::{ClusterMap, MapCommand, MapError};
 use crate::net::link::{Link, LinkEndpoint};
@@ -228,6 +230,9 @@ pub enum MetaError {
     /// A wait for a status did not end in time.
     #[error("waiting for the metadata group: {0}")]
     Timeout(String),
+    /// A heartbeat did not reach the leader, or was not answered.
+    #[error("heartbeat to the metadata leader: {0}")]
+    Report(String),
 }
 
 impl MetaError {
@@ -310,6 +315,38 @@ pub fn pick_voters(current: &BTreeSet<NodeId>, nodes: &BTreeSet<NodeId>) -> BTre
     kept.chain(others).take(want).copied().collect()
 }
 
+/// A heartbeat handed to the node's handler, and where its answer goes.
+#[derive(Debug)]
+pub struct ReportCall {
+    /// The heartbeat.
+    pub report: NodeReport,
+    /// The answer.
+    pub reply: oneshot::Sender<LeaseReply>,
+}
+
+/// Where the heartbeats this member receives go: the node's handler, once
+/// it has taken them ([`MetaGroup::take_reports`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reports(Arc<std::sync::OnceLock<mpsc::Sender<ReportCall>>>);
+
+impl Reports {
+    /// The handler's answer to `report`.
+    pub(crate) async fn answer(&self, report: NodeReport) -> Result<LeaseReply, MetaError> {
+        let handler = self
+            .0
+            .get()
+            .ok_or_else(|| MetaError::Report("this member takes no heartbeats yet".into()))?;
+        let (reply, answer) = oneshot::channel();
+        handler
+            .send(ReportCall { report, reply })
+            .await
+            .map_err(|_| MetaError::Report("the heartbeat handler has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| MetaError::Report("the heartbeat was dropped unanswered".into()))
+    }
+}
+
 /// This node's member of the cluster-metadata group.
 pub struct MetaGroup {
     id: NodeId,
@@ -319,6 +356,8 @@ pub struct MetaGroup {
     map: watch::Receiver<Arc<ClusterMap>>,
     committed: CommittedMark,
     timing: MetaTiming,
+    network: network::Network,
+    reports: Reports,
     /// The accept loop and the links it or the owner handed over: ended
     /// with the group.
     tasks: Mutex<JoinSet<()>>,
@@ -373,7 +412,7 @@ impl MetaGroup {
         let log_store = LogStore::new(Arc::new(db), committed.clone());
         let (machine, map) = MapMachine::open(&dir).await?;
         let network = network::Network::new(config.endpoint.clone(), config.timing.clone());
-        let raft = Raft::new(id.0, raft_config, network, log_store, machine)
+        let raft = Raft::new(id.0, raft_config, network.clone(), log_store, machine)
             .await
             .map_err(|e| MetaError::Stopped(e.to_string()))?;
         // The library reports the state it loaded (term, log, membership)
@@ -383,9 +422,14 @@ impl MetaGroup {
             .await
             .map_err(|e| MetaError::Stopped(e.to_string()))?;
         let mut tasks = JoinSet::new();
+        let reports = Reports::default();
         if config.inbound == Inbound::Accept {
             let bound = Duration::from_millis(config.timing.rpc_timeout_ms);
-            tasks.spawn(serve::accept_loop(config.endpoint, raft.clone(), bound));
+            let served = serve::Served {
+                raft: raft.clone(),
+                reports: reports.clone(),
+            };
+            tasks.spawn(serve::accept_loop(config.endpoint, served, bound));
         }
         tracing::info!(
             node = id.0,
@@ -400,6 +444,8 @@ impl MetaGroup {
             map,
             committed,
             timing: config.timing,
+            network,
+            reports,
             tasks: Mutex::new(tasks),
         })
     }
@@ -420,7 +466,62 @@ impl MetaGroup {
         let bound = Duration::from_millis(self.timing.rpc_timeout_ms);
         let mut tasks = lock(&self.tasks);
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(serve::serve_link(link, self.raft.clone(), bound));
+        let served = serve::Served {
+            raft: self.raft.clone(),
+            reports: self.reports.clone(),
+        };
+        tasks.spawn(serve::serve_link(link, served, bound));
+    }
+
+    /// The heartbeats other members send this one while it leads (and its
+    /// own, through [`Self::report`]); once, for the node's handler, which
+    /// answers each. Until taken, heartbeats are refused.
+    pub fn take_reports(&self) -> Option<mpsc::Receiver<ReportCall>> {
+        let (tx, rx) = mpsc::channel(64);
+        self.reports.0.set(tx).ok().map(|()| rx)
+    }
+
+    /// Sends this node's heartbeat to the leader it knows (its own handler
+    /// if it leads) and returns the answer, within `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// [`MetaError::NotLeader`] when no leader is known;
+    /// [`MetaError::Report`] when the leader could not be reached or
+    /// refused.
+    pub async fn report(
+        &self,
+        report: NodeReport,
+        deadline: Duration,
+    ) -> Result<LeaseReply, MetaError> {
+        let status = self.status();
+        let leader = status.leader.ok_or(MetaError::NotLeader { leader: None })?;
+        if leader == self.id {
+            return tokio::time::timeout(deadline, self.reports.answer(report))
+                .await
+                .map_err(|_| MetaError::Report(format!("not answered within {deadline:?}")))?;
+        }
+        let addr = status.members.get(&leader).cloned().ok_or_else(|| {
+            MetaError::Report(format!("the leader {} has no known address", leader.0))
+        })?;
+        let peer = self.network.peer(leader.0, addr);
+        match peer
+            .call(&wire::MetaRequest::Report(report), deadline)
+            .await
+        {
+            Ok(wire::MetaResponse::Lease(lease)) => Ok(lease),
+            Ok(other) => Err(MetaError::Report(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(MetaError::Report(e.to_string())),
+        }
+    }
+
+    /// Whether this member is the leader, confirmed by a quorum that has
+    /// not seen a newer term, within `deadline`: what a lease rests on.
+    pub async fn confirm_leadership(&self, deadline: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(deadline, self.raft.ensure_linearizable()).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Bootstraps a new group whose voters are `voters` (id → endpoint

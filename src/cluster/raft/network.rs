@@ -71,18 +71,26 @@ impl Network {
     }
 }
 
-impl RaftNetworkFactory<Types> for Network {
-    type Network = PeerClient;
-
-    async fn new_client(&mut self, target: u64, node: &Peer) -> PeerClient {
+impl Network {
+    /// A client of peer `target` at `addr`, sharing its link with the
+    /// group's own RPCs.
+    pub(crate) fn peer(&self, target: u64, addr: String) -> PeerClient {
         let slot = lock(&self.links).entry(target).or_default().clone();
         PeerClient {
             target,
-            addr: node.addr.clone(),
+            addr,
             endpoint: self.endpoint.clone(),
             timing: self.timing.clone(),
             slot,
         }
+    }
+}
+
+impl RaftNetworkFactory<Types> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &Peer) -> PeerClient {
+        self.peer(target, node.addr.clone())
     }
 }
 
@@ -159,7 +167,7 @@ impl PeerClient {
     }
 
     /// Sends `request` and waits for its response, within `deadline`.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         request: &MetaRequest,
         deadline: Duration,

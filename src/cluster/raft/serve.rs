@@ -8,23 +8,32 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::storage::Snapshot;
 use tokio::task::JoinSet;
 
+use super::Reports;
 use super::convert::{self, Types};
 use super::wire::{MAX_META_FRAME_BYTES, META_ALPN, MetaRequest, MetaResponse};
 use crate::net::link::{FrameReceiver, FrameSender, Incoming, Link, LinkEndpoint};
 use crate::types::NodeId;
 
+/// What incoming RPCs are served by: the group, and the node's handler
+/// of heartbeats.
+#[derive(Clone)]
+pub(crate) struct Served {
+    pub(crate) raft: Raft<Types>,
+    pub(crate) reports: Reports,
+}
+
 /// Accepts links on `endpoint` until it closes: those speaking
 /// [`META_ALPN`] are served, any other is closed (an endpoint shared with
 /// another protocol dispatches itself and calls [`serve_link`] instead).
-pub(crate) async fn accept_loop(endpoint: LinkEndpoint, raft: Raft<Types>, bound: Duration) {
+pub(crate) async fn accept_loop(endpoint: LinkEndpoint, served: Served, bound: Duration) {
     let mut links = JoinSet::new();
     while let Some(incoming) = endpoint.accept().await {
-        links.spawn(handshake(incoming, raft.clone(), bound));
+        links.spawn(handshake(incoming, served.clone(), bound));
         while links.try_join_next().is_some() {}
     }
 }
 
-async fn handshake(incoming: Incoming, raft: Raft<Types>, bound: Duration) {
+async fn handshake(incoming: Incoming, served: Served, bound: Duration) {
     let remote = incoming.remote_address();
     let link = match tokio::time::timeout(bound, incoming.accept()).await {
         Ok(Ok(link)) => link,
@@ -41,12 +50,12 @@ async fn handshake(incoming: Incoming, raft: Raft<Types>, bound: Duration) {
         link.close(0, "not a metadata link");
         return;
     }
-    serve_link(link, raft, bound).await;
+    serve_link(link, served, bound).await;
 }
 
 /// Serves the RPCs of one link until it closes; each request may take
 /// `bound` to arrive.
-pub(crate) async fn serve_link(link: Link, raft: Raft<Types>, bound: Duration) {
+pub(crate) async fn serve_link(link: Link, served: Served, bound: Duration) {
     let Some(peer) = link.peer_name() else {
         link.close(0, "no node name in the certificate");
         return;
@@ -58,7 +67,7 @@ pub(crate) async fn serve_link(link: Link, raft: Raft<Types>, bound: Duration) {
         tokio::select! {
             accepted = link.accept() => match accepted {
                 Ok((send, recv)) => {
-                    streams.spawn(serve_stream(raft.clone(), peer_id, send, recv, bound));
+                    streams.spawn(serve_stream(served.clone(), peer_id, send, recv, bound));
                 }
                 Err(e) => {
                     tracing::debug!(peer, error = %e, "metadata link closed");
@@ -71,7 +80,7 @@ pub(crate) async fn serve_link(link: Link, raft: Raft<Types>, bound: Duration) {
 }
 
 async fn serve_stream(
-    raft: Raft<Types>,
+    served: Served,
     peer: NodeId,
     mut send: FrameSender,
     mut recv: FrameReceiver,
@@ -88,7 +97,7 @@ async fn serve_stream(
                     node.0, peer.0
                 ),
             },
-            _ => dispatch(&raft, request).await,
+            _ => dispatch(&served, request).await,
         },
         Ok(Ok(None)) => return,
         Ok(Err(e)) => MetaResponse::Refused {
@@ -107,11 +116,13 @@ fn speaker(request: &MetaRequest) -> NodeId {
         MetaRequest::Vote { vote, .. }
         | MetaRequest::Append { vote, .. }
         | MetaRequest::Snapshot { vote, .. } => vote.node,
+        MetaRequest::Report(report) => report.node,
     }
 }
 
 /// Hands one request to the group and words its answer.
-async fn dispatch(raft: &Raft<Types>, request: MetaRequest) -> MetaResponse {
+async fn dispatch(served: &Served, request: MetaRequest) -> MetaResponse {
+    let raft = &served.raft;
     let refused = |e: &dyn std::fmt::Display| MetaResponse::Refused {
         reason: e.to_string(),
     };
@@ -155,5 +166,9 @@ async fn dispatch(raft: &Raft<Types>, request: MetaRequest) -> MetaResponse {
                 Err(e) => refused(&e),
             }
         }
+        MetaRequest::Report(report) => match served.reports.answer(report).await {
+            Ok(lease) => MetaResponse::Lease(lease),
+            Err(e) => refused(&e),
+        },
     }
 }

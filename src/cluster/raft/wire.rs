@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::health::{LeaseReply, NodeReport};
 use crate::cluster::map::{ClusterMap, MapCommand};
 use crate::types::NodeId;
 
@@ -129,6 +130,9 @@ pub enum MetaRequest {
         /// The map as of `meta.last`.
         map: ClusterMap,
     },
+    /// 3: a node's heartbeat to the leader: its state, for failure
+    /// detection; a shard primary gets its write lease in the answer.
+    Report(NodeReport),
 }
 
 /// How a follower answered [`MetaRequest::Append`].
@@ -175,6 +179,8 @@ pub enum MetaResponse {
         /// Why, for the log.
         reason: String,
     },
+    /// 4: to [`MetaRequest::Report`].
+    Lease(LeaseReply),
 }
 
 #[cfg(test)]
@@ -251,7 +257,27 @@ mod tests {
             ("append", encode(&append)),
             ("conflict", encode(&reply)),
             ("add-node", postcard::to_stdvec(&add).unwrap()),
+            ("report", encode(&MetaRequest::Report(report_sample()))),
+            (
+                "lease",
+                encode(&MetaResponse::Lease(LeaseReply {
+                    granted_ms: 2000,
+                    map_version: 9,
+                })),
+            ),
         ]
+    }
+
+    fn report_sample() -> NodeReport {
+        NodeReport {
+            node: NodeId(7),
+            map_version: 9,
+            primary: true,
+            repl_id: [0xab; 16],
+            epoch: 2,
+            applied_seq: 300,
+            full_sync: false,
+        }
     }
 
     #[test]
