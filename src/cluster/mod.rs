@@ -10,6 +10,7 @@
 //! group of the nodes.
 
 pub mod client;
+pub mod failover;
 pub mod health;
 pub mod map;
 pub mod node;

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::failover::{self, Health};
+use super::health::{HealthTiming, NodeReport};
 use super::map::{ClusterMap, MapCommand};
 use super::raft::{META_ALPN, MetaConfig, MetaError, MetaGroup, MetaRole, MetaTiming};
 use super::slot::key_slot;
@@ -38,7 +40,7 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 const GROUP_CALL_WITHIN: Duration = Duration::from_secs(10);
 
 /// The `[cluster]` section of the configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Run as a cluster member: the metadata group on the replication
@@ -52,6 +54,32 @@ pub struct ClusterConfig {
     /// `host:port` where clients reach this node; default the client
     /// listener's bound address, under the same rule.
     pub advertise_client: Option<String>,
+    /// How often a node sends its heartbeat to the metadata leader.
+    pub heartbeat_ms: u64,
+    /// How long a shard primary may take writes after a heartbeat the
+    /// leader answered; at least 2 × `heartbeat_ms`.
+    pub lease_ms: u64,
+    /// A shard primary silent this long is failed over; at least
+    /// 2 × `lease_ms`, so its lease has surely run out by then whatever
+    /// the clocks' drift.
+    pub failover_timeout_ms: u64,
+    /// Whether the metadata leader promotes a failed primary's replica by
+    /// itself (else an operator runs `strata-admin cluster failover`).
+    pub auto_failover: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            advertise_link: None,
+            advertise_client: None,
+            heartbeat_ms: 500,
+            lease_ms: 2000,
+            failover_timeout_ms: 5000,
+            auto_failover: true,
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -76,6 +104,29 @@ impl ClusterConfig {
             return Err((
                 "replication.replica_of",
                 "in a cluster the map says whom a node follows; drop replica_of".into(),
+            ));
+        }
+        if !(50..=60_000).contains(&self.heartbeat_ms) {
+            return Err(("cluster.heartbeat_ms", "must be within 50..=60000".into()));
+        }
+        if self.lease_ms < 2 * self.heartbeat_ms {
+            return Err((
+                "cluster.lease_ms",
+                format!(
+                    "must be at least 2 x heartbeat_ms ({}), so one lost heartbeat does not \
+                     stop writes",
+                    2 * self.heartbeat_ms
+                ),
+            ));
+        }
+        if self.failover_timeout_ms < 2 * self.lease_ms {
+            return Err((
+                "cluster.failover_timeout_ms",
+                format!(
+                    "must be at least 2 x lease_ms ({}): a failed primary's lease must have \
+                     run out before a replica replaces it",
+                    2 * self.lease_ms
+                ),
             ));
         }
         Ok(())
@@ -104,6 +155,7 @@ pub struct ClusterNode {
     group: Arc<MetaGroup>,
     repl: Arc<Replication>,
     link_addr: String,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -166,6 +218,12 @@ impl ClusterNode {
                 serving.serve_link(link);
             }
         });
+        let timing = HealthTiming {
+            heartbeat_ms: cfg.heartbeat_ms,
+            lease_ms: cfg.lease_ms,
+            failover_timeout_ms: cfg.failover_timeout_ms,
+        };
+        let reports = group.take_reports();
         let node = Arc::new(ClusterNode {
             id,
             name,
@@ -173,8 +231,14 @@ impl ClusterNode {
             group,
             repl,
             link_addr,
+            health: Arc::new(Health::new(timing, cfg.auto_failover)),
         });
         tokio::spawn(reconcile_loop(Arc::downgrade(&node)));
+        tokio::spawn(failover::heartbeat_loop(Arc::downgrade(&node)));
+        tokio::spawn(failover::failover_loop(Arc::downgrade(&node)));
+        if let Some(calls) = reports {
+            tokio::spawn(failover::answer_reports(Arc::downgrade(&node), calls));
+        }
         info!(node = id.0, link = %node.link_addr, "cluster member started");
         Ok(node)
     }
@@ -191,6 +255,31 @@ impl ClusterNode {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Its lease and failure detection.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Its member of the metadata group.
+    pub fn group(&self) -> &MetaGroup {
+        &self.group
+    }
+
+    /// Its heartbeat: what the leader detects failures and chooses new
+    /// primaries by.
+    pub fn report(&self) -> NodeReport {
+        let meta = self.repl.meta();
+        NodeReport {
+            node: self.id,
+            map_version: self.map().version(),
+            primary: self.repl.is_primary(),
+            repl_id: meta.repl_id.0,
+            epoch: meta.epoch.0,
+            applied_seq: self.repl.store().applied_seq().0,
+            full_sync: !self.repl.serves_reads(),
+        }
     }
 
     /// The committed map as this node last applied it.
@@ -258,7 +347,7 @@ impl ClusterNode {
             return Ok(());
         };
         if info.primary == self.id {
-            return Ok(());
+            return self.check_lease();
         }
         let primary = map
             .nodes()
@@ -277,6 +366,25 @@ impl ClusterNode {
         );
         reply.leader_hint = primary;
         Err(reply)
+    }
+
+    /// A primary takes writes only while it holds its lease: one cut off
+    /// from the metadata majority stops before a replica can replace it.
+    fn check_lease(&self) -> Result<(), ErrorReply> {
+        let Err(renewed) = self.health.lease_held() else {
+            return Ok(());
+        };
+        let since = renewed.map_or("never renewed yet".to_string(), |ago| {
+            format!("last renewed {} ms ago", ago.as_millis())
+        });
+        Err(ErrorReply::new(
+            ErrorCode::Unavailable,
+            format!(
+                "this primary holds no write lease from the metadata leader ({since}); \
+                 writes wait until it is renewed, or the shard fails over"
+            ),
+        )
+        .with_retry_after_ms(self.health.timing().heartbeat_ms))
     }
 
     /// The committed map in its wire form.
@@ -361,6 +469,18 @@ impl ClusterNode {
         ];
         if let Some(me) = map.nodes().get(&self.id) {
             out.push(("cluster_shard".into(), me.shard.0.to_string()));
+        }
+        out.push((
+            "cluster_lease_left_ms".into(),
+            self.health.lease_left_ms().to_string(),
+        ));
+        let failovers = self.health.failovers();
+        out.push(("cluster_failovers".into(), failovers.count.to_string()));
+        if let Some(last) = failovers.last {
+            out.push(("cluster_failover_last".into(), last));
+        }
+        if let Some(waiting) = failovers.waiting {
+            out.push(("cluster_failover_waiting".into(), waiting));
         }
         out
     }
