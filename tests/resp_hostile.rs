@@ -107,6 +107,11 @@ async fn malformed_and_oversized_input_closes_with_a_protocol_error() {
     let replies = replies_to(&node, header.as_bytes()).await;
     assert_eq!(replies, protocol_error("invalid bulk length"));
     assert_serves(&node).await;
+    let metrics = node.metrics();
+    assert!(
+        metrics.contains("\nstrata_resp_protocol_errors_total 12\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -50,6 +50,7 @@ const ADMIN: &[&str] = &["admin", "noscript", "loading", "stale"];
 const ONE: (i64, i64, i64) = (1, 1, 1);
 const ALL: (i64, i64, i64) = (1, -1, 1);
 const NONE: (i64, i64, i64) = (0, 0, 0);
+const PAIRS: (i64, i64, i64) = (1, -1, 2);
 
 macro_rules! spec {
     ($name:literal, $arity:expr, $flags:expr, $keys:expr, $group:literal, $summary:literal, $run:expr) => {
@@ -69,744 +70,93 @@ use keys::Cmd as K;
 use server::Cmd as S;
 use strings::Cmd as T;
 
-/// Every command, in `COMMAND`'s order.
+/// Every command, in `COMMAND`'s order: one line each.
+#[rustfmt::skip]
 pub(crate) static TABLE: &[Spec] = &[
     // Strings.
-    spec!(
-        "get",
-        2,
-        RF,
-        ONE,
-        "string",
-        "Returns the string value of a key.",
-        Run::Strings(T::Get)
-    ),
-    spec!(
-        "set",
-        -3,
-        W,
-        ONE,
-        "string",
-        "Sets the string value of a key, with options.",
-        Run::Strings(T::Set)
-    ),
-    spec!(
-        "setnx",
-        3,
-        WF,
-        ONE,
-        "string",
-        "Sets a key only when it does not exist.",
-        Run::Strings(T::SetNx)
-    ),
-    spec!(
-        "setex",
-        4,
-        W,
-        ONE,
-        "string",
-        "Sets a key with a TTL in seconds.",
-        Run::Strings(T::SetEx)
-    ),
-    spec!(
-        "psetex",
-        4,
-        W,
-        ONE,
-        "string",
-        "Sets a key with a TTL in milliseconds.",
-        Run::Strings(T::PSetEx)
-    ),
-    spec!(
-        "getset",
-        3,
-        WF,
-        ONE,
-        "string",
-        "Sets a key, returning its old value.",
-        Run::Strings(T::GetSet)
-    ),
-    spec!(
-        "getdel",
-        2,
-        DF,
-        ONE,
-        "string",
-        "Returns a key's value and deletes it.",
-        Run::Strings(T::GetDel)
-    ),
-    spec!(
-        "getex",
-        -2,
-        DF,
-        ONE,
-        "string",
-        "Returns a key's value and changes its TTL.",
-        Run::Strings(T::GetEx)
-    ),
-    spec!(
-        "mget",
-        -2,
-        RF,
-        ALL,
-        "string",
-        "Returns the values of keys.",
-        Run::Strings(T::MGet)
-    ),
-    spec!(
-        "mset",
-        -3,
-        W,
-        (1, -1, 2),
-        "string",
-        "Sets several keys atomically.",
-        Run::Strings(T::MSet)
-    ),
-    spec!(
-        "msetnx",
-        -3,
-        W,
-        (1, -1, 2),
-        "string",
-        "Sets several keys only when none exists.",
-        Run::Strings(T::MSetNx)
-    ),
-    spec!(
-        "incr",
-        2,
-        WF,
-        ONE,
-        "string",
-        "Adds one to a key's integer.",
-        Run::Strings(T::Incr)
-    ),
-    spec!(
-        "incrby",
-        3,
-        WF,
-        ONE,
-        "string",
-        "Adds to a key's integer.",
-        Run::Strings(T::IncrBy)
-    ),
-    spec!(
-        "decr",
-        2,
-        WF,
-        ONE,
-        "string",
-        "Subtracts one from a key's integer.",
-        Run::Strings(T::Decr)
-    ),
-    spec!(
-        "decrby",
-        3,
-        WF,
-        ONE,
-        "string",
-        "Subtracts from a key's integer.",
-        Run::Strings(T::DecrBy)
-    ),
-    spec!(
-        "append",
-        3,
-        WF,
-        ONE,
-        "string",
-        "Appends to a key's value.",
-        Run::Strings(T::Append)
-    ),
-    spec!(
-        "strlen",
-        2,
-        RF,
-        ONE,
-        "string",
-        "Returns the length of a key's value.",
-        Run::Strings(T::Strlen)
-    ),
-    spec!(
-        "getrange",
-        4,
-        R,
-        ONE,
-        "string",
-        "Returns a substring of a key's value.",
-        Run::Strings(T::GetRange)
-    ),
-    spec!(
-        "substr",
-        4,
-        R,
-        ONE,
-        "string",
-        "Returns a substring of a key's value.",
-        Run::Strings(T::GetRange)
-    ),
-    spec!(
-        "setrange",
-        4,
-        W,
-        ONE,
-        "string",
-        "Overwrites part of a key's value.",
-        Run::Strings(T::SetRange)
-    ),
+    spec!("get", 2, RF, ONE, "string", "Returns the string value of a key.", Run::Strings(T::Get)),
+    spec!("set", -3, W, ONE, "string", "Sets the string value of a key, with options.", Run::Strings(T::Set)),
+    spec!("setnx", 3, WF, ONE, "string", "Sets a key only when it does not exist.", Run::Strings(T::SetNx)),
+    spec!("setex", 4, W, ONE, "string", "Sets a key with a TTL in seconds.", Run::Strings(T::SetEx)),
+    spec!("psetex", 4, W, ONE, "string", "Sets a key with a TTL in milliseconds.", Run::Strings(T::PSetEx)),
+    spec!("getset", 3, WF, ONE, "string", "Sets a key, returning its old value.", Run::Strings(T::GetSet)),
+    spec!("getdel", 2, DF, ONE, "string", "Returns a key's value and deletes it.", Run::Strings(T::GetDel)),
+    spec!("getex", -2, DF, ONE, "string", "Returns a key's value and changes its TTL.", Run::Strings(T::GetEx)),
+    spec!("mget", -2, RF, ALL, "string", "Returns the values of keys.", Run::Strings(T::MGet)),
+    spec!("mset", -3, W, PAIRS, "string", "Sets several keys atomically.", Run::Strings(T::MSet)),
+    spec!("msetnx", -3, W, PAIRS, "string", "Sets several keys only when none exists.", Run::Strings(T::MSetNx)),
+    spec!("incr", 2, WF, ONE, "string", "Adds one to a key's integer.", Run::Strings(T::Incr)),
+    spec!("incrby", 3, WF, ONE, "string", "Adds to a key's integer.", Run::Strings(T::IncrBy)),
+    spec!("decr", 2, WF, ONE, "string", "Subtracts one from a key's integer.", Run::Strings(T::Decr)),
+    spec!("decrby", 3, WF, ONE, "string", "Subtracts from a key's integer.", Run::Strings(T::DecrBy)),
+    spec!("append", 3, WF, ONE, "string", "Appends to a key's value.", Run::Strings(T::Append)),
+    spec!("strlen", 2, RF, ONE, "string", "Returns the length of a key's value.", Run::Strings(T::Strlen)),
+    spec!("getrange", 4, R, ONE, "string", "Returns a substring of a key's value.", Run::Strings(T::GetRange)),
+    spec!("substr", 4, R, ONE, "string", "Returns a substring of a key's value.", Run::Strings(T::GetRange)),
+    spec!("setrange", 4, W, ONE, "string", "Overwrites part of a key's value.", Run::Strings(T::SetRange)),
     // The key space.
-    spec!(
-        "del",
-        -2,
-        D,
-        ALL,
-        "generic",
-        "Deletes keys.",
-        Run::Keys(K::Del)
-    ),
-    spec!(
-        "unlink",
-        -2,
-        DF,
-        ALL,
-        "generic",
-        "Deletes keys.",
-        Run::Keys(K::Del)
-    ),
-    spec!(
-        "exists",
-        -2,
-        RF,
-        ALL,
-        "generic",
-        "Counts the keys that exist.",
-        Run::Keys(K::Exists)
-    ),
-    spec!(
-        "expire",
-        -3,
-        DF,
-        ONE,
-        "generic",
-        "Sets a key's TTL in seconds.",
-        Run::Keys(K::Expire(keys::Expiry::SECONDS))
-    ),
-    spec!(
-        "pexpire",
-        -3,
-        DF,
-        ONE,
-        "generic",
-        "Sets a key's TTL in milliseconds.",
-        Run::Keys(K::Expire(keys::Expiry::MILLIS))
-    ),
-    spec!(
-        "expireat",
-        -3,
-        DF,
-        ONE,
-        "generic",
-        "Sets a key's expiry as a Unix time in seconds.",
-        Run::Keys(K::Expire(keys::Expiry::SECONDS_AT))
-    ),
-    spec!(
-        "pexpireat",
-        -3,
-        DF,
-        ONE,
-        "generic",
-        "Sets a key's expiry as a Unix time in milliseconds.",
-        Run::Keys(K::Expire(keys::Expiry::MILLIS_AT))
-    ),
-    spec!(
-        "ttl",
-        2,
-        RF,
-        ONE,
-        "generic",
-        "Returns a key's TTL in seconds.",
-        Run::Keys(K::Ttl {
-            millis: false,
-            at: false
-        })
-    ),
-    spec!(
-        "pttl",
-        2,
-        RF,
-        ONE,
-        "generic",
-        "Returns a key's TTL in milliseconds.",
-        Run::Keys(K::Ttl {
-            millis: true,
-            at: false
-        })
-    ),
-    spec!(
-        "expiretime",
-        2,
-        RF,
-        ONE,
-        "generic",
-        "Returns a key's expiry as a Unix time in seconds.",
-        Run::Keys(K::Ttl {
-            millis: false,
-            at: true
-        })
-    ),
-    spec!(
-        "pexpiretime",
-        2,
-        RF,
-        ONE,
-        "generic",
-        "Returns a key's expiry as a Unix time in milliseconds.",
-        Run::Keys(K::Ttl {
-            millis: true,
-            at: true
-        })
-    ),
-    spec!(
-        "persist",
-        2,
-        DF,
-        ONE,
-        "generic",
-        "Removes a key's TTL.",
-        Run::Keys(K::Persist)
-    ),
-    spec!(
-        "type",
-        2,
-        RF,
-        ONE,
-        "generic",
-        "Returns the type of a key's value.",
-        Run::Keys(K::Type)
-    ),
-    spec!(
-        "scan",
-        -2,
-        R,
-        NONE,
-        "generic",
-        "Iterates over the key space.",
-        Run::Keys(K::Scan)
-    ),
-    spec!(
-        "keys",
-        2,
-        R,
-        NONE,
-        "generic",
-        "Returns the keys matching a pattern.",
-        Run::Keys(K::Keys)
-    ),
-    spec!(
-        "dbsize",
-        1,
-        RF,
-        NONE,
-        "server",
-        "Returns the number of keys.",
-        Run::Keys(K::DbSize)
-    ),
-    spec!(
-        "flushdb",
-        -1,
-        &["write", "admin"],
-        NONE,
-        "server",
-        "Deletes every key.",
-        Run::Keys(K::Flush)
-    ),
-    spec!(
-        "flushall",
-        -1,
-        &["write", "admin"],
-        NONE,
-        "server",
-        "Deletes every key.",
-        Run::Keys(K::Flush)
-    ),
+    spec!("del", -2, D, ALL, "generic", "Deletes keys.", Run::Keys(K::Del)),
+    spec!("unlink", -2, DF, ALL, "generic", "Deletes keys.", Run::Keys(K::Del)),
+    spec!("exists", -2, RF, ALL, "generic", "Counts the keys that exist.", Run::Keys(K::Exists)),
+    spec!("expire", -3, DF, ONE, "generic", "Sets a key's TTL in seconds.", Run::Keys(K::Expire(keys::Expiry::SECONDS))),
+    spec!("pexpire", -3, DF, ONE, "generic", "Sets a key's TTL in milliseconds.", Run::Keys(K::Expire(keys::Expiry::MILLIS))),
+    spec!("expireat", -3, DF, ONE, "generic", "Sets a key's expiry as a Unix time in seconds.", Run::Keys(K::Expire(keys::Expiry::SECONDS_AT))),
+    spec!("pexpireat", -3, DF, ONE, "generic", "Sets a key's expiry as a Unix time in milliseconds.", Run::Keys(K::Expire(keys::Expiry::MILLIS_AT))),
+    spec!("ttl", 2, RF, ONE, "generic", "Returns a key's TTL in seconds.", Run::Keys(K::Ttl { millis: false, at: false })),
+    spec!("pttl", 2, RF, ONE, "generic", "Returns a key's TTL in milliseconds.", Run::Keys(K::Ttl { millis: true, at: false })),
+    spec!("expiretime", 2, RF, ONE, "generic", "Returns a key's expiry as a Unix time in seconds.", Run::Keys(K::Ttl { millis: false, at: true })),
+    spec!("pexpiretime", 2, RF, ONE, "generic", "Returns a key's expiry as a Unix time in milliseconds.", Run::Keys(K::Ttl { millis: true, at: true })),
+    spec!("persist", 2, DF, ONE, "generic", "Removes a key's TTL.", Run::Keys(K::Persist)),
+    spec!("type", 2, RF, ONE, "generic", "Returns the type of a key's value.", Run::Keys(K::Type)),
+    spec!("scan", -2, R, NONE, "generic", "Iterates over the key space.", Run::Keys(K::Scan)),
+    spec!("keys", 2, R, NONE, "generic", "Returns the keys matching a pattern.", Run::Keys(K::Keys)),
+    spec!("dbsize", 1, RF, NONE, "server", "Returns the number of keys.", Run::Keys(K::DbSize)),
+    spec!("flushdb", -1, &["write", "admin"], NONE, "server", "Deletes every key.", Run::Keys(K::Flush)),
+    spec!("flushall", -1, &["write", "admin"], NONE, "server", "Deletes every key.", Run::Keys(K::Flush)),
     // The connection and the server.
-    spec!(
-        "ping",
-        -1,
-        CONN,
-        NONE,
-        "connection",
-        "Returns PONG, or its argument.",
-        Run::Server(S::Ping)
-    ),
-    spec!(
-        "echo",
-        2,
-        CONN,
-        NONE,
-        "connection",
-        "Returns its argument.",
-        Run::Server(S::Echo)
-    ),
-    spec!(
-        "hello",
-        -1,
-        NOAUTH,
-        NONE,
-        "connection",
-        "Chooses the protocol, and authenticates.",
-        Run::Server(S::Hello)
-    ),
-    spec!(
-        "auth",
-        -2,
-        NOAUTH,
-        NONE,
-        "connection",
-        "Authenticates the connection.",
-        Run::Server(S::Auth)
-    ),
-    spec!(
-        "select",
-        2,
-        CONN,
-        NONE,
-        "connection",
-        "Selects database 0, the only one.",
-        Run::Server(S::Select)
-    ),
-    spec!(
-        "quit",
-        -1,
-        NOAUTH,
-        NONE,
-        "connection",
-        "Closes the connection.",
-        Run::Server(S::Quit)
-    ),
-    spec!(
-        "reset",
-        1,
-        NOAUTH,
-        NONE,
-        "connection",
-        "Resets the connection.",
-        Run::Server(S::Reset)
-    ),
-    spec!(
-        "client",
-        -2,
-        CONN,
-        NONE,
-        "connection",
-        "Names and describes the connection.",
-        Run::Server(S::Client)
-    ),
-    spec!(
-        "readonly",
-        1,
-        CONN,
-        NONE,
-        "cluster",
-        "Accepted: reads are served where they arrive.",
-        Run::Server(S::Accept)
-    ),
-    spec!(
-        "readwrite",
-        1,
-        CONN,
-        NONE,
-        "cluster",
-        "Accepted.",
-        Run::Server(S::Accept)
-    ),
-    spec!(
-        "asking",
-        1,
-        CONN,
-        NONE,
-        "cluster",
-        "Accepted.",
-        Run::Server(S::Accept)
-    ),
-    spec!(
-        "command",
-        -1,
-        &["loading", "stale"],
-        NONE,
-        "server",
-        "Describes the commands.",
-        Run::Server(S::Command)
-    ),
-    spec!(
-        "info",
-        -1,
-        &["loading", "stale"],
-        NONE,
-        "server",
-        "Returns information about the node.",
-        Run::Server(S::Info)
-    ),
-    spec!(
-        "config",
-        -2,
-        &["loading", "stale"],
-        NONE,
-        "server",
-        "Reads settings; accepts a few harmless ones.",
-        Run::Server(S::Config)
-    ),
-    spec!(
-        "time",
-        1,
-        CONN,
-        NONE,
-        "server",
-        "Returns the server's time.",
-        Run::Server(S::Time)
-    ),
-    spec!(
-        "wait",
-        3,
-        &[],
-        NONE,
-        "generic",
-        "Waits for replicas to acknowledge the writes so far.",
-        Run::Server(S::Wait)
-    ),
-    spec!(
-        "function",
-        -2,
-        ADMIN,
-        NONE,
-        "scripting",
-        "FUNCTION FLUSH: there are no functions.",
-        Run::Server(S::Function)
-    ),
-    spec!(
-        "cluster",
-        -2,
-        &["loading", "stale"],
-        NONE,
-        "cluster",
-        "Describes the cluster.",
-        Run::Server(S::Cluster)
-    ),
+    spec!("ping", -1, CONN, NONE, "connection", "Returns PONG, or its argument.", Run::Server(S::Ping)),
+    spec!("echo", 2, CONN, NONE, "connection", "Returns its argument.", Run::Server(S::Echo)),
+    spec!("hello", -1, NOAUTH, NONE, "connection", "Chooses the protocol, and authenticates.", Run::Server(S::Hello)),
+    spec!("auth", -2, NOAUTH, NONE, "connection", "Authenticates the connection.", Run::Server(S::Auth)),
+    spec!("select", 2, CONN, NONE, "connection", "Selects database 0, the only one.", Run::Server(S::Select)),
+    spec!("quit", -1, NOAUTH, NONE, "connection", "Closes the connection.", Run::Server(S::Quit)),
+    spec!("reset", 1, NOAUTH, NONE, "connection", "Resets the connection.", Run::Server(S::Reset)),
+    spec!("client", -2, CONN, NONE, "connection", "Names and describes the connection.", Run::Server(S::Client)),
+    spec!("readonly", 1, CONN, NONE, "cluster", "Accepted: reads are served where they arrive.", Run::Server(S::Accept)),
+    spec!("readwrite", 1, CONN, NONE, "cluster", "Accepted.", Run::Server(S::Accept)),
+    spec!("asking", 1, CONN, NONE, "cluster", "Accepted.", Run::Server(S::Accept)),
+    spec!("command", -1, &["loading", "stale"], NONE, "server", "Describes the commands.", Run::Server(S::Command)),
+    spec!("info", -1, &["loading", "stale"], NONE, "server", "Returns information about the node.", Run::Server(S::Info)),
+    spec!("config", -2, &["loading", "stale"], NONE, "server", "Reads settings; accepts a few harmless ones.", Run::Server(S::Config)),
+    spec!("time", 1, CONN, NONE, "server", "Returns the server's time.", Run::Server(S::Time)),
+    spec!("wait", 3, &[], NONE, "generic", "Waits for replicas to acknowledge the writes so far.", Run::Server(S::Wait)),
+    spec!("function", -2, ADMIN, NONE, "scripting", "FUNCTION FLUSH: there are no functions.", Run::Server(S::Function)),
+    spec!("cluster", -2, &["loading", "stale"], NONE, "cluster", "Describes the cluster.", Run::Server(S::Cluster)),
     // Types strata does not store: WRONGTYPE on an existing key.
-    spec!(
-        "lpush",
-        -3,
-        WF,
-        ONE,
-        "list",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "rpush",
-        -3,
-        WF,
-        ONE,
-        "list",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "lpop",
-        -2,
-        WF,
-        ONE,
-        "list",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "rpop",
-        -2,
-        WF,
-        ONE,
-        "list",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "llen",
-        2,
-        RF,
-        ONE,
-        "list",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "lrange",
-        4,
-        R,
-        ONE,
-        "list",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "lindex",
-        3,
-        R,
-        ONE,
-        "list",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "sadd",
-        -3,
-        WF,
-        ONE,
-        "set",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "srem",
-        -3,
-        WF,
-        ONE,
-        "set",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "smembers",
-        2,
-        R,
-        ONE,
-        "set",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "sismember",
-        3,
-        RF,
-        ONE,
-        "set",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "scard",
-        2,
-        RF,
-        ONE,
-        "set",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "spop",
-        -2,
-        WF,
-        ONE,
-        "set",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "hset",
-        -4,
-        WF,
-        ONE,
-        "hash",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "hget",
-        3,
-        RF,
-        ONE,
-        "hash",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "hmset",
-        -4,
-        WF,
-        ONE,
-        "hash",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "hgetall",
-        2,
-        R,
-        ONE,
-        "hash",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "hdel",
-        -3,
-        WF,
-        ONE,
-        "hash",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "hlen",
-        2,
-        RF,
-        ONE,
-        "hash",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "hincrby",
-        4,
-        WF,
-        ONE,
-        "hash",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "zadd",
-        -4,
-        WF,
-        ONE,
-        "sorted-set",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "zrange",
-        -4,
-        R,
-        ONE,
-        "sorted-set",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "zscore",
-        3,
-        RF,
-        ONE,
-        "sorted-set",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
-    spec!(
-        "zcard",
-        2,
-        RF,
-        ONE,
-        "sorted-set",
-        "Not supported: strata stores strings.",
-        Run::WrongType
-    ),
+    spec!("lpush", -3, WF, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("rpush", -3, WF, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("lpop", -2, WF, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("rpop", -2, WF, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("llen", 2, RF, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("lrange", 4, R, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("lindex", 3, R, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("sadd", -3, WF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("srem", -3, WF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("smembers", 2, R, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("sismember", 3, RF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("scard", 2, RF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("spop", -2, WF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("hset", -4, WF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("hget", 3, RF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("hmset", -4, WF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("hgetall", 2, R, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("hdel", -3, WF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("hlen", 2, RF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("hincrby", 4, WF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("zadd", -4, WF, ONE, "sorted-set", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("zrange", -4, R, ONE, "sorted-set", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("zscore", 3, RF, ONE, "sorted-set", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("zcard", 2, RF, ONE, "sorted-set", "Not supported: strata stores strings.", Run::WrongType),
 ];
 
 static BY_NAME: LazyLock<HashMap<&'static str, &'static Spec>> =

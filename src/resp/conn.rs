@@ -92,6 +92,7 @@ where
                 return;
             }
             None => {
+                session.gw.metrics.protocol_errors.inc();
                 let reply = Reply::err(format!(
                     "ERR Protocol error: the command did not arrive within {} ms",
                     deadline.as_millis()
@@ -126,6 +127,10 @@ async fn run_buffered<W: AsyncWrite>(
             Ok(None) => return Next::Read,
             Ok(Some(args)) => {
                 let reply = commands::execute(session, &args).await;
+                session.gw.metrics.commands.inc();
+                if reply.is_error() {
+                    session.gw.metrics.errors.inc();
+                }
                 reply.encode(session.proto, output);
                 if session.closing {
                     return Next::Close;
@@ -136,6 +141,7 @@ async fn run_buffered<W: AsyncWrite>(
             }
             Err(e) => {
                 debug!(error = %e, "RESP protocol error; closing");
+                session.gw.metrics.protocol_errors.inc();
                 Reply::err(format!("ERR Protocol error: {e}")).encode(session.proto, output);
                 return Next::Linger;
             }

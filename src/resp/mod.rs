@@ -20,6 +20,7 @@ mod commands;
 mod conn;
 mod glob;
 mod keys;
+pub mod metrics;
 pub mod reply;
 mod server;
 mod session;
@@ -27,7 +28,6 @@ mod strings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -104,6 +104,11 @@ impl RespServer {
         self.listener.local_addr()
     }
 
+    /// Registers the gateway's metrics families.
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        self.gateway.metrics.register(registry);
+    }
+
     /// Serves until `shutdown` resolves; then stops accepting, lets each
     /// connection finish the command it runs (up to the shutdown grace)
     /// and closes them.
@@ -124,17 +129,19 @@ impl RespServer {
                 () = &mut shutdown => break,
             };
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                self.gateway.metrics.refused.inc();
                 connections.spawn(refuse(socket));
                 continue;
             };
+            self.gateway.metrics.connections.inc();
             let (gateway, tls, stop) = (self.gateway.clone(), self.tls.clone(), stop_rx.clone());
             let span = info_span!("resp", remote = %peer);
             connections.spawn(
                 async move {
                     let _permit = permit;
-                    gateway.connected.fetch_add(1, Ordering::Relaxed);
+                    gateway.metrics.open.inc();
                     accept(socket, peer, gateway.clone(), tls, stop).await;
-                    gateway.connected.fetch_sub(1, Ordering::Relaxed);
+                    gateway.metrics.open.dec();
                 }
                 .instrument(span),
             );

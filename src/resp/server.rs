@@ -383,7 +383,7 @@ async fn info(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
             "clients",
             format!(
                 "connected_clients:{}\r\nmaxclients:{}\r\n",
-                g.connected.load(std::sync::atomic::Ordering::Relaxed),
+                g.metrics.open.get(),
                 g.facts.max_clients
             ),
         ),

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -98,7 +98,7 @@ pub(crate) struct Gateway {
     pub facts: Facts,
     cursors: Mutex<Cursors>,
     next_client: AtomicU64,
-    pub connected: AtomicUsize,
+    pub metrics: super::metrics::RespMetrics,
     pub started: Instant,
     /// Where the gateway listens (its port goes into `CONFIG GET port`).
     pub listen: SocketAddr,
@@ -112,7 +112,7 @@ impl Gateway {
             facts: Facts::of(config),
             cursors: Mutex::new(Cursors::default()),
             next_client: AtomicU64::new(1),
-            connected: AtomicUsize::new(0),
+            metrics: super::metrics::RespMetrics::default(),
             started: Instant::now(),
             listen,
         }
