@@ -19,6 +19,11 @@ use strata::types::{AckPolicy, OnTimeout};
 
 const NAMES: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
 
+/// The metadata leader is killed and restarted at moments of the test's
+/// own choosing: no shard fails over meanwhile (tests/cluster_failover.rs
+/// covers that), so map versions are the test's to count.
+const NO_FAILOVER: Option<&str> = Some("auto_failover = false");
+
 /// MultiGets the node has served, from its metrics.
 fn multi_gets(m: &Member) -> f64 {
     metric(&m.node.metrics(), "strata_requests_total{op=\"multi_get\"}").unwrap_or(0.0)
@@ -31,7 +36,7 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
     gen_certs(&certs, &NAMES);
     let mut members: Vec<Member> = NAMES
         .iter()
-        .map(|n| Member::start_in_cluster(root.path(), &certs, n))
+        .map(|n| Member::start_in_cluster_with(root.path(), &certs, n, NO_FAILOVER))
         .collect();
     let addrs: Vec<String> = members.iter().map(|m| m.node.addr.to_string()).collect();
 

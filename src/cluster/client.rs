@@ -59,6 +59,10 @@ use crate::net::client::{
 /// Default bound on the attempts of one request (the first included).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
+/// How often a request waiting on a shard's primary has the map looked
+/// at again, to give up on a primary that was failed over.
+const MAP_WATCH: Duration = Duration::from_secs(1);
+
 /// Wait before resending after `Unavailable` without a `retry_after_ms`.
 const UNAVAILABLE_WAIT: Duration = Duration::from_millis(100);
 
@@ -619,9 +623,14 @@ impl ClusterClient {
                     None => routing.primary(shard)?.to_string(),
                 };
                 *lock(&self.inner.per_shard).entry(shard).or_insert(0) += 1;
+                let to_primary = routing.primary(shard).ok() == Some(addr.as_str());
                 let this = self.clone();
                 tasks.spawn(async move {
-                    let result = this.send_to(&addr, request).await;
+                    let result = if to_primary {
+                        this.send_to_primary(shard, &addr, request).await
+                    } else {
+                        this.send_to(&addr, request).await
+                    };
                     (shard, addr, indices, result)
                 });
             }
@@ -694,6 +703,46 @@ impl ClusterClient {
                 hinted.clear();
             }
             pending.sort_unstable();
+        }
+    }
+
+    /// As [`Self::send_to`] for `shard`'s primary at `addr`, given up when
+    /// the map, checked every [`MAP_WATCH`] meanwhile, names another
+    /// primary: a primary that failed stays silent until the request times
+    /// out, while the map names its replacement within the failover
+    /// timeout. The request is then resent as after a lost connection.
+    async fn send_to_primary(
+        &self,
+        shard: ShardId,
+        addr: &str,
+        request: Request,
+    ) -> Result<Response, (Option<Miss>, ClientError, bool)> {
+        let idempotent = request.is_idempotent();
+        tokio::select! {
+            result = self.send_to(addr, request) => result,
+            version = self.primary_moved(shard, addr) => Err((
+                Some(Miss::Transport),
+                ClientError::ConnectionLost {
+                    reason: format!(
+                        "the cluster map (version {version}) made another node shard \
+                         {shard}'s primary while the request waited on {addr}"
+                    ),
+                },
+                idempotent,
+            )),
+        }
+    }
+
+    /// Resolves with the map version once the map no longer names `addr`
+    /// `shard`'s primary, refreshing it every [`MAP_WATCH`] until then.
+    async fn primary_moved(&self, shard: ShardId, addr: &str) -> u64 {
+        loop {
+            tokio::time::sleep(MAP_WATCH).await;
+            // A failed refresh leaves the map as it was: look again later.
+            let _ = self.refresh_from(None, Some(addr), u64::MAX).await;
+            if self.routing().primary(shard).ok() != Some(addr) {
+                return self.map_version();
+            }
         }
     }
 

@@ -57,14 +57,27 @@ impl Member {
     /// certificate to clients too, so one CA (`certs/ca.crt`) verifies
     /// every node for clients and tools.
     pub fn start_in_cluster(root: &Path, certs: &Path, name: &str) -> Member {
+        Member::start_in_cluster_with(root, certs, name, None)
+    }
+
+    /// As [`Member::start_in_cluster`], with `[cluster]` settings (TOML
+    /// lines, such as `auto_failover = false`) from a config file.
+    pub fn start_in_cluster_with(
+        root: &Path,
+        certs: &Path,
+        name: &str,
+        cluster_settings: Option<&str>,
+    ) -> Member {
         let file = |f: String| certs.join(f).display().to_string();
         let (cert, key) = (file(format!("{name}.crt")), file(format!("{name}.key")));
-        Member::start(
-            root,
-            certs,
-            name,
-            &["--cluster", "--tls-cert", &cert, "--tls-key", &key],
-        )
+        let mut args = vec!["--cluster", "--tls-cert", &cert, "--tls-key", &key];
+        let config = root.join(format!("{name}.toml"));
+        let config_arg = config.display().to_string();
+        if let Some(settings) = cluster_settings {
+            std::fs::write(&config, format!("[cluster]\n{settings}\n")).expect("config file");
+            args.extend(["--config", &config_arg]);
+        }
+        Member::start(root, certs, name, &args)
     }
 
     /// A client verifying this node by the cluster CA in `certs`.
