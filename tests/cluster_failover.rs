@@ -5,6 +5,9 @@
 //! writing to it, and the old primary, restarted, rejoins as a replica.
 //! Two rounds, `sync` then `semi-sync:1`: no acknowledged write is missing
 //! afterwards, none is invented, and every node ends with the same data.
+//! Then a planned switchover with `strata-admin cluster failover --to`
+//! under a `sync` load: nothing lost, the old primary continues as a
+//! replica.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -211,4 +214,82 @@ async fn a_killed_primary_is_replaced_without_losing_acknowledged_writes() {
         assert!(i.contains_key("cluster_lease_left_ms"), "{i:?}");
     }
     println!("{acked_total} acknowledged, {held_total} held, {attempted_total} attempted");
+
+    // A planned switchover under a sync load, through the tool, to a named
+    // replica: no acknowledged write lost, and the old primary continues
+    // as a replica.
+    let asker = members[0].ca_client(&certs).await;
+    let old = primary_index(&asker, &members).await;
+    let target = (old + 1) % members.len();
+    let writer = Writer::start(
+        cluster.clone(),
+        "planned",
+        AckPolicy::Sync { timeout_ms: 5000 },
+    );
+    writer.until(BEFORE).await;
+    let shard = "1".to_string();
+    let switch_started = Instant::now();
+    let (ok, text) = admin(&[
+        "cluster",
+        "failover",
+        "--ca",
+        &ca,
+        "--addr",
+        &addrs[old],
+        "--to",
+        NAMES[target],
+        &shard,
+    ]);
+    assert!(ok, "{text}");
+    println!(
+        "switchover to {} took {:?}",
+        NAMES[target],
+        switch_started.elapsed()
+    );
+    assert!(
+        text.contains(&format!("{} is the primary", NAMES[target])),
+        "{text}"
+    );
+    eventually("every node's map naming the new primary", || async {
+        primary_index(&asker, &members).await == target
+    })
+    .await;
+    let acks_then = writer.count.load(Ordering::Relaxed);
+    writer.until(acks_then + AFTER).await;
+    let (acked, _) = writer.finish().await;
+    let keys: Vec<String> = acked.keys().cloned().collect();
+    for batch in keys.chunks(500) {
+        let got = cluster.get_many(batch.iter().cloned()).await.unwrap();
+        for (key, entry) in batch.iter().zip(got) {
+            let entry = entry.unwrap_or_else(|| panic!("acknowledged {key} lost"));
+            assert_eq!(entry.value, acked[key].as_bytes(), "{key}");
+        }
+    }
+    let old_link = members[target].repl_addr.to_string();
+    let back = members[old].ca_client(&certs).await;
+    eventually("the old primary following its successor", || async {
+        let i = info(&back).await;
+        i.get("role").map(String::as_str) == Some("replica") && i.get("primary") == Some(&old_link)
+    })
+    .await;
+    let primary = members[target].ca_client(&certs).await;
+    let mut others = Vec::new();
+    for (i, m) in members.iter().enumerate().filter(|(i, _)| *i != target) {
+        others.push((i, m.ca_client(&certs).await));
+    }
+    let refs: Vec<&Client> = others.iter().map(|(_, c)| c).collect();
+    converged(&primary, &refs).await;
+    let leader_infos = {
+        let mut all = Vec::new();
+        for m in &members {
+            all.push(info(&m.ca_client(&certs).await).await);
+        }
+        all
+    };
+    assert!(
+        leader_infos.iter().any(|i| i
+            .get("cluster_failover_last")
+            .is_some_and(|l| l.contains("switchover asked for"))),
+        "the leader records the switchover: {leader_infos:?}"
+    );
 }

@@ -102,6 +102,24 @@ impl Health {
         self.timing
     }
 
+    /// Starts a switchover of `shard` (see [`Detector::plan`]); `None` when
+    /// this node does not lead.
+    pub fn plan(
+        &self,
+        group: &MetaGroup,
+        map: &super::map::ClusterMap,
+        shard: ShardId,
+        to: Option<NodeId>,
+    ) -> Option<Result<(), String>> {
+        let now = self.now_ms();
+        self.with_detector(group, |d| d.plan(map, shard, to, now))
+    }
+
+    /// Gives up a switchover that is not being committed.
+    pub fn cancel(&self, group: &MetaGroup, shard: ShardId) {
+        self.with_detector(group, |d| d.cancel(shard));
+    }
+
     /// The detector for the current leadership, made anew for a new term;
     /// `None` when not leading.
     fn with_detector<T>(&self, group: &MetaGroup, f: impl FnOnce(&mut Detector) -> T) -> Option<T> {
@@ -192,9 +210,7 @@ pub async fn failover_loop(node: Weak<ClusterNode>) {
             return;
         };
         let every = Duration::from_millis(strong.health().timing.heartbeat_ms);
-        if strong.health().automatic {
-            failover_pass(&strong).await;
-        }
+        failover_pass(&strong).await;
         drop(strong);
         tokio::time::sleep(every).await;
     }
@@ -204,15 +220,24 @@ async fn failover_pass(node: &ClusterNode) {
     let health = node.health();
     let map = node.map();
     let now = health.now_ms();
-    let Some(decisions) = health.with_detector(node.group(), |d| d.tick(&map, now)) else {
+    let Some(decisions) = health.with_detector(node.group(), |d| {
+        let decisions = d.tick(&map, now);
+        // Without automatic failover only the switchovers asked for act.
+        let planned = |shard: &ShardId| d.failing().get(shard).is_some_and(|f| f.planned.is_some());
+        decisions
+            .into_iter()
+            .filter(|(shard, _)| health.automatic || planned(shard))
+            .map(|(shard, decision)| (shard, decision, planned(&shard)))
+            .collect::<Vec<_>>()
+    }) else {
         return;
     };
     if decisions.is_empty() {
         lock(&health.failovers).waiting = None;
     }
-    for (shard, decision) in decisions {
+    for (shard, decision, planned) in decisions {
         match decision {
-            Ok(replica) => promote(node, shard, replica).await,
+            Ok(replica) => promote(node, shard, replica, planned).await,
             Err(waiting) => note_waiting(health, shard, &waiting),
         }
     }
@@ -227,7 +252,7 @@ fn note_waiting(health: &Health, shard: ShardId, waiting: &Waiting) {
     }
 }
 
-async fn promote(node: &ClusterNode, shard: ShardId, replica: NodeId) {
+async fn promote(node: &ClusterNode, shard: ShardId, replica: NodeId, planned: bool) {
     let health = node.health();
     let mark = |on: bool| {
         health.with_detector(node.group(), |d| d.committing(shard, on));
@@ -240,9 +265,17 @@ async fn promote(node: &ClusterNode, shard: ShardId, replica: NodeId) {
     let within = Duration::from_millis(health.timing.failover_timeout_ms);
     match tokio::time::timeout(within, node.group().propose(cmd)).await {
         Ok(Ok(version)) => {
+            let cause = if planned {
+                "switchover asked for".to_string()
+            } else {
+                format!(
+                    "primary silent for {} ms",
+                    health.timing.failover_timeout_ms
+                )
+            };
             let why = format!(
-                "shard {shard}: primary silent for {} ms; node {} promoted (map version {version})",
-                health.timing.failover_timeout_ms, replica.0
+                "shard {shard}: {cause}; node {} promoted (map version {version})",
+                replica.0
             );
             info!("{why}");
             let mut log = lock(&health.failovers);

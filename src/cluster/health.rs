@@ -75,6 +75,17 @@ pub enum Waiting {
     Positions(Vec<NodeId>),
     /// No replica of the primary's history has its data whole.
     NoCandidate,
+    /// A planned switchover: the primary's lease is running out.
+    Fencing {
+        /// Until the primary has surely stopped writing.
+        left_ms: u64,
+    },
+    /// A planned switchover: the primary's final position is not known
+    /// yet, or no candidate has caught up with it.
+    CatchingUp {
+        /// The primary's final applied seq, once heard.
+        primary_seq: Option<u64>,
+    },
 }
 
 impl std::fmt::Display for Waiting {
@@ -92,6 +103,19 @@ impl std::fmt::Display for Waiting {
             Waiting::NoCandidate => write!(
                 f,
                 "no replica holds the failed primary's history with its data whole"
+            ),
+            Waiting::Fencing { left_ms } => write!(
+                f,
+                "switchover: waiting {left_ms} ms more for the primary's lease to run out"
+            ),
+            Waiting::CatchingUp { primary_seq: None } => {
+                write!(f, "switchover: waiting for the primary's final position")
+            }
+            Waiting::CatchingUp {
+                primary_seq: Some(seq),
+            } => write!(
+                f,
+                "switchover: waiting for a replica to catch up with the primary's seq {seq}"
             ),
         }
     }
@@ -113,6 +137,9 @@ pub struct Failover {
     pub declared_ms: u64,
     /// A promotion is being committed: no lease, no change of mind.
     pub committing: bool,
+    /// A switchover an operator asked for (the primary is alive), to this
+    /// replica or the best one: `Some(to)`.
+    pub planned: Option<Option<NodeId>>,
 }
 
 /// The leader's view of the nodes' heartbeats.
@@ -153,7 +180,7 @@ impl Detector {
             self.primary_history.insert(report.node, report.repl_id);
         }
         self.failing
-            .retain(|_, f| f.committing || f.primary != report.node);
+            .retain(|_, f| f.committing || f.planned.is_some() || f.primary != report.node);
         self.heard.insert(
             report.node,
             Heard {
@@ -208,14 +235,114 @@ impl Detector {
                     primary: s.primary,
                     declared_ms: now_ms - silence + timeout,
                     committing: false,
+                    planned: None,
                 },
             );
         }
         self.failing
             .iter()
             .filter(|(_, f)| !f.committing)
-            .map(|(id, f)| (*id, self.choose(map, *id, f.declared_ms)))
+            .map(|(id, f)| {
+                let choice = match f.planned {
+                    Some(to) => self.choose_planned(map, *id, f, to, now_ms),
+                    None => self.choose(map, *id, f.declared_ms),
+                };
+                (*id, choice)
+            })
             .collect()
+    }
+
+    /// Starts a switchover of `shard` to `to` (or its best replica): no
+    /// lease from now on, so the primary stops writing within twice a
+    /// lease; then the replica that has caught up with the primary's final
+    /// position is promoted (zero loss). Refused for an unknown shard, one
+    /// without replicas or failing over already, or a `to` not a replica.
+    ///
+    /// # Errors
+    ///
+    /// Why it cannot start.
+    pub fn plan(
+        &mut self,
+        map: &ClusterMap,
+        shard: ShardId,
+        to: Option<NodeId>,
+        now_ms: u64,
+    ) -> Result<(), String> {
+        let info = map
+            .shards()
+            .get(&shard)
+            .ok_or_else(|| format!("no shard {shard} in the map"))?;
+        if info.replicas.is_empty() {
+            return Err(format!("shard {shard} has no replica to switch to"));
+        }
+        if let Some(to) = to
+            && !info.replicas.contains(&to)
+        {
+            return Err(format!("node {} is not a replica of shard {shard}", to.0));
+        }
+        if self.failing.contains_key(&shard) {
+            return Err(format!("shard {shard} is failing over already"));
+        }
+        self.failing.insert(
+            shard,
+            Failover {
+                primary: info.primary,
+                declared_ms: now_ms + 2 * self.timing.lease_ms,
+                committing: false,
+                planned: Some(to),
+            },
+        );
+        Ok(())
+    }
+
+    /// Gives up a switchover not being committed: the primary gets its
+    /// lease again.
+    pub fn cancel(&mut self, shard: ShardId) {
+        self.failing
+            .retain(|id, f| *id != shard || f.committing || f.planned.is_none());
+    }
+
+    /// A switchover's candidate: once the primary's lease has run out, a
+    /// replica (`to`, or any) of its history whose applied seq reached the
+    /// primary's final one. A primary that went silent meanwhile is failed
+    /// over as any other.
+    fn choose_planned(
+        &self,
+        map: &ClusterMap,
+        shard: ShardId,
+        f: &Failover,
+        to: Option<NodeId>,
+        now_ms: u64,
+    ) -> Result<NodeId, Waiting> {
+        if now_ms <= f.declared_ms {
+            return Err(Waiting::Fencing {
+                left_ms: f.declared_ms - now_ms,
+            });
+        }
+        let fresh = |n: &NodeId| {
+            self.heard
+                .get(n)
+                .filter(|h| h.at_ms > f.declared_ms)
+                .map(|h| &h.report)
+        };
+        let Some(last) = fresh(&f.primary) else {
+            if self.silence_ms(f.primary, now_ms) >= self.timing.failover_timeout_ms {
+                return self.choose(map, shard, f.declared_ms);
+            }
+            return Err(Waiting::CatchingUp { primary_seq: None });
+        };
+        let info = map.shards().get(&shard).ok_or(Waiting::NoCandidate)?;
+        info.replicas
+            .iter()
+            .filter(|r| to.is_none_or(|t| t == **r))
+            .filter_map(fresh)
+            .filter(|r| !r.full_sync && r.repl_id == last.repl_id)
+            .filter(|r| r.applied_seq >= last.applied_seq)
+            .max_by_key(|r| (r.applied_seq, std::cmp::Reverse(r.node)))
+            .map(|r| r.node)
+            .ok_or(Waiting::CatchingUp {
+                primary_seq: Some(last.applied_seq),
+            })
     }
 
     /// Marks `shard`'s promotion as being committed (`true`) or, after a

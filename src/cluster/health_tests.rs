@@ -214,3 +214,45 @@ fn lost_and_late_heartbeats_do_not_fail_over_a_healthy_primary() {
         }
     }
 }
+
+#[test]
+fn a_planned_switchover_fences_then_waits_for_the_target_to_catch_up() {
+    let map = map();
+    let mut d = Detector::new(TIMING, 0);
+    all_report(&mut d, 1000);
+    assert!(d.plan(&map, ShardId(2), None, 1000).is_err(), "no replica");
+    assert!(
+        d.plan(&map, ShardId(1), Some(id("q")), 1000).is_err(),
+        "not its replica"
+    );
+    d.plan(&map, ShardId(1), Some(id("r1")), 1000).unwrap();
+    assert!(
+        d.plan(&map, ShardId(1), None, 1000).is_err(),
+        "once at a time"
+    );
+    assert!(!d.may_lease(&map, id("p")), "no lease from the start");
+    assert_eq!(
+        d.tick(&map, 3000),
+        vec![(ShardId(1), Err(Waiting::Fencing { left_ms: 2000 }))]
+    );
+    // The primary, alive, reports its final position after the fence.
+    d.observe(5100, report("p", true, 120));
+    d.observe(5100, report("r1", false, 118));
+    d.observe(5100, report("r2", false, 120));
+    assert!(!d.may_lease(&map, id("p")), "heard again, still switching");
+    assert_eq!(
+        d.tick(&map, 5100),
+        vec![(
+            ShardId(1),
+            Err(Waiting::CatchingUp {
+                primary_seq: Some(120)
+            })
+        )],
+        "r2 has caught up, but the target is r1"
+    );
+    d.observe(5300, report("r1", false, 120));
+    assert_eq!(d.tick(&map, 5300), vec![(ShardId(1), Ok(id("r1")))]);
+    // Called off before the commit: the primary leases again.
+    d.cancel(ShardId(1));
+    assert!(d.may_lease(&map, id("p")));
+}

@@ -39,6 +39,10 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// caller, or the reconcile loop, forever.
 const GROUP_CALL_WITHIN: Duration = Duration::from_secs(10);
 
+/// How long a switchover waits, once the primary's lease ran out, for a
+/// replica to catch up with it before it is called off.
+const SWITCHOVER_CATCH_UP: Duration = Duration::from_secs(30);
+
 /// The `[cluster]` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -433,6 +437,64 @@ impl ClusterNode {
                 )))
             });
         proposed.map_err(|e| meta_error(&e, &self.map()))
+    }
+
+    /// A planned switchover of `shard`'s primary to the replica named `to`
+    /// (or the best caught-up one), with no write lost: waits until the map
+    /// names the new primary.
+    ///
+    /// # Errors
+    ///
+    /// `NotLeader`; `BadRequest` for a switchover the map does not allow;
+    /// `Timeout` when no replica caught up in time (the primary then takes
+    /// writes again).
+    pub async fn switchover(
+        &self,
+        shard: u32,
+        to: Option<&str>,
+    ) -> Result<Vec<(String, String)>, ErrorReply> {
+        let map = self.map();
+        let shard = super::ring::ShardId(shard);
+        let old = map.shards().get(&shard).map(|s| s.primary);
+        let planned = self
+            .health
+            .plan(&self.group, &map, shard, to.map(NodeId::of_name));
+        let Some(planned) = planned else {
+            let status = self.group.status();
+            let leader = status.leader.map(|id| super::raft::LeaderRef {
+                id,
+                addr: status.members.get(&id).cloned(),
+            });
+            return Err(meta_error(&MetaError::NotLeader { leader }, &map));
+        };
+        planned.map_err(|e| ErrorReply::new(ErrorCode::BadRequest, e))?;
+        let t = self.health.timing();
+        let within = Duration::from_millis(2 * t.lease_ms) + SWITCHOVER_CATCH_UP;
+        let mut maps = self.group.map();
+        let moved = tokio::time::timeout(
+            within,
+            maps.wait_for(|m| m.shards().get(&shard).map(|s| s.primary) != old),
+        )
+        .await;
+        let Ok(Ok(map)) = moved else {
+            self.health.cancel(&self.group, shard);
+            return Err(ErrorReply::new(
+                ErrorCode::Timeout,
+                format!(
+                    "no replica of shard {shard} caught up with its primary within {within:?}; \
+                     the primary takes writes again"
+                ),
+            ));
+        };
+        let primary = map
+            .shards()
+            .get(&shard)
+            .and_then(|s| map.nodes().get(&s.primary))
+            .map_or(String::new(), |n| n.name.clone());
+        Ok(vec![
+            ("map_version".into(), map.version().to_string()),
+            ("primary".into(), primary),
+        ])
     }
 
     /// `cluster_*` lines for `Info`.

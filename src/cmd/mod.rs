@@ -113,7 +113,8 @@ pub fn required_role(req: &Request) -> Option<Role> {
         Request::Promote
         | Request::ReplicaOf { .. }
         | Request::ClusterInit
-        | Request::ClusterPropose { .. } => Some(Role::Admin),
+        | Request::ClusterPropose { .. }
+        | Request::ClusterFailover { .. } => Some(Role::Admin),
         _ if is_heavy(req) => Some(Role::Admin),
         _ if req.needs_write() => Some(Role::ReadWrite),
         _ => Some(Role::ReadOnly),
@@ -195,6 +196,7 @@ impl Node {
                     | Request::ClusterInit
                     | Request::ClusterPropose { .. }
                     | Request::ClusterMapSince { .. }
+                    | Request::ClusterFailover { .. }
             );
         if reads && !self.repl.serves_reads() {
             return Response::error(
@@ -268,7 +270,8 @@ impl Node {
             Request::ClusterMap
             | Request::ClusterInit
             | Request::ClusterPropose { .. }
-            | Request::ClusterMapSince { .. } => {
+            | Request::ClusterMapSince { .. }
+            | Request::ClusterFailover { .. } => {
                 return self.cluster_request(req).await;
             }
             // Reads.
@@ -361,6 +364,10 @@ impl Node {
                 .propose(&command)
                 .await
                 .map(|v| Response::Info(vec![("map_version".into(), v.to_string())])),
+            Request::ClusterFailover { shard, to } => cluster
+                .switchover(shard, to.as_deref())
+                .await
+                .map(Response::Info),
             _ => return Response::error(ErrorCode::Internal, "not a cluster request"),
         };
         result.unwrap_or_else(Response::Error)

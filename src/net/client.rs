@@ -1419,6 +1419,23 @@ impl Client {
         }
     }
 
+    /// Admin: a planned switchover of `shard` to the replica named `to`
+    /// (or the best caught-up one), on the metadata leader; answers once
+    /// the map names the new primary (`map_version`, `primary`). It takes
+    /// at least twice the cluster's lease: give the client a request
+    /// timeout to match.
+    pub async fn cluster_failover(
+        &self,
+        shard: u32,
+        to: Option<&str>,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        self.pairs(Request::ClusterFailover {
+            shard,
+            to: to.map(str::to_string),
+        })
+        .await
+    }
+
     /// The node's committed cluster map if it is newer than `version`;
     /// `None` when the node's map is not newer. A node too old to know the
     /// request (it answers `BadRequest`) is asked for its whole map.

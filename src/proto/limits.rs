@@ -177,7 +177,8 @@ impl Request {
             | Request::ClusterMap
             | Request::ClusterInit
             | Request::ClusterPropose { .. }
-            | Request::ClusterMapSince { .. } => Ok(()),
+            | Request::ClusterMapSince { .. }
+            | Request::ClusterFailover { .. } => Ok(()),
             Request::Get { key }
             | Request::Ttl { key }
             | Request::Persist { key, .. }

@@ -200,6 +200,17 @@ pub enum Request {
         /// The version the client already has (0: none).
         version: u64,
     },
+    /// Admin: a planned switchover of a shard's primary with no write lost
+    /// (proto-docs/cluster.md §6); answered with [`Response::Info`]
+    /// (`map_version`, `primary`) once the map names the new primary. Only
+    /// the metadata leader takes it: another node answers `NotLeader`.
+    // wire index 23
+    ClusterFailover {
+        /// The shard.
+        shard: u32,
+        /// The replica to promote, by name; `None`: the best caught-up one.
+        to: Option<String>,
+    },
 }
 
 /// One entry of a [`Request::MultiSet`].
@@ -264,11 +275,13 @@ pub enum Op {
     ClusterPropose,
     #[allow(missing_docs)]
     ClusterMapSince,
+    #[allow(missing_docs)]
+    ClusterFailover,
 }
 
 impl Op {
     /// Every operation, in wire order.
-    pub const ALL: [Op; 23] = [
+    pub const ALL: [Op; 24] = [
         Op::Hello,
         Op::Ping,
         Op::Get,
@@ -292,6 +305,7 @@ impl Op {
         Op::ClusterInit,
         Op::ClusterPropose,
         Op::ClusterMapSince,
+        Op::ClusterFailover,
     ];
 
     /// The operation's snake_case name, for logs and metrics labels.
@@ -320,6 +334,7 @@ impl Op {
             Op::ClusterInit => "cluster_init",
             Op::ClusterPropose => "cluster_propose",
             Op::ClusterMapSince => "cluster_map_since",
+            Op::ClusterFailover => "cluster_failover",
         }
     }
 }
@@ -352,6 +367,7 @@ impl Request {
             Request::ClusterInit => Op::ClusterInit,
             Request::ClusterPropose { .. } => Op::ClusterPropose,
             Request::ClusterMapSince { .. } => Op::ClusterMapSince,
+            Request::ClusterFailover { .. } => Op::ClusterFailover,
         }
     }
 
@@ -386,7 +402,8 @@ impl Request {
             | Request::ClusterMap
             | Request::ClusterInit
             | Request::ClusterPropose { .. }
-            | Request::ClusterMapSince { .. } => false,
+            | Request::ClusterMapSince { .. }
+            | Request::ClusterFailover { .. } => false,
         }
     }
 
@@ -404,7 +421,10 @@ impl Request {
         match self {
             // A second proposal of the same command may be refused (a
             // duplicate node), though the first was committed.
-            Request::Incr { .. } | Request::ClusterPropose { .. } | Request::ClusterInit => false,
+            Request::Incr { .. }
+            | Request::ClusterPropose { .. }
+            | Request::ClusterInit
+            | Request::ClusterFailover { .. } => false,
             Request::Set { condition, .. } | Request::Delete { condition, .. } => {
                 matches!(condition, Condition::Always | Condition::IfPresent)
             }
@@ -455,7 +475,8 @@ impl Request {
             | Request::ClusterMap
             | Request::ClusterInit
             | Request::ClusterPropose { .. }
-            | Request::ClusterMapSince { .. } => None,
+            | Request::ClusterMapSince { .. }
+            | Request::ClusterFailover { .. } => None,
         }
     }
 }
@@ -825,6 +846,7 @@ mod tests {
                 command: Bytes::from_static(&[0, 0x80, 0x02]),
             },
             Request::ClusterMapSince { version: 0 },
+            Request::ClusterFailover { shard: 1, to: None },
         ]
     }
 
@@ -899,7 +921,7 @@ mod tests {
         // `Request::op` is the pinned table: an exhaustive match, so a
         // new variant does not compile until it is given its index there.
         let all = one_of_each_request();
-        assert_eq!(all.len(), 23, "one sample per request kind");
+        assert_eq!(all.len(), 24, "one sample per request kind");
         assert_eq!(all.len(), Op::ALL.len());
         for (i, req) in all.iter().enumerate() {
             let want = req.op() as usize;
@@ -978,7 +1000,10 @@ mod tests {
         for req in one_of_each_request() {
             let expect = !matches!(
                 req,
-                Request::Incr { .. } | Request::ClusterPropose { .. } | Request::ClusterInit
+                Request::Incr { .. }
+                    | Request::ClusterPropose { .. }
+                    | Request::ClusterInit
+                    | Request::ClusterFailover { .. }
             );
             assert_eq!(req.is_idempotent(), expect, "{}", req.op_name());
             if !req.needs_write() {

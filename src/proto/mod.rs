@@ -407,6 +407,13 @@ mod tests {
                 })),
             ),
             (
+                "cluster-failover-request",
+                Req(Request::ClusterFailover {
+                    shard: 1,
+                    to: Some("n2".into()),
+                }),
+            ),
+            (
                 "cluster-map-since-request",
                 Req(Request::ClusterMapSince { version: 3 }),
             ),

@@ -103,7 +103,31 @@ node serves the final map and prints the status table.")]
         #[command(flatten)]
         connect: Connect,
     },
+    /// Switch a shard's primary to one of its replicas with no write lost:
+    /// the primary's lease is withdrawn, so it stops taking writes; once a
+    /// replica has caught up with it, that replica is made the primary.
+    #[command(after_help = "\
+Writes to the shard wait (clients retry) from the start until the new primary \
+takes them: at least twice the cluster's lease_ms. If no replica catches up \
+within 30 s more, the switchover is called off and the primary takes writes again.")]
+    Failover {
+        /// Any node of the cluster.
+        #[arg(long, value_name = "ADDR")]
+        addr: String,
+        /// The shard whose primary changes.
+        #[arg(value_name = "SHARD")]
+        shard: u32,
+        /// The replica to promote, by name (default: the best caught-up one).
+        #[arg(long, value_name = "NODE")]
+        to: Option<String>,
+        #[command(flatten)]
+        connect: Connect,
+    },
 }
+
+/// Bound on one switchover request: twice a lease plus the catch-up wait
+/// the node allows, with room to spare.
+const SWITCHOVER_WITHIN: Duration = Duration::from_secs(120);
 
 /// Runs `cluster`.
 ///
@@ -131,6 +155,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 node,
                 connect,
             } => remove_node(connect, addr, node).await,
+            Command::Failover {
+                addr,
+                shard,
+                to,
+                connect,
+            } => failover(connect, addr, *shard, to.as_deref()).await,
         }
     })
 }
@@ -149,6 +179,15 @@ struct Member {
 
 impl Connect {
     async fn client(&self, addr: &str) -> anyhow::Result<Client> {
+        self.client_with(addr, |c| c).await
+    }
+
+    /// A client whose config `customize` adjusts (timeouts, retries).
+    async fn client_with(
+        &self,
+        addr: &str,
+        customize: impl FnOnce(ClientConfig) -> ClientConfig,
+    ) -> anyhow::Result<Client> {
         let socket = tokio::net::lookup_host(addr)
             .await
             .with_context(|| format!("cannot resolve {addr}"))?
@@ -162,7 +201,7 @@ impl Connect {
         if let Some(token) = &self.token {
             config = config.with_token(token.clone());
         }
-        Client::connect(config)
+        Client::connect(customize(config))
             .await
             .with_context(|| format!("cannot connect to {addr}"))
     }
@@ -410,4 +449,46 @@ async fn remove_node(connect: &Connect, addr: &str, node: &str) -> anyhow::Resul
     let version = propose(connect, addr, &MapCommand::RemoveNode { id }).await?;
     println!("{node} left the cluster (map version {version})");
     Ok(())
+}
+
+/// A planned switchover, sent to the metadata leader (following
+/// `NotLeader`).
+async fn failover(
+    connect: &Connect,
+    addr: &str,
+    shard: u32,
+    to: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut target = addr.to_string();
+    for _ in 0..5 {
+        let client = connect
+            .client_with(&target, |c| {
+                c.with_request_timeout(SWITCHOVER_WITHIN).with_retries(0)
+            })
+            .await?;
+        eprintln!("switching shard {shard} over via {target}; its writes wait meanwhile");
+        match client.cluster_failover(shard, to).await {
+            Ok(pairs) => {
+                let get = |k: &str| {
+                    pairs
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .map_or(String::new(), |(_, v)| v.clone())
+                };
+                println!(
+                    "shard {shard}: {} is the primary (map version {})",
+                    get("primary"),
+                    get("map_version")
+                );
+                return Ok(());
+            }
+            Err(ClientError::Server {
+                code: ErrorCode::NotLeader,
+                leader_hint: Some(leader),
+                ..
+            }) => target = leader,
+            Err(e) => bail!("switchover of shard {shard} failed: {e}"),
+        }
+    }
+    bail!("no metadata leader took the switchover")
 }
