@@ -149,7 +149,13 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
         assert!(text.contains("map version 7"), "{addr}: {text}");
         for name in NAMES {
             assert!(text.contains(name), "{name} missing from {addr}'s\n{text}");
+            assert!(
+                text.contains(&format!("{name} ")) && text.contains("heartbeats last heard"),
+                "no heartbeat age of {name} in {addr}'s\n{text}"
+            );
         }
+        assert!(text.contains("failovers by this leader: 0"), "{text}");
+        assert!(text.contains("lease"), "{text}");
     }
 
     // SIGKILL the metadata leader (the first node: it started the group);

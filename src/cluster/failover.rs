@@ -115,6 +115,14 @@ impl Health {
         self.with_detector(group, |d| d.plan(map, shard, to, now))
     }
 
+    /// On the leader: how long ago each of `nodes` was last heard, in ms.
+    pub fn heartbeat_ages(&self, group: &MetaGroup, nodes: &[NodeId]) -> Option<Vec<u64>> {
+        let now = self.now_ms();
+        self.with_detector(group, |d| {
+            nodes.iter().map(|n| d.silence_ms(*n, now)).collect()
+        })
+    }
+
     /// Gives up a switchover that is not being committed.
     pub fn cancel(&self, group: &MetaGroup, shard: ShardId) {
         self.with_detector(group, |d| d.cancel(shard));

@@ -544,6 +544,13 @@ impl ClusterNode {
         if let Some(waiting) = failovers.waiting {
             out.push(("cluster_failover_waiting".into(), waiting));
         }
+        let ids: Vec<NodeId> = map.nodes().keys().copied().collect();
+        if let Some(ages) = self.health.heartbeat_ages(&self.group, &ids) {
+            for (id, age) in ids.iter().zip(ages) {
+                let name = map.nodes().get(id).map_or("?", |n| n.name.as_str());
+                out.push((format!("cluster_heartbeat_age_ms.{name}"), age.to_string()));
+            }
+        }
         out
     }
 

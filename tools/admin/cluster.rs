@@ -358,8 +358,8 @@ async fn status(connect: &Connect, addr: &str) -> anyhow::Result<()> {
         info.get("cluster_meta_term").map_or("?", String::as_str),
     );
     println!(
-        "{:<6} {:<8} {:<40} {:<7} replicas (lag)",
-        "shard", "epoch", "primary", "share"
+        "{:<6} {:<8} {:<40} {:<12} {:<7} replicas (lag)",
+        "shard", "epoch", "primary", "lease", "share"
     );
     for shard in &map.shards {
         let mut lags = Vec::new();
@@ -371,11 +371,21 @@ async fn status(connect: &Connect, addr: &str) -> anyhow::Result<()> {
             ));
         }
         let share = shares.get(&ShardId(shard.id)).copied().unwrap_or(0);
+        let lease = node_info(connect, &map, shard.primary, "cluster_lease_left_ms")
+            .await
+            .map_or("?".to_string(), |ms| {
+                if ms == "0" {
+                    "none".to_string()
+                } else {
+                    format!("{ms} ms")
+                }
+            });
         println!(
-            "{:<6} {:<8} {:<40} {:>5.1}%  {}",
+            "{:<6} {:<8} {:<40} {:<12} {:>5.1}%  {}",
             shard.id,
             shard.epoch,
             name(shard.primary),
+            lease,
             f64::from(share) * 100.0 / f64::from(strata::cluster::SLOTS),
             if lags.is_empty() {
                 "-".to_string()
@@ -384,7 +394,49 @@ async fn status(connect: &Connect, addr: &str) -> anyhow::Result<()> {
             },
         );
     }
+    leader_view(connect, &map, &info).await;
     Ok(())
+}
+
+/// What the metadata leader knows of the nodes' health: heartbeat ages,
+/// the primaries' leases, failovers.
+async fn leader_view(connect: &Connect, map: &ClusterMapReply, info: &BTreeMap<String, String>) {
+    let leader = info
+        .get("cluster_meta_leader")
+        .and_then(|l| l.parse::<u64>().ok())
+        .and_then(|id| map.nodes.iter().find(|n| n.id == id));
+    let Some(leader) = leader else {
+        println!("no metadata leader known: heartbeats and leases are not being answered");
+        return;
+    };
+    let pairs = match connect.client(&leader.client_addr).await {
+        Ok(client) => client.info().await.map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    let pairs: BTreeMap<String, String> = match pairs {
+        Ok(p) => p.into_iter().collect(),
+        Err(e) => {
+            println!("the metadata leader {} did not answer: {e}", leader.name);
+            return;
+        }
+    };
+    let ages: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix("cluster_heartbeat_age_ms.")?;
+            Some(format!("{name} {v} ms"))
+        })
+        .collect();
+    println!("heartbeats last heard by the leader: {}", ages.join(", "));
+    let get = |k: &str| pairs.get(k).map_or("-", String::as_str);
+    println!(
+        "failovers by this leader: {}  last: {}",
+        get("cluster_failovers"),
+        get("cluster_failover_last")
+    );
+    if let Some(waiting) = pairs.get("cluster_failover_waiting") {
+        println!("failing over now: {waiting}");
+    }
 }
 
 /// Slots per shard, from the ring the map describes.
@@ -394,6 +446,24 @@ fn shares(map: &ClusterMapReply) -> anyhow::Result<BTreeMap<ShardId, u32>> {
     }
     let ids: Vec<ShardId> = map.shards.iter().map(|s| ShardId(s.id)).collect();
     Ok(Ring::new(&ids, map.vnodes)?.slot_table().shares())
+}
+
+/// One field of a node's own `Info`, if it answers.
+async fn node_info(
+    connect: &Connect,
+    map: &ClusterMapReply,
+    id: u64,
+    field: &str,
+) -> Option<String> {
+    let node = map.nodes.iter().find(|n| n.id == id)?;
+    let pairs = connect
+        .client(&node.client_addr)
+        .await
+        .ok()?
+        .info()
+        .await
+        .ok()?;
+    pairs.into_iter().find(|(k, _)| k == field).map(|(_, v)| v)
 }
 
 /// A replica's lag as its own `Info` tells it (or why it could not).
