@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use common::cluster::{Member, admin, converged, eventually, gen_certs, info};
+use common::cluster::{Member, admin, converged, eventually, gen_certs, info, metric};
 use strata::cluster::client::{ClusterClient, ClusterClientConfig};
 use strata::net::client::{Client, ServerTrust, SetOptions};
 use strata::types::{AckPolicy, OnTimeout};
@@ -292,4 +292,12 @@ async fn a_killed_primary_is_replaced_without_losing_acknowledged_writes() {
             .is_some_and(|l| l.contains("switchover asked for"))),
         "the leader records the switchover: {leader_infos:?}"
     );
+    let metric_sum = |series: &str| -> f64 {
+        members
+            .iter()
+            .map(|m| metric(&m.node.metrics(), series).unwrap_or(0.0))
+            .sum()
+    };
+    assert!(metric_sum("strata_cluster_failovers_total") >= 1.0);
+    assert!(metric_sum("strata_cluster_map_version") > 0.0);
 }

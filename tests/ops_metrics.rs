@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use common::cluster::{Member, gen_certs};
 use common::node::TestNode;
 
 /// Every `strata_*` metric name in a text, with histogram suffixes removed.
@@ -33,17 +34,32 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-#[test]
-fn alert_rules_and_dashboard_use_exported_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = TestNode::start(dir.path(), &[]);
-    let exported: BTreeSet<String> = node
-        .metrics()
+/// The metric families a node's /metrics declares.
+fn exported(metrics: &str) -> BTreeSet<String> {
+    metrics
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_and_dashboard_use_exported_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(&dir.path().join("single"), &[]);
+    let mut exported = exported(&node.metrics());
+    // A cluster member leading its metadata group exports the cluster
+    // families too.
+    let certs = dir.path().join("certs");
+    gen_certs(&certs, &["m1"]);
+    let member = Member::start_in_cluster(dir.path(), &certs, "m1");
+    member.ca_client(&certs).await.cluster_init().await.unwrap();
+    exported.extend(self::exported(&member.node.metrics()));
+    assert!(
+        exported.contains("strata_cluster_heartbeat_age_seconds"),
+        "{exported:?}"
+    );
     assert!(
         exported.contains("strata_request_duration_seconds"),
         "{exported:?}"

@@ -407,6 +407,9 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
             metrics.register(&mut registry);
             store.register_metrics(&mut registry);
             repl.register_metrics(&mut registry);
+            if let Some(member) = &cluster {
+                member.register_metrics(&mut registry);
+            }
             if let Some(resp) = &resp {
                 resp.register_metrics(&mut registry);
             }

@@ -13,6 +13,7 @@ pub mod client;
 pub mod failover;
 pub mod health;
 pub mod map;
+mod metrics;
 pub mod node;
 pub mod raft;
 pub mod ring;
