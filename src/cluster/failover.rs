@@ -123,6 +123,19 @@ impl Health {
         })
     }
 
+    /// An unclean promotion's candidate for a failing `shard` (see
+    /// [`Detector::unclean`]); `None` when this node does not lead.
+    pub fn unclean(
+        &self,
+        group: &MetaGroup,
+        map: &super::map::ClusterMap,
+        shard: ShardId,
+        to: Option<NodeId>,
+        mark: bool,
+    ) -> Option<Result<super::health::Unclean, String>> {
+        self.with_detector(group, |d| d.unclean(map, shard, to, mark))
+    }
+
     /// Gives up a switchover that is not being committed.
     pub fn cancel(&self, group: &MetaGroup, shard: ShardId) {
         self.with_detector(group, |d| d.cancel(shard));
@@ -245,7 +258,17 @@ async fn failover_pass(node: &ClusterNode) {
     }
     for (shard, decision, planned) in decisions {
         match decision {
-            Ok(replica) => promote(node, shard, replica, planned).await,
+            Ok(replica) => {
+                let cause = if planned {
+                    "switchover asked for".to_string()
+                } else {
+                    format!(
+                        "primary silent for {} ms",
+                        health.timing.failover_timeout_ms
+                    )
+                };
+                promote(node, shard, replica, &cause).await;
+            }
             Err(waiting) => note_waiting(health, shard, &waiting),
         }
     }
@@ -260,7 +283,9 @@ fn note_waiting(health: &Health, shard: ShardId, waiting: &Waiting) {
     }
 }
 
-async fn promote(node: &ClusterNode, shard: ShardId, replica: NodeId, planned: bool) {
+/// Commits `replica` as `shard`'s primary, for `cause` (logged and kept);
+/// a commit that fails leaves the shard to the next pass.
+pub(crate) async fn promote(node: &ClusterNode, shard: ShardId, replica: NodeId, cause: &str) {
     let health = node.health();
     let mark = |on: bool| {
         health.with_detector(node.group(), |d| d.committing(shard, on));
@@ -273,14 +298,6 @@ async fn promote(node: &ClusterNode, shard: ShardId, replica: NodeId, planned: b
     let within = Duration::from_millis(health.timing.failover_timeout_ms);
     match tokio::time::timeout(within, node.group().propose(cmd)).await {
         Ok(Ok(version)) => {
-            let cause = if planned {
-                "switchover asked for".to_string()
-            } else {
-                format!(
-                    "primary silent for {} ms",
-                    health.timing.failover_timeout_ms
-                )
-            };
             let why = format!(
                 "shard {shard}: {cause}; node {} promoted (map version {version})",
                 replica.0

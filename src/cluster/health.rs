@@ -121,6 +121,17 @@ impl std::fmt::Display for Waiting {
     }
 }
 
+/// The candidate of an unclean promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unclean {
+    /// The replica to promote.
+    pub node: NodeId,
+    /// Records the failed primary had applied, at its last report, that
+    /// this replica lacks (`None`: the primary was never heard). Writes
+    /// after that report may be lost too.
+    pub behind: Option<u64>,
+}
+
 /// A report as the leader keeps it.
 #[derive(Debug, Clone)]
 struct Heard {
@@ -293,6 +304,58 @@ impl Detector {
             },
         );
         Ok(())
+    }
+
+    /// For a shard failing over that cannot promote cleanly (a replica
+    /// stays silent): the replica of the failed primary's history that
+    /// reported after the declaration with the highest applied seq (`to`,
+    /// if given), and how far it is behind the primary's last report. With
+    /// `mark`, the shard is marked as being committed: the caller commits.
+    ///
+    /// # Errors
+    ///
+    /// Why there is no candidate.
+    pub fn unclean(
+        &mut self,
+        map: &ClusterMap,
+        shard: ShardId,
+        to: Option<NodeId>,
+        mark: bool,
+    ) -> Result<Unclean, String> {
+        let f = *self.failing.get(&shard).ok_or_else(|| {
+            format!(
+                "shard {shard}'s primary has not failed: an unclean promotion is for a dead primary"
+            )
+        })?;
+        if f.committing || f.planned.is_some() {
+            return Err(format!("shard {shard} is being switched over already"));
+        }
+        let info = map
+            .shards()
+            .get(&shard)
+            .ok_or_else(|| format!("no shard {shard}"))?;
+        let last = self.heard.get(&f.primary).map(|h| &h.report);
+        let candidate = info
+            .replicas
+            .iter()
+            .filter(|r| to.is_none_or(|t| t == **r))
+            .filter_map(|r| self.heard.get(r).filter(|h| h.at_ms > f.declared_ms))
+            .map(|h| &h.report)
+            .filter(|r| !r.full_sync && last.is_none_or(|l| l.repl_id == r.repl_id))
+            .max_by_key(|r| (r.applied_seq, std::cmp::Reverse(r.node)))
+            .ok_or_else(|| {
+                format!(
+                    "no replica of shard {shard} has reported its position since its primary failed"
+                )
+            })?;
+        let unclean = Unclean {
+            node: candidate.node,
+            behind: last.map(|l| l.applied_seq.saturating_sub(candidate.applied_seq)),
+        };
+        if mark {
+            self.committing(shard, true);
+        }
+        Ok(unclean)
     }
 
     /// Gives up a switchover not being committed: the primary gets its

@@ -256,3 +256,36 @@ fn a_planned_switchover_fences_then_waits_for_the_target_to_catch_up() {
     d.cancel(ShardId(1));
     assert!(d.may_lease(&map, id("p")));
 }
+
+#[test]
+fn an_unclean_promotion_names_its_gap_and_needs_a_failed_primary() {
+    let map = map();
+    let mut d = Detector::new(TIMING, 0);
+    all_report(&mut d, 1000);
+    assert!(
+        d.unclean(&map, ShardId(1), None, true).is_err(),
+        "the primary has not failed"
+    );
+    // p fails; r2 stays silent too, so nothing is promoted by itself.
+    d.observe(6500, report("r1", false, 90));
+    assert_eq!(
+        d.tick(&map, 6500),
+        vec![(ShardId(1), Err(Waiting::Positions(vec![id("r2")])))]
+    );
+    assert!(
+        d.unclean(&map, ShardId(1), Some(id("r2")), false).is_err(),
+        "r2 did not report"
+    );
+    let dry = d.unclean(&map, ShardId(1), None, false).unwrap();
+    assert_eq!(
+        dry,
+        Unclean {
+            node: id("r1"),
+            behind: Some(10),
+        },
+        "p had applied 100 at its last report, r1 has 90"
+    );
+    assert_eq!(d.tick(&map, 6600).len(), 1, "a dry run changes nothing");
+    d.unclean(&map, ShardId(1), None, true).unwrap();
+    assert!(d.tick(&map, 6700).is_empty(), "being committed");
+}

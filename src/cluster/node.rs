@@ -460,12 +460,7 @@ impl ClusterNode {
             .health
             .plan(&self.group, &map, shard, to.map(NodeId::of_name));
         let Some(planned) = planned else {
-            let status = self.group.status();
-            let leader = status.leader.map(|id| super::raft::LeaderRef {
-                id,
-                addr: status.members.get(&id).cloned(),
-            });
-            return Err(meta_error(&MetaError::NotLeader { leader }, &map));
+            return Err(self.not_leader(&map));
         };
         planned.map_err(|e| ErrorReply::new(ErrorCode::BadRequest, e))?;
         let t = self.health.timing();
@@ -495,6 +490,66 @@ impl ClusterNode {
             ("map_version".into(), map.version().to_string()),
             ("primary".into(), primary),
         ])
+    }
+
+    /// An unclean promotion for a shard whose primary failed and that
+    /// cannot fail over cleanly: the best replica that reported (or `to`)
+    /// becomes primary, and the reply says how many records it was behind
+    /// the primary's last report; `dry_run` only says so.
+    ///
+    /// # Errors
+    ///
+    /// `NotLeader`; `BadRequest` when the shard is not failing over or no
+    /// replica reported; `Timeout` when the commit did not land.
+    pub async fn unclean_failover(
+        &self,
+        shard: u32,
+        to: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<(String, String)>, ErrorReply> {
+        let map = self.map();
+        let shard = super::ring::ShardId(shard);
+        let to = to.map(NodeId::of_name);
+        let Some(chosen) = self.health.unclean(&self.group, &map, shard, to, !dry_run) else {
+            return Err(self.not_leader(&map));
+        };
+        let chosen = chosen.map_err(|e| ErrorReply::new(ErrorCode::BadRequest, e))?;
+        let name = map
+            .nodes()
+            .get(&chosen.node)
+            .map_or(String::new(), |n| n.name.clone());
+        let behind = chosen
+            .behind
+            .map_or("unknown".to_string(), |b| b.to_string());
+        let mut out = vec![
+            ("promote".into(), name.clone()),
+            ("behind_records".into(), behind.clone()),
+        ];
+        if dry_run {
+            return Ok(out);
+        }
+        let cause = format!(
+            "unclean failover asked for; {name} was {behind} records behind the primary's last report"
+        );
+        failover::promote(self, shard, chosen.node, &cause).await;
+        let map = self.map();
+        if map.shards().get(&shard).map(|s| s.primary) != Some(chosen.node) {
+            return Err(ErrorReply::new(
+                ErrorCode::Timeout,
+                format!("the promotion of {name} was not committed; see the leader's log"),
+            ));
+        }
+        out.push(("map_version".into(), map.version().to_string()));
+        Ok(out)
+    }
+
+    fn not_leader(&self, map: &ClusterMap) -> ErrorReply {
+        let status = self.group.status();
+        let leader = status.leader.map(|id| super::raft::LeaderRef {
+            id,
+            addr: status.members.get(&id).cloned(),
+        });
+        meta_error(&MetaError::NotLeader { leader }, map)
     }
 
     /// `cluster_*` lines for `Info`.

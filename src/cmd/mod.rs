@@ -364,8 +364,22 @@ impl Node {
                 .propose(&command)
                 .await
                 .map(|v| Response::Info(vec![("map_version".into(), v.to_string())])),
-            Request::ClusterFailover { shard, to } => cluster
+            Request::ClusterFailover {
+                shard,
+                to,
+                unclean: false,
+                ..
+            } => cluster
                 .switchover(shard, to.as_deref())
+                .await
+                .map(Response::Info),
+            Request::ClusterFailover {
+                shard,
+                to,
+                unclean: true,
+                dry_run,
+            } => cluster
+                .unclean_failover(shard, to.as_deref(), dry_run)
                 .await
                 .map(Response::Info),
             _ => return Response::error(ErrorCode::Internal, "not a cluster request"),

@@ -1432,6 +1432,27 @@ impl Client {
         self.pairs(Request::ClusterFailover {
             shard,
             to: to.map(str::to_string),
+            unclean: false,
+            dry_run: false,
+        })
+        .await
+    }
+
+    /// Admin: promotes the best replica that reported (or `to`) of a shard
+    /// whose primary failed and that cannot fail over cleanly; with
+    /// `dry_run`, only says whom and how far behind (`promote`,
+    /// `behind_records`, and `map_version` once done).
+    pub async fn cluster_failover_unclean(
+        &self,
+        shard: u32,
+        to: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        self.pairs(Request::ClusterFailover {
+            shard,
+            to: to.map(str::to_string),
+            unclean: true,
+            dry_run,
         })
         .await
     }

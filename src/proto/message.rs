@@ -210,6 +210,13 @@ pub enum Request {
         shard: u32,
         /// The replica to promote, by name; `None`: the best caught-up one.
         to: Option<String>,
+        /// For a shard whose primary failed and that cannot fail over
+        /// cleanly (a replica stays silent): promote the best replica that
+        /// did report, accepting the loss the reply states.
+        unclean: bool,
+        /// With `unclean`: only say whom it would promote and how far
+        /// behind that replica is; change nothing.
+        dry_run: bool,
     },
 }
 
@@ -846,7 +853,12 @@ mod tests {
                 command: Bytes::from_static(&[0, 0x80, 0x02]),
             },
             Request::ClusterMapSince { version: 0 },
-            Request::ClusterFailover { shard: 1, to: None },
+            Request::ClusterFailover {
+                shard: 1,
+                to: None,
+                unclean: false,
+                dry_run: false,
+            },
         ]
     }
 

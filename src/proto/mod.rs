@@ -411,6 +411,8 @@ mod tests {
                 Req(Request::ClusterFailover {
                     shard: 1,
                     to: Some("n2".into()),
+                    unclean: false,
+                    dry_run: false,
                 }),
             ),
             (

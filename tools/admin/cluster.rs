@@ -120,6 +120,15 @@ within 30 s more, the switchover is called off and the primary takes writes agai
         /// The replica to promote, by name (default: the best caught-up one).
         #[arg(long, value_name = "NODE")]
         to: Option<String>,
+        /// For a shard whose primary died and that cannot fail over by
+        /// itself (a replica stays silent): promote the most advanced
+        /// replica that reported. Says first how far behind it is; acts
+        /// only with --yes.
+        #[arg(long)]
+        unclean: bool,
+        /// With --unclean: do it, accepting the loss it stated.
+        #[arg(long, requires = "unclean")]
+        yes: bool,
         #[command(flatten)]
         connect: Connect,
     },
@@ -159,8 +168,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 addr,
                 shard,
                 to,
+                unclean: false,
                 connect,
+                ..
             } => failover(connect, addr, *shard, to.as_deref()).await,
+            Command::Failover {
+                addr,
+                shard,
+                to,
+                unclean: true,
+                yes,
+                connect,
+            } => unclean_failover(connect, addr, *shard, to.as_deref(), *yes).await,
         }
     })
 }
@@ -561,4 +580,50 @@ async fn failover(
         }
     }
     bail!("no metadata leader took the switchover")
+}
+
+/// An unclean promotion: first what it would do, then, with `yes`, done.
+async fn unclean_failover(
+    connect: &Connect,
+    addr: &str,
+    shard: u32,
+    to: Option<&str>,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let mut target = addr.to_string();
+    for _ in 0..5 {
+        let client = connect.client(&target).await?;
+        match client.cluster_failover_unclean(shard, to, !yes).await {
+            Ok(pairs) => {
+                let get = |k: &str| {
+                    pairs
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .map_or(String::new(), |(_, v)| v.clone())
+                };
+                let (node, behind) = (get("promote"), get("behind_records"));
+                if !yes {
+                    bail!(
+                        "an unclean failover of shard {shard} would promote {node}, {behind} \
+                         record(s) behind the failed primary's last report; acknowledged \
+                         writes among those, and any written after that report, would be \
+                         lost. Nothing was changed: re-run with --yes to do it"
+                    );
+                }
+                println!(
+                    "shard {shard}: {node} is the primary (map version {}); it was {behind} \
+                     record(s) behind the failed primary's last report",
+                    get("map_version")
+                );
+                return Ok(());
+            }
+            Err(ClientError::Server {
+                code: ErrorCode::NotLeader,
+                leader_hint: Some(leader),
+                ..
+            }) => target = leader,
+            Err(e) => bail!("unclean failover of shard {shard} refused: {e}"),
+        }
+    }
+    bail!("no metadata leader took the unclean failover")
 }
