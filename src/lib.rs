@@ -26,6 +26,8 @@
 //!   tags) → shard (a consistent-hash ring with virtual nodes).
 //! - [`resp`]: the RESP gateway: Redis's protocol on a TCP listener, each
 //!   command run as requests through `cmd::Node::dispatch`.
+//! - [`http`]: the HTTP listener: `/metrics`, health probes, and a JSON and
+//!   raw-bytes API over the keys, through the same checked dispatch.
 //! - [`dump`]: the portable dump format of the operator tools.
 //! - [`metrics`]: Prometheus counters and histograms, rendered as text.
 //! - [`ready`]: the line `strata-server --ready-json` prints once it serves.
@@ -54,6 +56,7 @@ pub mod dump;
 pub mod error;
 #[cfg(feature = "test-util")]
 pub mod harness;
+pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod proto;

@@ -10,7 +10,8 @@ use strata::cluster::node::ClusterNode;
 use strata::cmd::Node;
 use strata::config::{Config, Role, TokenConfig};
 use strata::metrics::Registry;
-use strata::net::server::{Server, ServerMetrics, serve_metrics};
+use strata::http::HttpApi;
+use strata::net::server::{Server, ServerMetrics};
 use strata::ready::Ready;
 use strata::repl::Replication;
 use strata::resp::RespServer;
@@ -38,7 +39,8 @@ struct Args {
     /// QUIC listen address for clients. Default: 127.0.0.1:7379.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// HTTP address for /metrics, or "off". Default: 127.0.0.1:9379.
+    /// HTTP address for /metrics, /healthz, /readyz and the HTTP API
+    /// (/v1/...), or "off". Default: 127.0.0.1:9379.
     #[arg(long)]
     metrics_listen: Option<String>,
     /// Memory-tier budget in bytes (keys + values + 432 B/entry, what an entry
@@ -362,6 +364,7 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
         Some(_) => Some(RespServer::bind(&config, node.clone()).await?),
         None => None,
     };
+    let http_node = node.clone();
     let server = Server::bind(&config, node, metrics.clone())?;
     let addr = server.local_addr()?;
     let client_addr = match config.cluster.enabled {
@@ -402,7 +405,7 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the metrics listener {metrics_addr}"))?;
             metrics_bound = Some(listener.local_addr()?);
-            info!(addr = %listener.local_addr()?, "metrics on http://{}/metrics", listener.local_addr()?);
+            info!(addr = %listener.local_addr()?, "metrics and the HTTP API on http://{}/", listener.local_addr()?);
             let mut registry = Registry::default();
             metrics.register(&mut registry);
             store.register_metrics(&mut registry);
@@ -414,8 +417,9 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
                 resp.register_metrics(&mut registry);
             }
             let render = Arc::new(move || strata::metrics::render(&registry));
+            let api = Arc::new(HttpApi::new(&config, http_node, render));
             let mut stop = stop_rx.clone();
-            Some(tokio::spawn(serve_metrics(listener, render, async move {
+            Some(tokio::spawn(strata::http::serve(listener, api, async move {
                 let _ = stop.changed().await;
             })))
         }
