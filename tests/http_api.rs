@@ -580,6 +580,10 @@ async fn cluster_members_report_readiness_the_map_and_wrong_shards() {
         "{r:?}"
     );
     assert_eq!(get(http[0], "/healthz").await.status, 200);
+    let r = get(http[0], "/v1/keys/early").await;
+    assert_eq!(r.error(503), "Unavailable");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.json()["retry_after_ms"], 1000);
 
     let ca = certs.join("ca.crt").display().to_string();
     let addrs: Vec<String> = members.iter().map(|m| m.node.addr.to_string()).collect();
@@ -619,4 +623,62 @@ async fn cluster_members_report_readiness_the_map_and_wrong_shards() {
         taken > 0 && sent > 0,
         "{taken} taken, {sent} sent elsewhere"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, "[net]\nmax_connections = 2\n").unwrap();
+    let node = TestNode::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let a = node.metrics_addr;
+
+    // Two connections hold the slots, each mid-way through a head; the
+    // listener accepts in order, so the third finds none.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(a).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        held.push(s);
+    }
+    let mut third = TcpStream::connect(a).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = third.read_to_end(&mut out).await;
+    assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+
+    // The held ones are served, and once one is done its slot is free.
+    let mut first = held.remove(0);
+    first
+        .write_all(b"host: t\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    first.read_to_end(&mut out).await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    // Polled: the slot is freed when the server's task ends, just after
+    // the client saw the connection close.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = TcpStream::connect(a).await.unwrap();
+        let _ = s
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .await;
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        if out.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot was never reused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod error;
+mod io;
 mod keys;
 pub mod text;
 
@@ -316,13 +317,8 @@ pub async fn serve(
             continue;
         };
         let (service, closing) = (service.clone(), closing.clone());
-        tasks.spawn(serve_connection(
-            socket,
-            service,
-            api.max_head_bytes,
-            closing,
-            slot,
-        ));
+        let bounds = (api.max_head_bytes, api.request_timeout);
+        tasks.spawn(serve_connection(socket, service, bounds, closing, slot));
         while tasks.try_join_next().is_some() {}
     }
     let _ = closing_tx.send(true);
@@ -338,7 +334,7 @@ pub async fn serve(
 async fn serve_connection(
     socket: TcpStream,
     service: TowerToHyperService<Router>,
-    max_head_bytes: usize,
+    (max_head_bytes, write_stall): (usize, Duration),
     mut closing: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
@@ -349,6 +345,7 @@ async fn serve_connection(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(max_head_bytes)
         .max_headers(MAX_HEADERS);
+    let socket = io::StallTimeout::new(socket, write_stall);
     let conn = builder.serve_connection(TokioIo::new(socket), service);
     tokio::pin!(conn);
     tokio::select! {
