@@ -253,7 +253,14 @@ async fn keys_round_trip_with_versions_ttl_and_conditions() {
         r.header("content-type"),
         Some(strata::metrics::CONTENT_TYPE)
     );
-    assert!(node.metrics().contains("strata_request_duration_seconds"));
+    let text = node.metrics();
+    assert!(text.contains("strata_request_duration_seconds"));
+    // HTTP traffic is counted by endpoint and status, never by key.
+    let count = |series: &str| common::cluster::metric(&text, series).unwrap_or(0.0);
+    assert!(count(r#"strata_http_requests_total{endpoint="key",code="412"}"#) >= 6.0);
+    assert!(count(r#"strata_http_requests_total{endpoint="healthz",code="200"}"#) >= 1.0);
+    assert!(count("strata_http_open_connections") >= 1.0);
+    assert!(!text.contains("bin/"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use strata::cmd::Node;
 use strata::config::{Config, Role, TokenConfig};
 use strata::metrics::Registry;
 use strata::http::HttpApi;
+use strata::http::metrics::HttpMetrics;
 use strata::net::server::{Server, ServerMetrics};
 use strata::ready::Ready;
 use strata::repl::Replication;
@@ -416,8 +417,10 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
             if let Some(resp) = &resp {
                 resp.register_metrics(&mut registry);
             }
+            let http_metrics = Arc::new(HttpMetrics::default());
+            http_metrics.register(&mut registry);
             let render = Arc::new(move || strata::metrics::render(&registry));
-            let api = Arc::new(HttpApi::new(&config, http_node, render));
+            let api = Arc::new(HttpApi::new(&config, http_node, render, http_metrics));
             let mut stop = stop_rx.clone();
             Some(tokio::spawn(strata::http::serve(listener, api, async move {
                 let _ = stop.changed().await;

@@ -16,6 +16,7 @@
 pub mod error;
 mod io;
 mod keys;
+pub mod metrics;
 pub mod text;
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub const MAX_HEADERS: usize = 64;
 /// What the HTTP API serves with.
 pub struct HttpApi {
     node: Node,
+    metrics: Arc<metrics::HttpMetrics>,
     tokens: Vec<TokenConfig>,
     render: RenderMetrics,
     /// A request (its body included) must be served within this.
@@ -70,11 +72,18 @@ impl std::fmt::Debug for HttpApi {
 }
 
 impl HttpApi {
-    /// The API over `node`, with `config`'s tokens and network limits.
-    pub fn new(config: &Config, node: Node, render: RenderMetrics) -> HttpApi {
+    /// The API over `node`, with `config`'s tokens and network limits,
+    /// counting its traffic in `metrics`.
+    pub fn new(
+        config: &Config,
+        node: Node,
+        render: RenderMetrics,
+        metrics: Arc<metrics::HttpMetrics>,
+    ) -> HttpApi {
         let max_key = node.limits.max_key_bytes as usize;
         HttpApi {
             node,
+            metrics,
             tokens: config.tokens.clone(),
             render,
             request_timeout: Duration::from_millis(config.net.request_timeout_ms),
@@ -169,7 +178,20 @@ pub fn router(api: Arc<HttpApi>) -> Router {
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), count))
         .with_state(api)
+}
+
+/// Counts every answered request by endpoint and status.
+async fn count(
+    State(api): State<Arc<HttpApi>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> HttpResponse {
+    let endpoint = metrics::endpoint(request.uri().path());
+    let response = next.run(request).await;
+    api.metrics.answered(endpoint, response.status().as_u16());
+    response
 }
 
 async fn metrics(State(api): State<Arc<HttpApi>>) -> HttpResponse {
@@ -313,12 +335,19 @@ pub async fn serve(
         };
         // Over the limit the connection is closed unread: cheaper than a reply.
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            api.metrics.refused.inc();
             debug!(%peer, "HTTP connection refused: at max_connections");
             continue;
         };
+        api.metrics.connections.inc();
         let (service, closing) = (service.clone(), closing.clone());
         let bounds = (api.max_head_bytes, api.request_timeout);
-        tasks.spawn(serve_connection(socket, service, bounds, closing, slot));
+        let open = api.metrics.open.clone();
+        tasks.spawn(async move {
+            open.inc();
+            serve_connection(socket, service, bounds, closing, slot).await;
+            open.dec();
+        });
         while tasks.try_join_next().is_some() {}
     }
     let _ = closing_tx.send(true);
