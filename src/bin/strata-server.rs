@@ -9,9 +9,9 @@ use clap::Parser;
 use strata::cluster::node::ClusterNode;
 use strata::cmd::Node;
 use strata::config::{Config, Role, TokenConfig};
-use strata::metrics::Registry;
 use strata::http::HttpApi;
 use strata::http::metrics::HttpMetrics;
+use strata::metrics::Registry;
 use strata::net::server::{Server, ServerMetrics};
 use strata::ready::Ready;
 use strata::repl::Replication;
@@ -422,9 +422,13 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
             let render = Arc::new(move || strata::metrics::render(&registry));
             let api = Arc::new(HttpApi::new(&config, http_node, render, http_metrics));
             let mut stop = stop_rx.clone();
-            Some(tokio::spawn(strata::http::serve(listener, api, async move {
-                let _ = stop.changed().await;
-            })))
+            Some(tokio::spawn(strata::http::serve(
+                listener,
+                api,
+                async move {
+                    let _ = stop.changed().await;
+                },
+            )))
         }
     };
 
