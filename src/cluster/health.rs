@@ -418,9 +418,13 @@ impl Detector {
 
     /// The replica of `shard` to promote in place of its failed primary,
     /// declared failed at `declared_ms`: the one with the highest applied
-    /// seq of the primary's history, once every replica of the shard has
-    /// reported after `declared_ms` (any of them may have acknowledged the
-    /// last writes). Never one in a full sync or of another history.
+    /// seq of the primary's history, once every member of the shard's
+    /// in-sync set has reported after `declared_ms` (any of them may have
+    /// acknowledged the last writes, and only their acks counted). Never
+    /// one outside the set, in a full sync or of another history. With an
+    /// empty set (none has joined, or all have left, which a member holding
+    /// writes nobody else has never does alone) every replica must report,
+    /// and the furthest is chosen.
     fn choose(
         &self,
         map: &ClusterMap,
@@ -436,8 +440,12 @@ impl Detector {
                 .filter(|h| h.at_ms > declared_ms)
                 .map(|h| &h.report)
         };
-        let silent: Vec<NodeId> = info
-            .replicas
+        let members = if info.in_sync.is_empty() {
+            &info.replicas
+        } else {
+            &info.in_sync
+        };
+        let silent: Vec<NodeId> = members
             .iter()
             .filter(|r| fresh(r).is_none())
             .copied()
@@ -445,8 +453,7 @@ impl Detector {
         if !silent.is_empty() {
             return Err(Waiting::Positions(silent));
         }
-        let whole: Vec<&NodeReport> = info
-            .replicas
+        let whole: Vec<&NodeReport> = members
             .iter()
             .filter_map(fresh)
             .filter(|r| !r.full_sync)

@@ -289,3 +289,28 @@ fn an_unclean_promotion_names_its_gap_and_needs_a_failed_primary() {
     d.unclean(&map, ShardId(1), None, true).unwrap();
     assert!(d.tick(&map, 6700).is_empty(), "being committed");
 }
+
+#[test]
+fn only_a_member_of_the_in_sync_set_is_waited_for_and_promoted() {
+    let mut map = map();
+    map.apply(MapCommand::SetInSync {
+        shard: ShardId(1),
+        epoch: 1,
+        in_sync: vec![id("r1")],
+    })
+    .unwrap();
+    let mut d = Detector::new(TIMING, 0);
+    all_report(&mut d, 1000);
+    // r2 left the set (it fell behind); it is silent now, and although it
+    // reports the higher seq below, r1 alone holds every acknowledged write.
+    d.observe(6001, report("r1", false, 90));
+    assert_eq!(d.tick(&map, 6001), vec![(ShardId(1), Ok(id("r1")))]);
+    let mut d = Detector::new(TIMING, 0);
+    all_report(&mut d, 1000);
+    d.observe(6001, report("r2", false, 99));
+    assert_eq!(
+        d.tick(&map, 6001),
+        vec![(ShardId(1), Err(Waiting::Positions(vec![id("r1")])))],
+        "r2 is not in the set: it is never promoted, however far it got"
+    );
+}

@@ -39,6 +39,11 @@ pub struct ShardInfo {
     /// 1 when the shard is added, +1 on every change of primary: fences a
     /// deposed primary's writes.
     pub epoch: u64,
+    /// The replicas whose acks the primary counts (the committed in-sync
+    /// set), in id order: a failover promotes only one of them. A replica
+    /// joins once it has caught up; it leaves, committed here before the
+    /// primary stops waiting for it, when it falls behind.
+    pub in_sync: Vec<NodeId>,
 }
 
 /// A change to the map: one committed log entry.
@@ -67,8 +72,17 @@ pub enum MapCommand {
     /// slots fall to the remaining shards.
     RemoveShard { id: ShardId },
     /// `node`, a replica of `shard`, becomes its primary; the old primary
-    /// becomes a replica and the shard's epoch grows by one.
+    /// becomes a replica (out of the in-sync set until it catches up) and
+    /// the shard's epoch grows by one.
     SetPrimary { shard: ShardId, node: NodeId },
+    /// `shard`'s primary of epoch `epoch` counts acks from `in_sync` from
+    /// now on; refused once the epoch has moved on, so a deposed primary's
+    /// late request changes nothing.
+    SetInSync {
+        shard: ShardId,
+        epoch: u64,
+        in_sync: Vec<NodeId>,
+    },
 }
 
 /// Why a command was refused, or a decoded map is unusable.
@@ -109,6 +123,14 @@ pub enum MapError {
     NotInShard { node: NodeId, shard: ShardId },
     #[error("node {} is already the primary of shard {shard}", node.0)]
     AlreadyPrimary { node: NodeId, shard: ShardId },
+    #[error(
+        "shard {shard} is at epoch {current}, not {asked}: the request comes from a deposed primary"
+    )]
+    StaleEpoch {
+        shard: ShardId,
+        asked: u64,
+        current: u64,
+    },
     #[error("inconsistent cluster map: {0}")]
     Inconsistent(String),
 }
@@ -169,6 +191,51 @@ impl TryFrom<MapState> for ClusterMap {
         map.check()?;
         map.table = map.table_with(map.shards.keys().copied().collect())?;
         Ok(map)
+    }
+}
+
+/// A map as layout-1 snapshots (`strsnap1`) carry it, from before shards
+/// had in-sync sets: read back with every in-sync set empty, which is what
+/// replaying the commands it stands for gives.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "MapStateV1")]
+pub struct MapV1(pub ClusterMap);
+
+#[derive(Deserialize)]
+struct MapStateV1 {
+    version: u64,
+    vnodes: u32,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    shards: BTreeMap<ShardId, ShardInfoV1>,
+}
+
+#[derive(Deserialize)]
+struct ShardInfoV1 {
+    primary: NodeId,
+    replicas: Vec<NodeId>,
+    epoch: u64,
+}
+
+impl TryFrom<MapStateV1> for MapV1 {
+    type Error = MapError;
+
+    fn try_from(old: MapStateV1) -> Result<MapV1, MapError> {
+        let shards = old.shards.into_iter().map(|(id, s)| {
+            let shard = ShardInfo {
+                primary: s.primary,
+                replicas: s.replicas,
+                epoch: s.epoch,
+                in_sync: Vec::new(),
+            };
+            (id, shard)
+        });
+        ClusterMap::try_from(MapState {
+            version: old.version,
+            vnodes: old.vnodes,
+            nodes: old.nodes,
+            shards: shards.collect(),
+        })
+        .map(MapV1)
     }
 }
 
@@ -234,6 +301,11 @@ impl ClusterMap {
             MapCommand::AddShard { id, primary, info } => self.add_shard(id, primary, info)?,
             MapCommand::RemoveShard { id } => self.remove_shard(id)?,
             MapCommand::SetPrimary { shard, node } => self.set_primary(shard, node)?,
+            MapCommand::SetInSync {
+                shard,
+                epoch,
+                in_sync,
+            } => self.set_in_sync(shard, epoch, in_sync)?,
         }
         self.version += 1;
         Ok(())
@@ -301,6 +373,7 @@ impl ClusterMap {
             });
         }
         shard.replicas.retain(|&replica| replica != id);
+        shard.in_sync.retain(|&replica| replica != id);
         self.nodes.remove(&id);
         Ok(())
     }
@@ -328,6 +401,7 @@ impl ClusterMap {
                 primary,
                 replicas: Vec::new(),
                 epoch: 1,
+                in_sync: Vec::new(),
             },
         );
         self.nodes.insert(primary, info);
@@ -375,8 +449,36 @@ impl ClusterMap {
             });
         };
         shard.replicas[at] = shard.primary;
+        shard.in_sync.retain(|&r| r != node);
         shard.primary = node;
         shard.epoch += 1;
+        Ok(())
+    }
+
+    fn set_in_sync(
+        &mut self,
+        shard_id: ShardId,
+        epoch: u64,
+        mut in_sync: Vec<NodeId>,
+    ) -> Result<(), MapError> {
+        self.created()?;
+        let shard = self.shard_mut(shard_id)?;
+        if shard.epoch != epoch {
+            return Err(MapError::StaleEpoch {
+                shard: shard_id,
+                asked: epoch,
+                current: shard.epoch,
+            });
+        }
+        if let Some(&node) = in_sync.iter().find(|n| !shard.replicas.contains(n)) {
+            return Err(MapError::NotInShard {
+                node,
+                shard: shard_id,
+            });
+        }
+        in_sync.sort_unstable();
+        in_sync.dedup();
+        shard.in_sync = in_sync;
         Ok(())
     }
 
@@ -411,6 +513,12 @@ impl ClusterMap {
         }
         let mut listed = std::collections::BTreeSet::new();
         for (&shard_id, shard) in &self.shards {
+            let sorted = shard.in_sync.windows(2).all(|w| w[0] < w[1]);
+            if !sorted || shard.in_sync.iter().any(|n| !shard.replicas.contains(n)) {
+                return bad(format!(
+                    "shard {shard_id}'s in-sync set is not of its replicas"
+                ));
+            }
             for &node in std::iter::once(&shard.primary).chain(&shard.replicas) {
                 let in_shard = self.nodes.get(&node).is_some_and(|i| i.shard == shard_id);
                 if !in_shard || !listed.insert(node) {

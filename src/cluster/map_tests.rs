@@ -404,3 +404,81 @@ proptest! {
         prop_assert_eq!(postcard::from_bytes::<ClusterMap>(&bytes).unwrap(), map);
     }
 }
+
+#[test]
+fn in_sync_sets_are_of_the_shards_replicas_and_of_the_current_epoch() {
+    let mut map = ClusterMap::new();
+    map.apply(MapCommand::Create { vnodes: 4 }).unwrap();
+    let info = |name: &str| NodeInfo {
+        name: name.into(),
+        client_addr: format!("{name}:1"),
+        link_addr: format!("{name}:2"),
+        shard: ShardId(1),
+    };
+    let (p, r1, r2) = (
+        NodeId::of_name("p"),
+        NodeId::of_name("r1"),
+        NodeId::of_name("r2"),
+    );
+    map.apply(MapCommand::AddShard {
+        id: ShardId(1),
+        primary: p,
+        info: info("p"),
+    })
+    .unwrap();
+    for (id, name) in [(r1, "r1"), (r2, "r2")] {
+        map.apply(MapCommand::AddNode {
+            id,
+            info: info(name),
+        })
+        .unwrap();
+    }
+    let shard = |map: &ClusterMap| map.shards()[&ShardId(1)].clone();
+    assert!(
+        shard(&map).in_sync.is_empty(),
+        "a new replica is not in sync yet"
+    );
+    let set = |epoch, in_sync| MapCommand::SetInSync {
+        shard: ShardId(1),
+        epoch,
+        in_sync,
+    };
+    map.apply(set(1, vec![r2, r1, r2])).unwrap();
+    let mut both = vec![r1, r2];
+    both.sort_unstable();
+    assert_eq!(shard(&map).in_sync, both, "sorted, once each");
+    let before = map.clone();
+    assert!(matches!(
+        map.apply(set(1, vec![p])),
+        Err(MapError::NotInShard { .. })
+    ));
+    assert!(matches!(
+        map.apply(set(2, vec![r1])),
+        Err(MapError::StaleEpoch { current: 1, .. })
+    ));
+    assert_eq!(map, before, "a refused change leaves no trace");
+    // A promotion takes the new primary out; the old one is not in sync
+    // until it catches up.
+    map.apply(MapCommand::SetPrimary {
+        shard: ShardId(1),
+        node: r1,
+    })
+    .unwrap();
+    assert_eq!(shard(&map).in_sync, vec![r2]);
+    assert!(
+        matches!(
+            map.apply(set(1, vec![])),
+            Err(MapError::StaleEpoch {
+                asked: 1,
+                current: 2,
+                ..
+            })
+        ),
+        "the deposed primary's request"
+    );
+    map.apply(MapCommand::RemoveNode { id: r2 }).unwrap();
+    assert!(shard(&map).in_sync.is_empty());
+    // The encoding round-trips, and a decoded map is checked.
+    let bytes = postcard::to_stdvec(&map).unwrap();
+    assert_eq!(postcard::from_bytes::<ClusterMap>(&bytes).unwrap(), map);
+}

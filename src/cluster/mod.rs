@@ -12,6 +12,7 @@
 pub mod client;
 pub mod failover;
 pub mod health;
+mod in_sync;
 pub mod map;
 mod metrics;
 pub mod node;

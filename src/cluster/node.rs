@@ -3,7 +3,7 @@
 //! map says (DESIGN C2: it acts only on committed entries).
 //!
 //! ```text
-//! links (ALPN strata-raft/1, accepted by replication) -> MetaGroup
+//! links (ALPN strata-raft/2, accepted by replication) -> MetaGroup
 //! MetaGroup.map() --watch--> ClusterNode::check_keys   (WrongShard)
 //!                       \--> reconcile: follow my shard's primary
 //!                                       leader: every map node a member,
@@ -70,6 +70,10 @@ pub struct ClusterConfig {
     /// Whether the metadata leader promotes a failed primary's replica by
     /// itself (else an operator runs `strata-admin cluster failover`).
     pub auto_failover: bool,
+    /// A replica that has not received what its primary had this long ago,
+    /// or was away this long, leaves the shard's in-sync set: writes stop
+    /// waiting for it once that is committed.
+    pub in_sync_lag_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -82,6 +86,7 @@ impl Default for ClusterConfig {
             lease_ms: 2000,
             failover_timeout_ms: 5000,
             auto_failover: true,
+            in_sync_lag_ms: 1000,
         }
     }
 }
@@ -123,6 +128,12 @@ impl ClusterConfig {
                 ),
             ));
         }
+        if !(200..=600_000).contains(&self.in_sync_lag_ms) {
+            return Err((
+                "cluster.in_sync_lag_ms",
+                "must be within 200..=600000".into(),
+            ));
+        }
         if self.failover_timeout_ms < 2 * self.lease_ms {
             return Err((
                 "cluster.failover_timeout_ms",
@@ -160,6 +171,7 @@ pub struct ClusterNode {
     repl: Arc<Replication>,
     link_addr: String,
     health: Arc<Health>,
+    in_sync_lag_ms: u64,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -236,7 +248,9 @@ impl ClusterNode {
             repl,
             link_addr,
             health: Arc::new(Health::new(timing, cfg.auto_failover)),
+            in_sync_lag_ms: cfg.in_sync_lag_ms,
         });
+        tokio::spawn(super::in_sync::in_sync_loop(Arc::downgrade(&node)));
         tokio::spawn(reconcile_loop(Arc::downgrade(&node)));
         tokio::spawn(failover::heartbeat_loop(Arc::downgrade(&node)));
         tokio::spawn(failover::failover_loop(Arc::downgrade(&node)));
@@ -259,6 +273,11 @@ impl ClusterNode {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Its replication.
+    pub fn repl(&self) -> &Arc<Replication> {
+        &self.repl
     }
 
     /// Its lease and failure detection.
@@ -617,6 +636,8 @@ impl ClusterNode {
     /// One pass: replication as the map says, and on the leader the
     /// group's membership as the map says.
     async fn reconcile(&self, map: &ClusterMap) {
+        // Before a promotion: the new primary counts only the set's acks.
+        super::in_sync::apply(&self.repl, self.id, map, self.in_sync_lag_ms);
         self.follow_my_primary(map).await;
         if self.group.status().role != MetaRole::Leader {
             return;

@@ -22,7 +22,7 @@ mod primary;
 pub mod proto;
 mod replica;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -210,6 +210,7 @@ struct View {
     following: Option<String>,
     follow: ReplicaCore,
     replicas: std::collections::BTreeMap<String, self::core::primary::ReplicaView>,
+    in_sync: Option<BTreeSet<String>>,
     now_ms: u64,
 }
 
@@ -230,9 +231,12 @@ pub struct Replication {
     /// The task following the primary (its own lock: only ever taken alone).
     follower: Mutex<Option<JoinHandle<()>>>,
     state: Mutex<State>,
-    /// What the streaming replicas reached, published by the primary side
+    /// What the counted replicas reached, published by the primary side
     /// once per change; writers waiting for acks compare against it.
     reached: watch::Sender<Reached>,
+    /// The in-sync set this primary should have (by identity), for the
+    /// cluster to commit; `None` outside a cluster.
+    in_sync_wanted: watch::Sender<Option<BTreeSet<String>>>,
     /// The state machines' clock starts here.
     clock_start: Instant,
     snapshots: primary::Snapshots,
@@ -299,6 +303,7 @@ impl Replication {
             follower: Mutex::new(None),
             state: Mutex::new(state),
             reached: watch::Sender::new(Reached::default()),
+            in_sync_wanted: watch::Sender::new(None),
             clock_start: Instant::now(),
             snapshots: primary::Snapshots::new(snapshots_dir),
             metrics: ReplMetrics::default(),
@@ -328,6 +333,7 @@ impl Replication {
             tokio::spawn(primary::serve(self.clone(), endpoint));
         }
         tokio::spawn(primary::retention(Arc::downgrade(self)));
+        tokio::spawn(primary::judge_in_sync(Arc::downgrade(self)));
         let following = lock(&self.state).following.clone();
         if let Some(primary) = following {
             self.spawn_follower(primary);
@@ -370,6 +376,24 @@ impl Replication {
             }
         }
         result
+    }
+
+    /// Counts acks only from `members` (replica identities), a cluster
+    /// shard's committed in-sync set; `None` counts every streaming replica.
+    /// Members `lag_ms` behind are then wanted out of the set
+    /// ([`Replication::in_sync_wanted`]).
+    pub fn set_in_sync(&self, members: Option<BTreeSet<String>>, lag_ms: u64) {
+        self.with_primary(|p, now, out| {
+            if p.in_sync() != members.as_ref() {
+                p.set_in_sync(members, lag_ms, now, out);
+            }
+        });
+    }
+
+    /// The in-sync set this node, as a cluster shard's primary, should
+    /// have: changes as replicas fall behind and catch up.
+    pub fn in_sync_wanted(&self) -> watch::Receiver<Option<BTreeSet<String>>> {
+        self.in_sync_wanted.subscribe()
     }
 
     /// Runs `f` on the replica side's machine, under the state lock.
@@ -648,6 +672,7 @@ impl Replication {
             following: state.following.clone(),
             follow: state.follow.clone(),
             replicas: state.primary.replicas().clone(),
+            in_sync: state.primary.in_sync().cloned(),
             now_ms: self.now_ms(),
         }
     }
@@ -695,6 +720,10 @@ impl Replication {
             .filter(|r| r.phase != Phase::Disconnected)
             .count();
         out.push(("connected_replicas".into(), connected.to_string()));
+        if let Some(members) = &v.in_sync {
+            let names: Vec<&str> = members.iter().map(String::as_str).collect();
+            out.push(("in_sync".into(), names.join(",")));
+        }
         for (name, r) in &v.replicas {
             let state = match r.phase {
                 Phase::FullSync {

@@ -553,3 +553,24 @@ pub(super) async fn retention(repl: Weak<Replication>) {
         });
     }
 }
+
+/// A cluster shard's primary, every 100 ms: which replicas should be in
+/// its in-sync set, published for the cluster to commit.
+pub(super) async fn judge_in_sync(repl: Weak<Replication>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(repl) = repl.upgrade() else { return };
+        if !repl.is_primary() {
+            continue;
+        }
+        let last = repl.store.applied_seq();
+        let wanted = repl.with_primary(|p, now, _| p.wanted_in_sync(now, last));
+        repl.in_sync_wanted.send_if_modified(|w| {
+            let changed = *w != wanted;
+            *w = wanted;
+            changed
+        });
+    }
+}

@@ -377,14 +377,22 @@ async fn status(connect: &Connect, addr: &str) -> anyhow::Result<()> {
         info.get("cluster_meta_term").map_or("?", String::as_str),
     );
     println!(
-        "{:<6} {:<8} {:<40} {:<12} {:<7} replicas (lag)",
+        "{:<6} {:<8} {:<40} {:<12} {:<7} replicas (lag; * in the in-sync set)",
         "shard", "epoch", "primary", "lease", "share"
     );
     for shard in &map.shards {
+        // The primary's Info names the committed set it counts acks from.
+        let in_sync = node_info(connect, &map, shard.primary, "in_sync").await;
+        let member = |id: u64| {
+            let node = map.nodes.iter().find(|n| n.id == id);
+            let names = in_sync.as_deref().unwrap_or("");
+            node.is_some_and(|n| names.split(',').any(|m| m == n.name))
+        };
         let mut lags = Vec::new();
         for replica in &shard.replicas {
             lags.push(format!(
-                "{} {}",
+                "{}{} {}",
+                if member(*replica) { "*" } else { "" },
                 name(*replica),
                 replica_lag(connect, &map, *replica).await
             ));

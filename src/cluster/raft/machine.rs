@@ -12,8 +12,10 @@
 //! Snapshot file layout (proto-docs/cluster.md §5):
 //!
 //! ```text
-//! 8 bytes magic "strsnap1" | u32 LE body length | u32 LE CRC-32 | postcard SnapshotFile
+//! 8 bytes magic "strsnap2" | u32 LE body length | u32 LE CRC-32 | postcard SnapshotFile
 //! ```
+//!
+//! Layout 1 (`strsnap1`, maps without in-sync sets) is still read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,12 +29,22 @@ use tokio::sync::watch;
 
 use super::convert::{self, Applied, RaftEntry, RaftLogId, RaftSnapshotMeta, RaftStored, Types};
 use super::wire::SnapshotMeta;
-use crate::cluster::map::ClusterMap;
+use crate::cluster::map::{ClusterMap, MapV1};
 use crate::net::link::{FRAME_HEADER_BYTES, FrameError, decode_body, decode_header, encode};
 use crate::sync::write_atomic;
 
 /// The first bytes of a snapshot file; the digit is the layout version.
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"strsnap1";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"strsnap2";
+
+/// Layout 1: the same frame, its map's shards without in-sync sets.
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"strsnap1";
+
+/// A layout-1 snapshot file's body.
+#[derive(Deserialize)]
+struct SnapshotFileV1 {
+    meta: SnapshotMeta,
+    map: MapV1,
+}
 
 /// The snapshot file's name in the group's directory.
 const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -120,9 +132,15 @@ impl SnapshotStore {
             path: self.path.clone(),
             reason,
         };
-        let rest = bytes
-            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
-            .ok_or_else(|| corrupt("not a snapshot of this layout (magic)".into()))?;
+        let (rest, v1) = match bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
+            Some(rest) => (rest, false),
+            None => bytes
+                .strip_prefix(SNAPSHOT_MAGIC_V1.as_slice())
+                .map(|rest| (rest, true))
+                .ok_or_else(|| {
+                    corrupt("not a snapshot of a layout this build reads (magic)".into())
+                })?,
+        };
         let header: [u8; FRAME_HEADER_BYTES] = rest
             .get(..FRAME_HEADER_BYTES)
             .and_then(|h| h.try_into().ok())
@@ -135,8 +153,15 @@ impl SnapshotStore {
                 body.len()
             )));
         }
-        decode_body(crc, body)
-            .map(Some)
+        let file = if v1 {
+            decode_body(crc, body).map(|old: SnapshotFileV1| SnapshotFile {
+                meta: old.meta,
+                map: old.map.0,
+            })
+        } else {
+            decode_body(crc, body)
+        };
+        file.map(Some)
             .map_err(|e: FrameError| corrupt(e.to_string()))
     }
 
@@ -387,5 +412,38 @@ mod tests {
         assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");
         std::fs::write(&path, b"strsnap9").unwrap();
         assert!(store.load().is_err());
+    }
+    #[test]
+    fn a_layout_1_snapshot_loads_with_empty_in_sync_sets() {
+        use crate::cluster::map::NodeInfo;
+        use crate::cluster::ring::ShardId;
+        let mut want = file();
+        let info = NodeInfo {
+            name: "a".into(),
+            client_addr: "a:1".into(),
+            link_addr: "a:2".into(),
+            shard: ShardId(1),
+        };
+        let primary = NodeId::of_name("a");
+        let cmd = MapCommand::AddShard {
+            id: ShardId(1),
+            primary,
+            info,
+        };
+        want.map.apply(cmd).unwrap();
+        // Layout 1 is layout 2 without the one shard's in-sync set, its
+        // last byte (an empty Vec).
+        let body = postcard::to_stdvec(&want).unwrap();
+        assert_eq!(body.last(), Some(&0));
+        let body = &body[..body.len() - 1];
+        let mut bytes = SNAPSHOT_MAGIC_V1.to_vec();
+        bytes.extend((body.len() as u32).to_le_bytes());
+        bytes.extend(crc32fast::hash(body).to_le_bytes());
+        bytes.extend(body);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), &bytes).unwrap();
+        let got = SnapshotStore::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!(got, want);
+        assert!(got.map.shards()[&ShardId(1)].in_sync.is_empty());
     }
 }

@@ -10,7 +10,7 @@
 //! store.rs    LogDb: log, vote, commit mark in a small synced RocksDB
 //! log.rs      the library's log-storage traits over LogDb (blocking pool)
 //! machine.rs  the state machine: ClusterMap + snapshot file; publishes the map
-//! network.rs  outgoing RPCs over node links (ALPN strata-raft/1)
+//! network.rs  outgoing RPCs over node links (ALPN strata-raft/2)
 //! serve.rs    incoming RPCs
 //! ```
 //!
@@ -58,7 +58,7 @@ use machine::MapMachine;
 
 pub use machine::{SnapshotError, SnapshotFile};
 pub use store::StoreError;
-pub use wire::{MAX_META_FRAME_BYTES, META_ALPN};
+pub use wire::{InSyncChange, MAX_META_FRAME_BYTES, META_ALPN};
 
 /// At most this many voters; every other member is a learner, which still
 /// receives the map.
@@ -315,6 +315,38 @@ pub fn pick_voters(current: &BTreeSet<NodeId>, nodes: &BTreeSet<NodeId>) -> BTre
     kept.chain(others).take(want).copied().collect()
 }
 
+/// Commits an in-sync set asked for by `change.node`, which `map` must
+/// name its shard's primary (the epoch is checked again when the command
+/// applies, so a primary deposed meanwhile changes nothing).
+async fn commit_in_sync(
+    raft: &Raft<Types>,
+    map: &ClusterMap,
+    change: wire::InSyncChange,
+) -> Result<u64, MetaError> {
+    let primary = map.shards().get(&change.shard).map(|s| s.primary);
+    if primary != Some(change.node) {
+        return Err(MetaError::Report(format!(
+            "node {} is not shard {}'s primary in map version {}",
+            change.node.0,
+            change.shard,
+            map.version()
+        )));
+    }
+    let cmd = MapCommand::SetInSync {
+        shard: change.shard,
+        epoch: change.epoch,
+        in_sync: change.in_sync,
+    };
+    let response = raft
+        .client_write(cmd)
+        .await
+        .map_err(MetaError::from_write)?;
+    match response.data.refused {
+        Some(e) => Err(MetaError::Refused(e)),
+        None => Ok(response.data.version),
+    }
+}
+
 /// A heartbeat handed to the node's handler, and where its answer goes.
 #[derive(Debug)]
 pub struct ReportCall {
@@ -428,6 +460,7 @@ impl MetaGroup {
             let served = serve::Served {
                 raft: raft.clone(),
                 reports: reports.clone(),
+                map: map.clone(),
             };
             tasks.spawn(serve::accept_loop(config.endpoint, served, bound));
         }
@@ -469,6 +502,7 @@ impl MetaGroup {
         let served = serve::Served {
             raft: self.raft.clone(),
             reports: self.reports.clone(),
+            map: self.map.clone(),
         };
         tasks.spawn(serve::serve_link(link, served, bound));
     }
@@ -510,6 +544,43 @@ impl MetaGroup {
             .await
         {
             Ok(wire::MetaResponse::Lease(lease)) => Ok(lease),
+            Ok(other) => Err(MetaError::Report(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(MetaError::Report(e.to_string())),
+        }
+    }
+
+    /// Commits `change`, this node's in-sync set as a shard's primary,
+    /// through the leader it knows (itself, if it leads), within
+    /// `deadline`; returns the map's version after it.
+    ///
+    /// # Errors
+    ///
+    /// [`MetaError::NotLeader`] when no leader is known;
+    /// [`MetaError::Report`] when the leader could not be reached or
+    /// refused (a deposed primary's change is refused).
+    pub async fn change_in_sync(
+        &self,
+        change: wire::InSyncChange,
+        deadline: Duration,
+    ) -> Result<u64, MetaError> {
+        let status = self.status();
+        let leader = status.leader.ok_or(MetaError::NotLeader { leader: None })?;
+        if leader == self.id {
+            let map = self.map.borrow().clone();
+            return tokio::time::timeout(deadline, commit_in_sync(&self.raft, &map, change))
+                .await
+                .map_err(|_| MetaError::Timeout(format!("the commit within {deadline:?}")))?;
+        }
+        let addr = status.members.get(&leader).cloned().ok_or_else(|| {
+            MetaError::Report(format!("the leader {} has no known address", leader.0))
+        })?;
+        let peer = self.network.peer(leader.0, addr);
+        match peer
+            .call(&wire::MetaRequest::InSync(change), deadline)
+            .await
+        {
+            Ok(wire::MetaResponse::Committed { version }) => Ok(version),
+            Ok(wire::MetaResponse::Refused { reason }) => Err(MetaError::Report(reason)),
             Ok(other) => Err(MetaError::Report(format!("unexpected answer {other:?}"))),
             Err(e) => Err(MetaError::Report(e.to_string())),
         }

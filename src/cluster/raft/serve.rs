@@ -20,6 +20,7 @@ use crate::types::NodeId;
 pub(crate) struct Served {
     pub(crate) raft: Raft<Types>,
     pub(crate) reports: Reports,
+    pub(crate) map: tokio::sync::watch::Receiver<std::sync::Arc<crate::cluster::ClusterMap>>,
 }
 
 /// Accepts links on `endpoint` until it closes: those speaking
@@ -117,6 +118,7 @@ fn speaker(request: &MetaRequest) -> NodeId {
         | MetaRequest::Append { vote, .. }
         | MetaRequest::Snapshot { vote, .. } => vote.node,
         MetaRequest::Report(report) => report.node,
+        MetaRequest::InSync(change) => change.node,
     }
 }
 
@@ -170,5 +172,12 @@ async fn dispatch(served: &Served, request: MetaRequest) -> MetaResponse {
             Ok(lease) => MetaResponse::Lease(lease),
             Err(e) => refused(&e),
         },
+        MetaRequest::InSync(change) => {
+            let map = served.map.borrow().clone();
+            match super::commit_in_sync(raft, &map, change).await {
+                Ok(version) => MetaResponse::Committed { version },
+                Err(e) => refused(&e),
+            }
+        }
     }
 }

@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::health::{LeaseReply, NodeReport};
 use crate::cluster::map::{ClusterMap, MapCommand};
+use crate::cluster::ring::ShardId;
 use crate::types::NodeId;
 
 /// The QUIC ALPN protocol id of cluster-metadata links; beside
 /// [`crate::net::REPL_ALPN`] on the same node-link endpoint.
-pub const META_ALPN: &[u8] = b"strata-raft/1";
+pub const META_ALPN: &[u8] = b"strata-raft/2";
 
 /// Largest request or response body either side accepts (a snapshot of
 /// the map is one message; 32 MiB is some hundred thousand nodes).
@@ -133,6 +134,21 @@ pub enum MetaRequest {
     /// 3: a node's heartbeat to the leader: its state, for failure
     /// detection; a shard primary gets its write lease in the answer.
     Report(NodeReport),
+    /// 4: a shard's primary asks the leader to commit its in-sync set.
+    InSync(InSyncChange),
+}
+
+/// What a shard's primary asks for in [`MetaRequest::InSync`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InSyncChange {
+    /// The asking node: the shard's primary (its certificate must name it).
+    pub node: NodeId,
+    /// Its shard.
+    pub shard: ShardId,
+    /// The shard's epoch it is primary of.
+    pub epoch: u64,
+    /// The replicas whose acks it should count.
+    pub in_sync: Vec<NodeId>,
 }
 
 /// How a follower answered [`MetaRequest::Append`].
@@ -181,6 +197,11 @@ pub enum MetaResponse {
     },
     /// 4: to [`MetaRequest::Report`].
     Lease(LeaseReply),
+    /// 5: to [`MetaRequest::InSync`]: committed; the map's version after it.
+    Committed {
+        /// The version.
+        version: u64,
+    },
 }
 
 #[cfg(test)]
@@ -258,6 +279,19 @@ mod tests {
             ("conflict", encode(&reply)),
             ("add-node", postcard::to_stdvec(&add).unwrap()),
             ("report", encode(&MetaRequest::Report(report_sample()))),
+            (
+                "in-sync",
+                encode(&MetaRequest::InSync(InSyncChange {
+                    node: NodeId(7),
+                    shard: ShardId(3),
+                    epoch: 2,
+                    in_sync: vec![NodeId(9)],
+                })),
+            ),
+            (
+                "committed",
+                encode(&MetaResponse::Committed { version: 12 }),
+            ),
             (
                 "lease",
                 encode(&MetaResponse::Lease(LeaseReply {

@@ -44,7 +44,7 @@ pub fn verdict(reached: &Reached, seq: Seq, policy: AckPolicy) -> Option<Acked> 
             (got >= replicas).then(|| acked(got))
         }
         // No replica to wait for: say so rather than wait out the timeout.
-        AckPolicy::Sync { .. } if reached.streaming() == 0 => Some(Acked {
+        AckPolicy::Sync { .. } if reached.counted() == 0 => Some(Acked {
             replicas: 0,
             degraded: true,
         }),

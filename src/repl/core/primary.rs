@@ -5,7 +5,7 @@
 //! the actions it returns; time comes in with the events, so a simulation
 //! can drive it deterministically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::types::Seq;
 
@@ -34,6 +34,15 @@ pub enum Phase {
     Disconnected,
 }
 
+impl ReplicaView {
+    fn set_phase(&mut self, phase: Phase, now_ms: u64) {
+        if std::mem::discriminant(&phase) != std::mem::discriminant(&self.phase) {
+            self.phase_since_ms = now_ms;
+        }
+        self.phase = phase;
+    }
+}
+
 impl Phase {
     /// Its name in `info` and in the metrics' `phase` label.
     pub const fn name(&self) -> &'static str {
@@ -59,12 +68,20 @@ pub struct ReplicaView {
     pub held_from: Option<Seq>,
     /// When it was last heard from, ms.
     pub last_seen_ms: u64,
+    /// When its phase last changed, ms: how long a replica of the in-sync
+    /// set has been away.
+    pub phase_since_ms: u64,
     session: SessionId,
 }
 
-/// What the streaming replicas have reached, published once per change.
-/// `received[k - 1]` is the highest seq that at least `k` streaming
+/// What the counted replicas have reached, published once per change.
+/// `received[k - 1]` is the highest seq that at least `k` counted
 /// replicas received; `durable` likewise for fsynced.
+///
+/// Counted are the streaming replicas of a lone replica group, or every
+/// member of a cluster shard's committed in-sync set, streaming or not: a
+/// member that is away counts as having reached nothing, so a `sync`
+/// write waits for it until its removal from the set is committed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reached {
     received: Vec<Seq>,
@@ -72,35 +89,78 @@ pub struct Reached {
 }
 
 impl Reached {
-    /// Streaming replicas.
-    pub fn streaming(&self) -> u32 {
+    /// Replicas whose acks count.
+    pub fn counted(&self) -> u32 {
         self.received.len() as u32
     }
 
-    /// Streaming replicas that received `seq`.
+    /// Counted replicas that received `seq`.
     pub fn received(&self, seq: Seq) -> u32 {
         self.received.iter().take_while(|s| **s >= seq).count() as u32
     }
 
-    /// Streaming replicas that made `seq` durable.
+    /// Counted replicas that made `seq` durable.
     pub fn durable(&self, seq: Seq) -> u32 {
         self.durable.iter().take_while(|s| **s >= seq).count() as u32
     }
 
-    /// Whether every streaming replica made `seq` durable (false with none).
+    /// Whether every counted replica made `seq` durable (false with none).
     pub fn all_durable(&self, seq: Seq) -> bool {
         self.durable.last().is_some_and(|min| *min >= seq)
     }
 
-    fn of<'a>(replicas: impl Iterator<Item = &'a ReplicaView>) -> Reached {
+    fn of(replicas: &BTreeMap<String, ReplicaView>, in_sync: Option<&InSync>) -> Reached {
         let mut r = Reached::default();
-        for v in replicas.filter(|v| v.phase == Phase::Streaming) {
-            r.received.push(v.received);
-            r.durable.push(v.durable);
+        let mut count = |v: Option<&ReplicaView>| {
+            let (received, durable) = v
+                .filter(|v| v.phase == Phase::Streaming)
+                .map_or((Seq::ZERO, Seq::ZERO), |v| (v.received, v.durable));
+            r.received.push(received);
+            r.durable.push(durable);
+        };
+        match in_sync {
+            None => replicas
+                .values()
+                .filter(|v| v.phase == Phase::Streaming)
+                .for_each(|v| count(Some(v))),
+            Some(set) => set
+                .members
+                .iter()
+                .for_each(|name| count(replicas.get(name))),
         }
         r.received.sort_unstable_by(|a, b| b.cmp(a));
         r.durable.sort_unstable_by(|a, b| b.cmp(a));
         r
+    }
+}
+
+/// A cluster shard's committed in-sync set, as this primary counts it,
+/// and the history it judges members' lag by.
+#[derive(Debug, Clone)]
+struct InSync {
+    /// The replicas whose acks count (by identity).
+    members: BTreeSet<String>,
+    /// A member that has not received what this primary had `lag_ms` ago,
+    /// or that has been away that long, should leave the set.
+    lag_ms: u64,
+    /// `(ms, last seq)` of this primary at each tick, oldest first,
+    /// covering at least the last `lag_ms`.
+    marks: VecDeque<(u64, Seq)>,
+    /// When the set was installed, ms: members never seen since are away
+    /// from then.
+    since_ms: u64,
+}
+
+impl InSync {
+    /// What this primary had `window` ms before `now_ms`, if its marks go
+    /// back that far.
+    fn had(&self, now_ms: u64, window: u64) -> Option<Seq> {
+        let at = now_ms.checked_sub(window)?;
+        self.marks
+            .iter()
+            .rev()
+            .find(|(ms, _)| *ms <= at)
+            .map(|(_, seq)| *seq)
     }
 }
 
@@ -160,6 +220,8 @@ pub struct PrimaryConfig {
 pub struct PrimaryCore {
     cfg: PrimaryConfig,
     replicas: BTreeMap<String, ReplicaView>,
+    /// `None` in a lone replica group: every streaming replica counts.
+    in_sync: Option<InSync>,
     next_session: u64,
     published: Reached,
 }
@@ -170,6 +232,7 @@ impl PrimaryCore {
         PrimaryCore {
             cfg,
             replicas: BTreeMap::new(),
+            in_sync: None,
             next_session: 1,
             published: Reached::default(),
         }
@@ -216,10 +279,11 @@ impl PrimaryCore {
                 durable: Seq::ZERO,
                 held_from: None,
                 last_seen_ms: now_ms,
+                phase_since_ms: now_ms,
                 session,
             });
         view.session = session;
-        view.phase = Phase::Handshake;
+        view.set_phase(Phase::Handshake, now_ms);
         view.last_seen_ms = now_ms;
         self.publish(out);
         Ok(session)
@@ -236,7 +300,7 @@ impl PrimaryCore {
         let Some((name, view)) = self.session_mut(session) else {
             return;
         };
-        view.phase = Phase::Streaming;
+        view.set_phase(Phase::Streaming, now_ms);
         view.received = position;
         // IMPORTANT: what it made durable is unknown until its first ack;
         // a reply must never claim more (I6).
@@ -262,11 +326,14 @@ impl PrimaryCore {
         let Some((name, view)) = self.session_mut(session) else {
             return;
         };
-        view.phase = Phase::FullSync {
-            done: 0,
-            total,
-            started_ms: now_ms,
-        };
+        view.set_phase(
+            Phase::FullSync {
+                done: 0,
+                total,
+                started_ms: now_ms,
+            },
+            now_ms,
+        );
         view.received = Seq::ZERO;
         view.durable = Seq::ZERO;
         view.last_seen_ms = now_ms;
@@ -322,9 +389,87 @@ impl PrimaryCore {
         let Some((_, view)) = self.session_mut(session) else {
             return;
         };
-        view.phase = Phase::Disconnected;
+        view.set_phase(Phase::Disconnected, now_ms);
         view.last_seen_ms = now_ms;
         self.publish(out);
+    }
+
+    /// Installs a cluster shard's committed in-sync set (`None`: a lone
+    /// replica group, where every streaming replica counts); members that
+    /// fall `lag_ms` behind are proposed for removal by
+    /// [`PrimaryCore::wanted_in_sync`].
+    pub fn set_in_sync(
+        &mut self,
+        members: Option<BTreeSet<String>>,
+        lag_ms: u64,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.in_sync = members.map(|members| {
+            let (marks, since_ms) = match self.in_sync.take() {
+                Some(old) => (old.marks, old.since_ms),
+                None => (VecDeque::new(), now_ms),
+            };
+            InSync {
+                members,
+                lag_ms,
+                marks,
+                since_ms,
+            }
+        });
+        self.publish(out);
+    }
+
+    /// The committed in-sync set, if this is a cluster shard's primary.
+    pub fn in_sync(&self) -> Option<&BTreeSet<String>> {
+        self.in_sync.as_ref().map(|s| &s.members)
+    }
+
+    /// Records that this primary's last seq is `last` at `now_ms`, and
+    /// says which in-sync set it should have: members that have not
+    /// received what it had `lag_ms` ago, or were away for `lag_ms`,
+    /// leave; streaming replicas that received what it had `lag_ms / 2`
+    /// ago join (the gap between the two keeps a replica at the edge from
+    /// flapping). `None` outside a cluster.
+    pub fn wanted_in_sync(&mut self, now_ms: u64, last: Seq) -> Option<BTreeSet<String>> {
+        let set = self.in_sync.as_mut()?;
+        set.marks.push_back((now_ms, last));
+        let horizon = now_ms.saturating_sub(set.lag_ms);
+        while set.marks.get(1).is_some_and(|(ms, _)| *ms <= horizon) {
+            set.marks.pop_front();
+        }
+        let set = &*set;
+        let lag = set.lag_ms;
+        let stays = |name: &String| match self.replicas.get(name) {
+            Some(v) if v.phase == Phase::Streaming => {
+                set.had(now_ms, lag).is_none_or(|had| v.received >= had)
+            }
+            Some(v) => now_ms.saturating_sub(v.phase_since_ms) < lag,
+            None => now_ms.saturating_sub(set.since_ms) < lag,
+        };
+        let joins = |(name, v): (&String, &ReplicaView)| {
+            let had = set.had(now_ms, lag / 2).unwrap_or(last);
+            (v.phase == Phase::Streaming && v.received >= had).then(|| name.clone())
+        };
+        let received = |name: &String| self.replicas.get(name).map_or(Seq::ZERO, |v| v.received);
+        let (staying, leaving): (Vec<&String>, Vec<&String>) =
+            set.members.iter().partition(|n| stays(n));
+        let mut wanted: BTreeSet<String> = staying.into_iter().cloned().collect();
+        // IMPORTANT: a leaving member may hold writes acknowledged with its
+        // ack (semi-sync); it leaves only if every member that stays has
+        // received as much, so the set keeps every acknowledged write.
+        // Leaving the set empty is safe too: a failover then waits for
+        // every replica (health.rs).
+        if let Some(floor) = wanted.iter().map(received).min() {
+            let held: Vec<String> = leaving
+                .into_iter()
+                .filter(|n| received(n) > floor)
+                .cloned()
+                .collect();
+            wanted.extend(held);
+        }
+        wanted.extend(self.replicas.iter().filter_map(joins));
+        Some(wanted)
     }
 
     /// Applies the retention limits: forgets replicas disconnected for
@@ -401,7 +546,7 @@ impl PrimaryCore {
     }
 
     fn publish(&mut self, out: &mut Vec<Action>) {
-        let reached = Reached::of(self.replicas.values());
+        let reached = Reached::of(&self.replicas, self.in_sync.as_ref());
         if reached != self.published {
             self.published = reached.clone();
             out.push(Action::Publish(reached));
@@ -434,7 +579,7 @@ mod tests {
         // A different identity is a second replica, counted as such.
         let b = c.connect("r2", 100, &mut out).unwrap();
         c.stream(b, Seq(5), 100, &mut out);
-        assert_eq!(c.reached().streaming(), 2);
+        assert_eq!(c.reached().counted(), 2);
         // Once the first is silent past the stale limit, it is replaced.
         out.clear();
         let a2 = c.connect("r1", 5000, &mut out).unwrap();
@@ -470,7 +615,7 @@ mod tests {
         // A replica in full sync does not count.
         c.full_sync(ids[2], 100, 2, &mut out);
         assert!(c.reached().all_durable(Seq(4)));
-        assert_eq!(c.reached().streaming(), 2);
+        assert_eq!(c.reached().counted(), 2);
     }
 
     #[test]
@@ -527,5 +672,100 @@ mod tests {
         out.clear();
         c.tick(2, wal_bytes_from, &mut out);
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    fn names(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn only_members_of_the_in_sync_set_count_and_an_absent_one_holds_sync_writes() {
+        let mut c = core();
+        let mut out = Vec::new();
+        let a = c.connect("a", 0, &mut out).unwrap();
+        c.stream(a, Seq(0), 0, &mut out);
+        let b = c.connect("b", 0, &mut out).unwrap();
+        c.stream(b, Seq(0), 0, &mut out);
+        c.set_in_sync(Some(names(&["a", "gone"])), 1000, 0, &mut out);
+        c.ack(a, Seq(5), Seq(5), 1, &mut out);
+        c.ack(b, Seq(5), Seq(5), 1, &mut out);
+        let r = c.reached();
+        // b streams but is not a member; "gone" is a member that is away.
+        assert_eq!(r.counted(), 2);
+        assert_eq!(r.received(Seq(5)), 1);
+        assert!(!r.all_durable(Seq(5)), "sync waits for the absent member");
+        // Its removal committed, the same write is acknowledged by a alone.
+        c.set_in_sync(Some(names(&["a"])), 1000, 2, &mut out);
+        assert!(c.reached().all_durable(Seq(5)));
+        assert_eq!(c.reached().durable(Seq(5)), 1);
+        // An empty set: a sync write has no replica to wait for.
+        c.set_in_sync(Some(BTreeSet::new()), 1000, 3, &mut out);
+        assert_eq!(c.reached().counted(), 0);
+        // Outside a cluster every streaming replica counts again.
+        c.set_in_sync(None, 1000, 4, &mut out);
+        assert_eq!(c.reached().counted(), 2);
+        assert_eq!(c.wanted_in_sync(5, Seq(5)), None);
+    }
+
+    #[test]
+    fn members_that_lag_or_are_away_leave_and_caught_up_replicas_join() {
+        let mut c = core();
+        let mut out = Vec::new();
+        let streaming = |c: &mut PrimaryCore, name: &str, out: &mut Vec<Action>| {
+            let s = c.connect(name, 0, out).unwrap();
+            c.stream(s, Seq(0), 0, out);
+            s
+        };
+        let fast = streaming(&mut c, "fast", &mut out);
+        let slow = streaming(&mut c, "slow", &mut out);
+        let away = streaming(&mut c, "away", &mut out);
+        let new = streaming(&mut c, "new", &mut out);
+        c.set_in_sync(Some(names(&["fast", "slow", "away"])), 1000, 0, &mut out);
+        c.disconnect(away, 100, &mut out);
+        // The primary writes 10 records every 100 ms; fast and new keep
+        // up, slow stops at 20.
+        for tick in 0..=20u64 {
+            let now = tick * 100;
+            let last = Seq(tick * 10);
+            c.ack(fast, last, last, now, &mut out);
+            c.ack(new, last, last, now, &mut out);
+            c.ack(slow, last.min(Seq(20)), Seq(0), now, &mut out);
+            let wanted = c.wanted_in_sync(now, last).unwrap();
+            match now {
+                // Nobody is behind what the primary had a second ago yet,
+                // and the away member has not been away for a second.
+                0..=1000 => assert!(wanted.is_superset(&names(&["fast", "slow", "away"]))),
+                1100..=1200 => assert_eq!(wanted, names(&["fast", "slow", "new"]), "at {now}"),
+                _ => assert_eq!(wanted, names(&["fast", "new"]), "at {now}"),
+            }
+        }
+    }
+    #[test]
+    fn a_member_holding_more_than_those_that_stay_does_not_leave() {
+        let mut c = core();
+        let mut out = Vec::new();
+        let ahead = c.connect("ahead", 0, &mut out).unwrap();
+        c.stream(ahead, Seq(0), 0, &mut out);
+        let behind = c.connect("behind", 0, &mut out).unwrap();
+        c.stream(behind, Seq(0), 0, &mut out);
+        c.set_in_sync(Some(names(&["ahead", "behind"])), 1000, 0, &mut out);
+        // ahead acks seq 50 (a semi-sync:1 write may rest on it) and goes;
+        // behind, still streaming, has 30 and is judged in time.
+        c.ack(ahead, Seq(50), Seq(50), 0, &mut out);
+        c.ack(behind, Seq(30), Seq(30), 0, &mut out);
+        c.disconnect(ahead, 0, &mut out);
+        for tick in 0..=15u64 {
+            c.wanted_in_sync(tick * 100, Seq(30));
+        }
+        let wanted = c.wanted_in_sync(1600, Seq(30)).unwrap();
+        assert_eq!(
+            wanted,
+            names(&["ahead", "behind"]),
+            "ahead holds 31..=50 alone"
+        );
+        // Once behind has what ahead had, ahead may leave.
+        c.ack(behind, Seq(50), Seq(50), 1700, &mut out);
+        let wanted = c.wanted_in_sync(1700, Seq(50)).unwrap();
+        assert_eq!(wanted, names(&["behind"]));
     }
 }

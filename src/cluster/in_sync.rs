@@ -1,0 +1,128 @@
+//! A shard's in-sync set: the replicas whose acks its primary counts,
+//! committed in the map before the primary relies on a change.
+//!
+//! ```text
+//! primary: repl judges members every 100 ms (PrimaryCore::wanted_in_sync)
+//!   -> in_sync_wanted watch -> in_sync_loop: SetInSync through the leader
+//! every node, on each map: the map's primary of the shard counts acks
+//!   from the map's in-sync set only (Replication::set_in_sync)
+//! ```
+//!
+//! A member leaves when it has not received what the primary had
+//! `in_sync_lag_ms` ago (or has been away that long); until the smaller
+//! set is committed and applied here, writes that need its ack wait or
+//! time out. A failover promotes only a member (`health.rs`), so a write
+//! acknowledged by the whole set survives the loss of any replica that
+//! left it. A replica joins once it has caught up by WAL.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::map::ClusterMap;
+use super::node::ClusterNode;
+use super::raft::InSyncChange;
+use crate::repl::Replication;
+use crate::types::NodeId;
+
+/// On every map: the map's primary of this node's shard counts acks from
+/// the shard's committed in-sync set; any other node counts none of its
+/// own (it takes no writes).
+pub(super) fn apply(repl: &Replication, me: NodeId, map: &ClusterMap, lag_ms: u64) {
+    let Some(shard) = map
+        .nodes()
+        .get(&me)
+        .and_then(|info| map.shards().get(&info.shard))
+    else {
+        return;
+    };
+    if shard.primary != me {
+        return;
+    }
+    let names = shard
+        .in_sync
+        .iter()
+        .filter_map(|id| map.nodes().get(id).map(|n| n.name.clone()))
+        .collect();
+    repl.set_in_sync(Some(names), lag_ms);
+}
+
+/// Commits the in-sync set this node's replication wants while it is its
+/// shard's primary, on each change and again every heartbeat until the
+/// map has it, until the node goes.
+pub(super) async fn in_sync_loop(node: Weak<ClusterNode>) {
+    let Some(mut wanted) = node.upgrade().map(|n| n.repl().in_sync_wanted()) else {
+        return;
+    };
+    loop {
+        let Some(strong) = node.upgrade() else {
+            return;
+        };
+        let every = Duration::from_millis(strong.health().timing().heartbeat_ms);
+        let want = wanted.borrow_and_update().clone();
+        if let Some(want) = want {
+            commit(&strong, &want, every * 2).await;
+        }
+        drop(strong);
+        if let Ok(Err(_)) = tokio::time::timeout(every, wanted.changed()).await {
+            return;
+        }
+    }
+}
+
+/// Asks the leader for `want` (replica names) if the map names this node
+/// its shard's primary and has another set.
+async fn commit(node: &Arc<ClusterNode>, want: &BTreeSet<String>, deadline: Duration) {
+    let map = node.map();
+    let me = node.id();
+    let Some((shard_id, shard)) = map
+        .nodes()
+        .get(&me)
+        .and_then(|info| map.shards().get_key_value(&info.shard))
+    else {
+        return;
+    };
+    if shard.primary != me {
+        return;
+    }
+    let mut in_sync: Vec<NodeId> = want
+        .iter()
+        .map(|name| NodeId::of_name(name))
+        .filter(|id| shard.replicas.contains(id))
+        .collect();
+    in_sync.sort_unstable();
+    if in_sync == shard.in_sync {
+        return;
+    }
+    let names = |ids: &[NodeId]| -> Vec<String> {
+        ids.iter()
+            .filter_map(|id| map.nodes().get(id).map(|n| n.name.clone()))
+            .collect()
+    };
+    let (was, now) = (names(&shard.in_sync), names(&in_sync));
+    let change = InSyncChange {
+        node: me,
+        shard: *shard_id,
+        epoch: shard.epoch,
+        in_sync,
+    };
+    match node.group().change_in_sync(change, deadline).await {
+        Ok(version) if now.len() < was.len() => warn!(
+            shard = shard_id.0,
+            ?was,
+            ?now,
+            version,
+            "in-sync set shrunk: a replica fell behind; writes no longer wait for it"
+        ),
+        Ok(version) => info!(
+            shard = shard_id.0,
+            ?was,
+            ?now,
+            version,
+            "in-sync set changed"
+        ),
+        Err(e) => warn!(shard = shard_id.0, error = %e, "in-sync set change not committed yet"),
+    }
+}
