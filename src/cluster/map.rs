@@ -287,13 +287,16 @@ impl ClusterMap {
         Some((shard, self.nodes.get(&primary)?))
     }
 
-    /// Applies `cmd`, raising the version by one; on an error the map is
-    /// exactly as before.
+    /// Applies `cmd`, raising the version by one, but for
+    /// [`MapCommand::SetInSync`]: an in-sync set moves no key and no role,
+    /// and clients, which follow the version, need no new map for it. On
+    /// an error the map is exactly as before.
     ///
     /// # Errors
     ///
     /// [`MapError`] saying why the command does not fit the map.
     pub fn apply(&mut self, cmd: MapCommand) -> Result<(), MapError> {
+        let routed = !matches!(cmd, MapCommand::SetInSync { .. });
         match cmd {
             MapCommand::Create { vnodes } => self.create(vnodes)?,
             MapCommand::AddNode { id, info } => self.add_node(id, info)?,
@@ -307,7 +310,9 @@ impl ClusterMap {
                 in_sync,
             } => self.set_in_sync(shard, epoch, in_sync)?,
         }
-        self.version += 1;
+        if routed {
+            self.version += 1;
+        }
         Ok(())
     }
 

@@ -443,10 +443,12 @@ fn in_sync_sets_are_of_the_shards_replicas_and_of_the_current_epoch() {
         epoch,
         in_sync,
     };
+    let version = map.version();
     map.apply(set(1, vec![r2, r1, r2])).unwrap();
     let mut both = vec![r1, r2];
     both.sort_unstable();
     assert_eq!(shard(&map).in_sync, both, "sorted, once each");
+    assert_eq!(map.version(), version, "clients need no new map for it");
     let before = map.clone();
     assert!(matches!(
         map.apply(set(1, vec![p])),

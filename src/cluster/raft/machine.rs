@@ -278,9 +278,9 @@ impl RaftStateMachine<Types> for MapMachine {
         I: IntoIterator<Item = RaftEntry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let version = self.state.map.version();
         let results: Vec<Applied> = entries.into_iter().map(|e| self.apply_one(e)).collect();
-        if self.state.map.version() != version {
+        // Not by version: an in-sync set changes the map but not its version.
+        if **self.published.borrow() != self.state.map {
             self.publish();
         }
         Ok(results)

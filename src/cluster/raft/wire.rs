@@ -197,7 +197,7 @@ pub enum MetaResponse {
     },
     /// 4: to [`MetaRequest::Report`].
     Lease(LeaseReply),
-    /// 5: to [`MetaRequest::InSync`]: committed; the map's version after it.
+    /// 5: to [`MetaRequest::InSync`]: committed; the map's version.
     Committed {
         /// The version.
         version: u64,
