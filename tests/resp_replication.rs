@@ -1,6 +1,7 @@
 //! The RESP gateway on a primary and its replica: `WAIT` counts the
-//! replicas that hold the writes so far, and a replica refuses writes as a
-//! Redis replica does.
+//! replicas that hold the writes so far, a replica refuses writes as a
+//! Redis replica does, and `CLIENT DURABILITY` sets a connection's ack
+//! policy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -41,4 +42,34 @@ async fn wait_counts_replicas_and_a_replica_refuses_writes() {
     );
     let info = r.cmd(&["INFO", "replication"]).await.text();
     assert!(info.contains("role:slave"), "{info}");
+
+    // A connection chooses its writes' ack policy: two replicas asked of
+    // a primary that has one, failing on timeout, fails the write's reply.
+    assert_eq!(
+        p.cmd(&["CLIENT", "DURABILITY"]).await,
+        Value::bulk("default")
+    );
+    let policy = "semi-sync:2:100:fail";
+    assert_eq!(p.cmd(&["CLIENT", "DURABILITY", policy]).await, Value::ok());
+    assert_eq!(p.cmd(&["CLIENT", "DURABILITY"]).await, Value::bulk(policy));
+    match p.cmd(&["SET", "k2", "v"]).await {
+        Value::Error(e) => assert!(e.starts_with("ERR ") && e.contains("replica"), "{e}"),
+        other => panic!("a write short of its replicas answered {other:?}"),
+    }
+    assert_eq!(
+        p.cmd(&["CLIENT", "DURABILITY", "sync:5000"]).await,
+        Value::ok()
+    );
+    assert_eq!(p.cmd(&["SET", "k3", "v"]).await, Value::ok());
+    match p.cmd(&["CLIENT", "DURABILITY", "semi-sync:x"]).await {
+        Value::Error(e) => assert!(e.starts_with("ERR invalid durability policy"), "{e}"),
+        other => panic!("a bad policy answered {other:?}"),
+    }
+    // RESET, like a new connection, goes back to the node's default.
+    p.cmd(&["RESET"]).await;
+    assert_eq!(
+        p.cmd(&["CLIENT", "DURABILITY"]).await,
+        Value::bulk("default")
+    );
+    assert_eq!(p.cmd(&["SET", "k4", "v"]).await, Value::ok());
 }

@@ -260,12 +260,43 @@ fn client(s: &mut Session, a: &[Bytes]) -> Result<Reply, Reply> {
             }
             Ok(OK)
         }
+        // strata's own: the ack policy of this connection's writes.
+        () if is(sub, "durability") => durability(s, &a[2..]),
         // Flags of server-side features strata does not have: accepted.
         () if is(sub, "no-evict") || is(sub, "no-touch") => {
             arity(3)?;
             Ok(OK)
         }
         () => Err(unknown_subcommand("client", sub)),
+    }
+}
+
+/// `CLIENT DURABILITY [POLICY|default]`: shows, or sets, the ack policy of
+/// this connection's writes (`async`, `semi-sync:K[:MS[:fail|degrade]]`,
+/// `sync[:MS]`, as in the node's config); `default` goes back to the
+/// node's `replication.default_ack`.
+fn durability(s: &mut Session, a: &[Bytes]) -> Result<Reply, Reply> {
+    match a {
+        [] => Ok(Reply::Bulk(Bytes::from(
+            s.ack.map_or("default".to_string(), |p| p.to_string()),
+        ))),
+        [policy] if is(policy, "default") => {
+            s.ack = None;
+            Ok(OK)
+        }
+        [policy] => {
+            let text = std::str::from_utf8(policy)
+                .map_err(|_| Reply::err("ERR the durability policy is not UTF-8"))?;
+            let policy = text.parse::<AckPolicy>().map_err(|e| {
+                Reply::err(format!(
+                    "ERR invalid durability policy '{}': {e}",
+                    lossy(policy, 64)
+                ))
+            })?;
+            s.ack = Some(policy);
+            Ok(OK)
+        }
+        _ => Err(wrong_arity("client|durability")),
     }
 }
 

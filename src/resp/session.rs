@@ -17,7 +17,7 @@ use crate::cmd::Node;
 use crate::config::{Config, Role, TokenConfig};
 use crate::proto::{Entry, Request, Response, ScanPage, SetEntry, TtlState};
 use crate::sync::lock;
-use crate::types::{Cancel, Condition};
+use crate::types::{AckPolicy, Cancel, Condition};
 
 /// Arguments of a connection that has not authenticated yet (when tokens
 /// are required): room for `HELLO 3 AUTH user pass SETNAME name`, as
@@ -158,6 +158,9 @@ pub(crate) struct Session {
     pub last_command: &'static str,
     /// Set by QUIT: close once the reply is sent.
     pub closing: bool,
+    /// The ack policy of this connection's writes (`CLIENT DURABILITY`);
+    /// `None`: the node's `replication.default_ack`.
+    pub ack: Option<AckPolicy>,
 }
 
 impl Session {
@@ -176,6 +179,7 @@ impl Session {
             since: Instant::now(),
             last_command: "NULL",
             closing: false,
+            ack: None,
         }
     }
 
@@ -189,6 +193,7 @@ impl Session {
         self.proto = Proto::Resp2;
         self.role = Self::initial_role(&self.gw);
         self.name = None;
+        self.ack = None;
     }
 
     pub fn input_limits(&self) -> InputLimits {
@@ -285,7 +290,7 @@ impl Session {
             value,
             ttl_ms,
             condition,
-            ack: None,
+            ack: self.ack,
         };
         match self.call(request).await? {
             Response::Written(_) => Ok(true),
@@ -296,7 +301,13 @@ impl Session {
 
     /// Writes every entry at once.
     pub async fn set_many(&self, entries: Vec<SetEntry>) -> Result<(), Reply> {
-        match self.call(Request::MultiSet { entries, ack: None }).await? {
+        match self
+            .call(Request::MultiSet {
+                entries,
+                ack: self.ack,
+            })
+            .await?
+        {
             Response::Written(_) => Ok(()),
             other => Err(unexpected(&other)),
         }
@@ -308,7 +319,7 @@ impl Session {
         let request = Request::Delete {
             key,
             condition,
-            ack: None,
+            ack: self.ack,
         };
         match self.call(request).await? {
             Response::Deleted { existed, .. } => Ok(Some(existed)),
@@ -322,7 +333,7 @@ impl Session {
         let request = Request::Expire {
             key,
             ttl_ms,
-            ack: None,
+            ack: self.ack,
         };
         match self.call(request).await? {
             Response::Updated { existed, .. } => Ok(existed),
@@ -332,7 +343,7 @@ impl Session {
 
     /// Removes a TTL; whether there was one.
     pub async fn persist(&self, key: Bytes) -> Result<bool, Reply> {
-        match self.call(Request::Persist { key, ack: None }).await? {
+        match self.call(Request::Persist { key, ack: self.ack }).await? {
             Response::Updated { durability, .. } => Ok(durability.is_some()),
             other => Err(unexpected(&other)),
         }
@@ -342,7 +353,7 @@ impl Session {
         let request = Request::Incr {
             key,
             delta,
-            ack: None,
+            ack: self.ack,
         };
         match self.call(request).await? {
             Response::Int { value, .. } => Ok(value),
