@@ -33,8 +33,19 @@ impl Member {
     /// Starts a node; `extra` adds flags such as `--replica-of`. Its
     /// replication address is fixed, so it survives restarts.
     pub fn start(root: &Path, certs: &Path, name: &str, extra: &[&str]) -> Member {
-        let dir = root.join(name);
         let repl_addr = free_udp_addr().expect("a free loopback port");
+        Member::start_at(root, certs, name, repl_addr, extra)
+    }
+
+    /// As [`Member::start`], its node links on `repl_addr`.
+    pub fn start_at(
+        root: &Path,
+        certs: &Path,
+        name: &str,
+        repl_addr: SocketAddr,
+        extra: &[&str],
+    ) -> Member {
+        let dir = root.join(name);
         let mut args = cluster_args(certs, name, repl_addr);
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -68,6 +79,18 @@ impl Member {
         name: &str,
         cluster_settings: Option<&str>,
     ) -> Member {
+        let repl_addr = free_udp_addr().expect("a free loopback port");
+        Member::start_in_cluster_at(root, certs, name, repl_addr, cluster_settings)
+    }
+
+    /// As [`Member::start_in_cluster_with`], its node links on `repl_addr`.
+    pub fn start_in_cluster_at(
+        root: &Path,
+        certs: &Path,
+        name: &str,
+        repl_addr: SocketAddr,
+        cluster_settings: Option<&str>,
+    ) -> Member {
         let file = |f: String| certs.join(f).display().to_string();
         let (cert, key) = (file(format!("{name}.crt")), file(format!("{name}.key")));
         let mut args = vec!["--cluster", "--tls-cert", &cert, "--tls-key", &key];
@@ -77,7 +100,7 @@ impl Member {
             std::fs::write(&config, format!("[cluster]\n{settings}\n")).expect("config file");
             args.extend(["--config", &config_arg]);
         }
-        Member::start(root, certs, name, &args)
+        Member::start_at(root, certs, name, repl_addr, &args)
     }
 
     /// A client verifying this node by the cluster CA in `certs`.
