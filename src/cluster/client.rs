@@ -36,7 +36,8 @@
 //! After a transport failure the request is resent only if it was never
 //! sent, or if [`Request::is_idempotent`]; the [`Client`] underneath has
 //! already applied its own retry rules. `Unavailable` waits its
-//! `retry_after_ms`. All of this within [`ClusterClientConfig::with_max_attempts`]
+//! `retry_after_ms`, then refreshes the map from the other nodes first (a
+//! primary that lost its lease may be cut off, its own map stale). All of this within [`ClusterClientConfig::with_max_attempts`]
 //! attempts. A map is only ever replaced by one with a higher version.
 
 use std::collections::{BTreeMap, HashMap};
@@ -660,7 +661,13 @@ impl ClusterClient {
                                     redirect_hint.get_or_insert_with(|| h.clone());
                                 }
                             }
-                            Some(Miss::Wait(d)) => wait = wait.max(d),
+                            // A primary without its lease may be cut off
+                            // from the cluster, its own map stale: the
+                            // refresh asks the other nodes first.
+                            Some(Miss::Wait(d)) => {
+                                wait = wait.max(d);
+                                unreachable.get_or_insert_with(|| addr.clone());
+                            }
                             Some(Miss::Transport) => {
                                 unreachable.get_or_insert_with(|| addr.clone());
                             }

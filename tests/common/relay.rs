@@ -24,7 +24,7 @@
 #![allow(dead_code)]
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -154,6 +154,7 @@ impl UdpRelay {
             }),
             due: Condvar::new(),
             paused: AtomicBool::new(false),
+            cut: Mutex::new(HashSet::new()),
             gate: Mutex::new(()),
             stop: AtomicBool::new(false),
             forwarded: AtomicU64::new(0),
@@ -203,6 +204,18 @@ impl UdpRelay {
         // the flag for each datagram.
         let _gate = lock(&self.shared.gate);
         self.shared.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Cuts the link of one client, both ways, from datagrams received
+    /// from now on (until [`heal`](Self::heal)): a partition of that
+    /// client from the target, the relay's other clients unaffected.
+    pub fn cut(&self, client: SocketAddr) {
+        lock(&self.shared.cut).insert(client);
+    }
+
+    /// Heals every [`cut`](Self::cut).
+    pub fn heal(&self) {
+        lock(&self.shared.cut).clear();
     }
 
     /// Heals a [`pause`](Self::pause).
@@ -305,6 +318,8 @@ struct Shared {
     /// Signalled when a datagram is queued or the relay stops.
     due: Condvar,
     paused: AtomicBool,
+    /// Clients whose datagrams, both ways, are dropped (see `cut`).
+    cut: Mutex<HashSet<SocketAddr>>,
     /// Held by the scheduler while it sends a batch, and by pause/resume:
     /// once `pause` returns, no datagram is forwarded.
     gate: Mutex<()>,
@@ -353,7 +368,7 @@ impl Shared {
                 socket: upstream,
                 to: self.target,
             };
-            self.submit(flow, &buf[..len], out);
+            self.submit(flow, from, &buf[..len], out);
         }
     }
 
@@ -402,7 +417,7 @@ impl Shared {
                         socket: self.front.clone(),
                         to: client_addr,
                     };
-                    self.submit(flow, &buf[..len], out);
+                    self.submit(flow, client_addr, &buf[..len], out);
                 }
                 _ => {}
             }
@@ -410,8 +425,8 @@ impl Shared {
     }
 
     /// Decides a received datagram's fate and queues it.
-    fn submit(&self, flow: Flow, data: &[u8], out: Out) {
-        if self.paused.load(Ordering::SeqCst) {
+    fn submit(&self, flow: Flow, client_addr: SocketAddr, data: &[u8], out: Out) {
+        if self.paused.load(Ordering::SeqCst) || lock(&self.cut).contains(&client_addr) {
             self.count_drop();
             return;
         }
