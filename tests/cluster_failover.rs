@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use common::cluster::{Member, admin, converged, eventually, gen_certs, info, metric};
+use common::cluster::{Member, admin, converged, eventually, gen_certs, info, metric, missing};
 use strata::cluster::client::{ClusterClient, ClusterClientConfig};
 use strata::net::client::{Client, ServerTrust, SetOptions};
 use strata::types::{AckPolicy, OnTimeout};
@@ -190,18 +190,9 @@ async fn a_killed_primary_is_replaced_without_losing_acknowledged_writes() {
         // Every acknowledged write is there, read through the cluster; an
         // async write promises nothing beyond the primary: its loss is
         // measured.
-        let keys: Vec<String> = acked.keys().cloned().collect();
-        let mut lost = 0u64;
-        for batch in keys.chunks(500) {
-            let got = cluster.get_many(batch.iter().cloned()).await.unwrap();
-            for (key, entry) in batch.iter().zip(got) {
-                match entry {
-                    Some(entry) => assert_eq!(entry.value, acked[key].as_bytes(), "{key}"),
-                    None if ack == AckPolicy::Async => lost += 1,
-                    None => panic!("acknowledged {key} lost"),
-                }
-            }
-        }
+        let lost = missing(&cluster, &acked).await;
+        assert!(ack == AckPolicy::Async || lost.is_empty(), "lost: {lost:?}");
+        let lost = lost.len() as u64;
         if ack == AckPolicy::Async {
             println!(
                 "round async: {lost} of {} acknowledged writes lost, {:.0} ms of writes at \
@@ -276,14 +267,11 @@ async fn a_killed_primary_is_replaced_without_losing_acknowledged_writes() {
     let acks_then = writer.count.load(Ordering::Relaxed);
     writer.until(acks_then + AFTER).await;
     let (acked, _) = writer.finish().await;
-    let keys: Vec<String> = acked.keys().cloned().collect();
-    for batch in keys.chunks(500) {
-        let got = cluster.get_many(batch.iter().cloned()).await.unwrap();
-        for (key, entry) in batch.iter().zip(got) {
-            let entry = entry.unwrap_or_else(|| panic!("acknowledged {key} lost"));
-            assert_eq!(entry.value, acked[key].as_bytes(), "{key}");
-        }
-    }
+    assert_eq!(
+        missing(&cluster, &acked).await,
+        Vec::<String>::new(),
+        "lost"
+    );
     let old_link = members[target].repl_addr.to_string();
     let back = members[old].ca_client(&certs).await;
     eventually("the old primary following its successor", || async {

@@ -13,11 +13,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::cluster::{Member, admin, eventually, gen_certs, info};
+use common::cluster::{
+    Member, cluster_client, create_cluster, eventually, gen_certs, info, missing,
+};
 use common::relay::{Faults, UdpRelay};
-use strata::cluster::client::{ClusterClient, ClusterClientConfig};
 use strata::harness::free_udp_addr;
-use strata::net::client::{ServerTrust, SetOptions, SetOutcome};
+use strata::net::client::{SetOptions, SetOutcome};
 use strata::types::{AckPolicy, NodeId, OnTimeout};
 
 const NAMES: [&str; 3] = ["h1", "h2", "h3"];
@@ -64,21 +65,14 @@ async fn lost_heartbeats_do_not_fail_over_a_healthy_primary() {
         ));
         relays.push(relay);
     }
-    let addrs: Vec<String> = members.iter().map(|m| m.node.addr.to_string()).collect();
-    let ca = certs.join("ca.crt").display().to_string();
-    let mut args = vec!["cluster", "create", "--replicas", "2", "--ca", &ca];
-    args.extend(addrs.iter().map(String::as_str));
-    let (ok, text) = admin(&args);
-    assert!(ok, "{text}");
+    let addrs = create_cluster(&members, &certs, 2);
 
     let h1 = members[0].ca_client(&certs).await;
     let before = h1.cluster_map().await.unwrap();
     let primary = before.shards[0].primary;
     assert_eq!(primary, NodeId::of_name("h1").0);
 
-    let trust = ServerTrust::CaFile(certs.join("ca.crt"));
-    let config = ClusterClientConfig::with_trust(trust, |c| c).with_max_attempts(8);
-    let cluster = ClusterClient::connect(&addrs, config).await.unwrap();
+    let cluster = cluster_client(&addrs, &certs).await;
     let semi = AckPolicy::SemiSync {
         replicas: 1,
         timeout_ms: 10_000,
@@ -118,14 +112,11 @@ async fn lost_heartbeats_do_not_fail_over_a_healthy_primary() {
     }
     assert_eq!(failovers, 0, "a leader declared a failover");
     assert!(!acked.is_empty());
-    let keys: Vec<String> = acked.keys().cloned().collect();
-    for batch in keys.chunks(500) {
-        let got = cluster.get_many(batch.iter().cloned()).await.unwrap();
-        for (key, entry) in batch.iter().zip(got) {
-            let entry = entry.unwrap_or_else(|| panic!("acknowledged {key} lost"));
-            assert_eq!(entry.value, acked[key].as_bytes(), "{key}");
-        }
-    }
+    assert_eq!(
+        missing(&cluster, &acked).await,
+        Vec::<String>::new(),
+        "lost"
+    );
     eventually("the primary's in-sync set naming both replicas", || async {
         info(&h1).await.get("in_sync").map(String::as_str) == Some("h2,h3")
     })

@@ -14,11 +14,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{CONVERGE, Member, admin, converged, eventually, gen_certs, info};
+use common::cluster::{
+    CONVERGE, Member, cluster_client, converged, create_cluster, eventually, gen_certs, info,
+};
 use common::relay::{Faults, UdpRelay};
-use strata::cluster::client::{ClusterClient, ClusterClientConfig};
+use strata::cluster::client::ClusterClient;
 use strata::harness::free_udp_addr;
-use strata::net::client::{Client, ClientError, ErrorCode, ServerTrust, SetOptions, SetOutcome};
+use strata::net::client::{Client, ClientError, ErrorCode, SetOptions, SetOutcome};
 use strata::types::{AckPolicy, NodeId};
 
 const NAMES: [&str; 3] = ["q1", "q2", "q3"];
@@ -103,16 +105,8 @@ async fn a_primary_cut_off_from_the_majority_stops_and_rejoins_as_a_replica() {
         members.push(member);
         relays.push(relay);
     }
-    let addrs: Vec<String> = members.iter().map(|m| m.node.addr.to_string()).collect();
-    let ca = certs.join("ca.crt").display().to_string();
-    let mut args = vec!["cluster", "create", "--replicas", "2", "--ca", &ca];
-    args.extend(addrs.iter().map(String::as_str));
-    let (ok, text) = admin(&args);
-    assert!(ok, "{text}");
-
-    let trust = ServerTrust::CaFile(certs.join("ca.crt"));
-    let config = ClusterClientConfig::with_trust(trust, |c| c).with_max_attempts(8);
-    let cluster = ClusterClient::connect(&addrs, config).await.unwrap();
+    let addrs = create_cluster(&members, &certs, 2);
+    let cluster = cluster_client(&addrs, &certs).await;
     let q1 = members[0].ca_client(&certs).await;
     let q2 = members[1].ca_client(&certs).await;
     eventually("q2 and q3 in q1's in-sync set", || async {

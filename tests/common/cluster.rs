@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use strata::cluster::client::{ClusterClient, ClusterClientConfig};
 use strata::harness::{cluster_args, free_udp_addr};
 use strata::net::client::{Client, ClientConfig, ClientError, ErrorCode, ServerTrust};
 use strata::net::tls::parse_fingerprint;
@@ -219,4 +220,47 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(
 /// A node's `Info`, by name.
 pub async fn info(client: &Client) -> BTreeMap<String, String> {
     client.info().await.expect("info").into_iter().collect()
+}
+
+/// `strata-admin cluster create --replicas R` over `members`, in order
+/// (the first ones become the shards' primaries): their client addresses.
+pub fn create_cluster(members: &[Member], certs: &Path, replicas: u32) -> Vec<String> {
+    let addrs: Vec<String> = members.iter().map(|m| m.node.addr.to_string()).collect();
+    let ca = certs.join("ca.crt").display().to_string();
+    let replicas = replicas.to_string();
+    let mut args = vec!["cluster", "create", "--replicas", &replicas, "--ca", &ca];
+    args.extend(addrs.iter().map(String::as_str));
+    let (ok, text) = admin(&args);
+    assert!(ok, "{text}");
+    addrs
+}
+
+/// A cluster client over `addrs` trusting the CA in `certs`, with room to
+/// follow a failover (8 attempts a request).
+pub async fn cluster_client(addrs: &[String], certs: &Path) -> ClusterClient {
+    let trust = ServerTrust::CaFile(certs.join("ca.crt"));
+    let config = ClusterClientConfig::with_trust(trust, |c| c).with_max_attempts(8);
+    ClusterClient::connect(addrs, config)
+        .await
+        .expect("cluster client")
+}
+
+/// Reads every key of `acked` back through `cluster`; the keys missing
+/// (a value that differs panics).
+pub async fn missing(cluster: &ClusterClient, acked: &BTreeMap<String, String>) -> Vec<String> {
+    let keys: Vec<String> = acked.keys().cloned().collect();
+    let mut missing = Vec::new();
+    for batch in keys.chunks(500) {
+        let got = cluster
+            .get_many(batch.iter().cloned())
+            .await
+            .expect("get_many");
+        for (key, entry) in batch.iter().zip(got) {
+            match entry {
+                Some(entry) => assert_eq!(entry.value, acked[key].as_bytes(), "{key}"),
+                None => missing.push(key.clone()),
+            }
+        }
+    }
+    missing
 }

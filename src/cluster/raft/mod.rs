@@ -347,6 +347,15 @@ async fn commit_in_sync(
     }
 }
 
+/// Why a request to the leader got no answer of the kind it asked for.
+fn leader_failed<E: std::fmt::Display>(answer: Result<wire::MetaResponse, E>) -> MetaError {
+    match answer {
+        Ok(wire::MetaResponse::Refused { reason }) => MetaError::Report(reason),
+        Ok(other) => MetaError::Report(format!("unexpected answer {other:?}")),
+        Err(e) => MetaError::Report(e.to_string()),
+    }
+}
+
 /// A heartbeat handed to the node's handler, and where its answer goes.
 #[derive(Debug)]
 pub struct ReportCall {
@@ -528,24 +537,17 @@ impl MetaGroup {
         report: NodeReport,
         deadline: Duration,
     ) -> Result<LeaseReply, MetaError> {
-        let status = self.status();
-        let leader = status.leader.ok_or(MetaError::NotLeader { leader: None })?;
-        if leader == self.id {
+        let Some(peer) = self.leader_peer()? else {
             return tokio::time::timeout(deadline, self.reports.answer(report))
                 .await
                 .map_err(|_| MetaError::Report(format!("not answered within {deadline:?}")))?;
-        }
-        let addr = status.members.get(&leader).cloned().ok_or_else(|| {
-            MetaError::Report(format!("the leader {} has no known address", leader.0))
-        })?;
-        let peer = self.network.peer(leader.0, addr);
+        };
         match peer
             .call(&wire::MetaRequest::Report(report), deadline)
             .await
         {
             Ok(wire::MetaResponse::Lease(lease)) => Ok(lease),
-            Ok(other) => Err(MetaError::Report(format!("unexpected answer {other:?}"))),
-            Err(e) => Err(MetaError::Report(e.to_string())),
+            other => Err(leader_failed(other)),
         }
     }
 
@@ -563,27 +565,32 @@ impl MetaGroup {
         change: wire::InSyncChange,
         deadline: Duration,
     ) -> Result<u64, MetaError> {
-        let status = self.status();
-        let leader = status.leader.ok_or(MetaError::NotLeader { leader: None })?;
-        if leader == self.id {
+        let Some(peer) = self.leader_peer()? else {
             let map = self.map.borrow().clone();
             return tokio::time::timeout(deadline, commit_in_sync(&self.raft, &map, change))
                 .await
                 .map_err(|_| MetaError::Timeout(format!("the commit within {deadline:?}")))?;
-        }
-        let addr = status.members.get(&leader).cloned().ok_or_else(|| {
-            MetaError::Report(format!("the leader {} has no known address", leader.0))
-        })?;
-        let peer = self.network.peer(leader.0, addr);
+        };
         match peer
             .call(&wire::MetaRequest::InSync(change), deadline)
             .await
         {
             Ok(wire::MetaResponse::Committed { version }) => Ok(version),
-            Ok(wire::MetaResponse::Refused { reason }) => Err(MetaError::Report(reason)),
-            Ok(other) => Err(MetaError::Report(format!("unexpected answer {other:?}"))),
-            Err(e) => Err(MetaError::Report(e.to_string())),
+            other => Err(leader_failed(other)),
         }
+    }
+
+    /// Where a request for the leader goes: `None` when this node leads.
+    fn leader_peer(&self) -> Result<Option<network::PeerClient>, MetaError> {
+        let status = self.status();
+        let leader = status.leader.ok_or(MetaError::NotLeader { leader: None })?;
+        if leader == self.id {
+            return Ok(None);
+        }
+        let addr = status.members.get(&leader).cloned().ok_or_else(|| {
+            MetaError::Report(format!("the leader {} has no known address", leader.0))
+        })?;
+        Ok(Some(self.network.peer(leader.0, addr)))
     }
 
     /// Whether this member is the leader, confirmed by a quorum that has
