@@ -28,8 +28,9 @@ use crate::repl::Replication;
 use crate::types::NodeId;
 
 /// On every map: the map's primary of this node's shard counts acks from
-/// the shard's committed in-sync set; any other node counts none of its
-/// own (it takes no writes).
+/// the shard's committed in-sync set. A deposed primary keeps the last set
+/// it had: a write still waiting there is acknowledged by those members
+/// or times out, never by whichever replicas happen to stream.
 pub(super) fn apply(repl: &Replication, me: NodeId, map: &ClusterMap, lag_ms: u64) {
     let Some(shard) = map
         .nodes()
