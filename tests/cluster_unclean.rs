@@ -12,6 +12,7 @@ use bytes::Bytes;
 use common::cluster::{Member, admin, eventually, gen_certs, info};
 use strata::cluster::client::{ClusterClient, ClusterClientConfig};
 use strata::net::client::{Client, ServerTrust};
+use strata::types::NodeId;
 
 const NAMES: [&str; 6] = ["u1", "u2", "u3", "u4", "u5", "u6"];
 
@@ -52,17 +53,32 @@ async fn a_shard_that_lost_a_replica_too_waits_for_an_unclean_failover() {
     let survivor = members[3].ca_client(&certs).await;
     let before = shard1_primary(&survivor).await;
 
+    // Both replicas count (a replica outside the in-sync set would not be
+    // waited for).
+    let u1 = members[0].ca_client(&certs).await;
+    eventually("u2 and u3 in u1's in-sync set", || async {
+        info(&u1).await.get("in_sync").map(String::as_str) == Some("u2,u3")
+    })
+    .await;
     // The primary and one replica of shard 1 die together.
     members[0].node.kill();
     members[2].node.kill();
-    eventually("the leader reporting the failing shard", || async {
+    // Waiting for u3 alone: u2 has reported its position since, so the
+    // unclean promotion below has its candidate.
+    let (u2, u3) = (
+        NodeId::of_name("u2").0.to_string(),
+        NodeId::of_name("u3").0.to_string(),
+    );
+    eventually("the leader waiting for u3 alone", || async {
         let mut waiting = false;
         for i in [1, 3, 4, 5] {
             let c = members[i].ca_client(&certs).await;
             waiting |= info(&c)
                 .await
                 .get("cluster_failover_waiting")
-                .is_some_and(|w| w.contains("waiting for the positions"));
+                .is_some_and(|w| {
+                    w.contains("waiting for the positions") && w.contains(&u3) && !w.contains(&u2)
+                });
         }
         waiting
     })
