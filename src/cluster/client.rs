@@ -37,8 +37,8 @@
 //! sent, or if [`Request::is_idempotent`]; the [`Client`] underneath has
 //! already applied its own retry rules. `Unavailable` waits its
 //! `retry_after_ms`, then refreshes the map from the other nodes first (a
-//! primary that lost its lease may be cut off, its own map stale). All of this within [`ClusterClientConfig::with_max_attempts`]
-//! attempts. A map is only ever replaced by one with a higher version.
+//! primary that lost its lease may be cut off, its own map stale). All of
+//! this within [`ClusterClientConfig::with_max_attempts`] attempts. A map is only ever replaced by one with a higher version.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -637,7 +637,9 @@ impl ClusterClient {
             }
             pending.clear();
             let mut redirect_hint: Option<String> = None;
-            let mut unreachable: Option<String> = None;
+            // A node that failed to answer, or answered Unavailable: the
+            // refresh asks it last.
+            let mut ask_last: Option<String> = None;
             let mut wait = Duration::ZERO;
             let mut failure: Option<ClusterClientError> = None;
             let mut failure_fatal = false;
@@ -662,14 +664,13 @@ impl ClusterClient {
                                 }
                             }
                             // A primary without its lease may be cut off
-                            // from the cluster, its own map stale: the
-                            // refresh asks the other nodes first.
+                            // from the cluster, its own map stale.
                             Some(Miss::Wait(d)) => {
                                 wait = wait.max(d);
-                                unreachable.get_or_insert_with(|| addr.clone());
+                                ask_last.get_or_insert_with(|| addr.clone());
                             }
                             Some(Miss::Transport) => {
-                                unreachable.get_or_insert_with(|| addr.clone());
+                                ask_last.get_or_insert_with(|| addr.clone());
                             }
                             None => {}
                         }
@@ -701,7 +702,7 @@ impl ClusterClient {
             let _ = self
                 .refresh_from(
                     redirect_hint.as_deref(),
-                    unreachable.as_deref(),
+                    ask_last.as_deref(),
                     routing.map.version,
                 )
                 .await;

@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::map::ClusterMap;
+use super::map::{ClusterMap, ShardInfo};
 use super::node::ClusterNode;
 use super::raft::InSyncChange;
+use super::ring::ShardId;
 use crate::repl::Replication;
 use crate::types::NodeId;
 
@@ -32,22 +33,23 @@ use crate::types::NodeId;
 /// it had: a write still waiting there is acknowledged by those members
 /// or times out, never by whichever replicas happen to stream.
 pub(super) fn apply(repl: &Replication, me: NodeId, map: &ClusterMap, lag_ms: u64) {
-    let Some(shard) = map
-        .nodes()
-        .get(&me)
-        .and_then(|info| map.shards().get(&info.shard))
-    else {
-        return;
-    };
-    if shard.primary != me {
-        return;
+    if let Some((_, shard)) = primary_of(map, me) {
+        repl.set_in_sync(Some(names(map, &shard.in_sync).collect()), lag_ms);
     }
-    let names = shard
-        .in_sync
-        .iter()
+}
+
+/// `me`'s shard, if `map` names `me` its primary.
+fn primary_of(map: &ClusterMap, me: NodeId) -> Option<(ShardId, &ShardInfo)> {
+    let shard_id = map.nodes().get(&me)?.shard;
+    let shard = map.shards().get(&shard_id)?;
+    (shard.primary == me).then_some((shard_id, shard))
+}
+
+/// The names `map` gives `ids` (replica identities, as replication knows
+/// them).
+fn names<'a>(map: &'a ClusterMap, ids: &'a [NodeId]) -> impl Iterator<Item = String> + 'a {
+    ids.iter()
         .filter_map(|id| map.nodes().get(id).map(|n| n.name.clone()))
-        .collect();
-    repl.set_in_sync(Some(names), lag_ms);
 }
 
 /// Commits the in-sync set this node's replication wants while it is its
@@ -78,16 +80,9 @@ pub(super) async fn in_sync_loop(node: Weak<ClusterNode>) {
 async fn commit(node: &Arc<ClusterNode>, want: &BTreeSet<String>, deadline: Duration) {
     let map = node.map();
     let me = node.id();
-    let Some((shard_id, shard)) = map
-        .nodes()
-        .get(&me)
-        .and_then(|info| map.shards().get_key_value(&info.shard))
-    else {
+    let Some((shard_id, shard)) = primary_of(&map, me) else {
         return;
     };
-    if shard.primary != me {
-        return;
-    }
     let mut in_sync: Vec<NodeId> = want
         .iter()
         .map(|name| NodeId::of_name(name))
@@ -97,15 +92,11 @@ async fn commit(node: &Arc<ClusterNode>, want: &BTreeSet<String>, deadline: Dura
     if in_sync == shard.in_sync {
         return;
     }
-    let names = |ids: &[NodeId]| -> Vec<String> {
-        ids.iter()
-            .filter_map(|id| map.nodes().get(id).map(|n| n.name.clone()))
-            .collect()
-    };
-    let (was, now) = (names(&shard.in_sync), names(&in_sync));
+    let was: Vec<String> = names(&map, &shard.in_sync).collect();
+    let now: Vec<String> = names(&map, &in_sync).collect();
     let change = InSyncChange {
         node: me,
-        shard: *shard_id,
+        shard: shard_id,
         epoch: shard.epoch,
         in_sync,
     };

@@ -413,6 +413,7 @@ mod tests {
         std::fs::write(&path, b"strsnap9").unwrap();
         assert!(store.load().is_err());
     }
+
     #[test]
     fn a_layout_1_snapshot_loads_with_empty_in_sync_sets() {
         use crate::cluster::map::NodeInfo;

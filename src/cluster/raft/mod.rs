@@ -337,6 +337,12 @@ async fn commit_in_sync(
         epoch: change.epoch,
         in_sync: change.in_sync,
     };
+    commit(raft, cmd).await
+}
+
+/// Commits `cmd` through `raft` (which must lead): the map's version after
+/// it, or why the map refused it.
+async fn commit(raft: &Raft<Types>, cmd: MapCommand) -> Result<u64, MetaError> {
     let response = raft
         .client_write(cmd)
         .await
@@ -646,15 +652,7 @@ impl MetaGroup {
     /// ask), [`MetaError::Refused`] when the map refused the committed
     /// command, [`MetaError::Stopped`].
     pub async fn propose(&self, cmd: MapCommand) -> Result<u64, MetaError> {
-        let response = self
-            .raft
-            .client_write(cmd)
-            .await
-            .map_err(MetaError::from_write)?;
-        match response.data.refused {
-            Some(e) => Err(MetaError::Refused(e)),
-            None => Ok(response.data.version),
-        }
+        commit(&self.raft, cmd).await
     }
 
     /// The committed and applied map, updated after each applied batch.

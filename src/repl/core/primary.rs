@@ -740,6 +740,7 @@ mod tests {
             }
         }
     }
+
     #[test]
     fn a_member_holding_more_than_those_that_stay_does_not_leave() {
         let mut c = core();
