@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ring::{MAX_VNODES, Ring, RingError, ShardId, SlotTable};
-use super::slot::key_slot;
+use super::slot::{Slot, key_slot};
 use crate::types::NodeId;
 
 /// One node of the cluster.
@@ -83,6 +83,47 @@ pub enum MapCommand {
         epoch: u64,
         in_sync: Vec<NodeId>,
     },
+    /// A shard is born with its primary like [`MapCommand::AddShard`], but
+    /// off the ring: it owns no slots until a migration puts it on.
+    JoinShard {
+        id: ShardId,
+        primary: NodeId,
+        info: NodeInfo,
+    },
+    /// The ring's shards are to become `ring`: every slot whose owner
+    /// differs on that ring moves there, its keys copied while the
+    /// current owner serves them. Its id is the version it brings the
+    /// map to.
+    StartMigration { ring: Vec<ShardId> },
+    /// `shard`'s primary of epoch `epoch` holds every key moving to it
+    /// and follows the owners' writes closely; once every receiving
+    /// shard is ready, the owners stop taking writes to moving slots.
+    ImportReady { id: u64, shard: ShardId, epoch: u64 },
+    /// `shard` holds, durably on its in-sync set, every write the owners
+    /// took to its moving slots; once every receiving shard is done, the
+    /// slots change owner in this version, and shards off the new ring
+    /// leave with their nodes.
+    ImportDone { id: u64, shard: ShardId, epoch: u64 },
+    /// Calls migration `id` off: the owners keep their slots (and take
+    /// writes to them again); what the receivers copied is swept.
+    AbortMigration { id: u64 },
+}
+
+/// A change of the ring's shards in progress (`MapCommand::StartMigration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    /// The map version that started it.
+    pub id: u64,
+    /// The shards on the ring once it finishes, in id order.
+    pub ring: Vec<ShardId>,
+    /// Receiving shards that have copied their slots and follow the
+    /// owners' writes, in id order.
+    pub ready: Vec<ShardId>,
+    /// Whether the owners refuse writes to moving slots (every receiver
+    /// was ready).
+    pub cutover: bool,
+    /// Receiving shards that hold every write to their slots, in id order.
+    pub done: Vec<ShardId>,
 }
 
 /// Why a command was refused, or a decoded map is unusable.
@@ -131,6 +172,20 @@ pub enum MapError {
         asked: u64,
         current: u64,
     },
+    #[error("migration {id} is in progress; let it finish or abort it first")]
+    MigrationInProgress { id: u64 },
+    #[error("no migration {id} is in progress")]
+    NoSuchMigration { id: u64 },
+    #[error("the ring already holds exactly shards {ring:?}: nothing would move")]
+    NothingMoves { ring: Vec<u32> },
+    #[error("a ring needs at least one shard")]
+    EmptyRing,
+    #[error("shard {shard} receives no slots in migration {id}")]
+    NotReceiving { id: u64, shard: ShardId },
+    #[error("migration {id} is not cut over yet: shard {shard} cannot be done")]
+    NotCutOver { id: u64, shard: ShardId },
+    #[error("shard {shard} is on the ring; move its slots off first (remove-shard)")]
+    OnRing { shard: ShardId },
     #[error("inconsistent cluster map: {0}")]
     Inconsistent(String),
 }
@@ -162,17 +217,26 @@ pub struct ClusterMap {
     vnodes: u32,
     nodes: BTreeMap<NodeId, NodeInfo>,
     shards: BTreeMap<ShardId, ShardInfo>,
+    /// The shards whose points are on the ring, in id order: the others
+    /// are joining and own no slots.
+    ring: Vec<ShardId>,
+    migration: Option<Migration>,
     #[serde(skip)]
     table: Option<SlotTable>,
+    /// The table once the migration finishes.
+    #[serde(skip)]
+    target: Option<SlotTable>,
 }
 
-/// The encoded form of [`ClusterMap`]: the same fields less the table.
+/// The encoded form of [`ClusterMap`]: the same fields less the tables.
 #[derive(Deserialize)]
 struct MapState {
     version: u64,
     vnodes: u32,
     nodes: BTreeMap<NodeId, NodeInfo>,
     shards: BTreeMap<ShardId, ShardInfo>,
+    ring: Vec<ShardId>,
+    migration: Option<Migration>,
 }
 
 impl TryFrom<MapState> for ClusterMap {
@@ -186,11 +250,48 @@ impl TryFrom<MapState> for ClusterMap {
             vnodes: state.vnodes,
             nodes: state.nodes,
             shards: state.shards,
+            ring: state.ring,
+            migration: state.migration,
             table: None,
+            target: None,
         };
         map.check()?;
-        map.table = map.table_with(map.shards.keys().copied().collect())?;
+        map.table = map.table_with(map.ring.clone())?;
+        map.target = match &map.migration {
+            Some(m) => map.table_with(m.ring.clone())?,
+            None => None,
+        };
         Ok(map)
+    }
+}
+
+/// A map as layout-2 snapshots (`strsnap2`) carry it, from before rings
+/// could change online: every shard on the ring, no migration.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "MapStateV2")]
+pub struct MapV2(pub ClusterMap);
+
+#[derive(Deserialize)]
+struct MapStateV2 {
+    version: u64,
+    vnodes: u32,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    shards: BTreeMap<ShardId, ShardInfo>,
+}
+
+impl TryFrom<MapStateV2> for MapV2 {
+    type Error = MapError;
+
+    fn try_from(old: MapStateV2) -> Result<MapV2, MapError> {
+        ClusterMap::try_from(MapState {
+            ring: old.shards.keys().copied().collect(),
+            version: old.version,
+            vnodes: old.vnodes,
+            nodes: old.nodes,
+            shards: old.shards,
+            migration: None,
+        })
+        .map(MapV2)
     }
 }
 
@@ -229,11 +330,14 @@ impl TryFrom<MapStateV1> for MapV1 {
             };
             (id, shard)
         });
+        let shards: BTreeMap<ShardId, ShardInfo> = shards.collect();
         ClusterMap::try_from(MapState {
+            ring: shards.keys().copied().collect(),
             version: old.version,
             vnodes: old.vnodes,
             nodes: old.nodes,
-            shards: shards.collect(),
+            shards,
+            migration: None,
         })
         .map(MapV1)
     }
@@ -253,7 +357,10 @@ impl ClusterMap {
             vnodes: 0,
             nodes: BTreeMap::new(),
             shards: BTreeMap::new(),
+            ring: Vec::new(),
+            migration: None,
             table: None,
+            target: None,
         }
     }
 
@@ -278,6 +385,37 @@ impl ClusterMap {
     /// The owner of every slot, once there is a shard.
     pub fn slot_table(&self) -> Option<&SlotTable> {
         self.table.as_ref()
+    }
+
+    /// The shards on the ring (owning slots), in id order.
+    pub fn ring(&self) -> &[ShardId] {
+        &self.ring
+    }
+
+    /// The migration in progress, if any.
+    pub fn migration(&self) -> Option<&Migration> {
+        self.migration.as_ref()
+    }
+
+    /// Where `slot` moves in the migration in progress: `(from, to)`.
+    pub fn moving(&self, slot: Slot) -> Option<(ShardId, ShardId)> {
+        let (from, to) = (self.table.as_ref()?.owner(slot), self.target.as_ref()?.owner(slot));
+        (from != to).then_some((from, to))
+    }
+
+    /// Every moving slot as `(slot, from, to)`, in slot order.
+    pub fn moves(&self) -> Vec<(Slot, ShardId, ShardId)> {
+        Slot::all()
+            .filter_map(|slot| self.moving(slot).map(|(from, to)| (slot, from, to)))
+            .collect()
+    }
+
+    /// The shards receiving slots in the migration in progress, in id order.
+    pub fn receivers(&self) -> Vec<ShardId> {
+        let mut out: Vec<ShardId> = self.moves().into_iter().map(|(_, _, to)| to).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The shard owning `key` and that shard's primary.
@@ -309,6 +447,15 @@ impl ClusterMap {
                 epoch,
                 in_sync,
             } => self.set_in_sync(shard, epoch, in_sync)?,
+            MapCommand::JoinShard { id, primary, info } => self.join_shard(id, primary, info)?,
+            MapCommand::StartMigration { ring } => self.start_migration(ring)?,
+            MapCommand::ImportReady { id, shard, epoch } => {
+                self.import_step(id, shard, epoch, false)?;
+            }
+            MapCommand::ImportDone { id, shard, epoch } => {
+                self.import_step(id, shard, epoch, true)?;
+            }
+            MapCommand::AbortMigration { id } => self.abort_migration(id)?,
         }
         if routed {
             self.version += 1;
@@ -384,11 +531,28 @@ impl ClusterMap {
     }
 
     fn add_shard(&mut self, id: ShardId, primary: NodeId, info: NodeInfo) -> Result<(), MapError> {
+        self.check_new_shard(id, primary, &info)?;
+        if let Some(m) = &self.migration {
+            return Err(MapError::MigrationInProgress { id: m.id });
+        }
+        let mut ring = self.ring.clone();
+        ring.push(id);
+        ring.sort_unstable();
+        // Built before anything changes: the last step that could fail.
+        let table = self.table_with(ring.clone())?;
+        self.insert_shard(id, primary, info);
+        self.ring = ring;
+        self.table = table;
+        Ok(())
+    }
+
+    /// Checks a new shard `id` with primary `primary` described by `info`.
+    fn check_new_shard(&self, id: ShardId, primary: NodeId, info: &NodeInfo) -> Result<(), MapError> {
         self.created()?;
         if self.shards.contains_key(&id) {
             return Err(MapError::DuplicateShard { shard: id });
         }
-        self.check_new_node(primary, &info)?;
+        self.check_new_node(primary, info)?;
         if info.shard != id {
             return Err(MapError::ShardMismatch {
                 node: primary,
@@ -396,10 +560,10 @@ impl ClusterMap {
                 shard: id,
             });
         }
-        let mut ids: Vec<ShardId> = self.shards.keys().copied().collect();
-        ids.push(id);
-        // Built before anything changes: the last step that could fail.
-        let table = self.table_with(ids)?;
+        Ok(())
+    }
+
+    fn insert_shard(&mut self, id: ShardId, primary: NodeId, info: NodeInfo) {
         self.shards.insert(
             id,
             ShardInfo {
@@ -410,27 +574,162 @@ impl ClusterMap {
             },
         );
         self.nodes.insert(primary, info);
-        self.table = table;
+    }
+
+    fn join_shard(&mut self, id: ShardId, primary: NodeId, info: NodeInfo) -> Result<(), MapError> {
+        self.check_new_shard(id, primary, &info)?;
+        if self.ring.is_empty() {
+            // Nothing to take slots from: a first shard is added on the ring.
+            return Err(MapError::EmptyRing);
+        }
+        self.insert_shard(id, primary, info);
+        Ok(())
+    }
+
+    fn start_migration(&mut self, mut ring: Vec<ShardId>) -> Result<(), MapError> {
+        self.created()?;
+        if let Some(m) = &self.migration {
+            return Err(MapError::MigrationInProgress { id: m.id });
+        }
+        ring.sort_unstable();
+        ring.dedup();
+        if ring.is_empty() || self.ring.is_empty() {
+            return Err(MapError::EmptyRing);
+        }
+        if let Some(&shard) = ring.iter().find(|s| !self.shards.contains_key(s)) {
+            return Err(MapError::UnknownShard { shard });
+        }
+        if ring == self.ring {
+            return Err(MapError::NothingMoves {
+                ring: ring.iter().map(|s| s.0).collect(),
+            });
+        }
+        self.target = self.table_with(ring.clone())?;
+        self.migration = Some(Migration {
+            id: self.version + 1,
+            ring,
+            ready: Vec::new(),
+            cutover: false,
+            done: Vec::new(),
+        });
+        self.advance_migration();
+        Ok(())
+    }
+
+    /// The migration `id`, if it is the one in progress.
+    fn migration_of(&self, id: u64) -> Result<&Migration, MapError> {
+        self.migration
+            .as_ref()
+            .filter(|m| m.id == id)
+            .ok_or(MapError::NoSuchMigration { id })
+    }
+
+    /// Marks receiving shard `shard` (primary of `epoch`) ready, or done.
+    fn import_step(&mut self, id: u64, shard: ShardId, epoch: u64, done: bool) -> Result<(), MapError> {
+        self.created()?;
+        let cutover = self.migration_of(id)?.cutover;
+        let current = self.shard(shard)?.epoch;
+        if current != epoch {
+            return Err(MapError::StaleEpoch {
+                shard,
+                asked: epoch,
+                current,
+            });
+        }
+        if !self.receivers().contains(&shard) {
+            return Err(MapError::NotReceiving { id, shard });
+        }
+        if done && !cutover {
+            return Err(MapError::NotCutOver { id, shard });
+        }
+        if let Some(m) = &mut self.migration {
+            let list = if done { &mut m.done } else { &mut m.ready };
+            list.push(shard);
+            list.sort_unstable();
+            list.dedup();
+        }
+        self.advance_migration();
+        Ok(())
+    }
+
+    /// Cuts over once every receiver is ready, and finishes once every one
+    /// is done: the slots change owner, and shards off the new ring leave
+    /// with their nodes.
+    fn advance_migration(&mut self) {
+        let receivers = self.receivers();
+        let Some(m) = &mut self.migration else {
+            return;
+        };
+        let all = |list: &[ShardId]| receivers.iter().all(|r| list.contains(r));
+        if !m.cutover && all(&m.ready) {
+            m.cutover = true;
+        }
+        if !(m.cutover && all(&m.done)) {
+            return;
+        }
+        let ring = m.ring.clone();
+        let leaving: Vec<ShardId> = self
+            .ring
+            .iter()
+            .copied()
+            .filter(|s| !ring.contains(s))
+            .collect();
+        for id in leaving {
+            if let Some(shard) = self.shards.remove(&id) {
+                for node in std::iter::once(shard.primary).chain(shard.replicas) {
+                    self.nodes.remove(&node);
+                }
+            }
+        }
+        self.ring = ring;
+        self.table = self.target.take();
+        self.migration = None;
+    }
+
+    fn abort_migration(&mut self, id: u64) -> Result<(), MapError> {
+        self.created()?;
+        self.migration_of(id)?;
+        self.migration = None;
+        self.target = None;
         Ok(())
     }
 
     fn remove_shard(&mut self, id: ShardId) -> Result<(), MapError> {
         self.created()?;
         let shard = self.shard(id)?;
+        if !self.ring.contains(&id) {
+            // A joining shard owns nothing: it goes with its nodes, unless
+            // a migration is bringing it on.
+            if let Some(m) = self.migration.as_ref().filter(|m| m.ring.contains(&id)) {
+                return Err(MapError::MigrationInProgress { id: m.id });
+            }
+            let nodes: Vec<NodeId> = std::iter::once(shard.primary)
+                .chain(shard.replicas.iter().copied())
+                .collect();
+            for node in nodes {
+                self.nodes.remove(&node);
+            }
+            self.shards.remove(&id);
+            return Ok(());
+        }
+        if let Some(m) = &self.migration {
+            return Err(MapError::MigrationInProgress { id: m.id });
+        }
         if !shard.replicas.is_empty() {
             return Err(MapError::ShardHasNodes {
                 shard: id,
                 replicas: shard.replicas.len(),
             });
         }
-        if self.shards.len() == 1 {
+        if self.ring.len() == 1 {
             return Err(MapError::LastShard { shard: id });
         }
         let primary = shard.primary;
-        let ids = self.shards.keys().copied().filter(|&s| s != id).collect();
-        let table = self.table_with(ids)?;
+        let ring: Vec<ShardId> = self.ring.iter().copied().filter(|&s| s != id).collect();
+        let table = self.table_with(ring.clone())?;
         self.shards.remove(&id);
         self.nodes.remove(&primary);
+        self.ring = ring;
         self.table = table;
         Ok(())
     }
@@ -529,6 +828,17 @@ impl ClusterMap {
                 if !in_shard || !listed.insert(node) {
                     return bad(format!("shard {shard_id} lists node {} wrongly", node.0));
                 }
+            }
+        }
+        let sorted = |list: &[ShardId]| list.windows(2).all(|w| w[0] < w[1]);
+        if !sorted(&self.ring) || self.ring.iter().any(|s| !self.shards.contains_key(s)) {
+            return bad("the ring lists a shard wrongly".into());
+        }
+        if let Some(m) = &self.migration {
+            let within = |list: &[ShardId]| sorted(list) && list.iter().all(|s| m.ring.contains(s));
+            let known = m.ring.iter().all(|s| self.shards.contains_key(s));
+            if m.ring.is_empty() || !known || !within(&m.ring) || !within(&m.ready) || !within(&m.done) {
+                return bad("the migration lists a shard wrongly".into());
             }
         }
         if listed.len() != self.nodes.len() {

@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::cluster::ring::Ring;
 use crate::cluster::slot::SLOTS;
 
 fn info(name: &str, shard: u32) -> NodeInfo {
@@ -483,4 +484,174 @@ fn in_sync_sets_are_of_the_shards_replicas_and_of_the_current_epoch() {
     // The encoding round-trips, and a decoded map is checked.
     let bytes = postcard::to_stdvec(&map).unwrap();
     assert_eq!(postcard::from_bytes::<ClusterMap>(&bytes).unwrap(), map);
+}
+
+fn join_shard(shard: u32, name: &str) -> MapCommand {
+    MapCommand::JoinShard {
+        id: ShardId(shard),
+        primary: id(name),
+        info: info(name, shard),
+    }
+}
+
+fn start(ring: &[u32]) -> MapCommand {
+    MapCommand::StartMigration {
+        ring: ring.iter().copied().map(ShardId).collect(),
+    }
+}
+
+fn step(map: &ClusterMap, shard: u32, done: bool) -> MapCommand {
+    let id = map.migration().unwrap().id;
+    let (shard, epoch) = (ShardId(shard), map.shards()[&ShardId(shard)].epoch);
+    if done {
+        MapCommand::ImportDone { id, shard, epoch }
+    } else {
+        MapCommand::ImportReady { id, shard, epoch }
+    }
+}
+
+#[test]
+fn a_joining_shard_owns_nothing_until_its_migration_finishes() {
+    let mut map = sample();
+    let before = map.slot_table().unwrap().clone();
+    map.apply(join_shard(3, "c")).unwrap();
+    map.apply(add_node("c2", 3)).unwrap();
+    assert_eq!(map.ring(), [ShardId(1), ShardId(2)]);
+    assert_eq!(map.slot_table(), Some(&before), "joining moves no slot");
+    map.apply(start(&[1, 2, 3])).unwrap();
+    let id = map.migration().unwrap().id;
+    assert_eq!(id, map.version(), "a migration is named by its version");
+    assert_eq!(map.receivers(), [ShardId(3)]);
+    let moves = map.moves();
+    assert!(!moves.is_empty());
+    assert!(moves.iter().all(|&(_, from, to)| from != ShardId(3) && to == ShardId(3)));
+    assert_eq!(map.slot_table(), Some(&before), "nothing moves before the end");
+
+    refused(
+        &mut map,
+        step(&sample_with_3(), 3, true),
+        MapError::NotCutOver { id, shard: ShardId(3) },
+    );
+    let not_receiving = step(&map, 1, false);
+    refused(
+        &mut map,
+        not_receiving,
+        MapError::NotReceiving {
+            id,
+            shard: ShardId(1),
+        },
+    );
+    refused(&mut map, start(&[1, 2]), MapError::MigrationInProgress { id });
+    refused(&mut map, add_shard(4, "d"), MapError::MigrationInProgress { id });
+    refused(
+        &mut map,
+        MapCommand::RemoveShard { id: ShardId(3) },
+        MapError::MigrationInProgress { id },
+    );
+
+    map.apply(step(&map.clone(), 3, false)).unwrap();
+    assert!(map.migration().unwrap().cutover, "the only receiver is ready");
+    map.apply(step(&map.clone(), 3, true)).unwrap();
+    assert!(map.migration().is_none());
+    assert_eq!(map.ring(), [ShardId(1), ShardId(2), ShardId(3)]);
+    let after = map.slot_table().unwrap();
+    for (slot, from, _) in &moves {
+        assert_eq!(after.owner(*slot), ShardId(3));
+        assert_eq!(before.owner(*slot), *from);
+    }
+    assert_eq!(before.moved(after), moves.len());
+    let ring = Ring::new(&[ShardId(1), ShardId(2), ShardId(3)], 16).unwrap();
+    assert_eq!(*after, ring.slot_table(), "the table is the new ring's");
+}
+
+/// `sample()` with shard 3 joining and a migration onto it started, for
+/// building commands against.
+fn sample_with_3() -> ClusterMap {
+    let mut map = sample();
+    map.apply(join_shard(3, "c")).unwrap();
+    map.apply(add_node("c2", 3)).unwrap();
+    map.apply(start(&[1, 2, 3])).unwrap();
+    map
+}
+
+#[test]
+fn removing_a_shard_moves_its_slots_then_drops_it_with_its_nodes() {
+    let mut map = sample();
+    map.apply(start(&[2])).unwrap();
+    assert_eq!(map.receivers(), [ShardId(2)]);
+    assert!(map.moves().iter().all(|&(_, from, _)| from == ShardId(1)));
+    map.apply(step(&map.clone(), 2, false)).unwrap();
+    map.apply(step(&map.clone(), 2, true)).unwrap();
+    assert_eq!(map.ring(), [ShardId(2)]);
+    assert!(!map.shards().contains_key(&ShardId(1)));
+    assert!(!map.nodes().contains_key(&id("a")) && !map.nodes().contains_key(&id("a2")));
+    assert!(map.slot_table().unwrap().iter().all(|(_, s)| s == ShardId(2)));
+    assert_eq!(map.owner_of_key(b"foo").unwrap().1.name, "b");
+}
+
+#[test]
+fn an_aborted_migration_leaves_ownership_alone() {
+    let mut map = sample_with_3();
+    let before = map.slot_table().unwrap().clone();
+    let id = map.migration().unwrap().id;
+    map.apply(step(&map.clone(), 3, false)).unwrap();
+    refused(
+        &mut map,
+        MapCommand::AbortMigration { id: id + 1 },
+        MapError::NoSuchMigration { id: id + 1 },
+    );
+    map.apply(MapCommand::AbortMigration { id }).unwrap();
+    assert!(map.migration().is_none());
+    assert!(map.moving(Slot::new(0).unwrap()).is_none());
+    assert_eq!(map.slot_table(), Some(&before));
+    // The joining shard can go again, with its nodes.
+    map.apply(MapCommand::RemoveShard { id: ShardId(3) }).unwrap();
+    assert!(!map.nodes().contains_key(&NodeId::of_name("c2")));
+    map.check().unwrap();
+}
+
+#[test]
+fn migration_steps_check_the_epoch_and_the_ring() {
+    let mut map = sample_with_3();
+    let mid = map.migration().unwrap().id;
+    let stale = MapCommand::ImportReady {
+        id: mid,
+        shard: ShardId(3),
+        epoch: 7,
+    };
+    refused(
+        &mut map,
+        stale,
+        MapError::StaleEpoch {
+            shard: ShardId(3),
+            asked: 7,
+            current: 1,
+        },
+    );
+    let mut fresh = sample();
+    refused(
+        &mut fresh,
+        start(&[1, 2]),
+        MapError::NothingMoves { ring: vec![1, 2] },
+    );
+    refused(&mut fresh, start(&[]), MapError::EmptyRing);
+    refused(
+        &mut fresh,
+        start(&[1, 9]),
+        MapError::UnknownShard { shard: ShardId(9) },
+    );
+    let mut empty = ClusterMap::new();
+    empty.apply(MapCommand::Create { vnodes: 4 }).unwrap();
+    refused(&mut empty, join_shard(1, "a"), MapError::EmptyRing);
+}
+
+#[test]
+fn a_map_mid_migration_survives_encoding() {
+    let mut map = sample_with_3();
+    map.apply(step(&map.clone(), 3, false)).unwrap();
+    let bytes = postcard::to_stdvec(&map).unwrap();
+    let back: ClusterMap = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, map);
+    assert_eq!(back.moves(), map.moves());
+    assert!(back.migration().unwrap().cutover);
 }

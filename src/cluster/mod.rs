@@ -20,7 +20,7 @@ pub mod raft;
 pub mod ring;
 pub mod slot;
 
-pub use map::{ClusterMap, MapCommand, MapError, NodeInfo, ShardInfo};
+pub use map::{ClusterMap, MapCommand, MapError, Migration, NodeInfo, ShardInfo};
 pub use raft::{
     Inbound, LeaderRef, MAX_VOTERS, META_ALPN, MetaConfig, MetaError, MetaGroup, MetaRole,
     MetaStatus, MetaTiming, pick_voters,

@@ -3,7 +3,7 @@
 //! map says (DESIGN C2: it acts only on committed entries).
 //!
 //! ```text
-//! links (ALPN strata-raft/2, accepted by replication) -> MetaGroup
+//! links (ALPN strata-raft/3, accepted by replication) -> MetaGroup
 //! MetaGroup.map() --watch--> ClusterNode::check_keys   (WrongShard)
 //!                       \--> reconcile: follow my shard's primary
 //!                                       leader: every map node a member,
@@ -757,14 +757,17 @@ fn meta_error(e: &MetaError, map: &ClusterMap) -> ErrorReply {
     }
 }
 
-/// A map in its wire form.
+/// A map in its wire form: what clients route by, so the shards on the
+/// ring and their nodes (a joining shard owns no slots and is left out).
 pub fn map_reply(map: &ClusterMap) -> ClusterMapReply {
+    let on_ring = |shard: &super::ring::ShardId| map.ring().contains(shard);
     ClusterMapReply {
         version: map.version(),
         vnodes: map.vnodes(),
         nodes: map
             .nodes()
             .iter()
+            .filter(|(_, n)| on_ring(&n.shard))
             .map(|(id, n)| WireNode {
                 id: id.0,
                 name: n.name.clone(),
@@ -776,6 +779,7 @@ pub fn map_reply(map: &ClusterMap) -> ClusterMapReply {
         shards: map
             .shards()
             .iter()
+            .filter(|(id, _)| on_ring(id))
             .map(|(id, s)| ClusterShard {
                 id: id.0,
                 primary: s.primary.0,

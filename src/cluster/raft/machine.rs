@@ -12,10 +12,11 @@
 //! Snapshot file layout (proto-docs/cluster.md §5):
 //!
 //! ```text
-//! 8 bytes magic "strsnap2" | u32 LE body length | u32 LE CRC-32 | postcard SnapshotFile
+//! 8 bytes magic "strsnap3" | u32 LE body length | u32 LE CRC-32 | postcard SnapshotFile
 //! ```
 //!
-//! Layout 1 (`strsnap1`, maps without in-sync sets) is still read.
+//! Layouts 2 (`strsnap2`, maps without a ring list or migration) and 1
+//! (`strsnap1`, also without in-sync sets) are still read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,14 +30,17 @@ use tokio::sync::watch;
 
 use super::convert::{self, Applied, RaftEntry, RaftLogId, RaftSnapshotMeta, RaftStored, Types};
 use super::wire::SnapshotMeta;
-use crate::cluster::map::{ClusterMap, MapV1};
+use crate::cluster::map::{ClusterMap, MapV1, MapV2};
 use crate::net::link::{FRAME_HEADER_BYTES, FrameError, decode_body, decode_header, encode};
 use crate::sync::write_atomic;
 
 /// The first bytes of a snapshot file; the digit is the layout version.
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"strsnap2";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"strsnap3";
 
-/// Layout 1: the same frame, its map's shards without in-sync sets.
+/// Layout 2: the same frame, its map without a ring list or migration.
+const SNAPSHOT_MAGIC_V2: &[u8; 8] = b"strsnap2";
+
+/// Layout 1: layout 2 with its map's shards without in-sync sets.
 const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"strsnap1";
 
 /// A layout-1 snapshot file's body.
@@ -44,6 +48,13 @@ const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"strsnap1";
 struct SnapshotFileV1 {
     meta: SnapshotMeta,
     map: MapV1,
+}
+
+/// A layout-2 snapshot file's body.
+#[derive(Deserialize)]
+struct SnapshotFileV2 {
+    meta: SnapshotMeta,
+    map: MapV2,
 }
 
 /// The snapshot file's name in the group's directory.
@@ -132,15 +143,11 @@ impl SnapshotStore {
             path: self.path.clone(),
             reason,
         };
-        let (rest, v1) = match bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
-            Some(rest) => (rest, false),
-            None => bytes
-                .strip_prefix(SNAPSHOT_MAGIC_V1.as_slice())
-                .map(|rest| (rest, true))
-                .ok_or_else(|| {
-                    corrupt("not a snapshot of a layout this build reads (magic)".into())
-                })?,
-        };
+        let layouts = [(SNAPSHOT_MAGIC, 3), (SNAPSHOT_MAGIC_V2, 2), (SNAPSHOT_MAGIC_V1, 1)];
+        let (rest, layout) = layouts
+            .iter()
+            .find_map(|(magic, layout)| bytes.strip_prefix(magic.as_slice()).map(|r| (r, *layout)))
+            .ok_or_else(|| corrupt("not a snapshot of a layout this build reads (magic)".into()))?;
         let header: [u8; FRAME_HEADER_BYTES] = rest
             .get(..FRAME_HEADER_BYTES)
             .and_then(|h| h.try_into().ok())
@@ -153,13 +160,16 @@ impl SnapshotStore {
                 body.len()
             )));
         }
-        let file = if v1 {
-            decode_body(crc, body).map(|old: SnapshotFileV1| SnapshotFile {
+        let file = match layout {
+            1 => decode_body(crc, body).map(|old: SnapshotFileV1| SnapshotFile {
                 meta: old.meta,
                 map: old.map.0,
-            })
-        } else {
-            decode_body(crc, body)
+            }),
+            2 => decode_body(crc, body).map(|old: SnapshotFileV2| SnapshotFile {
+                meta: old.meta,
+                map: old.map.0,
+            }),
+            _ => decode_body(crc, body),
         };
         file.map(Some)
             .map_err(|e: FrameError| corrupt(e.to_string()))
@@ -415,6 +425,39 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_2_snapshot_loads_with_every_shard_on_the_ring() {
+        use crate::cluster::map::NodeInfo;
+        use crate::cluster::ring::ShardId;
+        let mut want = file();
+        let info = NodeInfo {
+            name: "a".into(),
+            client_addr: "a:1".into(),
+            link_addr: "a:2".into(),
+            shard: ShardId(1),
+        };
+        let cmd = MapCommand::AddShard {
+            id: ShardId(1),
+            primary: NodeId::of_name("a"),
+            info,
+        };
+        want.map.apply(cmd).unwrap();
+        // Layout 2 is layout 3 without the ring list (1 shard: 01 01) and
+        // the migration (none: 00), its last three bytes.
+        let body = postcard::to_stdvec(&want).unwrap();
+        assert_eq!(&body[body.len() - 3..], [1, 1, 0]);
+        let body = &body[..body.len() - 3];
+        let mut bytes = SNAPSHOT_MAGIC_V2.to_vec();
+        bytes.extend((body.len() as u32).to_le_bytes());
+        bytes.extend(crc32fast::hash(body).to_le_bytes());
+        bytes.extend(body);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), &bytes).unwrap();
+        let got = SnapshotStore::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got.map.ring(), [ShardId(1)]);
+    }
+
+    #[test]
     fn a_layout_1_snapshot_loads_with_empty_in_sync_sets() {
         use crate::cluster::map::NodeInfo;
         use crate::cluster::ring::ShardId;
@@ -432,11 +475,11 @@ mod tests {
             info,
         };
         want.map.apply(cmd).unwrap();
-        // Layout 1 is layout 2 without the one shard's in-sync set, its
-        // last byte (an empty Vec).
+        // Layout 1 is layout 3 without the one shard's in-sync set (an
+        // empty Vec), the ring list and the migration: its last four bytes.
         let body = postcard::to_stdvec(&want).unwrap();
-        assert_eq!(body.last(), Some(&0));
-        let body = &body[..body.len() - 1];
+        assert_eq!(&body[body.len() - 4..], [0, 1, 1, 0]);
+        let body = &body[..body.len() - 4];
         let mut bytes = SNAPSHOT_MAGIC_V1.to_vec();
         bytes.extend((body.len() as u32).to_le_bytes());
         bytes.extend(crc32fast::hash(body).to_le_bytes());
