@@ -399,7 +399,10 @@ impl ClusterMap {
 
     /// Where `slot` moves in the migration in progress: `(from, to)`.
     pub fn moving(&self, slot: Slot) -> Option<(ShardId, ShardId)> {
-        let (from, to) = (self.table.as_ref()?.owner(slot), self.target.as_ref()?.owner(slot));
+        let (from, to) = (
+            self.table.as_ref()?.owner(slot),
+            self.target.as_ref()?.owner(slot),
+        );
         (from != to).then_some((from, to))
     }
 
@@ -547,7 +550,12 @@ impl ClusterMap {
     }
 
     /// Checks a new shard `id` with primary `primary` described by `info`.
-    fn check_new_shard(&self, id: ShardId, primary: NodeId, info: &NodeInfo) -> Result<(), MapError> {
+    fn check_new_shard(
+        &self,
+        id: ShardId,
+        primary: NodeId,
+        info: &NodeInfo,
+    ) -> Result<(), MapError> {
         self.created()?;
         if self.shards.contains_key(&id) {
             return Err(MapError::DuplicateShard { shard: id });
@@ -625,7 +633,13 @@ impl ClusterMap {
     }
 
     /// Marks receiving shard `shard` (primary of `epoch`) ready, or done.
-    fn import_step(&mut self, id: u64, shard: ShardId, epoch: u64, done: bool) -> Result<(), MapError> {
+    fn import_step(
+        &mut self,
+        id: u64,
+        shard: ShardId,
+        epoch: u64,
+        done: bool,
+    ) -> Result<(), MapError> {
         self.created()?;
         let cutover = self.migration_of(id)?.cutover;
         let current = self.shard(shard)?.epoch;
@@ -837,7 +851,12 @@ impl ClusterMap {
         if let Some(m) = &self.migration {
             let within = |list: &[ShardId]| sorted(list) && list.iter().all(|s| m.ring.contains(s));
             let known = m.ring.iter().all(|s| self.shards.contains_key(s));
-            if m.ring.is_empty() || !known || !within(&m.ring) || !within(&m.ready) || !within(&m.done) {
+            if m.ring.is_empty()
+                || !known
+                || !within(&m.ring)
+                || !within(&m.ready)
+                || !within(&m.done)
+            {
                 return bad("the migration lists a shard wrongly".into());
             }
         }

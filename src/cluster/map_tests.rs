@@ -524,13 +524,24 @@ fn a_joining_shard_owns_nothing_until_its_migration_finishes() {
     assert_eq!(map.receivers(), [ShardId(3)]);
     let moves = map.moves();
     assert!(!moves.is_empty());
-    assert!(moves.iter().all(|&(_, from, to)| from != ShardId(3) && to == ShardId(3)));
-    assert_eq!(map.slot_table(), Some(&before), "nothing moves before the end");
+    assert!(
+        moves
+            .iter()
+            .all(|&(_, from, to)| from != ShardId(3) && to == ShardId(3))
+    );
+    assert_eq!(
+        map.slot_table(),
+        Some(&before),
+        "nothing moves before the end"
+    );
 
     refused(
         &mut map,
         step(&sample_with_3(), 3, true),
-        MapError::NotCutOver { id, shard: ShardId(3) },
+        MapError::NotCutOver {
+            id,
+            shard: ShardId(3),
+        },
     );
     let not_receiving = step(&map, 1, false);
     refused(
@@ -541,8 +552,16 @@ fn a_joining_shard_owns_nothing_until_its_migration_finishes() {
             shard: ShardId(1),
         },
     );
-    refused(&mut map, start(&[1, 2]), MapError::MigrationInProgress { id });
-    refused(&mut map, add_shard(4, "d"), MapError::MigrationInProgress { id });
+    refused(
+        &mut map,
+        start(&[1, 2]),
+        MapError::MigrationInProgress { id },
+    );
+    refused(
+        &mut map,
+        add_shard(4, "d"),
+        MapError::MigrationInProgress { id },
+    );
     refused(
         &mut map,
         MapCommand::RemoveShard { id: ShardId(3) },
@@ -550,7 +569,10 @@ fn a_joining_shard_owns_nothing_until_its_migration_finishes() {
     );
 
     map.apply(step(&map.clone(), 3, false)).unwrap();
-    assert!(map.migration().unwrap().cutover, "the only receiver is ready");
+    assert!(
+        map.migration().unwrap().cutover,
+        "the only receiver is ready"
+    );
     map.apply(step(&map.clone(), 3, true)).unwrap();
     assert!(map.migration().is_none());
     assert_eq!(map.ring(), [ShardId(1), ShardId(2), ShardId(3)]);
@@ -585,7 +607,12 @@ fn removing_a_shard_moves_its_slots_then_drops_it_with_its_nodes() {
     assert_eq!(map.ring(), [ShardId(2)]);
     assert!(!map.shards().contains_key(&ShardId(1)));
     assert!(!map.nodes().contains_key(&id("a")) && !map.nodes().contains_key(&id("a2")));
-    assert!(map.slot_table().unwrap().iter().all(|(_, s)| s == ShardId(2)));
+    assert!(
+        map.slot_table()
+            .unwrap()
+            .iter()
+            .all(|(_, s)| s == ShardId(2))
+    );
     assert_eq!(map.owner_of_key(b"foo").unwrap().1.name, "b");
 }
 
@@ -605,7 +632,8 @@ fn an_aborted_migration_leaves_ownership_alone() {
     assert!(map.moving(Slot::new(0).unwrap()).is_none());
     assert_eq!(map.slot_table(), Some(&before));
     // The joining shard can go again, with its nodes.
-    map.apply(MapCommand::RemoveShard { id: ShardId(3) }).unwrap();
+    map.apply(MapCommand::RemoveShard { id: ShardId(3) })
+        .unwrap();
     assert!(!map.nodes().contains_key(&NodeId::of_name("c2")));
     map.check().unwrap();
 }

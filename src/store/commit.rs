@@ -71,6 +71,12 @@ pub(crate) enum WriteOp {
         key: Bytes,
         delta: i64,
     },
+    /// Mutations as another shard logged them (a slot migration), or
+    /// deletes sweeping keys this shard no longer owns: written as they
+    /// are, unconditionally, in one record.
+    Import {
+        mutations: Vec<Mutation>,
+    },
 }
 
 impl WriteOp {
@@ -82,6 +88,7 @@ impl WriteOp {
             WriteOp::Delete { key, .. }
             | WriteOp::Expire { key, .. }
             | WriteOp::Incr { key, .. } => key.len(),
+            WriteOp::Import { mutations } => mutations.iter().map(|m| m.data_len() as usize).sum(),
         }
     }
 }
@@ -496,6 +503,7 @@ impl BatchState<'_> {
                 };
                 Ok((Applied::Written(seq), vec![put]))
             }
+            WriteOp::Import { mutations } => Ok((Applied::Written(seq), mutations.clone())),
             WriteOp::SetMany { entries } => {
                 let puts = entries
                     .iter()

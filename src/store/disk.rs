@@ -464,6 +464,22 @@ impl DiskTier {
         Ok(page.done())
     }
 
+    /// Up to `limit` stored keys (live or expired) of the slots of
+    /// `ranges`, after the user key `after`: what a sweep deletes.
+    pub fn keys_in_slots(
+        &self,
+        ranges: &SlotRanges,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>> {
+        let mut out = Vec::new();
+        walk_slots(&self.db, self.data(), ranges, after, |key, _| {
+            out.push(Bytes::copy_from_slice(key));
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
     /// Bytes of SST files in the data family (0 if RocksDB cannot say).
     pub fn size_bytes(&self) -> u64 {
         self.db
@@ -709,6 +725,54 @@ fn slot_of(n: u16) -> Slot {
     Slot::new(n).expect("slot below SLOTS")
 }
 
+/// A set of slots as inclusive ranges `(first, last)`, ascending and
+/// disjoint: what a migration moves between two shards.
+pub type SlotRanges = [(u16, u16)];
+
+/// Visits the entries of `ranges` in (slot, key) order, after the user key
+/// `after` (which must lie in one of the ranges, or be `None`), until
+/// `visit` says stop by returning `false`.
+fn walk_slots(
+    db: &DB,
+    data: &ColumnFamily,
+    ranges: &SlotRanges,
+    after: Option<&[u8]>,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+) -> Result<()> {
+    let mut opts = ReadOptions::default();
+    // A migration or a sweep must not push hot blocks out of the cache.
+    opts.fill_cache(false);
+    let mut iter = db.raw_iterator_cf_opt(data, opts);
+    let after = after.map(keys::disk_key);
+    for &(first, last) in ranges {
+        let start = keys::slot_key(slot_of(first), b"");
+        // The prefix of slot `last + 1` (0x4000 past the last slot, which
+        // no stored key reaches).
+        let end = (last + 1).to_be_bytes();
+        let end = end.as_slice();
+        match &after {
+            Some(after) if after.as_slice() >= end => continue,
+            Some(after) if after.as_slice() >= start.as_slice() => iter.seek(after),
+            _ => iter.seek(&start),
+        }
+        while let (Some(key), Some(raw)) = (iter.key(), iter.value()) {
+            if key >= end {
+                break;
+            }
+            if after.as_deref() == Some(key) {
+                iter.next();
+                continue;
+            }
+            if !visit(stored_key(key)?, raw)? {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status()?;
+    }
+    Ok(())
+}
+
 /// The user key of a stored key; a key with no slot prefix is damage.
 fn stored_key(disk_key: &[u8]) -> Result<&[u8]> {
     keys::split(disk_key)
@@ -915,6 +979,38 @@ impl SnapshotReader {
         Ok(out)
     }
 
+    /// [`Self::read_chunk`] over the slots of `ranges` only, after the
+    /// user key `after`: the copy of a slot migration.
+    pub fn read_slots_chunk(
+        &self,
+        ranges: &SlotRanges,
+        after: Option<&[u8]>,
+        max_bytes: usize,
+        now_ms: u64,
+    ) -> Result<Vec<SnapshotEntry>> {
+        #[expect(clippy::expect_used, reason = "opened with both families")]
+        let data = self
+            .db
+            .cf_handle(CF_DATA)
+            .expect("data column family exists");
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        walk_slots(&self.db, data, ranges, after, |key, raw| {
+            let value = decode_value(key, raw)?;
+            if !value.is_expired(now_ms) {
+                bytes += key.len() + value.value.len();
+                out.push(SnapshotEntry {
+                    key: Bytes::copy_from_slice(key),
+                    version: value.seq,
+                    expires_at_ms: value.expires_at_ms,
+                    value: value.value,
+                });
+            }
+            Ok(bytes < max_bytes)
+        })?;
+        Ok(out)
+    }
+
     /// Entries and key + value bytes in the snapshot, estimated from
     /// RocksDB's table properties (no scan: reading a large snapshot twice
     /// would double a full sync's load on the primary). Counts every stored
@@ -976,6 +1072,32 @@ mod tests {
             .collect();
         disk.apply(&records).unwrap();
         disk
+    }
+
+    #[test]
+    fn a_slot_walk_visits_exactly_its_ranges_and_resumes_after_a_key() {
+        let keys: Vec<String> = (0..400).map(|i| format!("k{i}")).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let disk = disk_with(dir.path(), &keys);
+        let ranges = [(0, 4000), (9000, 9100), (16000, 16383)];
+        let inside = |k: &String| {
+            let slot = key_slot(k.as_bytes()).get();
+            ranges.iter().any(|&(a, b)| (a..=b).contains(&slot))
+        };
+        let mut want: Vec<&String> = keys.iter().filter(|k| inside(k)).collect();
+        want.sort_by_key(|k| (key_slot(k.as_bytes()).get(), k.as_bytes().to_vec()));
+        let (mut got, mut after) = (Vec::new(), None::<Bytes>);
+        loop {
+            let page = disk.keys_in_slots(&ranges, after.as_deref(), 7).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().cloned();
+            got.extend(page);
+        }
+        let want: Vec<Bytes> = want.into_iter().map(|k| Bytes::from(k.clone())).collect();
+        assert_eq!(got, want);
+        assert!(!got.is_empty() && got.len() < keys.len());
     }
 
     /// Every key of a scan for `prefix`, page by page of `per_page`.

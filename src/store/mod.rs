@@ -56,7 +56,7 @@ pub use upgrade::{Upgraded, upgrade_layout};
 
 use crate::clock::{Clock, SystemClock};
 use crate::types::{Cancel, Condition, Seq};
-use crate::wal::{FsyncPolicy, RecoveryMode, StdFs, Wal, WalConfig, WalFs, WalRecord};
+use crate::wal::{FsyncPolicy, Mutation, RecoveryMode, StdFs, Wal, WalConfig, WalFs, WalRecord};
 
 /// Size limits on what clients may store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -878,6 +878,47 @@ impl Store {
         match Self::outcome(self.submit(WriteOp::SetMany { entries: resolved }).await?) {
             WriteOutcome::Written(ack) => Ok(ack),
             other => unreachable!("set_many always writes, got {other:?}"),
+        }
+    }
+
+    /// Up to `limit` stored keys of the slots of `ranges` after `after`
+    /// (see [`DiskTier::keys_in_slots`]).
+    pub async fn keys_in_slots(
+        &self,
+        ranges: Vec<(u16, u16)>,
+        after: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.disk.keys_in_slots(&ranges, after.as_deref(), limit)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Writes `mutations` as they are, in one record, bypassing the
+    /// conditions and the TTL bounds a client's write meets (its keys and
+    /// values are still checked): keys copied from the shard that owned
+    /// their slot, and deletes of keys this shard gave away. Replicas get
+    /// them through the WAL like any write.
+    pub async fn import(&self, mutations: Vec<Mutation>) -> Result<WriteAck> {
+        self.check_batch(mutations.len())?;
+        if mutations.is_empty() {
+            return Err(StoreError::InvalidArgument("an import needs a mutation"));
+        }
+        for mutation in &mutations {
+            match mutation {
+                Mutation::Put { key, value, .. } => {
+                    self.check_key(key)?;
+                    self.check_value(value)?;
+                }
+                Mutation::Delete { key } => self.check_key(key)?,
+            }
+        }
+        match Self::outcome(self.submit(WriteOp::Import { mutations }).await?) {
+            WriteOutcome::Written(ack) => Ok(ack),
+            other => unreachable!("an import always writes, got {other:?}"),
         }
     }
 

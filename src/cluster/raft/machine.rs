@@ -143,7 +143,11 @@ impl SnapshotStore {
             path: self.path.clone(),
             reason,
         };
-        let layouts = [(SNAPSHOT_MAGIC, 3), (SNAPSHOT_MAGIC_V2, 2), (SNAPSHOT_MAGIC_V1, 1)];
+        let layouts = [
+            (SNAPSHOT_MAGIC, 3),
+            (SNAPSHOT_MAGIC_V2, 2),
+            (SNAPSHOT_MAGIC_V1, 1),
+        ];
         let (rest, layout) = layouts
             .iter()
             .find_map(|(magic, layout)| bytes.strip_prefix(magic.as_slice()).map(|r| (r, *layout)))

@@ -58,7 +58,7 @@ use machine::MapMachine;
 
 pub use machine::{SnapshotError, SnapshotFile};
 pub use store::StoreError;
-pub use wire::{InSyncChange, MAX_META_FRAME_BYTES, META_ALPN};
+pub use wire::{ImportStep, InSyncChange, MAX_META_FRAME_BYTES, META_ALPN};
 
 /// At most this many voters; every other member is a learner, which still
 /// receives the map.
@@ -318,25 +318,43 @@ pub fn pick_voters(current: &BTreeSet<NodeId>, nodes: &BTreeSet<NodeId>) -> BTre
 /// Commits an in-sync set asked for by `change.node`, which `map` must
 /// name its shard's primary (the epoch is checked again when the command
 /// applies, so a primary deposed meanwhile changes nothing).
-async fn commit_in_sync(
+async fn commit_for_primary(
     raft: &Raft<Types>,
     map: &ClusterMap,
-    change: wire::InSyncChange,
+    request: wire::MetaRequest,
 ) -> Result<u64, MetaError> {
-    let primary = map.shards().get(&change.shard).map(|s| s.primary);
-    if primary != Some(change.node) {
-        return Err(MetaError::Report(format!(
-            "node {} is not shard {}'s primary in map version {}",
-            change.node.0,
+    let (node, shard, cmd) = match request {
+        wire::MetaRequest::InSync(change) => (
+            change.node,
             change.shard,
+            MapCommand::SetInSync {
+                shard: change.shard,
+                epoch: change.epoch,
+                in_sync: change.in_sync,
+            },
+        ),
+        wire::MetaRequest::Import(step) => {
+            let (id, shard, epoch) = (step.id, step.shard, step.epoch);
+            let cmd = match step.done {
+                false => MapCommand::ImportReady { id, shard, epoch },
+                true => MapCommand::ImportDone { id, shard, epoch },
+            };
+            (step.node, shard, cmd)
+        }
+        other => {
+            return Err(MetaError::Report(format!(
+                "not a request of a shard's primary: {other:?}"
+            )));
+        }
+    };
+    let primary = map.shards().get(&shard).map(|s| s.primary);
+    if primary != Some(node) {
+        return Err(MetaError::Report(format!(
+            "node {} is not shard {shard}'s primary in map version {}",
+            node.0,
             map.version()
         )));
     }
-    let cmd = MapCommand::SetInSync {
-        shard: change.shard,
-        epoch: change.epoch,
-        in_sync: change.in_sync,
-    };
     commit(raft, cmd).await
 }
 
@@ -571,16 +589,40 @@ impl MetaGroup {
         change: wire::InSyncChange,
         deadline: Duration,
     ) -> Result<u64, MetaError> {
+        self.commit_for_primary(wire::MetaRequest::InSync(change), deadline)
+            .await
+    }
+
+    /// Commits `step` of a migration, for a receiving shard's primary,
+    /// like [`Self::change_in_sync`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::change_in_sync`]; the map's refusal (a stale epoch, a
+    /// migration that ended) comes back as [`MetaError::Report`].
+    pub async fn import_step(
+        &self,
+        step: wire::ImportStep,
+        deadline: Duration,
+    ) -> Result<u64, MetaError> {
+        self.commit_for_primary(wire::MetaRequest::Import(step), deadline)
+            .await
+    }
+
+    /// Commits what a shard's primary asks in `request` through the leader
+    /// it knows (itself, if it leads), within `deadline`.
+    async fn commit_for_primary(
+        &self,
+        request: wire::MetaRequest,
+        deadline: Duration,
+    ) -> Result<u64, MetaError> {
         let Some(peer) = self.leader_peer()? else {
             let map = self.map.borrow().clone();
-            return tokio::time::timeout(deadline, commit_in_sync(&self.raft, &map, change))
+            return tokio::time::timeout(deadline, commit_for_primary(&self.raft, &map, request))
                 .await
                 .map_err(|_| MetaError::Timeout(format!("the commit within {deadline:?}")))?;
         };
-        match peer
-            .call(&wire::MetaRequest::InSync(change), deadline)
-            .await
-        {
+        match peer.call(&request, deadline).await {
             Ok(wire::MetaResponse::Committed { version }) => Ok(version),
             other => Err(leader_failed(other)),
         }

@@ -302,7 +302,7 @@ impl RaftNetwork<Types> for PeerClient {
         let request = MetaRequest::Snapshot {
             vote: convert::vote_of(&vote),
             meta: convert::snapshot_meta_of(&snapshot.meta),
-            map: *snapshot.snapshot,
+            map: snapshot.snapshot,
         };
         let deadline = Duration::from_millis(self.timing.rpc_timeout_ms);
         let result = tokio::select! {

@@ -119,6 +119,7 @@ fn speaker(request: &MetaRequest) -> NodeId {
         | MetaRequest::Snapshot { vote, .. } => vote.node,
         MetaRequest::Report(report) => report.node,
         MetaRequest::InSync(change) => change.node,
+        MetaRequest::Import(step) => step.node,
     }
 }
 
@@ -156,7 +157,7 @@ async fn dispatch(served: &Served, request: MetaRequest) -> MetaResponse {
         MetaRequest::Snapshot { vote, meta, map } => {
             let snapshot = Snapshot {
                 meta: convert::raft_snapshot_meta(&meta),
-                snapshot: Box::new(map),
+                snapshot: map,
             };
             match raft
                 .install_full_snapshot(convert::raft_vote(vote), snapshot)
@@ -172,9 +173,9 @@ async fn dispatch(served: &Served, request: MetaRequest) -> MetaResponse {
             Ok(lease) => MetaResponse::Lease(lease),
             Err(e) => refused(&e),
         },
-        MetaRequest::InSync(change) => {
+        MetaRequest::InSync(_) | MetaRequest::Import(_) => {
             let map = served.map.borrow().clone();
-            match super::commit_in_sync(raft, &map, change).await {
+            match super::commit_for_primary(raft, &map, request).await {
                 Ok(version) => MetaResponse::Committed { version },
                 Err(e) => refused(&e),
             }

@@ -129,13 +129,31 @@ pub enum MetaRequest {
         /// What the snapshot covers.
         meta: SnapshotMeta,
         /// The map as of `meta.last`.
-        map: ClusterMap,
+        map: Box<ClusterMap>,
     },
     /// 3: a node's heartbeat to the leader: its state, for failure
     /// detection; a shard primary gets its write lease in the answer.
     Report(NodeReport),
     /// 4: a shard's primary asks the leader to commit its in-sync set.
     InSync(InSyncChange),
+    /// 5: a receiving shard's primary asks the leader to commit a step of
+    /// a migration.
+    Import(ImportStep),
+}
+
+/// What a receiving shard's primary asks for in [`MetaRequest::Import`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportStep {
+    /// The asking node: the shard's primary (its certificate must name it).
+    pub node: NodeId,
+    /// The migration.
+    pub id: u64,
+    /// Its shard, receiving slots.
+    pub shard: ShardId,
+    /// The shard's epoch it is primary of.
+    pub epoch: u64,
+    /// `false`: ready (`ImportReady`); `true`: done (`ImportDone`).
+    pub done: bool,
 }
 
 /// What a shard's primary asks for in [`MetaRequest::InSync`].
@@ -359,7 +377,7 @@ mod tests {
                 },
                 id: "s-1".into(),
             },
-            map,
+            map: Box::new(map),
         };
         let bytes = postcard::to_stdvec(&snapshot).unwrap();
         assert_eq!(
