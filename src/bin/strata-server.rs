@@ -360,7 +360,7 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
     };
     let meta_links = cluster_slot
         .as_ref()
-        .map(|_| repl.accept_protocol(strata::cluster::node::LINK_PROTOCOL));
+        .map(|_| strata::cluster::node::LinkProtocols::accept(&repl));
     let resp = match config.resp.listen {
         Some(_) => Some(RespServer::bind(&config, node.clone()).await?),
         None => None,

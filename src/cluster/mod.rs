@@ -15,6 +15,7 @@ pub mod health;
 mod in_sync;
 pub mod map;
 mod metrics;
+pub mod migrate;
 pub mod node;
 pub mod raft;
 pub mod ring;

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use super::failover::{self, Health};
 use super::health::{HealthTiming, NodeReport};
 use super::map::{ClusterMap, MapCommand};
+use super::migrate::Migrations;
 use super::raft::{META_ALPN, MetaConfig, MetaError, MetaGroup, MetaRole, MetaTiming};
 use super::slot::key_slot;
 use crate::net::link::Link;
@@ -74,6 +75,10 @@ pub struct ClusterConfig {
     /// or was away this long, leaves the shard's in-sync set: writes stop
     /// waiting for it once that is committed.
     pub in_sync_lag_ms: u64,
+    /// Bytes per second a shard's primary sends of the keys moving to
+    /// another shard (a migration's copy), so serving goes on; 0 for no
+    /// bound.
+    pub migration_bytes_per_sec: u64,
 }
 
 impl Default for ClusterConfig {
@@ -87,6 +92,7 @@ impl Default for ClusterConfig {
             failover_timeout_ms: 5000,
             auto_failover: true,
             in_sync_lag_ms: 1000,
+            migration_bytes_per_sec: 64 << 20,
         }
     }
 }
@@ -172,6 +178,7 @@ pub struct ClusterNode {
     link_addr: String,
     health: Arc<Health>,
     in_sync_lag_ms: u64,
+    migrations: Arc<Migrations>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -215,9 +222,13 @@ impl ClusterNode {
         client_addr: String,
         data_dir: &Path,
         repl: Arc<Replication>,
-        mut links: mpsc::Receiver<Link>,
+        links: LinkProtocols,
         link: SocketAddr,
     ) -> Result<Arc<ClusterNode>, ClusterError> {
+        let LinkProtocols {
+            meta: mut links,
+            moves,
+        } = links;
         let link_addr = advertised(&cfg.advertise_link, link, "link")?;
         let endpoint = repl
             .link_endpoint()
@@ -249,7 +260,10 @@ impl ClusterNode {
             link_addr,
             health: Arc::new(Health::new(timing, cfg.auto_failover)),
             in_sync_lag_ms: cfg.in_sync_lag_ms,
+            migrations: Arc::new(Migrations::new(cfg.migration_bytes_per_sec)),
         });
+        tokio::spawn(super::migrate::serve_exports(Arc::downgrade(&node), moves));
+        tokio::spawn(super::migrate::migration_loop(Arc::downgrade(&node)));
         tokio::spawn(super::in_sync::in_sync_loop(Arc::downgrade(&node)));
         tokio::spawn(reconcile_loop(Arc::downgrade(&node)));
         tokio::spawn(failover::heartbeat_loop(Arc::downgrade(&node)));
@@ -290,6 +304,16 @@ impl ClusterNode {
         &self.group
     }
 
+    /// Its slot migrations.
+    pub fn migrations(&self) -> &Arc<Migrations> {
+        &self.migrations
+    }
+
+    /// Its name, from its cluster certificate.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Its heartbeat: what the leader detects failures and chooses new
     /// primaries by.
     pub fn report(&self) -> NodeReport {
@@ -312,7 +336,12 @@ impl ClusterNode {
 
     /// Checks that every key belongs to this node's shard in the committed
     /// map: `WrongShard` naming the owner's primary otherwise, and
-    /// `Unavailable` while the map has no shards or does not list this node.
+    /// `Unavailable` while the map has no shards or does not list this
+    /// node, or for a write to a slot of a migration that is cutting over.
+    ///
+    /// A write takes [`Migrations::gate`] first and holds it until it is
+    /// applied: a migration's fence waits for the writes that checked an
+    /// older map.
     ///
     /// # Errors
     ///
@@ -322,7 +351,7 @@ impl ClusterNode {
         mut keys: impl Iterator<Item = &'a [u8]>,
         write: bool,
     ) -> Result<(), ErrorReply> {
-        let map = self.map();
+        let map = &*self.map();
         let (Some(table), Some(me)) = (map.slot_table(), map.nodes().get(&self.id)) else {
             return Err(ErrorReply::new(
                 ErrorCode::Unavailable,
@@ -330,9 +359,20 @@ impl ClusterNode {
             )
             .with_retry_after_ms(1000));
         };
-        let Some(key) = keys.find(|key| table.owner(key_slot(key)) != me.shard) else {
+        let mut moving = None;
+        let foreign = keys.find(|key| {
+            let slot = key_slot(key);
+            if write && moving.is_none() {
+                moving = super::migrate::fenced(map, slot);
+            }
+            table.owner(slot) != me.shard
+        });
+        let Some(key) = foreign else {
+            if let Some(reply) = moving {
+                return Err(reply);
+            }
             return if write {
-                self.check_primary(&map, me.shard)
+                self.check_primary(map, me.shard)
             } else {
                 Ok(())
             };
@@ -606,6 +646,7 @@ impl ClusterNode {
         if let Some(me) = map.nodes().get(&self.id) {
             out.push(("cluster_shard".into(), me.shard.0.to_string()));
         }
+        out.extend(super::migrate::info(self, &map));
         out.push((
             "cluster_lease_left_ms".into(),
             self.health.lease_left_ms().to_string(),
@@ -790,6 +831,24 @@ pub fn map_reply(map: &ClusterMap) -> ClusterMapReply {
     }
 }
 
-/// The protocol the metadata group's links speak, for
-/// [`Replication::accept_protocol`].
-pub const LINK_PROTOCOL: &[u8] = META_ALPN;
+/// The links a member serves beside replication's, each from
+/// [`Replication::accept_protocol`] of its ALPN ([`LinkProtocols::ALPNS`]),
+/// taken before replication starts.
+#[derive(Debug)]
+pub struct LinkProtocols {
+    /// The metadata group's ([`META_ALPN`]).
+    pub meta: mpsc::Receiver<Link>,
+    /// Slot migrations' ([`super::migrate::MOVE_ALPN`]).
+    pub moves: mpsc::Receiver<Link>,
+}
+
+impl LinkProtocols {
+    /// The protocols, in the order of the fields.
+    pub const ALPNS: [&'static [u8]; 2] = [META_ALPN, super::migrate::MOVE_ALPN];
+
+    /// Takes each protocol's links from `repl`.
+    pub fn accept(repl: &Replication) -> LinkProtocols {
+        let [meta, moves] = Self::ALPNS.map(|alpn| repl.accept_protocol(alpn));
+        LinkProtocols { meta, moves }
+    }
+}

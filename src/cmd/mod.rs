@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+use crate::cluster::migrate::WriteGate;
 use crate::cluster::node::ClusterNode;
 use crate::config::Role;
 use crate::proto::{
@@ -167,10 +168,12 @@ impl Node {
     /// when its client is gone or its time is up; whole-database operations
     /// stop then, others finish (a write may already be committed).
     pub async fn dispatch(&self, req: Request, cancel: Cancel) -> Response {
-        // C2: a key is served only by the shard the committed map gives it.
-        if let Err(e) = self.check_owner(&req) {
-            return Response::Error(e);
-        }
+        // C2: a key is served only by the shard the committed map gives it;
+        // a write holds the gate until it is applied (a migration's fence).
+        let gate = match self.check_owner(&req).await {
+            Ok(gate) => gate,
+            Err(e) => return Response::Error(e),
+        };
         if req.needs_write() && !self.repl.is_primary() {
             let mut e = ErrorReply::new(
                 ErrorCode::ReadOnlyReplica,
@@ -228,6 +231,7 @@ impl Node {
         let policy = self.repl.ack_policy(req.ack());
         let mut written = None;
         let mut response = self.execute(req, policy, &mut written, cancel).await;
+        drop(gate);
         if let Some(seq) = written
             && let Some(durability) = durability_of(&mut response)
         {
@@ -321,16 +325,23 @@ impl Node {
         result.unwrap_or_else(|e| error(&e))
     }
 
-    /// In cluster mode, that this node's shard owns every key of `req`.
-    fn check_owner(&self, req: &Request) -> Result<(), ErrorReply> {
-        let mut keys = request_keys(req).peekable();
-        if keys.peek().is_none() {
-            return Ok(());
+    /// In cluster mode, that this node's shard owns every key of `req`;
+    /// a write gets the gate to hold while it is applied.
+    async fn check_owner(&self, req: &Request) -> Result<Option<WriteGate>, ErrorReply> {
+        if request_keys(req).next().is_none() {
+            return Ok(None);
         }
-        match self.cluster()? {
-            None => Ok(()),
-            Some(cluster) => cluster.check_keys(keys, req.needs_write()),
-        }
+        let Some(cluster) = self.cluster()? else {
+            return Ok(None);
+        };
+        let write = req.needs_write();
+        // IMPORTANT: the gate before the map is read (in check_keys).
+        let gate = match write {
+            true => Some(cluster.migrations().gate().await),
+            false => None,
+        };
+        cluster.check_keys(request_keys(req), write)?;
+        Ok(gate)
     }
 
     async fn cluster_request(&self, req: Request) -> Response {

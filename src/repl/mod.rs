@@ -643,6 +643,12 @@ impl Replication {
             .map(|(_, tx)| tx.clone())
     }
 
+    /// Where this node's checkpoints for others go (full syncs, slot
+    /// migrations): emptied at every start.
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        self.snapshots.dir()
+    }
+
     /// The node-link endpoint, once [`Replication::start`] bound it.
     pub fn link_endpoint(&self) -> Option<LinkEndpoint> {
         lock(&self.endpoint).clone()

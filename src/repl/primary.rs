@@ -74,6 +74,10 @@ impl Snapshots {
         }
     }
 
+    pub(super) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn get(&self, id: u64) -> Option<Arc<SnapshotSession>> {
         let session = lock(&self.sessions).get(&id).cloned()?;
         *lock(&session.last_used) = Instant::now();

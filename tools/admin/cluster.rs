@@ -19,6 +19,9 @@ use strata::types::NodeId;
 
 use crate::dump::runtime;
 
+#[path = "cluster_move.rs"]
+mod moves;
+
 /// How long a formed cluster may take to show the same map everywhere.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
 
@@ -132,6 +135,54 @@ within 30 s more, the switchover is called off and the primary takes writes agai
         #[command(flatten)]
         connect: Connect,
     },
+    /// Add a shard of running nodes (the first its primary) and move to it,
+    /// online, the slots the ring gives it.
+    #[command(after_help = "\
+The shard joins owning no slots. Then every slot whose ring successor becomes \
+the new shard is copied from its owner (throttled by cluster.migration_bytes_per_sec \
+on the owner), the owner's writes to it are followed, writes to the moving slots \
+pause for a moment (clients retry), and the map gives the slots to the new shard \
+in one version. The owners then delete the keys they gave away. Progress is printed \
+until the end; interrupting this command does not stop the migration.")]
+    AddShard {
+        /// Any node of the cluster.
+        #[arg(long, value_name = "ADDR")]
+        addr: String,
+        /// The new shard's id (unused so far).
+        #[arg(long)]
+        shard: u32,
+        /// The new nodes' client addresses; the first becomes the primary.
+        #[arg(required = true, value_name = "NEW_ADDR")]
+        nodes: Vec<String>,
+        /// Return once the migration has started.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Move every slot of a shard to the others, online, then drop the
+    /// shard and its nodes from the cluster (they can be stopped after).
+    RemoveShard {
+        /// Any node of the cluster.
+        #[arg(long, value_name = "ADDR")]
+        addr: String,
+        /// The shard to remove.
+        #[arg(value_name = "SHARD")]
+        shard: u32,
+        /// Return once the migration has started.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Call off the migration in progress: the owners keep their slots.
+    AbortMigration {
+        /// Any node of the cluster.
+        #[arg(long, value_name = "ADDR")]
+        addr: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
 }
 
 /// Bound on one switchover request: twice a lease plus the catch-up wait
@@ -180,6 +231,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 yes,
                 connect,
             } => unclean_failover(connect, addr, *shard, to.as_deref(), *yes).await,
+            Command::AddShard {
+                addr,
+                shard,
+                nodes,
+                no_wait,
+                connect,
+            } => moves::add_shard(connect, addr, ShardId(*shard), nodes, !no_wait).await,
+            Command::RemoveShard {
+                addr,
+                shard,
+                no_wait,
+                connect,
+            } => moves::remove_shard(connect, addr, ShardId(*shard), !no_wait).await,
+            Command::AbortMigration { addr, connect } => moves::abort(connect, addr).await,
         }
     })
 }
@@ -420,6 +485,9 @@ async fn status(connect: &Connect, addr: &str) -> anyhow::Result<()> {
                 lags.join(", ")
             },
         );
+    }
+    if let Some(line) = info.get("cluster_migration") {
+        println!("migration in progress: {line}");
     }
     leader_view(connect, &map, &info).await;
     Ok(())

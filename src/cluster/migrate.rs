@@ -1,0 +1,1061 @@
+//! Moving slots between shards while they serve (proto-docs/cluster.md §7).
+//!
+//! ```text
+//! receiver's primary (one import per owner)             owner's primary (export)
+//!   sweep its own copy of the ranges
+//!   Begin{migration, receiver, ranges} --strata-move/1-->  checkpoint at seq C, WAL held
+//!         <-- Start, Chunk ..., Copied{C}                  the ranges' keys, CRC-checked lz4
+//!         <-- Records{mutations, through, owner_last}     its WAL after C, filtered to the ranges
+//!   every owner caught up: ImportReady -> the map cuts over: owners refuse writes to moving slots
+//!         <-- Fenced{F}                                    gate drained: no write to the ranges after F
+//!   every owner fenced, imports durable on the in-sync set: ImportDone -> owners switch, one version
+//! every primary, with no migration under way: sweep keys of slots its shard does not own
+//! ```
+//!
+//! A key is writable on one shard at a time: the owner until it applies
+//! the cut-over map (and its gate drains the writes that read the map
+//! before), the receiver only once it applies the map that gives it the
+//! slot, which is committed after every owner fenced. Whatever breaks (a
+//! link, a failover on either side) restarts that owner's import from a
+//! sweep; the owner keeps serving reads throughout.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+use tracing::{info, warn};
+
+use super::map::ClusterMap;
+use super::node::ClusterNode;
+use super::raft::ImportStep;
+use super::ring::ShardId;
+use super::slot::{SLOTS, Slot, key_slot};
+use crate::net::link::{FrameReceiver, FrameSender, Link};
+use crate::proto::{ErrorCode, ErrorReply};
+use crate::repl::proto::{SnapshotFrame, pack_chunk, unpack_chunk};
+use crate::sync::lock;
+use crate::types::{AckPolicy, NodeId, Seq};
+use crate::wal::Mutation;
+
+/// The QUIC ALPN of migration links, beside replication's on the node-link
+/// endpoint.
+pub const MOVE_ALPN: &[u8] = b"strata-move/1";
+
+/// Version of the migration protocol, sent in `Begin`.
+pub const MOVE_PROTOCOL: u32 = 1;
+
+/// About this many key and value bytes per chunk or records frame.
+const FRAME_BYTES: usize = 1 << 20;
+
+/// Most mutations in one import write (the store's batch bound is higher).
+const IMPORT_BATCH: usize = 256;
+
+/// An owner with nothing to send says so this often, so the receiver
+/// knows how far behind it is and that the link lives.
+const IDLE_EVERY: Duration = Duration::from_millis(250);
+
+/// A receiver that hears nothing this long gives the link up.
+const SILENCE: Duration = Duration::from_secs(15);
+
+/// How long a receiver waits for its imports to reach its in-sync set.
+const DURABLE_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long after a failed import an owner is asked again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Receiver to owner: the one request of a migration link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveRequest {
+    /// 0: send the keys of `ranges`, then the writes to them, until fenced.
+    Begin {
+        /// [`MOVE_PROTOCOL`].
+        protocol: u32,
+        /// The migration (its map version).
+        migration: u64,
+        /// The shard receiving the slots.
+        receiver: ShardId,
+        /// Inclusive slot ranges, ascending, each moving from the owner
+        /// to `receiver`.
+        ranges: Vec<(u16, u16)>,
+    },
+}
+
+/// Owner to receiver, on the same stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveFrame {
+    /// 0: the owner will not serve this request.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// 1: a checkpoint was taken; its keys follow.
+    Start {
+        /// The checkpoint's seq.
+        seq: Seq,
+        /// Estimated live entries in the ranges.
+        total_entries: u64,
+        /// Estimated key and value bytes in the ranges.
+        total_bytes: u64,
+    },
+    /// 2: keys of the ranges, in (slot, key) order: a full sync's chunk.
+    Chunk {
+        /// Entries in the chunk.
+        entries: u32,
+        /// Length of the uncompressed postcard `Vec<SnapshotEntry>`.
+        raw_len: u32,
+        /// CRC-32 of the uncompressed encoding.
+        raw_crc: u32,
+        /// The lz4 block.
+        compressed: Bytes,
+    },
+    /// 3: every key of the checkpoint was sent.
+    Copied {
+        /// The checkpoint's seq: writes after it follow.
+        seq: Seq,
+    },
+    /// 4: the owner's writes to the ranges, in order, through `through`.
+    Records {
+        /// The mutations of those writes on keys of the ranges.
+        mutations: Vec<Mutation>,
+        /// The last owner seq they cover.
+        through: Seq,
+        /// The owner's newest seq when it sent them.
+        owner_last: Seq,
+    },
+    /// 5: the owner takes no more writes to the ranges; every write
+    /// through `seq` was sent. Last frame.
+    Fenced {
+        /// The owner's seq at the fence.
+        seq: Seq,
+    },
+}
+
+/// Held by a write on a cluster member from its ownership check until it
+/// is applied, so a fence can wait for writes that read an older map.
+pub type WriteGate = OwnedRwLockReadGuard<()>;
+
+/// Where one owner's import stands on the receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Deleting what an earlier attempt left, connecting.
+    Starting,
+    /// Copying the checkpoint's keys.
+    Copying,
+    /// Following the owner's writes.
+    Following,
+    /// Every write the owner took is here.
+    Fenced,
+}
+
+/// One owner's import, as `Info` and the metrics show it.
+#[derive(Debug, Clone)]
+pub struct Import {
+    /// The migration.
+    pub migration: u64,
+    /// Where it stands.
+    pub phase: Phase,
+    /// Entries and bytes copied from the checkpoint.
+    pub entries: u64,
+    pub bytes: u64,
+    /// The owner's estimate of the ranges' entries and bytes.
+    pub total_entries: u64,
+    pub total_bytes: u64,
+    /// When this attempt began.
+    pub started: Instant,
+    /// Owner seqs: followed through, and its newest when last heard.
+    pub through: u64,
+    pub owner_last: u64,
+    /// This node's seq of its last import write.
+    pub last_write: Seq,
+    /// Attempts that failed, and the last one's reason.
+    pub failures: u64,
+    pub error: Option<String>,
+}
+
+impl Import {
+    fn new(migration: u64, failures: u64, error: Option<String>) -> Import {
+        Import {
+            migration,
+            phase: Phase::Starting,
+            entries: 0,
+            bytes: 0,
+            total_entries: 0,
+            total_bytes: 0,
+            started: Instant::now(),
+            through: 0,
+            owner_last: 0,
+            last_write: Seq(0),
+            failures,
+            error,
+        }
+    }
+
+    /// Copied and within a frame of the owner's newest write.
+    fn caught_up(&self) -> bool {
+        self.phase == Phase::Fenced
+            || (self.phase == Phase::Following && self.through >= self.owner_last)
+    }
+
+    /// `Info`'s words for it: phase, progress, estimated time left.
+    pub fn describe(&self) -> String {
+        let phase = format!("{:?}", self.phase).to_lowercase();
+        let mut out = format!(
+            "{phase} entries={}/{} bytes={}/{} lag={}",
+            self.entries,
+            self.total_entries,
+            self.bytes,
+            self.total_bytes,
+            self.owner_last.saturating_sub(self.through)
+        );
+        if self.phase == Phase::Copying && self.bytes > 0 {
+            let secs = self.started.elapsed().as_secs_f64();
+            let left = self.total_bytes.saturating_sub(self.bytes) as f64;
+            out.push_str(&format!(" eta_s={:.0}", left * secs / self.bytes as f64));
+        }
+        if self.failures > 0 {
+            out.push_str(&format!(" failures={}", self.failures));
+        }
+        if let Some(e) = &self.error {
+            out.push_str(&format!(" last_error={e:?}"));
+        }
+        out
+    }
+}
+
+/// A member's migrations: its write gate, its imports by owner shard, and
+/// the sweep lock.
+#[derive(Debug)]
+pub struct Migrations {
+    gate: Arc<RwLock<()>>,
+    imports: Mutex<BTreeMap<ShardId, Import>>,
+    /// Import tasks running, by owner shard, with their migration.
+    running: Mutex<BTreeMap<ShardId, (u64, tokio::task::AbortHandle)>>,
+    /// Held by a sweep batch from its check to its write, and by an import
+    /// before its own sweep: a sweep never deletes what an import copied.
+    sweeping: tokio::sync::Mutex<()>,
+    /// The (ring, primary) a sweep last completed for.
+    swept: Mutex<Option<(Vec<ShardId>, NodeId)>>,
+    bytes_per_sec: u64,
+    /// Keys the sweeps deleted.
+    pub swept_keys: std::sync::atomic::AtomicU64,
+}
+
+impl Migrations {
+    pub fn new(bytes_per_sec: u64) -> Migrations {
+        Migrations {
+            gate: Arc::new(RwLock::new(())),
+            imports: Mutex::new(BTreeMap::new()),
+            running: Mutex::new(BTreeMap::new()),
+            sweeping: tokio::sync::Mutex::new(()),
+            swept: Mutex::new(None),
+            bytes_per_sec,
+            swept_keys: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The gate a write holds while it is checked and applied.
+    pub async fn gate(&self) -> WriteGate {
+        self.gate.clone().read_owned().await
+    }
+
+    /// Waits for every write holding the gate: those that read a map
+    /// older than the one now applied.
+    async fn drain_writes(&self) {
+        drop(self.gate.write().await);
+    }
+
+    /// The imports this node runs or ran, by owner shard.
+    pub fn imports(&self) -> BTreeMap<ShardId, Import> {
+        lock(&self.imports).clone()
+    }
+
+    fn update(&self, owner: ShardId, f: impl FnOnce(&mut Import)) {
+        if let Some(import) = lock(&self.imports).get_mut(&owner) {
+            f(import);
+        }
+    }
+
+    fn stop_imports(&self) {
+        for (_, (_, task)) in std::mem::take(&mut *lock(&self.running)) {
+            task.abort();
+        }
+    }
+}
+
+/// The refusal of a write to `slot` while it is cut over: the owner's
+/// writes to it wait for the new owner.
+pub fn fenced(map: &ClusterMap, slot: Slot) -> Option<ErrorReply> {
+    let migration = map.migration().filter(|m| m.cutover)?;
+    let (_, to) = map.moving(slot)?;
+    Some(
+        ErrorReply::new(
+            ErrorCode::Unavailable,
+            format!(
+                "slot {} is moving to shard {to} (migration {}): writes to it wait for the \
+                 cutover, a moment",
+                slot.get(),
+                migration.id
+            ),
+        )
+        .with_retry_after_ms(100),
+    )
+}
+
+/// `slots` (ascending) as inclusive ranges.
+fn ranges_of(slots: impl IntoIterator<Item = Slot>) -> Vec<(u16, u16)> {
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for slot in slots {
+        let n = slot.get();
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == n => *last = n,
+            _ => out.push((n, n)),
+        }
+    }
+    out
+}
+
+fn in_ranges(ranges: &[(u16, u16)], slot: Slot) -> bool {
+    let n = slot.get();
+    let at = ranges.partition_point(|&(_, last)| last < n);
+    ranges.get(at).is_some_and(|&(first, _)| first <= n)
+}
+
+/// The ranges moving from `from` to `to` in `map`'s migration.
+fn moving_ranges(map: &ClusterMap, from: ShardId, to: ShardId) -> Vec<(u16, u16)> {
+    ranges_of(
+        map.moves()
+            .into_iter()
+            .filter(|&(_, f, t)| f == from && t == to)
+            .map(|(slot, _, _)| slot),
+    )
+}
+
+/// `me`'s shard, if `map` names `me` its primary.
+fn primary_shard(map: &ClusterMap, me: NodeId) -> Option<ShardId> {
+    let shard = map.nodes().get(&me)?.shard;
+    (map.shards().get(&shard)?.primary == me).then_some(shard)
+}
+
+/// `cluster_ring`, `cluster_migration`, `cluster_import.<owner>` and
+/// `cluster_swept_keys` lines for `Info`.
+pub(super) fn info(node: &ClusterNode, map: &ClusterMap) -> Vec<(String, String)> {
+    let ids = |list: &[ShardId]| {
+        list.iter()
+            .map(|s| s.0.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut out = vec![("cluster_ring".to_string(), ids(map.ring()))];
+    if let Some(m) = map.migration() {
+        let line = format!(
+            "id={} ring={} receivers={} ready={} cutover={} done={} moving_slots={}",
+            m.id,
+            ids(&m.ring),
+            ids(&map.receivers()),
+            ids(&m.ready),
+            m.cutover,
+            ids(&m.done),
+            map.moves().len()
+        );
+        out.push(("cluster_migration".into(), line));
+    }
+    for (owner, import) in node.migrations().imports() {
+        out.push((format!("cluster_import.{}", owner.0), import.describe()));
+    }
+    let swept = node
+        .migrations()
+        .swept_keys
+        .load(std::sync::atomic::Ordering::Relaxed);
+    out.push(("cluster_swept_keys".into(), swept.to_string()));
+    out
+}
+
+// ---------------------------------------------------------------- owner
+
+/// Serves migration links until the node goes.
+pub(super) async fn serve_exports(
+    node: Weak<ClusterNode>,
+    mut links: tokio::sync::mpsc::Receiver<Link>,
+) {
+    while let Some(link) = links.recv().await {
+        let Some(strong) = node.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let peer = link.peer_name().unwrap_or_default();
+            match export(&strong, &link).await {
+                Ok(()) => info!(receiver = %peer, "slot export finished: fenced"),
+                Err(e) => warn!(receiver = %peer, error = %e, "slot export ended"),
+            }
+            link.close(0, "export ended");
+        });
+    }
+}
+
+/// A checkpoint's directory, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let dir = self.0.clone();
+        drop(tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(dir);
+        }));
+    }
+}
+
+/// One export: checks the request, sends the checkpoint's keys of the
+/// ranges, then the writes to them until the map cuts over and the gate
+/// drained, then `Fenced`.
+async fn export(node: &Arc<ClusterNode>, link: &Link) -> Result<(), String> {
+    let (mut send, mut recv) = tokio::time::timeout(SILENCE, link.accept())
+        .await
+        .map_err(|_| "no request stream".to_string())?
+        .map_err(|e| e.to_string())?;
+    let request = tokio::time::timeout(SILENCE, recv.recv_bounded::<MoveRequest>(1 << 20))
+        .await
+        .map_err(|_| "no request".to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or("the stream ended before the request")?;
+    let MoveRequest::Begin {
+        protocol,
+        migration,
+        receiver,
+        ranges,
+    } = request;
+    if let Err(reason) = check_export(node, link, protocol, migration, receiver, &ranges) {
+        let _ = send
+            .send(&MoveFrame::Refused {
+                reason: reason.clone(),
+            })
+            .await;
+        send.finish();
+        send.delivered(Duration::from_secs(1)).await;
+        return Err(reason);
+    }
+    let store = node.repl().store().clone();
+    let dir = node
+        .repl()
+        .scratch_dir()
+        .join(format!("move-{:016x}", rand::random::<u64>()));
+    let _ = std::fs::create_dir_all(node.repl().scratch_dir());
+    let scratch = Scratch(dir.clone());
+    let (reader, hold) = store.snapshot(dir).await.map_err(|e| e.to_string())?;
+    let reader = Arc::new(reader);
+    let seq = reader.seq();
+    let (entries, bytes) = reader.totals();
+    let share = |n: u64| {
+        let moving: u64 = ranges.iter().map(|&(a, b)| u64::from(b - a) + 1).sum();
+        n * moving / u64::from(SLOTS)
+    };
+    let start = MoveFrame::Start {
+        seq,
+        total_entries: share(entries),
+        total_bytes: share(bytes),
+    };
+    send.send(&start).await.map_err(|e| e.to_string())?;
+    send_keys(node, &reader, &ranges, &mut send).await?;
+    drop(scratch);
+    send.send(&MoveFrame::Copied { seq })
+        .await
+        .map_err(|e| e.to_string())?;
+    follow_writes(node, migration, &ranges, seq, hold, &mut send).await?;
+    send.finish();
+    send.delivered(SILENCE).await;
+    Ok(())
+}
+
+/// Why this node will not export `ranges` to `receiver`, if it will not.
+fn check_export(
+    node: &ClusterNode,
+    link: &Link,
+    protocol: u32,
+    migration: u64,
+    receiver: ShardId,
+    ranges: &[(u16, u16)],
+) -> Result<(), String> {
+    if protocol != MOVE_PROTOCOL {
+        return Err(format!(
+            "migration protocol {protocol} is not supported (this node speaks {MOVE_PROTOCOL})"
+        ));
+    }
+    let map = node.map();
+    if map.migration().map(|m| m.id) != Some(migration) {
+        return Err(format!(
+            "migration {migration} is not in progress in map version {}",
+            map.version()
+        ));
+    }
+    let Some(owner) = primary_shard(&map, node.id()).filter(|_| node.repl().is_primary()) else {
+        return Err("this node is not a shard's primary".into());
+    };
+    let asker = link.peer_name().map(|name| NodeId::of_name(&name));
+    if asker.is_none() || map.shards().get(&receiver).map(|s| s.primary) != asker {
+        return Err(format!("the peer is not shard {receiver}'s primary"));
+    }
+    let mut slots = ranges.iter().flat_map(|&(a, b)| a..=b);
+    let wrong =
+        slots.find(|&n| Slot::new(n).and_then(|slot| map.moving(slot)) != Some((owner, receiver)));
+    if let Some(n) = wrong {
+        return Err(format!(
+            "slot {n} does not move from shard {owner} to shard {receiver}"
+        ));
+    }
+    let sorted = ranges.windows(2).all(|w| w[0].1 < w[1].0);
+    if ranges.is_empty() || !sorted || ranges.iter().any(|&(a, b)| a > b) {
+        return Err("the ranges are not ascending and disjoint".into());
+    }
+    Ok(())
+}
+
+/// Sends the checkpoint's keys of `ranges`, at most `bytes_per_sec`.
+async fn send_keys(
+    node: &ClusterNode,
+    reader: &Arc<crate::store::SnapshotReader>,
+    ranges: &[(u16, u16)],
+    send: &mut FrameSender,
+) -> Result<(), String> {
+    let rate = node.migrations().bytes_per_sec;
+    let started = Instant::now();
+    let (mut after, mut sent) = (None::<Bytes>, 0u64);
+    loop {
+        let (r, ranges, now) = (
+            reader.clone(),
+            ranges.to_vec(),
+            node.repl().store().now_ms(),
+        );
+        let from = after.clone();
+        let entries = tokio::task::spawn_blocking(move || {
+            r.read_slots_chunk(&ranges, from.as_deref(), FRAME_BYTES, now)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        after = Some(last.key.clone());
+        sent += entries.iter().map(|e| e.data_len()).sum::<u64>();
+        let SnapshotFrame::Chunk {
+            entries,
+            raw_len,
+            raw_crc,
+            compressed,
+        } = pack_chunk(&entries)
+        else {
+            unreachable!("pack_chunk makes chunks");
+        };
+        let chunk = MoveFrame::Chunk {
+            entries,
+            raw_len,
+            raw_crc,
+            compressed,
+        };
+        send.send(&chunk).await.map_err(|e| e.to_string())?;
+        if rate > 0 {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+        }
+    }
+}
+
+/// Sends the writes to `ranges` after `seq`, until the map cuts the
+/// migration over and every write through the fence was sent.
+async fn follow_writes(
+    node: &ClusterNode,
+    migration: u64,
+    ranges: &[(u16, u16)],
+    seq: Seq,
+    hold: crate::store::WalHold,
+    send: &mut FrameSender,
+) -> Result<(), String> {
+    let store = node.repl().store().clone();
+    let mut applied = store.watch_applied();
+    let mut maps = node.group().map();
+    let (mut from, mut fence, mut idle) = (seq.next(), None::<Seq>, Instant::now());
+    loop {
+        if fence.is_none() {
+            let map = maps.borrow_and_update().clone();
+            match map.migration().filter(|m| m.id == migration) {
+                None => return Err(format!("migration {migration} ended")),
+                Some(m) if m.cutover => {
+                    node.migrations().drain_writes().await;
+                    fence = Some(store.applied_seq());
+                }
+                Some(_) => {}
+            }
+        }
+        let last = store.applied_seq();
+        if let Some(f) = fence
+            && from > f
+        {
+            return send
+                .send(&MoveFrame::Fenced { seq: f })
+                .await
+                .map_err(|e| e.to_string());
+        }
+        if from <= last {
+            let records = store
+                .records_from(from, FRAME_BYTES as u64)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(through) = records.last().map(|r| r.seq) else {
+                return Err(format!("the WAL gave nothing from seq {from}"));
+            };
+            let mutations = records
+                .into_iter()
+                .flat_map(|r| r.mutations)
+                .filter(|m| in_ranges(ranges, key_slot(mutation_key(m))))
+                .collect();
+            let frame = MoveFrame::Records {
+                mutations,
+                through,
+                owner_last: store.applied_seq(),
+            };
+            send.send(&frame).await.map_err(|e| e.to_string())?;
+            from = through.next();
+            hold.advance(from);
+            idle = Instant::now();
+            continue;
+        }
+        if idle.elapsed() >= IDLE_EVERY {
+            let through = Seq(from.0 - 1);
+            let frame = MoveFrame::Records {
+                mutations: Vec::new(),
+                through,
+                owner_last: last,
+            };
+            send.send(&frame).await.map_err(|e| e.to_string())?;
+            idle = Instant::now();
+        }
+        tokio::select! {
+            _ = applied.changed() => {}
+            _ = maps.changed() => {}
+            () = tokio::time::sleep(IDLE_EVERY) => {}
+        }
+    }
+}
+
+fn mutation_key(m: &Mutation) -> &[u8] {
+    match m {
+        Mutation::Put { key, .. } | Mutation::Delete { key } => key,
+    }
+}
+
+// ------------------------------------------------------------- receiver
+
+/// Drives this node's part in migrations (imports, ready and done steps)
+/// and sweeps, on every map change and now and then, until it goes.
+pub(super) async fn migration_loop(node: Weak<ClusterNode>) {
+    let Some(mut maps) = node.upgrade().map(|n| n.group().map()) else {
+        return;
+    };
+    loop {
+        let map = maps.borrow_and_update().clone();
+        let Some(strong) = node.upgrade() else {
+            return;
+        };
+        drive(&strong, &map).await;
+        sweep_if_due(&strong, &map);
+        drop(strong);
+        tokio::select! {
+            changed = maps.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// The receiving shard this node leads in `map`'s migration, with the
+/// migration's id, if it has not finished its part.
+fn receiving(node: &ClusterNode, map: &ClusterMap) -> Option<(u64, ShardId)> {
+    let m = map.migration()?;
+    let shard = primary_shard(map, node.id()).filter(|_| node.repl().is_primary())?;
+    (map.receivers().contains(&shard) && !m.done.contains(&shard)).then_some((m.id, shard))
+}
+
+/// Starts the imports this node owes, and commits its ready and done steps.
+async fn drive(node: &Arc<ClusterNode>, map: &ClusterMap) {
+    let migrations = node.migrations();
+    let Some((id, shard)) = receiving(node, map) else {
+        migrations.stop_imports();
+        return;
+    };
+    let mut owners: Vec<ShardId> = map
+        .moves()
+        .into_iter()
+        .filter(|&(_, _, to)| to == shard)
+        .map(|(_, from, _)| from)
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    {
+        let mut running = lock(&migrations.running);
+        running.retain(|_, (m, task)| {
+            let keep = *m == id && !task.is_finished();
+            if *m != id {
+                task.abort();
+            }
+            keep
+        });
+        for &owner in &owners {
+            if running.contains_key(&owner) {
+                continue;
+            }
+            let done = migrations
+                .imports()
+                .get(&owner)
+                .is_some_and(|i| i.migration == id && i.phase == Phase::Fenced);
+            if done {
+                continue;
+            }
+            let task = tokio::spawn(import_until_fenced(Arc::downgrade(node), id, shard, owner));
+            running.insert(owner, (id, task.abort_handle()));
+        }
+    }
+    let imports = migrations.imports();
+    let ours = |f: &dyn Fn(&Import) -> bool| {
+        owners
+            .iter()
+            .all(|o| imports.get(o).is_some_and(|i| i.migration == id && f(i)))
+    };
+    let Some(m) = map.migration() else {
+        return;
+    };
+    let epoch = map.shards().get(&shard).map_or(0, |s| s.epoch);
+    if !m.ready.contains(&shard) && ours(&Import::caught_up) {
+        commit_step(node, id, shard, epoch, false).await;
+    } else if m.cutover && ours(&|i| i.phase == Phase::Fenced) {
+        let last = imports
+            .values()
+            .map(|i| i.last_write)
+            .max()
+            .unwrap_or(Seq(0));
+        let policy = AckPolicy::Sync {
+            timeout_ms: DURABLE_WITHIN.as_millis() as u64,
+        };
+        match node.repl().await_acks(last, policy).await {
+            Ok(acked) if !acked.degraded => commit_step(node, id, shard, epoch, true).await,
+            Ok(_) => warn!(shard = shard.0, "imports not on the whole in-sync set yet"),
+            Err(e) => warn!(shard = shard.0, error = %e.message, "imports not durable yet"),
+        }
+    }
+}
+
+async fn commit_step(node: &ClusterNode, id: u64, shard: ShardId, epoch: u64, done: bool) {
+    let step = ImportStep {
+        node: node.id(),
+        id,
+        shard,
+        epoch,
+        done,
+    };
+    let what = if done { "done" } else { "ready" };
+    let deadline =
+        Duration::from_millis(2 * node.health().timing().heartbeat_ms).max(Duration::from_secs(2));
+    match node.group().import_step(step, deadline).await {
+        Ok(version) => info!(migration = id, shard = shard.0, version, "import {what}"),
+        Err(e) => {
+            warn!(migration = id, shard = shard.0, error = %e, "import {what} not committed yet")
+        }
+    }
+}
+
+/// Imports from `owner` until fenced, starting over after each failure,
+/// while the migration lasts (the loop aborts it otherwise).
+async fn import_until_fenced(node: Weak<ClusterNode>, id: u64, shard: ShardId, owner: ShardId) {
+    let mut failures = 0;
+    let mut error = None;
+    loop {
+        let Some(strong) = node.upgrade() else {
+            return;
+        };
+        lock(&strong.migrations().imports).insert(owner, Import::new(id, failures, error.clone()));
+        match import(&strong, id, shard, owner).await {
+            Ok(()) => {
+                info!(
+                    migration = id,
+                    owner = owner.0,
+                    "import fenced: every write is here"
+                );
+                return;
+            }
+            Err(e) => {
+                warn!(migration = id, owner = owner.0, error = %e, "import failed; starting over");
+                failures += 1;
+                error = Some(e);
+            }
+        }
+        drop(strong);
+        tokio::time::sleep(RETRY_AFTER).await;
+    }
+}
+
+/// One attempt: sweep, connect, copy, follow until fenced.
+async fn import(node: &ClusterNode, id: u64, shard: ShardId, owner: ShardId) -> Result<(), String> {
+    let map = node.map();
+    let ranges = moving_ranges(&map, owner, shard);
+    let primary = map
+        .shards()
+        .get(&owner)
+        .and_then(|s| map.nodes().get(&s.primary))
+        .ok_or_else(|| format!("shard {owner} has no primary in the map"))?
+        .clone();
+    {
+        let _sweeping = node.migrations().sweeping.lock().await;
+        sweep_ranges(node, &ranges, |_| true).await?;
+    }
+    let link = connect(node, &primary.link_addr, &primary.name).await?;
+    let (mut send, mut recv) = link.open().await.map_err(|e| e.to_string())?;
+    let begin = MoveRequest::Begin {
+        protocol: MOVE_PROTOCOL,
+        migration: id,
+        receiver: shard,
+        ranges,
+    };
+    send.send(&begin).await.map_err(|e| e.to_string())?;
+    send.finish();
+    let result = receive(node, owner, &mut recv).await;
+    link.close(0, "import ended");
+    result
+}
+
+async fn connect(node: &ClusterNode, addr: &str, name: &str) -> Result<Link, String> {
+    let endpoint = node
+        .repl()
+        .link_endpoint()
+        .ok_or("replication has no link endpoint")?;
+    let socket = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("resolving {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let link = endpoint
+        .connect_for(socket, host, MOVE_ALPN, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    if link.peer_name().as_deref() != Some(name) {
+        link.close(0, "not the node asked for");
+        return Err(format!("{addr} is not node {name}"));
+    }
+    Ok(link)
+}
+
+/// Applies the owner's frames until `Fenced`.
+async fn receive(
+    node: &ClusterNode,
+    owner: ShardId,
+    recv: &mut FrameReceiver,
+) -> Result<(), String> {
+    let migrations = node.migrations();
+    loop {
+        let frame = tokio::time::timeout(SILENCE, recv.recv::<MoveFrame>())
+            .await
+            .map_err(|_| format!("the owner was silent for {SILENCE:?}"))?
+            .map_err(|e| e.to_string())?
+            .ok_or("the owner ended the stream before the fence")?;
+        match frame {
+            MoveFrame::Refused { reason } => return Err(format!("refused: {reason}")),
+            MoveFrame::Start {
+                total_entries,
+                total_bytes,
+                ..
+            } => migrations.update(owner, |i| {
+                i.phase = Phase::Copying;
+                (i.total_entries, i.total_bytes) = (total_entries, total_bytes);
+            }),
+            MoveFrame::Chunk {
+                entries,
+                raw_len,
+                raw_crc,
+                compressed,
+            } => {
+                let list = unpack_chunk(entries, raw_len, raw_crc, &compressed)
+                    .map_err(|e| e.to_string())?;
+                let bytes: u64 = list.iter().map(|e| e.data_len()).sum();
+                let count = list.len() as u64;
+                let puts = list.into_iter().map(|e| Mutation::Put {
+                    key: e.key,
+                    value: e.value,
+                    expires_at_ms: e.expires_at_ms,
+                });
+                let last = write(node, puts.collect()).await?;
+                migrations.update(owner, |i| {
+                    (i.entries, i.bytes) = (i.entries + count, i.bytes + bytes);
+                    i.last_write = last.max(i.last_write);
+                });
+            }
+            MoveFrame::Copied { seq } => migrations.update(owner, |i| {
+                i.phase = Phase::Following;
+                i.through = seq.0;
+            }),
+            MoveFrame::Records {
+                mutations,
+                through,
+                owner_last,
+            } => {
+                let last = write(node, mutations).await?;
+                migrations.update(owner, |i| {
+                    (i.through, i.owner_last) = (through.0, owner_last.0);
+                    i.last_write = last.max(i.last_write);
+                });
+            }
+            MoveFrame::Fenced { seq } => {
+                migrations.update(owner, |i| {
+                    i.phase = Phase::Fenced;
+                    (i.through, i.owner_last) = (seq.0, seq.0);
+                });
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Writes `mutations` in import batches; the seq of the last (0 for none).
+async fn write(node: &ClusterNode, mutations: Vec<Mutation>) -> Result<Seq, String> {
+    let mut last = Seq(0);
+    for batch in mutations.chunks(IMPORT_BATCH) {
+        let ack = node
+            .repl()
+            .store()
+            .import(batch.to_vec())
+            .await
+            .map_err(|e| format!("writing imported keys: {e}"))?;
+        last = ack.seq;
+    }
+    Ok(last)
+}
+
+// ---------------------------------------------------------------- sweep
+
+/// Deletes, in batches, every stored key of `ranges` for which `still`
+/// holds when its batch is written.
+async fn sweep_ranges(
+    node: &ClusterNode,
+    ranges: &[(u16, u16)],
+    still: impl Fn(&ClusterMap) -> bool,
+) -> Result<u64, String> {
+    let store = node.repl().store();
+    let mut deleted = 0;
+    let mut after = None;
+    loop {
+        let keys = store
+            .keys_in_slots(ranges.to_vec(), after.clone(), IMPORT_BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = keys.last() else {
+            return Ok(deleted);
+        };
+        after = Some(last.clone());
+        if !still(&node.map()) {
+            return Ok(deleted);
+        }
+        deleted += keys.len() as u64;
+        let deletes = keys
+            .into_iter()
+            .map(|key| Mutation::Delete { key })
+            .collect();
+        write(node, deletes).await?;
+    }
+}
+
+/// Starts a sweep of the keys this node's shard does not own, once per
+/// ring it is primary under, when no migration is under way.
+fn sweep_if_due(node: &Arc<ClusterNode>, map: &ClusterMap) {
+    if map.migration().is_some() || map.slot_table().is_none() || !node.repl().is_primary() {
+        return;
+    }
+    let Some(shard) = primary_shard(map, node.id()) else {
+        return;
+    };
+    let key = (map.ring().to_vec(), node.id());
+    let migrations = node.migrations();
+    if lock(&migrations.swept).as_ref() == Some(&key) {
+        return;
+    }
+    let Ok(_running) = migrations.sweeping.try_lock() else {
+        return;
+    };
+    *lock(&migrations.swept) = Some(key.clone());
+    let node = node.clone();
+    let table = map.slot_table().cloned();
+    tokio::spawn(async move {
+        let Some(table) = table else { return };
+        let ranges = ranges_of(Slot::all().filter(|&s| table.owner(s) != shard));
+        let migrations = node.migrations().clone();
+        let _sweeping = migrations.sweeping.lock().await;
+        let ring = key.0.clone();
+        let unchanged =
+            |map: &ClusterMap| map.migration().is_none() && map.ring() == ring.as_slice();
+        match sweep_ranges(&node, &ranges, unchanged).await {
+            Ok(0) => {}
+            Ok(n) => {
+                migrations
+                    .swept_keys
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                info!(
+                    shard = shard.0,
+                    keys = n,
+                    "swept keys of slots this shard gave away"
+                );
+            }
+            Err(e) => {
+                warn!(shard = shard.0, error = %e, "sweep failed; trying again");
+                *lock(&migrations.swept) = None;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(list: &[u16]) -> Vec<Slot> {
+        list.iter().map(|&n| Slot::new(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn slots_make_ranges_and_ranges_hold_their_slots() {
+        let ranges = ranges_of(slots(&[0, 1, 2, 5, 7, 8, 16383]));
+        assert_eq!(ranges, [(0, 2), (5, 5), (7, 8), (16383, 16383)]);
+        for n in [0, 1, 2, 5, 7, 8, 16383] {
+            assert!(in_ranges(&ranges, Slot::new(n).unwrap()), "{n}");
+        }
+        for n in [3, 4, 6, 9, 16382] {
+            assert!(!in_ranges(&ranges, Slot::new(n).unwrap()), "{n}");
+        }
+        assert!(ranges_of(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        use crate::net::link::{FRAME_HEADER_BYTES, decode_body, decode_header, encode};
+        let frames = [
+            MoveFrame::Start {
+                seq: Seq(9),
+                total_entries: 3,
+                total_bytes: 300,
+            },
+            MoveFrame::Records {
+                mutations: vec![Mutation::Delete {
+                    key: Bytes::from_static(b"k"),
+                }],
+                through: Seq(12),
+                owner_last: Seq(14),
+            },
+            MoveFrame::Fenced { seq: Seq(20) },
+        ];
+        for frame in frames {
+            let bytes = encode(&frame);
+            let header: [u8; FRAME_HEADER_BYTES] = bytes[..FRAME_HEADER_BYTES].try_into().unwrap();
+            let (_, crc) = decode_header(header).unwrap();
+            let back: MoveFrame = decode_body(crc, &bytes[FRAME_HEADER_BYTES..]).unwrap();
+            assert_eq!(back, frame);
+        }
+    }
+}
