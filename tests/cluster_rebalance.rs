@@ -10,104 +10,20 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::cluster::{
-    Member, admin, cluster_client, converged, create_cluster, digest, eventually, gen_certs, info,
-    missing,
+    Member, cluster_client, converged, create_cluster, gen_certs, info, missing,
 };
+use common::rebalance::{each_shard_holds_its_keys, existing, under_writes};
 use strata::cluster::ShardId;
-use strata::cluster::client::ClusterClient;
-use strata::net::client::{Client, ClientError, ErrorCode};
+use strata::net::client::{ClientError, ErrorCode};
 
 const NAMES: [&str; 6] = ["m1", "m2", "m3", "m4", "m5", "m6"];
 
 /// Keys written before the migrations.
 const KEYS: usize = 3000;
-
-/// Writes `prefix{i}` = `v{i}` until `stop`, as fast as acks come: the
-/// keys acknowledged, and every key tried (an error leaves its outcome
-/// unknown).
-async fn write_until(
-    cluster: Arc<ClusterClient>,
-    prefix: &'static str,
-    stop: Arc<AtomicBool>,
-) -> (BTreeMap<String, String>, Vec<String>) {
-    let (mut acked, mut tried) = (BTreeMap::new(), Vec::new());
-    let mut i = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let (key, value) = (format!("{prefix}{i}"), format!("v{i}"));
-        tried.push(key.clone());
-        if cluster.set(key.clone(), value.clone()).await.is_ok() {
-            acked.insert(key, value);
-        }
-        i += 1;
-    }
-    (acked, tried)
-}
-
-/// Runs `strata-admin` off the async threads; asserts it succeeded.
-async fn admin_ok(args: Vec<String>) -> String {
-    let (ok, text) = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        admin(&refs)
-    })
-    .await
-    .unwrap();
-    assert!(ok, "{text}");
-    text
-}
-
-/// `strata-admin cluster add-shard` / `remove-shard` under a writer;
-/// returns the writer's result and the tool's output.
-async fn under_writes(
-    cluster: &Arc<ClusterClient>,
-    prefix: &'static str,
-    args: Vec<String>,
-) -> ((BTreeMap<String, String>, Vec<String>), String) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_until(cluster.clone(), prefix, stop.clone()));
-    let text = admin_ok(args).await;
-    stop.store(true, Ordering::Relaxed);
-    (writer.await.unwrap(), text)
-}
-
-/// The keys of `tried` that exist, read through the cluster.
-async fn existing(cluster: &ClusterClient, tried: &[String]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for batch in tried.chunks(500) {
-        let got = cluster.get_many(batch.iter().cloned()).await.unwrap();
-        for (key, entry) in batch.iter().zip(got) {
-            if entry.is_some() {
-                out.insert(key.clone());
-            }
-        }
-    }
-    out
-}
-
-/// Waits until each primary holds exactly the keys of `keys` its shard
-/// owns: the sweeps are done and nothing was lost or left behind.
-async fn each_shard_holds_its_keys(
-    cluster: &ClusterClient,
-    primaries: &[(ShardId, &Client)],
-    keys: &BTreeSet<String>,
-) {
-    for (shard, client) in primaries {
-        let want = keys
-            .iter()
-            .filter(|k| cluster.shard_of(k.as_bytes()) == *shard)
-            .count() as u64;
-        assert!(want > 0, "shard {shard} owns some of the keys");
-        eventually(
-            &format!("shard {shard} holding exactly its {want} keys"),
-            || async { digest(client, 0).await.1 == want },
-        )
-        .await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_join_and_leave_under_writes_losing_nothing() {
@@ -147,7 +63,7 @@ async fn shards_join_and_leave_under_writes_losing_nothing() {
     ];
     let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     args.extend(new.iter().cloned());
-    let ((written, also), text) = under_writes(&cluster, "a", args).await;
+    let ((written, also), text) = under_writes(&cluster, "a", None, args).await;
     assert!(text.contains("finished"), "{text}");
     eprintln!("{text}");
     eprintln!(
@@ -197,7 +113,7 @@ async fn shards_join_and_leave_under_writes_losing_nothing() {
         "1",
     ];
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let ((written, also), text) = under_writes(&cluster, "r", args).await;
+    let ((written, also), text) = under_writes(&cluster, "r", None, args).await;
     assert!(text.contains("finished"), "{text}");
     eprintln!(
         "during remove-shard: {} writes acked of {}",

@@ -32,7 +32,7 @@ use super::map::ClusterMap;
 use super::node::ClusterNode;
 use super::raft::ImportStep;
 use super::ring::ShardId;
-use super::slot::{SLOTS, Slot, key_slot};
+use super::slot::{Slot, key_slot};
 use crate::net::link::{FrameReceiver, FrameSender, Link};
 use crate::proto::{ErrorCode, ErrorReply};
 use crate::repl::proto::{SnapshotFrame, pack_chunk, unpack_chunk};
@@ -202,12 +202,13 @@ impl Import {
     /// `Info`'s words for it: phase, progress, estimated time left.
     pub fn describe(&self) -> String {
         let phase = format!("{:?}", self.phase).to_lowercase();
+        // The owner's totals are estimates: never below what arrived.
         let mut out = format!(
             "{phase} entries={}/{} bytes={}/{} lag={}",
             self.entries,
-            self.total_entries,
+            self.total_entries.max(self.entries),
             self.bytes,
-            self.total_bytes,
+            self.total_bytes.max(self.bytes),
             self.owner_last.saturating_sub(self.through)
         );
         if self.phase == Phase::Copying && self.bytes > 0 {
@@ -426,16 +427,18 @@ async fn export(node: &Arc<ClusterNode>, link: &Link) -> Result<(), String> {
         receiver,
         ranges,
     } = request;
-    if let Err(reason) = check_export(node, link, protocol, migration, receiver, &ranges) {
-        let _ = send
-            .send(&MoveFrame::Refused {
+    let owned = match check_export(node, link, protocol, migration, receiver, &ranges) {
+        Ok(owned) => owned,
+        Err(reason) => {
+            let refused = MoveFrame::Refused {
                 reason: reason.clone(),
-            })
-            .await;
-        send.finish();
-        send.delivered(Duration::from_secs(1)).await;
-        return Err(reason);
-    }
+            };
+            let _ = send.send(&refused).await;
+            send.finish();
+            send.delivered(Duration::from_secs(1)).await;
+            return Err(reason);
+        }
+    };
     let store = node.repl().store().clone();
     let dir = node
         .repl()
@@ -447,10 +450,9 @@ async fn export(node: &Arc<ClusterNode>, link: &Link) -> Result<(), String> {
     let reader = Arc::new(reader);
     let seq = reader.seq();
     let (entries, bytes) = reader.totals();
-    let share = |n: u64| {
-        let moving: u64 = ranges.iter().map(|&(a, b)| u64::from(b - a) + 1).sum();
-        n * moving / u64::from(SLOTS)
-    };
+    // The checkpoint holds the owner's slots; the ranges are part of them.
+    let moving: u64 = ranges.iter().map(|&(a, b)| u64::from(b - a) + 1).sum();
+    let share = |n: u64| n * moving / owned.max(1);
     let start = MoveFrame::Start {
         seq,
         total_entries: share(entries),
@@ -468,7 +470,8 @@ async fn export(node: &Arc<ClusterNode>, link: &Link) -> Result<(), String> {
     Ok(())
 }
 
-/// Why this node will not export `ranges` to `receiver`, if it will not.
+/// Why this node will not export `ranges` to `receiver`, if it will not;
+/// else how many slots its shard owns.
 fn check_export(
     node: &ClusterNode,
     link: &Link,
@@ -476,7 +479,7 @@ fn check_export(
     migration: u64,
     receiver: ShardId,
     ranges: &[(u16, u16)],
-) -> Result<(), String> {
+) -> Result<u64, String> {
     if protocol != MOVE_PROTOCOL {
         return Err(format!(
             "migration protocol {protocol} is not supported (this node speaks {MOVE_PROTOCOL})"
@@ -508,7 +511,10 @@ fn check_export(
     if ranges.is_empty() || !sorted || ranges.iter().any(|&(a, b)| a > b) {
         return Err("the ranges are not ascending and disjoint".into());
     }
-    Ok(())
+    let owned = map
+        .slot_table()
+        .map_or(0, |t| t.shares().get(&owner).copied().unwrap_or(0));
+    Ok(u64::from(owned))
 }
 
 /// Sends the checkpoint's keys of `ranges`, at most `bytes_per_sec`.
@@ -736,10 +742,13 @@ async fn drive(node: &Arc<ClusterNode>, map: &ClusterMap) {
         let policy = AckPolicy::Sync {
             timeout_ms: DURABLE_WITHIN.as_millis() as u64,
         };
+        // `Ok` is every member of the committed in-sync set (degraded:
+        // the set is empty, nobody to wait for); a timeout is `Err`.
         match node.repl().await_acks(last, policy).await {
-            Ok(acked) if !acked.degraded => commit_step(node, id, shard, epoch, true).await,
-            Ok(_) => warn!(shard = shard.0, "imports not on the whole in-sync set yet"),
-            Err(e) => warn!(shard = shard.0, error = %e.message, "imports not durable yet"),
+            Ok(_) => commit_step(node, id, shard, epoch, true).await,
+            Err(e) => {
+                warn!(shard = shard.0, error = %e.message, "imports not on the in-sync set yet")
+            }
         }
     }
 }
@@ -1030,6 +1039,35 @@ mod tests {
             assert!(!in_ranges(&ranges, Slot::new(n).unwrap()), "{n}");
         }
         assert!(ranges_of(Vec::new()).is_empty());
+    }
+
+    /// The worked examples of proto-docs/cluster.md §7.
+    #[test]
+    fn worked_examples_match_the_doc() {
+        use crate::net::link::encode;
+        const DOC: &str = include_str!("../../proto-docs/cluster.md");
+        let begin = MoveRequest::Begin {
+            protocol: MOVE_PROTOCOL,
+            migration: 8,
+            receiver: ShardId(3),
+            ranges: vec![(0, 2), (5, 5)],
+        };
+        let examples = [
+            ("move-begin", encode(&begin)),
+            ("move-fenced", encode(&MoveFrame::Fenced { seq: Seq(42) })),
+        ];
+        for (name, bytes) in examples {
+            let marker = format!("<!-- bytes: {name} -->");
+            let block = &DOC[DOC.find(&marker).expect("the example") + marker.len()..];
+            let start = block.find("```text\n").expect("a text block") + 8;
+            let end = block[start..].find("```").expect("closed") + start;
+            let doc: Vec<u8> = block[start..end]
+                .lines()
+                .flat_map(|line| line.split('#').next().unwrap_or("").split_whitespace())
+                .map(|hex| u8::from_str_radix(hex, 16).expect("hex"))
+                .collect();
+            assert_eq!(doc, bytes, "example {name}");
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod hold;
 #[cfg(feature = "test-util")]
 pub mod node;
 pub mod quic;
+#[cfg(feature = "test-util")]
+pub mod rebalance;
 pub mod relay;
 pub mod resp;
 use std::path::Path;
