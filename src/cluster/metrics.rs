@@ -58,6 +58,7 @@ fn encode(node: &ClusterNode, e: &mut ScrapeEncoder) -> std::fmt::Result {
             0.0
         },
     )?;
+    encode_migrations(node, &map, e)?;
     let ids: Vec<_> = map.nodes().keys().copied().collect();
     if let Some(ages) = health.heartbeat_ages(node.group(), &ids) {
         let samples = ids.iter().zip(ages).map(|(id, age)| {
@@ -74,4 +75,52 @@ fn encode(node: &ClusterNode, e: &mut ScrapeEncoder) -> std::fmt::Result {
         )?;
     }
     Ok(())
+}
+
+/// The migration this node's map shows, and its own imports and sweeps.
+fn encode_migrations(
+    node: &ClusterNode,
+    map: &super::map::ClusterMap,
+    e: &mut ScrapeEncoder,
+) -> std::fmt::Result {
+    let migrating = map.migration().is_some();
+    e.gauge(
+        "strata_cluster_migration_in_progress",
+        "1 while the cluster map has a slot migration under way",
+        if migrating { 1.0 } else { 0.0 },
+    )?;
+    let moving = if migrating { map.moves().len() } else { 0 };
+    e.gauge(
+        "strata_cluster_migration_moving_slots",
+        "Slots changing shard in the migration under way",
+        moving as f64,
+    )?;
+    let imports = node.migrations().imports();
+    let live = imports
+        .values()
+        .filter(|i| map.migration().is_some_and(|m| m.id == i.migration));
+    let (mut left, mut lag) = (0u64, 0u64);
+    for import in live {
+        left += import.total_bytes.saturating_sub(import.bytes);
+        lag = lag.max(import.owner_last.saturating_sub(import.through));
+    }
+    e.gauge(
+        "strata_cluster_import_remaining_bytes",
+        "Estimated key and value bytes this receiver has still to copy",
+        left as f64,
+    )?;
+    e.gauge(
+        "strata_cluster_import_lag_records",
+        "Owner writes this receiver has yet to follow (the largest over its owners)",
+        lag as f64,
+    )?;
+    let swept = node
+        .migrations()
+        .swept_keys
+        .load(std::sync::atomic::Ordering::Relaxed);
+    e.counters(
+        "strata_cluster_swept_keys",
+        "Keys this node deleted as a primary because its shard gave their slots away",
+        [([] as [(&str, &str); 0], swept)],
+    )
 }
