@@ -460,6 +460,8 @@ async fn export(node: &Arc<ClusterNode>, link: &Link) -> Result<(), String> {
     };
     send.send(&start).await.map_err(|e| e.to_string())?;
     send_keys(node, &reader, &ranges, &mut send).await?;
+    // The checkpoint closed before its files go.
+    drop(reader);
     drop(scratch);
     send.send(&MoveFrame::Copied { seq })
         .await
