@@ -155,6 +155,9 @@ pub enum Phase {
 pub struct Import {
     /// The migration.
     pub migration: u64,
+    /// The receiving shard's epoch it runs under: a node promoted again
+    /// later starts over, since what it held may have been swept since.
+    pub epoch: u64,
     /// Where it stands.
     pub phase: Phase,
     /// Entries and bytes copied from the checkpoint.
@@ -176,9 +179,10 @@ pub struct Import {
 }
 
 impl Import {
-    fn new(migration: u64, failures: u64, error: Option<String>) -> Import {
+    fn new(migration: u64, epoch: u64, failures: u64, error: Option<String>) -> Import {
         Import {
             migration,
+            epoch,
             phase: Phase::Starting,
             entries: 0,
             bytes: 0,
@@ -226,6 +230,10 @@ impl Import {
     }
 }
 
+/// What an import task runs under: the migration and the receiving
+/// shard's epoch.
+type Attempt = (u64, u64);
+
 /// A member's migrations: its write gate, its imports by owner shard, and
 /// the sweep lock.
 #[derive(Debug)]
@@ -233,12 +241,13 @@ pub struct Migrations {
     gate: Arc<RwLock<()>>,
     imports: Mutex<BTreeMap<ShardId, Import>>,
     /// Import tasks running, by owner shard, with their migration.
-    running: Mutex<BTreeMap<ShardId, (u64, tokio::task::AbortHandle)>>,
+    running: Mutex<BTreeMap<ShardId, (Attempt, tokio::task::AbortHandle)>>,
     /// Held by a sweep batch from its check to its write, and by an import
     /// before its own sweep: a sweep never deletes what an import copied.
     sweeping: tokio::sync::Mutex<()>,
-    /// The (ring, primary) a sweep last completed for.
-    swept: Mutex<Option<(Vec<ShardId>, NodeId)>>,
+    /// The (map version, ring) a sweep last ran for: a map version
+    /// without a migration after one (finished or aborted) sweeps again.
+    swept: Mutex<Option<(u64, Vec<ShardId>)>>,
     bytes_per_sec: u64,
     /// Keys the sweeps deleted.
     pub swept_keys: std::sync::atomic::AtomicU64,
@@ -527,6 +536,14 @@ async fn send_keys(
     send: &mut FrameSender,
 ) -> Result<(), String> {
     let rate = node.migrations().bytes_per_sec;
+    // About a second's worth at most, so the receiver hears from us well
+    // within its patience however slow the rate.
+    let chunk = match rate {
+        0 => FRAME_BYTES,
+        rate => FRAME_BYTES
+            .min(usize::try_from(rate).unwrap_or(FRAME_BYTES))
+            .max(1),
+    };
     let started = Instant::now();
     let (mut after, mut sent) = (None::<Bytes>, 0u64);
     loop {
@@ -537,7 +554,7 @@ async fn send_keys(
         );
         let from = after.clone();
         let entries = tokio::task::spawn_blocking(move || {
-            r.read_slots_chunk(&ranges, from.as_deref(), FRAME_BYTES, now)
+            r.read_slots_chunk(&ranges, from.as_deref(), chunk, now)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -585,6 +602,10 @@ async fn follow_writes(
     let mut maps = node.group().map();
     let (mut from, mut fence, mut idle) = (seq.next(), None::<Seq>, Instant::now());
     loop {
+        // A deposed primary's fence would miss its successor's writes.
+        if primary_shard(&maps.borrow(), node.id()).is_none() || !node.repl().is_primary() {
+            return Err("this node is no longer its shard's primary".into());
+        }
         if fence.is_none() {
             let map = maps.borrow_and_update().clone();
             match map.migration().filter(|m| m.id == migration) {
@@ -699,11 +720,13 @@ async fn drive(node: &Arc<ClusterNode>, map: &ClusterMap) {
         .collect();
     owners.sort_unstable();
     owners.dedup();
+    let epoch = map.shards().get(&shard).map_or(0, |s| s.epoch);
+    let current = |i: &Import| i.migration == id && i.epoch == epoch;
     {
         let mut running = lock(&migrations.running);
         running.retain(|_, (m, task)| {
-            let keep = *m == id && !task.is_finished();
-            if *m != id {
+            let keep = *m == (id, epoch) && !task.is_finished();
+            if *m != (id, epoch) {
                 task.abort();
             }
             keep
@@ -715,24 +738,24 @@ async fn drive(node: &Arc<ClusterNode>, map: &ClusterMap) {
             let done = migrations
                 .imports()
                 .get(&owner)
-                .is_some_and(|i| i.migration == id && i.phase == Phase::Fenced);
+                .is_some_and(|i| current(i) && i.phase == Phase::Fenced);
             if done {
                 continue;
             }
-            let task = tokio::spawn(import_until_fenced(Arc::downgrade(node), id, shard, owner));
-            running.insert(owner, (id, task.abort_handle()));
+            let weak = Arc::downgrade(node);
+            let task = tokio::spawn(import_until_fenced(weak, (id, epoch), shard, owner));
+            running.insert(owner, ((id, epoch), task.abort_handle()));
         }
     }
     let imports = migrations.imports();
     let ours = |f: &dyn Fn(&Import) -> bool| {
         owners
             .iter()
-            .all(|o| imports.get(o).is_some_and(|i| i.migration == id && f(i)))
+            .all(|o| imports.get(o).is_some_and(|i| current(i) && f(i)))
     };
     let Some(m) = map.migration() else {
         return;
     };
-    let epoch = map.shards().get(&shard).map_or(0, |s| s.epoch);
     if !m.ready.contains(&shard) && ours(&Import::caught_up) {
         commit_step(node, id, shard, epoch, false).await;
     } else if m.cutover && ours(&|i| i.phase == Phase::Fenced) {
@@ -744,10 +767,26 @@ async fn drive(node: &Arc<ClusterNode>, map: &ClusterMap) {
         let policy = AckPolicy::Sync {
             timeout_ms: DURABLE_WITHIN.as_millis() as u64,
         };
-        // `Ok` is every member of the committed in-sync set (degraded:
-        // the set is empty, nobody to wait for); a timeout is `Err`.
+        // `Ok` is every member of the committed in-sync set; degraded, the
+        // set is empty, which will do only for a shard without replicas
+        // (a new shard's replicas join the set once caught up). The
+        // primary's own WAL is fsynced first.
+        let alone = map
+            .shards()
+            .get(&shard)
+            .is_none_or(|s| s.replicas.is_empty());
+        if let Err(e) = node.repl().store().sync().await {
+            warn!(shard = shard.0, error = %e, "imports not fsynced");
+            return;
+        }
         match node.repl().await_acks(last, policy).await {
-            Ok(_) => commit_step(node, id, shard, epoch, true).await,
+            Ok(acked) if !acked.degraded || alone => {
+                commit_step(node, id, shard, epoch, true).await;
+            }
+            Ok(_) => warn!(
+                shard = shard.0,
+                "no replica in the in-sync set holds the imports yet"
+            ),
             Err(e) => {
                 warn!(shard = shard.0, error = %e.message, "imports not on the in-sync set yet")
             }
@@ -776,14 +815,20 @@ async fn commit_step(node: &ClusterNode, id: u64, shard: ShardId, epoch: u64, do
 
 /// Imports from `owner` until fenced, starting over after each failure,
 /// while the migration lasts (the loop aborts it otherwise).
-async fn import_until_fenced(node: Weak<ClusterNode>, id: u64, shard: ShardId, owner: ShardId) {
+async fn import_until_fenced(
+    node: Weak<ClusterNode>,
+    (id, epoch): (u64, u64),
+    shard: ShardId,
+    owner: ShardId,
+) {
     let mut failures = 0;
     let mut error = None;
     loop {
         let Some(strong) = node.upgrade() else {
             return;
         };
-        lock(&strong.migrations().imports).insert(owner, Import::new(id, failures, error.clone()));
+        let fresh = Import::new(id, epoch, failures, error.clone());
+        lock(&strong.migrations().imports).insert(owner, fresh);
         match import(&strong, id, shard, owner).await {
             Ok(()) => {
                 info!(
@@ -816,7 +861,7 @@ async fn import(node: &ClusterNode, id: u64, shard: ShardId, owner: ShardId) -> 
         .clone();
     {
         let _sweeping = node.migrations().sweeping.lock().await;
-        sweep_ranges(node, &ranges, |_| true).await?;
+        sweep_ranges(node, &ranges, &|_| true).await?;
     }
     let link = connect(node, &primary.link_addr, &primary.name).await?;
     let (mut send, mut recv) = link.open().await.map_err(|e| e.to_string())?;
@@ -930,6 +975,10 @@ async fn receive(
 async fn write(node: &ClusterNode, mutations: Vec<Mutation>) -> Result<Seq, String> {
     let mut last = Seq(0);
     for batch in mutations.chunks(IMPORT_BATCH) {
+        // A replica's WAL takes only its primary's records.
+        if !node.repl().is_primary() || primary_shard(&node.map(), node.id()).is_none() {
+            return Err("this node is no longer its shard's primary".into());
+        }
         let ack = node
             .repl()
             .store()
@@ -948,7 +997,7 @@ async fn write(node: &ClusterNode, mutations: Vec<Mutation>) -> Result<Seq, Stri
 async fn sweep_ranges(
     node: &ClusterNode,
     ranges: &[(u16, u16)],
-    still: impl Fn(&ClusterMap) -> bool,
+    still: &(dyn Fn(&ClusterMap) -> bool + Sync),
 ) -> Result<u64, String> {
     let store = node.repl().store();
     let mut deleted = 0;
@@ -983,7 +1032,7 @@ fn sweep_if_due(node: &Arc<ClusterNode>, map: &ClusterMap) {
     let Some(shard) = primary_shard(map, node.id()) else {
         return;
     };
-    let key = (map.ring().to_vec(), node.id());
+    let key = (map.version(), map.ring().to_vec());
     let migrations = node.migrations();
     if lock(&migrations.swept).as_ref() == Some(&key) {
         return;
@@ -999,10 +1048,18 @@ fn sweep_if_due(node: &Arc<ClusterNode>, map: &ClusterMap) {
         let ranges = ranges_of(Slot::all().filter(|&s| table.owner(s) != shard));
         let migrations = node.migrations().clone();
         let _sweeping = migrations.sweeping.lock().await;
-        let ring = key.0.clone();
-        let unchanged =
-            |map: &ClusterMap| map.migration().is_none() && map.ring() == ring.as_slice();
-        match sweep_ranges(&node, &ranges, unchanged).await {
+        let (me, ring) = (node.id(), key.1.clone());
+        let unchanged = |map: &ClusterMap| {
+            map.migration().is_none()
+                && map.ring() == ring.as_slice()
+                && primary_shard(map, me) == Some(shard)
+        };
+        let swept = sweep_ranges(&node, &ranges, &unchanged).await;
+        if !unchanged(&node.map()) {
+            // Cut short: the next quiet map sweeps again.
+            *lock(&migrations.swept) = None;
+        }
+        match swept {
             Ok(0) => {}
             Ok(n) => {
                 migrations

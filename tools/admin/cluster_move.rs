@@ -79,6 +79,7 @@ pub(super) async fn add_shard(
         members.len()
     );
     ring.push(shard);
+    ring.sort_unstable();
     let watch = vec![primary.addr.clone()];
     migrate(connect, addr, ring, watch, wait).await
 }
