@@ -39,7 +39,7 @@ pub(super) fn apply(repl: &Replication, me: NodeId, map: &ClusterMap, lag_ms: u6
 }
 
 /// `me`'s shard, if `map` names `me` its primary.
-fn primary_of(map: &ClusterMap, me: NodeId) -> Option<(ShardId, &ShardInfo)> {
+pub(super) fn primary_of(map: &ClusterMap, me: NodeId) -> Option<(ShardId, &ShardInfo)> {
     let shard_id = map.nodes().get(&me)?.shard;
     let shard = map.shards().get(&shard_id)?;
     (shard.primary == me).then_some((shard_id, shard))

@@ -345,8 +345,7 @@ fn moving_ranges(map: &ClusterMap, from: ShardId, to: ShardId) -> Vec<(u16, u16)
 
 /// `me`'s shard, if `map` names `me` its primary.
 fn primary_shard(map: &ClusterMap, me: NodeId) -> Option<ShardId> {
-    let shard = map.nodes().get(&me)?.shard;
-    (map.shards().get(&shard)?.primary == me).then_some(shard)
+    super::in_sync::primary_of(map, me).map(|(shard, _)| shard)
 }
 
 /// `cluster_ring`, `cluster_migration`, `cluster_import.<owner>` and
