@@ -107,6 +107,11 @@ pub enum MapCommand {
     /// Calls migration `id` off: the owners keep their slots (and take
     /// writes to them again); what the receivers copied is swept.
     AbortMigration { id: u64 },
+    /// The ring keeps its shards but each gets `vnodes` points: every slot
+    /// whose owner differs under the new V moves, as in
+    /// [`MapCommand::StartMigration`], and V changes when it finishes.
+    /// More points even out the shards' shares (`cluster rebalance`).
+    Rebalance { vnodes: u32 },
 }
 
 /// A change of the ring's shards in progress (`MapCommand::StartMigration`).
@@ -124,6 +129,32 @@ pub struct Migration {
     pub cutover: bool,
     /// Receiving shards that hold every write to their slots, in id order.
     pub done: Vec<ShardId>,
+    /// Virtual nodes per shard once it finishes.
+    pub vnodes: u32,
+}
+
+/// A migration as layout-3 snapshots (`strsnap3`) carry it, from before a
+/// migration could change V: it keeps the map's.
+#[derive(Deserialize)]
+struct MigrationV3 {
+    id: u64,
+    ring: Vec<ShardId>,
+    ready: Vec<ShardId>,
+    cutover: bool,
+    done: Vec<ShardId>,
+}
+
+impl MigrationV3 {
+    fn with_vnodes(self, vnodes: u32) -> Migration {
+        Migration {
+            id: self.id,
+            ring: self.ring,
+            ready: self.ready,
+            cutover: self.cutover,
+            done: self.done,
+            vnodes,
+        }
+    }
 }
 
 /// Why a command was refused, or a decoded map is unusable.
@@ -178,6 +209,8 @@ pub enum MapError {
     NoSuchMigration { id: u64 },
     #[error("the ring already holds exactly shards {ring:?}: nothing would move")]
     NothingMoves { ring: Vec<u32> },
+    #[error("no slot changes owner with {vnodes} virtual nodes per shard: nothing would move")]
+    NothingMovesAt { vnodes: u32 },
     #[error("a ring needs at least one shard")]
     EmptyRing,
     #[error("shard {shard} receives no slots in migration {id}")]
@@ -256,12 +289,44 @@ impl TryFrom<MapState> for ClusterMap {
             target: None,
         };
         map.check()?;
-        map.table = map.table_with(map.ring.clone())?;
+        map.table = table_of(&map.ring, map.vnodes)?;
         map.target = match &map.migration {
-            Some(m) => map.table_with(m.ring.clone())?,
+            Some(m) => table_of(&m.ring, m.vnodes)?,
             None => None,
         };
         Ok(map)
+    }
+}
+
+/// A map as layout-3 snapshots (`strsnap3`) carry it: its migration, if
+/// any, keeps the map's V.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "MapStateV3")]
+pub struct MapV3(pub ClusterMap);
+
+#[derive(Deserialize)]
+struct MapStateV3 {
+    version: u64,
+    vnodes: u32,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    shards: BTreeMap<ShardId, ShardInfo>,
+    ring: Vec<ShardId>,
+    migration: Option<MigrationV3>,
+}
+
+impl TryFrom<MapStateV3> for MapV3 {
+    type Error = MapError;
+
+    fn try_from(old: MapStateV3) -> Result<MapV3, MapError> {
+        ClusterMap::try_from(MapState {
+            migration: old.migration.map(|m| m.with_vnodes(old.vnodes)),
+            version: old.version,
+            vnodes: old.vnodes,
+            nodes: old.nodes,
+            shards: old.shards,
+            ring: old.ring,
+        })
+        .map(MapV3)
     }
 }
 
@@ -459,6 +524,7 @@ impl ClusterMap {
                 self.import_step(id, shard, epoch, true)?;
             }
             MapCommand::AbortMigration { id } => self.abort_migration(id)?,
+            MapCommand::Rebalance { vnodes } => self.rebalance(vnodes)?,
         }
         if routed {
             self.version += 1;
@@ -542,7 +608,7 @@ impl ClusterMap {
         ring.push(id);
         ring.sort_unstable();
         // Built before anything changes: the last step that could fail.
-        let table = self.table_with(ring.clone())?;
+        let table = table_of(&ring, self.vnodes)?;
         self.insert_shard(id, primary, info);
         self.ring = ring;
         self.table = table;
@@ -601,9 +667,6 @@ impl ClusterMap {
         }
         ring.sort_unstable();
         ring.dedup();
-        if ring.is_empty() || self.ring.is_empty() {
-            return Err(MapError::EmptyRing);
-        }
         if let Some(&shard) = ring.iter().find(|s| !self.shards.contains_key(s)) {
             return Err(MapError::UnknownShard { shard });
         }
@@ -612,13 +675,37 @@ impl ClusterMap {
                 ring: ring.iter().map(|s| s.0).collect(),
             });
         }
-        self.target = self.table_with(ring.clone())?;
+        self.start(ring, self.vnodes)
+    }
+
+    fn rebalance(&mut self, vnodes: u32) -> Result<(), MapError> {
+        self.created()?;
+        if !(1..=MAX_VNODES).contains(&vnodes) {
+            return Err(MapError::VnodesOutOfRange(vnodes));
+        }
+        if let Some(m) = &self.migration {
+            return Err(MapError::MigrationInProgress { id: m.id });
+        }
+        if table_of(&self.ring, vnodes)? == self.table {
+            return Err(MapError::NothingMovesAt { vnodes });
+        }
+        self.start(self.ring.clone(), vnodes)
+    }
+
+    /// Starts the migration to `ring` (sorted, of known shards) with
+    /// `vnodes` points per shard.
+    fn start(&mut self, ring: Vec<ShardId>, vnodes: u32) -> Result<(), MapError> {
+        if ring.is_empty() || self.ring.is_empty() {
+            return Err(MapError::EmptyRing);
+        }
+        self.target = table_of(&ring, vnodes)?;
         self.migration = Some(Migration {
             id: self.version + 1,
             ring,
             ready: Vec::new(),
             cutover: false,
             done: Vec::new(),
+            vnodes,
         });
         self.advance_migration();
         Ok(())
@@ -681,7 +768,7 @@ impl ClusterMap {
         if !(m.cutover && all(&m.done)) {
             return;
         }
-        let ring = m.ring.clone();
+        let (ring, vnodes) = (m.ring.clone(), m.vnodes);
         let leaving: Vec<ShardId> = self
             .ring
             .iter()
@@ -696,6 +783,7 @@ impl ClusterMap {
             }
         }
         self.ring = ring;
+        self.vnodes = vnodes;
         self.table = self.target.take();
         self.migration = None;
     }
@@ -740,7 +828,7 @@ impl ClusterMap {
         }
         let primary = shard.primary;
         let ring: Vec<ShardId> = self.ring.iter().copied().filter(|&s| s != id).collect();
-        let table = self.table_with(ring.clone())?;
+        let table = table_of(&ring, self.vnodes)?;
         self.shards.remove(&id);
         self.nodes.remove(&primary);
         self.ring = ring;
@@ -812,14 +900,6 @@ impl ClusterMap {
             .ok_or(MapError::UnknownShard { shard })
     }
 
-    /// The slot table of shards `ids` under this map's V; none for no shards.
-    fn table_with(&self, ids: Vec<ShardId>) -> Result<Option<SlotTable>, MapError> {
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Ring::new(&ids, self.vnodes)?.slot_table()))
-    }
-
     /// The invariants every reachable map keeps; checked on decoding.
     fn check(&self) -> Result<(), MapError> {
         let bad = |what: String| Err(MapError::Inconsistent(what));
@@ -852,6 +932,7 @@ impl ClusterMap {
             let within = |list: &[ShardId]| sorted(list) && list.iter().all(|s| m.ring.contains(s));
             let known = m.ring.iter().all(|s| self.shards.contains_key(s));
             if m.ring.is_empty()
+                || !(1..=MAX_VNODES).contains(&m.vnodes)
                 || !known
                 || !within(&m.ring)
                 || !within(&m.ready)
@@ -872,6 +953,15 @@ impl ClusterMap {
         }
         Ok(())
     }
+}
+
+/// The slot table of shards `ids` with `vnodes` points each; none for no
+/// shards.
+fn table_of(ids: &[ShardId], vnodes: u32) -> Result<Option<SlotTable>, MapError> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Ring::new(ids, vnodes)?.slot_table()))
 }
 
 #[cfg(test)]

@@ -683,3 +683,60 @@ fn a_map_mid_migration_survives_encoding() {
     assert_eq!(back.moves(), map.moves());
     assert!(back.migration().unwrap().cutover);
 }
+
+#[test]
+fn a_rebalance_moves_slots_between_ring_shards_then_changes_v() {
+    let mut map = sample();
+    refused(
+        &mut map,
+        MapCommand::Rebalance { vnodes: 16 },
+        MapError::NothingMovesAt { vnodes: 16 },
+    );
+    refused(
+        &mut map,
+        MapCommand::Rebalance { vnodes: 0 },
+        MapError::VnodesOutOfRange(0),
+    );
+    let before = map.slot_table().unwrap().clone();
+    map.apply(MapCommand::Rebalance { vnodes: 256 }).unwrap();
+    let id = map.migration().unwrap().id;
+    assert_eq!(map.vnodes(), 16, "V changes only when it finishes");
+    assert_eq!(map.slot_table(), Some(&before));
+    let moves = map.moves();
+    assert!(!moves.is_empty());
+    let ring = [ShardId(1), ShardId(2)];
+    assert!(
+        moves
+            .iter()
+            .all(|(_, from, to)| ring.contains(from) && ring.contains(to))
+    );
+    refused(
+        &mut map,
+        MapCommand::Rebalance { vnodes: 64 },
+        MapError::MigrationInProgress { id },
+    );
+    let receivers = map.receivers();
+    for &shard in &receivers {
+        map.apply(step(&map.clone(), shard.0, false)).unwrap();
+    }
+    for &shard in &receivers {
+        map.apply(step(&map.clone(), shard.0, true)).unwrap();
+    }
+    assert!(map.migration().is_none());
+    assert_eq!(map.vnodes(), 256);
+    assert_eq!(map.ring(), ring);
+    let want = Ring::new(&ring, 256).unwrap().slot_table();
+    assert_eq!(map.slot_table(), Some(&want));
+    assert_eq!(before.moved(&want), moves.len());
+}
+
+#[test]
+fn a_layout_3_map_reads_its_migration_with_the_maps_v() {
+    let mut map = sample_with_3();
+    map.apply(step(&map.clone(), 3, false)).unwrap();
+    let bytes = postcard::to_stdvec(&map).unwrap();
+    // Layout 3 is this without the migration's V, its last byte (16).
+    assert_eq!(bytes.last(), Some(&16));
+    let old: MapV3 = postcard::from_bytes(&bytes[..bytes.len() - 1]).unwrap();
+    assert_eq!(old.0, map);
+}

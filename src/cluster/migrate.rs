@@ -360,9 +360,10 @@ pub(super) fn info(node: &ClusterNode, map: &ClusterMap) -> Vec<(String, String)
     let mut out = vec![("cluster_ring".to_string(), ids(map.ring()))];
     if let Some(m) = map.migration() {
         let line = format!(
-            "id={} ring={} receivers={} ready={} cutover={} done={} moving_slots={}",
+            "id={} ring={} vnodes={} receivers={} ready={} cutover={} done={} moving_slots={}",
             m.id,
             ids(&m.ring),
+            m.vnodes,
             ids(&map.receivers()),
             ids(&m.ready),
             m.cutover,
@@ -1041,16 +1042,17 @@ fn sweep_if_due(node: &Arc<ClusterNode>, map: &ClusterMap) {
     };
     *lock(&migrations.swept) = Some(key.clone());
     let node = node.clone();
-    let table = map.slot_table().cloned();
+    let (table, map_vnodes) = (map.slot_table().cloned(), map.vnodes());
     tokio::spawn(async move {
         let Some(table) = table else { return };
         let ranges = ranges_of(Slot::all().filter(|&s| table.owner(s) != shard));
         let migrations = node.migrations().clone();
         let _sweeping = migrations.sweeping.lock().await;
-        let (me, ring) = (node.id(), key.1.clone());
+        let (me, ring, vnodes) = (node.id(), key.1.clone(), map_vnodes);
         let unchanged = |map: &ClusterMap| {
             map.migration().is_none()
                 && map.ring() == ring.as_slice()
+                && map.vnodes() == vnodes
                 && primary_shard(map, me) == Some(shard)
         };
         let swept = sweep_ranges(&node, &ranges, &unchanged).await;

@@ -27,8 +27,8 @@ pub use raft::{
     MetaStatus, MetaTiming, pick_voters,
 };
 pub use ring::{
-    DEFAULT_VNODES, MAX_VNODES, Ring, RingError, ShardId, SlotRange, SlotTable, point_position,
-    slot_position,
+    Balance, DEFAULT_VNODES, MAX_VNODES, Ring, RingError, ShardId, SlotRange, SlotTable,
+    balance_options, choose_vnodes, point_position, slot_position,
 };
 pub use slot::{SLOTS, Slot, crc16, hashed_part, key_slot};
 

@@ -3,7 +3,7 @@
 //! map says (DESIGN C2: it acts only on committed entries).
 //!
 //! ```text
-//! links (ALPN strata-raft/3, accepted by replication) -> MetaGroup
+//! links (ALPN strata-raft/4, accepted by replication) -> MetaGroup
 //! MetaGroup.map() --watch--> ClusterNode::check_keys   (WrongShard)
 //!                       \--> reconcile: follow my shard's primary
 //!                                       leader: every map node a member,

@@ -238,6 +238,61 @@ impl SlotTable {
     }
 }
 
+/// How evenly a ring of some shards with `vnodes` points each shares the
+/// slots, and how many slots it would move from a current table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Balance {
+    pub vnodes: u32,
+    /// The busiest shard's share over an even one, less 1: 0.11 is 11%
+    /// more slots than 16384 / N.
+    pub skew: f64,
+    /// Slots whose owner differs from the current table's.
+    pub moved: usize,
+}
+
+/// The balance of `shards` at V = `from` and at every doubling of it up to
+/// [`MAX_VNODES`] (which comes last in any case): what `cluster
+/// rebalance` chooses from.
+///
+/// # Errors
+///
+/// [`RingError`] as [`Ring::new`] says for `shards` and `from`.
+pub fn balance_options(shards: &[ShardId], from: u32) -> Result<Vec<Balance>, RingError> {
+    let current = Ring::new(shards, from)?.slot_table();
+    let even = f64::from(super::SLOTS) / shards.len() as f64;
+    let mut options = Vec::new();
+    let mut vnodes = from;
+    loop {
+        let table = Ring::new(shards, vnodes)?.slot_table();
+        let busiest = table.shares().values().copied().max().unwrap_or(0);
+        options.push(Balance {
+            vnodes,
+            skew: f64::from(busiest) / even - 1.0,
+            moved: current.moved(&table),
+        });
+        if vnodes >= MAX_VNODES {
+            return Ok(options);
+        }
+        vnodes = vnodes.saturating_mul(2).min(MAX_VNODES);
+    }
+}
+
+/// The V to rebalance to among `options` (from [`balance_options`], the
+/// current V first): the smallest above the current whose skew is at most
+/// `max_skew`, else the least skewed one; none when the current V is
+/// within `max_skew` already or no other option beats it.
+pub fn choose_vnodes(options: &[Balance], max_skew: f64) -> Option<u32> {
+    let (current, others) = options.split_first()?;
+    if current.skew <= max_skew {
+        return None;
+    }
+    let good = others.iter().find(|o| o.skew <= max_skew);
+    let least = others.iter().min_by(|a, b| a.skew.total_cmp(&b.skew));
+    good.or(least)
+        .filter(|o| o.skew < current.skew)
+        .map(|o| o.vnodes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,5 +462,50 @@ mod tests {
                 before.shares().get(&ShardId(leaving)).copied().unwrap_or(0) as usize
             );
         }
+    }
+
+    #[test]
+    fn rebalance_options_double_v_and_measure_against_the_current_table() {
+        let shards = ids(&[1, 2, 3]);
+        let options = balance_options(&shards, 16).unwrap();
+        let vs: Vec<u32> = options.iter().map(|o| o.vnodes).collect();
+        assert_eq!(vs, [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]);
+        assert_eq!(options[0].moved, 0);
+        let at_256 = Ring::new(&shards, 256).unwrap().slot_table();
+        let at_16 = Ring::new(&shards, 16).unwrap().slot_table();
+        assert_eq!(options[4].moved, at_16.moved(&at_256));
+        let busiest = at_256.shares().values().copied().max().unwrap();
+        let skew = f64::from(busiest) * 3.0 / f64::from(SLOTS) - 1.0;
+        assert!((options[4].skew - skew).abs() < 1e-12);
+        // A V that is not a power of two ends on the largest V.
+        let vs: Vec<u32> = balance_options(&shards, 1500)
+            .unwrap()
+            .iter()
+            .map(|o| o.vnodes)
+            .collect();
+        assert_eq!(vs, [1500, 3000, 4096]);
+    }
+
+    #[test]
+    fn choose_vnodes_takes_the_smallest_good_enough_v() {
+        let opt = |vnodes, skew| Balance {
+            vnodes,
+            skew,
+            moved: 0,
+        };
+        let options = [opt(16, 0.4), opt(32, 0.2), opt(64, 0.04), opt(128, 0.01)];
+        assert_eq!(choose_vnodes(&options, 0.05), Some(64));
+        assert_eq!(choose_vnodes(&options, 0.5), None, "already within");
+        assert_eq!(
+            choose_vnodes(&options, 0.001),
+            Some(128),
+            "the least skewed"
+        );
+        let worse = [opt(16, 0.1), opt(32, 0.2)];
+        assert_eq!(
+            choose_vnodes(&worse, 0.05),
+            None,
+            "nothing beats the current V"
+        );
     }
 }

@@ -62,7 +62,8 @@ node serves the final map and prints the status table.")]
         /// Replicas per shard.
         #[arg(long, default_value_t = 1)]
         replicas: usize,
-        /// Virtual nodes per shard on the ring, fixed for the cluster's life.
+        /// Virtual nodes per shard on the ring (changed later only by
+        /// `cluster rebalance`).
         #[arg(long, default_value_t = strata::cluster::DEFAULT_VNODES)]
         vnodes: u32,
         /// The nodes' client addresses (host:port).
@@ -175,6 +176,35 @@ until the end; interrupting this command does not stop the migration.")]
         #[command(flatten)]
         connect: Connect,
     },
+    /// Even out the shards' ring shares: give every shard more points on
+    /// the ring (a larger V), moving the slots that change owner online.
+    #[command(after_help = "\
+A shard's share of the slots is decided by where its V points fall; with more \
+points the shares come closer to even. Without --vnodes this prints, for the \
+current V and each doubling of it up to 4096, the busiest shard's share over an \
+even one and how many slots would move, and picks the smallest V within \
+--max-skew. The slots then move as for add-shard (copied, followed, a short \
+cutover, one map version); clients take the new V from the map.")]
+    Rebalance {
+        /// Any node of the cluster.
+        #[arg(long, value_name = "ADDR")]
+        addr: String,
+        /// Move to exactly this many points per shard.
+        #[arg(long)]
+        vnodes: Option<u32>,
+        /// Good enough: the busiest shard holds at most this many percent
+        /// more slots than an even share.
+        #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+        max_skew: f64,
+        /// Print the options and the choice, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Return once the migration has started.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
     /// Call off the migration in progress: the owners keep their slots.
     AbortMigration {
         /// Any node of the cluster.
@@ -244,6 +274,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 no_wait,
                 connect,
             } => moves::remove_shard(connect, addr, ShardId(*shard), !no_wait).await,
+            Command::Rebalance {
+                addr,
+                vnodes,
+                max_skew,
+                dry_run,
+                no_wait,
+                connect,
+            } => moves::rebalance(connect, addr, *vnodes, *max_skew, *dry_run, !no_wait).await,
             Command::AbortMigration { addr, connect } => moves::abort(connect, addr).await,
         }
     })

@@ -12,11 +12,12 @@
 //! Snapshot file layout (proto-docs/cluster.md §5):
 //!
 //! ```text
-//! 8 bytes magic "strsnap3" | u32 LE body length | u32 LE CRC-32 | postcard SnapshotFile
+//! 8 bytes magic "strsnap4" | u32 LE body length | u32 LE CRC-32 | postcard SnapshotFile
 //! ```
 //!
-//! Layouts 2 (`strsnap2`, maps without a ring list or migration) and 1
-//! (`strsnap1`, also without in-sync sets) are still read.
+//! Layouts 3 (`strsnap3`, migrations without their V), 2 (`strsnap2`,
+//! maps without a ring list or migration) and 1 (`strsnap1`, also without
+//! in-sync sets) are still read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,12 +31,15 @@ use tokio::sync::watch;
 
 use super::convert::{self, Applied, RaftEntry, RaftLogId, RaftSnapshotMeta, RaftStored, Types};
 use super::wire::SnapshotMeta;
-use crate::cluster::map::{ClusterMap, MapV1, MapV2};
+use crate::cluster::map::{ClusterMap, MapV1, MapV2, MapV3};
 use crate::net::link::{FRAME_HEADER_BYTES, FrameError, decode_body, decode_header, encode};
 use crate::sync::write_atomic;
 
 /// The first bytes of a snapshot file; the digit is the layout version.
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"strsnap3";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"strsnap4";
+
+/// Layout 3: the same frame, its map's migration without a V.
+const SNAPSHOT_MAGIC_V3: &[u8; 8] = b"strsnap3";
 
 /// Layout 2: the same frame, its map without a ring list or migration.
 const SNAPSHOT_MAGIC_V2: &[u8; 8] = b"strsnap2";
@@ -48,6 +52,13 @@ const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"strsnap1";
 struct SnapshotFileV1 {
     meta: SnapshotMeta,
     map: MapV1,
+}
+
+/// A layout-3 snapshot file's body.
+#[derive(Deserialize)]
+struct SnapshotFileV3 {
+    meta: SnapshotMeta,
+    map: MapV3,
 }
 
 /// A layout-2 snapshot file's body.
@@ -144,7 +155,8 @@ impl SnapshotStore {
             reason,
         };
         let layouts = [
-            (SNAPSHOT_MAGIC, 3),
+            (SNAPSHOT_MAGIC, 4),
+            (SNAPSHOT_MAGIC_V3, 3),
             (SNAPSHOT_MAGIC_V2, 2),
             (SNAPSHOT_MAGIC_V1, 1),
         ];
@@ -170,6 +182,10 @@ impl SnapshotStore {
                 map: old.map.0,
             }),
             2 => decode_body(crc, body).map(|old: SnapshotFileV2| SnapshotFile {
+                meta: old.meta,
+                map: old.map.0,
+            }),
+            3 => decode_body(crc, body).map(|old: SnapshotFileV3| SnapshotFile {
                 meta: old.meta,
                 map: old.map.0,
             }),

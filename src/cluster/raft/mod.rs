@@ -10,7 +10,7 @@
 //! store.rs    LogDb: log, vote, commit mark in a small synced RocksDB
 //! log.rs      the library's log-storage traits over LogDb (blocking pool)
 //! machine.rs  the state machine: ClusterMap + snapshot file; publishes the map
-//! network.rs  outgoing RPCs over node links (ALPN strata-raft/3)
+//! network.rs  outgoing RPCs over node links (ALPN strata-raft/4)
 //! serve.rs    incoming RPCs
 //! ```
 //!

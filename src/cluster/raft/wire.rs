@@ -18,7 +18,7 @@ use crate::types::NodeId;
 
 /// The QUIC ALPN protocol id of cluster-metadata links; beside
 /// [`crate::net::REPL_ALPN`] on the same node-link endpoint.
-pub const META_ALPN: &[u8] = b"strata-raft/3";
+pub const META_ALPN: &[u8] = b"strata-raft/4";
 
 /// Largest request or response body either side accepts (a snapshot of
 /// the map is one message; 32 MiB is some hundred thousand nodes).
