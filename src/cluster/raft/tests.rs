@@ -320,7 +320,9 @@ async fn restart_restores_vote_log_and_map() {
     let map = nodes[at].group().map().borrow().clone();
     assert_eq!(*map, *before_map, "the map is back before any message");
     assert!(after.term >= before.term);
-    assert_eq!(after.last_log_index, before.last_log_index);
+    // `status` is the library's metrics, which may trail the map watch by
+    // an append: the log is back at least as far as it was seen.
+    assert!(after.last_log_index >= before.last_log_index);
     assert_eq!(after.members, before.members);
     assert!(after.applied_index >= before.applied_index);
     assert!(
