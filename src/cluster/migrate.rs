@@ -295,8 +295,8 @@ impl Migrations {
     }
 }
 
-/// The refusal of a write to `slot` while it is cut over: the owner's
-/// writes to it wait for the new owner.
+/// The refusal of a request for `slot` while it is cut over: the owner's
+/// reads and writes of it wait for the new owner.
 pub fn fenced(map: &ClusterMap, slot: Slot) -> Option<ErrorReply> {
     let migration = map.migration().filter(|m| m.cutover)?;
     let (_, to) = map.moving(slot)?;
@@ -304,8 +304,8 @@ pub fn fenced(map: &ClusterMap, slot: Slot) -> Option<ErrorReply> {
         ErrorReply::new(
             ErrorCode::Unavailable,
             format!(
-                "slot {} is moving to shard {to} (migration {}): writes to it wait for the \
-                 cutover, a moment",
+                "slot {} is moving to shard {to} (migration {}): requests for it wait for \
+                 the cutover, a moment",
                 slot.get(),
                 migration.id
             ),

@@ -337,7 +337,7 @@ impl ClusterNode {
     /// Checks that every key belongs to this node's shard in the committed
     /// map: `WrongShard` naming the owner's primary otherwise, and
     /// `Unavailable` while the map has no shards or does not list this
-    /// node, or for a write to a slot of a migration that is cutting over.
+    /// node, or for a slot of a migration that is cutting over.
     ///
     /// A write takes [`Migrations::gate`] first and holds it until it is
     /// applied: a migration's fence waits for the writes that checked an
@@ -359,10 +359,13 @@ impl ClusterNode {
             )
             .with_retry_after_ms(1000));
         };
+        // Reads wait out a cutover too: the old owner cannot know when the
+        // new one starts taking writes, and must not serve a value older
+        // than one already acknowledged there.
         let mut moving = None;
         let foreign = keys.find(|key| {
             let slot = key_slot(key);
-            if write && moving.is_none() {
+            if moving.is_none() {
                 moving = super::migrate::fenced(map, slot);
             }
             table.owner(slot) != me.shard
