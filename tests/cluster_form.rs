@@ -29,6 +29,28 @@ fn multi_gets(m: &Member) -> f64 {
     metric(&m.node.metrics(), "strata_requests_total{op=\"multi_get\"}").unwrap_or(0.0)
 }
 
+/// What `cluster status` says that must not depend on the node asked:
+/// its header line (map version, V, leader, term) and each shard row's
+/// shard, epoch, primary and share (lease and lag columns vary).
+fn status_view(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("map version"))
+        .map(str::to_string)
+        .collect();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() > 5 && cols[0].parse::<u32>().is_ok() {
+            let share = cols.iter().find(|c| c.ends_with('%')).copied();
+            out.push(format!(
+                "{} {} {} {} {:?}",
+                cols[0], cols[1], cols[2], cols[3], share
+            ));
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
     let root = tempfile::tempdir().unwrap();
@@ -85,8 +107,20 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
             Err(ClientError::Server {
                 code: ErrorCode::WrongShard,
                 leader_hint,
+                message,
                 ..
-            }) => assert_eq!(leader_hint, Some(addrs[primary_of(owner)].clone())),
+            }) => {
+                let primary = addrs[primary_of(owner)].clone();
+                // errors.md gives the message's form, for clients that
+                // want the slot and version without a map.
+                let want = format!(
+                    "slot {} belongs to shard {} (cluster map version 7), primary {primary}",
+                    key_slot(key.as_bytes()).get(),
+                    owner.0
+                );
+                assert_eq!(message, want);
+                assert_eq!(leader_hint, Some(primary));
+            }
             other => panic!("{key} on the wrong shard: {other:?}"),
         }
     }
@@ -119,6 +153,21 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
     }
     // 10,000 user keys and the 300 above, each on one shard only.
     assert_eq!(total, 10_300);
+    // Every node, replicas included, holds only keys the ring gives its
+    // shard, and all of them.
+    for (i, c) in clients.iter().enumerate() {
+        let shard = ShardId(i as u32 / 2 + 1);
+        let held = c.scan_all("").await.unwrap();
+        let want = keys
+            .iter()
+            .filter(|k| table.owner(key_slot(k.as_bytes())) == shard)
+            .count();
+        let users = held.iter().filter(|(k, _)| k.starts_with(b"user:")).count();
+        assert_eq!(users, want, "{} holds the shard's user keys", NAMES[i]);
+        for (k, _) in &held {
+            assert_eq!(table.owner(key_slot(k)), shard, "{k:?} on {}", NAMES[i]);
+        }
+    }
 
     // Reads spread over primaries and replicas find every key too (the
     // semi-sync writes above reached the replicas), and replicas served
@@ -142,10 +191,14 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
         );
     }
 
-    // The status table, asked of any node, names every shard and node.
+    // The status table, asked of any node, names every shard and node,
+    // and every node tells the same: map version, leader, term, and each
+    // shard's epoch, primary and ring share.
+    let mut views = Vec::new();
     for addr in &addrs {
         let (ok, text) = admin(&["cluster", "status", "--ca", &ca, "--addr", addr]);
         assert!(ok, "{text}");
+        views.push(status_view(&text));
         assert!(text.contains("map version 7"), "{addr}: {text}");
         for name in NAMES {
             assert!(text.contains(name), "{name} missing from {addr}'s\n{text}");
@@ -157,6 +210,8 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
         assert!(text.contains("failovers by this leader: 0"), "{text}");
         assert!(text.contains("lease"), "{text}");
     }
+    assert_eq!(views[0].len(), 4, "a header and three shards: {views:?}");
+    assert!(views.iter().all(|v| *v == views[0]), "{views:#?}");
 
     // SIGKILL the metadata leader (the first node: it started the group);
     // the others elect a new one, which takes the next map change.

@@ -300,6 +300,11 @@ async fn key_space_commands() {
     assert_eq!(c.cmd(&["SET", "k", "v"]).await, Value::ok());
     assert_eq!(c.cmd(&["PEXPIREAT", "k", "1"]).await, int(1));
     assert_eq!(c.cmd(&["GET", "k"]).await, Value::Null);
+    // So is one too far past to subtract from now.
+    assert_eq!(c.cmd(&["SET", "k", "v"]).await, Value::ok());
+    let past = (i64::MIN + 5000).to_string();
+    assert_eq!(c.cmd(&["PEXPIREAT", "k", &past]).await, int(1));
+    assert_eq!(c.cmd(&["TTL", "k"]).await, int(-2));
 
     // SCAN (every key once, MATCH, COUNT), KEYS, DBSIZE.
     let mut pairs = vec!["MSET".to_string()];

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Runs strata's whole test suite: installs build prerequisites if missing,
-# then `cargo test` with every feature (crash points and test helpers on).
+# then `cargo test` with every feature (crash points and test helpers on),
+# then Redis's Tcl tests against the RESP gateway (tools/redis-tcl/run.sh).
 # Extra arguments go to cargo test, e.g. `tools/test.sh --test store_crash`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/prereqs.sh
-exec cargo test --all-features "$@"
+cargo test --all-features "$@"
+# The whole suite (no arguments) ends with Redis's own tests of the
+# commands the RESP gateway serves, against the server just built.
+if [ "$#" -eq 0 ]; then
+  target="${CARGO_TARGET_DIR:-target}"
+  STRATA_SERVER="$target/debug/strata-server" tools/redis-tcl/run.sh
+fi

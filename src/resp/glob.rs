@@ -6,8 +6,16 @@ pub fn matches(pattern: &[u8], text: &[u8]) -> bool {
     matches_nocase(pattern, text, false)
 }
 
+/// Redis gives up on a pattern that takes it through more than this many
+/// `*` groups (`stringmatchlen`, "protection against abusive patterns"):
+/// such a pattern matches nothing, here as there.
+const MAX_STAR_GROUPS: usize = 1000;
+
 /// [`matches`], ASCII case ignored when `nocase`.
 pub fn matches_nocase(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
+    if inner_star_groups(pattern) > MAX_STAR_GROUPS {
+        return false;
+    }
     // Iterative with one backtrack point for the last `*`: linear in
     // practice and never recursive, whatever the pattern.
     let (mut p, mut t) = (0, 0);
@@ -46,6 +54,34 @@ pub fn matches_nocase(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
         }
     }
     pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+/// Runs of `*` in `pattern` (outside classes and escapes) but a run that
+/// ends it: a trailing run matches at once in Redis, without going deeper.
+fn inner_star_groups(pattern: &[u8]) -> usize {
+    let (mut groups, mut i) = (0, 0);
+    while i < pattern.len() {
+        match pattern[i] {
+            b'\\' => i += 2,
+            b'[' => {
+                i += 1;
+                while i < pattern.len() && pattern[i] != b']' {
+                    i += if pattern[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'*' => {
+                while pattern.get(i) == Some(&b'*') {
+                    i += 1;
+                }
+                if i < pattern.len() {
+                    groups += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    groups
 }
 
 /// Matches `c` against the class opening at `pattern[open]`; where the
@@ -138,5 +174,19 @@ mod tests {
         let pattern = "a*".repeat(50) + "b";
         let text = "a".repeat(200);
         assert!(!matches(pattern.as_bytes(), text.as_bytes()));
+    }
+
+    #[test]
+    fn more_than_a_thousand_star_groups_match_nothing_as_in_redis() {
+        let text = "a".repeat(2000);
+        let at_limit = "*?".repeat(MAX_STAR_GROUPS);
+        assert!(matches(at_limit.as_bytes(), text.as_bytes()));
+        let over = "*?".repeat(MAX_STAR_GROUPS + 1);
+        assert!(!matches(over.as_bytes(), text.as_bytes()));
+        // A trailing run does not count, escaped and bracketed stars
+        // are no groups.
+        let trailing = "?*".repeat(MAX_STAR_GROUPS) + "*";
+        assert!(matches(trailing.as_bytes(), text.as_bytes()));
+        assert_eq!(inner_star_groups(b"a\\*b[*]c*d**"), 1);
     }
 }

@@ -154,7 +154,8 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
     } else {
         ms.checked_add(now).ok_or_else(invalid)?
     };
-    let in_ms = at - now;
+    // An absolute time far in the past must not overflow: it is past.
+    let in_ms = at.saturating_sub(now);
     let key = &a[1];
     if !flags.any() {
         // A time already past deletes the key, as in Redis.

@@ -16,6 +16,7 @@
 #      later runs do not download again (delete that directory to refresh).
 #   2. Starts one strata node on loopback: a temporary data directory,
 #      `--resp-listen 127.0.0.1:0`, `--fsync never`, `--metrics-listen off`,
+#      `--max-key-bytes 65536`,
 #      and waits (bounded) for its `--ready-json` line, which gives the
 #      bound RESP port. The node is stopped when the script exits.
 #   3. Runs `./runtest` in external-server mode (--host/--port, --singledb,
@@ -74,9 +75,17 @@ if [ "${#need_packages[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need_packages[@]}" >&2
 fi
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/strata-redis-tcl.XXXXXX")"
+work="$(mktemp -d -t strata-redis-tcl.XXXXXX)"
 node_pid=""
+runtest_pid=""
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
+  # runtest runs under `timeout`, in its own process group: a TERM to
+  # `timeout` reaches the runtest server and its test client too.
+  if [ -n "$runtest_pid" ] && kill -0 "$runtest_pid" 2>/dev/null; then
+    kill -TERM "$runtest_pid" 2>/dev/null || true
+    wait "$runtest_pid" 2>/dev/null || true
+  fi
   if [ -n "$node_pid" ] && kill -0 "$node_pid" 2>/dev/null; then
     kill -TERM "$node_pid" 2>/dev/null || true
     # A graceful stop checkpoints; give it at most 20 s, then kill.
@@ -96,17 +105,19 @@ trap 'exit 143' TERM
 # --- 1. The suite --------------------------------------------------------
 
 # Prints this machine's apt `deb` entries as one-line `deb-src` entries:
-# one-line files (sources.list, *.list) and deb822 files (*.sources).
+# from the main sources list and the parts directory (apt-config tells
+# where they are), one-line files (*.list) and deb822 files (*.sources).
 # Only the names apt itself reads count (so `*.list.disabled` does not).
 deb_src_lines() {
-  local f files=()
-  [ -f /etc/apt/sources.list ] && files+=(/etc/apt/sources.list)
-  for f in /etc/apt/sources.list.d/*.list; do [ -f "$f" ] && files+=("$f"); done
+  local main="" parts="" f files=()
+  eval "$(apt-config shell main Dir::Etc::sourcelist/f parts Dir::Etc::sourceparts/d)"
+  [ -n "$main" ] && [ -f "$main" ] && files+=("$main")
+  for f in "${parts%/}"/*.list; do [ -f "$f" ] && files+=("$f"); done
   for f in "${files[@]}"; do
     # deb [options] uri suite [component...]  ->  deb-src (same rest)
     sed -n -E 's/^[[:space:]]*deb([[:space:]]+)/deb-src\1/p' "$f"
   done
-  for f in /etc/apt/sources.list.d/*.sources; do
+  for f in "${parts%/}"/*.sources; do
     [ -f "$f" ] || continue
     awk '
       function flush(   i, j, n_u, n_s, u, s, opts) {
@@ -160,15 +171,15 @@ fetch_suite() {
     -o "Dir::Etc::SourceParts=$apt/parts"
     -o "Dir::State::Lists=$apt/lists"
     -o "Dir::Cache=$apt/cache"
-    -o "Debug::NoLocking=1"
   )
   # An entry whose deb-src index is missing (some third-party repositories
   # publish none) makes update fail; what counts is that `source` finds redis.
   apt-get "${opts[@]}" -qq update >&2 || say "apt-get update reported errors (continuing)"
   (cd "$apt/get" && apt-get "${opts[@]}" -qq source --download-only redis >&2) ||
     die "apt-get source redis failed"
-  local dsc
-  dsc="$(ls "$apt"/get/redis_*.dsc | head -n 1)"
+  local dscs=("$apt"/get/redis_*.dsc)
+  local dsc="${dscs[0]}"
+  [ -f "$dsc" ] || die "apt-get source left no redis .dsc"
   (cd "$apt/get" && dpkg-source --no-check -x "$dsc" redis-src >&2)
   [ -x "$apt/get/redis-src/runtest" ] || die "the redis source has no runtest"
   mkdir -p "$cache"
@@ -187,8 +198,10 @@ say "suite: $(cat "$suite/.strata-source-package" 2>/dev/null || echo redis) in 
 # --- 2. The node ---------------------------------------------------------
 
 mkdir -p "$work/data"
+# Keys up to 64 KiB: one keyspace test sets a key of 50,000 bytes (Redis
+# allows 512 MB), beyond strata's default 16 KiB.
 "$server" --data-dir "$work/data" --listen 127.0.0.1:0 --metrics-listen off \
-  --fsync never --resp-listen 127.0.0.1:0 --ready-json \
+  --fsync never --resp-listen 127.0.0.1:0 --max-key-bytes 65536 --ready-json \
   >"$work/ready.json" 2>"$work/server.log" &
 node_pid=$!
 
@@ -209,7 +222,7 @@ say "strata-server pid $node_pid serving RESP on 127.0.0.1:$port"
 
 # --- 3. The run ----------------------------------------------------------
 
-log="${REDIS_TCL_LOG:-$(mktemp "${TMPDIR:-/tmp}/strata-redis-tcl-log.XXXXXX")}"
+log="${REDIS_TCL_LOG:-$(mktemp -t strata-redis-tcl-log.XXXXXX)}"
 : >"$log"
 summary="$work/summary"
 : >"$summary"
@@ -219,13 +232,15 @@ for unit in "${units[@]}"; do
   unit_log="$work/unit.log"
   started=$(date +%s)
   say "running $unit"
-  set +e
-  (cd "$suite" && TERM=dumb timeout -k 10 "$unit_timeout" ./runtest --host 127.0.0.1 --port "$port" --singledb \
-    --ignore-encoding --ignore-digest --tags -needs:debug --tags -needs:repl \
-    --skipfile "$skipfile" --clients 1 --timeout "$timeout" --durable --single "$unit") \
-    </dev/null >"$unit_log" 2>&1
-  rc=$?
-  set -e
+  (cd "$suite" && TERM=dumb exec timeout -k 10 "$unit_timeout" ./runtest \
+    --host 127.0.0.1 --port "$port" --singledb --ignore-encoding --ignore-digest \
+    --tags -needs:debug --tags -needs:repl --skipfile "$skipfile" \
+    --clients 1 --timeout "$timeout" --durable --single "$unit") \
+    </dev/null >"$unit_log" 2>&1 &
+  runtest_pid=$!
+  rc=0
+  wait "$runtest_pid" || rc=$?
+  runtest_pid=""
   { echo "===== $unit (runtest exit $rc)"; cat "$unit_log"; } >>"$log"
   # The runtest server prints one line per test: [ok], [err] (failed, or
   # raised an error), [skip] (in skip.txt) or [ignore] (its tags are
@@ -235,7 +250,7 @@ for unit in "${units[@]}"; do
   err=$(grep -c '^\[err\]:' "$unit_log" || true)
   skip=$(grep -c '^\[skip\]:' "$unit_log" || true)
   ignore=$(grep -c '^\[ignore\]:' "$unit_log" || true)
-  status=done
+  status="done"
   if grep -q -E '^\[exception\]:' "$unit_log"; then
     status=exception
   elif grep -q -E '^\[TIMEOUT\]:' "$unit_log"; then
@@ -247,7 +262,7 @@ for unit in "${units[@]}"; do
   fi
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status=killed; fi
   if ! kill -0 "$node_pid" 2>/dev/null; then status="node-died"; fi
-  if [ "$err" -gt 0 ] || [ "$status" != done ]; then any_bad=1; fi
+  if [ "$err" -gt 0 ] || [ "$status" != "done" ]; then any_bad=1; fi
   printf '%s %s %s %s %s %s %s\n' "$unit" "$ok" "$skip" "$ignore" "$err" "$status" "$(( $(date +%s) - started ))" >>"$summary"
   grep -E '^\[(err|exception|TIMEOUT)\]:' "$unit_log" | sed 's/^/  /' >&2 || true
   if [ "$status" = node-died ]; then
