@@ -15,9 +15,11 @@
 //! A key is writable on one shard at a time: the owner until it applies
 //! the cut-over map (and its gate drains the writes that read the map
 //! before), the receiver only once it applies the map that gives it the
-//! slot, which is committed after every owner fenced. Whatever breaks (a
-//! link, a failover on either side) restarts that owner's import from a
-//! sweep; the owner keeps serving reads throughout.
+//! slot, which is committed after every owner fenced. A broken link goes
+//! on where it stopped (`Resume`) if the owner's node that served the
+//! copy still has it parked; anything else (a failover on either side, a
+//! restart) restarts that owner's import from a sweep. The owner serves
+//! the moving slots until the cutover, none of them from then on.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -60,6 +62,10 @@ const IDLE_EVERY: Duration = Duration::from_millis(250);
 /// A receiver that hears nothing this long gives the link up.
 const SILENCE: Duration = Duration::from_secs(15);
 
+/// How long an owner keeps a broken-off copy resumable (and the WAL after
+/// it held): a link that breaks for less goes on where it stopped.
+const RESUME_WITHIN: Duration = Duration::from_secs(60);
+
 /// How long a receiver waits for its imports to reach its in-sync set.
 const DURABLE_WITHIN: Duration = Duration::from_secs(10);
 
@@ -80,6 +86,27 @@ pub enum MoveRequest {
         /// Inclusive slot ranges, ascending, each moving from the owner
         /// to `receiver`.
         ranges: Vec<(u16, u16)>,
+    },
+    /// 1: go on with a copy that broke off, on the node that served it:
+    /// the keys after `after` (none: every key arrived), then the writes
+    /// after `through`.
+    Resume {
+        /// [`MOVE_PROTOCOL`].
+        protocol: u32,
+        /// The migration (its map version).
+        migration: u64,
+        /// The shard receiving the slots.
+        receiver: ShardId,
+        /// As in `Begin`, and the same as the copy's.
+        ranges: Vec<(u16, u16)>,
+        /// The copy's checkpoint (its `Start`).
+        checkpoint: Seq,
+        /// The last key received while keys were coming; none once
+        /// `Copied` came.
+        after: Option<Bytes>,
+        /// The owner seq applied through: `checkpoint` until `Copied`,
+        /// then the last `Records`' `through`.
+        through: Seq,
     },
 }
 
@@ -176,10 +203,37 @@ pub struct Import {
     /// Attempts that failed, and the last one's reason.
     pub failures: u64,
     pub error: Option<String>,
+    /// Where a broken-off attempt can go on from.
+    pub resume: Option<ResumePoint>,
+    /// Attempts that went on from an earlier one's resume point.
+    pub resumes: u64,
+}
+
+/// What a receiver has of one copy: enough for its owner's node to go on
+/// with it (`MoveRequest::Resume`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The owner's node that served it.
+    pub node: NodeId,
+    /// Its checkpoint.
+    pub checkpoint: Seq,
+    /// The last key applied while keys were coming.
+    pub after: Option<Bytes>,
+    /// Whether every key of the checkpoint was applied.
+    pub copied: bool,
+    /// The owner seq applied through.
+    pub through: Seq,
+}
+
+impl ResumePoint {
+    /// Whether going on saves anything over starting over.
+    fn worth_it(&self) -> bool {
+        self.copied || self.after.is_some()
+    }
 }
 
 impl Import {
-    fn new(migration: u64, epoch: u64, failures: u64, error: Option<String>) -> Import {
+    fn new(migration: u64, epoch: u64) -> Import {
         Import {
             migration,
             epoch,
@@ -192,9 +246,32 @@ impl Import {
             through: 0,
             owner_last: 0,
             last_write: Seq(0),
-            failures,
-            error,
+            failures: 0,
+            error: None,
+            resume: None,
+            resumes: 0,
         }
+    }
+
+    /// The next attempt after this one failed with `error`: it keeps the
+    /// progress, which a resumed copy goes on from.
+    fn again(mut self, error: String) -> Import {
+        self.phase = Phase::Starting;
+        self.failures += 1;
+        self.error = Some(error);
+        self
+    }
+
+    /// Back to nothing copied, for an attempt that starts over.
+    fn restart(&mut self) {
+        let fresh = Import::new(self.migration, self.epoch);
+        *self = Import {
+            failures: self.failures,
+            error: self.error.take(),
+            resumes: self.resumes,
+            last_write: self.last_write,
+            ..fresh
+        };
     }
 
     /// Copied and within a frame of the owner's newest write.
@@ -223,6 +300,9 @@ impl Import {
         if self.failures > 0 {
             out.push_str(&format!(" failures={}", self.failures));
         }
+        if self.resumes > 0 {
+            out.push_str(&format!(" resumed={}", self.resumes));
+        }
         if let Some(e) = &self.error {
             out.push_str(&format!(" last_error={e:?}"));
         }
@@ -248,6 +328,8 @@ pub struct Migrations {
     /// The (map version, ring) a sweep last ran for: a map version
     /// without a migration after one (finished or aborted) sweeps again.
     swept: Mutex<Option<(u64, Vec<ShardId>)>>,
+    /// Exports that broke off, resumable for a while.
+    parked: Mutex<Vec<Parked>>,
     bytes_per_sec: u64,
     /// Keys the sweeps deleted.
     pub swept_keys: std::sync::atomic::AtomicU64,
@@ -261,6 +343,7 @@ impl Migrations {
             running: Mutex::new(BTreeMap::new()),
             sweeping: tokio::sync::Mutex::new(()),
             swept: Mutex::new(None),
+            parked: Mutex::new(Vec::new()),
             bytes_per_sec,
             swept_keys: std::sync::atomic::AtomicU64::new(0),
         }
@@ -286,6 +369,30 @@ impl Migrations {
         if let Some(import) = lock(&self.imports).get_mut(&owner) {
             f(import);
         }
+    }
+
+    fn park(&self, parked: Parked) {
+        let mut all = lock(&self.parked);
+        all.retain(|p| p.at.elapsed() < RESUME_WITHIN);
+        all.push(parked);
+    }
+
+    /// The parked export of `x` from `checkpoint`, taken out.
+    fn unpark(&self, x: &Export, checkpoint: Seq) -> Option<Parked> {
+        let mut all = lock(&self.parked);
+        all.retain(|p| p.at.elapsed() < RESUME_WITHIN);
+        let at = all.iter().position(|p| {
+            (p.migration, p.receiver, p.epoch, p.checkpoint, &p.ranges)
+                == (x.migration, x.receiver, x.epoch, checkpoint, &x.ranges)
+        })?;
+        Some(all.swap_remove(at))
+    }
+
+    /// Lets go of parked exports that are too old or of another migration
+    /// than `current`, and of the WAL they hold.
+    fn prune_parked(&self, current: Option<u64>) {
+        lock(&self.parked)
+            .retain(|p| p.at.elapsed() < RESUME_WITHIN && Some(p.migration) == current);
     }
 
     fn stop_imports(&self) {
@@ -417,9 +524,52 @@ impl Drop for Scratch {
     }
 }
 
-/// One export: checks the request, sends the checkpoint's keys of the
-/// ranges, then the writes to them until the map cuts over and the gate
-/// drained, then `Fenced`.
+/// A checkpoint being copied from: the reader is closed before its files
+/// go (fields drop in order).
+struct Copy {
+    reader: Arc<crate::store::SnapshotReader>,
+    _scratch: Scratch,
+    /// Keys after this one are sent (all for none).
+    after: Option<Bytes>,
+}
+
+/// An export that the owner will serve, as checked.
+struct Export {
+    migration: u64,
+    receiver: ShardId,
+    ranges: Vec<(u16, u16)>,
+    /// The owner shard's epoch: a resumed copy must come from the same.
+    epoch: u64,
+    /// Slots the owner shard owns (the checkpoint's share to estimate by).
+    owned: u64,
+}
+
+/// An export that broke off, kept for [`RESUME_WITHIN`] in case its
+/// receiver comes back: only this process, in this epoch, has the WAL
+/// after its checkpoint as the receiver saw it.
+struct Parked {
+    migration: u64,
+    receiver: ShardId,
+    ranges: Vec<(u16, u16)>,
+    epoch: u64,
+    checkpoint: Seq,
+    /// Keeps the WAL from what was last sent on.
+    _hold: crate::store::WalHold,
+    at: Instant,
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked")
+            .field("migration", &self.migration)
+            .field("receiver", &self.receiver)
+            .field("checkpoint", &self.checkpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One export: checks the request, then streams a copy from its start or
+/// from where a broken-off one stopped.
 async fn export(node: &Arc<ClusterNode>, link: &Link) -> Result<(), String> {
     let (mut send, mut recv) = tokio::time::timeout(SILENCE, link.accept())
         .await
@@ -430,102 +580,252 @@ async fn export(node: &Arc<ClusterNode>, link: &Link) -> Result<(), String> {
         .map_err(|_| "no request".to_string())?
         .map_err(|e| e.to_string())?
         .ok_or("the stream ended before the request")?;
-    let MoveRequest::Begin {
-        protocol,
-        migration,
-        receiver,
-        ranges,
-    } = request;
-    let owned = match check_export(node, link, protocol, migration, receiver, &ranges) {
-        Ok(owned) => owned,
-        Err(reason) => {
+    let result = match request {
+        MoveRequest::Begin {
+            protocol,
+            migration,
+            receiver,
+            ranges,
+        } => match check_export(node, link, protocol, migration, receiver, ranges) {
+            Ok(x) => export_fresh(node, &x, &mut send).await,
+            Err(reason) => Err(reason),
+        },
+        MoveRequest::Resume {
+            protocol,
+            migration,
+            receiver,
+            ranges,
+            checkpoint,
+            after,
+            through,
+        } => match check_export(node, link, protocol, migration, receiver, ranges) {
+            Ok(x) => export_resumed(node, &x, checkpoint, after, through, &mut send).await,
+            Err(reason) => Err(reason),
+        },
+    };
+    match result {
+        Ok(()) => {
+            send.finish();
+            send.delivered(SILENCE).await;
+            Ok(())
+        }
+        Err(Refusal(reason)) => {
             let refused = MoveFrame::Refused {
                 reason: reason.clone(),
             };
             let _ = send.send(&refused).await;
             send.finish();
             send.delivered(Duration::from_secs(1)).await;
-            return Err(reason);
+            Err(reason)
         }
-    };
-    let store = node.repl().store().clone();
-    let dir = node
-        .repl()
-        .scratch_dir()
-        .join(format!("move-{:016x}", rand::random::<u64>()));
-    let _ = std::fs::create_dir_all(node.repl().scratch_dir());
+        Err(Broken(reason)) => Err(reason),
+    }
+}
+
+/// Why an export did not finish.
+enum ExportError {
+    /// Before anything was sent: the receiver is told why.
+    Refusal(String),
+    /// Once streaming: the link or this node's state broke it off.
+    Broken(String),
+}
+use ExportError::{Broken, Refusal};
+
+impl From<String> for ExportError {
+    fn from(reason: String) -> ExportError {
+        Broken(reason)
+    }
+}
+
+/// Takes a checkpoint for a copy of `x.ranges`; sends `Start`.
+async fn start_copy(
+    node: &ClusterNode,
+    x: &Export,
+    after: Option<Bytes>,
+    send: &mut FrameSender,
+) -> Result<(Copy, crate::store::WalHold), String> {
+    let scratch_dir = node.repl().scratch_dir().to_path_buf();
+    let dir = scratch_dir.join(format!("move-{:016x}", rand::random::<u64>()));
+    let made = tokio::task::spawn_blocking(move || std::fs::create_dir_all(scratch_dir)).await;
+    made.map_err(|e| e.to_string())?
+        .map_err(|e| format!("scratch directory: {e}"))?;
     let scratch = Scratch(dir.clone());
-    let (reader, hold) = store.snapshot(dir).await.map_err(|e| e.to_string())?;
+    let (reader, hold) = node
+        .repl()
+        .store()
+        .snapshot(dir)
+        .await
+        .map_err(|e| e.to_string())?;
     let reader = Arc::new(reader);
-    let seq = reader.seq();
-    let (entries, bytes) = reader.totals();
+    let counted = reader.clone();
+    let (entries, bytes) = tokio::task::spawn_blocking(move || counted.totals())
+        .await
+        .map_err(|e| e.to_string())?;
     // The checkpoint holds the owner's slots; the ranges are part of them.
-    let moving: u64 = ranges.iter().map(|&(a, b)| u64::from(b - a) + 1).sum();
-    let share = |n: u64| n * moving / owned.max(1);
+    let moving: u64 = x.ranges.iter().map(|&(a, b)| u64::from(b - a) + 1).sum();
+    let share = |n: u64| n * moving / x.owned.max(1);
     let start = MoveFrame::Start {
-        seq,
+        seq: reader.seq(),
         total_entries: share(entries),
         total_bytes: share(bytes),
     };
     send.send(&start).await.map_err(|e| e.to_string())?;
-    send_keys(node, &reader, &ranges, &mut send).await?;
-    // The checkpoint closed before its files go.
-    drop(reader);
-    drop(scratch);
-    send.send(&MoveFrame::Copied { seq })
-        .await
-        .map_err(|e| e.to_string())?;
-    follow_writes(node, migration, &ranges, seq, hold, &mut send).await?;
-    send.finish();
-    send.delivered(SILENCE).await;
-    Ok(())
+    let copy = Copy {
+        reader,
+        _scratch: scratch,
+        after,
+    };
+    Ok((copy, hold))
+}
+
+/// A copy from the start: a checkpoint's keys, then the writes after it.
+async fn export_fresh(
+    node: &ClusterNode,
+    x: &Export,
+    send: &mut FrameSender,
+) -> Result<(), ExportError> {
+    let (copy, hold) = start_copy(node, x, None, send).await?;
+    let seq = copy.reader.seq();
+    stream(node, x, Some(copy), seq, seq, hold, send).await
+}
+
+/// A copy that broke off, gone on with: the keys after `after` from a new
+/// checkpoint (none: all arrived), then the writes after `through`.
+async fn export_resumed(
+    node: &ClusterNode,
+    x: &Export,
+    checkpoint: Seq,
+    after: Option<Bytes>,
+    through: Seq,
+    send: &mut FrameSender,
+) -> Result<(), ExportError> {
+    let store = node.repl().store();
+    if through < checkpoint || through > store.applied_seq() {
+        return Err(Refusal(format!(
+            "cannot resume through seq {} from checkpoint {}",
+            through.0, checkpoint.0
+        )));
+    }
+    let Some(parked) = node.migrations().unpark(x, checkpoint) else {
+        return Err(Refusal(format!(
+            "no broken-off copy from checkpoint {} here (restarted, another epoch, or more \
+             than {RESUME_WITHIN:?} ago): start over",
+            checkpoint.0
+        )));
+    };
+    // Hold the WAL from where the receiver stopped before checking it is
+    // still there, so it stays.
+    let hold = store.hold_wal(through.next());
+    drop(parked);
+    if let Err(e) = store.records_from(through.next(), 1).await {
+        return Err(Refusal(format!(
+            "cannot resume after seq {}: {e}",
+            through.0
+        )));
+    }
+    let copy = match after {
+        Some(key) => {
+            let (copy, _its_hold) = start_copy(node, x, Some(key), send).await?;
+            Some(copy)
+        }
+        None => None,
+    };
+    stream(node, x, copy, checkpoint, through, hold, send).await
+}
+
+/// Sends `copy`'s keys (if any), `Copied { through }`, then the writes
+/// after `through` until fenced; parks the export if it breaks off.
+async fn stream(
+    node: &ClusterNode,
+    x: &Export,
+    copy: Option<Copy>,
+    checkpoint: Seq,
+    through: Seq,
+    hold: crate::store::WalHold,
+    send: &mut FrameSender,
+) -> Result<(), ExportError> {
+    let result = async {
+        if let Some(copy) = copy {
+            send_keys(node, &copy.reader, &x.ranges, copy.after.clone(), send).await?;
+            // Closed off the reactor: RocksDB's close can block.
+            let closed = tokio::task::spawn_blocking(move || drop(copy)).await;
+            closed.map_err(|e| e.to_string())?;
+        }
+        send.send(&MoveFrame::Copied { seq: through })
+            .await
+            .map_err(|e| e.to_string())?;
+        follow_writes(node, x.migration, &x.ranges, through, &hold, send).await
+    }
+    .await;
+    if result.is_err() {
+        node.migrations().park(Parked {
+            migration: x.migration,
+            receiver: x.receiver,
+            ranges: x.ranges.clone(),
+            epoch: x.epoch,
+            checkpoint,
+            _hold: hold,
+            at: Instant::now(),
+        });
+    }
+    result.map_err(Broken)
 }
 
 /// Why this node will not export `ranges` to `receiver`, if it will not;
-/// else how many slots its shard owns.
+/// else what it will export.
 fn check_export(
     node: &ClusterNode,
     link: &Link,
     protocol: u32,
     migration: u64,
     receiver: ShardId,
-    ranges: &[(u16, u16)],
-) -> Result<u64, String> {
+    ranges: Vec<(u16, u16)>,
+) -> Result<Export, ExportError> {
+    let refuse = |reason: String| Err(Refusal(reason));
     if protocol != MOVE_PROTOCOL {
-        return Err(format!(
+        return refuse(format!(
             "migration protocol {protocol} is not supported (this node speaks {MOVE_PROTOCOL})"
         ));
     }
     let map = node.map();
     if map.migration().map(|m| m.id) != Some(migration) {
-        return Err(format!(
+        return refuse(format!(
             "migration {migration} is not in progress in map version {}",
             map.version()
         ));
     }
-    let Some(owner) = primary_shard(&map, node.id()).filter(|_| node.repl().is_primary()) else {
-        return Err("this node is not a shard's primary".into());
+    let Some((owner, epoch)) = super::in_sync::primary_of(&map, node.id())
+        .map(|(shard, info)| (shard, info.epoch))
+        .filter(|_| node.repl().is_primary())
+    else {
+        return refuse("this node is not a shard's primary".into());
     };
     let asker = link.peer_name().map(|name| NodeId::of_name(&name));
     if asker.is_none() || map.shards().get(&receiver).map(|s| s.primary) != asker {
-        return Err(format!("the peer is not shard {receiver}'s primary"));
+        return refuse(format!("the peer is not shard {receiver}'s primary"));
     }
     let mut slots = ranges.iter().flat_map(|&(a, b)| a..=b);
     let wrong =
         slots.find(|&n| Slot::new(n).and_then(|slot| map.moving(slot)) != Some((owner, receiver)));
     if let Some(n) = wrong {
-        return Err(format!(
+        return refuse(format!(
             "slot {n} does not move from shard {owner} to shard {receiver}"
         ));
     }
     let sorted = ranges.windows(2).all(|w| w[0].1 < w[1].0);
     if ranges.is_empty() || !sorted || ranges.iter().any(|&(a, b)| a > b) {
-        return Err("the ranges are not ascending and disjoint".into());
+        return refuse("the ranges are not ascending and disjoint".into());
     }
     let owned = map
         .slot_table()
         .map_or(0, |t| t.shares().get(&owner).copied().unwrap_or(0));
-    Ok(u64::from(owned))
+    Ok(Export {
+        migration,
+        receiver,
+        ranges,
+        epoch,
+        owned: u64::from(owned),
+    })
 }
 
 /// Sends the checkpoint's keys of `ranges`, at most `bytes_per_sec`.
@@ -533,6 +833,7 @@ async fn send_keys(
     node: &ClusterNode,
     reader: &Arc<crate::store::SnapshotReader>,
     ranges: &[(u16, u16)],
+    mut after: Option<Bytes>,
     send: &mut FrameSender,
 ) -> Result<(), String> {
     let rate = node.migrations().bytes_per_sec;
@@ -545,7 +846,7 @@ async fn send_keys(
             .max(1),
     };
     let started = Instant::now();
-    let (mut after, mut sent) = (None::<Bytes>, 0u64);
+    let mut sent = 0u64;
     loop {
         let (r, ranges, now) = (
             reader.clone(),
@@ -594,7 +895,7 @@ async fn follow_writes(
     migration: u64,
     ranges: &[(u16, u16)],
     seq: Seq,
-    hold: crate::store::WalHold,
+    hold: &crate::store::WalHold,
     send: &mut FrameSender,
 ) -> Result<(), String> {
     let store = node.repl().store().clone();
@@ -708,6 +1009,7 @@ fn receiving(node: &ClusterNode, map: &ClusterMap) -> Option<(u64, ShardId)> {
 /// Starts the imports this node owes, and commits its ready and done steps.
 async fn drive(node: &Arc<ClusterNode>, map: &ClusterMap) {
     let migrations = node.migrations();
+    migrations.prune_parked(map.migration().map(|m| m.id));
     let Some((id, shard)) = receiving(node, map) else {
         migrations.stop_imports();
         return;
@@ -813,24 +1115,24 @@ async fn commit_step(node: &ClusterNode, id: u64, shard: ShardId, epoch: u64, do
     }
 }
 
-/// Imports from `owner` until fenced, starting over after each failure,
-/// while the migration lasts (the loop aborts it otherwise).
+/// Imports from `owner` until fenced, going on (or starting over) after
+/// each failure, while the migration lasts (the loop aborts it otherwise).
 async fn import_until_fenced(
     node: Weak<ClusterNode>,
     (id, epoch): (u64, u64),
     shard: ShardId,
     owner: ShardId,
 ) {
-    let mut failures = 0;
-    let mut error = None;
+    let mut attempt = Import::new(id, epoch);
     loop {
         let Some(strong) = node.upgrade() else {
             return;
         };
-        let fresh = Import::new(id, epoch, failures, error.clone());
-        lock(&strong.migrations().imports).insert(owner, fresh);
-        match import(&strong, id, shard, owner).await {
-            Ok(()) => {
+        lock(&strong.migrations().imports).insert(owner, attempt);
+        let result = import(&strong, id, shard, owner).await;
+        let last = strong.migrations().imports().remove(&owner);
+        match (result, last) {
+            (Ok(()), _) => {
                 info!(
                     migration = id,
                     owner = owner.0,
@@ -838,10 +1140,9 @@ async fn import_until_fenced(
                 );
                 return;
             }
-            Err(e) => {
-                warn!(migration = id, owner = owner.0, error = %e, "import failed; starting over");
-                failures += 1;
-                error = Some(e);
+            (Err(e), last) => {
+                warn!(migration = id, owner = owner.0, error = %e, "import failed; trying again");
+                attempt = last.unwrap_or_else(|| Import::new(id, epoch)).again(e);
             }
         }
         drop(strong);
@@ -849,31 +1150,50 @@ async fn import_until_fenced(
     }
 }
 
-/// One attempt: sweep, connect, copy, follow until fenced.
+/// One attempt: connect, then go on from where the last one stopped if
+/// the same owner's node served it, else sweep and copy from the start;
+/// follow until fenced.
 async fn import(node: &ClusterNode, id: u64, shard: ShardId, owner: ShardId) -> Result<(), String> {
     let map = node.map();
     let ranges = moving_ranges(&map, owner, shard);
-    let primary = map
+    let (primary_id, primary) = map
         .shards()
         .get(&owner)
-        .and_then(|s| map.nodes().get(&s.primary))
-        .ok_or_else(|| format!("shard {owner} has no primary in the map"))?
-        .clone();
-    {
-        let _sweeping = node.migrations().sweeping.lock().await;
-        sweep_ranges(node, &ranges, &|_| true).await?;
-    }
+        .and_then(|s| Some((s.primary, map.nodes().get(&s.primary)?.clone())))
+        .ok_or_else(|| format!("shard {owner} has no primary in the map"))?;
+    let migrations = node.migrations();
+    let resume = migrations
+        .imports()
+        .get(&owner)
+        .and_then(|i| i.resume.clone())
+        .filter(|r| r.node == primary_id && r.worth_it());
     let link = connect(node, &primary.link_addr, &primary.name).await?;
-    let (mut send, mut recv) = link.open().await.map_err(|e| e.to_string())?;
-    let begin = MoveRequest::Begin {
-        protocol: MOVE_PROTOCOL,
-        migration: id,
-        receiver: shard,
-        ranges,
+    let request = match &resume {
+        Some(r) => MoveRequest::Resume {
+            protocol: MOVE_PROTOCOL,
+            migration: id,
+            receiver: shard,
+            ranges,
+            checkpoint: r.checkpoint,
+            after: if r.copied { None } else { r.after.clone() },
+            through: r.through,
+        },
+        None => {
+            migrations.update(owner, Import::restart);
+            let _sweeping = migrations.sweeping.lock().await;
+            sweep_ranges(node, &ranges, &|_| true).await?;
+            MoveRequest::Begin {
+                protocol: MOVE_PROTOCOL,
+                migration: id,
+                receiver: shard,
+                ranges,
+            }
+        }
     };
-    send.send(&begin).await.map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = link.open().await.map_err(|e| e.to_string())?;
+    send.send(&request).await.map_err(|e| e.to_string())?;
     send.finish();
-    let result = receive(node, owner, &mut recv).await;
+    let result = receive(node, owner, primary_id, resume.is_some(), &mut recv).await;
     link.close(0, "import ended");
     result
 }
@@ -901,28 +1221,50 @@ async fn connect(node: &ClusterNode, addr: &str, name: &str) -> Result<Link, Str
     Ok(link)
 }
 
-/// Applies the owner's frames until `Fenced`.
+/// Applies the owner's frames until `Fenced`, keeping the import's resume
+/// point at what is applied; `resuming`: the request was `Resume` to
+/// `from`, the owner's node.
 async fn receive(
     node: &ClusterNode,
     owner: ShardId,
+    from: NodeId,
+    resuming: bool,
     recv: &mut FrameReceiver,
 ) -> Result<(), String> {
     let migrations = node.migrations();
+    let mut first = true;
     loop {
         let frame = tokio::time::timeout(SILENCE, recv.recv::<MoveFrame>())
             .await
             .map_err(|_| format!("the owner was silent for {SILENCE:?}"))?
             .map_err(|e| e.to_string())?
             .ok_or("the owner ended the stream before the fence")?;
+        if let MoveFrame::Refused { reason } = frame {
+            // Refused to go on: the next attempt starts over.
+            migrations.update(owner, |i| i.resume = None);
+            return Err(format!("refused: {reason}"));
+        }
+        if std::mem::take(&mut first) && resuming {
+            migrations.update(owner, |i| i.resumes += 1);
+        }
         match frame {
-            MoveFrame::Refused { reason } => return Err(format!("refused: {reason}")),
+            MoveFrame::Refused { .. } => unreachable!("handled above"),
             MoveFrame::Start {
+                seq,
                 total_entries,
                 total_bytes,
-                ..
             } => migrations.update(owner, |i| {
                 i.phase = Phase::Copying;
                 (i.total_entries, i.total_bytes) = (total_entries, total_bytes);
+                if !resuming {
+                    i.resume = Some(ResumePoint {
+                        node: from,
+                        checkpoint: seq,
+                        after: None,
+                        copied: false,
+                        through: seq,
+                    });
+                }
             }),
             MoveFrame::Chunk {
                 entries,
@@ -934,6 +1276,7 @@ async fn receive(
                     .map_err(|e| e.to_string())?;
                 let bytes: u64 = list.iter().map(|e| e.data_len()).sum();
                 let count = list.len() as u64;
+                let last_key = list.last().map(|e| e.key.clone());
                 let puts = list.into_iter().map(|e| Mutation::Put {
                     key: e.key,
                     value: e.value,
@@ -943,11 +1286,17 @@ async fn receive(
                 migrations.update(owner, |i| {
                     (i.entries, i.bytes) = (i.entries + count, i.bytes + bytes);
                     i.last_write = last.max(i.last_write);
+                    if let Some(r) = &mut i.resume {
+                        r.after = last_key.or(r.after.take());
+                    }
                 });
             }
             MoveFrame::Copied { seq } => migrations.update(owner, |i| {
                 i.phase = Phase::Following;
                 i.through = seq.0;
+                if let Some(r) = &mut i.resume {
+                    (r.copied, r.after, r.through) = (true, None, seq);
+                }
             }),
             MoveFrame::Records {
                 mutations,
@@ -958,6 +1307,9 @@ async fn receive(
                 migrations.update(owner, |i| {
                     (i.through, i.owner_last) = (through.0, owner_last.0);
                     i.last_write = last.max(i.last_write);
+                    if let Some(r) = &mut i.resume {
+                        r.through = through;
+                    }
                 });
             }
             MoveFrame::Fenced { seq } => {
@@ -1112,8 +1464,18 @@ mod tests {
             receiver: ShardId(3),
             ranges: vec![(0, 2), (5, 5)],
         };
+        let resume = MoveRequest::Resume {
+            protocol: MOVE_PROTOCOL,
+            migration: 8,
+            receiver: ShardId(3),
+            ranges: vec![(0, 2)],
+            checkpoint: Seq(40),
+            after: Some(Bytes::from_static(b"k7")),
+            through: Seq(40),
+        };
         let examples = [
             ("move-begin", encode(&begin)),
+            ("move-resume", encode(&resume)),
             ("move-fenced", encode(&MoveFrame::Fenced { seq: Seq(42) })),
         ];
         for (name, bytes) in examples {
