@@ -51,12 +51,21 @@ done
 
 admin=("$bin/strata-admin" cluster)
 ca=(--ca "$root/certs/ca.crt")
-# Wait for every node to answer, then form the cluster once.
+# Wait for every node to answer a ping (at most 30 s each), then form the
+# cluster once.
 for addr in "${addrs[@]}"; do
-  for _ in $(seq 1 100); do
-    "${admin[@]}" status "${ca[@]}" --addr "$addr" >/dev/null 2>&1 && break
+  up=0
+  for _ in $(seq 1 150); do
+    if "$bin/strata-cli" "${ca[@]}" --addr "$addr" ping >/dev/null 2>&1; then
+      up=1
+      break
+    fi
     sleep 0.2
   done
+  if [ "$up" -ne 1 ]; then
+    echo "the node at $addr did not answer within 30 s (its log is above); stopping" >&2
+    exit 1
+  fi
 done
 if [ ! -f "$root/formed" ]; then
   "${admin[@]}" create --replicas 1 "${ca[@]}" "${addrs[@]}"
