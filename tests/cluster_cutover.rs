@@ -8,15 +8,17 @@
 //! cannot make its imports durable on a replica and the migration stays
 //! cut over. Meanwhile c1, the owner of moving keys, answers a read and a
 //! write of them with a retryable `Unavailable` while keys that stay are
-//! served; once c6 runs again the migration finishes, c1 answers
-//! `WrongShard` and c5 serves the keys.
+//! served, and a scan of c1 is refused too, while one of c5 lists no key
+//! it is still importing; once c6 runs again the migration finishes, c1
+//! answers `WrongShard` and c5 serves the keys, and each node's scan lists
+//! its own keys only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::cluster::{Member, admin, create_cluster, eventually, gen_certs, info};
 use strata::cluster::{Ring, ShardId, key_slot};
-use strata::net::client::{ClientError, ErrorCode};
+use strata::net::client::{Client, ClientError, ErrorCode};
 
 const NAMES: [&str; 6] = ["c1", "c2", "c3", "c4", "c5", "c6"];
 
@@ -44,6 +46,23 @@ fn unavailable(result: Result<impl std::fmt::Debug, ClientError>, what: &str) ->
             message
         }
         other => panic!("{what} during the cutover: {other:?}"),
+    }
+}
+
+/// Every key a scan of `client` lists, page by page.
+async fn scan_keys(client: &Client) -> Result<Vec<String>, ClientError> {
+    let (mut keys, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = client.scan("", cursor, 0).await?;
+        keys.extend(
+            page.entries
+                .iter()
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned()),
+        );
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(keys),
+        }
     }
 }
 
@@ -116,6 +135,11 @@ async fn the_old_owner_serves_no_moving_slot_during_the_cutover() {
     );
     let entry = c1.get(staying.clone()).await.unwrap().unwrap();
     assert_eq!(entry.value, "here", "a key that stays is served");
+    let scan = unavailable(scan_keys(&c1).await, "a scan of the old owner");
+    assert!(scan.contains("moving to shard"), "{scan}");
+    let new_owner = members[4].ca_client(&certs).await;
+    let importing = scan_keys(&new_owner).await.unwrap();
+    assert!(!importing.contains(&moving), "half imported: {importing:?}");
     let line = info(&c1).await["cluster_migration"].clone();
     assert!(line.contains("cutover=true"), "still cut over: {line}");
 
@@ -129,7 +153,10 @@ async fn the_old_owner_serves_no_moving_slot_during_the_cutover() {
         Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::WrongShard),
         other => panic!("the old owner after the migration: {other:?}"),
     }
-    let new_owner = members[4].ca_client(&certs).await;
     let entry = new_owner.get(moving.clone()).await.unwrap().unwrap();
     assert_eq!(entry.value, "before");
+    let old_keys = scan_keys(&c1).await.unwrap();
+    assert!(old_keys.contains(&staying), "{old_keys:?}");
+    assert!(!old_keys.contains(&moving), "moved away: {old_keys:?}");
+    assert!(scan_keys(&new_owner).await.unwrap().contains(&moving));
 }

@@ -30,7 +30,7 @@ pub use ring::{
     Balance, DEFAULT_VNODES, MAX_VNODES, Ring, RingError, ShardId, SlotRange, SlotTable,
     balance_options, choose_vnodes, point_position, slot_position,
 };
-pub use slot::{SLOTS, Slot, crc16, hashed_part, key_slot};
+pub use slot::{SLOTS, Slot, SlotSet, crc16, hashed_part, key_slot};
 
 #[cfg(test)]
 mod doc_vectors;

@@ -25,7 +25,7 @@ use super::health::{HealthTiming, NodeReport};
 use super::map::{ClusterMap, MapCommand};
 use super::migrate::Migrations;
 use super::raft::{META_ALPN, MetaConfig, MetaError, MetaGroup, MetaRole, MetaTiming};
-use super::slot::key_slot;
+use super::slot::{Slot, SlotSet, key_slot};
 use crate::net::link::Link;
 use crate::proto::{ClusterMapReply, ClusterNode as WireNode, ClusterShard, ErrorCode, ErrorReply};
 use crate::repl::Replication;
@@ -353,11 +353,7 @@ impl ClusterNode {
     ) -> Result<(), ErrorReply> {
         let map = &*self.map();
         let (Some(table), Some(me)) = (map.slot_table(), map.nodes().get(&self.id)) else {
-            return Err(ErrorReply::new(
-                ErrorCode::Unavailable,
-                "this node is not in a shard of the cluster map yet (see `strata-admin cluster status`)",
-            )
-            .with_retry_after_ms(1000));
+            return Err(not_placed());
         };
         // Reads wait out a cutover too: the old owner cannot know when the
         // new one starts taking writes, and must not serve a value older
@@ -398,6 +394,32 @@ impl ClusterNode {
         );
         reply.leader_hint = primary.map(|p| p.client_addr.clone());
         Err(reply)
+    }
+
+    /// The slots a scan on this node lists: its shard's in the committed
+    /// map, so keys half imported, or moved away and not yet swept, stay
+    /// hidden.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable` while the map does not list this node in a shard, or
+    /// while one of its slots is cutting over (a page could list a key the
+    /// new owner has since deleted).
+    pub fn scan_slots(&self) -> Result<SlotSet, ErrorReply> {
+        let map = &*self.map();
+        let (Some(table), Some(me)) = (map.slot_table(), map.nodes().get(&self.id)) else {
+            return Err(not_placed());
+        };
+        let mine: SlotSet = Slot::all()
+            .filter(|&s| table.owner(s) == me.shard)
+            .collect();
+        let cutting_over = Slot::all()
+            .filter(|&s| mine.contains(s))
+            .find_map(|s| super::migrate::fenced(map, s));
+        match cutting_over {
+            Some(reply) => Err(reply),
+            None => Ok(mine),
+        }
     }
 
     /// A write is taken only by the node the committed map names its
@@ -854,4 +876,14 @@ impl LinkProtocols {
         let [meta, moves] = Self::ALPNS.map(|alpn| repl.accept_protocol(alpn));
         LinkProtocols { meta, moves }
     }
+}
+
+/// The refusal of a keyed request while the map places this node in no
+/// shard.
+fn not_placed() -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::Unavailable,
+        "this node is not in a shard of the cluster map yet (see `strata-admin cluster status`)",
+    )
+    .with_retry_after_ms(1000)
 }

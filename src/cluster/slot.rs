@@ -39,6 +39,65 @@ impl fmt::Display for Slot {
     }
 }
 
+/// A set of slots, one bit each: which slots a scan may list.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlotSet(Box<[u64; SLOTS as usize / 64]>);
+
+impl SlotSet {
+    /// No slot.
+    pub fn empty() -> SlotSet {
+        SlotSet(Box::new([0; SLOTS as usize / 64]))
+    }
+
+    /// Adds `slot`.
+    pub fn insert(&mut self, slot: Slot) {
+        self.0[slot.index() / 64] |= 1 << (slot.index() % 64);
+    }
+
+    /// Whether `slot` is in the set.
+    pub fn contains(&self, slot: Slot) -> bool {
+        self.0[slot.index() / 64] & (1 << (slot.index() % 64)) != 0
+    }
+
+    /// The first slot of the set numbered `n` or higher.
+    pub fn first_from(&self, n: u16) -> Option<Slot> {
+        let mut word = usize::from(n) / 64;
+        let mut bits = *self.0.get(word)? & (u64::MAX << (n % 64));
+        loop {
+            if bits != 0 {
+                // Below SLOTS: the word index is below SLOTS / 64.
+                return Slot::new((word * 64) as u16 + bits.trailing_zeros() as u16);
+            }
+            word += 1;
+            bits = *self.0.get(word)?;
+        }
+    }
+
+    /// How many slots the set holds.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Whether the set holds no slot.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+}
+
+impl FromIterator<Slot> for SlotSet {
+    fn from_iter<I: IntoIterator<Item = Slot>>(iter: I) -> SlotSet {
+        let mut set = SlotSet::empty();
+        iter.into_iter().for_each(|slot| set.insert(slot));
+        set
+    }
+}
+
+impl fmt::Debug for SlotSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SlotSet({} slots)", self.len())
+    }
+}
+
 /// The slot of `key`: CRC16 of its hashed part ([`hashed_part`]) mod [`SLOTS`].
 pub fn key_slot(key: &[u8]) -> Slot {
     // SLOTS is a power of two: the mod is a mask.
@@ -185,5 +244,23 @@ mod tests {
         assert_eq!(Slot::new(SLOTS), None);
         assert_eq!(Slot::all().len(), usize::from(SLOTS));
         assert_eq!(Slot::all().last(), Slot::new(SLOTS - 1));
+    }
+
+    #[test]
+    fn slot_sets_find_the_next_member() {
+        let slot = |n| Slot::new(n).unwrap();
+        let set: SlotSet = [0, 63, 64, 700, SLOTS - 1].into_iter().map(slot).collect();
+        assert_eq!(set.len(), 5);
+        assert!(set.contains(slot(63)) && !set.contains(slot(62)));
+        let walk: Vec<u16> = std::iter::successors(set.first_from(0), |s| {
+            s.get().checked_add(1).and_then(|n| set.first_from(n))
+        })
+        .map(Slot::get)
+        .collect();
+        assert_eq!(walk, [0, 63, 64, 700, SLOTS - 1]);
+        assert_eq!(set.first_from(701), Some(slot(SLOTS - 1)));
+        assert_eq!(set.first_from(SLOTS), None);
+        assert_eq!(SlotSet::empty().first_from(0), None);
+        assert!(SlotSet::empty().is_empty());
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+use crate::cluster::SlotSet;
 use crate::cluster::migrate::WriteGate;
 use crate::cluster::node::ClusterNode;
 use crate::config::Role;
@@ -290,7 +291,13 @@ impl Node {
                 prefix,
                 cursor,
                 limit,
-            } => self.scan(prefix, cursor, limit).await,
+            } => match self
+                .cluster()
+                .and_then(|c| c.map(|c| c.scan_slots()).transpose())
+            {
+                Ok(only) => self.scan(prefix, cursor, limit, only).await,
+                Err(reply) => return Response::Error(reply),
+            },
             // Writes.
             Request::Set {
                 key,
@@ -504,10 +511,11 @@ impl Node {
         prefix: Bytes,
         cursor: Option<Bytes>,
         limit: u32,
+        only: Option<SlotSet>,
     ) -> store::Result<Response> {
         let limit = self.scan_limit(limit);
         self.store
-            .scan_page(prefix, cursor, limit)
+            .scan_page(prefix, cursor, limit, only)
             .await
             .map(|page| {
                 Response::Page(ScanPage {

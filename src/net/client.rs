@@ -1353,9 +1353,10 @@ impl Client {
         }
     }
 
-    /// One page of the keys starting with `prefix`, in byte order. Start with
-    /// `cursor` None and pass each page's `next_cursor` until it is None.
-    /// `limit` 0 lets the server choose the page size.
+    /// One page of the keys starting with `prefix`, in (slot, key) order
+    /// (a cluster node lists its shard's keys only). Start with `cursor`
+    /// None and pass each page's `next_cursor` until it is None. `limit` 0
+    /// lets the server choose the page size.
     pub async fn scan(
         &self,
         prefix: impl Into<Bytes>,

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{Result, StoreError};
 use super::keys;
 use crate::clock::Clock;
-use crate::cluster::Slot;
+use crate::cluster::{Slot, SlotSet};
 use crate::types::{Cancel, Seq};
 use crate::wal::{Mutation, WalRecord};
 
@@ -408,12 +408,14 @@ impl DiskTier {
     /// towards the work bound (`ScanLimit::examined`), so a page over a
     /// range of dead keys ends early (possibly empty) instead of walking
     /// all of them. A prefix visits each slot's range with one seek; one
-    /// holding a complete `{tag}` visits only the tag's slot.
+    /// holding a complete `{tag}` visits only the tag's slot, and with
+    /// `only` the scan visits only those slots (a cluster node's own).
     pub fn scan(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: ScanLimit,
+        only: Option<&SlotSet>,
         now_ms: u64,
     ) -> Result<(ScanEntries, Option<Bytes>)> {
         let mut opts = ReadOptions::default();
@@ -424,6 +426,16 @@ impl DiskTier {
         let (mut slot, mut skip_to) = keys::resume_point(prefix, after);
         let mut page = ScanPage::new(limit);
         while slot <= last_slot {
+            if let Some(only) = only {
+                match only.first_from(slot) {
+                    Some(next) if next.get() == slot => {}
+                    Some(next) => (slot, skip_to) = (next.get(), None),
+                    None => break,
+                }
+                if slot > last_slot {
+                    break;
+                }
+            }
             if page.is_full() {
                 return Ok(page.resume());
             }
@@ -1102,10 +1114,21 @@ mod tests {
 
     /// Every key of a scan for `prefix`, page by page of `per_page`.
     fn scan_all(disk: &DiskTier, prefix: &[u8], per_page: usize) -> Vec<Bytes> {
+        scan_all_in(disk, prefix, per_page, None)
+    }
+
+    /// [`scan_all`] over the slots of `only`.
+    fn scan_all_in(
+        disk: &DiskTier,
+        prefix: &[u8],
+        per_page: usize,
+        only: Option<&SlotSet>,
+    ) -> Vec<Bytes> {
         let (mut out, mut cursor) = (Vec::new(), None::<Bytes>);
         loop {
+            let limit = ScanLimit::entries(per_page);
             let (page, next) = disk
-                .scan(prefix, cursor.as_deref(), ScanLimit::entries(per_page), 0)
+                .scan(prefix, cursor.as_deref(), limit, only, 0)
                 .unwrap();
             out.extend(page.into_iter().map(|(k, _)| k));
             match next {
@@ -1138,6 +1161,39 @@ mod tests {
     }
 
     #[test]
+    fn a_scan_over_some_slots_lists_exactly_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        keys.extend((0..20).map(|i| format!("{{t}}:{i}")));
+        let disk = disk_with(dir.path(), &keys);
+        // Every third slot that holds a key, and the tag's.
+        let mut slots: Vec<Slot> = keys.iter().map(|k| key_slot(k.as_bytes())).collect();
+        slots.sort();
+        slots.dedup();
+        let only: SlotSet = slots.iter().copied().step_by(3).collect();
+        let mut want: Vec<Bytes> = keys
+            .iter()
+            .filter(|k| only.contains(key_slot(k.as_bytes())))
+            .map(|k| Bytes::from(k.clone()))
+            .collect();
+        want.sort_by_key(|k| (key_slot(k).get(), k.clone()));
+        assert!(!want.is_empty() && want.len() < keys.len());
+        for per_page in [1, 5, 1000] {
+            assert_eq!(scan_all_in(&disk, b"", per_page, Some(&only)), want);
+        }
+        let tag = key_slot(b"{t}");
+        let (mut with_tag, mut without) = (only.clone(), SlotSet::empty());
+        with_tag.insert(tag);
+        slots
+            .iter()
+            .filter(|&&s| s != tag)
+            .for_each(|&s| without.insert(s));
+        assert_eq!(scan_all_in(&disk, b"{t}:", 4, Some(&with_tag)).len(), 20);
+        assert!(scan_all_in(&disk, b"{t}:", 4, Some(&without)).is_empty());
+        assert!(scan_all_in(&disk, b"", 10, Some(&SlotSet::empty())).is_empty());
+    }
+
+    #[test]
     fn a_scan_resumes_after_a_cursor_it_did_not_issue() {
         let dir = tempfile::tempdir().unwrap();
         let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
@@ -1146,7 +1202,7 @@ mod tests {
         // A cursor that is no key: the page starts after its position.
         let cursor = b"k-not-a-key";
         let (page, _) = disk
-            .scan(b"k", Some(cursor), ScanLimit::entries(1000), 0)
+            .scan(b"k", Some(cursor), ScanLimit::entries(1000), None, 0)
             .unwrap();
         let position = (key_slot(cursor).get(), &cursor[..]);
         let expected: Vec<&Bytes> = all

@@ -55,6 +55,7 @@ pub use metrics::StoreMetrics;
 pub use upgrade::{Upgraded, upgrade_layout};
 
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::SlotSet;
 use crate::types::{Cancel, Condition, Seq};
 use crate::wal::{FsyncPolicy, Mutation, RecoveryMode, StdFs, Wal, WalConfig, WalFs, WalRecord};
 
@@ -972,18 +973,20 @@ impl Store {
         cursor: Option<Bytes>,
         limit: usize,
     ) -> Result<ScanPage> {
-        self.scan_page(prefix, cursor, ScanLimit::entries(limit))
+        self.scan_page(prefix, cursor, ScanLimit::entries(limit), None)
             .await
     }
 
     /// [`scan`](Self::scan) with a byte bound as well: the page is cut
     /// short (with a `next_cursor`) before it would hold more than
-    /// `limit.bytes` of entries, so that it fits a response frame.
+    /// `limit.bytes` of entries, so that it fits a response frame; with
+    /// `only`, keys of other slots are passed over.
     pub async fn scan_page(
         &self,
         prefix: Bytes,
         cursor: Option<Bytes>,
         limit: ScanLimit,
+        only: Option<SlotSet>,
     ) -> Result<ScanPage> {
         self.check_key(&prefix)?;
         if limit.entries == 0 {
@@ -996,7 +999,10 @@ impl Store {
         let inner = self.inner.clone();
         let (found, next_cursor) = tokio::task::spawn_blocking(move || {
             let now = inner.clock.now_ms();
-            inner.disk.scan(&prefix, cursor.as_deref(), limit, now)
+            let only = only.as_ref();
+            inner
+                .disk
+                .scan(&prefix, cursor.as_deref(), limit, only, now)
         })
         .await
         .map_err(|_| StoreError::Closed)??;
