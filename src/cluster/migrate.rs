@@ -39,7 +39,7 @@ use crate::net::link::{FrameReceiver, FrameSender, Link};
 use crate::proto::{ErrorCode, ErrorReply};
 use crate::repl::proto::{SnapshotFrame, pack_chunk, unpack_chunk};
 use crate::sync::lock;
-use crate::types::{AckPolicy, NodeId, Seq};
+use crate::types::{AckPolicy, NodeId, ReplId, Seq};
 use crate::wal::Mutation;
 
 /// The QUIC ALPN of migration links, beside replication's on the node-link
@@ -198,8 +198,9 @@ pub struct Import {
     /// Owner seqs: followed through, and its newest when last heard.
     pub through: u64,
     pub owner_last: u64,
-    /// This node's seq of its last import write.
-    pub last_write: Seq,
+    /// Whether this attempt heard the owner's newest seq (a `Records`):
+    /// until then `owner_last` says nothing.
+    pub heard_owner: bool,
     /// Attempts that failed, and the last one's reason.
     pub failures: u64,
     pub error: Option<String>,
@@ -245,7 +246,7 @@ impl Import {
             started: Instant::now(),
             through: 0,
             owner_last: 0,
-            last_write: Seq(0),
+            heard_owner: false,
             failures: 0,
             error: None,
             resume: None,
@@ -257,6 +258,7 @@ impl Import {
     /// progress, which a resumed copy goes on from.
     fn again(mut self, error: String) -> Import {
         self.phase = Phase::Starting;
+        self.heard_owner = false;
         self.failures += 1;
         self.error = Some(error);
         self
@@ -269,15 +271,17 @@ impl Import {
             failures: self.failures,
             error: self.error.take(),
             resumes: self.resumes,
-            last_write: self.last_write,
             ..fresh
         };
     }
 
-    /// Copied and within a frame of the owner's newest write.
+    /// Copied and within a frame of the owner's newest write, as the
+    /// owner last said.
     fn caught_up(&self) -> bool {
         self.phase == Phase::Fenced
-            || (self.phase == Phase::Following && self.through >= self.owner_last)
+            || (self.phase == Phase::Following
+                && self.heard_owner
+                && self.through >= self.owner_last)
     }
 
     /// `Info`'s words for it: phase, progress, estimated time left.
@@ -382,8 +386,9 @@ impl Migrations {
         let mut all = lock(&self.parked);
         all.retain(|p| p.at.elapsed() < RESUME_WITHIN);
         let at = all.iter().position(|p| {
-            (p.migration, p.receiver, p.epoch, p.checkpoint, &p.ranges)
-                == (x.migration, x.receiver, x.epoch, checkpoint, &x.ranges)
+            (p.migration, p.receiver, p.epoch, p.history, p.checkpoint)
+                == (x.migration, x.receiver, x.epoch, x.history, checkpoint)
+                && p.ranges == x.ranges
         })?;
         Some(all.swap_remove(at))
     }
@@ -524,13 +529,32 @@ impl Drop for Scratch {
     }
 }
 
-/// A checkpoint being copied from: the reader is closed before its files
-/// go (fields drop in order).
+/// A checkpoint being copied from. Dropped, it closes the reader off the
+/// reactor (RocksDB's close can block), then removes the files.
 struct Copy {
-    reader: Arc<crate::store::SnapshotReader>,
-    _scratch: Scratch,
+    open: Option<(Arc<crate::store::SnapshotReader>, Scratch)>,
     /// Keys after this one are sent (all for none).
     after: Option<Bytes>,
+}
+
+impl Copy {
+    fn reader(&self) -> &Arc<crate::store::SnapshotReader> {
+        let (reader, _) = self
+            .open
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("open until dropped"));
+        reader
+    }
+}
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        let open = self.open.take();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(open))),
+            Err(_) => drop(open),
+        }
+    }
 }
 
 /// An export that the owner will serve, as checked.
@@ -538,8 +562,11 @@ struct Export {
     migration: u64,
     receiver: ShardId,
     ranges: Vec<(u16, u16)>,
-    /// The owner shard's epoch: a resumed copy must come from the same.
+    /// The owner shard's epoch and this node's replication history: a
+    /// resumed copy must come from the same, and a copy stops when either
+    /// changes (its seqs would name another history's writes).
     epoch: u64,
+    history: ReplId,
     /// Slots the owner shard owns (the checkpoint's share to estimate by).
     owned: u64,
 }
@@ -552,6 +579,7 @@ struct Parked {
     receiver: ShardId,
     ranges: Vec<(u16, u16)>,
     epoch: u64,
+    history: ReplId,
     checkpoint: Seq,
     /// Keeps the WAL from what was last sent on.
     _hold: crate::store::WalHold,
@@ -671,8 +699,7 @@ async fn start_copy(
     };
     send.send(&start).await.map_err(|e| e.to_string())?;
     let copy = Copy {
-        reader,
-        _scratch: scratch,
+        open: Some((reader, scratch)),
         after,
     };
     Ok((copy, hold))
@@ -685,7 +712,7 @@ async fn export_fresh(
     send: &mut FrameSender,
 ) -> Result<(), ExportError> {
     let (copy, hold) = start_copy(node, x, None, send).await?;
-    let seq = copy.reader.seq();
+    let seq = copy.reader().seq();
     stream(node, x, Some(copy), seq, seq, hold, send).await
 }
 
@@ -700,7 +727,9 @@ async fn export_resumed(
     send: &mut FrameSender,
 ) -> Result<(), ExportError> {
     let store = node.repl().store();
-    if through < checkpoint || through > store.applied_seq() {
+    // Writes are followed only once every key arrived.
+    let following_early = after.is_some() && through != checkpoint;
+    if through < checkpoint || through > store.applied_seq() || following_early {
         return Err(Refusal(format!(
             "cannot resume through seq {} from checkpoint {}",
             through.0, checkpoint.0
@@ -746,15 +775,12 @@ async fn stream(
 ) -> Result<(), ExportError> {
     let result = async {
         if let Some(copy) = copy {
-            send_keys(node, &copy.reader, &x.ranges, copy.after.clone(), send).await?;
-            // Closed off the reactor: RocksDB's close can block.
-            let closed = tokio::task::spawn_blocking(move || drop(copy)).await;
-            closed.map_err(|e| e.to_string())?;
+            send_keys(node, copy.reader(), &x.ranges, copy.after.clone(), send).await?;
         }
         send.send(&MoveFrame::Copied { seq: through })
             .await
             .map_err(|e| e.to_string())?;
-        follow_writes(node, x.migration, &x.ranges, through, &hold, send).await
+        follow_writes(node, x, through, &hold, send).await
     }
     .await;
     if result.is_err() {
@@ -763,6 +789,7 @@ async fn stream(
             receiver: x.receiver,
             ranges: x.ranges.clone(),
             epoch: x.epoch,
+            history: x.history,
             checkpoint,
             _hold: hold,
             at: Instant::now(),
@@ -824,6 +851,7 @@ fn check_export(
         receiver,
         ranges,
         epoch,
+        history: node.repl().meta().repl_id,
         owned: u64::from(owned),
     })
 }
@@ -888,12 +916,11 @@ async fn send_keys(
     }
 }
 
-/// Sends the writes to `ranges` after `seq`, until the map cuts the
+/// Sends the writes to `x.ranges` after `seq`, until the map cuts the
 /// migration over and every write through the fence was sent.
 async fn follow_writes(
     node: &ClusterNode,
-    migration: u64,
-    ranges: &[(u16, u16)],
+    x: &Export,
     seq: Seq,
     hold: &crate::store::WalHold,
     send: &mut FrameSender,
@@ -904,13 +931,15 @@ async fn follow_writes(
     let (mut from, mut fence, mut idle) = (seq.next(), None::<Seq>, Instant::now());
     loop {
         // A deposed primary's fence would miss its successor's writes.
-        if primary_shard(&maps.borrow(), node.id()).is_none() || !node.repl().is_primary() {
-            return Err("this node is no longer its shard's primary".into());
+        let still = super::in_sync::primary_of(&maps.borrow(), node.id())
+            .is_some_and(|(_, info)| info.epoch == x.epoch);
+        if !still || !node.repl().is_primary() || node.repl().meta().repl_id != x.history {
+            return Err("this node is no longer its shard's primary in the same epoch".into());
         }
         if fence.is_none() {
             let map = maps.borrow_and_update().clone();
-            match map.migration().filter(|m| m.id == migration) {
-                None => return Err(format!("migration {migration} ended")),
+            match map.migration().filter(|m| m.id == x.migration) {
+                None => return Err(format!("migration {} ended", x.migration)),
                 Some(m) if m.cutover => {
                     node.migrations().drain_writes().await;
                     fence = Some(store.applied_seq());
@@ -938,7 +967,7 @@ async fn follow_writes(
             let mutations = records
                 .into_iter()
                 .flat_map(|r| r.mutations)
-                .filter(|m| in_ranges(ranges, key_slot(mutation_key(m))))
+                .filter(|m| in_ranges(&x.ranges, key_slot(mutation_key(m))))
                 .collect();
             let frame = MoveFrame::Records {
                 mutations,
@@ -1061,11 +1090,9 @@ async fn drive(node: &Arc<ClusterNode>, map: &ClusterMap) {
     if !m.ready.contains(&shard) && ours(&Import::caught_up) {
         commit_step(node, id, shard, epoch, false).await;
     } else if m.cutover && ours(&|i| i.phase == Phase::Fenced) {
-        let last = imports
-            .values()
-            .map(|i| i.last_write)
-            .max()
-            .unwrap_or(Seq(0));
+        // Everything applied so far: the imports' keys and writes, and the
+        // deletes of each attempt's own sweep (which may be all it wrote).
+        let last = node.repl().store().applied_seq();
         let policy = AckPolicy::Sync {
             timeout_ms: DURABLE_WITHIN.as_millis() as u64,
         };
@@ -1282,10 +1309,9 @@ async fn receive(
                     value: e.value,
                     expires_at_ms: e.expires_at_ms,
                 });
-                let last = write(node, puts.collect()).await?;
+                write(node, puts.collect()).await?;
                 migrations.update(owner, |i| {
                     (i.entries, i.bytes) = (i.entries + count, i.bytes + bytes);
-                    i.last_write = last.max(i.last_write);
                     if let Some(r) = &mut i.resume {
                         r.after = last_key.or(r.after.take());
                     }
@@ -1303,10 +1329,10 @@ async fn receive(
                 through,
                 owner_last,
             } => {
-                let last = write(node, mutations).await?;
+                write(node, mutations).await?;
                 migrations.update(owner, |i| {
                     (i.through, i.owner_last) = (through.0, owner_last.0);
-                    i.last_write = last.max(i.last_write);
+                    i.heard_owner = true;
                     if let Some(r) = &mut i.resume {
                         r.through = through;
                     }
@@ -1323,23 +1349,20 @@ async fn receive(
     }
 }
 
-/// Writes `mutations` in import batches; the seq of the last (0 for none).
-async fn write(node: &ClusterNode, mutations: Vec<Mutation>) -> Result<Seq, String> {
-    let mut last = Seq(0);
+/// Writes `mutations` in import batches.
+async fn write(node: &ClusterNode, mutations: Vec<Mutation>) -> Result<(), String> {
     for batch in mutations.chunks(IMPORT_BATCH) {
         // A replica's WAL takes only its primary's records.
         if !node.repl().is_primary() || primary_shard(&node.map(), node.id()).is_none() {
             return Err("this node is no longer its shard's primary".into());
         }
-        let ack = node
-            .repl()
+        node.repl()
             .store()
             .import(batch.to_vec())
             .await
             .map_err(|e| format!("writing imported keys: {e}"))?;
-        last = ack.seq;
     }
-    Ok(last)
+    Ok(())
 }
 
 // ---------------------------------------------------------------- sweep
@@ -1438,6 +1461,20 @@ mod tests {
 
     fn slots(list: &[u16]) -> Vec<Slot> {
         list.iter().map(|&n| Slot::new(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn an_import_is_caught_up_only_once_the_owner_said_how_far_it_is() {
+        let mut import = Import::new(7, 1);
+        import.phase = Phase::Following;
+        import.through = 40;
+        assert!(!import.caught_up(), "copied, but no Records heard yet");
+        (import.owner_last, import.heard_owner) = (45, true);
+        assert!(!import.caught_up(), "5 behind");
+        import.through = 45;
+        assert!(import.caught_up());
+        let next = import.again("link lost".into());
+        assert!(!next.heard_owner && !next.caught_up(), "a new attempt hears anew");
     }
 
     #[test]

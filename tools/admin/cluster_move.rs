@@ -228,6 +228,9 @@ async fn migrate(
         eprintln!("follow it with `strata-admin cluster status`; it goes on by itself");
         return Ok(());
     }
+    // The node proposed through may apply the new map a moment later:
+    // until then it shows no migration, which would read as finished.
+    await_version(&connect.client(addr).await?, addr, id).await?;
     let started = Instant::now();
     loop {
         let info = info_of(connect, addr).await;
