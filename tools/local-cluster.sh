@@ -5,11 +5,11 @@
 # six (gracefully); run it again on the same directory and the nodes come
 # back with their identities, shards and map.
 #
-#   node  clients          node links       metrics
-#   n1    127.0.0.1:7379   127.0.0.1:7479   127.0.0.1:9379   shard 1 primary
-#   n2    127.0.0.1:7380   127.0.0.1:7480   127.0.0.1:9380   shard 1 replica
-#   n3    127.0.0.1:7381   127.0.0.1:7481   127.0.0.1:9381   shard 2 primary
-#   ...   (n6: 7384, 7484, 9384, shard 3 replica)
+#   node  clients          node links       metrics          Redis clients
+#   n1    127.0.0.1:7379   127.0.0.1:7479   127.0.0.1:9379   127.0.0.1:6379   shard 1 primary
+#   n2    127.0.0.1:7380   127.0.0.1:7480   127.0.0.1:9380   127.0.0.1:6380   shard 1 replica
+#   n3    127.0.0.1:7381   127.0.0.1:7481   127.0.0.1:9381   127.0.0.1:6381   shard 2 primary
+#   ...   (n6: 7384, 7484, 9384, 6384, shard 3 replica)
 #
 # The nodes serve their cluster certificates to clients too, so one CA
 # (certs/ca.crt) verifies all of them.
@@ -41,6 +41,7 @@ for i in "${!names[@]}"; do
   port=$((7379 + i))
   "$bin/strata-server" --cluster --data-dir "$root/$name" --node-name "$name" \
     --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$((9379 + i))" \
+    --resp-listen "127.0.0.1:$((6379 + i))" \
     --tls-cert "$root/certs/$name.crt" --tls-key "$root/certs/$name.key" \
     --repl-listen "127.0.0.1:$((7479 + i))" --repl-ca "$root/certs/ca.crt" \
     --repl-cert "$root/certs/$name.crt" --repl-key "$root/certs/$name.key" \
@@ -79,5 +80,6 @@ strata cluster running in $root (Ctrl-C stops it). Try:
   $bin/strata-admin cluster status --ca $root/certs/ca.crt --addr 127.0.0.1:7379
   $bin/strata-cli --cluster --ca $root/certs/ca.crt --addr 127.0.0.1:7379 set user:1 ann
   $bin/strata-cli --cluster --ca $root/certs/ca.crt --addr 127.0.0.1:7379 get user:1
+  redis-cli -c -p 6379 set user:2 bob     # any gateway; -c follows -MOVED
 EOF
 wait

@@ -372,6 +372,12 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
         true => ClusterNode::client_addr(&config.cluster, addr)?,
         false => addr.to_string(),
     };
+    // Checked before anything starts: an address others cannot dial is a
+    // configuration error.
+    let resp_addr = match (&resp, config.cluster.enabled) {
+        (Some(resp), true) => Some(ClusterNode::resp_addr(&config.cluster, resp.local_addr()?)?),
+        _ => None,
+    };
     let repl_listen = repl.start(&client_addr).context("starting replication")?;
     if let Some(repl_addr) = repl_listen {
         info!(addr = %repl_addr, "accepting replicas on {repl_addr}");
@@ -388,6 +394,7 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
             )
             .await
             .context("joining the cluster")?;
+            member.announce_gateway(resp_addr);
             let _ = slot.set(member.clone());
             Some(member)
         }

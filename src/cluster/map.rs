@@ -112,6 +112,10 @@ pub enum MapCommand {
     /// [`MapCommand::StartMigration`], and V changes when it finishes.
     /// More points even out the shards' shares (`cluster rebalance`).
     Rebalance { vnodes: u32 },
+    /// `node` serves Redis clients (its RESP gateway) at `addr`, or no
+    /// longer does for an empty `addr`: what cluster-mode gateways name
+    /// in `-MOVED` and `CLUSTER SLOTS`.
+    SetGateway { node: NodeId, addr: String },
 }
 
 /// A change of the ring's shards in progress (`MapCommand::StartMigration`).
@@ -254,6 +258,8 @@ pub struct ClusterMap {
     /// are joining and own no slots.
     ring: Vec<ShardId>,
     migration: Option<Migration>,
+    /// Nodes' RESP gateway addresses, of nodes that have one.
+    gateways: BTreeMap<NodeId, String>,
     #[serde(skip)]
     table: Option<SlotTable>,
     /// The table once the migration finishes.
@@ -270,6 +276,7 @@ struct MapState {
     shards: BTreeMap<ShardId, ShardInfo>,
     ring: Vec<ShardId>,
     migration: Option<Migration>,
+    gateways: BTreeMap<NodeId, String>,
 }
 
 impl TryFrom<MapState> for ClusterMap {
@@ -285,6 +292,7 @@ impl TryFrom<MapState> for ClusterMap {
             shards: state.shards,
             ring: state.ring,
             migration: state.migration,
+            gateways: state.gateways,
             table: None,
             target: None,
         };
@@ -298,8 +306,41 @@ impl TryFrom<MapState> for ClusterMap {
     }
 }
 
+/// A map as layout-4 snapshots (`strsnap4`) carry it: no node has a
+/// gateway address.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "MapStateV4")]
+pub struct MapV4(pub ClusterMap);
+
+#[derive(Deserialize)]
+struct MapStateV4 {
+    version: u64,
+    vnodes: u32,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    shards: BTreeMap<ShardId, ShardInfo>,
+    ring: Vec<ShardId>,
+    migration: Option<Migration>,
+}
+
+impl TryFrom<MapStateV4> for MapV4 {
+    type Error = MapError;
+
+    fn try_from(old: MapStateV4) -> Result<MapV4, MapError> {
+        ClusterMap::try_from(MapState {
+            version: old.version,
+            vnodes: old.vnodes,
+            nodes: old.nodes,
+            shards: old.shards,
+            ring: old.ring,
+            migration: old.migration,
+            gateways: BTreeMap::new(),
+        })
+        .map(MapV4)
+    }
+}
+
 /// A map as layout-3 snapshots (`strsnap3`) carry it: its migration, if
-/// any, keeps the map's V.
+/// any, keeps the map's V, and no node has a gateway address.
 #[derive(Debug, Deserialize)]
 #[serde(try_from = "MapStateV3")]
 pub struct MapV3(pub ClusterMap);
@@ -325,6 +366,7 @@ impl TryFrom<MapStateV3> for MapV3 {
             nodes: old.nodes,
             shards: old.shards,
             ring: old.ring,
+            gateways: BTreeMap::new(),
         })
         .map(MapV3)
     }
@@ -355,6 +397,7 @@ impl TryFrom<MapStateV2> for MapV2 {
             nodes: old.nodes,
             shards: old.shards,
             migration: None,
+            gateways: BTreeMap::new(),
         })
         .map(MapV2)
     }
@@ -403,6 +446,7 @@ impl TryFrom<MapStateV1> for MapV1 {
             nodes: old.nodes,
             shards,
             migration: None,
+            gateways: BTreeMap::new(),
         })
         .map(MapV1)
     }
@@ -424,6 +468,7 @@ impl ClusterMap {
             shards: BTreeMap::new(),
             ring: Vec::new(),
             migration: None,
+            gateways: BTreeMap::new(),
             table: None,
             target: None,
         }
@@ -460,6 +505,11 @@ impl ClusterMap {
     /// The migration in progress, if any.
     pub fn migration(&self) -> Option<&Migration> {
         self.migration.as_ref()
+    }
+
+    /// Where `node`'s RESP gateway serves, if it has one.
+    pub fn gateway(&self, node: NodeId) -> Option<&str> {
+        self.gateways.get(&node).map(String::as_str)
     }
 
     /// Where `slot` moves in the migration in progress: `(from, to)`.
@@ -525,7 +575,11 @@ impl ClusterMap {
             }
             MapCommand::AbortMigration { id } => self.abort_migration(id)?,
             MapCommand::Rebalance { vnodes } => self.rebalance(vnodes)?,
+            MapCommand::SetGateway { node, addr } => self.set_gateway(node, addr)?,
         }
+        // A node that left takes its gateway with it.
+        let nodes = &self.nodes;
+        self.gateways.retain(|node, _| nodes.contains_key(node));
         if routed {
             self.version += 1;
         }
@@ -676,6 +730,19 @@ impl ClusterMap {
             });
         }
         self.start(ring, self.vnodes)
+    }
+
+    fn set_gateway(&mut self, node: NodeId, addr: String) -> Result<(), MapError> {
+        self.created()?;
+        if !self.nodes.contains_key(&node) {
+            return Err(MapError::UnknownNode { node });
+        }
+        if addr.is_empty() {
+            self.gateways.remove(&node);
+        } else {
+            self.gateways.insert(node, addr);
+        }
+        Ok(())
     }
 
     fn rebalance(&mut self, vnodes: u32) -> Result<(), MapError> {
@@ -943,6 +1010,9 @@ impl ClusterMap {
         }
         if listed.len() != self.nodes.len() {
             return bad("a node is listed by no shard".into());
+        }
+        if self.gateways.keys().any(|n| !self.nodes.contains_key(n)) {
+            return bad("a gateway of an unknown node".into());
         }
         if let Some((&id, _)) = self
             .nodes

@@ -735,8 +735,35 @@ fn a_layout_3_map_reads_its_migration_with_the_maps_v() {
     let mut map = sample_with_3();
     map.apply(step(&map.clone(), 3, false)).unwrap();
     let bytes = postcard::to_stdvec(&map).unwrap();
-    // Layout 3 is this without the migration's V, its last byte (16).
-    assert_eq!(bytes.last(), Some(&16));
-    let old: MapV3 = postcard::from_bytes(&bytes[..bytes.len() - 1]).unwrap();
+    // Layout 3 is this without the migration's V (16) and the gateways
+    // (none: 00), its last two bytes.
+    assert_eq!(bytes[bytes.len() - 2..], [16, 0]);
+    let old: MapV3 = postcard::from_bytes(&bytes[..bytes.len() - 2]).unwrap();
     assert_eq!(old.0, map);
+}
+
+#[test]
+fn gateways_are_set_cleared_and_leave_with_their_node() {
+    let mut map = sample();
+    let set = |name: &str, addr: &str| MapCommand::SetGateway {
+        node: id(name),
+        addr: addr.to_string(),
+    };
+    refused(
+        &mut map,
+        set("nobody", "x:1"),
+        MapError::UnknownNode { node: id("nobody") },
+    );
+    let before = map.version();
+    map.apply(set("a2", "10.0.0.2:6380")).unwrap();
+    map.apply(set("b", "10.0.0.3:6380")).unwrap();
+    assert_eq!(map.version(), before + 2);
+    assert_eq!(map.gateway(id("a2")), Some("10.0.0.2:6380"));
+    map.apply(set("b", "")).unwrap();
+    assert_eq!(map.gateway(id("b")), None);
+    let bytes = postcard::to_stdvec(&map).unwrap();
+    assert_eq!(postcard::from_bytes::<ClusterMap>(&bytes).unwrap(), map);
+    map.apply(MapCommand::RemoveNode { id: id("a2") }).unwrap();
+    assert_eq!(map.gateway(id("a2")), None, "gone with its node");
+    map.check().unwrap();
 }

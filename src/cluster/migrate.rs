@@ -1474,7 +1474,10 @@ mod tests {
         import.through = 45;
         assert!(import.caught_up());
         let next = import.again("link lost".into());
-        assert!(!next.heard_owner && !next.caught_up(), "a new attempt hears anew");
+        assert!(
+            !next.heard_owner && !next.caught_up(),
+            "a new attempt hears anew"
+        );
     }
 
     #[test]

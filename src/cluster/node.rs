@@ -3,7 +3,7 @@
 //! map says (DESIGN C2: it acts only on committed entries).
 //!
 //! ```text
-//! links (ALPN strata-raft/4, accepted by replication) -> MetaGroup
+//! links (ALPN strata-raft/5, accepted by replication) -> MetaGroup
 //! MetaGroup.map() --watch--> ClusterNode::check_keys   (WrongShard)
 //!                       \--> reconcile: follow my shard's primary
 //!                                       leader: every map node a member,
@@ -24,7 +24,7 @@ use super::failover::{self, Health};
 use super::health::{HealthTiming, NodeReport};
 use super::map::{ClusterMap, MapCommand};
 use super::migrate::Migrations;
-use super::raft::{META_ALPN, MetaConfig, MetaError, MetaGroup, MetaRole, MetaTiming};
+use super::raft::{GatewayAddr, META_ALPN, MetaConfig, MetaError, MetaGroup, MetaRole, MetaTiming};
 use super::slot::{Slot, SlotSet, key_slot};
 use crate::net::link::Link;
 use crate::proto::{ClusterMapReply, ClusterNode as WireNode, ClusterShard, ErrorCode, ErrorReply};
@@ -59,6 +59,10 @@ pub struct ClusterConfig {
     /// `host:port` where clients reach this node; default the client
     /// listener's bound address, under the same rule.
     pub advertise_client: Option<String>,
+    /// `host:port` where Redis clients reach this node's RESP gateway (what
+    /// other gateways name in `-MOVED` and `CLUSTER SLOTS`); default
+    /// `resp.listen`'s bound address, under the same rule.
+    pub advertise_resp: Option<String>,
     /// How often a node sends its heartbeat to the metadata leader.
     pub heartbeat_ms: u64,
     /// How long a shard primary may take writes after a heartbeat the
@@ -87,6 +91,7 @@ impl Default for ClusterConfig {
             enabled: false,
             advertise_link: None,
             advertise_client: None,
+            advertise_resp: None,
             heartbeat_ms: 500,
             lease_ms: 2000,
             failover_timeout_ms: 5000,
@@ -282,6 +287,22 @@ impl ClusterNode {
     /// [`ClusterError::Config`] for an unspecified bound address.
     pub fn client_addr(cfg: &ClusterConfig, bound: SocketAddr) -> Result<String, ClusterError> {
         advertised(&cfg.advertise_client, bound, "client")
+    }
+
+    /// The RESP gateway address to advertise for this node.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Config`] for an unspecified bound address.
+    pub fn resp_addr(cfg: &ClusterConfig, bound: SocketAddr) -> Result<String, ClusterError> {
+        advertised(&cfg.advertise_resp, bound, "resp")
+    }
+
+    /// Keeps this node's RESP gateway address in the committed map, `addr`
+    /// or none, from now on (a node that restarts without its gateway
+    /// takes it out).
+    pub fn announce_gateway(self: &Arc<Self>, addr: Option<String>) {
+        tokio::spawn(gateway_loop(Arc::downgrade(self), addr.unwrap_or_default()));
     }
 
     /// This node's id.
@@ -793,6 +814,40 @@ async fn reconcile_loop(node: std::sync::Weak<ClusterNode>) {
         tokio::select! {
             changed = maps.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(RECONCILE_EVERY) => {}
+        }
+    }
+}
+
+/// Commits `addr` as this node's gateway whenever the map lists the node
+/// with another (empty: none), until the node goes.
+async fn gateway_loop(node: std::sync::Weak<ClusterNode>, addr: String) {
+    let Some(mut maps) = node.upgrade().map(|n| n.group.map()) else {
+        return;
+    };
+    loop {
+        let map = maps.borrow_and_update().clone();
+        let Some(strong) = node.upgrade() else {
+            return;
+        };
+        let id = strong.id;
+        if map.nodes().contains_key(&id) && map.gateway(id).unwrap_or("") != addr {
+            let asked = GatewayAddr {
+                node: id,
+                addr: addr.clone(),
+            };
+            match strong.group.set_gateway(asked, GROUP_CALL_WITHIN).await {
+                Ok(version) => info!(version, gateway = %addr, "RESP gateway address committed"),
+                Err(e) => {
+                    warn!(error = %e, "RESP gateway address not committed yet; trying again");
+                    drop(strong);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        drop(strong);
+        if maps.changed().await.is_err() {
+            return;
         }
     }
 }

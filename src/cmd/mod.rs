@@ -66,7 +66,7 @@ impl Node {
 
     /// The cluster member: `None` outside cluster mode, `Unavailable`
     /// while it starts.
-    fn cluster(&self) -> Result<Option<&Arc<ClusterNode>>, ErrorReply> {
+    pub(crate) fn cluster(&self) -> Result<Option<&Arc<ClusterNode>>, ErrorReply> {
         match &self.cluster {
             None => Ok(None),
             Some(slot) => slot.get().map(Some).ok_or_else(|| {
@@ -81,7 +81,7 @@ impl Node {
 }
 
 /// The keys a request reads or writes (none for the others).
-fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+pub(crate) fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &[u8]> + '_> {
     match req {
         Request::Get { key }
         | Request::Ttl { key }

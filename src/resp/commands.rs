@@ -122,9 +122,9 @@ pub(crate) static TABLE: &[Spec] = &[
     spec!("quit", -1, NOAUTH, NONE, "connection", "Closes the connection.", Run::Server(S::Quit)),
     spec!("reset", 1, NOAUTH, NONE, "connection", "Resets the connection.", Run::Server(S::Reset)),
     spec!("client", -2, CONN, NONE, "connection", "Names and describes the connection.", Run::Server(S::Client)),
-    spec!("readonly", 1, CONN, NONE, "cluster", "Accepted: reads are served where they arrive.", Run::Server(S::Accept)),
-    spec!("readwrite", 1, CONN, NONE, "cluster", "Accepted.", Run::Server(S::Accept)),
-    spec!("asking", 1, CONN, NONE, "cluster", "Accepted.", Run::Server(S::Accept)),
+    spec!("readonly", 1, CONN, NONE, "cluster", "Lets a replica serve this connection's reads of its shard's slots.", Run::Server(S::ReadOnly)),
+    spec!("readwrite", 1, CONN, NONE, "cluster", "Sends this connection's reads to each slot's primary again.", Run::Server(S::ReadWrite)),
+    spec!("asking", 1, CONN, NONE, "cluster", "Accepted: strata never answers -ASK.", Run::Server(S::Accept)),
     spec!("command", -1, &["loading", "stale"], NONE, "server", "Describes the commands.", Run::Server(S::Command)),
     spec!("info", -1, &["loading", "stale"], NONE, "server", "Returns information about the node.", Run::Server(S::Info)),
     spec!("config", -2, &["loading", "stale"], NONE, "server", "Reads settings; accepts a few harmless ones.", Run::Server(S::Config)),
@@ -185,6 +185,9 @@ pub(crate) async fn execute(s: &mut Session, args: &[Bytes]) -> Reply {
         return Reply::err("NOAUTH Authentication required.");
     }
     s.last_command = spec.name;
+    if let Err(redirect) = super::cluster::route(s, spec, args) {
+        return redirect;
+    }
     match spec.run {
         Run::Strings(cmd) => strings::run(cmd, s, args).await,
         Run::Keys(cmd) => keys::run(cmd, s, args).await,

@@ -157,7 +157,7 @@ pub fn from_error(e: &ErrorReply) -> Reply {
         ErrorCode::StorageFailed => format!("MISCONF {}", e.message),
         ErrorCode::Unavailable => format!("LOADING {}", e.message),
         ErrorCode::ShuttingDown => format!("SHUTDOWN {}", e.message),
-        // The slot's owner is known by its QUIC address only: no -MOVED.
+        // Only when the gateway found no redirect (resp/cluster.rs).
         ErrorCode::WrongShard => format!("ERR wrong shard: {}", e.message),
         _ => format!("ERR {}", e.message),
     };

@@ -35,6 +35,8 @@ pub(crate) enum Cmd {
     Wait,
     Function,
     Cluster,
+    ReadOnly,
+    ReadWrite,
     /// Cluster-client courtesies with nothing to do here.
     Accept,
 }
@@ -66,6 +68,10 @@ pub(crate) async fn run(cmd: Cmd, s: &mut Session, a: &[Bytes]) -> Reply {
         Cmd::Wait => wait(s, a).await,
         Cmd::Function => function(s, a),
         Cmd::Cluster => super::cluster::run(s, a),
+        Cmd::ReadOnly | Cmd::ReadWrite => {
+            s.readonly = matches!(cmd, Cmd::ReadOnly);
+            Ok(OK)
+        }
         Cmd::Accept => Ok(OK),
     };
     result.unwrap_or_else(|e| e)
@@ -99,7 +105,14 @@ fn hello_reply(s: &Session) -> Reply {
         (Reply::bulk("version"), Reply::bulk(REDIS_VERSION)),
         (Reply::bulk("proto"), Reply::Int(proto)),
         (Reply::bulk("id"), Reply::Int(s.id as i64)),
-        (Reply::bulk("mode"), Reply::bulk("standalone")),
+        (
+            Reply::bulk("mode"),
+            Reply::bulk(if s.gw.facts.cluster {
+                "cluster"
+            } else {
+                "standalone"
+            }),
+        ),
         (Reply::bulk("role"), Reply::bulk(role)),
         (Reply::bulk("modules"), Reply::Array(vec![])),
         (

@@ -13,9 +13,10 @@ use bytes::Bytes;
 
 use super::codec::InputLimits;
 use super::reply::{self, Proto, Reply};
+use crate::cluster::key_slot;
 use crate::cmd::Node;
 use crate::config::{Config, Role, TokenConfig};
-use crate::proto::{Entry, Request, Response, ScanPage, SetEntry, TtlState};
+use crate::proto::{Entry, ErrorCode, Request, Response, ScanPage, SetEntry, TtlState};
 use crate::sync::lock;
 use crate::types::{AckPolicy, Cancel, Condition};
 
@@ -161,6 +162,9 @@ pub(crate) struct Session {
     /// The ack policy of this connection's writes (`CLIENT DURABILITY`);
     /// `None`: the node's `replication.default_ack`.
     pub ack: Option<AckPolicy>,
+    /// In cluster mode, whether this connection said `READONLY`: a
+    /// replica serves its reads instead of redirecting them.
+    pub readonly: bool,
 }
 
 impl Session {
@@ -180,6 +184,7 @@ impl Session {
             last_command: "NULL",
             closing: false,
             ack: None,
+            readonly: false,
         }
     }
 
@@ -194,6 +199,7 @@ impl Session {
         self.role = Self::initial_role(&self.gw);
         self.name = None;
         self.ack = None;
+        self.readonly = false;
     }
 
     pub fn input_limits(&self) -> InputLimits {
@@ -221,6 +227,14 @@ impl Session {
     /// Runs a request as a QUIC client's would run; strata's error replies
     /// become Redis errors.
     pub async fn call(&self, request: Request) -> Result<Response, Reply> {
+        // Refused for a map that changed since the command was routed:
+        // redirected by the one now applied.
+        let routed = match self.gw.node.cluster() {
+            Ok(Some(member)) => crate::cmd::request_keys(&request)
+                .next()
+                .map(|key| (member, key_slot(key), request.needs_write())),
+            _ => None,
+        };
         let response = crate::net::server::checked_dispatch(
             &self.gw.node,
             self.role,
@@ -229,7 +243,17 @@ impl Session {
         )
         .await;
         match response {
-            Response::Error(e) => Err(reply::from_error(&e)),
+            Response::Error(e) => Err(routed
+                .filter(|_| {
+                    matches!(
+                        e.code,
+                        ErrorCode::WrongShard | ErrorCode::ReadOnlyReplica | ErrorCode::Unavailable
+                    )
+                })
+                .and_then(|(member, slot, write)| {
+                    super::cluster::redirect(member, slot, write, self.readonly)
+                })
+                .unwrap_or_else(|| reply::from_error(&e))),
             other => Ok(other),
         }
     }

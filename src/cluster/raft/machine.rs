@@ -12,12 +12,12 @@
 //! Snapshot file layout (proto-docs/cluster.md §5):
 //!
 //! ```text
-//! 8 bytes magic "strsnap4" | u32 LE body length | u32 LE CRC-32 | postcard SnapshotFile
+//! 8 bytes magic "strsnap5" | u32 LE body length | u32 LE CRC-32 | postcard SnapshotFile
 //! ```
 //!
-//! Layouts 3 (`strsnap3`, migrations without their V), 2 (`strsnap2`,
-//! maps without a ring list or migration) and 1 (`strsnap1`, also without
-//! in-sync sets) are still read.
+//! Layouts 4 (`strsnap4`, maps without gateways), 3 (`strsnap3`, also
+//! migrations without their V), 2 (`strsnap2`, maps without a ring list or
+//! migration) and 1 (`strsnap1`, also without in-sync sets) are still read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,14 +31,18 @@ use tokio::sync::watch;
 
 use super::convert::{self, Applied, RaftEntry, RaftLogId, RaftSnapshotMeta, RaftStored, Types};
 use super::wire::SnapshotMeta;
-use crate::cluster::map::{ClusterMap, MapV1, MapV2, MapV3};
+use crate::cluster::map::{ClusterMap, MapV1, MapV2, MapV3, MapV4};
 use crate::net::link::{FRAME_HEADER_BYTES, FrameError, decode_body, decode_header, encode};
 use crate::sync::write_atomic;
 
 /// The first bytes of a snapshot file; the digit is the layout version.
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"strsnap4";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"strsnap5";
 
-/// Layout 3: the same frame, its map's migration without a V.
+/// Layout 4: the same frame, its map without gateways.
+const SNAPSHOT_MAGIC_V4: &[u8; 8] = b"strsnap4";
+
+/// Layout 3: the same frame, its map's migration without a V and the map
+/// without gateways.
 const SNAPSHOT_MAGIC_V3: &[u8; 8] = b"strsnap3";
 
 /// Layout 2: the same frame, its map without a ring list or migration.
@@ -52,6 +56,13 @@ const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"strsnap1";
 struct SnapshotFileV1 {
     meta: SnapshotMeta,
     map: MapV1,
+}
+
+/// A layout-4 snapshot file's body.
+#[derive(Deserialize)]
+struct SnapshotFileV4 {
+    meta: SnapshotMeta,
+    map: MapV4,
 }
 
 /// A layout-3 snapshot file's body.
@@ -155,7 +166,8 @@ impl SnapshotStore {
             reason,
         };
         let layouts = [
-            (SNAPSHOT_MAGIC, 4),
+            (SNAPSHOT_MAGIC, 5),
+            (SNAPSHOT_MAGIC_V4, 4),
             (SNAPSHOT_MAGIC_V3, 3),
             (SNAPSHOT_MAGIC_V2, 2),
             (SNAPSHOT_MAGIC_V1, 1),
@@ -186,6 +198,10 @@ impl SnapshotStore {
                 map: old.map.0,
             }),
             3 => decode_body(crc, body).map(|old: SnapshotFileV3| SnapshotFile {
+                meta: old.meta,
+                map: old.map.0,
+            }),
+            4 => decode_body(crc, body).map(|old: SnapshotFileV4| SnapshotFile {
                 meta: old.meta,
                 map: old.map.0,
             }),
@@ -445,6 +461,39 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_4_snapshot_loads_without_gateways() {
+        use crate::cluster::map::NodeInfo;
+        use crate::cluster::ring::ShardId;
+        let mut want = file();
+        let info = NodeInfo {
+            name: "a".into(),
+            client_addr: "a:1".into(),
+            link_addr: "a:2".into(),
+            shard: ShardId(1),
+        };
+        let primary = NodeId::of_name("a");
+        let cmd = MapCommand::AddShard {
+            id: ShardId(1),
+            primary,
+            info,
+        };
+        want.map.apply(cmd).unwrap();
+        // Layout 4 is layout 5 without the gateways (none: 00), its last byte.
+        let body = postcard::to_stdvec(&want).unwrap();
+        assert_eq!(body.last(), Some(&0));
+        let body = &body[..body.len() - 1];
+        let mut bytes = SNAPSHOT_MAGIC_V4.to_vec();
+        bytes.extend((body.len() as u32).to_le_bytes());
+        bytes.extend(crc32fast::hash(body).to_le_bytes());
+        bytes.extend(body);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), &bytes).unwrap();
+        let got = SnapshotStore::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got.map.gateway(primary), None);
+    }
+
+    #[test]
     fn a_layout_2_snapshot_loads_with_every_shard_on_the_ring() {
         use crate::cluster::map::NodeInfo;
         use crate::cluster::ring::ShardId;
@@ -461,11 +510,12 @@ mod tests {
             info,
         };
         want.map.apply(cmd).unwrap();
-        // Layout 2 is layout 3 without the ring list (1 shard: 01 01) and
-        // the migration (none: 00), its last three bytes.
+        // Layout 2 is layout 5 without the ring list (1 shard: 01 01), the
+        // migration (none: 00) and the gateways (none: 00), its last four
+        // bytes.
         let body = postcard::to_stdvec(&want).unwrap();
-        assert_eq!(&body[body.len() - 3..], [1, 1, 0]);
-        let body = &body[..body.len() - 3];
+        assert_eq!(&body[body.len() - 4..], [1, 1, 0, 0]);
+        let body = &body[..body.len() - 4];
         let mut bytes = SNAPSHOT_MAGIC_V2.to_vec();
         bytes.extend((body.len() as u32).to_le_bytes());
         bytes.extend(crc32fast::hash(body).to_le_bytes());
@@ -495,11 +545,12 @@ mod tests {
             info,
         };
         want.map.apply(cmd).unwrap();
-        // Layout 1 is layout 3 without the one shard's in-sync set (an
-        // empty Vec), the ring list and the migration: its last four bytes.
+        // Layout 1 is layout 5 without the one shard's in-sync set (an
+        // empty Vec), the ring list, the migration and the gateways: its
+        // last five bytes.
         let body = postcard::to_stdvec(&want).unwrap();
-        assert_eq!(&body[body.len() - 4..], [0, 1, 1, 0]);
-        let body = &body[..body.len() - 4];
+        assert_eq!(&body[body.len() - 5..], [0, 1, 1, 0, 0]);
+        let body = &body[..body.len() - 5];
         let mut bytes = SNAPSHOT_MAGIC_V1.to_vec();
         bytes.extend((body.len() as u32).to_le_bytes());
         bytes.extend(crc32fast::hash(body).to_le_bytes());

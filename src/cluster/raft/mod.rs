@@ -10,7 +10,7 @@
 //! store.rs    LogDb: log, vote, commit mark in a small synced RocksDB
 //! log.rs      the library's log-storage traits over LogDb (blocking pool)
 //! machine.rs  the state machine: ClusterMap + snapshot file; publishes the map
-//! network.rs  outgoing RPCs over node links (ALPN strata-raft/4)
+//! network.rs  outgoing RPCs over node links (ALPN strata-raft/5)
 //! serve.rs    incoming RPCs
 //! ```
 //!
@@ -58,7 +58,7 @@ use machine::MapMachine;
 
 pub use machine::{SnapshotError, SnapshotFile};
 pub use store::StoreError;
-pub use wire::{ImportStep, InSyncChange, MAX_META_FRAME_BYTES, META_ALPN};
+pub use wire::{GatewayAddr, ImportStep, InSyncChange, MAX_META_FRAME_BYTES, META_ALPN};
 
 /// At most this many voters; every other member is a learner, which still
 /// receives the map.
@@ -318,12 +318,27 @@ pub fn pick_voters(current: &BTreeSet<NodeId>, nodes: &BTreeSet<NodeId>) -> BTre
 /// Commits an in-sync set asked for by `change.node`, which `map` must
 /// name its shard's primary (the epoch is checked again when the command
 /// applies, so a primary deposed meanwhile changes nothing).
-async fn commit_for_primary(
+async fn commit_for_member(
     raft: &Raft<Types>,
     map: &ClusterMap,
     request: wire::MetaRequest,
 ) -> Result<u64, MetaError> {
     let (node, shard, cmd) = match request {
+        // Any member may say where its own gateway is.
+        wire::MetaRequest::Gateway(gateway) => {
+            if !map.nodes().contains_key(&gateway.node) {
+                return Err(MetaError::Report(format!(
+                    "node {} is not in map version {}",
+                    gateway.node.0,
+                    map.version()
+                )));
+            }
+            let cmd = MapCommand::SetGateway {
+                node: gateway.node,
+                addr: gateway.addr,
+            };
+            return commit(raft, cmd).await;
+        }
         wire::MetaRequest::InSync(change) => (
             change.node,
             change.shard,
@@ -589,7 +604,7 @@ impl MetaGroup {
         change: wire::InSyncChange,
         deadline: Duration,
     ) -> Result<u64, MetaError> {
-        self.commit_for_primary(wire::MetaRequest::InSync(change), deadline)
+        self.commit_for_member(wire::MetaRequest::InSync(change), deadline)
             .await
     }
 
@@ -605,20 +620,35 @@ impl MetaGroup {
         step: wire::ImportStep,
         deadline: Duration,
     ) -> Result<u64, MetaError> {
-        self.commit_for_primary(wire::MetaRequest::Import(step), deadline)
+        self.commit_for_member(wire::MetaRequest::Import(step), deadline)
             .await
     }
 
-    /// Commits what a shard's primary asks in `request` through the leader
-    /// it knows (itself, if it leads), within `deadline`.
-    async fn commit_for_primary(
+    /// Commits this node's RESP gateway address (`addr`, empty for none)
+    /// through the leader, like [`Self::change_in_sync`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::change_in_sync`].
+    pub async fn set_gateway(
+        &self,
+        gateway: wire::GatewayAddr,
+        deadline: Duration,
+    ) -> Result<u64, MetaError> {
+        self.commit_for_member(wire::MetaRequest::Gateway(gateway), deadline)
+            .await
+    }
+
+    /// Commits what a member asks in `request` through the leader it
+    /// knows (itself, if it leads), within `deadline`.
+    async fn commit_for_member(
         &self,
         request: wire::MetaRequest,
         deadline: Duration,
     ) -> Result<u64, MetaError> {
         let Some(peer) = self.leader_peer()? else {
             let map = self.map.borrow().clone();
-            return tokio::time::timeout(deadline, commit_for_primary(&self.raft, &map, request))
+            return tokio::time::timeout(deadline, commit_for_member(&self.raft, &map, request))
                 .await
                 .map_err(|_| MetaError::Timeout(format!("the commit within {deadline:?}")))?;
         };

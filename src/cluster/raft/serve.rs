@@ -120,6 +120,7 @@ fn speaker(request: &MetaRequest) -> NodeId {
         MetaRequest::Report(report) => report.node,
         MetaRequest::InSync(change) => change.node,
         MetaRequest::Import(step) => step.node,
+        MetaRequest::Gateway(gateway) => gateway.node,
     }
 }
 
@@ -173,9 +174,9 @@ async fn dispatch(served: &Served, request: MetaRequest) -> MetaResponse {
             Ok(lease) => MetaResponse::Lease(lease),
             Err(e) => refused(&e),
         },
-        MetaRequest::InSync(_) | MetaRequest::Import(_) => {
+        MetaRequest::InSync(_) | MetaRequest::Import(_) | MetaRequest::Gateway(_) => {
             let map = served.map.borrow().clone();
-            match super::commit_for_primary(raft, &map, request).await {
+            match super::commit_for_member(raft, &map, request).await {
                 Ok(version) => MetaResponse::Committed { version },
                 Err(e) => refused(&e),
             }

@@ -18,7 +18,7 @@ use crate::types::NodeId;
 
 /// The QUIC ALPN protocol id of cluster-metadata links; beside
 /// [`crate::net::REPL_ALPN`] on the same node-link endpoint.
-pub const META_ALPN: &[u8] = b"strata-raft/4";
+pub const META_ALPN: &[u8] = b"strata-raft/5";
 
 /// Largest request or response body either side accepts (a snapshot of
 /// the map is one message; 32 MiB is some hundred thousand nodes).
@@ -139,6 +139,17 @@ pub enum MetaRequest {
     /// 5: a receiving shard's primary asks the leader to commit a step of
     /// a migration.
     Import(ImportStep),
+    /// 6: a member asks the leader to commit its RESP gateway's address.
+    Gateway(GatewayAddr),
+}
+
+/// What a member asks for in [`MetaRequest::Gateway`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayAddr {
+    /// The asking node (its certificate must name it).
+    pub node: NodeId,
+    /// Where its gateway serves Redis clients; empty: it has none.
+    pub addr: String,
 }
 
 /// What a receiving shard's primary asks for in [`MetaRequest::Import`].
@@ -215,7 +226,8 @@ pub enum MetaResponse {
     },
     /// 4: to [`MetaRequest::Report`].
     Lease(LeaseReply),
-    /// 5: to [`MetaRequest::InSync`]: committed; the map's version.
+    /// 5: to [`MetaRequest::InSync`], [`MetaRequest::Import`] and
+    /// [`MetaRequest::Gateway`]: committed; the map's version.
     Committed {
         /// The version.
         version: u64,
@@ -297,6 +309,13 @@ mod tests {
             ("conflict", encode(&reply)),
             ("add-node", postcard::to_stdvec(&add).unwrap()),
             ("report", encode(&MetaRequest::Report(report_sample()))),
+            (
+                "gateway",
+                encode(&MetaRequest::Gateway(GatewayAddr {
+                    node: NodeId(7),
+                    addr: "h:6379".into(),
+                })),
+            ),
             (
                 "in-sync",
                 encode(&MetaRequest::InSync(InSyncChange {
