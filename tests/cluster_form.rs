@@ -70,6 +70,15 @@ async fn three_shards_of_two_form_route_and_survive_the_metadata_leader() {
     assert!(ok, "{text}");
     // 1 Create + 3 AddShard + 3 AddNode.
     assert!(text.contains("map version 7"), "{text}");
+    // Run again (as after a run cut short): it commits only what is
+    // missing, here nothing; a different grouping is refused.
+    let (ok, text) = admin(&args);
+    assert!(ok, "{text}");
+    assert!(text.contains("already holds map version 7"), "{text}");
+    let mut regroup = args.clone();
+    regroup[3] = "2";
+    let (ok, text) = admin(&regroup);
+    assert!(!ok && text.contains("is already in shard 2"), "{text}");
 
     let mut clients = Vec::new();
     for m in &members {

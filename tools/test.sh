@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Runs strata's whole test suite: installs build prerequisites if missing,
-# then `cargo test` with every feature (crash points and test helpers on),
-# then Redis's Tcl tests against the RESP gateway (tools/redis-tcl/run.sh).
+# makes the redis-py virtualenv that tests/resp_redis_py.rs uses, then
+# `cargo test` with every feature (crash points and test helpers on), then
+# Redis's Tcl tests against the RESP gateway (tools/redis-tcl/run.sh).
 # Extra arguments go to cargo test, e.g. `tools/test.sh --test store_crash`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/prereqs.sh
+if [ -z "${STRATA_PYTHON:-}" ]; then
+  STRATA_PYTHON="$(tools/redis-py/venv.sh)"
+  export STRATA_PYTHON
+fi
 cargo test --all-features "$@"
 # The whole suite (no arguments) ends with Redis's own tests of the
 # commands the RESP gateway serves, against the server just built.

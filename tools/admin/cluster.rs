@@ -380,10 +380,26 @@ async fn create(
         members.push(connect.member(addr).await?);
     }
     let seed = &members[0];
-    seed.client
-        .cluster_init()
+    // A run cut short (a node unreachable half-way) left part of the map
+    // committed: go on from there rather than refuse to run again.
+    let before = seed
+        .client
+        .cluster_map()
         .await
-        .with_context(|| format!("starting the metadata group on {}", seed.addr))?;
+        .with_context(|| format!("reading the map of {}", seed.addr))?;
+    let mut init_error = None;
+    if before.version == 0 {
+        if let Err(e) = seed.client.cluster_init().await {
+            // An earlier run may have started the group and stopped before
+            // the first command: proposing tells.
+            init_error = Some(e);
+        }
+    } else {
+        eprintln!(
+            "{} already holds map version {}: committing only what it lacks",
+            seed.addr, before.version
+        );
+    }
     let mut commands = vec![MapCommand::Create { vnodes }];
     for (i, shard) in members.chunks(per_shard).enumerate() {
         let id = ShardId(u32::try_from(i + 1)?);
@@ -399,15 +415,57 @@ async fn create(
             });
         }
     }
-    let mut version = 0;
+    let mut version = before.version;
     for cmd in commands {
-        version = propose(connect, &seed.addr, &cmd).await?;
+        if already_in(&before, &cmd)? {
+            continue;
+        }
+        version = propose(connect, &seed.addr, &cmd)
+            .await
+            .map_err(|e| match &init_error {
+                Some(init) => e.context(format!(
+                    "starting the metadata group on {} failed first: {init}",
+                    seed.addr
+                )),
+                None => e,
+            })?;
     }
     eprintln!("map version {version} committed; waiting for every node to serve it");
     for member in &members {
         await_version(&member.client, &member.addr, version).await?;
     }
     status(connect, &seed.addr).await
+}
+
+/// Whether `map` (from an earlier, interrupted `create`) already holds what
+/// `cmd` of this `create` would commit; an error if it holds something else.
+fn already_in(map: &ClusterMapReply, cmd: &MapCommand) -> anyhow::Result<bool> {
+    let node_shard = |id: NodeId| map.nodes.iter().find(|n| n.id == id.0).map(|n| n.shard);
+    match cmd {
+        MapCommand::Create { .. } if map.vnodes == 0 => Ok(false),
+        MapCommand::Create { vnodes } if map.vnodes == *vnodes => Ok(true),
+        MapCommand::Create { vnodes } => bail!(
+            "the cluster was created with {} virtual nodes, not {vnodes}",
+            map.vnodes
+        ),
+        MapCommand::AddShard { id, primary, .. } => {
+            match map.shards.iter().find(|s| s.id == id.0) {
+                None => Ok(false),
+                Some(s) if s.primary == primary.0 => Ok(true),
+                Some(_) => bail!(
+                    "shard {} already exists with another primary: this is not the \
+                     cluster an earlier `create` with these nodes made",
+                    id.0
+                ),
+            }
+        }
+        MapCommand::AddNode { id, info } => match node_shard(*id) {
+            None => Ok(false),
+            Some(shard) if shard == info.shard.0 => Ok(true),
+            Some(shard) => bail!("node {} is already in shard {shard}", info.name),
+        },
+        _ => Ok(false),
+    }
 }
 
 /// Commits `cmd`, following `NotLeader` to the leader; the new version.
