@@ -153,6 +153,13 @@ async fn the_old_owner_serves_no_moving_slot_during_the_cutover() {
         Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::WrongShard),
         other => panic!("the old owner after the migration: {other:?}"),
     }
+    // The new owner serves the key once it has applied that map too (it
+    // may apply it a moment after c1 does).
+    let done = c1.cluster_map().await.unwrap().version;
+    eventually("the new owner applying the final map", || async {
+        new_owner.cluster_map().await.unwrap().version >= done
+    })
+    .await;
     let entry = new_owner.get(moving.clone()).await.unwrap().unwrap();
     assert_eq!(entry.value, "before");
     let old_keys = scan_keys(&c1).await.unwrap();

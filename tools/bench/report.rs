@@ -89,6 +89,7 @@ impl Summary<'_> {
             "config": self.config,
             "elapsed_secs": run.elapsed.as_secs_f64(),
             "interrupted": run.interrupted,
+            "warmup_ops": run.warmup_ops,
             "ops": totals.total(|c| c.ok),
             "ops_per_sec": per_sec(totals.total(|c| c.ok), run.elapsed),
             "errors": self.errors(),

@@ -293,6 +293,9 @@ pub struct RunReport {
     pub samples: Samples,
     /// Stopped early by Ctrl-C.
     pub interrupted: bool,
+    /// Operations answered during the warmup (not in `totals`): with
+    /// them, the work the client's CPU time covers.
+    pub warmup_ops: u64,
     /// Server `info` right after the warmup and right after the run.
     pub info_before: Option<Vec<(String, String)>>,
     pub info_after: Option<Vec<(String, String)>>,
@@ -414,6 +417,7 @@ pub async fn run(
         elapsed: end.saturating_duration_since(measure_start),
         samples: shared.recorder.samples(),
         interrupted,
+        warmup_ops: shared.warmup_ops.load(Ordering::Relaxed),
         info_before,
         info_after,
     })
