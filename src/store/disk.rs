@@ -22,8 +22,8 @@ use rocksdb::compaction_filter::{CompactionFilter, Decision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{
     AsRawPtr, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB,
-    DBCompressionType, Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch,
-    WriteOptions,
+    DBCompressionType, Direction, ErrorKind, FlushOptions, IteratorMode, Options, ReadOptions,
+    ReadTier, WriteBatch, WriteOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -187,6 +187,8 @@ pub struct DiskTier {
     db: DB,
     path: PathBuf,
     write_opts: WriteOptions,
+    /// Reads that may use only memtables and cached blocks ([`Self::get_cached`]).
+    cached_read: ReadOptions,
 }
 
 impl std::fmt::Debug for DiskTier {
@@ -256,10 +258,13 @@ impl DiskTier {
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(true);
+        let mut cached_read = ReadOptions::default();
+        cached_read.set_read_tier(ReadTier::BlockCache);
         let disk = DiskTier {
             db,
             path: path.to_path_buf(),
             write_opts,
+            cached_read,
         };
         disk.check_layout()?;
         Ok(disk)
@@ -353,6 +358,21 @@ impl DiskTier {
         match self.db.get_pinned_cf(self.data(), keys::disk_key(key))? {
             None => Ok(None),
             Some(raw) => decode_value(key, &raw).map(Some),
+        }
+    }
+
+    /// Like [`Self::get`], but only from what RocksDB holds in memory (its
+    /// memtables and block cache): `None` when answering would read a file.
+    /// It does no I/O, so it may run on an async worker thread.
+    pub fn get_cached(&self, key: &[u8]) -> Result<Option<Option<StoredValue>>> {
+        match self
+            .db
+            .get_pinned_cf_opt(self.data(), keys::disk_key(key), &self.cached_read)
+        {
+            Ok(None) => Ok(Some(None)),
+            Ok(Some(raw)) => decode_value(key, &raw).map(|v| Some(Some(v))),
+            Err(e) if e.kind() == ErrorKind::Incomplete => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -1084,6 +1104,36 @@ mod tests {
             .collect();
         disk.apply(&records).unwrap();
         disk
+    }
+
+    #[test]
+    fn a_cached_read_answers_from_memory_or_says_it_would_read_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ["a".to_string(), "b".to_string()];
+        let disk = disk_with(dir.path(), &keys);
+        // In the memtable: answered, present or absent.
+        let found = disk.get_cached(b"a").unwrap().unwrap().unwrap();
+        assert_eq!(found.value, Bytes::from_static(b"v"));
+        assert!(disk.get_cached(b"zz").unwrap().unwrap().is_none());
+        // Flushed and reopened: the table's blocks are not cached yet.
+        disk.flush().unwrap();
+        drop(disk);
+        let disk = DiskTier::open(
+            &dir.path().join("db"),
+            &DiskConfig::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        assert!(
+            disk.get_cached(b"a").unwrap().is_none(),
+            "a file read needed"
+        );
+        assert!(disk.get(b"a").unwrap().is_some());
+        let found = disk
+            .get_cached(b"a")
+            .unwrap()
+            .expect("its block is cached now");
+        assert_eq!(found.unwrap().value, Bytes::from_static(b"v"));
     }
 
     #[test]

@@ -50,7 +50,7 @@ use commit::{Applied, Committer, Msg, WriteOp};
 use disk::DiskTier;
 use feed::Feed;
 pub use lock::DirLock;
-use memory::{Lookup, MemoryTier};
+use memory::{FillToken, Lookup, MemoryTier};
 pub use metrics::StoreMetrics;
 pub use upgrade::{Upgraded, upgrade_layout};
 
@@ -410,6 +410,24 @@ struct Shared {
 }
 
 impl Shared {
+    /// A disk-tier read's answer: expired values dropped, the read counted,
+    /// and a live value put in the memory tier (unless its stripe was
+    /// written since `token` was taken).
+    fn filled(
+        &self,
+        key: Bytes,
+        stored: Option<StoredValue>,
+        token: FillToken,
+    ) -> Option<StoredValue> {
+        let now = self.clock.now_ms();
+        let stored = stored.filter(|v| !v.is_expired(now));
+        self.disk_counters.record(stored.is_some());
+        if let Some(stored) = &stored {
+            self.memory.fill(key, stored.clone(), token);
+        }
+        stored
+    }
+
     /// Stops the threads; with `checkpoint`, leaves RocksDB covering everything.
     fn stop(&self, checkpoint: bool) -> Result<()> {
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
@@ -762,18 +780,26 @@ impl Store {
         // IMPORTANT: take the fill token before reading the disk tier (I3).
         let token = self.inner.memory.fill_token(key);
         let key = Bytes::copy_from_slice(key);
-        let inner = self.inner.clone();
-        let found = tokio::task::spawn_blocking(move || -> Result<Option<StoredValue>> {
-            let now = inner.clock.now_ms();
-            let stored = inner.disk.get(&key)?.filter(|v| !v.is_expired(now));
-            inner.disk_counters.record(stored.is_some());
-            if let Some(stored) = &stored {
-                inner.memory.fill(key, stored.clone(), token);
+        // What RocksDB can answer from memory is answered here: a handoff to
+        // the blocking pool costs more than such a read. Only a read that
+        // needs a file goes there.
+        let found = match self.inner.disk.get_cached(&key)? {
+            Some(stored) => {
+                // It never waits, so it spends the task's cooperative budget
+                // instead: a loop of such reads still lets other tasks run.
+                tokio::task::consume_budget().await;
+                self.inner.filled(key, stored, token)
             }
-            Ok(stored)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)??;
+            None => {
+                let inner = self.inner.clone();
+                tokio::task::spawn_blocking(move || -> Result<Option<StoredValue>> {
+                    let stored = inner.disk.get(&key)?;
+                    Ok(inner.filled(key, stored, token))
+                })
+                .await
+                .map_err(|_| StoreError::Closed)??
+            }
+        };
         crate::metrics::observe(&self.inner.metrics.read_disk, started.elapsed());
         Ok(found.map(|value| self.entry(value)))
     }
