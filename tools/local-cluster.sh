@@ -12,15 +12,23 @@
 #   ...   (n6: 7384, 7484, 9384, 6384, shard 3 replica)
 #
 # The nodes serve their cluster certificates to clients too, so one CA
-# (certs/ca.crt) verifies all of them.
+# (certs/ca.crt) verifies all of them. STRATA_RELEASE=1 runs release
+# builds (as the README's cluster benchmarks do); STRATA_SERVER_ARGS adds
+# strata-server flags to every node (e.g. "--fsync never").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="${1:-strata-cluster}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata/target}"
 
 tools/prereqs.sh
-cargo build --bin strata-server --bin strata-admin --bin strata-cli
-bin="$CARGO_TARGET_DIR/debug"
+# STRATA_RELEASE=1: release binaries, for benchmarks against the cluster.
+if [ "${STRATA_RELEASE:-0}" = 1 ]; then
+  cargo build --release --bin strata-server --bin strata-admin --bin strata-cli --bin strata-bench
+  bin="$CARGO_TARGET_DIR/release"
+else
+  cargo build --bin strata-server --bin strata-admin --bin strata-cli
+  bin="$CARGO_TARGET_DIR/debug"
+fi
 names=(n1 n2 n3 n4 n5 n6)
 
 mkdir -p "$root"
@@ -28,6 +36,9 @@ if [ ! -f "$root/certs/ca.crt" ]; then
   "$bin/strata-admin" gen-certs --out "$root/certs" "${names[@]/#/--node=}"
 fi
 
+# STRATA_SERVER_ARGS: more strata-server flags for every node, e.g.
+# "--fsync never".
+read -r -a extra_args <<<"${STRATA_SERVER_ARGS:-}"
 pids=()
 stop() {
   kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -45,6 +56,7 @@ for i in "${!names[@]}"; do
     --tls-cert "$root/certs/$name.crt" --tls-key "$root/certs/$name.key" \
     --repl-listen "127.0.0.1:$((7479 + i))" --repl-ca "$root/certs/ca.crt" \
     --repl-cert "$root/certs/$name.crt" --repl-key "$root/certs/$name.key" \
+    "${extra_args[@]}" \
     2> >(sed -u "s/^/[$name] /" >&2) &
   pids+=($!)
   addrs+=("127.0.0.1:$port")
