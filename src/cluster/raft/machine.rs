@@ -460,11 +460,11 @@ mod tests {
         assert!(store.load().is_err());
     }
 
-    #[test]
-    fn a_layout_4_snapshot_loads_without_gateways() {
+    /// A snapshot file whose map holds one shard, and that shard's primary.
+    fn one_shard_file() -> (SnapshotFile, NodeId) {
         use crate::cluster::map::NodeInfo;
         use crate::cluster::ring::ShardId;
-        let mut want = file();
+        let mut file = file();
         let info = NodeInfo {
             name: "a".into(),
             client_addr: "a:1".into(),
@@ -477,87 +477,53 @@ mod tests {
             primary,
             info,
         };
-        want.map.apply(cmd).unwrap();
-        // Layout 4 is layout 5 without the gateways (none: 00), its last byte.
-        let body = postcard::to_stdvec(&want).unwrap();
-        assert_eq!(body.last(), Some(&0));
-        let body = &body[..body.len() - 1];
-        let mut bytes = SNAPSHOT_MAGIC_V4.to_vec();
+        file.map.apply(cmd).unwrap();
+        (file, primary)
+    }
+
+    /// Loads `want` written in an older layout: `magic`, and the current
+    /// body less its last bytes, which must be `dropped` (the fields that
+    /// layout lacks).
+    fn load_older(want: &SnapshotFile, magic: &[u8; 8], dropped: &[u8]) -> SnapshotFile {
+        let body = postcard::to_stdvec(want).unwrap();
+        assert_eq!(&body[body.len() - dropped.len()..], dropped);
+        let body = &body[..body.len() - dropped.len()];
+        let mut bytes = magic.to_vec();
         bytes.extend((body.len() as u32).to_le_bytes());
         bytes.extend(crc32fast::hash(body).to_le_bytes());
         bytes.extend(body);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(SNAPSHOT_FILE), &bytes).unwrap();
-        let got = SnapshotStore::new(dir.path()).load().unwrap().unwrap();
+        SnapshotStore::new(dir.path()).load().unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_layout_4_snapshot_loads_without_gateways() {
+        let (want, primary) = one_shard_file();
+        // Layout 4 is layout 5 without the gateways (none: 00).
+        let got = load_older(&want, SNAPSHOT_MAGIC_V4, &[0]);
         assert_eq!(got, want);
         assert_eq!(got.map.gateway(primary), None);
     }
 
     #[test]
     fn a_layout_2_snapshot_loads_with_every_shard_on_the_ring() {
-        use crate::cluster::map::NodeInfo;
         use crate::cluster::ring::ShardId;
-        let mut want = file();
-        let info = NodeInfo {
-            name: "a".into(),
-            client_addr: "a:1".into(),
-            link_addr: "a:2".into(),
-            shard: ShardId(1),
-        };
-        let cmd = MapCommand::AddShard {
-            id: ShardId(1),
-            primary: NodeId::of_name("a"),
-            info,
-        };
-        want.map.apply(cmd).unwrap();
+        let (want, _) = one_shard_file();
         // Layout 2 is layout 5 without the ring list (1 shard: 01 01), the
-        // migration (none: 00) and the gateways (none: 00), its last four
-        // bytes.
-        let body = postcard::to_stdvec(&want).unwrap();
-        assert_eq!(&body[body.len() - 4..], [1, 1, 0, 0]);
-        let body = &body[..body.len() - 4];
-        let mut bytes = SNAPSHOT_MAGIC_V2.to_vec();
-        bytes.extend((body.len() as u32).to_le_bytes());
-        bytes.extend(crc32fast::hash(body).to_le_bytes());
-        bytes.extend(body);
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SNAPSHOT_FILE), &bytes).unwrap();
-        let got = SnapshotStore::new(dir.path()).load().unwrap().unwrap();
+        // migration (none: 00) and the gateways (none: 00).
+        let got = load_older(&want, SNAPSHOT_MAGIC_V2, &[1, 1, 0, 0]);
         assert_eq!(got, want);
         assert_eq!(got.map.ring(), [ShardId(1)]);
     }
 
     #[test]
     fn a_layout_1_snapshot_loads_with_empty_in_sync_sets() {
-        use crate::cluster::map::NodeInfo;
         use crate::cluster::ring::ShardId;
-        let mut want = file();
-        let info = NodeInfo {
-            name: "a".into(),
-            client_addr: "a:1".into(),
-            link_addr: "a:2".into(),
-            shard: ShardId(1),
-        };
-        let primary = NodeId::of_name("a");
-        let cmd = MapCommand::AddShard {
-            id: ShardId(1),
-            primary,
-            info,
-        };
-        want.map.apply(cmd).unwrap();
+        let (want, _) = one_shard_file();
         // Layout 1 is layout 5 without the one shard's in-sync set (an
-        // empty Vec), the ring list, the migration and the gateways: its
-        // last five bytes.
-        let body = postcard::to_stdvec(&want).unwrap();
-        assert_eq!(&body[body.len() - 5..], [0, 1, 1, 0, 0]);
-        let body = &body[..body.len() - 5];
-        let mut bytes = SNAPSHOT_MAGIC_V1.to_vec();
-        bytes.extend((body.len() as u32).to_le_bytes());
-        bytes.extend(crc32fast::hash(body).to_le_bytes());
-        bytes.extend(body);
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SNAPSHOT_FILE), &bytes).unwrap();
-        let got = SnapshotStore::new(dir.path()).load().unwrap().unwrap();
+        // empty Vec), the ring list, the migration and the gateways.
+        let got = load_older(&want, SNAPSHOT_MAGIC_V1, &[0, 1, 1, 0, 0]);
         assert_eq!(got, want);
         assert!(got.map.shards()[&ShardId(1)].in_sync.is_empty());
     }
