@@ -1235,8 +1235,7 @@ async fn connect(node: &ClusterNode, addr: &str, name: &str) -> Result<Link, Str
         .map_err(|e| format!("resolving {addr}: {e}"))?
         .next()
         .ok_or_else(|| format!("{addr} resolves to nothing"))?;
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = crate::net::split_host_port(addr).map_or(addr, |(h, _)| h);
     let link = endpoint
         .connect_for(socket, host, MOVE_ALPN, Duration::from_secs(5))
         .await

@@ -20,6 +20,14 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 /// 208 KiB default even on loopback (the kernel caps it at `rmem_max`).
 const UDP_BUFFER_BYTES: usize = 4 << 20;
 
+/// Splits `host:port` (or `[v6]:port`) into the host, brackets removed
+/// (the name a peer's certificate must carry), and the port.
+pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    Some((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
 /// Compares secrets in time independent of where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -197,4 +205,18 @@ pub fn endpoint(
         socket.into(),
         runtime,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn addresses_split_into_host_and_port() {
+        assert_eq!(split_host_port("10.0.0.1:6380"), Some(("10.0.0.1", 6380)));
+        assert_eq!(split_host_port("[::1]:7000"), Some(("::1", 7000)));
+        assert_eq!(split_host_port("cache-1:6379"), Some(("cache-1", 6379)));
+        assert_eq!(split_host_port("nope"), None);
+        assert_eq!(split_host_port("h:99999"), None);
+    }
 }

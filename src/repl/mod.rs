@@ -125,11 +125,10 @@ impl ReplConfig {
     }
 }
 
-/// Splits `host:port` (or `[v6]:port`) into the TLS server name and port.
+/// Splits `host:port` (or `[v6]:port`) into the TLS server name and port;
+/// `None` without a host.
 fn split_host(addr: &str) -> Option<(String, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let port = port.parse().ok()?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let (host, port) = crate::net::split_host_port(addr)?;
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 

@@ -118,10 +118,10 @@ impl Topology {
     fn of_map(map: &ClusterMap, me: NodeId) -> Topology {
         let ranges = map.slot_table().map(|t| t.ranges()).unwrap_or_default();
         let member = |id: NodeId, primary: bool| {
-            let (host, port) = split_addr(map.gateway(id)?)?;
+            let (host, port) = crate::net::split_host_port(map.gateway(id)?)?;
             Some(Member {
                 id: redis_id(id.0),
-                host,
+                host: host.to_string(),
                 port,
                 primary,
                 myself: id == me,
@@ -269,13 +269,6 @@ impl Topology {
     }
 }
 
-/// `host:port` (or `[v6]:port`) as host and port.
-fn split_addr(addr: &str) -> Option<(String, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host.to_string(), port.parse().ok()?))
-}
-
 /// The slot all of a command's keys (by its spec's key positions) share:
 /// `None` for a command without keys, `-CROSSSLOT` if they do not share one.
 pub(crate) fn command_slot(spec: &Spec, args: &[Bytes]) -> Result<Option<Slot>, Reply> {
@@ -386,14 +379,5 @@ mod tests {
                 Reply::err("CROSSSLOT Keys in request don't hash to the same slot")
             );
         }
-    }
-
-    #[test]
-    fn gateway_addresses_split_into_host_and_port() {
-        assert_eq!(split_addr("10.0.0.1:6380"), Some(("10.0.0.1".into(), 6380)));
-        assert_eq!(split_addr("[::1]:7000"), Some(("::1".into(), 7000)));
-        assert_eq!(split_addr("cache-1:6379"), Some(("cache-1".into(), 6379)));
-        assert_eq!(split_addr("nope"), None);
-        assert_eq!(split_addr("h:99999"), None);
     }
 }

@@ -106,9 +106,7 @@ pub(crate) struct PeerClient {
 /// `host` of `host:port` (brackets of an IPv6 literal removed): the name
 /// the peer's certificate must carry.
 fn host_of(addr: &str) -> Option<&str> {
-    let (host, port) = addr.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    Some(host.trim_start_matches('[').trim_end_matches(']'))
+    crate::net::split_host_port(addr).map(|(host, _)| host)
 }
 
 impl PeerClient {
