@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use crate::ready::Ready;
 use crate::sync::lock;
 
+pub mod relay;
+
 /// Log lines kept per process; past this the oldest go, so a long drill
 /// does not grow without bound (start-up lines are long found by then).
 const MAX_LOG_LINES: usize = 100_000;

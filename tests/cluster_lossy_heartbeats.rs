@@ -16,8 +16,8 @@ use std::time::Duration;
 use common::cluster::{
     Member, cluster_client, create_cluster, eventually, gen_certs, info, missing,
 };
-use common::relay::{Faults, UdpRelay};
 use strata::harness::free_udp_addr;
+use strata::harness::relay::{Faults, UdpRelay};
 use strata::net::client::{SetOptions, SetOutcome};
 use strata::types::{AckPolicy, NodeId, OnTimeout};
 
@@ -49,7 +49,8 @@ async fn lost_heartbeats_do_not_fail_over_a_healthy_primary() {
                 reorder: 0.05,
                 seed: seed + i as u64,
             },
-        );
+        )
+        .unwrap();
         // Other nodes reach this one through its relay only.
         let settings = format!(
             "heartbeat_ms = 200\nlease_ms = 1000\nfailover_timeout_ms = 4000\n\

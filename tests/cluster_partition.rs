@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use common::cluster::{
     CONVERGE, Member, cluster_client, converged, create_cluster, eventually, gen_certs, info,
 };
-use common::relay::{Faults, UdpRelay};
 use strata::cluster::client::ClusterClient;
 use strata::harness::free_udp_addr;
+use strata::harness::relay::{Faults, UdpRelay};
 use strata::net::client::{Client, ClientError, ErrorCode, SetOptions, SetOutcome};
 use strata::types::{AckPolicy, NodeId};
 
@@ -94,7 +94,7 @@ async fn a_primary_cut_off_from_the_majority_stops_and_rejoins_as_a_replica() {
     let mut members = Vec::new();
     for name in NAMES {
         let link = free_udp_addr().unwrap();
-        let relay = UdpRelay::start(link, Faults::none());
+        let relay = UdpRelay::start(link, Faults::none()).unwrap();
         // Other nodes reach this one through its relay only.
         let settings = format!(
             "heartbeat_ms = 200\nlease_ms = 1000\nfailover_timeout_ms = 2500\n\

@@ -19,9 +19,9 @@ use common::cluster::{
     Member, admin, cluster_client, create_cluster, eventually, gen_certs, info, missing,
 };
 use common::rebalance::{each_shard_holds_its_keys, existing, write_until};
-use common::relay::{Faults, UdpRelay};
 use strata::cluster::ShardId;
 use strata::harness::free_udp_addr;
+use strata::harness::relay::{Faults, UdpRelay};
 use strata::types::AckPolicy;
 
 const NAMES: [&str; 5] = ["e1", "e2", "e3", "e4", "e5"];
@@ -45,7 +45,7 @@ async fn a_broken_copy_resumes_where_it_stopped() {
     let certs = root.path().join("certs");
     gen_certs(&certs, &NAMES);
     let e3_link = free_udp_addr().unwrap();
-    let relay = UdpRelay::start(e3_link, Faults::none());
+    let relay = UdpRelay::start(e3_link, Faults::none()).unwrap();
     let members: Vec<Member> = NAMES
         .iter()
         .map(|&n| {

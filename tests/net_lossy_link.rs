@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::node::TestNode;
-use common::relay::{Faults, UdpRelay};
+use strata::harness::relay::{Faults, UdpRelay};
 use strata::net::client::{Client, ClientConfig, ClientError, ServerTrust};
 use strata::net::tls::parse_fingerprint;
 
@@ -69,7 +69,7 @@ async fn lossy_link_loses_nothing_and_a_partition_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(dir.path(), &[]);
     let _log = LogOnFailure(&node);
-    let relay = UdpRelay::start(node.addr, Faults::lossy(seed));
+    let relay = UdpRelay::start(node.addr, Faults::lossy(seed)).unwrap();
     let started = Instant::now();
 
     // Retries on (the default): a timed-out idempotent request is resent.
@@ -133,7 +133,7 @@ async fn lossy_link_loses_nothing_and_a_partition_times_out() {
     assert!(lossy.reordered > 0, "the link reordered nothing: {lossy:?}");
 
     // A partition, on a clean link so that only the partition can fail it.
-    relay.set_faults(Faults::none());
+    relay.set_faults(Faults::none()).unwrap();
     let probe_config = via(&relay, &node)
         .with_request_timeout(PROBE_TIMEOUT)
         .with_retries(0);
@@ -208,7 +208,7 @@ fn survivors(seed: u64) -> BTreeSet<u32> {
         seed,
         ..Faults::none()
     };
-    let relay = UdpRelay::start(target.local_addr().unwrap(), faults);
+    let relay = UdpRelay::start(target.local_addr().unwrap(), faults).unwrap();
     let client = udp();
     for i in 0..SENT {
         client
@@ -233,7 +233,7 @@ fn survivors(seed: u64) -> BTreeSet<u32> {
 #[test]
 fn relay_routes_per_client_pauses_and_replays_its_seed() {
     let target = udp();
-    let relay = UdpRelay::start(target.local_addr().unwrap(), Faults::none());
+    let relay = UdpRelay::start(target.local_addr().unwrap(), Faults::none()).unwrap();
     let (a, b) = (udp(), udp());
     a.send_to(b"from a", relay.local_addr()).unwrap();
     let (data, a_upstream) = recv(&target);

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Member, converged, gen_certs, pairs};
-use common::relay::{Faults, UdpRelay};
+use strata::harness::relay::{Faults, UdpRelay};
 use strata::net::client::{AckPolicy, OnTimeout, SetOptions, SetOutcome};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,7 +30,8 @@ async fn replication_converges_over_a_lossy_slow_link() {
             reorder: 0.05,
             seed,
         },
-    );
+    )
+    .unwrap();
     let via = relay.local_addr().to_string();
     let r1 = Member::start(root.path(), &certs, "r1", &["--replica-of", &via]);
     let (pc, c1) = (primary.client().await, r1.client().await);

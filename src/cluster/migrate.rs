@@ -284,9 +284,15 @@ impl Import {
                 && self.through >= self.owner_last)
     }
 
-    /// `Info`'s words for it: phase, progress, estimated time left.
-    pub fn describe(&self) -> String {
-        let phase = format!("{:?}", self.phase).to_lowercase();
+    /// `Info`'s words for it: phase, progress, estimated time left. An
+    /// import of another migration than `current` (the one under way, if
+    /// any) is over: its phase reads `done`.
+    pub fn describe(&self, current: Option<u64>) -> String {
+        let phase = if current == Some(self.migration) {
+            format!("{:?}", self.phase).to_lowercase()
+        } else {
+            "done".to_string()
+        };
         // The owner's totals are estimates: never below what arrived.
         let mut out = format!(
             "{phase} entries={}/{} bytes={}/{} lag={}",
@@ -296,7 +302,7 @@ impl Import {
             self.total_bytes.max(self.bytes),
             self.owner_last.saturating_sub(self.through)
         );
-        if self.phase == Phase::Copying && self.bytes > 0 {
+        if phase == "copying" && self.bytes > 0 {
             let secs = self.started.elapsed().as_secs_f64();
             let left = self.total_bytes.saturating_sub(self.bytes) as f64;
             out.push_str(&format!(" eta_s={:.0}", left * secs / self.bytes as f64));
@@ -484,8 +490,10 @@ pub(super) fn info(node: &ClusterNode, map: &ClusterMap) -> Vec<(String, String)
         );
         out.push(("cluster_migration".into(), line));
     }
+    let current = map.migration().map(|m| m.id);
     for (owner, import) in node.migrations().imports() {
-        out.push((format!("cluster_import.{}", owner.0), import.describe()));
+        let line = import.describe(current);
+        out.push((format!("cluster_import.{}", owner.0), line));
     }
     let swept = node
         .migrations()

@@ -12,7 +12,6 @@ pub mod node;
 pub mod quic;
 #[cfg(feature = "test-util")]
 pub mod rebalance;
-pub mod relay;
 pub mod resp;
 use std::path::Path;
 use std::sync::Arc;

@@ -265,9 +265,16 @@ pub async fn install_crash(ctx: &mut Ctx) -> anyhow::Result<()> {
     p.start(&[], None).await?;
     let primary = p.ready_client(PING_TIMEOUT).await?;
     let loaded = Instant::now();
-    preload(&primary, &ctx.history, 2600, 1600, 50, 4)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    preload(
+        &Target::Remote(primary.clone()),
+        &ctx.history,
+        2600,
+        1600,
+        50,
+        4,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     ctx.progress(format!(
         "preloaded 2600 keys (~4 MB) in {} ms",
         loaded.elapsed().as_millis()

@@ -14,6 +14,9 @@
 //!   `test-util` feature), certificates, digests.
 //! - [`scenario`]: the list, the shared context and the single-node drills.
 //! - [`cluster`]: replica kills, failovers, a crash mid full sync.
+//! - [`sharded`]: a sharded cluster's automatic failover (a primary
+//!   SIGKILLed or cut off), the metadata leader killed mid failover, a
+//!   node killed mid migration.
 //! - [`power`]: power loss on a simulated WAL file layer.
 //! - [`report`]: the table and the JSON summary.
 
@@ -22,6 +25,7 @@ mod node;
 mod power;
 mod report;
 mod scenario;
+mod sharded;
 mod workload;
 
 use std::path::PathBuf;
@@ -212,6 +216,7 @@ async fn drill(args: Args) -> anyhow::Result<ExitCode> {
         let history = ctx.history.clone();
         let mut stats = ctx.stats;
         stats.totals = workload::lock(&history).totals();
+        stats.by_mode = workload::lock(&history).by_mode();
         stats.elapsed = started.elapsed();
         if stats.violation_count > 0 {
             stats.status = Status::Failed;

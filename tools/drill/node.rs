@@ -175,6 +175,14 @@ impl Node {
         self.wait_serving(START_TIMEOUT).await
     }
 
+    /// Keeps the client address the current process got for every later
+    /// start: a cluster names its nodes' client addresses in its map.
+    pub fn keep_addr(&mut self) {
+        if let Some(addr) = self.addr() {
+            self.spec = self.spec.clone().with_listen(addr);
+        }
+    }
+
     /// Where the current process serves clients, once it is ready.
     pub fn addr(&self) -> Option<SocketAddr> {
         Some(self.process.as_ref()?.ready()?.listen)

@@ -96,6 +96,29 @@ pub fn table(all: &[Stats]) -> String {
         }
     }
     for s in all {
+        if s.reports_async_loss && !s.by_mode.is_empty() {
+            let modes: Vec<String> = s
+                .by_mode
+                .iter()
+                .map(|(mode, t)| match *mode {
+                    "async" => format!("async: {} acked, {} lost", t.acked, t.lost_unpromised),
+                    _ => {
+                        let degraded = match t.lost_unpromised {
+                            0 => String::new(),
+                            n => format!(" ({n} degraded writes lost, as their reply said)"),
+                        };
+                        format!(
+                            "{mode}: {} acked, {} lost{degraded}",
+                            t.acked, t.lost_promised
+                        )
+                    }
+                })
+                .collect();
+            let window = p50_max(&s.loss_windows).map_or(String::new(), |(p50, max)| {
+                format!("; async loss window p50 {p50} ms, max {max} ms")
+            });
+            let _ = writeln!(out, "{}: {}{window}", s.name, modes.join("; "));
+        }
         if let Status::Skipped(reason) = &s.status {
             let _ = writeln!(out, "{}: skipped: {reason}", s.name);
         }
@@ -132,6 +155,21 @@ pub fn scenario_json(s: &Stats, replay: Option<String>) -> Value {
     let recovery = p50_max(&s.recovery).map(|(p50, max)| {
         json!({ "count": s.recovery.len(), "p50_ms": p50 as u64, "max_ms": max as u64 })
     });
+    let by_mode: serde_json::Map<String, Value> = s
+        .by_mode
+        .iter()
+        .map(|(mode, t)| {
+            let v = json!({
+                "acked": t.acked,
+                "lost": t.lost_promised,
+                "lost_unpromised": t.lost_unpromised,
+            });
+            (mode.to_string(), v)
+        })
+        .collect();
+    let windows = p50_max(&s.loss_windows).map(|(p50, max)| {
+        json!({ "count": s.loss_windows.len(), "p50_ms": p50 as u64, "max_ms": max as u64 })
+    });
     json!({
         "name": s.name,
         "status": status,
@@ -145,6 +183,8 @@ pub fn scenario_json(s: &Stats, replay: Option<String>) -> Value {
         "unknown_outcome": s.totals.unknown,
         "lost": s.totals.lost_promised,
         "async_lost": if s.reports_async_loss { Some(s.totals.lost_unpromised) } else { None },
+        "by_mode": by_mode,
+        "async_loss_window": windows,
         "invented": s.invented,
         "expired_returned": s.expired,
         "recovery": recovery,

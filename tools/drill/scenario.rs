@@ -1,5 +1,6 @@
 //! The scenarios, their shared context and the single-node drills.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +12,8 @@ use strata::harness::HarnessError;
 
 use crate::node::{Binaries, Node};
 use crate::workload::{
-    Findings, History, Load, Promise, Target, Totals, Workload, derive_seed, lock, verify,
+    Findings, History, Load, ModeTally, Promise, Target, Totals, Workload, derive_seed, lock,
+    verify,
 };
 
 /// Every scenario, in run order, with what it proves.
@@ -52,6 +54,22 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     (
         "install-crash",
         "a fresh replica joining a primary with a few MB aborts mid full sync (install_after_chunk); restarted, it resumes and converges",
+    ),
+    (
+        "shard-kill",
+        "a cluster of 2 shards x 3 nodes under sync, semi-sync:1 and async writers (cluster client); a random shard's primary SIGKILLed: a replica is promoted automatically, no sync/semi-sync write is lost, none is invented; recovery is the time until the shard takes a replicated write, async loss and its window (RPO) are reported; the old primary rejoins as a replica and every shard's digests converge",
+    ),
+    (
+        "shard-partition",
+        "the same, but the primary is cut off from every other node (node links through UDP relays) while clients still reach it: it stops taking writes when its lease runs out, a replica is promoted, and after the heal it rejoins as a replica; what it acknowledged under async after the cut is the loss reported",
+    ),
+    (
+        "leader-kill",
+        "a shard's primary SIGKILLed, then the metadata leader SIGKILLed before the failover timeout ran out (and restarted after a random downtime): the next leader carries the failover out, nothing promised is lost",
+    ),
+    (
+        "migration-kill",
+        "2 shards x 2 nodes, ~1.5 MB preloaded; rounds add a third shard and remove it again under the mixed load, SIGKILLing the receiver or an owner's primary mid copy: the migration finishes by itself, nothing promised is lost, every key ends on the shard the ring names and on no other",
     ),
 ];
 
@@ -104,6 +122,11 @@ pub struct Stats {
     pub replayed: Vec<u64>,
     /// Whether async-equivalent loss is reported (failovers).
     pub reports_async_loss: bool,
+    /// Per fault that lost acknowledged unpromised writes: the span of
+    /// their acknowledgements, the fault's moment included (the RPO).
+    pub loss_windows: Vec<Duration>,
+    /// Acknowledged and lost writes per acknowledgement mode asked for.
+    pub by_mode: BTreeMap<&'static str, ModeTally>,
     pub notes: Vec<String>,
     /// The first violations, for the report.
     pub violations: Vec<String>,
@@ -125,6 +148,8 @@ impl Stats {
             recovery: Vec::new(),
             replayed: Vec::new(),
             reports_async_loss: false,
+            loss_windows: Vec::new(),
+            by_mode: BTreeMap::new(),
             notes: Vec::new(),
             violations: Vec::new(),
             violation_count: 0,
@@ -164,6 +189,9 @@ pub struct Ctx {
     pub stats: Stats,
     pub crash_points: bool,
     pub verbose: bool,
+    /// When the writes the last [`Ctx::verify`] found lost (acknowledged,
+    /// unpromised) were acknowledged, wall clock ms.
+    pub lost_acked_ms: Vec<u64>,
 }
 
 impl Ctx {
@@ -180,6 +208,7 @@ impl Ctx {
             stats,
             crash_points: settings.crash_points,
             verbose: settings.verbose,
+            lost_acked_ms: Vec::new(),
         }
     }
 
@@ -236,7 +265,20 @@ impl Ctx {
         }
         self.stats.invented += findings.invented.len() as u64;
         self.stats.expired += findings.expired.len() as u64;
+        self.lost_acked_ms = findings.lost_unpromised_acked_ms;
         Ok(findings.keys)
+    }
+
+    /// Records the loss window of the fault at `fault_ms` (wall clock)
+    /// from what the last [`Ctx::verify`] found: the acknowledged,
+    /// unpromised writes lost and the span of their acknowledgements,
+    /// the fault included. `None` when it lost none.
+    pub fn loss_window(&mut self, fault_ms: u64) -> Option<(usize, Duration)> {
+        let first = self.lost_acked_ms.iter().min()?.min(&fault_ms);
+        let last = self.lost_acked_ms.iter().max()?.max(&fault_ms);
+        let window = Duration::from_millis(last - first);
+        self.stats.loss_windows.push(window);
+        Some((self.lost_acked_ms.len(), window))
     }
 
     /// Acknowledged writes so far.
@@ -451,6 +493,10 @@ pub async fn run(name: &str, ctx: &mut Ctx) -> anyhow::Result<()> {
             crate::cluster::failover(ctx, policy).await
         }
         "install-crash" => crate::cluster::install_crash(ctx).await,
+        "shard-kill" => crate::sharded::shard_kill(ctx).await,
+        "shard-partition" => crate::sharded::shard_partition(ctx).await,
+        "leader-kill" => crate::sharded::leader_kill(ctx).await,
+        "migration-kill" => crate::sharded::migration_kill(ctx).await,
         other => bail!("unknown scenario {other:?}"),
     }
 }

@@ -18,7 +18,7 @@
 //!   write explains it);
 //! - (I4) nothing whose TTL has certainly run out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,7 +26,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strata::net::client::{AckPolicy, Client, ClientError, Durability, SetOptions, SetOutcome};
+use strata::cluster::client::ClusterClient;
+use strata::net::client::{
+    AckPolicy, Client, ClientError, Durability, SetEntry, SetOptions, SetOutcome,
+};
 use tokio::task::JoinHandle;
 
 /// Slack on TTL comparisons: the server rounds and stamps expiries in whole
@@ -122,6 +125,8 @@ pub struct Write {
     key: u32,
     gen_: u64,
     op: Op,
+    /// The acknowledgement it asked for (`None`: the server's default).
+    ack: Option<AckPolicy>,
     /// Wall clock (ms) when it was sent and when its answer came.
     sent_ms: u64,
     done_ms: Option<u64>,
@@ -152,6 +157,26 @@ pub struct Totals {
     pub lost_unpromised: u64,
 }
 
+/// Writes of one acknowledgement mode.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ModeTally {
+    pub acked: u64,
+    /// Acknowledged with a promise, and found missing (violations).
+    pub lost_promised: u64,
+    /// Acknowledged without one (`async`, or degraded), and found missing.
+    pub lost_unpromised: u64,
+}
+
+/// The name of an acknowledgement mode, for reports.
+pub fn mode_name(ack: Option<AckPolicy>) -> &'static str {
+    match ack {
+        None => "default",
+        Some(AckPolicy::Async) => "async",
+        Some(AckPolicy::SemiSync { .. }) => "semi-sync",
+        Some(AckPolicy::Sync { .. }) => "sync",
+    }
+}
+
 /// What one read-back found wrong.
 #[derive(Debug, Default)]
 pub struct Findings {
@@ -161,6 +186,9 @@ pub struct Findings {
     pub lost: Vec<String>,
     /// Acknowledged, unpromised writes newly found missing (async loss).
     pub lost_unpromised: usize,
+    /// When each of those that asked for `async` was acknowledged (wall
+    /// clock, ms): the loss window.
+    pub lost_unpromised_acked_ms: Vec<u64>,
     /// Values (or keys) that were never written (I2).
     pub invented: Vec<String>,
     /// Values returned after their TTL had certainly run out (I4).
@@ -179,8 +207,9 @@ impl History {
         id
     }
 
-    /// Records a write about to be sent; returns its id and, for a set, the value.
-    pub fn begin(&mut self, key: &str, op: Op) -> (usize, Option<Bytes>) {
+    /// Records a write about to be sent with `ack`; returns its id and,
+    /// for a set, the value.
+    pub fn begin(&mut self, key: &str, op: Op, ack: Option<AckPolicy>) -> (usize, Option<Bytes>) {
         let key_id = self.key_id(key);
         self.next_gen += 1;
         let gen_ = self.next_gen;
@@ -189,6 +218,7 @@ impl History {
             key: key_id,
             gen_,
             op,
+            ack,
             sent_ms: wall_ms(),
             done_ms: None,
             state: State::Pending,
@@ -241,6 +271,20 @@ impl History {
         t.lost_promised = self.lost_promised.len() as u64;
         t.lost_unpromised = self.lost_unpromised.len() as u64;
         t
+    }
+
+    /// Acknowledged and lost writes per acknowledgement mode asked for.
+    pub fn by_mode(&self) -> BTreeMap<&'static str, ModeTally> {
+        let mut out: BTreeMap<&'static str, ModeTally> = BTreeMap::new();
+        for (id, w) in self.writes.iter().enumerate() {
+            if let State::Acked { .. } = w.state {
+                let tally = out.entry(mode_name(w.ack)).or_default();
+                tally.acked += 1;
+                tally.lost_promised += u64::from(self.lost_promised.contains(&id));
+                tally.lost_unpromised += u64::from(self.lost_unpromised.contains(&id));
+            }
+        }
+        out
     }
 
     fn describe(&self, id: usize) -> String {
@@ -374,6 +418,14 @@ impl History {
                 }
             } else if self.lost_unpromised.insert(id) {
                 out.lost_unpromised += 1;
+                let w = &self.writes[id];
+                // The window is async's: a degraded write is acknowledged
+                // only once its replica wait timed out.
+                if w.ack == Some(AckPolicy::Async)
+                    && let Some(ms) = w.done_ms
+                {
+                    out.lost_unpromised_acked_ms.push(ms);
+                }
             }
         }
     }
@@ -427,6 +479,8 @@ impl Promise {
 pub enum Target {
     /// A node over the network.
     Remote(Client),
+    /// A sharded cluster, each key at its shard's primary.
+    Cluster(Arc<ClusterClient>),
     /// A store in this process (power-loss drill).
     #[cfg(feature = "test-util")]
     Local(strata::store::Store),
@@ -434,6 +488,37 @@ pub enum Target {
 
 fn client_err(e: ClientError) -> String {
     e.to_string()
+}
+
+fn set_options(ttl_ms: Option<u64>, ack: Option<AckPolicy>) -> SetOptions {
+    let mut options = SetOptions::new();
+    if let Some(ttl) = ttl_ms {
+        options = options.with_ttl(Duration::from_millis(ttl));
+    }
+    if let Some(ack) = ack {
+        options = options.with_ack(ack);
+    }
+    options
+}
+
+fn set_reached(outcome: Result<SetOutcome, String>) -> Result<Reached, String> {
+    match outcome? {
+        SetOutcome::Written(reply) => Ok(Reached {
+            wrote: true,
+            synced: reply.durability.local_synced,
+            durability: Some(reply.durability),
+        }),
+        other => Err(format!("unconditional set answered {other:?}")),
+    }
+}
+
+/// A delete of an absent key writes nothing (and reports no durability).
+fn deleted_reached(durability: Option<Durability>) -> Reached {
+    Reached {
+        wrote: durability.is_some(),
+        synced: durability.is_some_and(|d| d.local_synced),
+        durability,
+    }
 }
 
 impl Target {
@@ -448,32 +533,33 @@ impl Target {
         match self {
             Target::Remote(client) => match op {
                 Op::Set { ttl_ms, .. } => {
-                    let mut options = SetOptions::new();
-                    if let Some(ttl) = ttl_ms {
-                        options = options.with_ttl(Duration::from_millis(ttl));
-                    }
-                    if let Some(ack) = ack {
-                        options = options.with_ack(ack);
-                    }
+                    let options = set_options(ttl_ms, ack);
                     let value = value.unwrap_or_default();
-                    match client.set_with(key, value, options).await {
-                        Ok(SetOutcome::Written(reply)) => Ok(Reached {
-                            wrote: true,
-                            synced: reply.durability.local_synced,
-                            durability: Some(reply.durability),
-                        }),
-                        Ok(other) => Err(format!("unconditional set answered {other:?}")),
-                        Err(e) => Err(client_err(e)),
-                    }
+                    set_reached(
+                        client
+                            .set_with(key, value, options)
+                            .await
+                            .map_err(client_err),
+                    )
                 }
-                Op::Delete => match client.delete(key).await {
-                    Ok(d) => Ok(Reached {
-                        wrote: d.durability.is_some(),
-                        synced: d.durability.is_some_and(|d| d.local_synced),
-                        durability: d.durability,
-                    }),
-                    Err(e) => Err(client_err(e)),
-                },
+                Op::Delete => client
+                    .delete(key)
+                    .await
+                    .map(|d| deleted_reached(d.durability))
+                    .map_err(client_err),
+            },
+            Target::Cluster(cluster) => match op {
+                Op::Set { ttl_ms, .. } => {
+                    let options = set_options(ttl_ms, ack);
+                    let value = value.unwrap_or_default();
+                    let written = cluster.set_with(key, value, options).await;
+                    set_reached(written.map_err(|e| e.to_string()))
+                }
+                Op::Delete => cluster
+                    .delete(key)
+                    .await
+                    .map(|d| deleted_reached(d.durability))
+                    .map_err(|e| e.to_string()),
             },
             #[cfg(feature = "test-util")]
             Target::Local(store) => {
@@ -509,6 +595,24 @@ impl Target {
         }
     }
 
+    /// Writes `entries` in one request per shard (preloads).
+    async fn set_many(&self, entries: Vec<SetEntry>) -> Result<(), String> {
+        match self {
+            Target::Remote(client) => client
+                .set_many_with(entries, None)
+                .await
+                .map(|_| ())
+                .map_err(client_err),
+            Target::Cluster(cluster) => cluster
+                .set_many_with(entries, None)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "test-util")]
+            Target::Local(_) => Err("preloads go to a node".into()),
+        }
+    }
+
     /// Reads `keys`: one slot per key.
     async fn read(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, String> {
         let keys: Vec<Bytes> = keys
@@ -521,6 +625,11 @@ impl Target {
                 .await
                 .map(|v| v.into_iter().map(|e| e.map(|e| e.value)).collect())
                 .map_err(client_err),
+            Target::Cluster(cluster) => cluster
+                .get_many(keys)
+                .await
+                .map(|v| v.into_iter().map(|e| e.map(|e| e.value)).collect())
+                .map_err(|e| e.to_string()),
             #[cfg(feature = "test-util")]
             Target::Local(store) => store
                 .get_many(&keys)
@@ -541,6 +650,18 @@ impl Target {
                         .scan(Bytes::new(), cursor, 1000)
                         .await
                         .map_err(client_err)?;
+                    let entries: Vec<(Bytes, Bytes)> = page
+                        .entries
+                        .into_iter()
+                        .map(|(k, e)| (k, e.value))
+                        .collect();
+                    (entries, page.next_cursor)
+                }
+                Target::Cluster(cluster) => {
+                    let page = cluster
+                        .scan(Bytes::new(), cursor, 1000)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     let entries: Vec<(Bytes, Bytes)> = page
                         .entries
                         .into_iter()
@@ -681,6 +802,29 @@ impl Load {
     }
 }
 
+/// Sends one write through `target`, recorded in `history`; whether it
+/// was acknowledged.
+pub async fn write_recorded(
+    target: &Target,
+    history: &Mutex<History>,
+    key: &str,
+    op: Op,
+    ack: Option<AckPolicy>,
+    promise: Promise,
+) -> bool {
+    // IMPORTANT: recorded before it is sent, so a write cut off by a
+    // crash is known to be possibly applied.
+    let (id, value) = lock(history).begin(key, op, ack);
+    let result = target.write(key, op, value, ack).await;
+    let acked = result.is_ok();
+    let state = match result {
+        Ok(reached) => promise.state(reached),
+        Err(_) => State::Unknown,
+    };
+    lock(history).finish(id, state);
+    acked
+}
+
 async fn writer(
     target: Target,
     workload: Workload,
@@ -708,17 +852,7 @@ async fn writer(
             let k = rng.random_range(0..workload.plain_keys);
             (format!("p{w}-{k:04}"), Op::Delete)
         };
-        // IMPORTANT: recorded before it is sent, so a write cut off by a
-        // crash is known to be possibly applied.
-        let (id, value) = lock(&history).begin(&key, op);
-        let result = target.write(&key, op, value, policy).await;
-        let failed = result.is_err();
-        let state = match result {
-            Ok(reached) => workload.promise.state(reached),
-            Err(_) => State::Unknown,
-        };
-        lock(&history).finish(id, state);
-        if failed {
+        if !write_recorded(&target, &history, &key, op, policy, workload.promise).await {
             tokio::time::sleep(ERROR_PAUSE).await;
         }
     }
@@ -728,16 +862,16 @@ async fn writer(
 /// `client`, `batch` at a time per request, from `tasks` tasks: a data set
 /// for a full sync. Every entry is recorded in `history`.
 pub async fn preload(
-    client: &Client,
+    target: &Target,
     history: &Arc<Mutex<History>>,
     count: u32,
     value_bytes: u32,
     batch: u32,
     tasks: u32,
 ) -> Result<(), String> {
-    let mut handles = Vec::new();
+    let mut handles: Vec<JoinHandle<Result<(), String>>> = Vec::new();
     for t in 0..tasks {
-        let (client, history) = (client.clone(), history.clone());
+        let (target, history) = (target.clone(), history.clone());
         handles.push(tokio::spawn(async move {
             let mut i = t * batch;
             while i < count {
@@ -752,16 +886,16 @@ pub async fn preload(
                             len: value_bytes,
                             ttl_ms: None,
                         };
-                        let (id, value) = h.begin(&key, op);
+                        let (id, value) = h.begin(&key, op, None);
                         ids.push(id);
-                        entries.push(strata::net::client::SetEntry {
+                        entries.push(SetEntry {
                             key: Bytes::from(key),
                             value: value.unwrap_or_default(),
                             ttl_ms: None,
                         });
                     }
                 }
-                let result = client.set_many_with(entries, None).await;
+                let result = target.set_many(entries).await;
                 let mut h = lock(&history);
                 for id in ids {
                     h.finish(
@@ -775,9 +909,7 @@ pub async fn preload(
                         },
                     );
                 }
-                if let Err(e) = result {
-                    return Err(format!("preload: {e}"));
-                }
+                result.map_err(|e| format!("preload: {e}"))?;
                 i += batch * tasks;
             }
             Ok(())
@@ -794,7 +926,7 @@ mod tests {
     use super::*;
 
     fn acked(h: &mut History, key: &str, op: Op, promised: bool) -> usize {
-        let (id, _) = h.begin(key, op);
+        let (id, _) = h.begin(key, op, None);
         h.finish(
             id,
             State::Acked {

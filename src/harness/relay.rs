@@ -21,18 +21,20 @@
 //! flow's number (clients are numbered in order of their first datagram), so
 //! the fate of the n-th datagram of a flow depends only on the seed. Timing,
 //! and so how flows interleave, is up to the machine.
-#![allow(dead_code)]
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::sync::lock;
 
 /// Datagrams waiting for their delivery time, at most; more are dropped (and
 /// counted as dropped), so a stalled or flooded relay stays bounded.
@@ -96,16 +98,17 @@ impl Faults {
         }
     }
 
-    /// # Panics
-    ///
-    /// If a probability is outside 0..=1.
-    fn check(&self) {
+    /// An `InvalidInput` error if a probability is outside 0..=1.
+    fn check(&self) -> io::Result<()> {
         for (name, p) in [("drop", self.drop), ("reorder", self.reorder)] {
-            assert!(
-                (0.0..=1.0).contains(&p),
-                "Faults::{name} is a probability (0 to 1), not {p}"
-            );
+            if !(0.0..=1.0).contains(&p) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("Faults::{name} is a probability (0 to 1), not {p}"),
+                ));
+            }
         }
+        Ok(())
     }
 }
 
@@ -133,14 +136,14 @@ pub struct UdpRelay {
 impl UdpRelay {
     /// Starts a relay on `127.0.0.1:0` that forwards to `target`.
     ///
-    /// # Panics
+    /// # Errors
     ///
     /// If a socket cannot be bound, a thread cannot be started, or a
     /// probability in `faults` is outside 0..=1.
-    pub fn start(target: SocketAddr, faults: Faults) -> UdpRelay {
-        faults.check();
-        let front = bind((Ipv4Addr::LOCALHOST, 0).into());
-        let local_addr = front.local_addr().expect("relay front address");
+    pub fn start(target: SocketAddr, faults: Faults) -> io::Result<UdpRelay> {
+        faults.check()?;
+        let front = bind((Ipv4Addr::LOCALHOST, 0).into())?;
+        let local_addr = front.local_addr()?;
         let shared = Arc::new(Shared {
             target,
             front: Arc::new(front),
@@ -162,20 +165,20 @@ impl UdpRelay {
             reordered: AtomicU64::new(0),
             upstreams: Mutex::new(Vec::new()),
         });
-        let scheduler = spawn("relay-scheduler", {
+        let mut relay = UdpRelay {
+            shared: shared.clone(),
+            local_addr,
+            front: None,
+            scheduler: None,
+        };
+        // Assigned one by one, so that a failed spawn still stops (on drop)
+        // the thread that did start.
+        relay.scheduler = Some(spawn("relay-scheduler", {
             let shared = shared.clone();
             move || shared.run_scheduler()
-        });
-        let front = spawn("relay-front", {
-            let shared = shared.clone();
-            move || shared.run_front()
-        });
-        UdpRelay {
-            shared,
-            local_addr,
-            front: Some(front),
-            scheduler: Some(scheduler),
-        }
+        })?);
+        relay.front = Some(spawn("relay-front", move || shared.run_front())?);
+        Ok(relay)
     }
 
     /// The address clients send to.
@@ -186,14 +189,15 @@ impl UdpRelay {
     /// Applies `faults` to every datagram received from now on. Every flow
     /// starts drawing afresh from the new seed.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// If a probability is outside 0..=1.
-    pub fn set_faults(&self, faults: Faults) {
-        faults.check();
+    /// If a probability is outside 0..=1 (the faults stay as they were).
+    pub fn set_faults(&self, faults: Faults) -> io::Result<()> {
+        faults.check()?;
         let mut state = lock(&self.shared.state);
         state.faults = faults;
         state.rngs.clear();
+        Ok(())
     }
 
     /// Cuts the link both ways: from the moment this returns until
@@ -354,8 +358,13 @@ impl Shared {
                     continue;
                 }
                 None => {
-                    let client = u32::try_from(clients.len()).expect("bounded by MAX_CLIENTS");
-                    let upstream = self.open_upstream(from, client);
+                    // Bounded by MAX_CLIENTS.
+                    let client = clients.len() as u32;
+                    let Ok(upstream) = self.open_upstream(from, client) else {
+                        // No socket for it now: its next datagram tries again.
+                        self.count_drop();
+                        continue;
+                    };
                     clients.insert(from, (client, upstream.clone()));
                     (client, upstream)
                 }
@@ -374,7 +383,11 @@ impl Shared {
 
     /// Binds the socket that speaks to the target for `client_addr`, and
     /// starts the thread that relays the target's replies back.
-    fn open_upstream(self: &Arc<Self>, client_addr: SocketAddr, client: u32) -> Arc<UdpSocket> {
+    fn open_upstream(
+        self: &Arc<Self>,
+        client_addr: SocketAddr,
+        client: u32,
+    ) -> io::Result<Arc<UdpSocket>> {
         let loopback: IpAddr = match self.target {
             SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
             SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
@@ -386,15 +399,15 @@ impl Shared {
         } else {
             Ipv6Addr::UNSPECIFIED.into()
         };
-        let socket = Arc::new(bind((ip, 0).into()));
-        let port = socket.local_addr().expect("upstream address").port();
+        let socket = Arc::new(bind((ip, 0).into())?);
+        let port = socket.local_addr()?.port();
         let thread = spawn("relay-upstream", {
             let shared = self.clone();
             let socket = socket.clone();
             move || shared.run_upstream(&socket, client_addr, client)
-        });
+        })?;
         lock(&self.upstreams).push(((loopback, port).into(), thread));
-        socket
+        Ok(socket)
     }
 
     /// Receives the target's datagrams for one client.
@@ -493,11 +506,12 @@ impl Shared {
                 .map(|(flow, _)| *flow)
                 .collect();
             for flow in expired {
-                let q = state.held.remove(&flow).expect("just seen");
-                state.queue.push(Reverse(q));
+                if let Some(q) = state.held.remove(&flow) {
+                    state.queue.push(Reverse(q));
+                }
             }
             while state.queue.peek().is_some_and(|Reverse(q)| q.at <= now) {
-                batch.push(state.queue.pop().expect("just peeked").0);
+                batch.extend(state.queue.pop().map(|Reverse(q)| q));
             }
             if !batch.is_empty() {
                 drop(state);
@@ -549,21 +563,18 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// A UDP socket on `addr` with large buffers and a read timeout.
-fn bind(addr: SocketAddr) -> UdpSocket {
+fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .expect("create a UDP socket");
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: the kernel may cap them.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     socket
         .bind(&addr.into())
-        .unwrap_or_else(|e| panic!("bind a relay socket on {addr}: {e}"));
+        .map_err(|e| io::Error::new(e.kind(), format!("bind a relay socket on {addr}: {e}")))?;
     let socket = UdpSocket::from(socket);
-    socket
-        .set_read_timeout(Some(STOP_POLL))
-        .expect("set a read timeout");
-    socket
+    socket.set_read_timeout(Some(STOP_POLL))?;
+    Ok(socket)
 }
 
 /// Sends an empty datagram to `addr` (a receive thread's socket).
@@ -578,11 +589,8 @@ fn wake(addr: SocketAddr) {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .expect("start a relay thread")
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(f)
 }
 
 fn join(thread: Option<JoinHandle<()>>) {
@@ -591,8 +599,4 @@ fn join(thread: Option<JoinHandle<()>>) {
     if let Some(thread) = thread {
         let _ = thread.join();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
