@@ -600,6 +600,67 @@ async fn a_thousand_pipelined_commands_in_one_write_answer_in_order() {
     }
 }
 
+/// The commit records a node counted so far.
+fn commit_records(node: &TestNode) -> f64 {
+    let text = node.metrics();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("strata_commit_records_total "))
+        .unwrap_or_else(|| panic!("no strata_commit_records_total in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Pipelined plain SETs (and GETs) run as one store request per run:
+/// fewer commit records than SETs, and still the answers and the final
+/// values of running them one by one, an oversized value refused alone.
+#[tokio::test]
+async fn runs_of_pipelined_sets_and_gets_are_batched_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &["--max-value-bytes", "1000"]);
+    let mut c = connect(&node).await;
+    let before = commit_records(&node);
+    let mut batch = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..300 {
+        let key = format!("r{}", i % 10);
+        batch.extend(encode(&[
+            b"SET",
+            key.as_bytes(),
+            format!("v{i}").as_bytes(),
+        ]));
+        want.push(Value::ok());
+    }
+    // Within the run: the last SET of a key wins.
+    for k in 0..10 {
+        batch.extend(encode(&[b"GET", format!("r{k}").as_bytes()]));
+        want.push(bulk(&format!("v{}", 290 + k)));
+    }
+    // A value over the limit leaves the run: only it is refused.
+    batch.extend(encode(&[b"SET", b"r0", b"a"]));
+    batch.extend(encode(&[b"SET", b"big", &[b'x'; 1001]]));
+    batch.extend(encode(&[b"SET", b"r1", b"b"]));
+    batch.extend(encode(&[b"GET", b"r0"]));
+    batch.extend(encode(&[b"INCR", b"r2"]));
+    batch.extend(encode(&[b"GET", b"r1"]));
+    batch.extend(encode(&[b"GET", b"big"]));
+    want.push(Value::ok());
+    let refused = c.cmd_bytes(&[b"SET", b"probe", &[b'x'; 1001]]).await;
+    assert!(matches!(refused, Value::Error(_)), "{refused:?}");
+    want.push(refused);
+    want.push(Value::ok());
+    want.push(bulk("a"));
+    want.push(err("ERR value is not an integer or out of range"));
+    want.push(bulk("b"));
+    want.push(Value::Null);
+    c.send_raw(&batch).await;
+    for (i, want) in want.iter().enumerate() {
+        assert_eq!(&c.read().await, want, "reply {i}");
+    }
+    // One write of 300 SETs arrives in far fewer reads: far fewer records.
+    let records = commit_records(&node) - before;
+    assert!(records < 100.0, "{records} commit records for 303 SETs");
+}
+
 #[tokio::test]
 async fn resp3_after_hello_3() {
     let dir = tempfile::tempdir().unwrap();

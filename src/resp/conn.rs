@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::watch;
 use tracing::debug;
 
+use super::batch;
 use super::codec;
 use super::commands;
 use super::reply::Reply;
@@ -114,7 +115,8 @@ async fn within<T>(limit: Option<Duration>, io: impl Future<Output = T>) -> Opti
 }
 
 /// Runs every whole command in `input`, in order, encoding the replies
-/// into `output` (writing them out as it grows).
+/// into `output` (writing them out as it grows). Consecutive plain GETs or
+/// SETs run together ([`batch`]).
 async fn run_buffered<W: AsyncWrite>(
     session: &mut Session,
     input: &mut BytesMut,
@@ -122,31 +124,48 @@ async fn run_buffered<W: AsyncWrite>(
     wr: &mut WriteHalf<W>,
 ) -> Next {
     let deadline = session.gw.facts.request_timeout;
+    let mut run = batch::Run::default();
     loop {
-        match codec::next_command(input, &session.input_limits()) {
-            Ok(None) => return Next::Read,
-            Ok(Some(args)) => {
-                let reply = commands::execute(session, &args).await;
-                session.gw.metrics.commands.inc();
-                if reply.is_error() {
-                    session.gw.metrics.errors.inc();
-                }
-                reply.encode(session.proto, output);
-                if session.closing {
-                    return Next::Close;
-                }
-                if output.len() >= FLUSH_AT && !flush(wr, output, deadline).await {
-                    return Next::Close;
-                }
-            }
-            Err(e) => {
-                debug!(error = %e, "RESP protocol error; closing");
-                session.gw.metrics.protocol_errors.inc();
-                Reply::err(format!("ERR Protocol error: {e}")).encode(session.proto, output);
-                return Next::Linger;
+        let (args, more, error) = match codec::next_command(input, &session.input_limits()) {
+            Ok(Some(args)) => (run.offer(session, args), true, None),
+            Ok(None) => (None, false, None),
+            Err(e) => (None, false, Some(e)),
+        };
+        // What is pending runs before anything else is answered.
+        if (!more || args.is_some()) && !run.is_empty() {
+            for reply in run.run(session).await {
+                answer(session, reply, output);
             }
         }
+        if let Some(e) = error {
+            debug!(error = %e, "RESP protocol error; closing");
+            session.gw.metrics.protocol_errors.inc();
+            Reply::err(format!("ERR Protocol error: {e}")).encode(session.proto, output);
+            return Next::Linger;
+        }
+        if !more {
+            return Next::Read;
+        }
+        if let Some(args) = args {
+            let reply = commands::execute(session, &args).await;
+            answer(session, reply, output);
+            if session.closing {
+                return Next::Close;
+            }
+        }
+        if output.len() >= FLUSH_AT && !flush(wr, output, deadline).await {
+            return Next::Close;
+        }
     }
+}
+
+/// Counts `reply` and encodes it into `output`.
+fn answer(session: &Session, reply: Reply, output: &mut BytesMut) {
+    session.gw.metrics.commands.inc();
+    if reply.is_error() {
+        session.gw.metrics.errors.inc();
+    }
+    reply.encode(session.proto, output);
 }
 
 /// Reads and drops input for at most [`LINGER`] and [`LINGER_BYTES`].

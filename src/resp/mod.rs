@@ -14,6 +14,7 @@
 //! The README's "Redis clients (RESP gateway)" section lists the commands
 //! and what is out of scope.
 
+mod batch;
 mod cluster;
 pub mod codec;
 mod commands;

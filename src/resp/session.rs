@@ -297,7 +297,8 @@ impl Session {
         Ok(n)
     }
 
-    fn chunk(&self) -> usize {
+    /// Keys one store request may carry.
+    pub(crate) fn chunk(&self) -> usize {
         (self.gw.node.limits.max_keys_per_request as usize).max(1)
     }
 
