@@ -11,14 +11,19 @@
 //! served, and a scan of c1 is refused too, while one of c5 lists no key
 //! it is still importing; once c6 runs again the migration finishes, c1
 //! answers `WrongShard` and c5 serves the keys, and each node's scan lists
-//! its own keys only.
+//! its own keys only. A cluster client allowed two attempts waits the
+//! cutover out (its patience with `Unavailable`) and then reads the key.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::cluster::{Member, admin, create_cluster, eventually, gen_certs, info};
+use std::sync::Arc;
+use std::time::Duration;
 use strata::cluster::{Ring, ShardId, key_slot};
-use strata::net::client::{Client, ClientError, ErrorCode};
+
+use strata::cluster::client::{ClusterClient, ClusterClientConfig};
+use strata::net::client::{Client, ClientError, ErrorCode, ServerTrust};
 
 const NAMES: [&str; 6] = ["c1", "c2", "c3", "c4", "c5", "c6"];
 
@@ -143,7 +148,29 @@ async fn the_old_owner_serves_no_moving_slot_during_the_cutover() {
     let line = info(&c1).await["cluster_migration"].clone();
     assert!(line.contains("cutover=true"), "still cut over: {line}");
 
+    // A cluster client with two attempts waits the cutover out: rounds
+    // that were only told to wait do not count (its patience), the final
+    // redirect to the new owner is the second attempt.
+    let seeds: Vec<String> = members.iter().map(|m| m.node.addr.to_string()).collect();
+    let trust = ServerTrust::CaFile(certs.join("ca.crt"));
+    let config = ClusterClientConfig::with_trust(trust, |c| c)
+        .with_max_attempts(2)
+        .with_unavailable_patience(Duration::from_secs(600));
+    let patient = Arc::new(ClusterClient::connect(&seeds, config).await.unwrap());
+    let waiting = tokio::spawn({
+        let (patient, moving) = (patient.clone(), moving.clone());
+        async move { patient.get(moving).await }
+    });
+    eventually(
+        "the patient read refused more than its attempts",
+        || async { patient.requests_by_shard().values().sum::<u64>() > 2 },
+    )
+    .await;
+    assert!(!waiting.is_finished(), "the patient read gave up");
+
     signal(members[5].node.pid(), "-CONT");
+    let entry = waiting.await.unwrap().expect("the patient read");
+    assert_eq!(entry.unwrap().value, "before");
     eventually("the migration finishing", || async {
         let info = info(&c1).await;
         info["cluster_ring"] == "1,2,3" && !info.contains_key("cluster_migration")

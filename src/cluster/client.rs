@@ -38,7 +38,12 @@
 //! already applied its own retry rules. `Unavailable` waits its
 //! `retry_after_ms`, then refreshes the map from the other nodes first (a
 //! primary that lost its lease may be cut off, its own map stale). All of
-//! this within [`ClusterClientConfig::with_max_attempts`] attempts. A map is only ever replaced by one with a higher version.
+//! this within [`ClusterClientConfig::with_max_attempts`] attempts, except
+//! that rounds in which every miss was such a wait do not count while their
+//! waits add up to at most [`ClusterClientConfig::with_unavailable_patience`]
+//! (5 s by default): a slot cutting over answers `Unavailable` for a moment,
+//! and a client sees at most a delay. A map is only ever replaced by one
+//! with a higher version.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -69,6 +74,9 @@ const UNAVAILABLE_WAIT: Duration = Duration::from_millis(100);
 
 /// Longest wait honoured from a `retry_after_ms`.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Default for [`ClusterClientConfig::with_unavailable_patience`].
+pub const DEFAULT_UNAVAILABLE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Why a cluster-client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -142,12 +150,16 @@ pub struct ClusterClientConfig {
     default_ack: Option<AckPolicy>,
     /// Spread reads over each shard's primary and replicas.
     read_from_replicas: bool,
+    /// How long in all a request waits out `Unavailable` answers that name
+    /// a retry time, before those count as attempts.
+    unavailable_patience: Duration,
 }
 
 impl fmt::Debug for ClusterClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterClientConfig")
             .field("max_attempts", &self.max_attempts)
+            .field("unavailable_patience", &self.unavailable_patience)
             .field("default_ack", &self.default_ack)
             .finish_non_exhaustive()
     }
@@ -161,6 +173,7 @@ impl ClusterClientConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             default_ack: None,
             read_from_replicas: false,
+            unavailable_patience: DEFAULT_UNAVAILABLE_PATIENCE,
         }
     }
 
@@ -189,6 +202,16 @@ impl ClusterClientConfig {
     /// retried on the next node.
     pub fn with_read_from_replicas(mut self, on: bool) -> Self {
         self.read_from_replicas = on;
+        self
+    }
+
+    /// How long in all one request waits out `Unavailable` answers that
+    /// name a retry time (a slot cutting over to its new shard, a primary
+    /// waiting for its first lease) without counting them as attempts
+    /// (default [`DEFAULT_UNAVAILABLE_PATIENCE`]; zero: every answer is an
+    /// attempt). Such a refusal applied nothing, and lasts a moment.
+    pub fn with_unavailable_patience(mut self, patience: Duration) -> Self {
+        self.unavailable_patience = patience;
         self
     }
 
@@ -602,6 +625,9 @@ impl ClusterClient {
         let mut pending: Vec<usize> = (0..keys.len()).collect();
         let mut done = Vec::new();
         let mut attempt = 0u32;
+        // Time spent waiting out `Unavailable` so far (see
+        // `with_unavailable_patience`).
+        let mut waited = Duration::ZERO;
         // Where the last WrongShard said a part's owner is, to ask there
         // directly if a refresh brings nothing newer.
         let mut hinted: HashMap<ShardId, String> = HashMap::new();
@@ -641,6 +667,8 @@ impl ClusterClient {
             // refresh asks it last.
             let mut ask_last: Option<String> = None;
             let mut wait = Duration::ZERO;
+            // Whether every part that missed was told to wait.
+            let mut only_waits = true;
             let mut failure: Option<ClusterClientError> = None;
             let mut failure_fatal = false;
             let mut retryable = true;
@@ -655,6 +683,7 @@ impl ClusterClient {
                     Err((miss, error, may_resend)) => {
                         let resendable = miss.is_some() && may_resend;
                         retryable &= resendable;
+                        only_waits &= matches!(miss, Some(Miss::Wait(_)));
                         match miss {
                             Some(Miss::Redirect { hint }) => {
                                 self.inner.redirects.fetch_add(1, Ordering::Relaxed);
@@ -691,6 +720,15 @@ impl ClusterClient {
             let Some(failure) = failure else {
                 return Ok(done);
             };
+            // A round that only waited is not an attempt while the
+            // patience lasts: a cutover or a lease wait is a moment.
+            let patient = only_waits
+                && !wait.is_zero()
+                && waited + wait <= self.inner.config.unavailable_patience;
+            if patient {
+                attempt -= 1;
+                waited += wait;
+            }
             if !retryable || attempt >= self.inner.config.max_attempts {
                 return Err(failure);
             }

@@ -52,7 +52,9 @@ const EXIT_FAILED: u8 = 1;
 /// itself), so a sample of reads (--verify-ratio) can prove the bytes belong
 /// to the key; those reads are also checked against the run's own
 /// acknowledged writes (no older version, not absent). This assumes no one
-/// else writes the `key:` keys meanwhile.
+/// else writes the `key:` keys meanwhile. In cluster mode versions are
+/// compared only while a key stays on one shard: a migration gives the
+/// keys it moves the receiving shard's versions.
 ///
 /// With --cluster, --addr names one or more nodes of a cluster (comma
 /// separated) and the load goes through the cluster client: each key to its

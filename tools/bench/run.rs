@@ -50,6 +50,16 @@ impl Target {
         }
     }
 
+    /// The shard `key` belongs to by the map the client now routes by (0
+    /// for one node): versions are a shard's seqs, comparable only within
+    /// one shard (a migration gives moved keys the receiver's).
+    fn shard_of(&self, key: &[u8]) -> u32 {
+        match self {
+            Target::Node(_) => 0,
+            Target::Cluster { cluster, .. } => cluster.shard_of(key).0,
+        }
+    }
+
     async fn get(&self, key: Bytes) -> Result<Option<Entry>, String> {
         match self {
             Target::Node(c) => c.get(key).await.map_err(|e| e.to_string()),
@@ -140,9 +150,9 @@ struct Shared {
     client: Target,
     workload: Arc<Workload>,
     /// Per key, the highest version a write of this run was acknowledged at
-    /// (0: none): a GET that starts after that acknowledgement must see that
-    /// version or a newer one. Empty when nothing is verified or the key
-    /// space is too large to track.
+    /// and its shard ([`Floor`]; 0: none): a GET that starts after that
+    /// acknowledgement must see that version or a newer one. Empty when
+    /// nothing is verified or the key space is too large to track.
     acked: Arc<[AtomicU64]>,
     recorder: Recorder,
     /// Operations started before this are warmup: not recorded.
@@ -155,6 +165,38 @@ struct Shared {
     warmup_ops: AtomicU64,
     /// Set on Ctrl-C: tasks stop starting requests.
     stop: AtomicBool,
+}
+
+/// The version floor of one key: the shard that acknowledged it in the
+/// top 16 bits, the version in the rest (a seq; 2^48 writes are beyond any
+/// run).
+struct Floor;
+
+impl Floor {
+    const SHARD_SHIFT: u32 = 48;
+
+    fn pack(shard: u32, version: u64) -> u64 {
+        (u64::from(shard) << Self::SHARD_SHIFT) | (version & ((1 << Self::SHARD_SHIFT) - 1))
+    }
+
+    fn unpack(packed: u64) -> (u32, u64) {
+        (
+            (packed >> Self::SHARD_SHIFT) as u32,
+            packed & ((1 << Self::SHARD_SHIFT) - 1),
+        )
+    }
+
+    /// Records a write acknowledged at `version` by `shard`: a higher
+    /// version of the same shard raises the floor; another shard's (the
+    /// key moved) replaces it, since the two shards' versions do not
+    /// compare.
+    fn raise(slot: &AtomicU64, shard: u32, version: u64) {
+        let _ = slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+            let (old_shard, old_version) = Floor::unpack(old);
+            let raise = old == 0 || old_shard != shard || version > old_version;
+            raise.then(|| Floor::pack(shard, version))
+        });
+    }
 }
 
 /// A per-key table of acknowledged versions for `space`, empty when it is
@@ -228,11 +270,12 @@ pub async fn preload(
                         }
                     })
                     .collect();
+                let shards: Vec<u32> = entries.iter().map(|e| client.shard_of(&e.key)).collect();
                 match client.set_many_with(entries, workload.ack).await {
                     Ok(version) => {
-                        for i in from..to {
+                        for (i, shard) in (from..to).zip(shards) {
                             if let Some(slot) = acked.get(i as usize) {
-                                slot.fetch_max(version, Ordering::AcqRel);
+                                Floor::raise(slot, shard, version);
                             }
                         }
                         done.fetch_add(to - from, Ordering::Relaxed);
@@ -503,6 +546,11 @@ async fn get(shared: &Shared, task: usize, index: u64, verify: bool, measured: b
     let started = Instant::now();
     let result = shared.client.get(key.clone()).await;
     let latency = started.elapsed();
+    // The shard that answered, by the map the client routes by now (a
+    // redirect has updated it). A floor of another shard bounds nothing
+    // but the key's existence.
+    let (floor_shard, floor_version) = Floor::unpack(floor);
+    let comparable = floor_shard == shared.client.shard_of(&key);
     if !measured {
         shared.warmup_ops.fetch_add(1, Ordering::Relaxed);
         return result.is_err();
@@ -522,9 +570,9 @@ async fn get(shared: &Shared, task: usize, index: u64, verify: bool, measured: b
     } else if let Some(e) = &entry {
         match check_value(&key, &e.value) {
             Err(bad) => Some(bad.0),
-            Ok(()) if e.version.0 < floor => Some(format!(
+            Ok(()) if comparable && e.version.0 < floor_version => Some(format!(
                 "key {}: read version {} after a write of this run was acknowledged at \
-                 version {floor} (stale read)",
+                 version {floor_version} (stale read)",
                 String::from_utf8_lossy(&key),
                 e.version.0
             )),
@@ -532,7 +580,7 @@ async fn get(shared: &Shared, task: usize, index: u64, verify: bool, measured: b
         }
     } else if floor > 0 {
         Some(format!(
-            "key {}: absent after a write of this run was acknowledged at version {floor}",
+            "key {}: absent after a write of this run was acknowledged at version {floor_version}",
             String::from_utf8_lossy(&key)
         ))
     } else {
@@ -568,19 +616,22 @@ async fn set(
     options: SetOptions,
     measured: bool,
 ) -> bool {
-    let key = shared.workload.space.key(index);
+    let key = Bytes::from(shared.workload.space.key(index));
     let value = make_value(&key, generation, shared.workload.value_size);
     let started = Instant::now();
     let result = shared
         .client
-        .set_with(Bytes::from(key), Bytes::from(value), options)
+        .set_with(key.clone(), Bytes::from(value), options)
         .await;
     let latency = started.elapsed();
     // Warmup writes count here too: later reads are checked against them.
     if let (Some(slot), Ok(SetOutcome::Written(reply))) =
         (shared.acked.get(index as usize), &result)
     {
-        slot.fetch_max(reply.version.0, Ordering::AcqRel);
+        // The shard that acknowledged it, by the map the client routes by
+        // after the write (a redirect has updated it).
+        let shard = shared.client.shard_of(&key);
+        Floor::raise(slot, shard, reply.version.0);
     }
     if !measured {
         shared.warmup_ops.fetch_add(1, Ordering::Relaxed);
