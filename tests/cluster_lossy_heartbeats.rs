@@ -1,8 +1,8 @@
 //! Failure detection does not flap: one shard of three real nodes whose
 //! node links (heartbeats, leases, the metadata log and replication) all
 //! pass through fault-injecting UDP relays that drop 10 % of datagrams and
-//! delay and reorder others. Under a write load, until every relay has
-//! dropped 150 datagrams (some 25 s, over a hundred heartbeat rounds), the
+//! delay and reorder others. Under a write load, for a minute and until
+//! every relay has dropped 150 datagrams (some 300 heartbeat rounds), the
 //! healthy primary is never failed over: the shard keeps its primary and
 //! epoch, no leader counts a failover, and every acknowledged write is
 //! readable.
@@ -24,8 +24,11 @@ use strata::types::{AckPolicy, NodeId, OnTimeout};
 const NAMES: [&str; 3] = ["h1", "h2", "h3"];
 
 /// Datagrams each relay drops before the test looks: the exposure is
-/// counted in faults injected, not in time.
+/// counted in faults injected, and lasts at least [`EXPOSURE`].
 const DROPS: u64 = 150;
+
+/// The least time under the lossy links.
+const EXPOSURE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_heartbeats_do_not_fail_over_a_healthy_primary() {
@@ -82,7 +85,8 @@ async fn lost_heartbeats_do_not_fail_over_a_healthy_primary() {
     let mut acked = BTreeMap::new();
     let mut refused = 0u64;
     let mut i = 0u64;
-    while relays.iter().any(|r| r.stats().dropped < DROPS) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < EXPOSURE || relays.iter().any(|r| r.stats().dropped < DROPS) {
         let key = format!("k{i}");
         let options = SetOptions::new().with_ack(semi);
         match cluster
