@@ -17,8 +17,21 @@ const KEYS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fills_never_resurrect_older_values() {
+    race(true).await;
+}
+
+/// The same with every miss read on the blocking pool (the keys live in
+/// the memtable, which inline reads would answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_from_the_blocking_pool_never_resurrect_older_values() {
+    race(false).await;
+}
+
+async fn race(inline_reads: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(config(dir.path(), FsyncPolicy::Never)).unwrap();
+    let mut config = config(dir.path(), FsyncPolicy::Never);
+    config.disk.inline_reads = inline_reads;
+    let store = Store::open(config).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     // Per key, the highest version whose write or delete has completed.
     let floor: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
@@ -45,15 +58,24 @@ async fn fills_never_resurrect_older_values() {
             }
         }));
     }
-    // Readers that keep evicting, so nearly every read is a racing disk fill.
-    for _ in 0..2 {
+    // Readers that keep evicting, so nearly every read is a racing disk
+    // fill: one key at a time, and every key in one get_many.
+    for batched in [false, true] {
         let (store, stop) = (store.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let key = format!("k{}", n % KEYS);
-                store.evict_from_memory(key.as_bytes());
-                let _ = store.get(key.as_bytes()).await.unwrap();
+                if batched {
+                    let keys: Vec<_> = (0..KEYS).map(|k| b(&format!("k{k}"))).collect();
+                    for key in &keys {
+                        store.evict_from_memory(key);
+                    }
+                    let _ = store.get_many(&keys).await.unwrap();
+                } else {
+                    let key = format!("k{}", n % KEYS);
+                    store.evict_from_memory(key.as_bytes());
+                    let _ = store.get(key.as_bytes()).await.unwrap();
+                }
                 n += 1;
             }
         }));

@@ -76,6 +76,11 @@ pub struct DiskConfig {
     pub compression: Compression,
     /// Memtable size, bytes: larger absorbs more writes between flushes.
     pub write_buffer_bytes: usize,
+    /// Answer a memory-tier miss on the async thread when RocksDB holds
+    /// the key in its memtables or block cache (no I/O); off, every miss
+    /// goes to the blocking pool. On by default: the handoff costs more
+    /// than such a read.
+    pub inline_reads: bool,
 }
 
 impl Default for DiskConfig {
@@ -85,6 +90,7 @@ impl Default for DiskConfig {
             bloom_bits_per_key: 10.0,
             compression: Compression::Lz4,
             write_buffer_bytes: 64 << 20,
+            inline_reads: true,
         }
     }
 }
@@ -189,6 +195,8 @@ pub struct DiskTier {
     write_opts: WriteOptions,
     /// Reads that may use only memtables and cached blocks ([`Self::get_cached`]).
     cached_read: ReadOptions,
+    /// [`DiskConfig::inline_reads`].
+    inline_reads: bool,
 }
 
 impl std::fmt::Debug for DiskTier {
@@ -265,6 +273,7 @@ impl DiskTier {
             path: path.to_path_buf(),
             write_opts,
             cached_read,
+            inline_reads: cfg.inline_reads,
         };
         disk.check_layout()?;
         Ok(disk)
@@ -361,10 +370,29 @@ impl DiskTier {
         }
     }
 
+    /// [`Self::get`] for several keys: one RocksDB `MultiGet`, which reads
+    /// the blocks the keys need together. Answers in key order.
+    pub fn get_many(&self, keys: &[Bytes]) -> Result<Vec<Option<StoredValue>>> {
+        let disk_keys: Vec<Vec<u8>> = keys.iter().map(|k| keys::disk_key(k)).collect();
+        self.db
+            .batched_multi_get_cf(self.data(), disk_keys.iter(), false)
+            .into_iter()
+            .zip(keys)
+            .map(|(found, key)| match found? {
+                None => Ok(None),
+                Some(raw) => decode_value(key, &raw).map(Some),
+            })
+            .collect()
+    }
+
     /// Like [`Self::get`], but only from what RocksDB holds in memory (its
     /// memtables and block cache): `None` when answering would read a file.
     /// It does no I/O, so it may run on an async worker thread.
+    /// Always `None` when [`DiskConfig::inline_reads`] is off.
     pub fn get_cached(&self, key: &[u8]) -> Result<Option<Option<StoredValue>>> {
+        if !self.inline_reads {
+            return Ok(None);
+        }
         match self
             .db
             .get_pinned_cf_opt(self.data(), keys::disk_key(key), &self.cached_read)
