@@ -39,8 +39,8 @@
 //! `retry_after_ms`, then refreshes the map from the other nodes first (a
 //! primary that lost its lease may be cut off, its own map stale). All of
 //! this within [`ClusterClientConfig::with_max_attempts`] attempts, except
-//! that rounds in which every miss was such a wait do not count while their
-//! waits add up to at most [`ClusterClientConfig::with_unavailable_patience`]
+//! that rounds in which every miss was an `Unavailable` do not count while
+//! their waits add up to at most [`ClusterClientConfig::with_unavailable_patience`]
 //! (5 s by default): a slot cutting over answers `Unavailable` for a moment,
 //! and a client sees at most a delay. A map is only ever replaced by one
 //! with a higher version.
@@ -205,11 +205,13 @@ impl ClusterClientConfig {
         self
     }
 
-    /// How long in all one request waits out `Unavailable` answers that
-    /// name a retry time (a slot cutting over to its new shard, a primary
-    /// waiting for its first lease) without counting them as attempts
-    /// (default [`DEFAULT_UNAVAILABLE_PATIENCE`]; zero: every answer is an
-    /// attempt). Such a refusal applied nothing, and lasts a moment.
+    /// How long in all one request sleeps on `Unavailable` answers (a
+    /// slot cutting over to its new shard, a primary waiting for its first
+    /// lease) without counting them as attempts (default
+    /// [`DEFAULT_UNAVAILABLE_PATIENCE`]; zero: every answer is an
+    /// attempt). Such a refusal applied nothing, and lasts a moment. Only
+    /// the sleeps (the answer's `retry_after_ms`, else 100 ms) count
+    /// towards it, not the requests and map refreshes between them.
     pub fn with_unavailable_patience(mut self, patience: Duration) -> Self {
         self.unavailable_patience = patience;
         self

@@ -25,8 +25,12 @@ pub(crate) enum Kind {
     Set,
 }
 
-/// Value bytes one run carries at most.
+/// Request bytes one run carries at most.
 const MAX_RUN_BYTES: usize = 4 << 20;
+
+/// GETs one run carries at most: their values are all in memory at once
+/// before the first reply is written.
+const MAX_GET_RUN: usize = 64;
 
 /// Commands waiting to run together.
 #[derive(Debug, Default)]
@@ -45,7 +49,11 @@ impl Run {
             return Some(args);
         };
         let size: usize = args.iter().map(Bytes::len).sum();
-        let full = self.commands.len() >= s.chunk() || self.bytes + size > MAX_RUN_BYTES;
+        let most = match kind {
+            Kind::Get => MAX_GET_RUN.min(s.chunk()),
+            Kind::Set => s.chunk(),
+        };
+        let full = self.commands.len() >= most || self.bytes + size > MAX_RUN_BYTES;
         if self.kind.is_some_and(|k| k != kind) || full {
             return Some(args);
         }

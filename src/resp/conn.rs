@@ -135,6 +135,9 @@ async fn run_buffered<W: AsyncWrite>(
         if (!more || args.is_some()) && !run.is_empty() {
             for reply in run.run(session).await {
                 answer(session, reply, output);
+                if output.len() >= FLUSH_AT && !flush(wr, output, deadline).await {
+                    return Next::Close;
+                }
             }
         }
         if let Some(e) = error {

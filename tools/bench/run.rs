@@ -60,6 +60,16 @@ impl Target {
         }
     }
 
+    /// What routing has been through so far: the map version and the
+    /// redirects followed (nothing for one node). Equal before and after a
+    /// request, the shard its key maps to then is the shard that answered.
+    fn routing_mark(&self) -> (u64, u64) {
+        match self {
+            Target::Node(_) => (0, 0),
+            Target::Cluster { cluster, .. } => (cluster.map_version(), cluster.redirects()),
+        }
+    }
+
     async fn get(&self, key: Bytes) -> Result<Option<Entry>, String> {
         match self {
             Target::Node(c) => c.get(key).await.map_err(|e| e.to_string()),
@@ -543,14 +553,17 @@ async fn get(shared: &Shared, task: usize, index: u64, verify: bool, measured: b
         .acked
         .get(index as usize)
         .map_or(0, |v| v.load(Ordering::Acquire));
+    let mark = shared.client.routing_mark();
     let started = Instant::now();
     let result = shared.client.get(key.clone()).await;
     let latency = started.elapsed();
-    // The shard that answered, by the map the client routes by now (a
-    // redirect has updated it). A floor of another shard bounds nothing
+    // Versions compare only when this read was answered by the floor's
+    // shard: routing did not move meanwhile (no new map, no redirect, of
+    // any task) and the key maps there. Otherwise the floor bounds nothing
     // but the key's existence.
     let (floor_shard, floor_version) = Floor::unpack(floor);
-    let comparable = floor_shard == shared.client.shard_of(&key);
+    let comparable =
+        mark == shared.client.routing_mark() && floor_shard == shared.client.shard_of(&key);
     if !measured {
         shared.warmup_ops.fetch_add(1, Ordering::Relaxed);
         return result.is_err();
@@ -618,6 +631,7 @@ async fn set(
 ) -> bool {
     let key = Bytes::from(shared.workload.space.key(index));
     let value = make_value(&key, generation, shared.workload.value_size);
+    let mark = shared.client.routing_mark();
     let started = Instant::now();
     let result = shared
         .client
@@ -625,13 +639,13 @@ async fn set(
         .await;
     let latency = started.elapsed();
     // Warmup writes count here too: later reads are checked against them.
+    // Recorded only when the shard that acknowledged it is known: routing
+    // did not move during the write (see `get`).
     if let (Some(slot), Ok(SetOutcome::Written(reply))) =
         (shared.acked.get(index as usize), &result)
+        && mark == shared.client.routing_mark()
     {
-        // The shard that acknowledged it, by the map the client routes by
-        // after the write (a redirect has updated it).
-        let shard = shared.client.shard_of(&key);
-        Floor::raise(slot, shard, reply.version.0);
+        Floor::raise(slot, shared.client.shard_of(&key), reply.version.0);
     }
     if !measured {
         shared.warmup_ops.fetch_add(1, Ordering::Relaxed);

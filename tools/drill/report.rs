@@ -105,7 +105,9 @@ pub fn table(all: &[Stats]) -> String {
                     _ => {
                         let degraded = match t.lost_unpromised {
                             0 => String::new(),
-                            n => format!(" ({n} degraded writes lost, as their reply said)"),
+                            n => format!(
+                                " ({n} lost that their replies did not promise: degraded, or no replica acknowledged)"
+                            ),
                         };
                         format!(
                             "{mode}: {} acked, {} lost{degraded}",

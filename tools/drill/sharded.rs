@@ -488,12 +488,16 @@ pub async fn leader_kill(ctx: &mut Ctx) -> anyhow::Result<()> {
         let leader = s.meta_leader().await?;
         // A shard whose primary is not the leader: the leader dies
         // mid failover, not as the failing primary.
-        let shard = map
+        let candidates: Vec<u32> = map
             .shards
             .iter()
             .map(|sh| sh.id)
-            .find(|&sh| s.primary_in(&map, sh).ok() != Some(leader))
-            .context("every shard's primary leads")?;
+            .filter(|&sh| s.primary_in(&map, sh).ok() != Some(leader))
+            .collect();
+        if candidates.is_empty() {
+            bail!("every shard's primary leads the metadata group");
+        }
+        let shard = candidates[ctx.rng.random_range(0..candidates.len())];
         let victim = s.primary_in(&map, shard)?;
         let (killed_at, killed_ms) = (s.nodes[victim].kill(), wall_ms());
         // Before the failover timeout: the failover is still pending.
@@ -742,17 +746,23 @@ impl Sharded {
         }
     }
 
-    /// The node that leads the metadata group, as the nodes say.
+    /// The node that leads the metadata group: the one that says it does
+    /// (a follower's word may be stale).
     async fn meta_leader(&self) -> anyhow::Result<usize> {
-        for i in (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()) {
-            let leader = self.info_of(i).await.ok().and_then(|info| {
-                info.get("cluster_meta_leader")
-                    .and_then(|l| l.parse::<u64>().ok())
-            });
-            if let Some(index) = leader.and_then(|id| self.index_of(id)) {
-                return Ok(index);
+        let deadline = Instant::now() + RECOVERY_TIMEOUT;
+        loop {
+            for i in (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()) {
+                let leads = self.info_of(i).await.ok().is_some_and(|info| {
+                    info.get("cluster_meta_role").map(String::as_str) == Some("leader")
+                });
+                if leads {
+                    return Ok(i);
+                }
             }
+            if Instant::now() >= deadline {
+                bail!("no node led the metadata group within {RECOVERY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(POLL).await;
         }
-        bail!("no node named a metadata leader")
     }
 }
