@@ -274,6 +274,34 @@ impl Sharded {
             .await
     }
 
+    /// A failover round up to its fault: whole in-sync sets, then the load
+    /// for the kill delay. The running load, and the map to pick a victim
+    /// from.
+    async fn load_until_fault(
+        &self,
+        ctx: &mut Ctx,
+        workload: &Workload,
+        round: u32,
+    ) -> anyhow::Result<(Load, ClusterMapReply)> {
+        self.wait_in_sync().await?;
+        let load = self.load(ctx, workload, round);
+        tokio::time::sleep(ctx.kill_delay()).await;
+        Ok((load, self.map().await?))
+    }
+
+    /// Records how long after `fault_at` `shard` took a replicated write
+    /// again (the probe's); when it did.
+    async fn recovered(
+        &self,
+        ctx: &mut Ctx,
+        shard: u32,
+        fault_at: Instant,
+    ) -> anyhow::Result<Instant> {
+        let writable = self.probe(ctx, shard).await?;
+        ctx.stats.recovery.push(writable - fault_at);
+        Ok(writable)
+    }
+
     fn load(&self, ctx: &Ctx, workload: &Workload, round: u32) -> Load {
         Load::start(
             Target::Cluster(self.cluster.clone()),
@@ -357,6 +385,11 @@ async fn admin(ctx: &Ctx, args: &[&str]) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// A shard of `map`, at random.
+fn random_shard(ctx: &mut Ctx, map: &ClusterMapReply) -> u32 {
+    map.shards[ctx.rng.random_range(0..map.shards.len())].id
+}
+
 fn client_addr(node: &Node) -> String {
     node.addr().map(|a| a.to_string()).unwrap_or_default()
 }
@@ -384,16 +417,12 @@ pub async fn shard_kill(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut s = Sharded::start(ctx, &SIX, 6, 2, "", false).await?;
     let workload = mixed_workload(ctx.writers);
     for round in 0..ctx.rounds {
-        s.wait_in_sync().await?;
-        let load = s.load(ctx, &workload, round);
-        tokio::time::sleep(ctx.kill_delay()).await;
-        let map = s.map().await?;
-        let shard = map.shards[ctx.rng.random_range(0..map.shards.len())].id;
+        let (load, map) = s.load_until_fault(ctx, &workload, round).await?;
+        let shard = random_shard(ctx, &map);
         let victim = s.primary_in(&map, shard)?;
         let (killed_at, killed_ms) = (s.nodes[victim].kill(), wall_ms());
         ctx.stats.kills += 1;
-        let writable = s.probe(ctx, shard).await?;
-        ctx.stats.recovery.push(writable - killed_at);
+        let writable = s.recovered(ctx, shard, killed_at).await?;
         load.stop(GRACE_LIVE).await;
         let keys = s.verify(ctx).await?;
         let lost = loss_text(ctx, killed_ms);
@@ -421,14 +450,11 @@ pub async fn shard_kill(ctx: &mut Ctx) -> anyhow::Result<()> {
 /// promoted, and after the heal it rejoins as a replica.
 pub async fn shard_partition(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.stats.reports_async_loss = true;
-    let mut s = Sharded::start(ctx, &SIX, 6, 2, "", true).await?;
+    let s = Sharded::start(ctx, &SIX, 6, 2, "", true).await?;
     let workload = mixed_workload(ctx.writers);
     for round in 0..ctx.rounds {
-        s.wait_in_sync().await?;
-        let load = s.load(ctx, &workload, round);
-        tokio::time::sleep(ctx.kill_delay()).await;
-        let map = s.map().await?;
-        let shard = map.shards[ctx.rng.random_range(0..map.shards.len())].id;
+        let (load, map) = s.load_until_fault(ctx, &workload, round).await?;
+        let shard = random_shard(ctx, &map);
         let victim = s.primary_in(&map, shard)?;
         let link = s.nodes[victim]
             .repl_addr
@@ -441,8 +467,7 @@ pub async fn shard_partition(ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         let (cut_at, cut_ms) = (Instant::now(), wall_ms());
         ctx.stats.kills += 1;
-        let writable = s.probe(ctx, shard).await?;
-        ctx.stats.recovery.push(writable - cut_at);
+        let writable = s.recovered(ctx, shard, cut_at).await?;
         load.stop(GRACE_LIVE).await;
         let new = s.primary_in(&s.map().await?, shard)?;
         s.relays[victim].resume();
@@ -466,9 +491,6 @@ pub async fn shard_partition(ctx: &mut Ctx) -> anyhow::Result<()> {
             digests.join(", ")
         ));
     }
-    s.nodes.iter_mut().for_each(|n| {
-        n.kill();
-    });
     Ok(())
 }
 
@@ -481,10 +503,7 @@ pub async fn leader_kill(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut s = Sharded::start(ctx, &SIX, 6, 2, "", false).await?;
     let workload = mixed_workload(ctx.writers);
     for round in 0..ctx.rounds {
-        s.wait_in_sync().await?;
-        let load = s.load(ctx, &workload, round);
-        tokio::time::sleep(ctx.kill_delay()).await;
-        let map = s.map().await?;
+        let (load, map) = s.load_until_fault(ctx, &workload, round).await?;
         let leader = s.meta_leader().await?;
         // A shard whose primary is not the leader: the leader dies
         // mid failover, not as the failing primary.
@@ -510,8 +529,7 @@ pub async fn leader_kill(ctx: &mut Ctx) -> anyhow::Result<()> {
         let downtime = Duration::from_millis(ctx.rng.random_range(0..1500));
         tokio::time::sleep(downtime).await;
         s.nodes[leader].start(&[], None).await?;
-        let writable = s.probe(ctx, shard).await?;
-        ctx.stats.recovery.push(writable - killed_at);
+        let writable = s.recovered(ctx, shard, killed_at).await?;
         // The leader may have been the other shard's primary.
         for other in map.shards.iter().map(|sh| sh.id).filter(|&sh| sh != shard) {
             s.probe(ctx, other).await?;

@@ -650,24 +650,14 @@ impl Target {
                         .scan(Bytes::new(), cursor, 1000)
                         .await
                         .map_err(client_err)?;
-                    let entries: Vec<(Bytes, Bytes)> = page
-                        .entries
-                        .into_iter()
-                        .map(|(k, e)| (k, e.value))
-                        .collect();
-                    (entries, page.next_cursor)
+                    (values(page.entries, |e| e.value), page.next_cursor)
                 }
                 Target::Cluster(cluster) => {
                     let page = cluster
                         .scan(Bytes::new(), cursor, 1000)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let entries: Vec<(Bytes, Bytes)> = page
-                        .entries
-                        .into_iter()
-                        .map(|(k, e)| (k, e.value))
-                        .collect();
-                    (entries, page.next_cursor)
+                    (values(page.entries, |e| e.value), page.next_cursor)
                 }
                 #[cfg(feature = "test-util")]
                 Target::Local(store) => {
@@ -675,12 +665,7 @@ impl Target {
                         .scan(Bytes::new(), cursor, 1000)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let entries: Vec<(Bytes, Bytes)> = page
-                        .entries
-                        .into_iter()
-                        .map(|(k, e)| (k, e.value))
-                        .collect();
-                    (entries, page.next_cursor)
+                    (values(page.entries, |e| e.value), page.next_cursor)
                 }
             };
             out.extend(entries);
@@ -690,6 +675,11 @@ impl Target {
             }
         }
     }
+}
+
+/// A scan page's entries as key and value.
+fn values<E>(entries: Vec<(Bytes, E)>, value: impl Fn(E) -> Bytes) -> Vec<(Bytes, Bytes)> {
+    entries.into_iter().map(|(k, e)| (k, value(e))).collect()
 }
 
 /// Reads every key of `history` back from `target` (and scans for keys the
