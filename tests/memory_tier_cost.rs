@@ -37,7 +37,7 @@ fn fill(tier: &MemoryTier, from: usize, to: usize) {
             expires_at_ms: 0,
         };
         let token = tier.fill_token(&key);
-        assert!(tier.fill(key, value, token));
+        assert!(tier.fill(&key, value, token));
     }
     tier.usage();
 }

@@ -44,7 +44,7 @@ struct Args {
     /// (/v1/...), or "off". Default: 127.0.0.1:9379.
     #[arg(long)]
     metrics_listen: Option<String>,
-    /// Memory-tier budget in bytes (keys + values + 432 B/entry, what an entry
+    /// Memory-tier budget in bytes (keys + values + 352 B/entry, what an entry
     /// costs in RSS). Default: 268435456.
     #[arg(long)]
     memory_bytes: Option<u64>,

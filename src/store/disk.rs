@@ -114,7 +114,7 @@ impl StoredValue {
 }
 
 /// Whether a deadline (0 = never) has passed.
-fn is_expired(expires_at_ms: u64, now_ms: u64) -> bool {
+pub(crate) fn is_expired(expires_at_ms: u64, now_ms: u64) -> bool {
     expires_at_ms != 0 && expires_at_ms <= now_ms
 }
 

@@ -15,6 +15,7 @@
 //! raced a write to any key of its stripe is simply skipped.
 
 use std::hash::{BuildHasher, RandomState};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,15 +24,22 @@ use moka::sync::Cache;
 
 use crate::clock::Clock;
 use crate::store::disk::StoredValue;
+use crate::types::Seq;
 
 /// Stripes of the fill guard: enough that unrelated keys rarely share one.
 const STRIPES: usize = 4096;
 
-/// Bytes charged per entry beyond key and value: moka's node, its
-/// frequency sketch and deques, the two `Bytes` allocations and their
-/// allocator headers. Measured (`tests/memory_tier_cost.rs`): a 16-byte key
-/// with a 100-byte value costs 548 bytes of RSS, so 432 beyond the two.
-pub const ENTRY_OVERHEAD_BYTES: u32 = 432;
+/// Bytes charged per entry beyond key and value: moka's node, its deques,
+/// the entry's allocation and their allocator headers. Measured
+/// (`tests/memory_tier_cost.rs`): a 16-byte key with a 100-byte value costs
+/// 468 bytes of RSS, so 352 beyond the two. Of those, moka itself takes
+/// about 300: an entry of an 8-byte key and an 8-byte value costs 308.
+pub const ENTRY_OVERHEAD_BYTES: u32 = 352;
+
+/// Entries whose key and value together are at most this long are packed
+/// into one allocation; longer ones keep their buffers, so caching a large
+/// value copies nothing.
+const PACK_MAX_BYTES: usize = 4096;
 
 /// What the budget is charged for one entry of a `key_len`-byte key and a
 /// `value_len`-byte value: the two plus [`ENTRY_OVERHEAD_BYTES`].
@@ -39,6 +47,96 @@ pub fn entry_charge(key_len: usize, value_len: usize) -> u32 {
     u32::try_from(key_len.saturating_add(value_len))
         .unwrap_or(u32::MAX)
         .saturating_add(ENTRY_OVERHEAD_BYTES)
+}
+
+/// One cached key and its value.
+///
+/// moka is keyed by the key's 64-bit hash rather than the key itself: moka
+/// wraps every key in an `Arc` of its own, so a `Bytes` key costs two more
+/// allocations. The entry keeps the whole key, and a lookup whose key
+/// differs (a hash collision) is a miss; a colliding insert only replaces
+/// the other key's entry, which that key's next read fills again.
+#[derive(Clone)]
+enum Entry {
+    /// `seq (u64 LE) | expires_at_ms (u64 LE) | key_len (u32 LE) | key | value`.
+    Packed(Arc<[u8]>),
+    /// A large entry: the key and value in their own buffers.
+    Split(Arc<(Bytes, StoredValue)>),
+}
+
+const PACKED_HEADER: usize = 20;
+
+impl Entry {
+    fn new(key: &[u8], value: StoredValue) -> Entry {
+        let len = key.len() + value.value.len();
+        if len > PACK_MAX_BYTES {
+            return Entry::Split(Arc::new((Bytes::copy_from_slice(key), value)));
+        }
+        let mut packed = Vec::with_capacity(PACKED_HEADER + len);
+        packed.extend_from_slice(&value.seq.0.to_le_bytes());
+        packed.extend_from_slice(&value.expires_at_ms.to_le_bytes());
+        // A packed key is at most PACK_MAX_BYTES long.
+        packed.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        packed.extend_from_slice(key);
+        packed.extend_from_slice(&value.value);
+        Entry::Packed(Arc::from(packed))
+    }
+
+    fn field(packed: &[u8], at: usize) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&packed[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    }
+
+    fn key_range(packed: &[u8]) -> Range<usize> {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&packed[16..PACKED_HEADER]);
+        PACKED_HEADER..PACKED_HEADER + u32::from_le_bytes(len) as usize
+    }
+
+    fn key(&self) -> &[u8] {
+        match self {
+            Entry::Packed(packed) => &packed[Entry::key_range(packed)],
+            Entry::Split(split) => &split.0,
+        }
+    }
+
+    fn expires_at_ms(&self) -> u64 {
+        match self {
+            Entry::Packed(packed) => Entry::field(packed, 8),
+            Entry::Split(split) => split.1.expires_at_ms,
+        }
+    }
+
+    /// The key and value lengths, for the weigher.
+    fn charge(&self) -> u32 {
+        match self {
+            Entry::Packed(packed) => entry_charge(packed.len() - PACKED_HEADER, 0),
+            Entry::Split(split) => entry_charge(split.0.len(), split.1.value.len()),
+        }
+    }
+
+    /// The value as the store hands it out; a packed value is lent out of
+    /// the entry's allocation without a copy.
+    fn stored(&self) -> StoredValue {
+        match self {
+            Entry::Packed(packed) => StoredValue {
+                seq: Seq(Entry::field(packed, 0)),
+                expires_at_ms: Entry::field(packed, 8),
+                value: Bytes::from_owner(PackedValue(packed.clone())),
+            },
+            Entry::Split(split) => split.1.clone(),
+        }
+    }
+}
+
+/// A packed entry's value part, as a `Bytes` owner.
+struct PackedValue(Arc<[u8]>);
+
+impl AsRef<[u8]> for PackedValue {
+    fn as_ref(&self) -> &[u8] {
+        &self.0[Entry::key_range(&self.0).end..]
+    }
 }
 
 /// What a memory-tier lookup found.
@@ -83,11 +181,15 @@ impl TierCounters {
 
 /// The hot-key cache with its fill guard and counters.
 pub struct MemoryTier {
-    cache: Cache<Bytes, StoredValue>,
+    /// Keyed by the key's hash ([`Entry`]).
+    cache: Cache<u64, Entry>,
     stripes: Box<[Mutex<u64>]>,
     hasher: RandomState,
     clock: Arc<dyn Clock>,
     budget_bytes: u64,
+    /// Tests make every key collide with this.
+    #[cfg(test)]
+    hash_mask: u64,
     /// Hits and misses of reads that consulted this tier.
     pub counters: TierCounters,
 }
@@ -106,7 +208,7 @@ impl MemoryTier {
     pub fn new(budget_bytes: u64, clock: Arc<dyn Clock>) -> MemoryTier {
         let cache = Cache::builder()
             .max_capacity(budget_bytes)
-            .weigher(|key: &Bytes, value: &StoredValue| entry_charge(key.len(), value.value.len()))
+            .weigher(|_: &u64, entry: &Entry| entry.charge())
             .build();
         MemoryTier {
             cache,
@@ -114,12 +216,21 @@ impl MemoryTier {
             hasher: RandomState::new(),
             clock,
             budget_bytes,
+            #[cfg(test)]
+            hash_mask: u64::MAX,
             counters: TierCounters::default(),
         }
     }
 
-    fn stripe(&self, key: &[u8]) -> MutexGuard<'_, u64> {
-        let index = (self.hasher.hash_one(key) as usize) % STRIPES;
+    fn hash(&self, key: &[u8]) -> u64 {
+        let hash = self.hasher.hash_one(key);
+        #[cfg(test)]
+        let hash = hash & self.hash_mask;
+        hash
+    }
+
+    fn stripe(&self, hash: u64) -> MutexGuard<'_, u64> {
+        let index = (hash as usize) % STRIPES;
         // A poisoned stripe only means a panic elsewhere while it was held;
         // the counter itself is still meaningful.
         self.stripes[index]
@@ -136,34 +247,42 @@ impl MemoryTier {
 
     /// Looks `key` up without counting it (the commit pipeline's reads).
     pub fn peek(&self, key: &[u8]) -> Lookup {
-        match self.cache.get(key) {
-            None => Lookup::Miss,
+        let hash = self.hash(key);
+        match self.cache.get(&hash) {
+            Some(entry) if entry.key() == key => self.live(hash, &entry),
+            _ => Lookup::Miss,
+        }
+    }
+
+    fn live(&self, hash: u64, entry: &Entry) -> Lookup {
+        match entry {
             // I4: expiry is checked here, exactly, on every read. moka keeps
             // no per-entry timers (they cost 48 B per entry with a TTL,
             // measured); an expired entry goes when it is read, written,
             // or evicted for room, and its bytes count against the budget
             // until then.
-            Some(v) if v.is_expired(self.clock.now_ms()) => {
-                self.cache.invalidate(key);
+            entry if super::disk::is_expired(entry.expires_at_ms(), self.clock.now_ms()) => {
+                self.cache.invalidate(&hash);
                 Lookup::Expired
             }
-            Some(v) => Lookup::Hit(v),
+            entry => Lookup::Hit(entry.stored()),
         }
     }
 
     /// Takes the stripe counter before a disk read; see [`MemoryTier::fill`].
     pub fn fill_token(&self, key: &[u8]) -> FillToken {
-        FillToken(*self.stripe(key))
+        FillToken(*self.stripe(self.hash(key)))
     }
 
     /// Caches a value read from the disk tier, unless a write to the key's
     /// stripe happened since `token` was taken (it might be newer: I3).
-    pub fn fill(&self, key: Bytes, value: StoredValue, token: FillToken) -> bool {
-        let stripe = self.stripe(&key);
+    pub fn fill(&self, key: &[u8], value: StoredValue, token: FillToken) -> bool {
+        let hash = self.hash(key);
+        let stripe = self.stripe(hash);
         if *stripe != token.0 {
             return false;
         }
-        self.cache.insert(key, value);
+        self.cache.insert(hash, Entry::new(key, value));
         drop(stripe);
         true
     }
@@ -176,15 +295,19 @@ impl MemoryTier {
     /// written key cost ~4 µs of a 6.5 µs set (never/64 writers: 153 K/s
     /// with insert, 420 K/s without), and a key written but not read gains
     /// nothing from it.
-    pub fn apply_write(&self, key: &Bytes, value: Option<StoredValue>) {
-        let mut stripe = self.stripe(key);
+    pub fn apply_write(&self, key: &[u8], value: Option<StoredValue>) {
+        let hash = self.hash(key);
+        let mut stripe = self.stripe(hash);
         // IMPORTANT: bump before touching the cache, under the stripe lock,
         // so a fill that read the disk before this write sees the change.
         *stripe = stripe.wrapping_add(1);
         match value {
-            Some(value) if self.cache.contains_key(key) => self.cache.insert(key.clone(), value),
+            // A colliding key's entry is replaced too: it only goes cold.
+            Some(value) if self.cache.contains_key(&hash) => {
+                self.cache.insert(hash, Entry::new(key, value))
+            }
             // Also clears an entry moka already considers expired.
-            _ => self.cache.invalidate(key),
+            _ => self.cache.invalidate(&hash),
         }
         drop(stripe);
     }
@@ -209,13 +332,13 @@ impl MemoryTier {
         self.cache
             .iter()
             .take(max)
-            .map(|(k, _)| (*k).clone())
+            .map(|(_, entry)| Bytes::copy_from_slice(entry.key()))
             .collect()
     }
 
     /// Drops `key` from this tier only (tests force read-miss fills with it).
     pub fn evict(&self, key: &[u8]) {
-        self.cache.invalidate(key);
+        self.cache.invalidate(&self.hash(key));
     }
 
     /// Entries and weighted bytes currently held (after pending maintenance).
@@ -255,16 +378,72 @@ mod tests {
         // ...meanwhile v2 is committed (the key is not cached: dropped)...
         tier.apply_write(&key, Some(stored(b"v2", 2)));
         // ...so the read's fill of v1 must not land.
-        assert!(!tier.fill(key.clone(), stored(b"v1", 1), token));
+        assert!(!tier.fill(&key, stored(b"v1", 1), token));
         assert!(matches!(tier.peek(&key), Lookup::Miss));
         // A fill with nothing in between lands.
         let token = tier.fill_token(&key);
-        assert!(tier.fill(key.clone(), stored(b"v2", 2), token));
+        assert!(tier.fill(&key, stored(b"v2", 2), token));
         assert!(matches!(tier.peek(&key), Lookup::Hit(v) if v.value == "v2"));
         // A delete between token and fill refuses it too.
         let token = tier.fill_token(&key);
         tier.apply_write(&key, None);
-        assert!(!tier.fill(key.clone(), stored(b"v2", 2), token));
+        assert!(!tier.fill(&key, stored(b"v2", 2), token));
         assert!(matches!(tier.peek(&key), Lookup::Miss));
+    }
+
+    /// Keys whose hashes collide never read each other's values: a lookup
+    /// checks the whole key, and a colliding write only pushes the other
+    /// key out.
+    #[test]
+    fn colliding_keys_never_answer_for_each_other() {
+        let mut tier = MemoryTier::new(1 << 20, Arc::new(SystemClock));
+        tier.hash_mask = 0;
+        let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
+        assert!(tier.fill(&a, stored(b"va", 1), tier.fill_token(&a)));
+        assert!(matches!(tier.peek(&b), Lookup::Miss));
+        assert!(tier.fill(&b, stored(b"vb", 2), tier.fill_token(&b)));
+        assert!(matches!(tier.peek(&a), Lookup::Miss));
+        assert!(matches!(tier.peek(&b), Lookup::Hit(v) if v.value == "vb" && v.seq.0 == 2));
+        // A write of the evicted key takes the slot (write-update of a
+        // cached hash), and the other key is a miss again.
+        tier.apply_write(&a, Some(stored(b"va2", 3)));
+        assert!(matches!(tier.peek(&a), Lookup::Hit(v) if v.value == "va2"));
+        assert!(matches!(tier.peek(&b), Lookup::Miss));
+        // A delete of b drops whatever shares its hash: a goes cold, never stale.
+        tier.apply_write(&b, None);
+        assert!(matches!(tier.peek(&a), Lookup::Miss));
+        assert_eq!(tier.keys(10), Vec::<Bytes>::new());
+    }
+
+    /// A value too large to pack keeps its buffer and reads back whole,
+    /// with its version and expiry.
+    #[test]
+    fn large_and_small_entries_read_back_as_written() {
+        let tier = MemoryTier::new(1 << 30, Arc::new(SystemClock));
+        for len in [
+            0,
+            1,
+            100,
+            PACK_MAX_BYTES - 1,
+            PACK_MAX_BYTES,
+            PACK_MAX_BYTES + 1,
+            1 << 20,
+        ] {
+            let key = Bytes::from(format!("key-{len}"));
+            let value = StoredValue {
+                value: Bytes::from(vec![(len % 251) as u8; len]),
+                seq: crate::types::Seq(len as u64 + 1),
+                expires_at_ms: u64::MAX - len as u64,
+            };
+            assert!(tier.fill(&key, value.clone(), tier.fill_token(&key)));
+            match tier.peek(&key) {
+                Lookup::Hit(found) => assert_eq!(found, value, "{len}"),
+                other => panic!("{len}: {other:?}"),
+            }
+        }
+        let mut keys = tier.keys(100);
+        keys.sort();
+        assert_eq!(keys.len(), 7);
+        assert!(keys.contains(&Bytes::from("key-1048576")));
     }
 }

@@ -106,7 +106,7 @@ pub struct StoreConfig {
     /// table of a config file: the server's top-level `data_dir` sets it.
     #[serde(skip)]
     pub data_dir: PathBuf,
-    /// Byte budget of the memory tier: keys + values + 432 B per entry, what
+    /// Byte budget of the memory tier: keys + values + 352 B per entry, what
     /// an entry costs in RSS (`memory::ENTRY_OVERHEAD_BYTES`).
     pub memory_budget_bytes: u64,
     /// When the WAL is fsynced; see [`FsyncPolicy`] for what survives what.
@@ -415,7 +415,7 @@ impl Shared {
     /// written since `token` was taken).
     fn filled(
         &self,
-        key: Bytes,
+        key: &[u8],
         stored: Option<StoredValue>,
         token: FillToken,
     ) -> Option<StoredValue> {
@@ -779,11 +779,10 @@ impl Store {
         }
         // IMPORTANT: take the fill token before reading the disk tier (I3).
         let token = self.inner.memory.fill_token(key);
-        let key = Bytes::copy_from_slice(key);
         // What RocksDB can answer from memory is answered here: a handoff to
         // the blocking pool costs more than such a read. Only a read that
         // needs a file goes there.
-        let found = match self.inner.disk.get_cached(&key)? {
+        let found = match self.inner.disk.get_cached(key)? {
             Some(stored) => {
                 // It never waits, so it spends the task's cooperative budget
                 // instead: a loop of such reads still lets other tasks run.
@@ -792,9 +791,10 @@ impl Store {
             }
             None => {
                 let inner = self.inner.clone();
+                let key = Bytes::copy_from_slice(key);
                 tokio::task::spawn_blocking(move || -> Result<Option<StoredValue>> {
                     let stored = inner.disk.get(&key)?;
-                    Ok(inner.filled(key, stored, token))
+                    Ok(inner.filled(&key, stored, token))
                 })
                 .await
                 .map_err(|_| StoreError::Closed)??
@@ -826,7 +826,7 @@ impl Store {
                     let token = self.inner.memory.fill_token(key);
                     match self.inner.disk.get_cached(key)? {
                         Some(stored) => {
-                            let found = self.inner.filled(key.clone(), stored, token);
+                            let found = self.inner.filled(key, stored, token);
                             out[i] = found.map(|value| self.entry(value));
                         }
                         None => misses.push((i, key.clone(), token)),
@@ -847,7 +847,7 @@ impl Store {
             Ok(misses
                 .into_iter()
                 .zip(stored)
-                .map(|((i, key, token), stored)| (i, inner.filled(key, stored, token)))
+                .map(|((i, key, token), stored)| (i, inner.filled(&key, stored, token)))
                 .collect())
         })
         .await

@@ -146,7 +146,7 @@ impl Warmer<'_> {
             let token = self.memory.fill_token(&key);
             match self.disk.get(&key) {
                 Ok(Some(value)) if !value.is_expired(self.clock.now_ms()) => {
-                    if self.memory.fill(key, value, token) {
+                    if self.memory.fill(&key, value, token) {
                         filled += 1;
                         self.warmed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -182,7 +182,7 @@ mod tests {
         };
         for key in ["a", "bb", "ccc"] {
             let token = memory.fill_token(key.as_bytes());
-            memory.fill(Bytes::from(key), value.clone(), token);
+            memory.fill(key.as_bytes(), value.clone(), token);
         }
         assert_eq!(save(dir.path(), &memory, 10).unwrap(), 3);
         let mut keys = load(dir.path()).unwrap();
