@@ -64,6 +64,7 @@ enum Entry {
     Split(Arc<(Bytes, StoredValue)>),
 }
 
+/// Bytes of a packed entry before its key: seq, expiry, key length.
 const PACKED_HEADER: usize = 20;
 
 impl Entry {
@@ -108,7 +109,7 @@ impl Entry {
         }
     }
 
-    /// The key and value lengths, for the weigher.
+    /// What the budget is charged for it (the weigher).
     fn charge(&self) -> u32 {
         match self {
             Entry::Packed(packed) => entry_charge(packed.len() - PACKED_HEADER, 0),
