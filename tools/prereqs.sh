@@ -13,6 +13,8 @@ if [ -z "${LIBCLANG_PATH:-}" ] &&
 fi
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+# jemalloc (strata-server's allocator) is built with its own configure and make.
+command -v make >/dev/null 2>&1 || missing+=(make)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
