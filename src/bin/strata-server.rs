@@ -20,9 +20,7 @@ use strata::store::Store;
 use strata::wal::FsyncPolicy;
 use tracing::{error, info};
 
-/// jemalloc keeps small long-lived allocations (memory-tier entries) apart
-/// from short-lived large ones, so freed blocks do not pin them: half the
-/// resident memory per hot key of glibc's malloc (see Cargo.toml).
+/// jemalloc, for the resident memory per hot key (Cargo.toml says why).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
