@@ -34,7 +34,8 @@ impl From<&StoreError> for ErrorCode {
     fn from(e: &StoreError) -> ErrorCode {
         match e {
             StoreError::Limit(e) => ErrorCode::from(e),
-            StoreError::InvalidArgument(_) => ErrorCode::BadRequest,
+            StoreError::InvalidArgument(_) | StoreError::ReservedKey => ErrorCode::BadRequest,
+            StoreError::WrongType => ErrorCode::WrongType,
             StoreError::NotAnInteger => ErrorCode::NotAnInteger,
             StoreError::Overflow => ErrorCode::Overflow,
             StoreError::Closed => ErrorCode::ShuttingDown,

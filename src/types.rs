@@ -193,6 +193,46 @@ pub enum OnTimeout {
     Fail,
 }
 
+/// What kind of value a key holds. A string is the user's bytes as they
+/// are; the others are collections, whose stored value is their metadata
+/// and whose elements live under internal keys (`store::keys`). The
+/// discriminants are part of the WAL, snapshot and dump formats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ValueKind {
+    /// Bytes: what `get` and `set` read and write.
+    #[default]
+    String,
+    /// A list of byte strings, pushed and popped at both ends.
+    List,
+}
+
+impl ValueKind {
+    /// The byte that stands for it in the disk tier's value header.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            ValueKind::String => 0,
+            ValueKind::List => 1,
+        }
+    }
+
+    /// The kind a value-header byte stands for, if any.
+    pub fn from_byte(byte: u8) -> Option<ValueKind> {
+        match byte {
+            0 => Some(ValueKind::String),
+            1 => Some(ValueKind::List),
+            _ => None,
+        }
+    }
+
+    /// Its name as Redis's `TYPE` reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueKind::String => "string",
+            ValueKind::List => "list",
+        }
+    }
+}
+
 /// When a conditional write may go ahead, judged against the key's live
 /// (unexpired) state at the moment the write is ordered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,11 +31,7 @@ fn fill(tier: &MemoryTier, from: usize, to: usize) {
     for i in from..to {
         let key = Bytes::from(format!("key-{i:012}"));
         assert_eq!(key.len(), KEY_BYTES);
-        let value = StoredValue {
-            value: Bytes::from(vec![7u8; VALUE_BYTES]),
-            seq: Seq(i as u64 + 1),
-            expires_at_ms: 0,
-        };
+        let value = StoredValue::string(Seq(i as u64 + 1), 0, Bytes::from(vec![7u8; VALUE_BYTES]));
         let token = tier.fill_token(&key);
         assert!(tier.fill(&key, value, token));
     }

@@ -1008,7 +1008,9 @@ async fn follow_writes(
 
 fn mutation_key(m: &Mutation) -> &[u8] {
     match m {
-        Mutation::Put { key, .. } | Mutation::Delete { key } => key,
+        Mutation::Put { key, .. } | Mutation::PutTyped { key, .. } | Mutation::Delete { key } => {
+            key
+        }
     }
 }
 
@@ -1311,11 +1313,9 @@ async fn receive(
                 let bytes: u64 = list.iter().map(|e| e.data_len()).sum();
                 let count = list.len() as u64;
                 let last_key = list.last().map(|e| e.key.clone());
-                let puts = list.into_iter().map(|e| Mutation::Put {
-                    key: e.key,
-                    value: e.value,
-                    expires_at_ms: e.expires_at_ms,
-                });
+                let puts = list
+                    .into_iter()
+                    .map(crate::store::SnapshotEntry::into_mutation);
                 write(node, puts.collect()).await?;
                 migrations.update(owner, |i| {
                     (i.entries, i.bytes) = (i.entries + count, i.bytes + bytes);

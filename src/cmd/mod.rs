@@ -18,7 +18,7 @@ use crate::proto::{
 };
 use crate::repl::{ReplError, Replication};
 use crate::store::{self, Store, WriteAck, WriteOutcome};
-use crate::types::{AckPolicy, Cancel, Seq};
+use crate::types::{AckPolicy, Cancel, Seq, ValueKind};
 
 /// What the handlers need from the node.
 #[derive(Debug, Clone)]
@@ -470,6 +470,13 @@ impl Node {
         // Leave room for framing within the client's frame limit.
         let budget = (self.limits.max_frame_bytes as usize / 2).clamp(1024, 4 << 20);
         match self.repl.snapshot_page(snapshot, after, budget).await {
+            Ok((_, _, _, entries, _)) if entries.iter().any(|e| e.kind != ValueKind::String) => {
+                Response::error(
+                    ErrorCode::BadRequest,
+                    "the snapshot holds lists, which an online dump cannot carry yet; \
+                     dump the stopped node's data directory with `strata-admin dump --data-dir`",
+                )
+            }
             Ok((id, seq, created_at_ms, entries, more)) => {
                 let next = more
                     .then(|| entries.last().map(|e| e.key.clone()))

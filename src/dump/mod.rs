@@ -170,17 +170,8 @@ impl From<DumpEntry> for crate::store::SnapshotEntry {
             version: e.version,
             expires_at_ms: e.expires_at_ms,
             value: e.value,
-        }
-    }
-}
-
-impl From<crate::store::SnapshotEntry> for DumpEntry {
-    fn from(e: crate::store::SnapshotEntry) -> Self {
-        DumpEntry {
-            key: e.key,
-            value: e.value,
-            version: e.version,
-            expires_at_ms: e.expires_at_ms,
+            // A dump holds strings only (its version 2 has no kind).
+            kind: crate::types::ValueKind::String,
         }
     }
 }

@@ -86,7 +86,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::FrameTooLarge | ErrorCode::ValueTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorCode::NotAnInteger | ErrorCode::Overflow => StatusCode::CONFLICT,
+        ErrorCode::NotAnInteger | ErrorCode::Overflow | ErrorCode::WrongType => {
+            StatusCode::CONFLICT
+        }
         // Served elsewhere: `leader_hint` says where.
         ErrorCode::ReadOnlyReplica | ErrorCode::WrongShard | ErrorCode::NotLeader => {
             StatusCode::MISDIRECTED_REQUEST

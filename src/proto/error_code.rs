@@ -72,6 +72,9 @@ pub enum ErrorCode {
     /// group's leader; `leader_hint` names the leader's client address
     /// when the node knows it.
     NotLeader = 19, // wire index 19
+    /// The key holds another kind of value than the request works on: a
+    /// string request (`Get`, `Incr`, ...) on a list a RESP client made.
+    WrongType = 20, // wire index 20
     /// A code newer than this decoder. Never sent by a server: a decoder maps
     /// every number it does not know to this variant, and encodes it as
     /// `u16::MAX`.
@@ -80,7 +83,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a server may send, in wire order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedProtocol,
@@ -101,6 +104,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::WrongShard,
         ErrorCode::NotLeader,
+        ErrorCode::WrongType,
     ];
 
     /// The code's number on the wire.
@@ -140,6 +144,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::WrongShard => "wrong_shard",
             ErrorCode::NotLeader => "not_leader",
+            ErrorCode::WrongType => "wrong_type",
             ErrorCode::Unrecognized => "unrecognized",
         }
     }
@@ -231,6 +236,7 @@ mod tests {
             ErrorCode::Unavailable => 17,
             ErrorCode::WrongShard => 18,
             ErrorCode::NotLeader => 19,
+            ErrorCode::WrongType => 20,
             ErrorCode::Unrecognized => u16::MAX,
         }
     }
@@ -257,7 +263,7 @@ mod tests {
             assert_eq!(back, *code);
             assert_eq!(ErrorCode::from_u16(code.as_u16()), Some(*code));
         }
-        for raw in [20u16, 21, 127, 128, 1000, u16::MAX - 1] {
+        for raw in [21u16, 22, 127, 128, 1000, u16::MAX - 1] {
             assert_eq!(ErrorCode::from_u16(raw), None);
             let bytes = postcard::to_allocvec(&raw).expect("encode");
             let back: ErrorCode = postcard::from_bytes(&bytes).expect("decode");

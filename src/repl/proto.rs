@@ -22,8 +22,9 @@ use crate::wal::WalRecord;
 
 /// Version of this protocol, sent in `Hello`. 2: full-sync chunks come in
 /// (slot, key) order, the disk tier's since keys carry their slot, so a
-/// resume point of version 1 (key order) would skip or repeat keys.
-pub const REPL_PROTOCOL: u32 = 2;
+/// resume point of version 1 (key order) would skip or repeat keys. 3:
+/// each full-sync entry ends with its value's kind (`SnapshotEntry::kind`).
+pub const REPL_PROTOCOL: u32 = 3;
 
 pub use crate::net::link::{
     FRAME_HEADER_BYTES, FrameError, MAX_FRAME_BYTES, decode_body, decode_header, encode,
@@ -320,6 +321,11 @@ mod tests {
                 version: Seq(i + 1),
                 expires_at_ms: if i % 2 == 0 { 0 } else { 1_000 + i },
                 value: Bytes::from(vec![b'v'; 64]),
+                kind: if i % 3 == 0 {
+                    crate::types::ValueKind::List
+                } else {
+                    crate::types::ValueKind::String
+                },
             })
             .collect();
         let SnapshotFrame::Chunk {

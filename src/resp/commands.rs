@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 
-use super::reply::Reply;
+use super::reply::{Reply, WRONG_TYPE};
 use super::session::Session;
 use super::{keys, server, strings};
 
@@ -200,9 +200,7 @@ pub(crate) async fn execute(s: &mut Session, args: &[Bytes]) -> Reply {
 /// (always a string) Redis's `WRONGTYPE`; otherwise a plain refusal.
 async fn wrong_type(s: &Session, spec: &Spec, args: &[Bytes]) -> Reply {
     match s.exists(&args[1..2]).await {
-        Ok(n) if n > 0 => {
-            Reply::err("WRONGTYPE Operation against a key holding the wrong kind of value")
-        }
+        Ok(n) if n > 0 => Reply::err(WRONG_TYPE),
         Ok(_) => Reply::err(format!(
             "ERR '{}' is not supported: strata stores strings only",
             spec.name

@@ -143,6 +143,9 @@ fn one_line(line: &str) -> String {
     line.replace(['\r', '\n'], " ")
 }
 
+/// Redis's error for a command on a key of another kind, word for word.
+pub const WRONG_TYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
 /// The Redis error for strata's error reply: the code clients branch on,
 /// then strata's message. The one place the two conventions meet.
 pub fn from_error(e: &ErrorReply) -> Reply {
@@ -151,6 +154,7 @@ pub fn from_error(e: &ErrorReply) -> Reply {
         ErrorCode::PermissionDenied => format!("NOPERM {}", e.message),
         ErrorCode::NotAnInteger => "ERR value is not an integer or out of range".to_string(),
         ErrorCode::Overflow => "ERR increment or decrement would overflow".to_string(),
+        ErrorCode::WrongType => WRONG_TYPE.to_string(),
         ErrorCode::ReadOnlyReplica => {
             "READONLY You can't write against a read only replica.".into()
         }

@@ -24,9 +24,10 @@ use super::Status;
 use super::disk::{DiskTier, InstallMarker, SnapshotEntry, StoredValue};
 use super::error::{Result, StoreError};
 use super::feed::Feed;
+use super::list::{End, ListMeta};
 use super::memory::{Lookup, MemoryTier};
 use crate::clock::Clock;
-use crate::types::{Condition, Seq};
+use crate::types::{Condition, Seq, ValueKind};
 use crate::wal::{Mutation, WalRecord, WalWriter};
 
 /// A full-sync install flushes RocksDB after about this many bytes, which
@@ -71,6 +72,20 @@ pub(crate) enum WriteOp {
         key: Bytes,
         delta: i64,
     },
+    /// Pushes `values` one by one at `end` of the list at `key` (creating
+    /// it, unless `only_if_exists`).
+    Push {
+        key: Bytes,
+        end: End,
+        values: Vec<Bytes>,
+        only_if_exists: bool,
+    },
+    /// Pops up to `count` elements from `end` of the list at `key`.
+    Pop {
+        key: Bytes,
+        end: End,
+        count: u64,
+    },
     /// Mutations as another shard logged them (a slot migration), or
     /// deletes sweeping keys this shard no longer owns: written as they
     /// are, unconditionally, in one record.
@@ -87,14 +102,18 @@ impl WriteOp {
             WriteOp::SetMany { entries } => entries.iter().map(|(k, v, _)| k.len() + v.len()).sum(),
             WriteOp::Delete { key, .. }
             | WriteOp::Expire { key, .. }
-            | WriteOp::Incr { key, .. } => key.len(),
+            | WriteOp::Incr { key, .. }
+            | WriteOp::Pop { key, .. } => key.len(),
+            WriteOp::Push { key, values, .. } => {
+                key.len() + values.iter().map(Bytes::len).sum::<usize>()
+            }
             WriteOp::Import { mutations } => mutations.iter().map(|m| m.data_len() as usize).sum(),
         }
     }
 }
 
 /// What the pipeline did with one op.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Applied {
     /// Committed at this seq.
     Written(Seq),
@@ -106,6 +125,10 @@ pub(crate) enum Applied {
     Unchanged,
     /// `incr` committed at this seq, leaving this value.
     Int(i64, Seq),
+    /// A push committed at this seq, leaving the list this long.
+    Len(u64, Seq),
+    /// A pop took these values, committed at this seq (if it took any).
+    Popped(Vec<Bytes>, Option<Seq>),
 }
 
 /// The reply to one op: what happened, and whether its record is fsynced.
@@ -337,21 +360,8 @@ impl Committer {
         // IMPORTANT: the memory tier only after RocksDB (I3).
         for record in &records {
             for mutation in &record.mutations {
-                match mutation {
-                    Mutation::Put {
-                        key,
-                        value,
-                        expires_at_ms,
-                    } => self.memory.apply_write(
-                        key,
-                        Some(StoredValue {
-                            value: value.clone(),
-                            seq: record.seq,
-                            expires_at_ms: *expires_at_ms,
-                        }),
-                    ),
-                    Mutation::Delete { key } => self.memory.apply_write(key, None),
-                }
+                let (key, value) = stored(mutation, record.seq);
+                self.memory.apply_write(key, value);
             }
         }
         self.last_seq = last;
@@ -451,23 +461,8 @@ impl BatchState<'_> {
 
     fn record(&mut self, seq: Seq, mutations: &[Mutation]) {
         for mutation in mutations {
-            match mutation {
-                Mutation::Put {
-                    key,
-                    value,
-                    expires_at_ms,
-                } => {
-                    let stored = StoredValue {
-                        seq,
-                        expires_at_ms: *expires_at_ms,
-                        value: value.clone(),
-                    };
-                    self.overlay.insert(key.clone(), Some(stored));
-                }
-                Mutation::Delete { key } => {
-                    self.overlay.insert(key.clone(), None);
-                }
-            }
+            let (key, value) = stored(mutation, seq);
+            self.overlay.insert(key.clone(), value);
         }
     }
 
@@ -531,8 +526,11 @@ impl BatchState<'_> {
                     let current = Some(current.seq);
                     return Ok((Applied::ConditionFailed { current }, vec![]));
                 }
-                let delete = Mutation::Delete { key: key.clone() };
-                Ok((Applied::Written(seq), vec![delete]))
+                let mut mutations = vec![Mutation::Delete { key: key.clone() }];
+                if current.kind == ValueKind::List {
+                    mutations.extend(list_elements(key, &current.value)?);
+                }
+                Ok((Applied::Written(seq), mutations))
             }
             WriteOp::Expire { key, ttl_ms } => {
                 let Some(current) = self.live(key)? else {
@@ -542,17 +540,14 @@ impl BatchState<'_> {
                     return Ok((Applied::Unchanged, vec![]));
                 }
                 // `Store::expire` refuses a zero TTL, so this never deletes.
-                let put = Mutation::Put {
-                    key: key.clone(),
-                    value: current.value,
-                    expires_at_ms: self.deadline(*ttl_ms),
-                };
+                let put = put_kind(key, current.kind, current.value, self.deadline(*ttl_ms));
                 Ok((Applied::Written(seq), vec![put]))
             }
             WriteOp::Incr { key, delta } => {
                 let current = self.live(key)?;
                 let (base, expires_at_ms) = match &current {
                     None => (0, 0),
+                    Some(v) if v.kind != ValueKind::String => return Err(StoreError::WrongType),
                     Some(v) => (parse_i64(&v.value)?, v.expires_at_ms),
                 };
                 let value = base.checked_add(*delta).ok_or(StoreError::Overflow)?;
@@ -563,7 +558,144 @@ impl BatchState<'_> {
                 };
                 Ok((Applied::Int(value, seq), vec![put]))
             }
+            WriteOp::Push {
+                key,
+                end,
+                values,
+                only_if_exists,
+            } => self.push(seq, key, *end, values, *only_if_exists),
+            WriteOp::Pop { key, end, count } => self.pop(seq, key, *end, *count),
         }
+    }
+
+    /// The list at `key` as of the ops ordered so far, with its expiry;
+    /// `WrongType` if the key holds something else.
+    fn list(&self, key: &Bytes) -> Result<Option<(ListMeta, u64)>> {
+        match self.live(key)? {
+            None => Ok(None),
+            Some(v) if v.kind == ValueKind::List => {
+                Ok(Some((ListMeta::decode(key, &v.value)?, v.expires_at_ms)))
+            }
+            Some(_) => Err(StoreError::WrongType),
+        }
+    }
+
+    fn push(
+        &self,
+        seq: Seq,
+        key: &Bytes,
+        end: End,
+        values: &[Bytes],
+        only_if_exists: bool,
+    ) -> Result<(Applied, Vec<Mutation>)> {
+        let (mut meta, expires_at_ms) = match self.list(key)? {
+            Some(found) => found,
+            None if only_if_exists => return Ok((Applied::NotFound, vec![])),
+            None => (ListMeta::new(seq.0), 0),
+        };
+        let mut mutations = Vec::with_capacity(values.len() + 1);
+        for value in values {
+            let pos = match end {
+                End::Left => {
+                    meta.head = meta.head.wrapping_sub(1);
+                    0
+                }
+                End::Right => meta.len,
+            };
+            meta.len += 1;
+            let element = meta.element(key, pos);
+            mutations.push(put_kind(&element, ValueKind::String, value.clone(), 0));
+        }
+        mutations.push(put_kind(key, ValueKind::List, meta.encode(), expires_at_ms));
+        Ok((Applied::Len(meta.len, seq), mutations))
+    }
+
+    fn pop(&self, seq: Seq, key: &Bytes, end: End, count: u64) -> Result<(Applied, Vec<Mutation>)> {
+        let Some((mut meta, expires_at_ms)) = self.list(key)? else {
+            return Ok((Applied::NotFound, vec![]));
+        };
+        let taken = count.min(meta.len);
+        if taken == 0 {
+            return Ok((Applied::Popped(vec![], None), vec![]));
+        }
+        let mut values = Vec::new();
+        let mut mutations = Vec::new();
+        for _ in 0..taken {
+            let pos = match end {
+                End::Left => 0,
+                End::Right => meta.len - 1,
+            };
+            let element = meta.element(key, pos);
+            let value = self
+                .live(&element)?
+                .ok_or_else(|| StoreError::DamagedValue {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: "a list element is missing",
+                })?;
+            values.push(value.value);
+            mutations.push(Mutation::Delete { key: element });
+            if end == End::Left {
+                meta.head = meta.head.wrapping_add(1);
+            }
+            meta.len -= 1;
+        }
+        mutations.push(if meta.len == 0 {
+            Mutation::Delete { key: key.clone() }
+        } else {
+            put_kind(key, ValueKind::List, meta.encode(), expires_at_ms)
+        });
+        Ok((Applied::Popped(values, Some(seq)), mutations))
+    }
+}
+
+/// Most elements a delete of a list removes in its own record; a longer
+/// list's elements stay behind, unreachable (the list's id names them).
+const EAGER_ELEMENT_DELETES: u64 = 10_000;
+
+/// Deletes of the elements of the list whose metadata is `meta`.
+fn list_elements(key: &Bytes, meta: &[u8]) -> Result<Vec<Mutation>> {
+    let meta = ListMeta::decode(key, meta)?;
+    if meta.len > EAGER_ELEMENT_DELETES {
+        return Ok(vec![]);
+    }
+    Ok((0..meta.len)
+        .map(|pos| Mutation::Delete {
+            key: meta.element(key, pos),
+        })
+        .collect())
+}
+
+/// The mutation storing `value` of `kind` under `key`.
+fn put_kind(key: &Bytes, kind: ValueKind, value: Bytes, expires_at_ms: u64) -> Mutation {
+    Mutation::put(key.clone(), kind, value, expires_at_ms)
+}
+
+/// The key a mutation writes and what it leaves there.
+fn stored(mutation: &Mutation, seq: Seq) -> (&Bytes, Option<StoredValue>) {
+    match mutation {
+        Mutation::Put {
+            key,
+            value,
+            expires_at_ms,
+        } => (
+            key,
+            Some(StoredValue::string(seq, *expires_at_ms, value.clone())),
+        ),
+        Mutation::PutTyped {
+            key,
+            kind,
+            value,
+            expires_at_ms,
+        } => (
+            key,
+            Some(StoredValue {
+                seq,
+                expires_at_ms: *expires_at_ms,
+                value: value.clone(),
+                kind: *kind,
+            }),
+        ),
+        Mutation::Delete { key } => (key, None),
     }
 }
 

@@ -11,7 +11,11 @@
 //!
 //! ```text
 //! [u8 format = 1][u64 seq][u64 expires_at_ms (0 = never)][value bytes ...]
+//! [u8 format = 2][u64 seq][u64 expires_at_ms][u8 kind][metadata bytes ...]
 //! ```
+//!
+//! Format 1 is a string; format 2 any other kind (`ValueKind::to_byte`),
+//! a collection's metadata.
 
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
@@ -29,9 +33,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Result, StoreError};
 use super::keys;
+use super::list::ListMeta;
 use crate::clock::Clock;
 use crate::cluster::{Slot, SlotSet};
-use crate::types::{Cancel, Seq};
+use crate::types::{Cancel, Seq, ValueKind};
 use crate::wal::{Mutation, WalRecord};
 
 const CF_DATA: &str = "data";
@@ -47,8 +52,12 @@ const LAYOUT_KEY: &[u8] = b"layout";
 pub const DISK_LAYOUT: u32 = 2;
 
 const VALUE_FORMAT: u8 = 1;
-/// Bytes in front of every stored value.
+/// The value format of a kind other than a string.
+const TYPED_VALUE_FORMAT: u8 = 2;
+/// Bytes in front of every stored string.
 pub const VALUE_HEADER_BYTES: usize = 17;
+/// Bytes in front of every stored value of another kind.
+const TYPED_HEADER_BYTES: usize = VALUE_HEADER_BYTES + 1;
 
 /// Block compression of the data column family.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,11 +111,23 @@ pub struct StoredValue {
     pub seq: Seq,
     /// Absolute expiry in Unix ms; 0 = never.
     pub expires_at_ms: u64,
-    /// The user's bytes.
+    /// The user's bytes, or a collection's metadata.
     pub value: Bytes,
+    /// What the value is.
+    pub kind: ValueKind,
 }
 
 impl StoredValue {
+    /// A string value.
+    pub fn string(seq: Seq, expires_at_ms: u64, value: Bytes) -> StoredValue {
+        StoredValue {
+            seq,
+            expires_at_ms,
+            value,
+            kind: ValueKind::String,
+        }
+    }
+
     /// Whether it has expired at `now_ms` (I4: an expired key is never returned).
     pub fn is_expired(&self, now_ms: u64) -> bool {
         is_expired(self.expires_at_ms, now_ms)
@@ -118,34 +139,63 @@ pub(crate) fn is_expired(expires_at_ms: u64, now_ms: u64) -> bool {
     expires_at_ms != 0 && expires_at_ms <= now_ms
 }
 
-fn encode_value(seq: Seq, expires_at_ms: u64, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(VALUE_HEADER_BYTES + value.len());
-    out.push(VALUE_FORMAT);
+fn encode_value(seq: Seq, expires_at_ms: u64, kind: ValueKind, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TYPED_HEADER_BYTES + value.len());
+    let typed = kind != ValueKind::String;
+    out.push(if typed {
+        TYPED_VALUE_FORMAT
+    } else {
+        VALUE_FORMAT
+    });
     out.extend_from_slice(&seq.0.to_le_bytes());
     out.extend_from_slice(&expires_at_ms.to_le_bytes());
+    if typed {
+        out.push(kind.to_byte());
+    }
     out.extend_from_slice(value);
     out
 }
 
-/// Reads the header; `None` if the bytes are not a stored value of this format.
+/// A stored value's header fields and the bytes after the header.
+struct RawValue<'a> {
+    seq: Seq,
+    expires_at_ms: u64,
+    kind: ValueKind,
+    value: &'a [u8],
+}
+
+/// Reads the header; `None` if the bytes are not a stored value of a
+/// format (and kind) this build knows.
+fn decode_raw(raw: &[u8]) -> Option<RawValue<'_>> {
+    let field = |at: usize| raw.get(at..at + 8)?.try_into().ok().map(u64::from_le_bytes);
+    let (kind, header) = match *raw.first()? {
+        VALUE_FORMAT => (ValueKind::String, VALUE_HEADER_BYTES),
+        TYPED_VALUE_FORMAT => (ValueKind::from_byte(*raw.get(17)?)?, TYPED_HEADER_BYTES),
+        _ => return None,
+    };
+    Some(RawValue {
+        seq: Seq(field(1)?),
+        expires_at_ms: field(9)?,
+        kind,
+        value: raw.get(header..)?,
+    })
+}
+
+/// Reads the header's seq and expiry; `None` as for [`decode_raw`].
 fn decode_header(raw: &[u8]) -> Option<(Seq, u64)> {
-    if raw.len() < VALUE_HEADER_BYTES || raw[0] != VALUE_FORMAT {
-        return None;
-    }
-    let seq = u64::from_le_bytes(raw[1..9].try_into().ok()?);
-    let expires = u64::from_le_bytes(raw[9..17].try_into().ok()?);
-    Some((Seq(seq), expires))
+    decode_raw(raw).map(|v| (v.seq, v.expires_at_ms))
 }
 
 fn decode_value(key: &[u8], raw: &[u8]) -> Result<StoredValue> {
-    let (seq, expires_at_ms) = decode_header(raw).ok_or_else(|| StoreError::DamagedValue {
+    let v = decode_raw(raw).ok_or_else(|| StoreError::DamagedValue {
         key: String::from_utf8_lossy(key).into_owned(),
         reason: "short or unknown value header",
     })?;
     Ok(StoredValue {
-        seq,
-        expires_at_ms,
-        value: Bytes::copy_from_slice(&raw[VALUE_HEADER_BYTES..]),
+        seq: v.seq,
+        expires_at_ms: v.expires_at_ms,
+        value: Bytes::copy_from_slice(v.value),
+        kind: v.kind,
     })
 }
 
@@ -404,6 +454,55 @@ impl DiskTier {
         }
     }
 
+    /// A consistent read of the list at `key`: its metadata and the
+    /// elements at the positions `span` picks from it (both ends
+    /// inclusive; `None` reads none). `None` if the key is absent or
+    /// expired at `now_ms`, `WrongType` if it holds something else.
+    pub fn read_list(
+        &self,
+        key: &[u8],
+        now_ms: u64,
+        span: impl FnOnce(&ListMeta) -> Option<(u64, u64)>,
+    ) -> Result<Option<(ListMeta, Vec<Bytes>)>> {
+        let snapshot = self.db.snapshot();
+        let Some(raw) = snapshot.get_cf(self.data(), keys::disk_key(key))? else {
+            return Ok(None);
+        };
+        let value = decode_value(key, &raw)?;
+        if value.is_expired(now_ms) {
+            return Ok(None);
+        }
+        if value.kind != ValueKind::List {
+            return Err(StoreError::WrongType);
+        }
+        let meta = ListMeta::decode(key, &value.value)?;
+        let Some((first, last)) = span(&meta) else {
+            return Ok(Some((meta, vec![])));
+        };
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&snapshot);
+        let mut iter = self.db.raw_iterator_cf_opt(self.data(), opts);
+        iter.seek(keys::disk_key(&meta.element(key, first)));
+        let mut out = Vec::with_capacity((last - first + 1).min(1024) as usize);
+        for pos in first..=last {
+            let expected = keys::disk_key(&meta.element(key, pos));
+            match (iter.key(), iter.value()) {
+                (Some(k), Some(raw)) if k == expected.as_slice() => {
+                    out.push(decode_value(k, raw)?.value);
+                }
+                _ => {
+                    iter.status()?;
+                    return Err(StoreError::DamagedValue {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        reason: "a list element is missing",
+                    });
+                }
+            }
+            iter.next();
+        }
+        Ok(Some((meta, out)))
+    }
+
     /// Applies records, in order, as one atomic RocksDB batch that also
     /// advances `applied_seq` to the last record's seq.
     pub fn apply(&self, records: &[WalRecord]) -> Result<()> {
@@ -422,7 +521,17 @@ impl DiskTier {
                     } => batch.put_cf(
                         data,
                         keys::disk_key(key),
-                        encode_value(record.seq, *expires_at_ms, value),
+                        encode_value(record.seq, *expires_at_ms, ValueKind::String, value),
+                    ),
+                    Mutation::PutTyped {
+                        key,
+                        kind,
+                        value,
+                        expires_at_ms,
+                    } => batch.put_cf(
+                        data,
+                        keys::disk_key(key),
+                        encode_value(record.seq, *expires_at_ms, *kind, value),
                     ),
                     Mutation::Delete { key } => batch.delete_cf(data, keys::disk_key(key)),
                 }
@@ -503,6 +612,10 @@ impl DiskTier {
                     break;
                 }
                 let user = &key[keys::SLOT_PREFIX_BYTES..];
+                if keys::is_internal(user) {
+                    // The rest of the slot is collections' elements.
+                    break;
+                }
                 if skip_to.is_none_or(|after| user > after) {
                     if page.is_full() {
                         return Ok(page.resume());
@@ -573,24 +686,27 @@ impl DiskTier {
             }
             let (key, raw) = item?;
             let key = stored_key(&key)?;
-            let Some((version, expires)) = decode_header(&raw) else {
+            let Some(v) = decode_raw(&raw) else {
                 return Err(StoreError::DamagedValue {
                     key: String::from_utf8_lossy(key).into_owned(),
                     reason: "short or unknown value header",
                 });
             };
-            if is_expired(expires, expired_before_ms) {
+            if is_expired(v.expires_at_ms, expired_before_ms) {
                 continue;
             }
             keys += 1;
             // Length-prefixed fields, so no two different entry lists hash alike.
             ctx.update(&(key.len() as u64).to_le_bytes());
             ctx.update(key);
-            ctx.update(&version.0.to_le_bytes());
-            ctx.update(&expires.to_le_bytes());
-            let value = &raw[VALUE_HEADER_BYTES..];
-            ctx.update(&(value.len() as u64).to_le_bytes());
-            ctx.update(value);
+            ctx.update(&v.seq.0.to_le_bytes());
+            ctx.update(&v.expires_at_ms.to_le_bytes());
+            if v.kind != ValueKind::String {
+                // Strings hash as they always did.
+                ctx.update(&[v.kind.to_byte()]);
+            }
+            ctx.update(&(v.value.len() as u64).to_le_bytes());
+            ctx.update(v.value);
         }
         Ok(Digest {
             seq,
@@ -651,7 +767,7 @@ impl DiskTier {
             batch.put_cf(
                 self.data(),
                 keys::disk_key(&e.key),
-                encode_value(e.version, e.expires_at_ms, &e.value),
+                encode_value(e.version, e.expires_at_ms, e.kind, &e.value),
             );
         }
         batch.put_cf(self.meta(), INSTALL_KEY, encode_marker(marker));
@@ -935,9 +1051,27 @@ pub struct SnapshotEntry {
     pub expires_at_ms: u64,
     /// The value.
     pub value: Bytes,
+    /// What the value is (replication protocol 3, dump version 3).
+    pub kind: ValueKind,
 }
 
 impl SnapshotEntry {
+    /// The mutation that stores it as it is (a slot migration's copy).
+    pub fn into_mutation(self) -> Mutation {
+        Mutation::put(self.key, self.kind, self.value, self.expires_at_ms)
+    }
+
+    /// The entry of `key` holding `value`.
+    pub fn of(key: &[u8], value: StoredValue) -> SnapshotEntry {
+        SnapshotEntry {
+            key: Bytes::copy_from_slice(key),
+            version: value.seq,
+            expires_at_ms: value.expires_at_ms,
+            value: value.value,
+            kind: value.kind,
+        }
+    }
+
     /// Bytes of key and value: the unit full-sync progress is counted in.
     pub fn data_len(&self) -> u64 {
         (self.key.len() + self.value.len()) as u64
@@ -1026,12 +1160,7 @@ impl SnapshotReader {
                 continue;
             }
             bytes += key.len() + value.value.len();
-            out.push(SnapshotEntry {
-                key: Bytes::copy_from_slice(key),
-                version: value.seq,
-                expires_at_ms: value.expires_at_ms,
-                value: value.value,
-            });
+            out.push(SnapshotEntry::of(key, value));
             if bytes >= max_bytes {
                 break;
             }
@@ -1059,12 +1188,7 @@ impl SnapshotReader {
             let value = decode_value(key, raw)?;
             if !value.is_expired(now_ms) {
                 bytes += key.len() + value.value.len();
-                out.push(SnapshotEntry {
-                    key: Bytes::copy_from_slice(key),
-                    version: value.seq,
-                    expires_at_ms: value.expires_at_ms,
-                    value: value.value,
-                });
+                out.push(SnapshotEntry::of(key, value));
             }
             Ok(bytes < max_bytes)
         })?;

@@ -124,6 +124,13 @@ pub enum StoreError {
     /// `incr` on a value that is not a decimal i64.
     #[error("value is not a decimal 64-bit integer")]
     NotAnInteger,
+    /// An operation on a key holding another kind of value (`incr` or
+    /// `get` on a list, a list op on a string).
+    #[error("the key holds another kind of value than this operation works on")]
+    WrongType,
+    /// A key in the internal namespace (`store::keys::INTERNAL_PREFIX`).
+    #[error("keys starting with the bytes ff ff ff ff are reserved for strata's own use")]
+    ReservedKey,
     /// `incr` would leave the i64 range.
     #[error("increment would overflow a 64-bit integer")]
     Overflow,

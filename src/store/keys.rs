@@ -8,15 +8,67 @@
 //! contiguous range, and moving a slot to another shard is a range scan
 //! (DESIGN C5). Within a slot, keys sort bytewise. The slot is Redis
 //! Cluster's (`cluster::key_slot`), so keys sharing a `{tag}` sit together.
+//!
+//! A collection's elements are stored under *internal* keys in its key's
+//! slot, which no client may name:
+//!
+//! ```text
+//! [ff ff ff ff][u32 BE key length][key][u64 BE collection id][element ...]
+//! ```
+//!
+//! A key greater than `ff ff ff ff` bytewise starts with it, so a slot's
+//! internal keys are the tail of its range and a scan of user keys stops
+//! at the first one. The id (the seq that created the collection) keeps a
+//! deleted collection's leftover elements apart from a new one's.
 
 use crate::cluster::{SLOTS, Slot, hashed_part, key_slot};
 
 /// Bytes in front of every disk-tier key.
 pub const SLOT_PREFIX_BYTES: usize = 2;
 
+/// What every internal key starts with; user keys may not.
+pub const INTERNAL_PREFIX: [u8; 4] = [0xff; 4];
+
+/// Whether `key` is internal (a collection's element), not a user's key.
+pub fn is_internal(key: &[u8]) -> bool {
+    key.starts_with(&INTERNAL_PREFIX)
+}
+
+/// The prefix of every element key of the collection `id` at `key`.
+pub fn element_prefix(key: &[u8], id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(INTERNAL_PREFIX.len() + 12 + key.len());
+    out.extend_from_slice(&INTERNAL_PREFIX);
+    // A key is at most `max_key_bytes` (well below 4 GiB) long.
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// The element key `element` of the collection `id` at `key`.
+pub fn element_key(key: &[u8], id: u64, element: &[u8]) -> bytes::Bytes {
+    let mut out = element_prefix(key, id);
+    out.extend_from_slice(element);
+    out.into()
+}
+
+/// The user key an internal key belongs to; `None` for a user key (or an
+/// internal key too short to name one, which only damage makes).
+fn owner(key: &[u8]) -> Option<&[u8]> {
+    let rest = key.strip_prefix(&INTERNAL_PREFIX)?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    rest.get(..u32::from_be_bytes(*len) as usize)
+}
+
+/// The slot a stored key lives in: its own, or for an internal key its
+/// owner's, so a collection moves with its key.
+pub fn store_slot(key: &[u8]) -> Slot {
+    key_slot(owner(key).unwrap_or(key))
+}
+
 /// The disk-tier key of `key`.
 pub fn disk_key(key: &[u8]) -> Vec<u8> {
-    slot_key(key_slot(key), key)
+    slot_key(store_slot(key), key)
 }
 
 /// `key` behind `slot` (the caller vouches that it is the key's slot, or
@@ -80,6 +132,20 @@ mod tests {
         );
         assert_eq!(split(b"\x2f"), None);
         assert_eq!(split(b"\xff\xfffoo"), None, "slot 65535 does not exist");
+    }
+
+    #[test]
+    fn an_element_key_lives_in_its_owners_slot_after_every_user_key() {
+        let element = element_key(b"{user}:list", 7, b"\x01");
+        assert!(is_internal(&element));
+        assert!(!is_internal(b"\xff\xff\xffx"));
+        assert_eq!(store_slot(&element), key_slot(b"user"));
+        assert_eq!(store_slot(b"{user}:list"), key_slot(b"user"));
+        assert!(element.starts_with(&element_prefix(b"{user}:list", 7)));
+        let slot = key_slot(b"user");
+        assert!(slot_key(slot, b"\xff\xff\xff\xfe\xff") < disk_key(&element));
+        // A damaged internal key too short to name its owner keeps its own slot.
+        assert_eq!(store_slot(&INTERNAL_PREFIX), key_slot(&INTERNAL_PREFIX));
     }
 
     #[test]

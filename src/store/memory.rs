@@ -24,7 +24,7 @@ use moka::sync::Cache;
 
 use crate::clock::Clock;
 use crate::store::disk::StoredValue;
-use crate::types::Seq;
+use crate::types::{Seq, ValueKind};
 
 /// Stripes of the fill guard: enough that unrelated keys rarely share one.
 const STRIPES: usize = 4096;
@@ -121,11 +121,11 @@ impl Entry {
     /// the entry's allocation without a copy.
     fn stored(&self) -> StoredValue {
         match self {
-            Entry::Packed(packed) => StoredValue {
-                seq: Seq(Entry::field(packed, 0)),
-                expires_at_ms: Entry::field(packed, 8),
-                value: Bytes::from_owner(PackedValue(packed.clone())),
-            },
+            Entry::Packed(packed) => StoredValue::string(
+                Seq(Entry::field(packed, 0)),
+                Entry::field(packed, 8),
+                Bytes::from_owner(PackedValue(packed.clone())),
+            ),
             Entry::Split(split) => split.1.clone(),
         }
     }
@@ -280,7 +280,9 @@ impl MemoryTier {
     pub fn fill(&self, key: &[u8], value: StoredValue, token: FillToken) -> bool {
         let hash = self.hash(key);
         let stripe = self.stripe(hash);
-        if *stripe != token.0 {
+        // Only strings are cached: a collection's metadata is read by its
+        // own ops, through the disk tier.
+        if *stripe != token.0 || value.kind != ValueKind::String {
             return false;
         }
         self.cache.insert(hash, Entry::new(key, value));
@@ -304,7 +306,7 @@ impl MemoryTier {
         *stripe = stripe.wrapping_add(1);
         match value {
             // A colliding key's entry is replaced too: it only goes cold.
-            Some(value) if self.cache.contains_key(&hash) => {
+            Some(value) if value.kind == ValueKind::String && self.cache.contains_key(&hash) => {
                 self.cache.insert(hash, Entry::new(key, value))
             }
             // Also clears an entry moka already considers expired.
@@ -360,11 +362,7 @@ mod tests {
     use crate::clock::SystemClock;
 
     fn stored(value: &'static [u8], seq: u64) -> StoredValue {
-        StoredValue {
-            value: Bytes::from_static(value),
-            seq: crate::types::Seq(seq),
-            expires_at_ms: 0,
-        }
+        StoredValue::string(crate::types::Seq(seq), 0, Bytes::from_static(value))
     }
 
     /// I3, step by step: a fill that read the disk before a write to the
@@ -431,11 +429,11 @@ mod tests {
             1 << 20,
         ] {
             let key = Bytes::from(format!("key-{len}"));
-            let value = StoredValue {
-                value: Bytes::from(vec![(len % 251) as u8; len]),
-                seq: crate::types::Seq(len as u64 + 1),
-                expires_at_ms: u64::MAX - len as u64,
-            };
+            let value = StoredValue::string(
+                crate::types::Seq(len as u64 + 1),
+                u64::MAX - len as u64,
+                Bytes::from(vec![(len % 251) as u8; len]),
+            );
             assert!(tier.fill(&key, value.clone(), tier.fill_token(&key)));
             match tier.peek(&key) {
                 Lookup::Hit(found) => assert_eq!(found, value, "{len}"),

@@ -20,6 +20,7 @@ pub mod disk;
 mod error;
 mod feed;
 pub mod keys;
+mod list;
 mod lock;
 pub mod memory;
 mod metrics;
@@ -49,6 +50,7 @@ use checkpoint::{Checkpointer, Holds, Wake};
 use commit::{Applied, Committer, Msg, WriteOp};
 use disk::DiskTier;
 use feed::Feed;
+pub use list::{End, ListMeta};
 pub use lock::DirLock;
 use memory::{FillToken, Lookup, MemoryTier};
 pub use metrics::StoreMetrics;
@@ -56,7 +58,7 @@ pub use upgrade::{Upgraded, upgrade_layout};
 
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::SlotSet;
-use crate::types::{Cancel, Condition, Seq};
+use crate::types::{Cancel, Condition, Seq, ValueKind};
 use crate::wal::{FsyncPolicy, Mutation, RecoveryMode, StdFs, Wal, WalConfig, WalFs, WalRecord};
 
 /// Size limits on what clients may store.
@@ -731,7 +733,15 @@ impl Store {
     // The limits' rules are the protocol's (one place: proto/limits.rs);
     // the store applies them to its own API too, for callers other than
     // the server. The empty key is a valid key (wire-protocol.md §8).
+    /// A client's key: within the limits and not internal.
     fn check_key(&self, key: &[u8]) -> Result<()> {
+        if keys::is_internal(key) {
+            return Err(StoreError::ReservedKey);
+        }
+        self.check_key_len(key)
+    }
+
+    fn check_key_len(&self, key: &[u8]) -> Result<()> {
         let max = u32_of(self.inner.config.limits.max_key_bytes);
         Ok(crate::proto::check_key_len(key.len(), max)?)
     }
@@ -765,14 +775,28 @@ impl Store {
         }
     }
 
-    /// The live value of `key`, with its version and remaining TTL.
+    /// The live value of `key`, with its version and remaining TTL;
+    /// `WrongType` if it holds something else than a string.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
+        match self.lookup(key).await? {
+            Some(value) if value.kind != ValueKind::String => Err(StoreError::WrongType),
+            found => Ok(found.map(|value| self.entry(value))),
+        }
+    }
+
+    /// What kind of value `key` holds, if it is live.
+    pub async fn kind_of(&self, key: &[u8]) -> Result<Option<ValueKind>> {
+        Ok(self.lookup(key).await?.map(|value| value.kind))
+    }
+
+    /// The live stored value of `key`, of any kind.
+    async fn lookup(&self, key: &[u8]) -> Result<Option<StoredValue>> {
         self.check_key(key)?;
         let started = std::time::Instant::now();
         match self.inner.memory.get(key) {
             Lookup::Hit(value) => {
                 crate::metrics::observe(&self.inner.metrics.read_memory, started.elapsed());
-                return Ok(Some(self.entry(value)));
+                return Ok(Some(value));
             }
             Lookup::Expired => return Ok(None),
             Lookup::Miss => {}
@@ -801,33 +825,47 @@ impl Store {
             }
         };
         crate::metrics::observe(&self.inner.metrics.read_disk, started.elapsed());
-        Ok(found.map(|value| self.entry(value)))
+        Ok(found)
     }
 
     /// Reads several keys; each answer is in the position of its key. As
-    /// [`Self::get`] for each, except that the keys that need a file are
-    /// read together: one handoff to the blocking pool and one RocksDB
-    /// `MultiGet` for all of them.
+    /// [`Self::get`] for each, except that a key holding another kind than
+    /// a string reads as absent (as Redis's `MGET` answers), and that the
+    /// keys that need a file are read together: one handoff to the
+    /// blocking pool and one RocksDB `MultiGet` for all of them.
     pub async fn get_many(&self, keys: &[Bytes]) -> Result<Vec<Option<Entry>>> {
+        Ok(self
+            .lookup_many(keys)
+            .await?
+            .into_iter()
+            .map(|found| {
+                found
+                    .filter(|value| value.kind == ValueKind::String)
+                    .map(|value| self.entry(value))
+            })
+            .collect())
+    }
+
+    /// [`Self::lookup`] for several keys, as [`Self::get_many`] reads them.
+    async fn lookup_many(&self, keys: &[Bytes]) -> Result<Vec<Option<StoredValue>>> {
         self.check_batch(keys.len())?;
         for key in keys {
             self.check_key(key)?;
         }
         let started = std::time::Instant::now();
-        let mut out: Vec<Option<Entry>> = vec![None; keys.len()];
+        let mut out: Vec<Option<StoredValue>> = vec![None; keys.len()];
         // Keys only a file can answer: position, key, fill token.
         let mut misses = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             match self.inner.memory.get(key) {
-                Lookup::Hit(value) => out[i] = Some(self.entry(value)),
+                Lookup::Hit(value) => out[i] = Some(value),
                 Lookup::Expired => {}
                 Lookup::Miss => {
                     // IMPORTANT: take the fill token before reading the disk tier (I3).
                     let token = self.inner.memory.fill_token(key);
                     match self.inner.disk.get_cached(key)? {
                         Some(stored) => {
-                            let found = self.inner.filled(key, stored, token);
-                            out[i] = found.map(|value| self.entry(value));
+                            out[i] = self.inner.filled(key, stored, token);
                         }
                         None => misses.push((i, key.clone(), token)),
                     }
@@ -853,7 +891,7 @@ impl Store {
         .await
         .map_err(|_| StoreError::Closed)??;
         for (i, value) in found {
-            out[i] = value.map(|value| self.entry(value));
+            out[i] = value;
         }
         crate::metrics::observe(&self.inner.metrics.read_disk, started.elapsed());
         Ok(out)
@@ -861,19 +899,21 @@ impl Store {
 
     /// How many of `keys` are live (a key named twice counts twice, as in Redis).
     pub async fn exists(&self, keys: &[Bytes]) -> Result<u64> {
-        let found = self.get_many(keys).await?;
+        let found = self.lookup_many(keys).await?;
         Ok(found.iter().filter(|e| e.is_some()).count() as u64)
     }
 
     /// The expiry state of `key`.
     pub async fn ttl(&self, key: &[u8]) -> Result<TtlState> {
-        Ok(match self.get(key).await? {
-            None => TtlState::Missing,
-            Some(Entry { ttl_ms: None, .. }) => TtlState::Persistent,
-            Some(Entry {
-                ttl_ms: Some(ms), ..
-            }) => TtlState::ExpiresInMs(ms),
-        })
+        Ok(
+            match self.lookup(key).await?.map(|value| self.entry(value)) {
+                None => TtlState::Missing,
+                Some(Entry { ttl_ms: None, .. }) => TtlState::Persistent,
+                Some(Entry {
+                    ttl_ms: Some(ms), ..
+                }) => TtlState::ExpiresInMs(ms),
+            },
+        )
     }
 
     async fn submit(&self, op: WriteOp) -> Result<(Applied, bool)> {
@@ -901,9 +941,11 @@ impl Store {
 
     fn outcome((applied, synced): (Applied, bool)) -> WriteOutcome {
         match applied {
-            Applied::Written(seq) | Applied::Int(_, seq) => {
-                WriteOutcome::Written(WriteAck { seq, synced })
-            }
+            Applied::Written(seq)
+            | Applied::Int(_, seq)
+            | Applied::Len(_, seq)
+            | Applied::Popped(_, Some(seq)) => WriteOutcome::Written(WriteAck { seq, synced }),
+            Applied::Popped(_, None) => WriteOutcome::Unchanged,
             Applied::ConditionFailed { current } => WriteOutcome::ConditionFailed { current },
             Applied::NotFound => WriteOutcome::NotFound,
             Applied::Unchanged => WriteOutcome::Unchanged,
@@ -979,13 +1021,14 @@ impl Store {
         if mutations.is_empty() {
             return Err(StoreError::InvalidArgument("an import needs a mutation"));
         }
+        // Internal keys are allowed: a collection's elements move with it.
         for mutation in &mutations {
             match mutation {
-                Mutation::Put { key, value, .. } => {
-                    self.check_key(key)?;
+                Mutation::Put { key, value, .. } | Mutation::PutTyped { key, value, .. } => {
+                    self.check_key_len(key)?;
                     self.check_value(value)?;
                 }
-                Mutation::Delete { key } => self.check_key(key)?,
+                Mutation::Delete { key } => self.check_key_len(key)?,
             }
         }
         match Self::outcome(self.submit(WriteOp::Import { mutations }).await?) {
@@ -1036,6 +1079,107 @@ impl Store {
         }
     }
 
+    /// Pushes `values`, in order, at `end` of the list at `key`, creating
+    /// it unless `only_if_exists`: the list's new length, or `None` when
+    /// `only_if_exists` found no list. `WrongType` on another kind.
+    pub async fn push(
+        &self,
+        key: Bytes,
+        end: End,
+        values: Vec<Bytes>,
+        only_if_exists: bool,
+    ) -> Result<Option<(u64, WriteAck)>> {
+        self.check_key(&key)?;
+        self.check_batch(values.len())?;
+        if values.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "a push needs at least one value",
+            ));
+        }
+        for value in &values {
+            self.check_value(value)?;
+        }
+        let op = WriteOp::Push {
+            key,
+            end,
+            values,
+            only_if_exists,
+        };
+        match self.submit(op).await? {
+            (Applied::Len(len, seq), synced) => Ok(Some((len, WriteAck { seq, synced }))),
+            (Applied::NotFound, _) => Ok(None),
+            other => unreachable!("a push writes or finds no list, got {other:?}"),
+        }
+    }
+
+    /// Pops up to `count` values from `end` of the list at `key` (deleting
+    /// it when it empties): `None` if there is no list; the write's ack
+    /// when it took any. `WrongType` on another kind.
+    pub async fn pop(
+        &self,
+        key: Bytes,
+        end: End,
+        count: u64,
+    ) -> Result<Option<(Vec<Bytes>, Option<WriteAck>)>> {
+        self.check_key(&key)?;
+        let max = self.inner.config.limits.max_batch_keys as u64;
+        if count > max {
+            return Err(StoreError::InvalidArgument(
+                "a pop takes at most max_batch_keys values",
+            ));
+        }
+        match self.submit(WriteOp::Pop { key, end, count }).await? {
+            (Applied::Popped(values, seq), synced) => {
+                Ok(Some((values, seq.map(|seq| WriteAck { seq, synced }))))
+            }
+            (Applied::NotFound, _) => Ok(None),
+            other => unreachable!("a pop takes values or finds no list, got {other:?}"),
+        }
+    }
+
+    /// The values at positions `start..=stop` of the list at `key`, with
+    /// Redis's index rules (negative counts from the right end; clamped);
+    /// empty for no list, and at most `max_batch_keys` values from `start`.
+    pub async fn list_range(&self, key: Bytes, start: i64, stop: i64) -> Result<Vec<Bytes>> {
+        let max = self.inner.config.limits.max_batch_keys as u64;
+        let found = self
+            .read_list(key, move |meta| {
+                meta.range(start, stop)
+                    .map(|(first, last)| (first, last.min(first + max.max(1) - 1)))
+            })
+            .await?;
+        Ok(found.map(|(_, values)| values).unwrap_or_default())
+    }
+
+    /// The length of the list at `key` (0 for no list).
+    pub async fn list_len(&self, key: Bytes) -> Result<u64> {
+        let found = self.read_list(key, |_| None).await?;
+        Ok(found.map_or(0, |(meta, _)| meta.len))
+    }
+
+    /// The value at `index` of the list at `key` (negative from the right end).
+    pub async fn list_index(&self, key: Bytes, index: i64) -> Result<Option<Bytes>> {
+        let found = self
+            .read_list(key, move |meta| meta.position(index).map(|pos| (pos, pos)))
+            .await?;
+        Ok(found.and_then(|(_, values)| values.into_iter().next()))
+    }
+
+    async fn read_list(
+        &self,
+        key: Bytes,
+        span: impl FnOnce(&list::ListMeta) -> Option<(u64, u64)> + Send + 'static,
+    ) -> Result<Option<(list::ListMeta, Vec<Bytes>)>> {
+        self.check_key(&key)?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now_ms();
+            inner.disk.read_list(&key, now, span)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
     /// Live entries whose keys start with `prefix`, in slot order, after
     /// `cursor` (the previous page's `next_cursor`), at most `limit`.
     pub async fn scan(
@@ -1077,8 +1221,11 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)??;
+        // Collections are left out: a page carries values, and theirs are
+        // metadata (a page may come back empty, with a cursor, for it).
         let entries = found
             .into_iter()
+            .filter(|(_, v)| v.kind == ValueKind::String)
             .map(|(key, v)| (key, self.entry(v)))
             .collect();
         Ok(ScanPage {

@@ -175,11 +175,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(crate::clock::SystemClock);
         let memory = MemoryTier::new(1 << 20, clock.clone());
-        let value = super::super::disk::StoredValue {
-            seq: crate::types::Seq(1),
-            expires_at_ms: 0,
-            value: Bytes::from_static(b"v"),
-        };
+        let value = super::super::disk::StoredValue::string(
+            crate::types::Seq(1),
+            0,
+            Bytes::from_static(b"v"),
+        );
         for key in ["a", "bb", "ccc"] {
             let token = memory.fill_token(key.as_bytes());
             memory.fill(key.as_bytes(), value.clone(), token);

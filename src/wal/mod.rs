@@ -57,8 +57,8 @@ pub use reader::WalIter;
 pub use record::{FRAME_HEADER_LEN, Mutation, WalRecord, decode_frame, encode_frame_into};
 pub use recovery::{RecoveryReport, TruncatedTail};
 pub use segment::{
-    HeaderError, SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION,
-    SegmentHeader, parse_segment_name, segment_file_name,
+    HeaderError, MIN_SEGMENT_VERSION, SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    SEGMENT_VERSION, SegmentHeader, parse_segment_name, segment_file_name,
 };
 #[cfg(any(test, feature = "test-util"))]
 pub use sim::SimFs;
@@ -470,7 +470,7 @@ pub enum WalError {
     /// A segment written by an unknown format version (a newer strata?).
     /// Never truncated or deleted, whatever the recovery mode.
     #[error(
-        "wal segment {path} has format version {version}; this build reads version {SEGMENT_VERSION}"
+        "wal segment {path} has format version {version}; this build reads versions {MIN_SEGMENT_VERSION} to {SEGMENT_VERSION}"
     )]
     UnsupportedVersion {
         /// The segment file.

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{CorruptReason, WalError};
-use crate::types::Seq;
+use crate::types::{Seq, ValueKind};
 
 /// Bytes in front of every record body: `u32` LE body length, then `u32` LE
 /// CRC-32 (IEEE, as computed by crc32fast) of the body.
@@ -45,13 +45,45 @@ pub enum Mutation {
         /// The key.
         key: Bytes,
     },
+    /// Store a value of another kind than a string under `key`: a
+    /// collection's metadata (`store::collection`). Segment version 2.
+    PutTyped {
+        /// The key.
+        key: Bytes,
+        /// What the value is.
+        kind: ValueKind,
+        /// The encoded metadata.
+        value: Bytes,
+        /// Absolute expiry in Unix ms; 0 means no expiry.
+        expires_at_ms: u64,
+    },
 }
 
 impl Mutation {
+    /// The mutation storing `value` of `kind` under `key`: a `Put` for a
+    /// string (so a store of strings only logs what version 1 can read).
+    pub fn put(key: Bytes, kind: ValueKind, value: Bytes, expires_at_ms: u64) -> Mutation {
+        match kind {
+            ValueKind::String => Mutation::Put {
+                key,
+                value,
+                expires_at_ms,
+            },
+            kind => Mutation::PutTyped {
+                key,
+                kind,
+                value,
+                expires_at_ms,
+            },
+        }
+    }
+
     /// Bytes of key and value it carries (for budgets and estimates).
     pub fn data_len(&self) -> u64 {
         match self {
-            Mutation::Put { key, value, .. } => (key.len() + value.len()) as u64,
+            Mutation::Put { key, value, .. } | Mutation::PutTyped { key, value, .. } => {
+                (key.len() + value.len()) as u64
+            }
             Mutation::Delete { key } => key.len() as u64,
         }
     }

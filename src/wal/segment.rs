@@ -12,9 +12,13 @@ use crate::types::Seq;
 /// Layout: `proto-docs/wal-format.md`, section "Segment header".
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STRATWAL";
 
-/// Format version written by this build, and the only one it reads.
+/// Format version written by this build. It also reads version 1, whose
+/// records never hold a [`Mutation::PutTyped`](super::Mutation::PutTyped).
 /// Layout: `proto-docs/wal-format.md`, section "Versioning".
-pub const SEGMENT_VERSION: u32 = 1;
+pub const SEGMENT_VERSION: u32 = 2;
+
+/// The oldest format version this build reads.
+pub const MIN_SEGMENT_VERSION: u32 = 1;
 
 /// Size of the segment header: magic (8), version (4), reserved (4),
 /// first seq (8), CRC-32 of the previous 24 bytes (4).
@@ -102,7 +106,7 @@ impl SegmentHeader {
         // The version comes before the CRC: a future version may lay out
         // (and checksum) the rest of its header differently.
         let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-        if version != SEGMENT_VERSION {
+        if !(MIN_SEGMENT_VERSION..=SEGMENT_VERSION).contains(&version) {
             return Err(HeaderError::Version(version));
         }
         let stored = u32::from_le_bytes([h[24], h[25], h[26], h[27]]);
@@ -343,10 +347,10 @@ mod tests {
     fn header_matches_the_worked_example_in_the_format_doc() {
         let expected: [u8; SEGMENT_HEADER_LEN] = [
             0x53, 0x54, 0x52, 0x41, 0x54, 0x57, 0x41, 0x4c, // "STRATWAL"
-            0x01, 0x00, 0x00, 0x00, // version 1
+            0x02, 0x00, 0x00, 0x00, // version 2
             0x00, 0x00, 0x00, 0x00, // reserved
             0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // first_seq 7
-            0xa9, 0x59, 0xd5, 0x36, // crc 0x36d559a9
+            0x5b, 0xed, 0x1d, 0x1f, // crc 0x1f1ded5b
         ];
         assert_eq!(SegmentHeader { first_seq: Seq(7) }.encode(), expected);
     }
@@ -361,9 +365,15 @@ mod tests {
             SegmentHeader::decode(&bytes[..27]),
             Err(HeaderError::Corrupt(CorruptReason::ShortHeader { len: 27 }))
         ));
-        let mut v2 = bytes;
-        v2[8] = 2;
-        assert_eq!(SegmentHeader::decode(&v2), Err(HeaderError::Version(2)));
+        let mut v3 = bytes;
+        v3[8] = 3;
+        assert_eq!(SegmentHeader::decode(&v3), Err(HeaderError::Version(3)));
+        let mut v1 = bytes;
+        v1[8] = 1;
+        // A version 1 header is read too (its CRC is of its own bytes).
+        let crc = crc32fast::hash(&v1[0..24]);
+        v1[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&v1), Ok(h));
         let mut flipped = bytes;
         flipped[17] ^= 1;
         assert!(matches!(

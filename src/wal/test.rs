@@ -637,7 +637,7 @@ fn unknown_version_is_refused_in_every_mode() {
     each_disk(|d| {
         let segs = d.build(10);
         let mut data = d.bytes(&segs[0]);
-        data[8..12].copy_from_slice(&2u32.to_le_bytes());
+        data[8..12].copy_from_slice(&3u32.to_le_bytes());
         d.set_bytes(&segs[0], data.clone());
         for mode in [
             RecoveryMode::Strict,
@@ -645,7 +645,7 @@ fn unknown_version_is_refused_in_every_mode() {
             RecoveryMode::PointInTime,
         ] {
             match d.open(mode) {
-                Err(WalError::UnsupportedVersion { path, version: 2 }) => assert_eq!(path, segs[0]),
+                Err(WalError::UnsupportedVersion { path, version: 3 }) => assert_eq!(path, segs[0]),
                 other => panic!("{mode}: {other:?}"),
             }
         }

@@ -119,6 +119,12 @@ fn print_record(
                 value,
                 expires_at_ms,
             } => ("put", key, Some(value.len()), Some(*expires_at_ms)),
+            Mutation::PutTyped {
+                key,
+                value,
+                expires_at_ms,
+                ..
+            } => ("put_typed", key, Some(value.len()), Some(*expires_at_ms)),
             Mutation::Delete { key } => ("delete", key, None, None),
         };
         if json {
