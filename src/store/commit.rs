@@ -540,7 +540,12 @@ impl BatchState<'_> {
                     return Ok((Applied::Unchanged, vec![]));
                 }
                 // `Store::expire` refuses a zero TTL, so this never deletes.
-                let put = put_kind(key, current.kind, current.value, self.deadline(*ttl_ms));
+                let put = Mutation::put(
+                    key.clone(),
+                    current.kind,
+                    current.value,
+                    self.deadline(*ttl_ms),
+                );
                 Ok((Applied::Written(seq), vec![put]))
             }
             WriteOp::Incr { key, delta } => {
@@ -604,9 +609,14 @@ impl BatchState<'_> {
             };
             meta.len += 1;
             let element = meta.element(key, pos);
-            mutations.push(put_kind(&element, ValueKind::String, value.clone(), 0));
+            mutations.push(Mutation::put(element, ValueKind::String, value.clone(), 0));
         }
-        mutations.push(put_kind(key, ValueKind::List, meta.encode(), expires_at_ms));
+        mutations.push(Mutation::put(
+            key.clone(),
+            ValueKind::List,
+            meta.encode(),
+            expires_at_ms,
+        ));
         Ok((Applied::Len(meta.len, seq), mutations))
     }
 
@@ -628,10 +638,7 @@ impl BatchState<'_> {
             let element = meta.element(key, pos);
             let value = self
                 .live(&element)?
-                .ok_or_else(|| StoreError::DamagedValue {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    reason: "a list element is missing",
-                })?;
+                .ok_or_else(|| ListMeta::missing_element(key))?;
             values.push(value.value);
             mutations.push(Mutation::Delete { key: element });
             if end == End::Left {
@@ -642,7 +649,7 @@ impl BatchState<'_> {
         mutations.push(if meta.len == 0 {
             Mutation::Delete { key: key.clone() }
         } else {
-            put_kind(key, ValueKind::List, meta.encode(), expires_at_ms)
+            Mutation::put(key.clone(), ValueKind::List, meta.encode(), expires_at_ms)
         });
         Ok((Applied::Popped(values, Some(seq)), mutations))
     }
@@ -663,11 +670,6 @@ fn list_elements(key: &Bytes, meta: &[u8]) -> Result<Vec<Mutation>> {
             key: meta.element(key, pos),
         })
         .collect())
-}
-
-/// The mutation storing `value` of `kind` under `key`.
-fn put_kind(key: &Bytes, kind: ValueKind, value: Bytes, expires_at_ms: u64) -> Mutation {
-    Mutation::put(key.clone(), kind, value, expires_at_ms)
 }
 
 /// The key a mutation writes and what it leaves there.

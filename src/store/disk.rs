@@ -482,20 +482,21 @@ impl DiskTier {
         let mut opts = ReadOptions::default();
         opts.set_snapshot(&snapshot);
         let mut iter = self.db.raw_iterator_cf_opt(self.data(), opts);
-        iter.seek(keys::disk_key(&meta.element(key, first)));
+        // Element keys differ only in their last 8 bytes, the index.
+        let mut expected = keys::disk_key(&meta.element(key, first));
+        let index_at = expected.len() - 8;
+        iter.seek(&expected);
         let mut out = Vec::with_capacity((last - first + 1).min(1024) as usize);
         for pos in first..=last {
-            let expected = keys::disk_key(&meta.element(key, pos));
+            let index = meta.head.wrapping_add(pos).to_be_bytes();
+            expected[index_at..].copy_from_slice(&index);
             match (iter.key(), iter.value()) {
                 (Some(k), Some(raw)) if k == expected.as_slice() => {
                     out.push(decode_value(k, raw)?.value);
                 }
                 _ => {
                     iter.status()?;
-                    return Err(StoreError::DamagedValue {
-                        key: String::from_utf8_lossy(key).into_owned(),
-                        reason: "a list element is missing",
-                    });
+                    return Err(ListMeta::missing_element(key));
                 }
             }
             iter.next();

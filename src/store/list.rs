@@ -80,6 +80,14 @@ impl ListMeta {
         }
     }
 
+    /// The error for an element the metadata counts but the disk lacks.
+    pub fn missing_element(key: &[u8]) -> StoreError {
+        StoreError::DamagedValue {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: "a list element is missing",
+        }
+    }
+
     /// The element key of the element at list position `pos` (0-based from the left).
     pub fn element(&self, key: &[u8], pos: u64) -> Bytes {
         keys::element_key(key, self.id, &self.head.wrapping_add(pos).to_be_bytes())

@@ -1122,12 +1122,7 @@ impl Store {
         count: u64,
     ) -> Result<Option<(Vec<Bytes>, Option<WriteAck>)>> {
         self.check_key(&key)?;
-        let max = self.inner.config.limits.max_batch_keys as u64;
-        if count > max {
-            return Err(StoreError::InvalidArgument(
-                "a pop takes at most max_batch_keys values",
-            ));
-        }
+        self.check_batch(usize::try_from(count).unwrap_or(usize::MAX))?;
         match self.submit(WriteOp::Pop { key, end, count }).await? {
             (Applied::Popped(values, seq), synced) => {
                 Ok(Some((values, seq.map(|seq| WriteAck { seq, synced }))))
