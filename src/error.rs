@@ -80,7 +80,7 @@ impl From<&RequestError> for ErrorCode {
             RequestError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
             RequestError::TooManyKeys { .. } => ErrorCode::TooManyKeys,
             RequestError::ZeroTtl
-            | RequestError::EmptyBatch
+            | RequestError::EmptyBatch { .. }
             | RequestError::UnsupportedCondition { .. } => ErrorCode::BadRequest,
         }
     }

@@ -233,6 +233,16 @@ impl ValueKind {
     }
 }
 
+/// Which end of a list. Part of the wire format (a postcard variant
+/// index: 0 left, 1 right).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum End {
+    /// The head: index 0, where `LPUSH` and `LPOP` work.
+    Left,
+    /// The tail: index -1, where `RPUSH` and `RPOP` work.
+    Right,
+}
+
 /// When a conditional write may go ahead, judged against the key's live
 /// (unexpired) state at the moment the write is ordered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,10 +11,11 @@ use bytes::Bytes;
 use common::node::TestNode;
 use strata::cluster::key_slot;
 use strata::net::client::{
-    Client, ClientConfig, ClientError, DeleteOutcome, ErrorCode, ServerTrust, SetEntry, SetOptions,
-    SetOutcome, TtlState,
+    Client, ClientConfig, ClientError, DeleteOutcome, End, ErrorCode, Request, Response,
+    ServerTrust, SetEntry, SetOptions, SetOutcome, TtlState, ValueKind,
 };
 use strata::net::tls::parse_fingerprint;
+use strata::proto::RequestError;
 
 /// A generous bound for anything polled (TTL expiry, recovery after restart).
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -393,6 +394,128 @@ const TOKENS: [&str; 4] = [
     "--token",
     "read-write:rw-token-123",
 ];
+
+#[tokio::test]
+async fn lists_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+    let texts = |values: Vec<Bytes>| {
+        values
+            .iter()
+            .map(|v| text(v).to_string())
+            .collect::<Vec<_>>()
+    };
+
+    // Push reports the length and what the write reached.
+    let reply = client
+        .request(Request::Push {
+            key: Bytes::from("jobs"),
+            end: End::Left,
+            values: vec![Bytes::from("a"), Bytes::from("b")],
+            only_if_exists: false,
+            ack: None,
+        })
+        .await
+        .unwrap();
+    let Response::Length {
+        len: 2,
+        durability: Some(d),
+    } = reply
+    else {
+        panic!("{reply:?}")
+    };
+    assert!(d.local_synced, "default fsync is always");
+    assert_eq!(
+        client.push("jobs", End::Right, ["c"], false).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        client.push("none", End::Left, ["x"], true).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        client.kind("none").await.unwrap(),
+        None,
+        "pushx made nothing"
+    );
+    assert_eq!(
+        texts(client.list_range("jobs", 0, -1).await.unwrap()),
+        ["b", "a", "c"]
+    );
+    assert_eq!(client.list_len("jobs").await.unwrap(), 3);
+    assert_eq!(
+        text(&client.list_index("jobs", -1).await.unwrap().unwrap()),
+        "c"
+    );
+    assert_eq!(client.list_index("jobs", 3).await.unwrap(), None);
+    assert_eq!(client.kind("jobs").await.unwrap(), Some(ValueKind::List));
+
+    // Kinds do not mix.
+    assert_eq!(server_code(client.get("jobs").await), ErrorCode::WrongType);
+    client.set("s", "v").await.unwrap();
+    assert_eq!(
+        server_code(client.push("s", End::Left, ["x"], false).await),
+        ErrorCode::WrongType
+    );
+    assert_eq!(
+        server_code(client.list_len("s").await),
+        ErrorCode::WrongType
+    );
+    assert_eq!(client.kind("s").await.unwrap(), Some(ValueKind::String));
+
+    // ScanKeys lists both kinds; Scan, which carries values, only strings.
+    let page = client.scan_keys("", None, 0, None).await.unwrap();
+    let mut keys: Vec<_> = page.keys.iter().map(|(k, kind)| (text(k), *kind)).collect();
+    keys.sort_by_key(|(k, _)| *k);
+    assert_eq!(keys, [("jobs", ValueKind::List), ("s", ValueKind::String)]);
+    let lists = client
+        .scan_keys("", None, 0, Some(ValueKind::List))
+        .await
+        .unwrap();
+    assert_eq!(lists.keys, [(Bytes::from("jobs"), ValueKind::List)]);
+    let all = client.scan_all("").await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+
+    // Pop in the order taken; the emptied list is gone.
+    assert_eq!(
+        texts(client.pop("jobs", End::Right, 2).await.unwrap().unwrap()),
+        ["c", "a"]
+    );
+    assert_eq!(
+        client.pop("jobs", End::Left, 0).await.unwrap(),
+        Some(vec![])
+    );
+    assert_eq!(
+        texts(client.pop("jobs", End::Left, 5).await.unwrap().unwrap()),
+        ["b"]
+    );
+    assert_eq!(client.pop("jobs", End::Left, 1).await.unwrap(), None);
+    assert_eq!(client.exists(["jobs"]).await.unwrap(), 0);
+
+    // The server's argument checks, made by the client first.
+    let empty = client
+        .push("l", End::Left, Vec::<Bytes>::new(), false)
+        .await;
+    assert!(
+        matches!(
+            empty,
+            Err(ClientError::InvalidRequest(RequestError::EmptyBatch { .. }))
+        ),
+        "{empty:?}"
+    );
+    let max = client.server_info().limits.max_keys_per_request;
+    let many = client.pop("l", End::Left, max + 1).await;
+    assert!(
+        matches!(
+            many,
+            Err(ClientError::InvalidRequest(
+                RequestError::TooManyKeys { .. }
+            ))
+        ),
+        "{many:?}"
+    );
+}
 
 #[tokio::test]
 async fn tokens_authenticate_and_authorize() {

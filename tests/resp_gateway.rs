@@ -376,6 +376,185 @@ async fn key_space_commands() {
     assert_eq!(c.cmd(&["FLUSHALL", "NOW"]).await, err("ERR syntax error"));
 }
 
+const WRONG_TYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+#[tokio::test]
+async fn list_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[]);
+    let mut c = connect(&node).await;
+    // LPUSH a b c leaves c b a; RPUSH appends; the X forms need a list.
+    assert_eq!(c.cmd(&["LPUSH", "l", "a", "b", "c"]).await, int(3));
+    assert_eq!(c.cmd(&["RPUSH", "l", "x", "y"]).await, int(5));
+    assert_eq!(c.cmd(&["LPUSHX", "l", "h"]).await, int(6));
+    assert_eq!(c.cmd(&["RPUSHX", "l", "t"]).await, int(7));
+    assert_eq!(c.cmd(&["LPUSHX", "nope", "h"]).await, int(0));
+    assert_eq!(c.cmd(&["RPUSHX", "nope", "t"]).await, int(0));
+    assert_eq!(c.cmd(&["EXISTS", "nope"]).await, int(0));
+    assert_eq!(c.cmd(&["LLEN", "l"]).await, int(7));
+    assert_eq!(c.cmd(&["LLEN", "nope"]).await, int(0));
+    let all = Value::bulks(&["h", "c", "b", "a", "x", "y", "t"]);
+    assert_eq!(c.cmd(&["LRANGE", "l", "0", "-1"]).await, all);
+    assert_eq!(c.cmd(&["LRANGE", "l", "-100", "100"]).await, all);
+    assert_eq!(
+        c.cmd(&["LRANGE", "l", "1", "2"]).await,
+        Value::bulks(&["c", "b"])
+    );
+    assert_eq!(
+        c.cmd(&["LRANGE", "l", "-2", "-1"]).await,
+        Value::bulks(&["y", "t"])
+    );
+    assert_eq!(c.cmd(&["LRANGE", "l", "5", "2"]).await, Value::bulks(&[]));
+    assert_eq!(
+        c.cmd(&["LRANGE", "nope", "0", "-1"]).await,
+        Value::bulks(&[])
+    );
+    assert_eq!(
+        c.cmd(&["LRANGE", "l", "a", "1"]).await,
+        err("ERR value is not an integer or out of range")
+    );
+    assert_eq!(c.cmd(&["LINDEX", "l", "0"]).await, bulk("h"));
+    assert_eq!(c.cmd(&["LINDEX", "l", "-1"]).await, bulk("t"));
+    assert_eq!(c.cmd(&["LINDEX", "l", "7"]).await, Value::Null);
+    assert_eq!(c.cmd(&["LINDEX", "nope", "0"]).await, Value::Null);
+
+    // LPOP and RPOP, with and without a count.
+    assert_eq!(c.cmd(&["LPOP", "l"]).await, bulk("h"));
+    assert_eq!(c.cmd(&["RPOP", "l"]).await, bulk("t"));
+    assert_eq!(c.cmd(&["LPOP", "l", "2"]).await, Value::bulks(&["c", "b"]));
+    assert_eq!(c.cmd(&["RPOP", "l", "2"]).await, Value::bulks(&["y", "x"]));
+    assert_eq!(c.cmd(&["LPOP", "l", "0"]).await, Value::bulks(&[]));
+    assert_eq!(
+        c.cmd(&["LPOP", "l", "-1"]).await,
+        err("ERR value is out of range, must be positive")
+    );
+    assert_eq!(c.cmd(&["LPOP", "nope"]).await, Value::Null);
+    assert_eq!(c.cmd(&["LPOP", "nope", "3"]).await, Value::Null);
+    // The last value taken deletes the list.
+    assert_eq!(c.cmd(&["RPOP", "l", "10"]).await, Value::bulks(&["a"]));
+    assert_eq!(c.cmd(&["EXISTS", "l"]).await, int(0));
+    assert_eq!(c.cmd(&["TYPE", "l"]).await, Value::Simple("none".into()));
+
+    // Kinds: WRONGTYPE both ways; SET replaces a list; MGET reads nil.
+    assert_eq!(c.cmd(&["RPUSH", "l", "1"]).await, int(1));
+    assert_eq!(c.cmd(&["TYPE", "l"]).await, Value::Simple("list".into()));
+    assert_eq!(c.cmd(&["SET", "s", "v"]).await, Value::ok());
+    for cmd in [
+        &["GET", "l"][..],
+        &["INCR", "l"],
+        &["APPEND", "l", "x"],
+        &["SADD", "l", "m"],
+        &["LPUSH", "s", "x"],
+        &["LPOP", "s"],
+        &["LLEN", "s"],
+        &["LRANGE", "s", "0", "-1"],
+        &["LINDEX", "s", "0"],
+    ] {
+        assert_eq!(c.cmd(cmd).await, err(WRONG_TYPE), "{cmd:?}");
+    }
+    assert_eq!(
+        c.cmd(&["MGET", "s", "l"]).await,
+        Value::Array(vec![bulk("v"), Value::Null])
+    );
+    // Pipelined GETs run as one multi-get, and still tell a list apart.
+    let mut pipeline = Vec::new();
+    for key in ["s", "l", "nope"] {
+        pipeline.extend(encode(&[b"GET", key.as_bytes()]));
+    }
+    c.send_raw(&pipeline).await;
+    assert_eq!(c.read().await, bulk("v"));
+    assert_eq!(c.read().await, err(WRONG_TYPE));
+    assert_eq!(c.read().await, Value::Null);
+    assert_eq!(c.cmd(&["EXISTS", "s", "l"]).await, int(2));
+
+    // The EXPIRE family on a list, flags included.
+    assert_eq!(c.cmd(&["TTL", "l"]).await, int(-1));
+    assert_eq!(c.cmd(&["EXPIRE", "l", "100", "XX"]).await, int(0));
+    assert_eq!(c.cmd(&["EXPIRE", "l", "100", "NX"]).await, int(1));
+    assert_eq!(c.cmd(&["EXPIRE", "l", "50", "GT"]).await, int(0));
+    assert_eq!(c.cmd(&["EXPIRE", "l", "200", "GT"]).await, int(1));
+    let Value::Int(ttl) = c.cmd(&["TTL", "l"]).await else {
+        panic!()
+    };
+    assert!((101..=200).contains(&ttl), "{ttl}");
+    assert_eq!(
+        c.cmd(&["RPUSH", "l", "2"]).await,
+        int(2),
+        "pushes keep the TTL"
+    );
+    assert!(matches!(c.cmd(&["TTL", "l"]).await, Value::Int(101..=200)));
+    assert_eq!(c.cmd(&["PERSIST", "l"]).await, int(1));
+    assert_eq!(c.cmd(&["TTL", "l"]).await, int(-1));
+
+    // The key space sees lists: SCAN TYPE, KEYS, DBSIZE, FLUSHALL.
+    let scan_type = |kind: &'static str| ["SCAN", "0", "COUNT", "100", "TYPE", kind];
+    let keys_of = |reply: Value| match reply {
+        Value::Array(parts) => parts[1].clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        keys_of(c.cmd(&scan_type("list")).await),
+        Value::bulks(&["l"])
+    );
+    assert_eq!(
+        keys_of(c.cmd(&scan_type("string")).await),
+        Value::bulks(&["s"])
+    );
+    assert_eq!(keys_of(c.cmd(&scan_type("hash")).await), Value::bulks(&[]));
+    let Value::Array(all) = c.cmd(&["KEYS", "*"]).await else {
+        panic!()
+    };
+    assert_eq!(all.len(), 2);
+    assert_eq!(c.cmd(&["DBSIZE"]).await, int(2));
+    assert_eq!(c.cmd(&["SET", "l", "now a string"]).await, Value::ok());
+    assert_eq!(c.cmd(&["TYPE", "l"]).await, Value::Simple("string".into()));
+    assert_eq!(c.cmd(&["RPUSH", "l2", "x"]).await, int(1));
+    assert_eq!(c.cmd(&["FLUSHALL"]).await, Value::ok());
+    assert_eq!(c.cmd(&["DBSIZE"]).await, int(0));
+}
+
+/// Ranges and pops longer than one store request, in order.
+#[tokio::test]
+async fn long_lists_span_several_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    // A small request limit, so that a few hundred values span requests.
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, "[store.limits]\nmax_batch_keys = 100\n").unwrap();
+    let node = start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let mut c = connect(&node).await;
+    let values: Vec<String> = (0..250).map(|i| i.to_string()).collect();
+    for chunk in values.chunks(50) {
+        let mut args = vec!["RPUSH", "l"];
+        args.extend(chunk.iter().map(String::as_str));
+        c.cmd(&args).await;
+    }
+    assert_eq!(c.cmd(&["LLEN", "l"]).await, int(250));
+    let all: Vec<&str> = values.iter().map(String::as_str).collect();
+    assert_eq!(c.cmd(&["LRANGE", "l", "0", "-1"]).await, Value::bulks(&all));
+    assert_eq!(
+        c.cmd(&["LRANGE", "l", "-230", "-11"]).await,
+        Value::bulks(&all[20..240])
+    );
+    assert_eq!(
+        c.cmd(&["LRANGE", "l", "30", "180"]).await,
+        Value::bulks(&all[30..=180])
+    );
+    let many = vec!["x"; 101];
+    let mut push = vec!["LPUSH", "other"];
+    push.extend(&many);
+    assert!(matches!(c.cmd(&push).await, Value::Error(e) if e.starts_with("ERR ")));
+    assert_eq!(
+        c.cmd(&["LPOP", "l", "240"]).await,
+        Value::bulks(&all[..240])
+    );
+    assert_eq!(c.cmd(&["RPOP", "l", "1000"]).await, {
+        let mut rest = all[240..].to_vec();
+        rest.reverse();
+        Value::bulks(&rest)
+    });
+    assert_eq!(c.cmd(&["EXISTS", "l"]).await, int(0));
+}
+
 #[tokio::test]
 async fn connection_and_server_commands() {
     let dir = tempfile::tempdir().unwrap();
@@ -499,14 +678,8 @@ async fn connection_and_server_commands() {
         c.cmd(&["FOO", "bar", "baz"]).await,
         err("ERR unknown command 'FOO', with args beginning with: 'bar' 'baz' ")
     );
-    assert_eq!(
-        c.cmd(&["LPUSH", "k", "x"]).await,
-        err("WRONGTYPE Operation against a key holding the wrong kind of value")
-    );
-    assert_eq!(
-        c.cmd(&["HGET", "k", "f"]).await,
-        err("WRONGTYPE Operation against a key holding the wrong kind of value")
-    );
+    assert_eq!(c.cmd(&["LPUSH", "k", "x"]).await, err(WRONG_TYPE));
+    assert_eq!(c.cmd(&["HGET", "k", "f"]).await, err(WRONG_TYPE));
     assert!(
         matches!(c.cmd(&["SADD", "nokey", "m"]).await, Value::Error(e) if e.starts_with("ERR "))
     );

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{b, config};
-use strata::store::{End, InstallMarker, InstallStep, Store, StoreError, TtlState, WriteOutcome};
-use strata::types::{Cancel, Condition, Seq, ValueKind};
+use strata::store::{InstallMarker, InstallStep, Store, StoreError, TtlState, WriteOutcome};
+use strata::types::{Cancel, Condition, End, Seq, ValueKind};
 use strata::wal::FsyncPolicy;
 
 fn values(items: &[&str]) -> Vec<Bytes> {

@@ -89,12 +89,33 @@ pub(crate) fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &[u8]> + '_
         | Request::Delete { key, .. }
         | Request::Expire { key, .. }
         | Request::Persist { key, .. }
-        | Request::Incr { key, .. } => Box::new(std::iter::once(&key[..])),
+        | Request::Incr { key, .. }
+        | Request::Push { key, .. }
+        | Request::Pop { key, .. }
+        | Request::ListRange { key, .. }
+        | Request::ListLen { key }
+        | Request::ListIndex { key, .. }
+        | Request::Type { key } => Box::new(std::iter::once(&key[..])),
         Request::MultiGet { keys } | Request::Exists { keys } => {
             Box::new(keys.iter().map(|k| &k[..]))
         }
         Request::MultiSet { entries, .. } => Box::new(entries.iter().map(|e| &e.key[..])),
-        _ => Box::new(std::iter::empty()),
+        // Exhaustive: a new request naming keys must be routed by them.
+        Request::Hello { .. }
+        | Request::Ping
+        | Request::Scan { .. }
+        | Request::ScanKeys { .. }
+        | Request::Info
+        | Request::Promote
+        | Request::ReplicaOf { .. }
+        | Request::Digest { .. }
+        | Request::Checkpoint
+        | Request::Snapshot { .. }
+        | Request::ClusterMap
+        | Request::ClusterInit
+        | Request::ClusterPropose { .. }
+        | Request::ClusterMapSince { .. }
+        | Request::ClusterFailover { .. } => Box::new(std::iter::empty()),
     }
 }
 
@@ -141,9 +162,10 @@ fn durability_of(response: &mut Response) -> Option<&mut Durability> {
         Response::Written(WriteReply { durability, .. }) | Response::Int { durability, .. } => {
             Some(durability)
         }
-        Response::Deleted { durability, .. } | Response::Updated { durability, .. } => {
-            durability.as_mut()
-        }
+        Response::Deleted { durability, .. }
+        | Response::Updated { durability, .. }
+        | Response::Length { durability, .. }
+        | Response::Popped { durability, .. } => durability.as_mut(),
         _ => None,
     }
 }
@@ -291,13 +313,31 @@ impl Node {
                 prefix,
                 cursor,
                 limit,
-            } => match self
-                .cluster()
-                .and_then(|c| c.map(|c| c.scan_slots()).transpose())
-            {
+            } => match self.scan_only() {
                 Ok(only) => self.scan(prefix, cursor, limit, only).await,
                 Err(reply) => return Response::Error(reply),
             },
+            Request::ScanKeys {
+                prefix,
+                cursor,
+                limit,
+                kind,
+            } => match self.scan_only() {
+                Ok(only) => store
+                    .scan_keys(prefix, cursor, self.scan_limit(limit), only, kind)
+                    .await
+                    .map(Response::Keys),
+                Err(reply) => return Response::Error(reply),
+            },
+            Request::ListRange { key, start, stop } => store
+                .list_range(key, start, stop)
+                .await
+                .map(Response::Elements),
+            Request::ListLen { key } => store.list_len(key).await.map(Response::Count),
+            Request::ListIndex { key, index } => {
+                store.list_index(key, index).await.map(Response::Element)
+            }
+            Request::Type { key } => store.kind_of(&key).await.map(Response::Kind),
             // Writes.
             Request::Set {
                 key,
@@ -328,6 +368,40 @@ impl Node {
                 .incr(key, delta)
                 .await
                 .map(|(value, a)| int_reply(value, a, ack, written)),
+            Request::Push {
+                key,
+                end,
+                values,
+                only_if_exists,
+                ..
+            } => store
+                .push(key, end, values, only_if_exists)
+                .await
+                .map(|pushed| match pushed {
+                    Some((len, a)) => Response::Length {
+                        len,
+                        durability: Some(durability(a, ack, written)),
+                    },
+                    None => Response::Length {
+                        len: 0,
+                        durability: None,
+                    },
+                }),
+            Request::Pop {
+                key, end, count, ..
+            } => store
+                .pop(key, end, u64::from(count))
+                .await
+                .map(|popped| match popped {
+                    Some((values, a)) => Response::Popped {
+                        values: Some(values),
+                        durability: a.map(|a| durability(a, ack, written)),
+                    },
+                    None => Response::Popped {
+                        values: None,
+                        durability: None,
+                    },
+                }),
         };
         result.unwrap_or_else(|e| error(&e))
     }
@@ -534,6 +608,13 @@ impl Node {
                     next_cursor: page.next_cursor,
                 })
             })
+    }
+
+    /// The slots a scan may list: in cluster mode, those of the node's
+    /// shard (and `Unavailable` while they are cut over).
+    fn scan_only(&self) -> Result<Option<SlotSet>, ErrorReply> {
+        self.cluster()
+            .and_then(|c| c.map(|c| c.scan_slots()).transpose())
     }
 
     /// A `Scan` page's bounds: `limit` entries (capped, §8), and no more

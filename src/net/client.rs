@@ -90,10 +90,10 @@ use crate::proto::{
 pub use crate::net::tls::ServerTrust;
 pub use crate::proto::{
     ClusterMapReply, ClusterNode, ClusterShard, Condition, Durability, Entry, ErrorCode,
-    ErrorReply, HelloReply, Limits, Request, Response, ScanPage, SetEntry, SnapshotItem,
+    ErrorReply, HelloReply, KeyPage, Limits, Request, Response, ScanPage, SetEntry, SnapshotItem,
     SnapshotPage, TtlState, WriteReply,
 };
-pub use crate::types::{AckPolicy, OnTimeout, Seq};
+pub use crate::types::{AckPolicy, End, OnTimeout, Seq, ValueKind};
 
 /// Why a client call failed.
 ///
@@ -1390,6 +1390,117 @@ impl Client {
                 Some(next) => cursor = Some(next),
                 None => return Ok(out),
             }
+        }
+    }
+
+    /// Pushes `values`, in order, at `end` of the list at `key`, creating
+    /// it unless `only_if_exists`; returns its length (0: `only_if_exists`
+    /// found no list). Never retried after it may have reached the server.
+    pub async fn push<V: Into<Bytes>>(
+        &self,
+        key: impl Into<Bytes>,
+        end: End,
+        values: impl IntoIterator<Item = V>,
+        only_if_exists: bool,
+    ) -> Result<u64, ClientError> {
+        let request = Request::Push {
+            key: key.into(),
+            end,
+            values: values.into_iter().map(Into::into).collect(),
+            only_if_exists,
+            ack: self.ack(None),
+        };
+        match self.request(request).await? {
+            Response::Length { len, .. } => Ok(len),
+            other => Err(unexpected("push", &other)),
+        }
+    }
+
+    /// Takes up to `count` values from `end` of the list at `key` (`None`:
+    /// no list). Never retried after it may have reached the server.
+    pub async fn pop(
+        &self,
+        key: impl Into<Bytes>,
+        end: End,
+        count: u32,
+    ) -> Result<Option<Vec<Bytes>>, ClientError> {
+        let request = Request::Pop {
+            key: key.into(),
+            end,
+            count,
+            ack: self.ack(None),
+        };
+        match self.request(request).await? {
+            Response::Popped { values, .. } => Ok(values),
+            other => Err(unexpected("pop", &other)),
+        }
+    }
+
+    /// The values at positions `start..=stop` of the list at `key`
+    /// (negative from the right end), at most `max_keys_per_request`.
+    pub async fn list_range(
+        &self,
+        key: impl Into<Bytes>,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<Bytes>, ClientError> {
+        let key = key.into();
+        match self
+            .request(Request::ListRange { key, start, stop })
+            .await?
+        {
+            Response::Elements(values) => Ok(values),
+            other => Err(unexpected("list_range", &other)),
+        }
+    }
+
+    /// The length of the list at `key` (0: no list).
+    pub async fn list_len(&self, key: impl Into<Bytes>) -> Result<u64, ClientError> {
+        match self.request(Request::ListLen { key: key.into() }).await? {
+            Response::Count(n) => Ok(n),
+            other => Err(unexpected("list_len", &other)),
+        }
+    }
+
+    /// The value at `index` of the list at `key` (negative from the right).
+    pub async fn list_index(
+        &self,
+        key: impl Into<Bytes>,
+        index: i64,
+    ) -> Result<Option<Bytes>, ClientError> {
+        let key = key.into();
+        match self.request(Request::ListIndex { key, index }).await? {
+            Response::Element(value) => Ok(value),
+            other => Err(unexpected("list_index", &other)),
+        }
+    }
+
+    /// The kind of value at `key` (`None`: absent).
+    pub async fn kind(&self, key: impl Into<Bytes>) -> Result<Option<ValueKind>, ClientError> {
+        match self.request(Request::Type { key: key.into() }).await? {
+            Response::Kind(kind) => Ok(kind),
+            other => Err(unexpected("type", &other)),
+        }
+    }
+
+    /// [`scan`](Self::scan) for keys of every kind (or only `kind`), with
+    /// their kinds and without values.
+    pub async fn scan_keys(
+        &self,
+        prefix: impl Into<Bytes>,
+        cursor: Option<Bytes>,
+        limit: u32,
+        kind: Option<ValueKind>,
+    ) -> Result<KeyPage, ClientError> {
+        let request = Request::ScanKeys {
+            prefix: prefix.into(),
+            cursor,
+            limit,
+            kind,
+        };
+        match self.request(request).await? {
+            Response::Keys(page) => Ok(page),
+            other => Err(unexpected("scan_keys", &other)),
         }
     }
 

@@ -29,8 +29,8 @@ pub struct Limits {
     pub max_key_bytes: u32,
     /// Longest value, in bytes.
     pub max_value_bytes: u32,
-    /// Most keys in one `MultiGet`, `Exists` or `MultiSet`, and the largest
-    /// `Scan` page.
+    /// Most keys in one `MultiGet`, `Exists` or `MultiSet`, values in one
+    /// `Push` or `Pop`, and the largest `Scan` or `ScanKeys` page.
     pub max_keys_per_request: u32,
     /// Longest frame body (the 4-byte header excluded), in either direction.
     /// The server refuses longer request frames before reading their body and
@@ -93,9 +93,12 @@ pub enum RequestError {
     /// A TTL of 0 ms (use `Delete` to remove a key now).
     #[error("a ttl must be at least 1 ms")]
     ZeroTtl,
-    /// A `MultiSet` without entries.
-    #[error("multi_set needs at least one entry")]
-    EmptyBatch,
+    /// A `MultiSet` without entries, or a `Push` without values.
+    #[error("{op} needs at least one value")]
+    EmptyBatch {
+        /// The operation.
+        op: &'static str,
+    },
     /// A condition the operation does not support (`Delete` accepts only
     /// `Always` and `IfVersion`).
     #[error("{op} does not support the condition {condition:?}")]
@@ -196,7 +199,7 @@ impl Request {
             }
             Request::MultiSet { entries, .. } => {
                 if entries.is_empty() {
-                    return Err(RequestError::EmptyBatch);
+                    return Err(RequestError::EmptyBatch { op: "multi_set" });
                 }
                 check_count(entries.len(), limits)?;
                 entries
@@ -223,7 +226,25 @@ impl Request {
                 check_key(key, limits)?;
                 check_ttl(Some(*ttl_ms))
             }
-            Request::Scan { prefix, .. } => check_key(prefix, limits),
+            Request::Scan { prefix, .. } | Request::ScanKeys { prefix, .. } => {
+                check_key(prefix, limits)
+            }
+            Request::ListRange { key, .. }
+            | Request::ListLen { key }
+            | Request::ListIndex { key, .. }
+            | Request::Type { key } => check_key(key, limits),
+            Request::Push { key, values, .. } => {
+                check_key(key, limits)?;
+                if values.is_empty() {
+                    return Err(RequestError::EmptyBatch { op: "push" });
+                }
+                check_count(values.len(), limits)?;
+                values.iter().try_for_each(|v| check_value(v, limits))
+            }
+            Request::Pop { key, count, .. } => {
+                check_key(key, limits)?;
+                check_count(*count as usize, limits)
+            }
         }
     }
 }
@@ -311,10 +332,48 @@ mod tests {
             entries: vec![],
             ack: None,
         };
-        assert_eq!(empty.validate(&l), Err(RequestError::EmptyBatch));
         assert_eq!(
-            ErrorCode::from(&RequestError::EmptyBatch),
+            empty.validate(&l),
+            Err(RequestError::EmptyBatch { op: "multi_set" })
+        );
+        assert_eq!(
+            ErrorCode::from(&RequestError::EmptyBatch { op: "multi_set" }),
             ErrorCode::BadRequest
+        );
+        let push = |values| Request::Push {
+            key: bytes(1),
+            end: crate::types::End::Left,
+            values,
+            only_if_exists: false,
+            ack: None,
+        };
+        assert_eq!(
+            push(vec![]).validate(&l),
+            Err(RequestError::EmptyBatch { op: "push" })
+        );
+        assert_eq!(push(vec![bytes(8); 2]).validate(&l), Ok(()));
+        assert_eq!(
+            push(vec![bytes(9)])
+                .validate(&l)
+                .map_err(|e| ErrorCode::from(&e)),
+            Err(ErrorCode::ValueTooLarge)
+        );
+        assert_eq!(
+            push(vec![bytes(1); 3])
+                .validate(&l)
+                .map_err(|e| ErrorCode::from(&e)),
+            Err(ErrorCode::TooManyKeys)
+        );
+        let pop = |count| Request::Pop {
+            key: bytes(1),
+            end: crate::types::End::Right,
+            count,
+            ack: None,
+        };
+        assert_eq!(pop(2).validate(&l), Ok(()));
+        assert_eq!(
+            pop(3).validate(&l),
+            Err(RequestError::TooManyKeys { count: 3, max: 2 })
         );
         let entry = |v| SetEntry {
             key: bytes(1),

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{ErrorCode, Limits};
-use crate::types::{AckPolicy, Condition, NodeId, Seq};
+use crate::types::{AckPolicy, Condition, End, NodeId, Seq, ValueKind};
 
 /// A client request. The body of a client-to-server frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +218,82 @@ pub enum Request {
         /// behind that replica is; change nothing.
         dry_run: bool,
     },
+    /// Pushes `values`, in order, at `end` of the list at `key` (creating
+    /// it unless `only_if_exists`); answered with [`Response::Length`].
+    /// Pushing `a b` at the left end leaves `b a ...`.
+    // wire index 24
+    Push {
+        /// The key.
+        key: Bytes,
+        /// Which end.
+        end: End,
+        /// At least one value.
+        values: Vec<Bytes>,
+        /// Push only onto an existing list (`LPUSHX`).
+        only_if_exists: bool,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Takes up to `count` values from `end` of the list at `key`, deleting
+    /// the list when it empties; answered with [`Response::Popped`].
+    // wire index 25
+    Pop {
+        /// The key.
+        key: Bytes,
+        /// Which end.
+        end: End,
+        /// At most this many values; at most `max_keys_per_request`.
+        count: u32,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// The values at positions `start..=stop` of the list at `key`
+    /// (negative positions count from the right end); answered with
+    /// [`Response::Elements`].
+    // wire index 26
+    ListRange {
+        /// The key.
+        key: Bytes,
+        /// The first position.
+        start: i64,
+        /// The last position, included.
+        stop: i64,
+    },
+    /// The length of the list at `key`; answered with [`Response::Count`].
+    // wire index 27
+    ListLen {
+        /// The key.
+        key: Bytes,
+    },
+    /// The value at `index` of the list at `key` (negative from the right
+    /// end); answered with [`Response::Element`].
+    // wire index 28
+    ListIndex {
+        /// The key.
+        key: Bytes,
+        /// The position.
+        index: i64,
+    },
+    /// The kind of value at `key`; answered with [`Response::Kind`].
+    // wire index 29
+    Type {
+        /// The key.
+        key: Bytes,
+    },
+    /// Like [`Request::Scan`], but lists keys of every kind with their
+    /// kinds and no values; answered with [`Response::Keys`].
+    // wire index 30
+    ScanKeys {
+        /// Only keys starting with these bytes (empty: every key).
+        prefix: Bytes,
+        /// `None` for the first page, then the previous page's `next_cursor`.
+        cursor: Option<Bytes>,
+        /// At most this many keys; 0 lets the server choose. The server
+        /// caps it at its `max_keys_per_request`.
+        limit: u32,
+        /// Only keys of this kind (`None`: every kind).
+        kind: Option<ValueKind>,
+    },
 }
 
 /// One entry of a [`Request::MultiSet`].
@@ -284,11 +360,25 @@ pub enum Op {
     ClusterMapSince,
     #[allow(missing_docs)]
     ClusterFailover,
+    #[allow(missing_docs)]
+    Push,
+    #[allow(missing_docs)]
+    Pop,
+    #[allow(missing_docs)]
+    ListRange,
+    #[allow(missing_docs)]
+    ListLen,
+    #[allow(missing_docs)]
+    ListIndex,
+    #[allow(missing_docs)]
+    Type,
+    #[allow(missing_docs)]
+    ScanKeys,
 }
 
 impl Op {
     /// Every operation, in wire order.
-    pub const ALL: [Op; 24] = [
+    pub const ALL: [Op; 31] = [
         Op::Hello,
         Op::Ping,
         Op::Get,
@@ -313,6 +403,13 @@ impl Op {
         Op::ClusterPropose,
         Op::ClusterMapSince,
         Op::ClusterFailover,
+        Op::Push,
+        Op::Pop,
+        Op::ListRange,
+        Op::ListLen,
+        Op::ListIndex,
+        Op::Type,
+        Op::ScanKeys,
     ];
 
     /// The operation's snake_case name, for logs and metrics labels.
@@ -342,6 +439,13 @@ impl Op {
             Op::ClusterPropose => "cluster_propose",
             Op::ClusterMapSince => "cluster_map_since",
             Op::ClusterFailover => "cluster_failover",
+            Op::Push => "push",
+            Op::Pop => "pop",
+            Op::ListRange => "list_range",
+            Op::ListLen => "list_len",
+            Op::ListIndex => "list_index",
+            Op::Type => "type",
+            Op::ScanKeys => "scan_keys",
         }
     }
 }
@@ -375,6 +479,13 @@ impl Request {
             Request::ClusterPropose { .. } => Op::ClusterPropose,
             Request::ClusterMapSince { .. } => Op::ClusterMapSince,
             Request::ClusterFailover { .. } => Op::ClusterFailover,
+            Request::Push { .. } => Op::Push,
+            Request::Pop { .. } => Op::Pop,
+            Request::ListRange { .. } => Op::ListRange,
+            Request::ListLen { .. } => Op::ListLen,
+            Request::ListIndex { .. } => Op::ListIndex,
+            Request::Type { .. } => Op::Type,
+            Request::ScanKeys { .. } => Op::ScanKeys,
         }
     }
 
@@ -392,7 +503,9 @@ impl Request {
             | Request::Delete { .. }
             | Request::Expire { .. }
             | Request::Persist { .. }
-            | Request::Incr { .. } => true,
+            | Request::Incr { .. }
+            | Request::Push { .. }
+            | Request::Pop { .. } => true,
             Request::Hello { .. }
             | Request::Ping
             | Request::Get { .. }
@@ -410,7 +523,12 @@ impl Request {
             | Request::ClusterInit
             | Request::ClusterPropose { .. }
             | Request::ClusterMapSince { .. }
-            | Request::ClusterFailover { .. } => false,
+            | Request::ClusterFailover { .. }
+            | Request::ListRange { .. }
+            | Request::ListLen { .. }
+            | Request::ListIndex { .. }
+            | Request::Type { .. }
+            | Request::ScanKeys { .. } => false,
         }
     }
 
@@ -422,13 +540,16 @@ impl Request {
     /// same kind of reply as the first: every read, unconditional and
     /// `IfPresent` sets, `MultiSet`, `Delete` with `Always`, `Expire`
     /// (restarting the TTL clock) and `Persist`. False for `Incr`, which
-    /// would add twice, and for `IfAbsent` / `IfVersion` writes, whose retry
-    /// would report `NotWritten` for a write that did succeed.
+    /// would add twice, `Push` and `Pop`, which would push or take twice,
+    /// and for `IfAbsent` / `IfVersion` writes, whose retry would report
+    /// `NotWritten` for a write that did succeed.
     pub const fn is_idempotent(&self) -> bool {
         match self {
             // A second proposal of the same command may be refused (a
             // duplicate node), though the first was committed.
             Request::Incr { .. }
+            | Request::Push { .. }
+            | Request::Pop { .. }
             | Request::ClusterPropose { .. }
             | Request::ClusterInit
             | Request::ClusterFailover { .. } => false,
@@ -452,7 +573,12 @@ impl Request {
             | Request::Checkpoint
             | Request::Snapshot { .. }
             | Request::ClusterMap
-            | Request::ClusterMapSince { .. } => true,
+            | Request::ClusterMapSince { .. }
+            | Request::ListRange { .. }
+            | Request::ListLen { .. }
+            | Request::ListIndex { .. }
+            | Request::Type { .. }
+            | Request::ScanKeys { .. } => true,
         }
     }
 
@@ -465,7 +591,9 @@ impl Request {
             | Request::Delete { ack, .. }
             | Request::Expire { ack, .. }
             | Request::Persist { ack, .. }
-            | Request::Incr { ack, .. } => *ack,
+            | Request::Incr { ack, .. }
+            | Request::Push { ack, .. }
+            | Request::Pop { ack, .. } => *ack,
             Request::Hello { .. }
             | Request::Ping
             | Request::Get { .. }
@@ -483,7 +611,12 @@ impl Request {
             | Request::ClusterInit
             | Request::ClusterPropose { .. }
             | Request::ClusterMapSince { .. }
-            | Request::ClusterFailover { .. } => None,
+            | Request::ClusterFailover { .. }
+            | Request::ListRange { .. }
+            | Request::ListLen { .. }
+            | Request::ListIndex { .. }
+            | Request::Type { .. }
+            | Request::ScanKeys { .. } => None,
         }
     }
 }
@@ -555,6 +688,43 @@ pub enum Response {
         /// The node's committed map version.
         version: u64,
     }, // wire index 16
+    /// Answer to [`Request::Push`].
+    // wire index 17
+    Length {
+        /// The list's length after the push; 0 when `only_if_exists` found
+        /// no list.
+        len: u64,
+        /// What the push reached; `None` when nothing was written.
+        durability: Option<Durability>,
+    },
+    /// Answer to [`Request::Pop`].
+    // wire index 18
+    Popped {
+        /// The values taken, in the order taken; `None` when there is no
+        /// list at the key.
+        values: Option<Vec<Bytes>>,
+        /// What the pop reached; `None` when nothing was written.
+        durability: Option<Durability>,
+    },
+    /// Answer to [`Request::ListRange`]: the values, left to right.
+    Elements(Vec<Bytes>), // wire index 19
+    /// Answer to [`Request::ListIndex`]: the value, or `None` when there is
+    /// no list or no such position.
+    Element(Option<Bytes>), // wire index 20
+    /// Answer to [`Request::Type`]: `None` when the key is absent.
+    Kind(Option<ValueKind>), // wire index 21
+    /// Answer to [`Request::ScanKeys`].
+    Keys(KeyPage), // wire index 22
+}
+
+/// One page of a [`Request::ScanKeys`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPage {
+    /// `(key, kind)` pairs in slot order.
+    pub keys: Vec<(Bytes, ValueKind)>,
+    /// Pass this back as `cursor` for the next page; `None` when the scan is
+    /// complete. Opaque to clients.
+    pub next_cursor: Option<Bytes>,
 }
 
 /// A node's committed cluster map ([`Request::ClusterMap`]): what a client
@@ -783,6 +953,12 @@ mod tests {
             Response::Snapshot(_) => 14,
             Response::ClusterMap(_) => 15,
             Response::ClusterMapCurrent { .. } => 16,
+            Response::Length { .. } => 17,
+            Response::Popped { .. } => 18,
+            Response::Elements(_) => 19,
+            Response::Element(_) => 20,
+            Response::Kind(_) => 21,
+            Response::Keys(_) => 22,
         }
     }
 
@@ -859,6 +1035,36 @@ mod tests {
                 unclean: false,
                 dry_run: false,
             },
+            Request::Push {
+                key: b("l"),
+                end: End::Left,
+                values: vec![b("v")],
+                only_if_exists: false,
+                ack: None,
+            },
+            Request::Pop {
+                key: b("l"),
+                end: End::Right,
+                count: 1,
+                ack: None,
+            },
+            Request::ListRange {
+                key: b("l"),
+                start: 0,
+                stop: -1,
+            },
+            Request::ListLen { key: b("l") },
+            Request::ListIndex {
+                key: b("l"),
+                index: 0,
+            },
+            Request::Type { key: b("l") },
+            Request::ScanKeys {
+                prefix: b(""),
+                cursor: None,
+                limit: 0,
+                kind: None,
+            },
         ]
     }
 
@@ -925,6 +1131,21 @@ mod tests {
                 shards: vec![],
             }),
             Response::ClusterMapCurrent { version: 1 },
+            Response::Length {
+                len: 1,
+                durability: None,
+            },
+            Response::Popped {
+                values: None,
+                durability: None,
+            },
+            Response::Elements(vec![]),
+            Response::Element(None),
+            Response::Kind(None),
+            Response::Keys(KeyPage {
+                keys: vec![],
+                next_cursor: None,
+            }),
         ]
     }
 
@@ -933,7 +1154,7 @@ mod tests {
         // `Request::op` is the pinned table: an exhaustive match, so a
         // new variant does not compile until it is given its index there.
         let all = one_of_each_request();
-        assert_eq!(all.len(), 24, "one sample per request kind");
+        assert_eq!(all.len(), 31, "one sample per request kind");
         assert_eq!(all.len(), Op::ALL.len());
         for (i, req) in all.iter().enumerate() {
             let want = req.op() as usize;
@@ -950,7 +1171,7 @@ mod tests {
     #[test]
     fn response_wire_indices_are_pinned() {
         let all = one_of_each_response();
-        assert_eq!(all.len(), 17, "one sample per response kind");
+        assert_eq!(all.len(), 23, "one sample per response kind");
         for (i, resp) in all.iter().enumerate() {
             let want = response_index(resp);
             assert_eq!(usize::from(want), i, "{resp:?} sample out of order");
@@ -983,6 +1204,10 @@ mod tests {
         assert_eq!(body(&AckPolicy::Sync { timeout_ms: 4 }), [2, 4]);
         assert_eq!(body(&OnTimeout::Degrade), [0]);
         assert_eq!(body(&OnTimeout::Fail), [1]);
+        assert_eq!(body(&End::Left), [0]);
+        assert_eq!(body(&End::Right), [1]);
+        assert_eq!(body(&ValueKind::String), [0]);
+        assert_eq!(body(&ValueKind::List), [1]);
     }
 
     #[test]
@@ -1007,12 +1232,23 @@ mod tests {
             .collect();
         assert_eq!(
             writes,
-            ["set", "multi_set", "delete", "expire", "persist", "incr"]
+            [
+                "set",
+                "multi_set",
+                "delete",
+                "expire",
+                "persist",
+                "incr",
+                "push",
+                "pop"
+            ]
         );
         for req in one_of_each_request() {
             let expect = !matches!(
                 req,
                 Request::Incr { .. }
+                    | Request::Push { .. }
+                    | Request::Pop { .. }
                     | Request::ClusterPropose { .. }
                     | Request::ClusterInit
                     | Request::ClusterFailover { .. }

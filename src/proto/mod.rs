@@ -41,8 +41,8 @@ pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, Limits, RequestError, check_key_count, check_key_len, check_value_len,
 };
 pub use message::{
-    ClusterMapReply, ClusterNode, ClusterShard, Durability, Entry, ErrorReply, HelloReply, Op,
-    Request, Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
+    ClusterMapReply, ClusterNode, ClusterShard, Durability, Entry, ErrorReply, HelloReply, KeyPage,
+    Op, Request, Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 
 /// The QUIC ALPN protocol id of this protocol. It names the major version: an
@@ -81,7 +81,7 @@ mod tests {
     use bytes::{Bytes, BytesMut};
 
     use super::*;
-    use crate::types::{AckPolicy, NodeId, OnTimeout, Seq};
+    use crate::types::{AckPolicy, End, NodeId, OnTimeout, Seq, ValueKind};
 
     const WIRE_DOC: &str = include_str!("../../proto-docs/wire-protocol.md");
 
@@ -92,6 +92,16 @@ mod tests {
     enum Msg {
         Req(Request),
         Resp(Response),
+    }
+
+    /// A write fsynced locally, with no replicas asked for.
+    fn local() -> Durability {
+        Durability {
+            local_synced: true,
+            replicas_acked: 0,
+            requested: AckPolicy::Async,
+            degraded: false,
+        }
     }
 
     /// The worked examples of `proto-docs/wire-protocol.md`, by the name the
@@ -422,6 +432,66 @@ mod tests {
             (
                 "cluster-map-current-reply",
                 Resp(Response::ClusterMapCurrent { version: 3 }),
+            ),
+            (
+                "push-request",
+                Req(Request::Push {
+                    key: b("jobs"),
+                    end: End::Left,
+                    values: vec![b("a"), b("b")],
+                    only_if_exists: false,
+                    ack: None,
+                }),
+            ),
+            (
+                "length-reply",
+                Resp(Response::Length {
+                    len: 2,
+                    durability: Some(local()),
+                }),
+            ),
+            (
+                "pop-request",
+                Req(Request::Pop {
+                    key: b("jobs"),
+                    end: End::Right,
+                    count: 1,
+                    ack: None,
+                }),
+            ),
+            (
+                "popped-reply",
+                Resp(Response::Popped {
+                    values: Some(vec![b("a")]),
+                    durability: Some(local()),
+                }),
+            ),
+            (
+                "list-range-request",
+                Req(Request::ListRange {
+                    key: b("jobs"),
+                    start: 0,
+                    stop: -1,
+                }),
+            ),
+            ("elements-reply", Resp(Response::Elements(vec![b("b")]))),
+            ("type-request", Req(Request::Type { key: b("jobs") })),
+            ("kind-reply", Resp(Response::Kind(Some(ValueKind::List)))),
+            (
+                "scan-keys-request",
+                Req(Request::ScanKeys {
+                    prefix: b(""),
+                    cursor: None,
+                    limit: 10,
+                    kind: Some(ValueKind::List),
+                }),
+            ),
+            (
+                "keys-reply",
+                Resp(Response::Keys(KeyPage {
+                    keys: vec![(b("jobs"), ValueKind::List)],
+                    next_cursor: None,
+                })),
             ),
             (
                 "error-reply",

@@ -10,10 +10,10 @@ use proptest::option;
 use proptest::prelude::*;
 
 use super::{
-    Condition, Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, Request, Response,
-    ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
+    Condition, Durability, Entry, ErrorCode, ErrorReply, HelloReply, KeyPage, Limits, Request,
+    Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
-use crate::types::{AckPolicy, NodeId, OnTimeout, Seq};
+use crate::types::{AckPolicy, End, NodeId, OnTimeout, Seq, ValueKind};
 
 /// Short byte strings, including empty ones.
 pub(crate) fn arb_bytes() -> impl Strategy<Value = Bytes> {
@@ -131,7 +131,49 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
         Just(Request::Checkpoint),
         (option::of(any::<u64>()), option::of(arb_bytes()))
             .prop_map(|(snapshot, after)| Request::Snapshot { snapshot, after }),
+        (arb_bytes(), arb_end(), arb_keys(), any::<bool>(), ack()).prop_map(
+            |(key, end, values, only_if_exists, ack)| Request::Push {
+                key,
+                end,
+                values,
+                only_if_exists,
+                ack,
+            }
+        ),
+        (arb_bytes(), arb_end(), any::<u32>(), ack()).prop_map(|(key, end, count, ack)| {
+            Request::Pop {
+                key,
+                end,
+                count,
+                ack,
+            }
+        }),
+        (arb_bytes(), any::<i64>(), any::<i64>())
+            .prop_map(|(key, start, stop)| Request::ListRange { key, start, stop }),
+        arb_bytes().prop_map(|key| Request::ListLen { key }),
+        (arb_bytes(), any::<i64>()).prop_map(|(key, index)| Request::ListIndex { key, index }),
+        arb_bytes().prop_map(|key| Request::Type { key }),
+        (
+            arb_bytes(),
+            option::of(arb_bytes()),
+            any::<u32>(),
+            option::of(arb_kind())
+        )
+            .prop_map(|(prefix, cursor, limit, kind)| Request::ScanKeys {
+                prefix,
+                cursor,
+                limit,
+                kind,
+            }),
     ]
+}
+
+fn arb_end() -> impl Strategy<Value = End> {
+    prop_oneof![Just(End::Left), Just(End::Right)]
+}
+
+fn arb_kind() -> impl Strategy<Value = ValueKind> {
+    prop_oneof![Just(ValueKind::String), Just(ValueKind::List)]
 }
 
 fn arb_entry() -> impl Strategy<Value = Entry> {
@@ -266,5 +308,17 @@ pub(crate) fn arb_response() -> impl Strategy<Value = Response> {
                     next,
                 })
             ),
+        (any::<u64>(), option::of(arb_durability()))
+            .prop_map(|(len, durability)| Response::Length { len, durability }),
+        (option::of(arb_keys()), option::of(arb_durability()))
+            .prop_map(|(values, durability)| Response::Popped { values, durability }),
+        arb_keys().prop_map(Response::Elements),
+        option::of(arb_bytes()).prop_map(Response::Element),
+        option::of(arb_kind()).prop_map(Response::Kind),
+        (
+            vec((arb_bytes(), arb_kind()), 0..4),
+            option::of(arb_bytes())
+        )
+            .prop_map(|(keys, next_cursor)| Response::Keys(KeyPage { keys, next_cursor })),
     ]
 }

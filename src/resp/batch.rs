@@ -1,7 +1,8 @@
 //! Pipelined runs of plain `GET key` or `SET key value` as one store
 //! request: a run of SETs is one `MultiSet` (one WAL record, one commit,
 //! one wait for its acknowledgement policy) instead of one commit per
-//! command, and a run of GETs one `MultiGet`.
+//! command, and a run of GETs one `MultiGet` (and one `Exists` of the keys
+//! it did not find, which may hold lists).
 //!
 //! Only consecutive commands of one kind join a run, and a run finishes
 //! before the next command starts, so a pipeline still reads its own
@@ -78,12 +79,7 @@ impl Run {
             Some(Kind::Get) => {
                 s.last_command = "get";
                 let keys: Vec<Bytes> = commands.into_iter().map(|mut a| a.swap_remove(1)).collect();
-                s.get_many(&keys).await.map(|values| {
-                    values
-                        .into_iter()
-                        .map(|e| e.map_or(Reply::Null, |e| Reply::Bulk(e.value)))
-                        .collect()
-                })
+                get_run(s, &keys).await
             }
             Some(Kind::Set) => {
                 s.last_command = "set";
@@ -100,6 +96,32 @@ impl Run {
         };
         outcome.unwrap_or_else(|e| vec![e; n])
     }
+}
+
+/// The replies to a run of GETs. A multi-get reads a list as absent, so
+/// the keys it did not find are asked after once more, one by one when
+/// any of them exists, to answer a list's GET with WRONGTYPE.
+async fn get_run(s: &Session, keys: &[Bytes]) -> Result<Vec<Reply>, Reply> {
+    let values = s.get_many(keys).await?;
+    let missing: Vec<Bytes> = keys
+        .iter()
+        .zip(&values)
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.clone())
+        .collect();
+    let recheck = !missing.is_empty() && s.exists(&missing).await? > 0;
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, value) in keys.iter().zip(values) {
+        out.push(match value {
+            Some(e) => Reply::Bulk(e.value),
+            None if recheck => match s.get(key).await {
+                Ok(found) => found.map_or(Reply::Null, |e| Reply::Bulk(e.value)),
+                Err(e) => e,
+            },
+            None => Reply::Null,
+        });
+    }
+    Ok(out)
 }
 
 /// The kind of run `args` may join on `s`: a plain `GET key` or `SET key

@@ -10,7 +10,8 @@ use bytes::Bytes;
 
 use super::reply::{Reply, WRONG_TYPE};
 use super::session::Session;
-use super::{keys, server, strings};
+use super::{keys, lists, server, strings};
+use crate::types::End;
 
 /// Which handler runs a command.
 #[derive(Debug, Clone, Copy)]
@@ -18,7 +19,8 @@ pub(crate) enum Run {
     Strings(strings::Cmd),
     Keys(keys::Cmd),
     Server(server::Cmd),
-    /// A list, set, hash or sorted-set command: strata stores strings.
+    Lists(lists::Cmd),
+    /// A set, hash or sorted-set command: strata stores strings and lists.
     WrongType,
 }
 
@@ -67,6 +69,7 @@ macro_rules! spec {
 }
 
 use keys::Cmd as K;
+use lists::Cmd as L;
 use server::Cmd as S;
 use strings::Cmd as T;
 
@@ -132,14 +135,17 @@ pub(crate) static TABLE: &[Spec] = &[
     spec!("wait", 3, &[], NONE, "generic", "Waits for replicas to acknowledge the writes so far.", Run::Server(S::Wait)),
     spec!("function", -2, ADMIN, NONE, "scripting", "FUNCTION FLUSH: there are no functions.", Run::Server(S::Function)),
     spec!("cluster", -2, &["loading", "stale"], NONE, "cluster", "Describes the cluster.", Run::Server(S::Cluster)),
+    // Lists.
+    spec!("lpush", -3, WF, ONE, "list", "Prepends values to a list.", Run::Lists(L::Push { end: End::Left, only_if_exists: false })),
+    spec!("rpush", -3, WF, ONE, "list", "Appends values to a list.", Run::Lists(L::Push { end: End::Right, only_if_exists: false })),
+    spec!("lpushx", -3, WF, ONE, "list", "Prepends values to an existing list.", Run::Lists(L::Push { end: End::Left, only_if_exists: true })),
+    spec!("rpushx", -3, WF, ONE, "list", "Appends values to an existing list.", Run::Lists(L::Push { end: End::Right, only_if_exists: true })),
+    spec!("lpop", -2, WF, ONE, "list", "Takes values from the head of a list.", Run::Lists(L::Pop(End::Left))),
+    spec!("rpop", -2, WF, ONE, "list", "Takes values from the tail of a list.", Run::Lists(L::Pop(End::Right))),
+    spec!("llen", 2, RF, ONE, "list", "Returns the length of a list.", Run::Lists(L::Len)),
+    spec!("lrange", 4, R, ONE, "list", "Returns a range of a list's values.", Run::Lists(L::Range)),
+    spec!("lindex", 3, R, ONE, "list", "Returns the value at a position of a list.", Run::Lists(L::Index)),
     // Types strata does not store: WRONGTYPE on an existing key.
-    spec!("lpush", -3, WF, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("rpush", -3, WF, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("lpop", -2, WF, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("rpop", -2, WF, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("llen", 2, RF, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("lrange", 4, R, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("lindex", 3, R, ONE, "list", "Not supported: strata stores strings.", Run::WrongType),
     spec!("sadd", -3, WF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
     spec!("srem", -3, WF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
     spec!("smembers", 2, R, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
@@ -192,17 +198,18 @@ pub(crate) async fn execute(s: &mut Session, args: &[Bytes]) -> Reply {
         Run::Strings(cmd) => strings::run(cmd, s, args).await,
         Run::Keys(cmd) => keys::run(cmd, s, args).await,
         Run::Server(cmd) => server::run(cmd, s, args).await,
+        Run::Lists(cmd) => lists::run(cmd, s, args).await,
         Run::WrongType => wrong_type(s, spec, args).await,
     }
 }
 
 /// A command of a type strata does not store: on an existing key
-/// (always a string) Redis's `WRONGTYPE`; otherwise a plain refusal.
+/// (a string or a list) Redis's `WRONGTYPE`; otherwise a plain refusal.
 async fn wrong_type(s: &Session, spec: &Spec, args: &[Bytes]) -> Reply {
     match s.exists(&args[1..2]).await {
         Ok(n) if n > 0 => Reply::err(WRONG_TYPE),
         Ok(_) => Reply::err(format!(
-            "ERR '{}' is not supported: strata stores strings only",
+            "ERR '{}' is not supported: strata stores strings and lists only",
             spec.name
         )),
         Err(e) => e,

@@ -10,7 +10,7 @@ use super::glob;
 use super::reply::{OK, Reply};
 use super::session::{Change, Session};
 use crate::proto::TtlState;
-use crate::types::Condition;
+use crate::types::{Condition, ValueKind};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cmd {
@@ -68,9 +68,9 @@ pub(crate) async fn run(cmd: Cmd, s: &mut Session, a: &[Bytes]) -> Reply {
         Cmd::Ttl { millis, at } => ttl(s, &a[1], millis, at).await,
         Cmd::Persist => s.persist(a[1].clone()).await.map(|p| Reply::Int(p.into())),
         Cmd::Type => s
-            .exists(&a[1..2])
+            .kind(a[1].clone())
             .await
-            .map(|n| Reply::Simple(if n > 0 { "string" } else { "none" })),
+            .map(|kind| Reply::Simple(kind.map_or("none", ValueKind::name))),
         Cmd::Scan => scan(s, a).await,
         Cmd::Keys => keys(s, &a[1]).await,
         Cmd::DbSize => db_size(s).await,
@@ -158,13 +158,18 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
     let in_ms = at.saturating_sub(now);
     let key = &a[1];
     if !flags.any() {
-        // A time already past deletes the key, as in Redis.
-        let existed = if in_ms <= 0 {
-            s.delete(key.clone(), Condition::Always).await? == Some(true)
-        } else {
-            s.expire(key.clone(), in_ms as u64).await?
+        return Ok(Reply::Int(expire_in(s, key, in_ms).await?.into()));
+    }
+    if s.kind(key.clone()).await? == Some(ValueKind::List) {
+        // A list has no version a write could be conditioned on: its TTL
+        // is read, then set (a concurrent EXPIRE may come in between).
+        let current = match s.ttl(key.clone()).await? {
+            TtlState::Missing => return Ok(Reply::Int(0)),
+            TtlState::Persistent => None,
+            TtlState::ExpiresIn(ms) => Some(ms),
         };
-        return Ok(Reply::Int(existed.into()));
+        let took = flags.allows(current, in_ms) && expire_in(s, key, in_ms).await?;
+        return Ok(Reply::Int(took.into()));
     }
     s.update(key, |current| {
         let Some(e) = current else {
@@ -186,6 +191,16 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
     .await
 }
 
+/// Gives `key` `in_ms` more to live, deleting it when that is not in the
+/// future (as Redis does); whether it existed.
+async fn expire_in(s: &Session, key: &Bytes, in_ms: i64) -> Result<bool, Reply> {
+    if in_ms <= 0 {
+        Ok(s.delete(key.clone(), Condition::Always).await? == Some(true))
+    } else {
+        s.expire(key.clone(), in_ms as u64).await
+    }
+}
+
 async fn ttl(s: &Session, key: &Bytes, millis: bool, at: bool) -> Result<Reply, Reply> {
     let ms = match s.ttl(key.clone()).await? {
         TtlState::Missing => return Ok(Reply::Int(-2)),
@@ -201,14 +216,16 @@ async fn ttl(s: &Session, key: &Bytes, millis: bool, at: bool) -> Result<Reply, 
 struct ScanArgs {
     pattern: Option<Bytes>,
     count: u32,
-    strings: bool,
+    /// `TYPE`: `None` for any kind, `Some(None)` for a type strata does
+    /// not store (nothing matches).
+    kind: Option<Option<ValueKind>>,
 }
 
 fn scan_args(args: &[Bytes]) -> Result<ScanArgs, Reply> {
     let mut out = ScanArgs {
         pattern: None,
         count: SCAN_COUNT,
-        strings: true,
+        kind: None,
     };
     let mut it = args.iter();
     while let Some(option) = it.next() {
@@ -222,7 +239,8 @@ fn scan_args(args: &[Bytes]) -> Result<ScanArgs, Reply> {
             }
             out.count = u32::try_from(n).unwrap_or(u32::MAX);
         } else if is(option, "type") {
-            out.strings = is(value, "string");
+            let stored = [ValueKind::String, ValueKind::List];
+            out.kind = Some(stored.into_iter().find(|k| is(value, k.name())));
         } else {
             return Err(syntax_error());
         }
@@ -242,16 +260,19 @@ async fn scan(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
     };
     let pattern = options.pattern.as_deref();
     let prefix = Bytes::copy_from_slice(pattern.map_or(&b""[..], glob::literal_prefix));
-    let page = s.scan(prefix, cursor, options.count).await?;
+    // A type strata does not store walks the keys and lists none.
+    let page = s
+        .scan_keys(prefix, cursor, options.count, options.kind.flatten())
+        .await?;
     let next = match page.next_cursor {
         Some(c) => s.gw.remember_cursor(c),
         None => 0,
     };
     let keys = page
-        .entries
+        .keys
         .into_iter()
         .map(|(k, _)| k)
-        .filter(|k| options.strings && pattern.is_none_or(|p| glob::matches(p, k)))
+        .filter(|k| options.kind != Some(None) && pattern.is_none_or(|p| glob::matches(p, k)))
         .map(Reply::Bulk)
         .collect();
     Ok(Reply::Array(vec![
@@ -268,8 +289,8 @@ async fn every_key(
 ) -> Result<(), Reply> {
     let mut cursor = None;
     loop {
-        let page = s.scan(prefix.clone(), cursor, 0).await?;
-        each(page.entries.into_iter().map(|(k, _)| k).collect())?;
+        let page = s.scan_keys(prefix.clone(), cursor, 0, None).await?;
+        each(page.keys.into_iter().map(|(k, _)| k).collect())?;
         match page.next_cursor {
             Some(next) => cursor = Some(next),
             None => return Ok(()),
@@ -324,8 +345,8 @@ async fn flush(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
     })?;
     let mut cursor = None;
     loop {
-        let page = s.scan(Bytes::new(), cursor, 0).await?;
-        for (key, _) in &page.entries {
+        let page = s.scan_keys(Bytes::new(), cursor, 0, None).await?;
+        for (key, _) in &page.keys {
             s.delete(key.clone(), Condition::Always).await?;
         }
         // Deleted keys before the cursor do not move it.

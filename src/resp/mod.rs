@@ -21,6 +21,7 @@ mod commands;
 mod conn;
 mod glob;
 mod keys;
+mod lists;
 pub mod metrics;
 pub mod reply;
 mod server;

@@ -16,9 +16,9 @@ use super::reply::{self, Proto, Reply};
 use crate::cluster::key_slot;
 use crate::cmd::Node;
 use crate::config::{Config, Role, TokenConfig};
-use crate::proto::{Entry, ErrorCode, Request, Response, ScanPage, SetEntry, TtlState};
+use crate::proto::{Entry, ErrorCode, KeyPage, Request, Response, SetEntry, TtlState};
 use crate::sync::lock;
-use crate::types::{AckPolicy, Cancel, Condition};
+use crate::types::{AckPolicy, Cancel, Condition, End, ValueKind};
 
 /// Arguments of a connection that has not authenticated yet (when tokens
 /// are required): room for `HELLO 3 AUTH user pass SETNAME name`, as
@@ -393,20 +393,90 @@ impl Session {
         }
     }
 
-    /// One page of keys starting with `prefix`, after `cursor`.
-    pub async fn scan(
+    /// Pushes `values` at `end` of the list at `key`: its new length (0
+    /// when `only_if_exists` found no list).
+    pub async fn push(
+        &self,
+        key: Bytes,
+        end: End,
+        values: Vec<Bytes>,
+        only_if_exists: bool,
+    ) -> Result<u64, Reply> {
+        let request = Request::Push {
+            key,
+            end,
+            values,
+            only_if_exists,
+            ack: self.ack,
+        };
+        match self.call(request).await? {
+            Response::Length { len, .. } => Ok(len),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Takes up to `count` values from `end` of the list at `key`
+    /// (`None`: no list).
+    pub async fn pop(&self, key: Bytes, end: End, count: u32) -> Result<Option<Vec<Bytes>>, Reply> {
+        let request = Request::Pop {
+            key,
+            end,
+            count,
+            ack: self.ack,
+        };
+        match self.call(request).await? {
+            Response::Popped { values, .. } => Ok(values),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Values `start..=stop` of the list at `key`, at most a request's worth.
+    pub async fn list_range(&self, key: Bytes, start: i64, stop: i64) -> Result<Vec<Bytes>, Reply> {
+        match self.call(Request::ListRange { key, start, stop }).await? {
+            Response::Elements(values) => Ok(values),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn list_len(&self, key: Bytes) -> Result<u64, Reply> {
+        match self.call(Request::ListLen { key }).await? {
+            Response::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn list_index(&self, key: Bytes, index: i64) -> Result<Option<Bytes>, Reply> {
+        match self.call(Request::ListIndex { key, index }).await? {
+            Response::Element(value) => Ok(value),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The kind of value at `key` (`None`: absent).
+    pub async fn kind(&self, key: Bytes) -> Result<Option<ValueKind>, Reply> {
+        match self.call(Request::Type { key }).await? {
+            Response::Kind(kind) => Ok(kind),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One page of keys of every kind (or of `kind`) starting with
+    /// `prefix`, after `cursor`.
+    pub async fn scan_keys(
         &self,
         prefix: Bytes,
         cursor: Option<Bytes>,
         limit: u32,
-    ) -> Result<ScanPage, Reply> {
-        let request = Request::Scan {
+        kind: Option<ValueKind>,
+    ) -> Result<KeyPage, Reply> {
+        let request = Request::ScanKeys {
             prefix,
             cursor,
             limit,
+            kind,
         };
         match self.call(request).await? {
-            Response::Page(page) => Ok(page),
+            Response::Keys(page) => Ok(page),
             other => Err(unexpected(&other)),
         }
     }

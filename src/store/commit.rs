@@ -24,9 +24,10 @@ use super::Status;
 use super::disk::{DiskTier, InstallMarker, SnapshotEntry, StoredValue};
 use super::error::{Result, StoreError};
 use super::feed::Feed;
-use super::list::{End, ListMeta};
+use super::list::ListMeta;
 use super::memory::{Lookup, MemoryTier};
 use crate::clock::Clock;
+use crate::types::End;
 use crate::types::{Condition, Seq, ValueKind};
 use crate::wal::{Mutation, WalRecord, WalWriter};
 

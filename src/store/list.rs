@@ -24,15 +24,6 @@ const FIRST_HEAD: u64 = 1 << 63;
 const META_FORMAT: u8 = 1;
 const META_BYTES: usize = 25;
 
-/// Which end of a list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// The head: index 0, where `LPUSH` and `LPOP` work.
-    Left,
-    /// The tail: index -1, where `RPUSH` and `RPOP` work.
-    Right,
-}
-
 /// A list's metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListMeta {

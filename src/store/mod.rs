@@ -50,7 +50,7 @@ use checkpoint::{Checkpointer, Holds, Wake};
 use commit::{Applied, Committer, Msg, WriteOp};
 use disk::DiskTier;
 use feed::Feed;
-pub use list::{End, ListMeta};
+pub use list::ListMeta;
 pub use lock::DirLock;
 use memory::{FillToken, Lookup, MemoryTier};
 pub use metrics::StoreMetrics;
@@ -58,7 +58,7 @@ pub use upgrade::{Upgraded, upgrade_layout};
 
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::SlotSet;
-use crate::types::{Cancel, Condition, Seq, ValueKind};
+use crate::types::{Cancel, Condition, End, Seq, ValueKind};
 use crate::wal::{FsyncPolicy, Mutation, RecoveryMode, StdFs, Wal, WalConfig, WalFs, WalRecord};
 
 /// Size limits on what clients may store.
@@ -1198,24 +1198,7 @@ impl Store {
         limit: ScanLimit,
         only: Option<SlotSet>,
     ) -> Result<ScanPage> {
-        self.check_key(&prefix)?;
-        if limit.entries == 0 {
-            return Err(StoreError::InvalidArgument(
-                "a scan page needs room for an entry",
-            ));
-        }
-        let max = u32_of(self.inner.config.limits.max_scan_limit);
-        crate::proto::check_key_count(limit.entries, max)?;
-        let inner = self.inner.clone();
-        let (found, next_cursor) = tokio::task::spawn_blocking(move || {
-            let now = inner.clock.now_ms();
-            let only = only.as_ref();
-            inner
-                .disk
-                .scan(&prefix, cursor.as_deref(), limit, only, now)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)??;
+        let (found, next_cursor) = self.scan_raw(prefix, cursor, limit, only).await?;
         // Collections are left out: a page carries values, and theirs are
         // metadata (a page may come back empty, with a cursor, for it).
         let entries = found
@@ -1227,6 +1210,52 @@ impl Store {
             entries,
             next_cursor,
         })
+    }
+
+    /// [`scan_page`](Self::scan_page) for keys of every kind (or only of
+    /// `kind`), with their kinds and without values.
+    pub async fn scan_keys(
+        &self,
+        prefix: Bytes,
+        cursor: Option<Bytes>,
+        limit: ScanLimit,
+        only: Option<SlotSet>,
+        kind: Option<ValueKind>,
+    ) -> Result<crate::proto::KeyPage> {
+        let (found, next_cursor) = self.scan_raw(prefix, cursor, limit, only).await?;
+        let keys = found
+            .into_iter()
+            .filter(|(_, v)| kind.is_none_or(|k| k == v.kind))
+            .map(|(key, v)| (key, v.kind))
+            .collect();
+        Ok(crate::proto::KeyPage { keys, next_cursor })
+    }
+
+    async fn scan_raw(
+        &self,
+        prefix: Bytes,
+        cursor: Option<Bytes>,
+        limit: ScanLimit,
+        only: Option<SlotSet>,
+    ) -> Result<(disk::ScanEntries, Option<Bytes>)> {
+        self.check_key(&prefix)?;
+        if limit.entries == 0 {
+            return Err(StoreError::InvalidArgument(
+                "a scan page needs room for an entry",
+            ));
+        }
+        let max = u32_of(self.inner.config.limits.max_scan_limit);
+        crate::proto::check_key_count(limit.entries, max)?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now_ms();
+            let only = only.as_ref();
+            inner
+                .disk
+                .scan(&prefix, cursor.as_deref(), limit, only, now)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
 
     /// Flushes RocksDB and deletes the WAL segments it now covers.

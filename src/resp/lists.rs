@@ -1,0 +1,120 @@
+//! List commands. Each is one store request, except where a reply would
+//! hold more values than one request carries (`LRANGE`, `LPOP` with a
+//! large count): those take several requests in turn, so unlike Redis
+//! they are not one atomic step over a list that changes meanwhile.
+
+use bytes::Bytes;
+
+use super::commands::{int_arg, parse_i64};
+use super::reply::Reply;
+use super::session::Session;
+use crate::types::End;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cmd {
+    Push { end: End, only_if_exists: bool },
+    Pop(End),
+    Len,
+    Range,
+    Index,
+}
+
+pub(crate) async fn run(cmd: Cmd, s: &mut Session, a: &[Bytes]) -> Reply {
+    let result = match cmd {
+        Cmd::Push {
+            end,
+            only_if_exists,
+        } => push(s, a, end, only_if_exists).await,
+        Cmd::Pop(end) => pop(s, a, end).await,
+        Cmd::Len => s.list_len(a[1].clone()).await.map(int),
+        Cmd::Range => range(s, a).await,
+        Cmd::Index => index(s, a).await,
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+fn int(n: u64) -> Reply {
+    Reply::Int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+async fn index(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
+    let index = int_arg(&a[2])?;
+    let value = s.list_index(a[1].clone(), index).await?;
+    Ok(value.map_or(Reply::Null, Reply::Bulk))
+}
+
+async fn push(s: &Session, a: &[Bytes], end: End, only_if_exists: bool) -> Result<Reply, Reply> {
+    let values = a[2..].to_vec();
+    let max = s.chunk();
+    if values.len() > max {
+        return Err(Reply::err(format!(
+            "ERR a push takes at most {max} values at once on this node"
+        )));
+    }
+    s.push(a[1].clone(), end, values, only_if_exists)
+        .await
+        .map(int)
+}
+
+/// `LPOP key` answers one value or nil; `LPOP key count` an array, or nil
+/// for no list.
+async fn pop(s: &Session, a: &[Bytes], end: End) -> Result<Reply, Reply> {
+    let Some(count) = a.get(2) else {
+        let taken = s.pop(a[1].clone(), end, 1).await?;
+        return Ok(taken
+            .and_then(|v| v.into_iter().next())
+            .map_or(Reply::Null, Reply::Bulk));
+    };
+    let count = parse_i64(count)
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| Reply::err("ERR value is out of range, must be positive"))?;
+    let chunk = s.chunk() as u64;
+    let mut taken = Vec::new();
+    loop {
+        let want = (count - taken.len() as u64).min(chunk) as u32;
+        let Some(values) = s.pop(a[1].clone(), end, want).await? else {
+            // No list: nil, unless an earlier request emptied it.
+            if taken.is_empty() {
+                return Ok(Reply::Null);
+            }
+            break;
+        };
+        let got = values.len();
+        taken.extend(values);
+        if got < want as usize || taken.len() as u64 >= count {
+            break;
+        }
+    }
+    Ok(Reply::Array(taken.into_iter().map(Reply::Bulk).collect()))
+}
+
+async fn range(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
+    let (mut start, stop) = (int_arg(&a[2])?, int_arg(&a[3])?);
+    let key = &a[1];
+    // The reply is bounded like any other (as KEYS is).
+    let budget = s.gw.node.limits.max_frame_bytes as usize;
+    let chunk = s.chunk();
+    let (mut out, mut bytes) = (Vec::new(), 0);
+    loop {
+        let values = s.list_range(key.clone(), start, stop).await?;
+        let got = values.len();
+        for value in values {
+            bytes += value.len() + 16;
+            if bytes > budget {
+                return Err(Reply::err(format!(
+                    "ERR LRANGE would return more than {budget} bytes; ask for a smaller range"
+                )));
+            }
+            out.push(Reply::Bulk(value));
+        }
+        if got < chunk {
+            return Ok(Reply::Array(out));
+        }
+        // More may follow: continue from an absolute position.
+        if start < 0 {
+            let len = i64::try_from(s.list_len(key.clone()).await?).unwrap_or(i64::MAX);
+            start = (len + start).max(0);
+        }
+        start += got as i64;
+    }
+}
