@@ -20,7 +20,7 @@ use strata::dump::{DumpEntry, DumpHeader, DumpReader};
 use strata::net::client::{Client, ClientConfig, ServerTrust, SetEntry, SetOptions};
 use strata::net::tls::parse_fingerprint;
 use strata::store::{Store, StoreConfig};
-use strata::types::Seq;
+use strata::types::{End, Seq, ValueKind};
 
 /// How long anything polled may take.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -165,7 +165,7 @@ async fn dump_and_restore_carry_values_versions_and_ttls_to_a_new_node() {
     );
     let (out, _) = expect_exit(&admin(&["verify", "--dump", p(&dump)]), 0);
     assert!(out.contains("healthy"), "{out}");
-    assert!(out.contains("format        version 2\n"), "{out}");
+    assert!(out.contains("format        version 3\n"), "{out}");
     // Dumping again over an existing file needs --force.
     let (_, err) = expect_exit(
         &admin(&["dump", "--data-dir", p(&src), "--out", p(&dump)]),
@@ -177,7 +177,7 @@ async fn dump_and_restore_carry_values_versions_and_ttls_to_a_new_node() {
     // and deleted keys absent, versions as the node reported them.
     let (header, entries) = read_dump(&dump);
     assert_eq!(header.node, "node-a");
-    assert_eq!(header.version, 2);
+    assert_eq!(header.version, 3);
     let max_version = before.values().map(|v| v.1).max().unwrap();
     assert!(header.seq >= max_version, "{header:?}");
     let dumped: Vec<(u16, &Bytes)> = entries
@@ -386,7 +386,7 @@ async fn damaged_or_truncated_dumps_are_rejected_and_leave_nothing_behind() {
 
         let (out, _) = expect_exit(&admin(&["verify", "--dump", p(file)]), 1);
         assert!(out.contains("DAMAGED") && out.contains("at byte"), "{out}");
-        assert!(out.contains("format        version 2\n"), "{out}");
+        assert!(out.contains("format        version 3\n"), "{out}");
     }
     // No temporary directory survives any of it.
     assert_eq!(
@@ -600,6 +600,7 @@ fn fixture_entry(key: &[u8], value: &[u8], version: u64, expires_at_ms: u64) -> 
         value: Bytes::copy_from_slice(value),
         version: Seq(version),
         expires_at_ms,
+        kind: ValueKind::String,
     }
 }
 
@@ -706,7 +707,10 @@ async fn checked_in_v2_fixture_reads_and_restores() {
     assert_eq!(entries, v2_fixture_entries());
     let (out, _) = expect_exit(&admin(&["verify", "--dump", p(&fixture)]), 0);
     assert!(out.contains("entries       7"), "{out}");
-    assert!(out.contains("format        version 2\n"), "{out}");
+    assert!(
+        out.contains("format        version 2 (an older format"),
+        "{out}"
+    );
     restore_and_check(&fixture, Seq(20), &entries).await;
 }
 
@@ -800,6 +804,7 @@ fn restore_refuses_entries_newer_than_the_dump_seq() {
         value: Bytes::from("v"),
         version: Seq(9),
         expires_at_ms: 0,
+        kind: ValueKind::String,
     })
     .unwrap();
     w.finish().unwrap();
@@ -888,4 +893,118 @@ async fn online_dump_is_a_consistent_snapshot_of_a_running_node() {
     let (seq, keys) = digest(copy_client.digest(1).await.unwrap());
     assert_eq!(seq, header.seq.0.to_string());
     assert_eq!(keys, (3001 + late).to_string());
+}
+
+/// The version-3 fixture, which holds a list: read, verified by the tool,
+/// and restored into a store that serves the list in order.
+#[tokio::test]
+async fn checked_in_v3_fixture_restores_its_list() {
+    let fixture = fixture("dump-v3.sdump");
+    let (header, entries) = read_dump(&fixture);
+    assert_eq!((header.version, header.seq), (3, Seq(30)));
+    assert_eq!(entries.len(), 6);
+    let (out, _) = expect_exit(&admin(&["verify", "--dump", p(&fixture)]), 0);
+    assert!(out.contains("format        version 3\n"), "{out}");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("restored");
+    expect_exit(
+        &admin(&["restore", "--in", p(&fixture), "--data-dir", p(&dir)]),
+        0,
+    );
+    let store = Store::open(StoreConfig::new(&dir)).unwrap();
+    let list = Bytes::from_static(b"{user:1}:jobs");
+    assert_eq!(store.kind_of(&list).await.unwrap(), Some(ValueKind::List));
+    assert_eq!(
+        store.list_range(list.clone(), 0, -1).await.unwrap(),
+        [Bytes::from("b"), Bytes::from("a")]
+    );
+    let strings = store.scan(Bytes::new(), None, 100).await.unwrap();
+    assert_eq!(strings.entries.len(), 3, "the list's elements are not keys");
+    store.close().await.unwrap();
+}
+
+/// Lists go through a dump, online and offline, and come back whole: the
+/// same elements in order, the same TTL, and the same digest as the source.
+#[tokio::test]
+async fn lists_survive_dump_and_restore_online_and_offline() {
+    let root = tempfile::tempdir().unwrap();
+    let src = root.path().join("src");
+    let mut node = TestNode::start(&src, &[]);
+    let client = connect(&node).await;
+    let values: Vec<String> = (0..50).map(|i| format!("job-{i}")).collect();
+    client
+        .push("queue", End::Right, values.clone(), false)
+        .await
+        .unwrap();
+    client
+        .expire("queue", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    client
+        .push("{t}stack", End::Left, ["x", "y"], false)
+        .await
+        .unwrap();
+    client.set("plain", "v").await.unwrap();
+    let digest = |pairs: Vec<(String, String)>| -> (String, String, String) {
+        let m: std::collections::HashMap<_, _> = pairs.into_iter().collect();
+        (m["seq"].clone(), m["keys"].clone(), m["sha256"].clone())
+    };
+    let before = digest(client.digest(1).await.unwrap());
+
+    let check = |dump: PathBuf, name: &'static str| {
+        let root = root.path().to_path_buf();
+        let (values, before) = (values.clone(), before.clone());
+        async move {
+            let (header, _) = read_dump(&dump);
+            assert_eq!(header.version, 3);
+            let dir = root.join(name);
+            expect_exit(
+                &admin(&["restore", "--in", p(&dump), "--data-dir", p(&dir)]),
+                0,
+            );
+            let copy = TestNode::start(&dir, &[]);
+            let c = connect(&copy).await;
+            let got = c.list_range("queue", 0, -1).await.unwrap();
+            assert_eq!(
+                got,
+                values
+                    .iter()
+                    .map(|v| Bytes::from(v.clone()))
+                    .collect::<Vec<_>>()
+            );
+            assert!(matches!(
+                c.ttl("queue").await.unwrap(),
+                strata::proto::TtlState::ExpiresIn(_)
+            ));
+            let stack = c.list_range("{t}stack", 0, -1).await.unwrap();
+            assert_eq!(stack, [Bytes::from("y"), Bytes::from("x")]);
+            assert_eq!(digest(c.digest(1).await.unwrap()), before, "{name}");
+            c.close().await;
+        }
+    };
+
+    let online = root.path().join("online.sdump");
+    let args = [
+        "dump",
+        "--addr",
+        &node.addr.to_string(),
+        "--pin",
+        &node.fingerprint,
+        "--out",
+        p(&online),
+    ];
+    expect_exit(&admin(&args), 0);
+    check(online, "from-online").await;
+
+    client.close().await;
+    assert!(node.terminate().success());
+    let offline = root.path().join("offline.sdump");
+    let (out, _) = expect_exit(
+        &admin(&["dump", "--data-dir", p(&src), "--out", p(&offline)]),
+        0,
+    );
+    // 3 keys, plus one entry per element: 3 + 50 + 2.
+    assert!(out.contains("dumped 55 entries"), "{out}");
+    assert!(!src.join("dump-checkpoint").exists(), "checkpoint removed");
+    check(offline, "from-offline").await;
 }

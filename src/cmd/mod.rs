@@ -13,8 +13,9 @@ use crate::cluster::migrate::WriteGate;
 use crate::cluster::node::ClusterNode;
 use crate::config::Role;
 use crate::proto::{
-    Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, PROTOCOL_VERSION, Request,
-    Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
+    Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, PROTOCOL_VERSION,
+    RawSnapshotItem, RawSnapshotPage, Request, Response, ScanPage, SetEntry, SnapshotItem,
+    SnapshotPage, TtlState, WriteReply,
 };
 use crate::repl::{ReplError, Replication};
 use crate::store::{self, Store, WriteAck, WriteOutcome};
@@ -80,6 +81,15 @@ impl Node {
     }
 }
 
+/// One page of a snapshot as the node read it.
+struct SnapshotEntries {
+    id: u64,
+    seq: Seq,
+    created_at_ms: u64,
+    entries: Vec<store::SnapshotEntry>,
+    next: Option<Bytes>,
+}
+
 /// The keys a request reads or writes (none for the others).
 pub(crate) fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &[u8]> + '_> {
     match req {
@@ -111,6 +121,7 @@ pub(crate) fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &[u8]> + '_
         | Request::Digest { .. }
         | Request::Checkpoint
         | Request::Snapshot { .. }
+        | Request::RawSnapshot { .. }
         | Request::ClusterMap
         | Request::ClusterInit
         | Request::ClusterPropose { .. }
@@ -124,7 +135,10 @@ pub(crate) fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &[u8]> + '_
 fn is_heavy(req: &Request) -> bool {
     matches!(
         req,
-        Request::Digest { .. } | Request::Snapshot { .. } | Request::Checkpoint
+        Request::Digest { .. }
+            | Request::Snapshot { .. }
+            | Request::RawSnapshot { .. }
+            | Request::Checkpoint
     )
 }
 
@@ -291,6 +305,9 @@ impl Node {
             Request::Digest { expired_before_ms } => self.digest(expired_before_ms, cancel).await,
             Request::Snapshot { snapshot, after } => {
                 return self.snapshot_page(snapshot, after).await;
+            }
+            Request::RawSnapshot { snapshot, after } => {
+                return self.raw_snapshot_page(snapshot, after).await;
             }
             Request::Checkpoint => self.checkpoint().await,
             // The cluster.
@@ -540,42 +557,91 @@ impl Node {
         })
     }
 
-    async fn snapshot_page(&self, snapshot: Option<u64>, after: Option<Bytes>) -> Response {
+    /// One page of a snapshot, for `Snapshot` and `RawSnapshot`.
+    async fn snapshot_entries(
+        &self,
+        snapshot: Option<u64>,
+        after: Option<Bytes>,
+    ) -> Result<SnapshotEntries, Response> {
         // Leave room for framing within the client's frame limit.
         let budget = (self.limits.max_frame_bytes as usize / 2).clamp(1024, 4 << 20);
         match self.repl.snapshot_page(snapshot, after, budget).await {
-            Ok((_, _, _, entries, _)) if entries.iter().any(|e| e.kind != ValueKind::String) => {
-                Response::error(
-                    ErrorCode::BadRequest,
-                    "the snapshot holds lists, which an online dump cannot carry yet; \
-                     dump the stopped node's data directory with `strata-admin dump --data-dir`",
-                )
-            }
             Ok((id, seq, created_at_ms, entries, more)) => {
                 let next = more
                     .then(|| entries.last().map(|e| e.key.clone()))
                     .flatten();
-                Response::Snapshot(SnapshotPage {
-                    snapshot: id,
+                Ok(SnapshotEntries {
+                    id,
                     seq,
                     created_at_ms,
-                    entries: entries
-                        .into_iter()
-                        .map(|e| SnapshotItem {
-                            key: e.key,
-                            value: e.value,
-                            version: e.version,
-                            expires_at_ms: e.expires_at_ms,
-                        })
-                        .collect(),
+                    entries,
                     next,
                 })
             }
-            Err(ReplError::Busy(why)) => Response::Error(
+            Err(ReplError::Busy(why)) => Err(Response::Error(
                 ErrorReply::new(ErrorCode::Overloaded, why).with_retry_after_ms(1000),
-            ),
-            Err(e) => Response::error(ErrorCode::BadRequest, e.to_string()),
+            )),
+            Err(e) => Err(Response::error(ErrorCode::BadRequest, e.to_string())),
         }
+    }
+
+    async fn snapshot_page(&self, snapshot: Option<u64>, after: Option<Bytes>) -> Response {
+        let page = match self.snapshot_entries(snapshot, after).await {
+            Ok(page) => page,
+            Err(response) => return response,
+        };
+        // A list's metadata, or its elements' internal keys.
+        if page
+            .entries
+            .iter()
+            .any(|e| e.kind != ValueKind::String || store::keys::is_internal(&e.key))
+        {
+            return Response::error(
+                ErrorCode::BadRequest,
+                "the snapshot holds lists, which a Snapshot page cannot carry; \
+                 ask with RawSnapshot (strata-admin dump does)",
+            );
+        }
+        Response::Snapshot(SnapshotPage {
+            snapshot: page.id,
+            seq: page.seq,
+            created_at_ms: page.created_at_ms,
+            entries: page
+                .entries
+                .into_iter()
+                .map(|e| SnapshotItem {
+                    key: e.key,
+                    value: e.value,
+                    version: e.version,
+                    expires_at_ms: e.expires_at_ms,
+                })
+                .collect(),
+            next: page.next,
+        })
+    }
+
+    async fn raw_snapshot_page(&self, snapshot: Option<u64>, after: Option<Bytes>) -> Response {
+        let page = match self.snapshot_entries(snapshot, after).await {
+            Ok(page) => page,
+            Err(response) => return response,
+        };
+        Response::RawSnapshot(RawSnapshotPage {
+            snapshot: page.id,
+            seq: page.seq,
+            created_at_ms: page.created_at_ms,
+            entries: page
+                .entries
+                .into_iter()
+                .map(|e| RawSnapshotItem {
+                    key: e.key,
+                    value: e.value,
+                    version: e.version,
+                    expires_at_ms: e.expires_at_ms,
+                    kind: e.kind,
+                })
+                .collect(),
+            next: page.next,
+        })
     }
 
     async fn checkpoint(&self) -> store::Result<Response> {

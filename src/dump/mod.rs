@@ -14,10 +14,13 @@
 //! trailer  [u32 len][u32 crc][u8 kind = 2][u64 entries][u32 CRC of all bytes before it]
 //! ```
 //!
-//! Version 2 (this build writes it) puts each entry's cluster slot in
-//! front of its body and keeps entries in strictly ascending (slot, key)
-//! order, so a dump can be merged or restored slot range by slot range.
-//! Version 1 had no slot bytes and no order rule; it is still read.
+//! Version 3 (this build writes it) ends each entry body with the value's
+//! kind, and holds a list as the store does: its metadata under its key
+//! and one entry per element under an internal key (`store::keys`).
+//! Version 2 put each entry's cluster slot in front of its body and keeps
+//! entries in strictly ascending (slot, key) order, so a dump can be
+//! merged or restored slot range by slot range; its entries are strings.
+//! Version 1 had no slot bytes and no order rule. Both are still read.
 //!
 //! # Layout
 //!
@@ -35,7 +38,7 @@
 //!
 //! Compatibility: every later version of this crate reads every earlier
 //! format version (`tests/fixtures/dump-v1.sdump` pins version 1,
-//! `tests/fixtures/dump-v2.sdump` version 2).
+//! `dump-v2.sdump` version 2, `dump-v3.sdump` version 3).
 
 mod read;
 mod write;
@@ -43,8 +46,10 @@ mod write;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Slot, key_slot};
-use crate::types::Seq;
+use crate::cluster::Slot;
+use crate::store::SnapshotEntry;
+use crate::store::keys::store_slot;
+use crate::types::{Seq, ValueKind};
 
 pub use read::DumpReader;
 pub use write::DumpWriter;
@@ -56,7 +61,7 @@ pub const DUMP_MAGIC: [u8; 8] = *b"STRADUMP";
 /// Format version this build writes. It reads every version from
 /// [`MIN_READ_VERSION`] up to this one.
 /// Layout: `proto-docs/dump-format.md`, section "Versions and compatibility".
-pub const DUMP_VERSION: u32 = 2;
+pub const DUMP_VERSION: u32 = 3;
 
 /// Oldest format version this build reads (always 1: nothing is dropped).
 /// Layout: `proto-docs/dump-format.md`, section "Versions and compatibility".
@@ -86,6 +91,12 @@ pub const KIND_ENTRY: u8 = 1;
 /// ascending (slot, key) order. Version 1 entry frames are `[u8 kind][body]`.
 /// Layout: `proto-docs/dump-format.md`, section "Entry frames".
 pub const FIRST_SLOTTED_VERSION: u32 = 2;
+
+/// The first format version whose entry bodies end with the value's kind
+/// and whose entries may be a list's (its metadata and its elements'
+/// internal keys). Earlier entries are strings.
+/// Layout: `proto-docs/dump-format.md`, section "Entry body".
+pub const FIRST_KINDED_VERSION: u32 = 3;
 
 /// Bytes of the slot (`u16` LE) between an entry's kind byte and its body,
 /// from [`FIRST_SLOTTED_VERSION`] on.
@@ -153,25 +164,39 @@ pub struct DumpEntry {
     /// Absolute expiry, Unix ms; 0 = never. Absolute, so a restored key
     /// expires when the original would have.
     pub expires_at_ms: u64,
+    /// What the value is (from version 3; earlier entries are strings).
+    pub kind: ValueKind,
 }
 
 impl DumpEntry {
-    /// The cluster slot the key maps to (Redis Cluster's CRC16 with hash
-    /// tags): what a version-2 entry frame carries and orders by.
+    /// The cluster slot the entry is kept in, what an entry frame carries
+    /// and orders by: its key's (Redis Cluster's CRC16 with hash tags), or
+    /// for a list element's internal key its list's.
     pub fn slot(&self) -> Slot {
-        key_slot(&self.key)
+        store_slot(&self.key)
     }
 }
 
-impl From<DumpEntry> for crate::store::SnapshotEntry {
+impl From<DumpEntry> for SnapshotEntry {
     fn from(e: DumpEntry) -> Self {
-        crate::store::SnapshotEntry {
+        SnapshotEntry {
             key: e.key,
             version: e.version,
             expires_at_ms: e.expires_at_ms,
             value: e.value,
-            // A dump holds strings only (its version 2 has no kind).
-            kind: crate::types::ValueKind::String,
+            kind: e.kind,
+        }
+    }
+}
+
+impl From<SnapshotEntry> for DumpEntry {
+    fn from(e: SnapshotEntry) -> Self {
+        DumpEntry {
+            key: e.key,
+            value: e.value,
+            version: e.version,
+            expires_at_ms: e.expires_at_ms,
+            kind: e.kind,
         }
     }
 }

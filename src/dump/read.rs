@@ -7,12 +7,15 @@ use std::io::{self, BufReader, Read};
 
 use super::{
     DEFAULT_MAX_FRAME_BYTES, DUMP_MAGIC, DUMP_VERSION, DumpEntry, DumpError, DumpHeader,
-    DumpSummary, ENTRY_SLOT_BYTES, FIRST_SLOTTED_VERSION, FRAME_HEADER_LEN, HEADER_FIXED_LEN,
-    KIND_ENTRY, KIND_TRAILER, MAX_NODE_NAME_BYTES, MIN_READ_VERSION, SlotOrder, TRAILER_BODY_LEN,
-    printable,
+    DumpSummary, ENTRY_SLOT_BYTES, FIRST_KINDED_VERSION, FIRST_SLOTTED_VERSION, FRAME_HEADER_LEN,
+    HEADER_FIXED_LEN, KIND_ENTRY, KIND_TRAILER, MAX_NODE_NAME_BYTES, MIN_READ_VERSION, SlotOrder,
+    TRAILER_BODY_LEN, printable,
 };
+use bytes::Bytes;
+
 use crate::cluster::{SLOTS, Slot};
-use crate::types::Seq;
+use crate::store::keys::is_internal;
+use crate::types::{Seq, ValueKind};
 
 /// Read-ahead buffer of the underlying reader.
 const READ_BUFFER_BYTES: usize = 256 << 10;
@@ -362,12 +365,16 @@ impl<R: Read> DumpReader<R> {
     /// slot and the (slot, key) order, and records the entry as the
     /// previous one: call it only for a frame that is then accepted.
     fn decode_entry(&mut self, at: u64) -> Result<DumpEntry, DumpError> {
+        let version = self.header.version;
         let payload = &self.buf[1..];
-        if self.header.version < FIRST_SLOTTED_VERSION {
-            return decode_body(payload, at);
+        if version < FIRST_SLOTTED_VERSION {
+            return decode_string_body(payload, at);
         }
         let (slot, body) = split_slot(payload, at)?;
-        let entry = decode_body(body, at)?;
+        let entry = match version < FIRST_KINDED_VERSION {
+            true => decode_string_body(body, at)?,
+            false => decode_body(body, at)?,
+        };
         let key_slot = entry.slot();
         if slot != key_slot {
             return Err(DumpError::BadRecord {
@@ -405,15 +412,44 @@ fn split_slot(payload: &[u8], at: u64) -> Result<(Slot, &[u8]), DumpError> {
     Ok((slot, body))
 }
 
-/// One postcard [`DumpEntry`] filling `body` exactly.
-fn decode_body(body: &[u8], at: u64) -> Result<DumpEntry, DumpError> {
+/// One postcard `T` filling `body` exactly.
+fn decode_exact<T: serde::de::DeserializeOwned>(body: &[u8], at: u64) -> Result<T, DumpError> {
     let bad = |reason: String| DumpError::BadRecord { offset: at, reason };
-    let (entry, rest) = postcard::take_from_bytes::<DumpEntry>(body)
-        .map_err(|e| bad(format!("entry body: {e}")))?;
+    let (entry, rest) =
+        postcard::take_from_bytes::<T>(body).map_err(|e| bad(format!("entry body: {e}")))?;
     if !rest.is_empty() {
         return Err(bad(format!("{} bytes after the entry body", rest.len())));
     }
     Ok(entry)
+}
+
+/// A version-3 entry body.
+fn decode_body(body: &[u8], at: u64) -> Result<DumpEntry, DumpError> {
+    decode_exact(body, at)
+}
+
+/// An entry body of version 1 or 2: a string, without the kind. Its key
+/// must not have the prefix this build keeps for list elements: such a
+/// key (which builds before lists allowed) would be restored unreachable.
+fn decode_string_body(body: &[u8], at: u64) -> Result<DumpEntry, DumpError> {
+    let (key, value, version, expires_at_ms): (Bytes, Bytes, Seq, u64) = decode_exact(body, at)?;
+    if is_internal(&key) {
+        return Err(DumpError::BadRecord {
+            offset: at,
+            reason: format!(
+                "key {} starts with the bytes ff ff ff ff, which this build keeps for list \
+                 elements; restore this dump with the build that wrote it",
+                printable(&key)
+            ),
+        });
+    }
+    Ok(DumpEntry {
+        key,
+        value,
+        version,
+        expires_at_ms,
+        kind: ValueKind::String,
+    })
 }
 
 impl<R: Read> Iterator for DumpReader<R> {

@@ -1,7 +1,7 @@
 //! Unit tests of the dump format: round trips, the worked examples of
-//! `proto-docs/dump-format.md`, the checked-in version-1 and version-2
-//! fixtures, version 2's slot and (slot, key) order rules, and damage
-//! (every flipped byte, every truncation) found with its offset.
+//! `proto-docs/dump-format.md`, the checked-in version-1, -2 and -3
+//! fixtures, the slot and (slot, key) order rules of versions 2 and 3,
+//! and damage (every flipped byte, every truncation) found with its offset.
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -15,7 +15,12 @@ fn entry(key: &[u8], value: &[u8], version: u64, expires_at_ms: u64) -> DumpEntr
         value: Bytes::copy_from_slice(value),
         version: Seq(version),
         expires_at_ms,
+        kind: ValueKind::String,
     }
+}
+
+fn of_kind(kind: ValueKind, e: DumpEntry) -> DumpEntry {
+    DumpEntry { kind, ..e }
 }
 
 fn write(header: &DumpHeader, entries: &[DumpEntry]) -> Vec<u8> {
@@ -80,15 +85,29 @@ fn header_bytes(version: u32, header: &DumpHeader) -> Vec<u8> {
     out
 }
 
+/// The body of a version-1 or -2 entry: a string's, without the kind.
+fn string_body(e: &DumpEntry) -> Vec<u8> {
+    assert_eq!(e.kind, ValueKind::String, "versions 1 and 2 hold strings");
+    postcard::to_stdvec(&(&e.key, &e.value, e.version, e.expires_at_ms)).unwrap()
+}
+
 /// A version-1 entry payload: kind, body.
 fn v1_payload(e: &DumpEntry) -> Vec<u8> {
     let mut out = vec![KIND_ENTRY];
-    out.extend_from_slice(&postcard::to_stdvec(e).unwrap());
+    out.extend_from_slice(&string_body(e));
     out
 }
 
 /// A version-2 entry payload claiming `slot`: kind, slot, body.
 fn v2_payload(slot: u16, e: &DumpEntry) -> Vec<u8> {
+    let mut out = vec![KIND_ENTRY];
+    out.extend_from_slice(&slot.to_le_bytes());
+    out.extend_from_slice(&string_body(e));
+    out
+}
+
+/// A version-3 entry payload claiming `slot`: kind, slot, body with kind.
+fn v3_payload(slot: u16, e: &DumpEntry) -> Vec<u8> {
     let mut out = vec![KIND_ENTRY];
     out.extend_from_slice(&slot.to_le_bytes());
     out.extend_from_slice(&postcard::to_stdvec(e).unwrap());
@@ -132,6 +151,16 @@ fn v2_dump(header: &DumpHeader, entries: &[DumpEntry]) -> (Vec<u8>, Vec<u64>) {
     assemble(header_bytes(2, header), &payloads)
 }
 
+/// A version-3 dump of `entries` with their true slots, in the order given;
+/// with the entry frame offsets.
+fn v3_dump(header: &DumpHeader, entries: &[DumpEntry]) -> (Vec<u8>, Vec<u64>) {
+    let payloads: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|e| v3_payload(e.slot().get(), e))
+        .collect();
+    assemble(header_bytes(3, header), &payloads)
+}
+
 /// The entries of `tests/fixtures/dump-v1.sdump`, in file (key) order
 /// (`tests/admin_dump.rs` lists the same).
 fn fixture_entries() -> (DumpHeader, Vec<DumpEntry>) {
@@ -160,8 +189,10 @@ fn fixture_entries() -> (DumpHeader, Vec<DumpEntry>) {
 /// both `{user:1}` keys 10778 (one hash tag, one slot), beta/ttl 14028,
 /// empty-value 15889.
 fn v2_fixture_entries() -> (DumpHeader, Vec<DumpEntry>) {
+    let mut header = DumpHeader::new("fixture-node", Seq(20), 1_764_000_000_000);
+    header.version = 2;
     (
-        DumpHeader::new("fixture-node", Seq(20), 1_764_000_000_000),
+        header,
         vec![
             entry(b"alpha", b"first value", 3, 0),
             entry(&[0x00, 0xff, 0x10], &[1, 2, 3, 0, 255], 8, 0),
@@ -175,6 +206,42 @@ fn v2_fixture_entries() -> (DumpHeader, Vec<DumpEntry>) {
             entry(b"{user:1}:name", b"Ada", 14, 0),
             entry(b"beta/ttl", b"expires", 7, 1_900_000_000_000),
             entry(b"empty-value", b"", 20, 0),
+        ],
+    )
+}
+
+/// The entries of `tests/fixtures/dump-v3.sdump`, in file order: strings
+/// and the list `{user:1}:jobs` (`b a`), its metadata under its key and
+/// its two elements under internal keys, which sort at the end of the
+/// list's slot (10778). Slots: alpha 865, `{user:1}` 10778, beta/ttl
+/// 14028.
+fn v3_fixture_entries() -> (DumpHeader, Vec<DumpEntry>) {
+    use crate::store::ListMeta;
+    let meta = ListMeta {
+        id: 17,
+        head: (1 << 63) - 1,
+        len: 2,
+    };
+    let list = Bytes::from_static(b"{user:1}:jobs");
+    let element = |pos, value: &[u8], version| DumpEntry {
+        key: meta.element(&list, pos),
+        value: Bytes::copy_from_slice(value),
+        version: Seq(version),
+        expires_at_ms: 0,
+        kind: ValueKind::String,
+    };
+    (
+        DumpHeader::new("fixture-node", Seq(30), 1_765_000_000_000),
+        vec![
+            entry(b"alpha", b"first value", 3, 0),
+            entry(b"{user:1}:email", b"ada@example.com", 15, 1_950_000_000_000),
+            of_kind(
+                ValueKind::List,
+                entry(&list, &meta.encode(), 18, 1_960_000_000_000),
+            ),
+            element(0, b"b", 18),
+            element(1, b"a", 17),
+            entry(b"beta/ttl", b"expires", 7, 1_900_000_000_000),
         ],
     )
 }
@@ -200,7 +267,7 @@ fn round_trip_keeps_header_and_entries() {
     let bytes = write(&header, &entries);
     let (h, got, summary) = read(&bytes).unwrap();
     assert_eq!(h, header);
-    assert_eq!(h.version, 2);
+    assert_eq!(h.version, 3);
     assert_eq!(got, entries);
     assert_eq!(summary.entries, 5);
     assert_eq!(summary.file_bytes, bytes.len() as u64);
@@ -208,10 +275,10 @@ fn round_trip_keeps_header_and_entries() {
 }
 
 #[test]
-fn v2_entry_frames_carry_the_key_slot_before_the_body() {
+fn entry_frames_carry_the_key_slot_before_the_body() {
     let (header, entries) = sample();
     let bytes = write(&header, &entries);
-    let (by_hand, _) = v2_dump(&header, &entries);
+    let (by_hand, _) = v3_dump(&header, &entries);
     assert_eq!(bytes, by_hand);
     // The first frame's payload: kind, then the slot of its key.
     let at = HEADER_FIXED_LEN + header.node.len() + 4 + FRAME_HEADER_LEN;
@@ -243,10 +310,12 @@ fn writer_refuses_what_the_format_cannot_hold() {
     let mut future = DumpHeader::new("n", Seq(1), 0);
     future.version = DUMP_VERSION + 1;
     assert!(DumpWriter::new(Vec::new(), &future).is_err());
-    // Version 1 is read, never written.
-    let mut old = DumpHeader::new("n", Seq(1), 0);
-    old.version = 1;
-    assert!(DumpWriter::new(Vec::new(), &old).is_err());
+    // Earlier versions are read, never written.
+    for version in [1, 2] {
+        let mut old = DumpHeader::new("n", Seq(1), 0);
+        old.version = version;
+        assert!(DumpWriter::new(Vec::new(), &old).is_err());
+    }
 }
 
 #[test]
@@ -283,18 +352,60 @@ fn writer_refuses_entries_out_of_slot_key_order_and_writes_nothing_of_them() {
     let (out, summary) = w.finish().unwrap();
     assert_eq!(summary.entries, 3);
     // Nothing of the refused entries is in the file.
-    assert_eq!(out, v2_dump(&header, &[b.clone(), a.clone(), tb.clone()]).0);
+    assert_eq!(out, v3_dump(&header, &[b.clone(), a.clone(), tb.clone()]).0);
     assert_eq!(read(&out).unwrap().1, [b, a, tb]);
 }
 
 /// The worked example in proto-docs/dump-format.md (section "Worked
-/// example", version 2), byte for byte.
+/// example", version 3), byte for byte.
 #[test]
 fn bytes_match_the_worked_example_in_the_format_doc() {
     let header = DumpHeader::new("n1", Seq(7), 1_800_000_000_000);
     let bytes = write(&header, &[entry(b"k1", b"hello", 5, 0)]);
     #[rustfmt::skip]
     let expected: Vec<u8> = vec![
+        // header
+        0x53, 0x54, 0x52, 0x41, 0x44, 0x55, 0x4d, 0x50, // "STRADUMP"
+        0x03, 0x00, 0x00, 0x00,                         // version 3
+        0x00, 0x00, 0x00, 0x00,                         // reserved
+        0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // seq 7
+        0x00, 0x50, 0x5c, 0x18, 0xa3, 0x01, 0x00, 0x00, // created_at_ms 1800000000000
+        0x02, 0x00,                                     // node name length 2
+        0x6e, 0x31,                                     // "n1"
+        0xfc, 0x95, 0x8a, 0x82,                         // header crc 0x828a95fc
+        // entry frame
+        0x0f, 0x00, 0x00, 0x00,                         // len 15
+        0x07, 0x34, 0x2c, 0xd5,                         // crc of the payload 0xd52c3407
+        0x01,                                           // kind 1: entry
+        0xa2, 0x31,                                     // slot 12706 = 0x31a2, the slot of "k1"
+        0x02, 0x6b, 0x31,                               // key: len 2, "k1"
+        0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f,             // value: len 5, "hello"
+        0x05,                                           // version 5
+        0x00,                                           // expires_at_ms 0
+        0x00,                                           // kind 0: string
+        // trailer frame
+        0x0d, 0x00, 0x00, 0x00,                         // len 13
+        0x4c, 0x12, 0x10, 0x18,                         // crc of the payload 0x1810124c
+        0x02,                                           // kind 2: trailer
+        0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 1 entry
+        0x93, 0xa4, 0xb0, 0x09,                         // crc of bytes 0..63: 0x09b0a493
+    ];
+    assert_eq!(
+        bytes,
+        expected,
+        "\n got: {}\nwant: {}",
+        hex::encode(&bytes),
+        hex::encode(&expected)
+    );
+}
+
+/// The version-2 example in proto-docs/dump-format.md (section "Versions
+/// and compatibility"): still read, and laid out like the hand-built
+/// version-2 dumps below.
+#[test]
+fn v2_example_in_the_format_doc_still_reads() {
+    #[rustfmt::skip]
+    let v2: Vec<u8> = vec![
         // header
         0x53, 0x54, 0x52, 0x41, 0x44, 0x55, 0x4d, 0x50, // "STRADUMP"
         0x02, 0x00, 0x00, 0x00,                         // version 2
@@ -320,13 +431,12 @@ fn bytes_match_the_worked_example_in_the_format_doc() {
         0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 1 entry
         0xc6, 0xbe, 0x5e, 0xb0,                         // crc of bytes 0..62: 0xb05ebec6
     ];
-    assert_eq!(
-        bytes,
-        expected,
-        "\n got: {}\nwant: {}",
-        hex::encode(&bytes),
-        hex::encode(&expected)
-    );
+    let header = DumpHeader::new("n1", Seq(7), 1_800_000_000_000);
+    let k1 = entry(b"k1", b"hello", 5, 0);
+    let (h, got, _) = read(&v2).unwrap();
+    assert_eq!(h.version, 2);
+    assert_eq!(got, std::slice::from_ref(&k1));
+    assert_eq!(v2_dump(&header, &[k1]).0, v2);
 }
 
 /// The version-1 example in proto-docs/dump-format.md (section "Versions
@@ -501,19 +611,51 @@ fn checked_in_v2_fixture_reads() {
     assert_eq!(v2_dump(&header, &entries).0, bytes);
 }
 
-/// While this build writes version 2, it writes the v2 fixture's exact
+/// Compatibility: the checked-in version-3 dump reads, with exactly its
+/// entries: strings and a list, its elements under internal keys at the
+/// end of its slot. Written once by this build's `DumpWriter` from
+/// `v3_fixture_entries()` (a throwaway test that wrote it, since removed)
+/// and checked in; never regenerate it.
+#[test]
+fn checked_in_v3_fixture_reads() {
+    let bytes = std::fs::read(fixture_path("dump-v3.sdump")).unwrap();
+    let (header, entries) = v3_fixture_entries();
+    let (h, got, summary) = read(&bytes).unwrap();
+    assert_eq!(h, header);
+    assert_eq!(h.version, 3);
+    assert_eq!(got, entries);
+    assert_eq!(summary.entries, 6);
+    assert_eq!(got[2].kind, ValueKind::List);
+    assert!(got[3..5].iter().all(|e| e.slot() == got[2].slot()));
+    assert_eq!(v3_dump(&header, &entries).0, bytes);
+}
+
+/// While this build writes version 3, it writes the v3 fixture's exact
 /// bytes: an accidental change to the format fails here.
 #[test]
-fn writer_reproduces_the_v2_fixture_while_it_writes_v2() {
+fn writer_reproduces_the_v3_fixture_while_it_writes_v3() {
     assert_eq!(
-        DUMP_VERSION, 2,
+        DUMP_VERSION, 3,
         "a new version: add its fixture and move this test to it"
     );
-    let (header, entries) = v2_fixture_entries();
+    let (header, entries) = v3_fixture_entries();
     assert_eq!(
         write(&header, &entries),
-        std::fs::read(fixture_path("dump-v2.sdump")).unwrap()
+        std::fs::read(fixture_path("dump-v3.sdump")).unwrap()
     );
+}
+
+/// A version-1 or -2 entry whose key has the prefix this build keeps for
+/// list elements is refused: restored, it would be unreachable.
+#[test]
+fn reserved_keys_in_a_string_only_version_are_a_bad_record() {
+    let header = DumpHeader::new("n", Seq(9), 0);
+    let reserved = entry(&[0xff, 0xff, 0xff, 0xff, b'x'], b"v", 1, 0);
+    let (v2, offsets) = v2_dump(&header, std::slice::from_ref(&reserved));
+    let reason = bad_record_at(read(&v2), offsets[0]);
+    assert!(reason.contains("ff ff ff ff"), "{reason}");
+    let v1 = v1_dump(&header, std::slice::from_ref(&reserved));
+    assert!(matches!(read(&v1), Err(DumpError::BadRecord { .. })));
 }
 
 #[test]
@@ -585,22 +727,22 @@ fn other_files_versions_and_trailing_bytes_are_refused() {
 
     let (header, entries) = sample();
     let bytes = write(&header, &entries);
-    for version in [0u32, 3, u32::MAX] {
+    for version in [0u32, 4, u32::MAX] {
         let mut newer = bytes.clone();
         newer[8..12].copy_from_slice(&version.to_le_bytes());
         match read(&newer) {
             Err(e @ DumpError::UnsupportedVersion { version: v }) if v == version => {
                 assert_eq!(e.offset(), 8);
-                assert!(e.to_string().contains("reads versions 1 to 2"), "{e}");
+                assert!(e.to_string().contains("reads versions 1 to 3"), "{e}");
             }
             other => panic!("version {version}: {other:?}"),
         }
     }
-    // With a correct header CRC too: version 3 is refused, not guessed at.
-    let (v3, _) = assemble(header_bytes(3, &header), &[]);
+    // With a correct header CRC too: version 4 is refused, not guessed at.
+    let (v4, _) = assemble(header_bytes(4, &header), &[]);
     assert!(matches!(
-        read(&v3),
-        Err(DumpError::UnsupportedVersion { version: 3 })
+        read(&v4),
+        Err(DumpError::UnsupportedVersion { version: 4 })
     ));
 
     let mut extra = bytes.clone();
@@ -650,8 +792,16 @@ fn arb_entry() -> impl Strategy<Value = DumpEntry> {
         proptest::collection::vec(any::<u8>(), 0..200),
         any::<u64>(),
         any::<u64>(),
+        any::<bool>(),
     )
-        .prop_map(|(k, v, version, exp)| entry(&k, &v, version, exp))
+        .prop_map(|(k, v, version, exp, list)| {
+            let kind = if list {
+                ValueKind::List
+            } else {
+                ValueKind::String
+            };
+            of_kind(kind, entry(&k, &v, version, exp))
+        })
 }
 
 proptest! {
@@ -685,7 +835,7 @@ proptest! {
         let mut w = DumpWriter::new(Vec::new(), &header).unwrap();
         let refused = entries.iter().position(|e| w.write_entry(e).is_err());
         prop_assert_eq!(refused, first_bad);
-        let (bytes, offsets) = v2_dump(&header, &entries);
+        let (bytes, offsets) = v3_dump(&header, &entries);
         match (read(&bytes), first_bad) {
             (Ok((_, got, _)), None) => prop_assert_eq!(got, entries),
             (Err(e @ DumpError::BadRecord { .. }), Some(i)) => {

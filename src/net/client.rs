@@ -90,8 +90,8 @@ use crate::proto::{
 pub use crate::net::tls::ServerTrust;
 pub use crate::proto::{
     ClusterMapReply, ClusterNode, ClusterShard, Condition, Durability, Entry, ErrorCode,
-    ErrorReply, HelloReply, KeyPage, Limits, Request, Response, ScanPage, SetEntry, SnapshotItem,
-    SnapshotPage, TtlState, WriteReply,
+    ErrorReply, HelloReply, KeyPage, Limits, RawSnapshotItem, RawSnapshotPage, Request, Response,
+    ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 pub use crate::types::{AckPolicy, End, OnTimeout, Seq, ValueKind};
 
@@ -1628,6 +1628,23 @@ impl Client {
         match self.request(Request::Snapshot { snapshot, after }).await? {
             Response::Snapshot(page) => Ok(page),
             other => Err(unexpected("snapshot", &other)),
+        }
+    }
+
+    /// Admin: [`snapshot_page`](Self::snapshot_page) of the store's entries
+    /// as they are: every kind, with its kind, a list's elements under
+    /// their internal keys (what a dump of a node holding lists needs).
+    pub async fn raw_snapshot_page(
+        &self,
+        snapshot: Option<u64>,
+        after: Option<Bytes>,
+    ) -> Result<RawSnapshotPage, ClientError> {
+        match self
+            .request(Request::RawSnapshot { snapshot, after })
+            .await?
+        {
+            Response::RawSnapshot(page) => Ok(page),
+            other => Err(unexpected("raw_snapshot", &other)),
         }
     }
 

@@ -177,6 +177,7 @@ impl Request {
             | Request::Digest { .. }
             | Request::Checkpoint
             | Request::Snapshot { .. }
+            | Request::RawSnapshot { .. }
             | Request::ClusterMap
             | Request::ClusterInit
             | Request::ClusterPropose { .. }

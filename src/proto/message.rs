@@ -294,6 +294,17 @@ pub enum Request {
         /// Only keys of this kind (`None`: every kind).
         kind: Option<ValueKind>,
     },
+    /// Admin: like [`Request::Snapshot`], but one page of the store's
+    /// entries as they are: of every kind, each with its kind, and a
+    /// list's elements under their internal keys (an online dump that
+    /// holds lists); answered with [`Response::RawSnapshot`].
+    // wire index 31
+    RawSnapshot {
+        /// The snapshot to continue, from a previous page.
+        snapshot: Option<u64>,
+        /// Continue after this key (the previous page's `next`).
+        after: Option<Bytes>,
+    },
 }
 
 /// One entry of a [`Request::MultiSet`].
@@ -374,11 +385,13 @@ pub enum Op {
     Type,
     #[allow(missing_docs)]
     ScanKeys,
+    #[allow(missing_docs)]
+    RawSnapshot,
 }
 
 impl Op {
     /// Every operation, in wire order.
-    pub const ALL: [Op; 31] = [
+    pub const ALL: [Op; 32] = [
         Op::Hello,
         Op::Ping,
         Op::Get,
@@ -410,6 +423,7 @@ impl Op {
         Op::ListIndex,
         Op::Type,
         Op::ScanKeys,
+        Op::RawSnapshot,
     ];
 
     /// The operation's snake_case name, for logs and metrics labels.
@@ -446,6 +460,7 @@ impl Op {
             Op::ListIndex => "list_index",
             Op::Type => "type",
             Op::ScanKeys => "scan_keys",
+            Op::RawSnapshot => "raw_snapshot",
         }
     }
 }
@@ -486,6 +501,7 @@ impl Request {
             Request::ListIndex { .. } => Op::ListIndex,
             Request::Type { .. } => Op::Type,
             Request::ScanKeys { .. } => Op::ScanKeys,
+            Request::RawSnapshot { .. } => Op::RawSnapshot,
         }
     }
 
@@ -528,7 +544,8 @@ impl Request {
             | Request::ListLen { .. }
             | Request::ListIndex { .. }
             | Request::Type { .. }
-            | Request::ScanKeys { .. } => false,
+            | Request::ScanKeys { .. }
+            | Request::RawSnapshot { .. } => false,
         }
     }
 
@@ -578,7 +595,8 @@ impl Request {
             | Request::ListLen { .. }
             | Request::ListIndex { .. }
             | Request::Type { .. }
-            | Request::ScanKeys { .. } => true,
+            | Request::ScanKeys { .. }
+            | Request::RawSnapshot { .. } => true,
         }
     }
 
@@ -616,7 +634,8 @@ impl Request {
             | Request::ListLen { .. }
             | Request::ListIndex { .. }
             | Request::Type { .. }
-            | Request::ScanKeys { .. } => None,
+            | Request::ScanKeys { .. }
+            | Request::RawSnapshot { .. } => None,
         }
     }
 }
@@ -715,6 +734,38 @@ pub enum Response {
     Kind(Option<ValueKind>), // wire index 21
     /// Answer to [`Request::ScanKeys`].
     Keys(KeyPage), // wire index 22
+    /// Answer to [`Request::RawSnapshot`].
+    RawSnapshot(RawSnapshotPage), // wire index 23
+}
+
+/// One page of a [`Request::RawSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawSnapshotPage {
+    /// Names the snapshot: pass it back for the next page.
+    pub snapshot: u64,
+    /// Every write up to this seq, and none after it, is in the snapshot.
+    pub seq: Seq,
+    /// When the snapshot was taken, Unix ms.
+    pub created_at_ms: u64,
+    /// Live entries in slot order.
+    pub entries: Vec<RawSnapshotItem>,
+    /// Pass back as `after` for the next page; `None` on the last page.
+    pub next: Option<Bytes>,
+}
+
+/// One entry of a [`RawSnapshotPage`]: a [`SnapshotItem`] with its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawSnapshotItem {
+    /// The key (an internal key for a list's element).
+    pub key: Bytes,
+    /// The value (a list's metadata for a list).
+    pub value: Bytes,
+    /// Its version.
+    pub version: Seq,
+    /// Absolute expiry, Unix ms; 0 = never.
+    pub expires_at_ms: u64,
+    /// What the value is.
+    pub kind: ValueKind,
 }
 
 /// One page of a [`Request::ScanKeys`].
@@ -959,6 +1010,7 @@ mod tests {
             Response::Element(_) => 20,
             Response::Kind(_) => 21,
             Response::Keys(_) => 22,
+            Response::RawSnapshot(_) => 23,
         }
     }
 
@@ -1065,6 +1117,10 @@ mod tests {
                 limit: 0,
                 kind: None,
             },
+            Request::RawSnapshot {
+                snapshot: None,
+                after: None,
+            },
         ]
     }
 
@@ -1146,6 +1202,13 @@ mod tests {
                 keys: vec![],
                 next_cursor: None,
             }),
+            Response::RawSnapshot(RawSnapshotPage {
+                snapshot: 1,
+                seq: Seq(2),
+                created_at_ms: 3,
+                entries: vec![],
+                next: None,
+            }),
         ]
     }
 
@@ -1154,7 +1217,7 @@ mod tests {
         // `Request::op` is the pinned table: an exhaustive match, so a
         // new variant does not compile until it is given its index there.
         let all = one_of_each_request();
-        assert_eq!(all.len(), 31, "one sample per request kind");
+        assert_eq!(all.len(), 32, "one sample per request kind");
         assert_eq!(all.len(), Op::ALL.len());
         for (i, req) in all.iter().enumerate() {
             let want = req.op() as usize;
@@ -1171,7 +1234,7 @@ mod tests {
     #[test]
     fn response_wire_indices_are_pinned() {
         let all = one_of_each_response();
-        assert_eq!(all.len(), 23, "one sample per response kind");
+        assert_eq!(all.len(), 24, "one sample per response kind");
         for (i, resp) in all.iter().enumerate() {
             let want = response_index(resp);
             assert_eq!(usize::from(want), i, "{resp:?} sample out of order");

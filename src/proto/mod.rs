@@ -42,7 +42,8 @@ pub use limits::{
 };
 pub use message::{
     ClusterMapReply, ClusterNode, ClusterShard, Durability, Entry, ErrorReply, HelloReply, KeyPage,
-    Op, Request, Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
+    Op, RawSnapshotItem, RawSnapshotPage, Request, Response, ScanPage, SetEntry, SnapshotItem,
+    SnapshotPage, TtlState, WriteReply,
 };
 
 /// The QUIC ALPN protocol id of this protocol. It names the major version: an
@@ -92,6 +93,32 @@ mod tests {
     enum Msg {
         Req(Request),
         Resp(Response),
+    }
+
+    /// The list `l` = `["a"]` in a raw snapshot: metadata, then element.
+    fn raw_snapshot_reply() -> Response {
+        let meta = crate::store::ListMeta {
+            id: 5,
+            head: (1 << 63) - 1,
+            len: 1,
+        };
+        let item = |key, value, kind| super::RawSnapshotItem {
+            key,
+            value,
+            version: Seq(5),
+            expires_at_ms: 0,
+            kind,
+        };
+        Response::RawSnapshot(super::RawSnapshotPage {
+            snapshot: 1,
+            seq: Seq(5),
+            created_at_ms: 1_800_000_000_000,
+            entries: vec![
+                item(b("l"), meta.encode(), ValueKind::List),
+                item(meta.element(b"l", 0), b("a"), ValueKind::String),
+            ],
+            next: None,
+        })
     }
 
     /// A write fsynced locally, with no replicas asked for.
@@ -395,6 +422,14 @@ mod tests {
                     after: Some(b("b")),
                 }),
             ),
+            (
+                "raw-snapshot-request",
+                Req(Request::RawSnapshot {
+                    snapshot: None,
+                    after: None,
+                }),
+            ),
+            ("raw-snapshot-reply", Resp(raw_snapshot_reply())),
             ("cluster-map-request", Req(Request::ClusterMap)),
             (
                 "cluster-map-reply",

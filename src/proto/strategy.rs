@@ -10,8 +10,9 @@ use proptest::option;
 use proptest::prelude::*;
 
 use super::{
-    Condition, Durability, Entry, ErrorCode, ErrorReply, HelloReply, KeyPage, Limits, Request,
-    Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
+    Condition, Durability, Entry, ErrorCode, ErrorReply, HelloReply, KeyPage, Limits,
+    RawSnapshotItem, RawSnapshotPage, Request, Response, ScanPage, SetEntry, SnapshotItem,
+    SnapshotPage, TtlState, WriteReply,
 };
 use crate::types::{AckPolicy, End, NodeId, OnTimeout, Seq, ValueKind};
 
@@ -131,6 +132,8 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
         Just(Request::Checkpoint),
         (option::of(any::<u64>()), option::of(arb_bytes()))
             .prop_map(|(snapshot, after)| Request::Snapshot { snapshot, after }),
+        (option::of(any::<u64>()), option::of(arb_bytes()))
+            .prop_map(|(snapshot, after)| Request::RawSnapshot { snapshot, after }),
         (arb_bytes(), arb_end(), arb_keys(), any::<bool>(), ack()).prop_map(
             |(key, end, values, only_if_exists, ack)| Request::Push {
                 key,
@@ -320,5 +323,37 @@ pub(crate) fn arb_response() -> impl Strategy<Value = Response> {
             option::of(arb_bytes())
         )
             .prop_map(|(keys, next_cursor)| Response::Keys(KeyPage { keys, next_cursor })),
+        (
+            any::<u64>(),
+            vec(
+                (
+                    arb_bytes(),
+                    arb_bytes(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    arb_kind()
+                )
+                    .prop_map(|(key, value, version, expires_at_ms, kind)| {
+                        RawSnapshotItem {
+                            key,
+                            value,
+                            version: Seq(version),
+                            expires_at_ms,
+                            kind,
+                        }
+                    }),
+                0..3
+            ),
+            option::of(arb_bytes())
+        )
+            .prop_map(
+                |(seq, entries, next)| Response::RawSnapshot(RawSnapshotPage {
+                    snapshot: 1,
+                    seq: Seq(seq),
+                    created_at_ms: 2,
+                    entries,
+                    next,
+                })
+            ),
     ]
 }

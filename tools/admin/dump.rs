@@ -4,16 +4,17 @@
 //! durable renames).
 //!
 //! The store is opened as the node would open it (the WAL replayed into
-//! RocksDB), so every acknowledged write is in the dump. Its clock is
-//! frozen at the dump's `created_at`: entries expired by then are left out,
-//! and every other entry's absolute expiry is exactly `created_at` plus the
-//! TTL the store reports.
+//! RocksDB), so every acknowledged write is in the dump, and read through
+//! a checkpoint of it, entry by stored entry: strings, a list's metadata
+//! and its elements. The dump's clock is its `created_at`: entries
+//! expired by then are left out, and every other entry's absolute expiry
+//! is kept.
 //!
-//! A dump (format version 2) holds its entries in ascending (slot, key)
-//! order, the order of the store's full scan. The tool streams the scan
-//! straight into the writer without sorting (memory stays at one page);
-//! should a source ever yield another order, the writer refuses the entry
-//! and the dump fails with that error, leaving no file.
+//! A dump (format version 3) holds its entries in ascending (slot, key)
+//! order, the order of the store's disk tier. The tool streams the
+//! checkpoint straight into the writer without sorting (memory stays at
+//! one chunk); should a source ever yield another order, the writer
+//! refuses the entry and the dump fails with that error, leaving no file.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, IsTerminal, Write};
@@ -30,16 +31,14 @@ use strata::net::tls::parse_fingerprint;
 use strata::store::{Env, Store, StoreConfig};
 use strata::wal::StdFs;
 
-/// Entries per scan page: memory stays at one page whatever the store's size.
-const SCAN_PAGE: usize = 256;
-
 /// `strata-admin dump`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
 Opens the data directory as the node would (replaying its write-ahead log, so every \
-acknowledged write is included) and writes every live entry (key, value, version and \
-absolute expiry) to FILE in the portable dump format, version 2: entries in ascending \
-(slot, key) order, each tagged with its cluster slot. Entries that have expired by the \
+acknowledged write is included) and writes every live entry (key, value, version, \
+absolute expiry and kind: strings, and lists with their elements) to FILE in the portable \
+dump format, version 3: entries in ascending (slot, key) order, each tagged with its \
+cluster slot. Entries that have expired by the \
 time the dump starts are left out. The node must be stopped: a directory a running node \
 holds is refused.
 
@@ -150,7 +149,7 @@ async fn dump_online(args: &Args, addr: &str, node: String) -> anyhow::Result<()
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
     let mut page = client
-        .snapshot_page(None, None)
+        .raw_snapshot_page(None, None)
         .await
         .context("asking the node for a snapshot")?;
     let (snapshot, seq) = (page.snapshot, page.seq);
@@ -163,12 +162,13 @@ async fn dump_online(args: &Args, addr: &str, node: String) -> anyhow::Result<()
                 value: item.value,
                 version: item.version,
                 expires_at_ms: item.expires_at_ms,
+                kind: item.kind,
             })?;
         }
         out.page_done();
         let Some(next) = page.next else { break };
         page = client
-            .snapshot_page(Some(snapshot), Some(next))
+            .raw_snapshot_page(Some(snapshot), Some(next))
             .await
             .context("reading the node's snapshot")?;
     }
@@ -280,35 +280,61 @@ async fn dump(args: &Args, data_dir: &Path, node: String) -> anyhow::Result<()> 
             data_dir.display()
         );
     }
-    let seq = store.applied_seq();
-    let header = DumpHeader::new(node.clone(), seq, created_at_ms);
+    // A checkpoint of the store, read in disk order: every entry as it
+    // is, a list's metadata and its elements alike.
+    let checkpoint = data_dir.join(CHECKPOINT_DIR);
+    remove_checkpoint(&checkpoint)?;
+    let result = dump_checkpoint(&store, &checkpoint, args, node, created_at_ms, started).await;
+    remove_checkpoint(&checkpoint)?;
+    store.close().await.context("closing the store")?;
+    result
+}
+
+/// Where the offline dump puts its checkpoint, inside the data directory
+/// (a checkpoint hard-links the store's files, so it must be on its file
+/// system); removed before and after.
+const CHECKPOINT_DIR: &str = "dump-checkpoint";
+
+/// Bytes of keys and values read from the checkpoint at a time.
+const CHUNK_BYTES: usize = 4 << 20;
+
+fn remove_checkpoint(dir: &Path) -> anyhow::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(e).context(format!("cannot remove {}", dir.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn dump_checkpoint(
+    store: &Store,
+    checkpoint: &Path,
+    args: &Args,
+    node: String,
+    created_at_ms: u64,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let (reader, _hold) = store
+        .snapshot(checkpoint.to_path_buf())
+        .await
+        .context("taking a checkpoint of the store")?;
+    let header = DumpHeader::new(node.clone(), reader.seq(), created_at_ms);
     let mut out = DumpOut::create(&args.out, &header)?;
-    let mut cursor: Option<Bytes> = None;
+    let mut after: Option<Bytes> = None;
     loop {
-        let page = store
-            .scan(Bytes::new(), cursor.take(), SCAN_PAGE)
-            .await
-            .context("scanning the store")?;
-        for (key, entry) in page.entries {
-            // The store's clock is frozen at created_at, so this is the
-            // entry's exact absolute expiry.
-            let expires_at_ms = entry
-                .ttl_ms
-                .map_or(0, |ttl| created_at_ms.saturating_add(ttl));
-            out.write(&DumpEntry {
-                key,
-                value: entry.value,
-                version: entry.version,
-                expires_at_ms,
-            })?;
+        // The clock is frozen at created_at: what has expired by then is
+        // left out, and every other expiry is kept as it is.
+        let chunk = reader
+            .read_chunk(after.as_deref(), CHUNK_BYTES, created_at_ms)
+            .context("reading the store's checkpoint")?;
+        let Some(last) = chunk.last() else { break };
+        after = Some(last.key.clone());
+        for entry in chunk {
+            out.write(&DumpEntry::from(entry))?;
         }
         out.page_done();
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
     }
-    store.close().await.context("closing the store")?;
     out.finish(&args.out, &format!("node {node:?}"), started)
 }
 
