@@ -307,7 +307,7 @@ pub enum DumpError {
         kind: u8,
     },
     /// A frame whose CRC matches but whose body is not a valid record, or
-    /// (version 2) whose slot is not its key's or which is out of (slot,
+    /// (version 2 on) whose slot is not its key's or which is out of (slot,
     /// key) order: written by a faulty writer.
     #[error("dump frame at byte {offset} holds a bad record: {reason}")]
     BadRecord {

@@ -34,8 +34,8 @@ enum State {
 /// Reads a dump as an iterator of entries.
 ///
 /// [`DumpReader::new`] checks the header. Each `next` reads one frame and
-/// checks its length, CRC and body before yielding the entry (in a
-/// version-2 file also its slot against its key and that it comes after
+/// checks its length, CRC and body before yielding the entry (from
+/// version 2 on also its slot against its key and that it comes after
 /// the previous entry in (slot, key) order); at the
 /// trailer it checks the entry count, the checksum of the whole file and
 /// that nothing follows, then ends. The iterator yields at most one error
@@ -393,7 +393,7 @@ impl<R: Read> DumpReader<R> {
     }
 }
 
-/// The slot in front of a version-2 entry body, checked to be a slot, and
+/// The slot in front of an entry body (version 2 on), checked to be a slot, and
 /// the body after it.
 fn split_slot(payload: &[u8], at: u64) -> Result<(Slot, &[u8]), DumpError> {
     let bad = |reason: String| DumpError::BadRecord { offset: at, reason };

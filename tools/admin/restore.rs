@@ -27,9 +27,9 @@ const CHUNK_BYTES: u64 = 4 << 20;
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
 Loads a dump made by `strata-admin dump` into DIR, keeping every entry's version and \
-absolute expiry; the restored store continues after the dump's seq. A node started on DIR \
-then serves the dumped data. Reads dump format versions 1 and 2 (version 2 entries are \
-also checked against their slot and (slot, key) order).
+absolute expiry, and lists with their elements; the restored store continues after the \
+dump's seq. A node started on DIR then serves the dumped data. Reads dump format versions 1 \
+to 3 (from version 2, entries are also checked against their slot and (slot, key) order).
 
 DIR must be empty or absent, unless --force is given. A directory a running node holds is \
 always refused. The dump is restored into a temporary directory beside DIR first, checking \

@@ -34,8 +34,8 @@ leaves it) is reported but counts as healthy: the node drops it at start in its 
 recovery mode. With --strict it counts as damage, as under recovery mode `strict`.
 
 With --dump: checks every record of a dump file and its trailer, and reports the format \
-version it read (1 or 2; in version 2 also that every entry carries its key's slot and that \
-entries come in ascending (slot, key) order).
+version it read (1 to 3; from version 2 also that every entry carries its key's slot and \
+that entries come in ascending (slot, key) order).
 
 Exit status: 0 healthy, 1 damaged (the findings name the file and byte offset) or the \
 check could not run, 2 usage error."
