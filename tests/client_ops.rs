@@ -517,6 +517,44 @@ async fn lists_over_the_wire() {
     );
 }
 
+/// A list deleted with more elements than its delete removes at once
+/// leaves them on disk until the node's reclaim pass deletes them.
+#[tokio::test]
+async fn a_deleted_long_list_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, "[store]\nreclaim_interval_ms = 100\n").unwrap();
+    let node = TestNode::start(
+        &dir.path().join("node"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let client = connect(&node).await;
+    let values: Vec<Bytes> = (0..10_001).map(|i| Bytes::from(i.to_string())).collect();
+    for chunk in values.chunks(1000) {
+        client
+            .push("big", End::Right, chunk.to_vec(), false)
+            .await
+            .unwrap();
+    }
+    assert_eq!(client.list_len("big").await.unwrap(), 10_001);
+    client.delete("big").await.unwrap();
+    assert_eq!(client.kind("big").await.unwrap(), None);
+    let stored = |pairs: Vec<(String, String)>| {
+        let keys = pairs.into_iter().find(|(k, _)| k == "keys").expect("keys");
+        keys.1.parse::<u64>().unwrap()
+    };
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = stored(client.digest(0).await.unwrap());
+        if left == 0 {
+            break;
+        }
+        assert!(left <= 10_001, "{left}");
+        assert!(Instant::now() < deadline, "{left} elements never reclaimed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn tokens_authenticate_and_authorize() {
     let dir = tempfile::tempdir().unwrap();

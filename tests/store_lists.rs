@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{b, config};
+use common::{b, config, manual_clock, open_with_clock};
+use strata::clock::Clock;
 use strata::store::{InstallMarker, InstallStep, Store, StoreError, TtlState, WriteOutcome};
 use strata::types::{Cancel, Condition, End, Seq, ValueKind};
 use strata::wal::FsyncPolicy;
@@ -240,6 +241,81 @@ async fn a_replica_gets_lists_through_the_wal_and_a_full_sync() {
     let f = fresh.digest(0, Cancel::default()).await.unwrap();
     assert_eq!((f.keys, &f.sha256), (p.keys, &p.sha256));
     for store in [primary, replica, fresh] {
+        store.close().await.unwrap();
+    }
+}
+
+/// Lists gone without their elements (deleted with more elements than a
+/// delete takes at once, replaced by a string, expired) leave elements on
+/// disk until the reclaim pass deletes them; live lists keep theirs, and a
+/// replica fed the WAL ends up equal.
+#[tokio::test]
+async fn reclaim_deletes_the_elements_of_gone_lists_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = open_with_clock(
+        config(&dir.path().join("p"), FsyncPolicy::Never),
+        clock.clone(),
+    );
+    // Live keys now (an expired list's metadata is not live).
+    let keys = |store: &Store| {
+        let (store, now) = (store.clone(), clock.now_ms());
+        async move { store.digest(now, Cancel::default()).await.unwrap().keys }
+    };
+    // 10 001 elements: one more than a delete removes in its own record.
+    let big: Vec<Bytes> = (0..10_001).map(|i| Bytes::from(i.to_string())).collect();
+    for chunk in big.chunks(1000) {
+        store
+            .push(b("big"), End::Right, chunk.to_vec(), false)
+            .await
+            .unwrap();
+    }
+    push(&store, "replaced", End::Right, &["a", "b"]).await;
+    push(&store, "expiring", End::Right, &["x", "y", "z"]).await;
+    store
+        .expire(b("expiring"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    push(&store, "live", End::Right, &["keep", "me"]).await;
+    assert_eq!(
+        store.reclaim_elements().await.unwrap(),
+        0,
+        "nothing is gone yet"
+    );
+
+    store.delete(b("big"), Condition::Always).await.unwrap();
+    store
+        .set(b("replaced"), b("now a string"), None, Condition::Always)
+        .await
+        .unwrap();
+    clock.advance_ms(10_001);
+    assert_eq!(
+        keys(&store).await,
+        10_001 + 1 + 2 + 3 + 3,
+        "the gone lists' elements, the string, the live list"
+    );
+    assert_eq!(store.reclaim_elements().await.unwrap(), 10_001 + 2 + 3);
+    assert_eq!(keys(&store).await, 1 + 3, "the string and the live list");
+    assert_eq!(all(&store, "live").await, values(&["keep", "me"]));
+    assert_eq!(
+        store.reclaim_elements().await.unwrap(),
+        0,
+        "a second pass finds none"
+    );
+
+    // The deletes are records like any write: a replica follows.
+    let replica = open_with_clock(
+        config(&dir.path().join("r"), FsyncPolicy::Never),
+        clock.clone(),
+    );
+    let records = store.records_from(Seq(1), u64::MAX).await.unwrap();
+    replica.apply_replicated(records).await.unwrap();
+    let (p, r) = (
+        store.digest(0, Cancel::default()).await.unwrap(),
+        replica.digest(0, Cancel::default()).await.unwrap(),
+    );
+    assert_eq!((p.keys, &p.sha256), (r.keys, &r.sha256));
+    for store in [store, replica] {
         store.close().await.unwrap();
     }
 }

@@ -371,6 +371,10 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
         None => None,
     };
     let http_node = node.clone();
+    let reclaim = (config.store.reclaim_interval_ms > 0).then(|| {
+        let interval = std::time::Duration::from_millis(config.store.reclaim_interval_ms);
+        tokio::spawn(node.clone().reclaim_elements_every(interval))
+    });
     let server = Server::bind(&config, node, metrics.clone())?;
     let addr = server.local_addr()?;
     let client_addr = match config.cluster.enabled {
@@ -481,6 +485,9 @@ async fn run(config: Config, ready_json: bool) -> anyhow::Result<()> {
     // Its connections finish their commands before the store closes.
     if let Some(task) = resp_task {
         let _ = task.await;
+    }
+    if let Some(task) = reclaim {
+        task.abort();
     }
     info!("checkpointing before exit");
     store.close().await.context("closing the store")?;

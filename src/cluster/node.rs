@@ -477,6 +477,16 @@ impl ClusterNode {
         Err(reply)
     }
 
+    /// Whether this node may write its shard's keys now: the committed map
+    /// names it its shard's primary, it holds its lease, and no migration
+    /// is moving slots (whose keys the migration copies and sweeps).
+    pub(crate) fn may_write(&self) -> bool {
+        let map = self.map();
+        map.migration().is_none()
+            && super::in_sync::primary_of(&map, self.id).is_some()
+            && self.check_lease().is_ok()
+    }
+
     /// A primary takes writes only while it holds its lease: one cut off
     /// from the metadata majority stops before a replica can replace it.
     fn check_lease(&self) -> Result<(), ErrorReply> {

@@ -13,6 +13,9 @@ pub const SLOTS: u16 = 16384;
 pub struct Slot(u16);
 
 impl Slot {
+    /// Slot 0, where the key space starts.
+    pub const FIRST: Slot = Slot(0);
+
     /// The slot numbered `n`, if `n < SLOTS`.
     pub const fn new(n: u16) -> Option<Slot> {
         if n < SLOTS { Some(Slot(n)) } else { None }

@@ -65,6 +65,36 @@ impl Node {
         (self, slot)
     }
 
+    /// Every `interval`, deletes the elements of gone collections
+    /// ([`Store::reclaim_elements`]) while this node may write: it is a
+    /// primary and, in a cluster, the map's primary of its shard, holding
+    /// its lease, with no migration under way. Runs until the store closes.
+    pub async fn reclaim_elements_every(self, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let may_write = self.repl.is_primary()
+                && match self.cluster() {
+                    Ok(None) => true,
+                    Ok(Some(member)) => member.may_write(),
+                    Err(_) => false,
+                };
+            if !may_write {
+                continue;
+            }
+            match self.store.reclaim_elements().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(elements = n, "deleted the elements of gone lists"),
+                Err(store::StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reclaiming list elements failed; trying again later")
+                }
+            }
+        }
+    }
+
     /// The cluster member: `None` outside cluster mode, `Unavailable`
     /// while it starts.
     pub(crate) fn cluster(&self) -> Result<Option<&Arc<ClusterNode>>, ErrorReply> {

@@ -638,6 +638,90 @@ impl DiskTier {
         Ok(page.done())
     }
 
+    /// Up to `limit` element keys whose collection is gone (its key absent,
+    /// expired, or holding something else now: a string, or a newer
+    /// collection, which has another id), in disk order from the disk key
+    /// `from` (`None`: the start), and the disk key to go on from (`None`:
+    /// the pass is over). Elements of live collections are passed over with
+    /// one seek per collection.
+    pub fn orphan_elements(
+        &self,
+        from: Option<&[u8]>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<Bytes>, Option<Vec<u8>>)> {
+        let mut opts = ReadOptions::default();
+        opts.fill_cache(false);
+        let mut iter = self.db.raw_iterator_cf_opt(self.data(), opts);
+        let internal = |slot| keys::slot_key(slot, &keys::INTERNAL_PREFIX);
+        let mut slot = match from.and_then(keys::split) {
+            Some((slot, _)) => slot,
+            None => Slot::FIRST,
+        };
+        iter.seek(from.map_or_else(|| internal(slot), <[u8]>::to_vec));
+        let mut out = Vec::new();
+        // The last collection judged, and whether it is live.
+        let mut judged: Option<(Vec<u8>, u64, bool)> = None;
+        loop {
+            let Some(disk_key) = iter.key() else {
+                iter.status()?;
+                return Ok((out, None));
+            };
+            let here = keys::split(disk_key).filter(|(s, k)| *s == slot && keys::is_internal(k));
+            let Some((_, key)) = here else {
+                // This slot's internal keys are done.
+                let Some(next) = Slot::new(slot.get() + 1) else {
+                    return Ok((out, None));
+                };
+                slot = next;
+                iter.seek(internal(slot));
+                continue;
+            };
+            let Some((owner, id)) = keys::collection_of(key) else {
+                iter.next(); // damaged: left for an operator to look at
+                continue;
+            };
+            let live = match &judged {
+                Some((o, i, live)) if o.as_slice() == owner && *i == id => *live,
+                _ => {
+                    let live = self.holds_collection(owner, id, now_ms)?;
+                    judged = Some((owner.to_vec(), id, live));
+                    live
+                }
+            };
+            if live {
+                match id.checked_add(1) {
+                    // Past every element of this collection.
+                    Some(after) => {
+                        iter.seek(keys::slot_key(slot, &keys::element_prefix(owner, after)))
+                    }
+                    None => iter.next(),
+                }
+                continue;
+            }
+            out.push(Bytes::copy_from_slice(key));
+            if out.len() >= limit {
+                let mut next = disk_key.to_vec();
+                next.push(0);
+                return Ok((out, Some(next)));
+            }
+            iter.next();
+        }
+    }
+
+    /// Whether `key` holds, now, the live collection `id`.
+    fn holds_collection(&self, key: &[u8], id: u64, now_ms: u64) -> Result<bool> {
+        let Some(raw) = self.db.get_pinned_cf(self.data(), keys::disk_key(key))? else {
+            return Ok(false);
+        };
+        let value = decode_value(key, &raw)?;
+        Ok(match value.kind {
+            _ if value.is_expired(now_ms) => false,
+            ValueKind::String => false,
+            ValueKind::List => ListMeta::decode(key, &value.value)?.id == id,
+        })
+    }
+
     /// Up to `limit` stored keys (live or expired) of the slots of
     /// `ranges`, after the user key `after`: what a sweep deletes.
     pub fn keys_in_slots(

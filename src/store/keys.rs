@@ -60,6 +60,19 @@ fn owner(key: &[u8]) -> Option<&[u8]> {
     rest.get(..u32::from_be_bytes(*len) as usize)
 }
 
+/// The user key and collection id an element key belongs to; `None` for a
+/// user key or a damaged internal key.
+pub fn collection_of(key: &[u8]) -> Option<(&[u8], u64)> {
+    let owner = owner(key)?;
+    let at = INTERNAL_PREFIX.len() + 4 + owner.len();
+    let id = key
+        .get(at..at + 8)?
+        .try_into()
+        .ok()
+        .map(u64::from_be_bytes)?;
+    Some((owner, id))
+}
+
 /// The slot a stored key lives in: its own, or for an internal key its
 /// owner's, so a collection moves with its key.
 pub fn store_slot(key: &[u8]) -> Slot {
@@ -132,6 +145,18 @@ mod tests {
         );
         assert_eq!(split(b"\x2f"), None);
         assert_eq!(split(b"\xff\xfffoo"), None, "slot 65535 does not exist");
+    }
+
+    #[test]
+    fn an_element_key_names_its_collection() {
+        let element = element_key(b"{user}:list", 7, b"\x01\x02");
+        assert_eq!(collection_of(&element), Some((&b"{user}:list"[..], 7)));
+        assert_eq!(collection_of(b"{user}:list"), None, "a user key");
+        assert_eq!(
+            collection_of(&element[..element.len() - 3]),
+            None,
+            "cut short"
+        );
     }
 
     #[test]

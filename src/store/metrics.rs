@@ -34,6 +34,8 @@ pub struct StoreMetrics {
     pub commit_batches: Counter,
     /// Records committed.
     pub commit_records: Counter,
+    /// Elements of gone collections deleted by `Store::reclaim_elements`.
+    pub reclaimed_elements: Counter,
 }
 
 impl Default for StoreMetrics {
@@ -52,6 +54,7 @@ impl Default for StoreMetrics {
             wal_bytes: Counter::default(),
             commit_batches: Counter::default(),
             commit_records: Counter::default(),
+            reclaimed_elements: Counter::default(),
         }
     }
 }
@@ -90,6 +93,11 @@ impl Store {
             "strata_commit_records",
             "Records committed",
             m.commit_records.clone(),
+        );
+        registry.register(
+            "strata_reclaimed_elements",
+            "Elements of deleted, replaced or expired lists deleted by the background reclaim",
+            m.reclaimed_elements.clone(),
         );
         registry.register_collector(Box::new(StateCollector(Arc::downgrade(&self.inner))));
     }

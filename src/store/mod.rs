@@ -121,6 +121,9 @@ pub struct StoreConfig {
     pub checkpoint_interval_ms: u64,
     /// Checkpoint early once the WAL holds this many bytes.
     pub checkpoint_wal_bytes: u64,
+    /// How often a primary deletes the elements of gone collections
+    /// ([`Store::reclaim_elements`]), ms (0 = never).
+    pub reclaim_interval_ms: u64,
     /// Most writes queued for the commit thread; more are shed with
     /// `Overloaded` (nothing done).
     pub max_pending_writes: usize,
@@ -148,6 +151,7 @@ impl Default for StoreConfig {
             wal_segment_bytes: 64 << 20,
             checkpoint_interval_ms: 60_000,
             checkpoint_wal_bytes: 256 << 20,
+            reclaim_interval_ms: 60_000,
             max_pending_writes: 16_384,
             repl_feed_bytes: 64 << 20,
             warm_keys_max: 1_000_000,
@@ -1034,6 +1038,43 @@ impl Store {
         match Self::outcome(self.submit(WriteOp::Import { mutations }).await?) {
             WriteOutcome::Written(ack) => Ok(ack),
             other => unreachable!("an import always writes, got {other:?}"),
+        }
+    }
+
+    /// Deletes the elements of collections that are gone (a list deleted
+    /// with more elements than its delete's record takes, replaced by a
+    /// string, or expired), in records of at most `max_batch_keys`
+    /// deletes: one pass over the internal keys, which costs a seek per
+    /// slot and per live collection. Returns how many it deleted. For a
+    /// primary only: the deletes are writes, which replicas get through
+    /// the WAL like any other.
+    pub async fn reclaim_elements(&self) -> Result<u64> {
+        let limit = self.inner.config.limits.max_batch_keys.max(1);
+        let (mut from, mut deleted) = (None::<Vec<u8>>, 0);
+        loop {
+            let inner = self.inner.clone();
+            let (found, next) = tokio::task::spawn_blocking(move || {
+                let now = inner.clock.now_ms();
+                inner.disk.orphan_elements(from.as_deref(), limit, now)
+            })
+            .await
+            .map_err(|_| StoreError::Closed)??;
+            if !found.is_empty() {
+                let n = found.len() as u64;
+                self.import(
+                    found
+                        .into_iter()
+                        .map(|key| Mutation::Delete { key })
+                        .collect(),
+                )
+                .await?;
+                self.inner.metrics.reclaimed_elements.inc_by(n);
+                deleted += n;
+            }
+            match next {
+                Some(next) => from = Some(next),
+                None => return Ok(deleted),
+            }
         }
     }
 
