@@ -204,14 +204,28 @@ pub enum ValueKind {
     String,
     /// A list of byte strings, pushed and popped at both ends.
     List,
+    /// A set of distinct byte strings.
+    Set,
+    /// A map of fields to values, both byte strings.
+    Hash,
 }
 
 impl ValueKind {
+    /// Every kind.
+    pub const ALL: [ValueKind; 4] = [
+        ValueKind::String,
+        ValueKind::List,
+        ValueKind::Set,
+        ValueKind::Hash,
+    ];
+
     /// The byte that stands for it in the disk tier's value header.
     pub fn to_byte(self) -> u8 {
         match self {
             ValueKind::String => 0,
             ValueKind::List => 1,
+            ValueKind::Set => 2,
+            ValueKind::Hash => 3,
         }
     }
 
@@ -220,6 +234,8 @@ impl ValueKind {
         match byte {
             0 => Some(ValueKind::String),
             1 => Some(ValueKind::List),
+            2 => Some(ValueKind::Set),
+            3 => Some(ValueKind::Hash),
             _ => None,
         }
     }
@@ -229,6 +245,8 @@ impl ValueKind {
         match self {
             ValueKind::String => "string",
             ValueKind::List => "list",
+            ValueKind::Set => "set",
+            ValueKind::Hash => "hash",
         }
     }
 }

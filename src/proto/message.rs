@@ -1271,6 +1271,8 @@ mod tests {
         assert_eq!(body(&End::Right), [1]);
         assert_eq!(body(&ValueKind::String), [0]);
         assert_eq!(body(&ValueKind::List), [1]);
+        assert_eq!(body(&ValueKind::Set), [2]);
+        assert_eq!(body(&ValueKind::Hash), [3]);
     }
 
     #[test]

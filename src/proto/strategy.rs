@@ -176,7 +176,12 @@ fn arb_end() -> impl Strategy<Value = End> {
 }
 
 fn arb_kind() -> impl Strategy<Value = ValueKind> {
-    prop_oneof![Just(ValueKind::String), Just(ValueKind::List)]
+    prop_oneof![
+        Just(ValueKind::String),
+        Just(ValueKind::List),
+        Just(ValueKind::Set),
+        Just(ValueKind::Hash),
+    ]
 }
 
 fn arb_entry() -> impl Strategy<Value = Entry> {

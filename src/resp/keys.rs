@@ -239,8 +239,7 @@ fn scan_args(args: &[Bytes]) -> Result<ScanArgs, Reply> {
             }
             out.count = u32::try_from(n).unwrap_or(u32::MAX);
         } else if is(option, "type") {
-            let stored = [ValueKind::String, ValueKind::List];
-            out.kind = Some(stored.into_iter().find(|k| is(value, k.name())));
+            out.kind = Some(ValueKind::ALL.into_iter().find(|k| is(value, k.name())));
         } else {
             return Err(syntax_error());
         }

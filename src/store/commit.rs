@@ -25,6 +25,7 @@ use super::disk::{DiskTier, InstallMarker, SnapshotEntry, StoredValue};
 use super::error::{Result, StoreError};
 use super::feed::Feed;
 use super::list::ListMeta;
+use super::members::MemberMeta;
 use super::memory::{Lookup, MemoryTier};
 use crate::clock::Clock;
 use crate::types::End;
@@ -87,6 +88,34 @@ pub(crate) enum WriteOp {
         end: End,
         count: u64,
     },
+    /// Adds `members` (name, value) to the set or hash of `kind` at `key`,
+    /// creating it; a member already there takes its new value, unless
+    /// `only_new`. A member named twice counts once; its last value wins.
+    AddMembers {
+        key: Bytes,
+        kind: ValueKind,
+        members: Vec<(Bytes, Bytes)>,
+        only_new: bool,
+    },
+    /// Removes `members` from the set or hash of `kind` at `key`.
+    RemoveMembers {
+        key: Bytes,
+        kind: ValueKind,
+        members: Vec<Bytes>,
+    },
+    /// Takes up to `count` members of the set at `key`, the first in byte
+    /// order.
+    PopMembers {
+        key: Bytes,
+        count: u64,
+    },
+    /// Adds `delta` to the decimal integer in `field` of the hash at `key`
+    /// (a missing field or hash counts as 0).
+    IncrField {
+        key: Bytes,
+        field: Bytes,
+        delta: i64,
+    },
     /// Mutations as another shard logged them (a slot migration), or
     /// deletes sweeping keys this shard no longer owns: written as they
     /// are, unconditionally, in one record.
@@ -108,6 +137,18 @@ impl WriteOp {
             WriteOp::Push { key, values, .. } => {
                 key.len() + values.iter().map(Bytes::len).sum::<usize>()
             }
+            WriteOp::AddMembers { key, members, .. } => {
+                key.len()
+                    + members
+                        .iter()
+                        .map(|(m, v)| m.len() + v.len())
+                        .sum::<usize>()
+            }
+            WriteOp::RemoveMembers { key, members, .. } => {
+                key.len() + members.iter().map(Bytes::len).sum::<usize>()
+            }
+            WriteOp::PopMembers { key, .. } => key.len(),
+            WriteOp::IncrField { key, field, .. } => key.len() + field.len(),
             WriteOp::Import { mutations } => mutations.iter().map(|m| m.data_len() as usize).sum(),
         }
     }
@@ -130,6 +171,9 @@ pub(crate) enum Applied {
     Len(u64, Seq),
     /// A pop took these values, committed at this seq (if it took any).
     Popped(Vec<Bytes>, Option<Seq>),
+    /// This many members were added or removed, committed at this seq (if
+    /// anything changed).
+    Counted(u64, Option<Seq>),
 }
 
 /// The reply to one op: what happened, and whether its record is fsynced.
@@ -528,8 +572,12 @@ impl BatchState<'_> {
                     return Ok((Applied::ConditionFailed { current }, vec![]));
                 }
                 let mut mutations = vec![Mutation::Delete { key: key.clone() }];
-                if current.kind == ValueKind::List {
-                    mutations.extend(list_elements(key, &current.value)?);
+                match current.kind {
+                    ValueKind::String => {}
+                    ValueKind::List => mutations.extend(list_elements(key, &current.value)?),
+                    ValueKind::Set | ValueKind::Hash => {
+                        mutations.extend(self.member_deletes(key, &current.value)?);
+                    }
                 }
                 Ok((Applied::Written(seq), mutations))
             }
@@ -571,6 +619,17 @@ impl BatchState<'_> {
                 only_if_exists,
             } => self.push(seq, key, *end, values, *only_if_exists),
             WriteOp::Pop { key, end, count } => self.pop(seq, key, *end, *count),
+            WriteOp::AddMembers {
+                key,
+                kind,
+                members,
+                only_new,
+            } => self.add_members(seq, key, *kind, members, *only_new),
+            WriteOp::RemoveMembers { key, kind, members } => {
+                self.remove_members(seq, key, *kind, members)
+            }
+            WriteOp::PopMembers { key, count } => self.pop_members(seq, key, *count),
+            WriteOp::IncrField { key, field, delta } => self.incr_field(seq, key, field, *delta),
         }
     }
 
@@ -653,6 +712,189 @@ impl BatchState<'_> {
             Mutation::put(key.clone(), ValueKind::List, meta.encode(), expires_at_ms)
         });
         Ok((Applied::Popped(values, Some(seq)), mutations))
+    }
+}
+
+impl BatchState<'_> {
+    /// The set or hash of `kind` at `key` as of the ops ordered so far, with
+    /// its expiry; `WrongType` if the key holds something else.
+    fn collection(&self, key: &Bytes, kind: ValueKind) -> Result<Option<(MemberMeta, u64)>> {
+        match self.live(key)? {
+            None => Ok(None),
+            Some(v) if v.kind == kind => {
+                Ok(Some((MemberMeta::decode(key, &v.value)?, v.expires_at_ms)))
+            }
+            Some(_) => Err(StoreError::WrongType),
+        }
+    }
+
+    /// Up to `limit` live entries (element key, value) under `prefix`, in
+    /// byte order, as of the ops ordered so far: the disk's first ones,
+    /// with this batch's writes under the prefix laid over them.
+    fn first_members(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Bytes, Bytes)>> {
+        let pending: Vec<_> = self
+            .overlay
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect();
+        // Each pending delete may hide one of the disk's first entries.
+        let hidden = pending.iter().filter(|(_, v)| v.is_none()).count();
+        let mut found: std::collections::BTreeMap<Bytes, Bytes> = self
+            .disk
+            .first_with_prefix(prefix, limit.saturating_add(hidden))?
+            .into_iter()
+            .filter(|(k, _)| !self.overlay.contains_key(k))
+            .collect();
+        for (k, v) in pending {
+            if let Some(v) = v {
+                found.insert(k.clone(), v.value.clone());
+            }
+        }
+        Ok(found.into_iter().take(limit).collect())
+    }
+
+    /// The metadata write that leaves the collection `len` long: its new
+    /// metadata, or its delete once empty.
+    fn member_meta(key: &Bytes, kind: ValueKind, meta: MemberMeta, expires_at_ms: u64) -> Mutation {
+        if meta.len == 0 {
+            Mutation::Delete { key: key.clone() }
+        } else {
+            Mutation::put(key.clone(), kind, meta.encode(), expires_at_ms)
+        }
+    }
+
+    fn add_members(
+        &self,
+        seq: Seq,
+        key: &Bytes,
+        kind: ValueKind,
+        members: &[(Bytes, Bytes)],
+        only_new: bool,
+    ) -> Result<(Applied, Vec<Mutation>)> {
+        let (mut meta, expires_at_ms) = self
+            .collection(key, kind)?
+            .unwrap_or((MemberMeta::new(seq.0), 0));
+        // What this op wrote so far, by element key: it sees its own writes.
+        let mut written: HashMap<Bytes, Bytes> = HashMap::new();
+        let mut added = 0;
+        for (name, value) in members {
+            let element = meta.member(key, name);
+            let current = match written.get(&element) {
+                Some(v) => Some(v.clone()),
+                None => self.live(&element)?.map(|v| v.value),
+            };
+            match current {
+                Some(_) if only_new => continue,
+                Some(v) if v == *value => continue,
+                Some(_) => {}
+                None => added += 1,
+            }
+            written.insert(element, value.clone());
+        }
+        if written.is_empty() {
+            return Ok((Applied::Counted(0, None), vec![]));
+        }
+        meta.len += added;
+        let mut mutations: Vec<Mutation> = written
+            .into_iter()
+            .map(|(element, value)| Mutation::put(element, ValueKind::String, value, 0))
+            .collect();
+        if added > 0 {
+            mutations.push(Self::member_meta(key, kind, meta, expires_at_ms));
+        }
+        Ok((Applied::Counted(added, Some(seq)), mutations))
+    }
+
+    fn remove_members(
+        &self,
+        seq: Seq,
+        key: &Bytes,
+        kind: ValueKind,
+        members: &[Bytes],
+    ) -> Result<(Applied, Vec<Mutation>)> {
+        let Some((mut meta, expires_at_ms)) = self.collection(key, kind)? else {
+            return Ok((Applied::Counted(0, None), vec![]));
+        };
+        let mut removed = std::collections::HashSet::new();
+        for name in members {
+            let element = meta.member(key, name);
+            if !removed.contains(&element) && self.live(&element)?.is_some() {
+                removed.insert(element);
+            }
+        }
+        if removed.is_empty() {
+            return Ok((Applied::Counted(0, None), vec![]));
+        }
+        let n = removed.len() as u64;
+        meta.len = meta.len.saturating_sub(n);
+        let mut mutations: Vec<Mutation> = removed
+            .into_iter()
+            .map(|key| Mutation::Delete { key })
+            .collect();
+        mutations.push(Self::member_meta(key, kind, meta, expires_at_ms));
+        Ok((Applied::Counted(n, Some(seq)), mutations))
+    }
+
+    fn pop_members(&self, seq: Seq, key: &Bytes, count: u64) -> Result<(Applied, Vec<Mutation>)> {
+        let Some((mut meta, expires_at_ms)) = self.collection(key, ValueKind::Set)? else {
+            return Ok((Applied::NotFound, vec![]));
+        };
+        let limit = usize::try_from(count.min(meta.len)).unwrap_or(usize::MAX);
+        let prefix = meta.prefix(key);
+        let taken = self.first_members(&prefix, limit)?;
+        if taken.is_empty() {
+            return Ok((Applied::Popped(vec![], None), vec![]));
+        }
+        meta.len = meta.len.saturating_sub(taken.len() as u64);
+        let names = taken
+            .iter()
+            .map(|(element, _)| element.slice(prefix.len()..))
+            .collect();
+        let mut mutations: Vec<Mutation> = taken
+            .into_iter()
+            .map(|(key, _)| Mutation::Delete { key })
+            .collect();
+        mutations.push(Self::member_meta(key, ValueKind::Set, meta, expires_at_ms));
+        Ok((Applied::Popped(names, Some(seq)), mutations))
+    }
+
+    fn incr_field(
+        &self,
+        seq: Seq,
+        key: &Bytes,
+        field: &Bytes,
+        delta: i64,
+    ) -> Result<(Applied, Vec<Mutation>)> {
+        let (mut meta, expires_at_ms) = self
+            .collection(key, ValueKind::Hash)?
+            .unwrap_or((MemberMeta::new(seq.0), 0));
+        let element = meta.member(key, field);
+        let current = self.live(&element)?;
+        let base = match &current {
+            Some(v) => parse_i64(&v.value)?,
+            None => 0,
+        };
+        let value = base.checked_add(delta).ok_or(StoreError::Overflow)?;
+        let put = Mutation::put(element, ValueKind::String, value.to_string().into(), 0);
+        let mut mutations = vec![put];
+        if current.is_none() {
+            meta.len += 1;
+            mutations.push(Self::member_meta(key, ValueKind::Hash, meta, expires_at_ms));
+        }
+        Ok((Applied::Int(value, seq), mutations))
+    }
+
+    /// Deletes of the members of the set or hash whose metadata is `meta`.
+    fn member_deletes(&self, key: &Bytes, meta: &[u8]) -> Result<Vec<Mutation>> {
+        let meta = MemberMeta::decode(key, meta)?;
+        if meta.len > EAGER_ELEMENT_DELETES {
+            return Ok(vec![]);
+        }
+        let members = self.first_members(&meta.prefix(key), meta.len as usize)?;
+        Ok(members
+            .into_iter()
+            .map(|(key, _)| Mutation::Delete { key })
+            .collect())
     }
 }
 

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{Result, StoreError};
 use super::keys;
 use super::list::ListMeta;
+use super::members::MemberMeta;
 use crate::clock::Clock;
 use crate::cluster::{Slot, SlotSet};
 use crate::types::{Cancel, Seq, ValueKind};
@@ -504,6 +505,120 @@ impl DiskTier {
         Ok(Some((meta, out)))
     }
 
+    /// The set or hash of `kind` at `key` in `snapshot`: `None` if the key
+    /// is absent or expired at `now_ms`, `WrongType` if it holds another kind.
+    fn collection_in(
+        &self,
+        snapshot: &rocksdb::Snapshot<'_>,
+        key: &[u8],
+        kind: ValueKind,
+        now_ms: u64,
+    ) -> Result<Option<MemberMeta>> {
+        let Some(raw) = snapshot.get_cf(self.data(), keys::disk_key(key))? else {
+            return Ok(None);
+        };
+        let value = decode_value(key, &raw)?;
+        if value.is_expired(now_ms) {
+            return Ok(None);
+        }
+        if value.kind != kind {
+            return Err(StoreError::WrongType);
+        }
+        MemberMeta::decode(key, &value.value).map(Some)
+    }
+
+    /// A consistent read of the values of `members` in the set or hash of
+    /// `kind` at `key` (a set member's is empty), in order, `None` for one
+    /// it lacks; with the collection's metadata. `None` if there is no such
+    /// collection, `WrongType` if the key holds another kind.
+    pub fn member_values(
+        &self,
+        key: &[u8],
+        kind: ValueKind,
+        now_ms: u64,
+        members: &[Bytes],
+    ) -> Result<Option<(MemberMeta, Vec<Option<Bytes>>)>> {
+        let snapshot = self.db.snapshot();
+        let Some(meta) = self.collection_in(&snapshot, key, kind, now_ms)? else {
+            return Ok(None);
+        };
+        let mut values = Vec::with_capacity(members.len());
+        for member in members {
+            let element = keys::disk_key(&meta.member(key, member));
+            let raw = snapshot.get_cf(self.data(), &element)?;
+            values.push(match raw {
+                Some(raw) => Some(decode_value(&element, &raw)?.value),
+                None => None,
+            });
+        }
+        Ok(Some((meta, values)))
+    }
+
+    /// A consistent read of up to `limit` members (name and value) of the
+    /// set or hash of `kind` at `key`, in byte order after `after`. `None`
+    /// and `WrongType` as for [`member_values`](Self::member_values).
+    pub fn member_page(
+        &self,
+        key: &[u8],
+        kind: ValueKind,
+        now_ms: u64,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Option<Vec<(Bytes, Bytes)>>> {
+        let snapshot = self.db.snapshot();
+        let Some(meta) = self.collection_in(&snapshot, key, kind, now_ms)? else {
+            return Ok(None);
+        };
+        let prefix = keys::disk_key(&meta.prefix(key));
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&snapshot);
+        let mut iter = self.db.raw_iterator_cf_opt(self.data(), opts);
+        match after {
+            Some(after) => {
+                let mut from = keys::disk_key(&meta.member(key, after));
+                from.push(0);
+                iter.seek(&from);
+            }
+            None => iter.seek(&prefix),
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let (Some(k), Some(raw)) = (iter.key(), iter.value()) else {
+                iter.status()?;
+                break;
+            };
+            let Some(member) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            out.push((Bytes::copy_from_slice(member), decode_value(k, raw)?.value));
+            iter.next();
+        }
+        Ok(Some(out))
+    }
+
+    /// Up to `limit` stored entries (element key, value) whose keys start
+    /// with the internal key prefix `prefix`, in byte order: the latest
+    /// state, for the commit thread.
+    pub fn first_with_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Bytes, Bytes)>> {
+        let disk_prefix = keys::disk_key(prefix);
+        let mut iter = self.db.raw_iterator_cf(self.data());
+        iter.seek(&disk_prefix);
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let (Some(k), Some(raw)) = (iter.key(), iter.value()) else {
+                iter.status()?;
+                break;
+            };
+            if !k.starts_with(&disk_prefix) {
+                break;
+            }
+            let key = stored_key(k)?;
+            out.push((Bytes::copy_from_slice(key), decode_value(key, raw)?.value));
+            iter.next();
+        }
+        Ok(out)
+    }
+
     /// Applies records, in order, as one atomic RocksDB batch that also
     /// advances `applied_seq` to the last record's seq.
     pub fn apply(&self, records: &[WalRecord]) -> Result<()> {
@@ -719,6 +834,7 @@ impl DiskTier {
             _ if value.is_expired(now_ms) => false,
             ValueKind::String => false,
             ValueKind::List => ListMeta::decode(key, &value.value)?.id == id,
+            ValueKind::Set | ValueKind::Hash => MemberMeta::decode(key, &value.value)?.id == id,
         })
     }
 

@@ -22,6 +22,7 @@ mod feed;
 pub mod keys;
 mod list;
 mod lock;
+mod members;
 pub mod memory;
 mod metrics;
 mod upgrade;
@@ -948,8 +949,9 @@ impl Store {
             Applied::Written(seq)
             | Applied::Int(_, seq)
             | Applied::Len(_, seq)
-            | Applied::Popped(_, Some(seq)) => WriteOutcome::Written(WriteAck { seq, synced }),
-            Applied::Popped(_, None) => WriteOutcome::Unchanged,
+            | Applied::Popped(_, Some(seq))
+            | Applied::Counted(_, Some(seq)) => WriteOutcome::Written(WriteAck { seq, synced }),
+            Applied::Popped(_, None) | Applied::Counted(_, None) => WriteOutcome::Unchanged,
             Applied::ConditionFailed { current } => WriteOutcome::ConditionFailed { current },
             Applied::NotFound => WriteOutcome::NotFound,
             Applied::Unchanged => WriteOutcome::Unchanged,
@@ -1199,6 +1201,179 @@ impl Store {
             .read_list(key, move |meta| meta.position(index).map(|pos| (pos, pos)))
             .await?;
         Ok(found.and_then(|(_, values)| values.into_iter().next()))
+    }
+
+    /// Adds `members` (name and value; a set's values are empty) to the set
+    /// or hash of `kind` at `key`, creating it; a member already there
+    /// takes its new value unless `only_new`. Returns how many members are
+    /// new, with the write's ack when anything changed. `WrongType` on
+    /// another kind. Names are bounded like keys, values like values.
+    pub async fn add_members(
+        &self,
+        key: Bytes,
+        kind: ValueKind,
+        members: Vec<(Bytes, Bytes)>,
+        only_new: bool,
+    ) -> Result<(u64, Option<WriteAck>)> {
+        self.check_members(&key, kind, members.iter().map(|(m, _)| m))?;
+        if members.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "an add needs at least one member",
+            ));
+        }
+        for (_, value) in &members {
+            if kind == ValueKind::Set && !value.is_empty() {
+                return Err(StoreError::InvalidArgument(
+                    "a set's members carry no value",
+                ));
+            }
+            self.check_value(value)?;
+        }
+        let op = WriteOp::AddMembers {
+            key,
+            kind,
+            members,
+            only_new,
+        };
+        self.counted(op).await
+    }
+
+    /// Removes `members` from the set or hash of `kind` at `key` (deleting
+    /// it when it empties): how many were there, with the write's ack when
+    /// any was.
+    pub async fn remove_members(
+        &self,
+        key: Bytes,
+        kind: ValueKind,
+        members: Vec<Bytes>,
+    ) -> Result<(u64, Option<WriteAck>)> {
+        self.check_members(&key, kind, members.iter())?;
+        self.counted(WriteOp::RemoveMembers { key, kind, members })
+            .await
+    }
+
+    async fn counted(&self, op: WriteOp) -> Result<(u64, Option<WriteAck>)> {
+        match self.submit(op).await? {
+            (Applied::Counted(n, seq), synced) => Ok((n, seq.map(|seq| WriteAck { seq, synced }))),
+            other => unreachable!("an add or remove counts members, got {other:?}"),
+        }
+    }
+
+    /// Takes up to `count` members of the set at `key`, the first in byte
+    /// order (deleting it when it empties): `None` if there is no set; the
+    /// write's ack when it took any.
+    pub async fn pop_members(
+        &self,
+        key: Bytes,
+        count: u64,
+    ) -> Result<Option<(Vec<Bytes>, Option<WriteAck>)>> {
+        self.check_key(&key)?;
+        self.check_batch(usize::try_from(count).unwrap_or(usize::MAX))?;
+        match self.submit(WriteOp::PopMembers { key, count }).await? {
+            (Applied::Popped(names, seq), synced) => {
+                Ok(Some((names, seq.map(|seq| WriteAck { seq, synced }))))
+            }
+            (Applied::NotFound, _) => Ok(None),
+            other => unreachable!("a pop takes members or finds no set, got {other:?}"),
+        }
+    }
+
+    /// Adds `delta` to the decimal integer in `field` of the hash at `key`
+    /// (a missing field or hash counts as 0): the new value.
+    /// `NotAnInteger`, `Overflow` and `WrongType` as for [`incr`](Self::incr).
+    pub async fn incr_field(
+        &self,
+        key: Bytes,
+        field: Bytes,
+        delta: i64,
+    ) -> Result<(i64, WriteAck)> {
+        self.check_members(&key, ValueKind::Hash, std::iter::once(&field))?;
+        match self
+            .submit(WriteOp::IncrField { key, field, delta })
+            .await?
+        {
+            (Applied::Int(value, seq), synced) => Ok((value, WriteAck { seq, synced })),
+            other => unreachable!("a field increment writes, got {other:?}"),
+        }
+    }
+
+    /// The values of `members` of the set or hash of `kind` at `key` (a
+    /// set member's is empty), in order; `None` for a member it lacks, and
+    /// for every one when there is no such collection.
+    pub async fn member_values(
+        &self,
+        key: Bytes,
+        kind: ValueKind,
+        members: Vec<Bytes>,
+    ) -> Result<Vec<Option<Bytes>>> {
+        self.check_members(&key, kind, members.iter())?;
+        let inner = self.inner.clone();
+        let n = members.len();
+        let found = tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now_ms();
+            inner.disk.member_values(&key, kind, now, &members)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        Ok(found.map_or_else(|| vec![None; n], |(_, values)| values))
+    }
+
+    /// Up to `limit` members (name and value) of the set or hash of `kind`
+    /// at `key` in byte order after `after`, at most `max_batch_keys`;
+    /// empty for no collection.
+    pub async fn member_page(
+        &self,
+        key: Bytes,
+        kind: ValueKind,
+        after: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
+        self.check_members(&key, kind, after.iter())?;
+        let limit = limit.clamp(1, self.inner.config.limits.max_batch_keys.max(1));
+        let inner = self.inner.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now_ms();
+            inner
+                .disk
+                .member_page(&key, kind, now, after.as_deref(), limit)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        Ok(found.unwrap_or_default())
+    }
+
+    /// How many members the set or hash of `kind` at `key` holds (0 for none).
+    pub async fn member_count(&self, key: Bytes, kind: ValueKind) -> Result<u64> {
+        self.check_members(&key, kind, std::iter::empty())?;
+        let inner = self.inner.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now_ms();
+            inner.disk.member_values(&key, kind, now, &[])
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        Ok(found.map_or(0, |(meta, _)| meta.len))
+    }
+
+    /// The checks of a set or hash request: its key, its kind, and its
+    /// member names (bounded like keys) and their number.
+    fn check_members<'a>(
+        &self,
+        key: &[u8],
+        kind: ValueKind,
+        names: impl ExactSizeIterator<Item = &'a Bytes>,
+    ) -> Result<()> {
+        self.check_key(key)?;
+        if !matches!(kind, ValueKind::Set | ValueKind::Hash) {
+            return Err(StoreError::InvalidArgument(
+                "members belong to a set or a hash",
+            ));
+        }
+        self.check_batch(names.len())?;
+        for name in names {
+            self.check_key_len(name)?;
+        }
+        Ok(())
     }
 
     async fn read_list(
