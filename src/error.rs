@@ -81,6 +81,7 @@ impl From<&RequestError> for ErrorCode {
             RequestError::TooManyKeys { .. } => ErrorCode::TooManyKeys,
             RequestError::ZeroTtl
             | RequestError::EmptyBatch { .. }
+            | RequestError::NotMembers { .. }
             | RequestError::UnsupportedCondition { .. } => ErrorCode::BadRequest,
         }
     }

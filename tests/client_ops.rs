@@ -517,6 +517,101 @@ async fn lists_over_the_wire() {
     );
 }
 
+#[tokio::test]
+async fn sets_and_hashes_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+    let (set, hash) = (ValueKind::Set, ValueKind::Hash);
+    let member = |m: &str| (Bytes::from(m.to_string()), Bytes::new());
+    let field = |f: &str, v: &str| (Bytes::from(f.to_string()), Bytes::from(v.to_string()));
+    let reply = client
+        .request(Request::AddMembers {
+            key: Bytes::from("s"),
+            kind: set,
+            members: vec![member("b"), member("a")],
+            only_new: false,
+            ack: None,
+        })
+        .await
+        .unwrap();
+    let Response::Counted {
+        count: 2,
+        durability: Some(d),
+    } = reply
+    else {
+        panic!("{reply:?}")
+    };
+    assert!(d.local_synced);
+    assert_eq!(
+        client
+            .add_members("s", set, vec![member("a")], false)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(client.count_members("s", set).await.unwrap(), 2);
+    assert_eq!(client.kind("s").await.unwrap(), Some(ValueKind::Set));
+    let page = client.scan_members("s", set, None, 1).await.unwrap();
+    assert_eq!(page, [member("a")]);
+    let page = client
+        .scan_members("s", set, Some(Bytes::from("a")), 0)
+        .await
+        .unwrap();
+    assert_eq!(page, [member("b")]);
+    assert_eq!(
+        client.pop_members("s", 1).await.unwrap(),
+        Some(vec![Bytes::from("a")])
+    );
+
+    client
+        .add_members("h", hash, vec![field("n", "1"), field("m", "x")], false)
+        .await
+        .unwrap();
+    assert_eq!(client.incr_field("h", "n", 41).await.unwrap(), 42);
+    assert_eq!(
+        client
+            .member_values("h", hash, vec![Bytes::from("n"), Bytes::from("z")])
+            .await
+            .unwrap(),
+        [Some(Bytes::from("42")), None]
+    );
+    assert_eq!(
+        client
+            .remove_members("h", hash, vec![Bytes::from("m"), Bytes::from("m")])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        server_code(client.add_members("h", set, vec![member("x")], false).await),
+        ErrorCode::WrongType
+    );
+    assert_eq!(
+        server_code(client.pop_members("h", 1).await),
+        ErrorCode::WrongType
+    );
+    // A set member carries no value; the kind must be a set or a hash.
+    assert_eq!(
+        server_code(
+            client
+                .add_members("s", set, vec![field("m", "v")], false)
+                .await
+        ),
+        ErrorCode::BadRequest
+    );
+    let wrong_kind = client.count_members("s", ValueKind::List).await;
+    assert!(
+        matches!(
+            wrong_kind,
+            Err(ClientError::InvalidRequest(RequestError::NotMembers { .. }))
+        ),
+        "{wrong_kind:?}"
+    );
+    let keys = client.scan_keys("", None, 0, None).await.unwrap();
+    assert_eq!(keys.keys.len(), 2, "{keys:?}");
+}
+
 /// A list deleted with more elements than its delete removes at once
 /// leaves them on disk until the node's reclaim pass deletes them.
 #[tokio::test]

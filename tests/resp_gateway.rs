@@ -443,7 +443,7 @@ async fn list_commands() {
         &["GET", "l"][..],
         &["INCR", "l"],
         &["APPEND", "l", "x"],
-        &["SADD", "l", "m"],
+        &["ZADD", "l", "1", "m"],
         &["LPUSH", "s", "x"],
         &["LPOP", "s"],
         &["LLEN", "s"],
@@ -511,6 +511,135 @@ async fn list_commands() {
     assert_eq!(c.cmd(&["RPUSH", "l2", "x"]).await, int(1));
     assert_eq!(c.cmd(&["FLUSHALL"]).await, Value::ok());
     assert_eq!(c.cmd(&["DBSIZE"]).await, int(0));
+}
+
+#[tokio::test]
+async fn set_and_hash_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[]);
+    let mut c = connect(&node).await;
+    // Sets: a member named twice counts once; members come in byte order.
+    assert_eq!(c.cmd(&["SADD", "s", "b", "a", "c", "a"]).await, int(3));
+    assert_eq!(c.cmd(&["SADD", "s", "a", "d"]).await, int(1));
+    assert_eq!(c.cmd(&["SCARD", "s"]).await, int(4));
+    assert_eq!(c.cmd(&["SCARD", "nope"]).await, int(0));
+    assert_eq!(
+        c.cmd(&["SMEMBERS", "s"]).await,
+        Value::bulks(&["a", "b", "c", "d"])
+    );
+    assert_eq!(c.cmd(&["SMEMBERS", "nope"]).await, Value::bulks(&[]));
+    assert_eq!(c.cmd(&["SISMEMBER", "s", "a"]).await, int(1));
+    assert_eq!(c.cmd(&["SISMEMBER", "s", "z"]).await, int(0));
+    assert_eq!(
+        c.cmd(&["SMISMEMBER", "s", "a", "z"]).await,
+        Value::Array(vec![int(1), int(0)])
+    );
+    assert_eq!(c.cmd(&["SREM", "s", "a", "a", "z"]).await, int(1));
+    assert_eq!(c.cmd(&["SPOP", "s"]).await, bulk("b"));
+    assert_eq!(c.cmd(&["SPOP", "s", "5"]).await, Value::bulks(&["c", "d"]));
+    assert_eq!(
+        c.cmd(&["EXISTS", "s"]).await,
+        int(0),
+        "an emptied set is gone"
+    );
+    assert_eq!(c.cmd(&["SPOP", "s"]).await, Value::Null);
+    assert_eq!(c.cmd(&["SPOP", "s", "2"]).await, Value::bulks(&[]));
+    assert_eq!(
+        c.cmd(&["SPOP", "s", "-1"]).await,
+        err("ERR value is out of range, must be positive")
+    );
+
+    // Hashes.
+    assert_eq!(
+        c.cmd(&["HSET", "h", "name", "ada", "age", "36"]).await,
+        int(2)
+    );
+    assert_eq!(c.cmd(&["HSET", "h", "name", "bob"]).await, int(0));
+    assert_eq!(c.cmd(&["HMSET", "h", "city", "Paris"]).await, Value::ok());
+    assert_eq!(c.cmd(&["HSETNX", "h", "name", "cy"]).await, int(0));
+    assert_eq!(c.cmd(&["HSETNX", "h", "zip", "75"]).await, int(1));
+    assert_eq!(
+        c.cmd(&["HSET", "h", "odd"]).await,
+        err("ERR wrong number of arguments for 'hset' command")
+    );
+    assert_eq!(
+        c.cmd(&["HSET", "h", "a", "1", "b"]).await,
+        err("ERR wrong number of arguments for 'hset' command")
+    );
+    assert_eq!(c.cmd(&["HGET", "h", "name"]).await, bulk("bob"));
+    assert_eq!(c.cmd(&["HGET", "h", "nope"]).await, Value::Null);
+    assert_eq!(c.cmd(&["HGET", "nope", "f"]).await, Value::Null);
+    assert_eq!(
+        c.cmd(&["HMGET", "h", "age", "nope", "zip"]).await,
+        Value::Array(vec![bulk("36"), Value::Null, bulk("75")])
+    );
+    assert_eq!(c.cmd(&["HLEN", "h"]).await, int(4));
+    assert_eq!(c.cmd(&["HEXISTS", "h", "age"]).await, int(1));
+    assert_eq!(c.cmd(&["HEXISTS", "h", "nope"]).await, int(0));
+    assert_eq!(c.cmd(&["HSTRLEN", "h", "city"]).await, int(5));
+    assert_eq!(c.cmd(&["HSTRLEN", "h", "nope"]).await, int(0));
+    assert_eq!(
+        c.cmd(&["HGETALL", "h"]).await,
+        Value::bulks(&["age", "36", "city", "Paris", "name", "bob", "zip", "75"])
+    );
+    assert_eq!(
+        c.cmd(&["HKEYS", "h"]).await,
+        Value::bulks(&["age", "city", "name", "zip"])
+    );
+    assert_eq!(
+        c.cmd(&["HVALS", "h"]).await,
+        Value::bulks(&["36", "Paris", "bob", "75"])
+    );
+    assert_eq!(c.cmd(&["HINCRBY", "h", "age", "4"]).await, int(40));
+    assert_eq!(c.cmd(&["HINCRBY", "h", "visits", "-1"]).await, int(-1));
+    assert_eq!(
+        c.cmd(&["HINCRBY", "h", "name", "1"]).await,
+        err("ERR hash value is not an integer")
+    );
+    assert_eq!(
+        c.cmd(&["HINCRBY", "h", "age", "x"]).await,
+        err("ERR value is not an integer or out of range")
+    );
+    assert_eq!(
+        c.cmd(&["HINCRBY", "h", "age", "9223372036854775807"]).await,
+        err("ERR increment or decrement would overflow")
+    );
+    assert_eq!(c.cmd(&["HDEL", "h", "age", "nope", "age"]).await, int(1));
+    assert_eq!(c.cmd(&["HLEN", "h"]).await, int(4), "city name zip visits");
+
+    // Kinds: TYPE, WRONGTYPE both ways, SCAN TYPE, DEL, EXPIRE.
+    assert_eq!(c.cmd(&["SADD", "s", "m"]).await, int(1));
+    assert_eq!(c.cmd(&["TYPE", "s"]).await, Value::Simple("set".into()));
+    assert_eq!(c.cmd(&["TYPE", "h"]).await, Value::Simple("hash".into()));
+    assert_eq!(c.cmd(&["SET", "str", "v"]).await, Value::ok());
+    for cmd in [
+        &["GET", "s"][..],
+        &["HGET", "s", "f"],
+        &["SADD", "h", "m"],
+        &["SADD", "str", "m"],
+        &["HSET", "str", "f", "v"],
+        &["LPUSH", "h", "x"],
+        &["SMEMBERS", "h"],
+        &["HGETALL", "s"],
+    ] {
+        assert_eq!(c.cmd(cmd).await, err(WRONG_TYPE), "{cmd:?}");
+    }
+    let scan = |kind: &'static str| ["SCAN", "0", "COUNT", "100", "TYPE", kind];
+    let Value::Array(parts) = c.cmd(&scan("hash")).await else {
+        panic!()
+    };
+    assert_eq!(parts[1], Value::bulks(&["h"]));
+    assert_eq!(c.cmd(&["EXPIRE", "h", "100"]).await, int(1));
+    assert!(matches!(c.cmd(&["TTL", "h"]).await, Value::Int(1..=100)));
+    assert_eq!(c.cmd(&["DEL", "h", "s"]).await, int(2));
+    assert_eq!(c.cmd(&["DBSIZE"]).await, int(1));
+
+    // RESP3: HGETALL is a map.
+    c.cmd(&["HELLO", "3"]).await;
+    c.cmd(&["HSET", "h3", "f", "v"]).await;
+    let reply = c.cmd(&["HGETALL", "h3"]).await;
+    assert!(matches!(reply, Value::Map(_)), "{reply:?}");
+    assert_eq!(reply.pairs(), vec![("f".to_string(), bulk("v"))]);
 }
 
 /// Ranges and pops longer than one store request, in order.
@@ -681,7 +810,7 @@ async fn connection_and_server_commands() {
     assert_eq!(c.cmd(&["LPUSH", "k", "x"]).await, err(WRONG_TYPE));
     assert_eq!(c.cmd(&["HGET", "k", "f"]).await, err(WRONG_TYPE));
     assert!(
-        matches!(c.cmd(&["SADD", "nokey", "m"]).await, Value::Error(e) if e.starts_with("ERR "))
+        matches!(c.cmd(&["ZADD", "nokey", "1", "m"]).await, Value::Error(e) if e.starts_with("ERR "))
     );
     // RESET, then QUIT closes after its reply.
     assert_eq!(c.cmd(&["RESET"]).await, Value::Simple("RESET".into()));

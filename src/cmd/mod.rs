@@ -86,10 +86,10 @@ impl Node {
             }
             match self.store.reclaim_elements().await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(elements = n, "deleted the elements of gone lists"),
+                Ok(n) => tracing::info!(elements = n, "deleted the elements of gone collections"),
                 Err(store::StoreError::Closed) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "reclaiming list elements failed; trying again later")
+                    tracing::warn!(error = %e, "reclaiming collection elements failed; trying again later")
                 }
             }
         }
@@ -135,7 +135,14 @@ pub(crate) fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &[u8]> + '_
         | Request::ListRange { key, .. }
         | Request::ListLen { key }
         | Request::ListIndex { key, .. }
-        | Request::Type { key } => Box::new(std::iter::once(&key[..])),
+        | Request::Type { key }
+        | Request::AddMembers { key, .. }
+        | Request::RemoveMembers { key, .. }
+        | Request::PopMembers { key, .. }
+        | Request::IncrField { key, .. }
+        | Request::MemberValues { key, .. }
+        | Request::ScanMembers { key, .. }
+        | Request::CountMembers { key, .. } => Box::new(std::iter::once(&key[..])),
         Request::MultiGet { keys } | Request::Exists { keys } => {
             Box::new(keys.iter().map(|k| &k[..]))
         }
@@ -209,8 +216,41 @@ fn durability_of(response: &mut Response) -> Option<&mut Durability> {
         Response::Deleted { durability, .. }
         | Response::Updated { durability, .. }
         | Response::Length { durability, .. }
-        | Response::Popped { durability, .. } => durability.as_mut(),
+        | Response::Popped { durability, .. }
+        | Response::Counted { durability, .. } => durability.as_mut(),
         _ => None,
+    }
+}
+
+/// The reply to a pop: what it took (`None`: no collection) and what its
+/// write reached, if it wrote.
+fn popped_reply(
+    popped: Option<(Vec<Bytes>, Option<WriteAck>)>,
+    requested: AckPolicy,
+    written: &mut Option<Seq>,
+) -> Response {
+    match popped {
+        Some((values, a)) => Response::Popped {
+            values: Some(values),
+            durability: a.map(|a| durability(a, requested, written)),
+        },
+        None => Response::Popped {
+            values: None,
+            durability: None,
+        },
+    }
+}
+
+/// The reply to a members write: the count, and what its write reached.
+fn counted(
+    count: u64,
+    a: Option<WriteAck>,
+    requested: AckPolicy,
+    written: &mut Option<Seq>,
+) -> Response {
+    Response::Counted {
+        count,
+        durability: a.map(|a| durability(a, requested, written)),
     }
 }
 
@@ -385,6 +425,22 @@ impl Node {
                 store.list_index(key, index).await.map(Response::Element)
             }
             Request::Type { key } => store.kind_of(&key).await.map(Response::Kind),
+            Request::MemberValues { key, kind, members } => store
+                .member_values(key, kind, members)
+                .await
+                .map(Response::MemberValues),
+            Request::ScanMembers {
+                key,
+                kind,
+                after,
+                limit,
+            } => store
+                .member_page(key, kind, after, self.limits.scan_page_len(limit) as usize)
+                .await
+                .map(Response::Members),
+            Request::CountMembers { key, kind } => {
+                store.member_count(key, kind).await.map(Response::Count)
+            }
             // Writes.
             Request::Set {
                 key,
@@ -434,21 +490,38 @@ impl Node {
                         durability: None,
                     },
                 }),
+            Request::AddMembers {
+                key,
+                kind,
+                members,
+                only_new,
+                ..
+            } => store
+                .add_members(key, kind, members, only_new)
+                .await
+                .map(|(count, a)| counted(count, a, ack, written)),
+            Request::RemoveMembers {
+                key, kind, members, ..
+            } => store
+                .remove_members(key, kind, members)
+                .await
+                .map(|(count, a)| counted(count, a, ack, written)),
+            Request::PopMembers { key, count, .. } => store
+                .pop_members(key, u64::from(count))
+                .await
+                .map(|popped| popped_reply(popped, ack, written)),
+            Request::IncrField {
+                key, field, delta, ..
+            } => store
+                .incr_field(key, field, delta)
+                .await
+                .map(|(value, a)| int_reply(value, a, ack, written)),
             Request::Pop {
                 key, end, count, ..
             } => store
                 .pop(key, end, u64::from(count))
                 .await
-                .map(|popped| match popped {
-                    Some((values, a)) => Response::Popped {
-                        values: Some(values),
-                        durability: a.map(|a| durability(a, ack, written)),
-                    },
-                    None => Response::Popped {
-                        values: None,
-                        durability: None,
-                    },
-                }),
+                .map(|popped| popped_reply(popped, ack, written)),
         };
         result.unwrap_or_else(|e| error(&e))
     }

@@ -1504,6 +1504,141 @@ impl Client {
         }
     }
 
+    /// Adds `members` (name and value; a set's values are empty) to the set
+    /// or hash of `kind` at `key`, creating it; returns how many are new.
+    /// With `only_new`, members already there keep their values.
+    pub async fn add_members(
+        &self,
+        key: impl Into<Bytes>,
+        kind: ValueKind,
+        members: Vec<(Bytes, Bytes)>,
+        only_new: bool,
+    ) -> Result<u64, ClientError> {
+        let request = Request::AddMembers {
+            key: key.into(),
+            kind,
+            members,
+            only_new,
+            ack: self.ack(None),
+        };
+        self.counted("add_members", request).await
+    }
+
+    /// Removes `members` from the set or hash of `kind` at `key`; returns
+    /// how many were there.
+    pub async fn remove_members(
+        &self,
+        key: impl Into<Bytes>,
+        kind: ValueKind,
+        members: Vec<Bytes>,
+    ) -> Result<u64, ClientError> {
+        let request = Request::RemoveMembers {
+            key: key.into(),
+            kind,
+            members,
+            ack: self.ack(None),
+        };
+        self.counted("remove_members", request).await
+    }
+
+    async fn counted(&self, op: &str, request: Request) -> Result<u64, ClientError> {
+        match self.request(request).await? {
+            Response::Counted { count, .. } => Ok(count),
+            other => Err(unexpected(op, &other)),
+        }
+    }
+
+    /// Takes up to `count` members of the set at `key`, the first in byte
+    /// order (`None`: no set).
+    pub async fn pop_members(
+        &self,
+        key: impl Into<Bytes>,
+        count: u32,
+    ) -> Result<Option<Vec<Bytes>>, ClientError> {
+        let request = Request::PopMembers {
+            key: key.into(),
+            count,
+            ack: self.ack(None),
+        };
+        match self.request(request).await? {
+            Response::Popped { values, .. } => Ok(values),
+            other => Err(unexpected("pop_members", &other)),
+        }
+    }
+
+    /// Adds `delta` to the decimal integer in `field` of the hash at `key`;
+    /// returns the new value.
+    pub async fn incr_field(
+        &self,
+        key: impl Into<Bytes>,
+        field: impl Into<Bytes>,
+        delta: i64,
+    ) -> Result<i64, ClientError> {
+        let request = Request::IncrField {
+            key: key.into(),
+            field: field.into(),
+            delta,
+            ack: self.ack(None),
+        };
+        match self.request(request).await? {
+            Response::Int { value, .. } => Ok(value),
+            other => Err(unexpected("incr_field", &other)),
+        }
+    }
+
+    /// The values of `members` of the set or hash of `kind` at `key`, in
+    /// order (`None` for one it lacks).
+    pub async fn member_values(
+        &self,
+        key: impl Into<Bytes>,
+        kind: ValueKind,
+        members: Vec<Bytes>,
+    ) -> Result<Vec<Option<Bytes>>, ClientError> {
+        let key = key.into();
+        match self
+            .request(Request::MemberValues { key, kind, members })
+            .await?
+        {
+            Response::MemberValues(values) => Ok(values),
+            other => Err(unexpected("member_values", &other)),
+        }
+    }
+
+    /// One page of members (name and value) of the set or hash of `kind`
+    /// at `key`, in byte order after `after`; a page shorter than `limit`
+    /// (0: the server's choice) is the last.
+    pub async fn scan_members(
+        &self,
+        key: impl Into<Bytes>,
+        kind: ValueKind,
+        after: Option<Bytes>,
+        limit: u32,
+    ) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
+        let request = Request::ScanMembers {
+            key: key.into(),
+            kind,
+            after,
+            limit,
+        };
+        match self.request(request).await? {
+            Response::Members(members) => Ok(members),
+            other => Err(unexpected("scan_members", &other)),
+        }
+    }
+
+    /// How many members the set or hash of `kind` at `key` holds.
+    pub async fn count_members(
+        &self,
+        key: impl Into<Bytes>,
+        kind: ValueKind,
+    ) -> Result<u64, ClientError> {
+        let key = key.into();
+        match self.request(Request::CountMembers { key, kind }).await? {
+            Response::Count(n) => Ok(n),
+            other => Err(unexpected("count_members", &other)),
+        }
+    }
+
     /// The node's `(name, value)` information pairs.
     pub async fn info(&self) -> Result<Vec<(String, String)>, ClientError> {
         self.pairs(Request::Info).await

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Condition, Request, SetEntry};
+use crate::types::ValueKind;
 
 /// Default [`Limits::max_frame_bytes`]: one maximal value plus room for its
 /// key and the message around it.
@@ -99,6 +100,14 @@ pub enum RequestError {
         /// The operation.
         op: &'static str,
     },
+    /// A member request naming a kind other than `Set` or `Hash`.
+    #[error("{op} works on a set or a hash, not a {}", kind.name())]
+    NotMembers {
+        /// The operation.
+        op: &'static str,
+        /// The kind it was given.
+        kind: ValueKind,
+    },
     /// A condition the operation does not support (`Delete` accepts only
     /// `Always` and `IfVersion`).
     #[error("{op} does not support the condition {condition:?}")]
@@ -145,6 +154,26 @@ fn check_value(value: &[u8], limits: &Limits) -> Result<(), RequestError> {
 
 fn check_count(count: usize, limits: &Limits) -> Result<(), RequestError> {
     check_key_count(count, limits.max_keys_per_request)
+}
+
+/// A member request's key, kind (a set or a hash), and member names
+/// (bounded like keys) and their number.
+fn check_members<'a>(
+    req: &Request,
+    key: &[u8],
+    kind: ValueKind,
+    names: impl ExactSizeIterator<Item = &'a bytes::Bytes>,
+    limits: &Limits,
+) -> Result<(), RequestError> {
+    check_key(key, limits)?;
+    if !matches!(kind, ValueKind::Set | ValueKind::Hash) {
+        return Err(RequestError::NotMembers {
+            op: req.op_name(),
+            kind,
+        });
+    }
+    check_count(names.len(), limits)?;
+    names.into_iter().try_for_each(|n| check_key(n, limits))
 }
 
 fn check_ttl(ttl_ms: Option<u64>) -> Result<(), RequestError> {
@@ -242,9 +271,33 @@ impl Request {
                 check_count(values.len(), limits)?;
                 values.iter().try_for_each(|v| check_value(v, limits))
             }
-            Request::Pop { key, count, .. } => {
+            Request::Pop { key, count, .. } | Request::PopMembers { key, count, .. } => {
                 check_key(key, limits)?;
                 check_count(*count as usize, limits)
+            }
+            Request::AddMembers {
+                key, kind, members, ..
+            } => {
+                check_members(self, key, *kind, members.iter().map(|(m, _)| m), limits)?;
+                if members.is_empty() {
+                    return Err(RequestError::EmptyBatch { op: self.op_name() });
+                }
+                members.iter().try_for_each(|(_, v)| check_value(v, limits))
+            }
+            Request::RemoveMembers {
+                key, kind, members, ..
+            }
+            | Request::MemberValues { key, kind, members } => {
+                check_members(self, key, *kind, members.iter(), limits)
+            }
+            Request::ScanMembers {
+                key, kind, after, ..
+            } => check_members(self, key, *kind, after.iter(), limits),
+            Request::CountMembers { key, kind } => {
+                check_members(self, key, *kind, std::iter::empty(), limits)
+            }
+            Request::IncrField { key, field, .. } => {
+                check_members(self, key, ValueKind::Hash, std::iter::once(field), limits)
             }
         }
     }

@@ -305,6 +305,93 @@ pub enum Request {
         /// Continue after this key (the previous page's `next`).
         after: Option<Bytes>,
     },
+    /// Adds `members` (name and value; a set's values are empty) to the
+    /// set or hash of `kind` at `key`, creating it; answered with
+    /// [`Response::Counted`] (how many are new).
+    // wire index 32
+    AddMembers {
+        /// The key.
+        key: Bytes,
+        /// `Set` or `Hash`.
+        kind: ValueKind,
+        /// At least one `(name, value)`.
+        members: Vec<(Bytes, Bytes)>,
+        /// Leave a member already there as it is (`HSETNX`).
+        only_new: bool,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Removes `members` from the set or hash of `kind` at `key`; answered
+    /// with [`Response::Counted`] (how many were there).
+    // wire index 33
+    RemoveMembers {
+        /// The key.
+        key: Bytes,
+        /// `Set` or `Hash`.
+        kind: ValueKind,
+        /// The members' names.
+        members: Vec<Bytes>,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Takes up to `count` members of the set at `key`; answered with
+    /// [`Response::Popped`].
+    // wire index 34
+    PopMembers {
+        /// The key.
+        key: Bytes,
+        /// At most this many; at most `max_keys_per_request`.
+        count: u32,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Adds `delta` to the decimal integer in `field` of the hash at `key`;
+    /// answered with [`Response::Int`].
+    // wire index 35
+    IncrField {
+        /// The key.
+        key: Bytes,
+        /// The field.
+        field: Bytes,
+        /// What to add (negative to subtract).
+        delta: i64,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// The values of `members` of the set or hash of `kind` at `key`;
+    /// answered with [`Response::MemberValues`].
+    // wire index 36
+    MemberValues {
+        /// The key.
+        key: Bytes,
+        /// `Set` or `Hash`.
+        kind: ValueKind,
+        /// The members' names.
+        members: Vec<Bytes>,
+    },
+    /// One page of the members of the set or hash of `kind` at `key`, in
+    /// byte order; answered with [`Response::Members`].
+    // wire index 37
+    ScanMembers {
+        /// The key.
+        key: Bytes,
+        /// `Set` or `Hash`.
+        kind: ValueKind,
+        /// Continue after this member (the previous page's last).
+        after: Option<Bytes>,
+        /// At most this many; 0 lets the server choose. The server caps it
+        /// at its `max_keys_per_request`.
+        limit: u32,
+    },
+    /// How many members the set or hash of `kind` at `key` holds; answered
+    /// with [`Response::Count`].
+    // wire index 38
+    CountMembers {
+        /// The key.
+        key: Bytes,
+        /// `Set` or `Hash`.
+        kind: ValueKind,
+    },
 }
 
 /// One entry of a [`Request::MultiSet`].
@@ -387,11 +474,25 @@ pub enum Op {
     ScanKeys,
     #[allow(missing_docs)]
     RawSnapshot,
+    #[allow(missing_docs)]
+    AddMembers,
+    #[allow(missing_docs)]
+    RemoveMembers,
+    #[allow(missing_docs)]
+    PopMembers,
+    #[allow(missing_docs)]
+    IncrField,
+    #[allow(missing_docs)]
+    MemberValues,
+    #[allow(missing_docs)]
+    ScanMembers,
+    #[allow(missing_docs)]
+    CountMembers,
 }
 
 impl Op {
     /// Every operation, in wire order.
-    pub const ALL: [Op; 32] = [
+    pub const ALL: [Op; 39] = [
         Op::Hello,
         Op::Ping,
         Op::Get,
@@ -424,6 +525,13 @@ impl Op {
         Op::Type,
         Op::ScanKeys,
         Op::RawSnapshot,
+        Op::AddMembers,
+        Op::RemoveMembers,
+        Op::PopMembers,
+        Op::IncrField,
+        Op::MemberValues,
+        Op::ScanMembers,
+        Op::CountMembers,
     ];
 
     /// The operation's snake_case name, for logs and metrics labels.
@@ -461,6 +569,13 @@ impl Op {
             Op::Type => "type",
             Op::ScanKeys => "scan_keys",
             Op::RawSnapshot => "raw_snapshot",
+            Op::AddMembers => "add_members",
+            Op::RemoveMembers => "remove_members",
+            Op::PopMembers => "pop_members",
+            Op::IncrField => "incr_field",
+            Op::MemberValues => "member_values",
+            Op::ScanMembers => "scan_members",
+            Op::CountMembers => "count_members",
         }
     }
 }
@@ -502,6 +617,13 @@ impl Request {
             Request::Type { .. } => Op::Type,
             Request::ScanKeys { .. } => Op::ScanKeys,
             Request::RawSnapshot { .. } => Op::RawSnapshot,
+            Request::AddMembers { .. } => Op::AddMembers,
+            Request::RemoveMembers { .. } => Op::RemoveMembers,
+            Request::PopMembers { .. } => Op::PopMembers,
+            Request::IncrField { .. } => Op::IncrField,
+            Request::MemberValues { .. } => Op::MemberValues,
+            Request::ScanMembers { .. } => Op::ScanMembers,
+            Request::CountMembers { .. } => Op::CountMembers,
         }
     }
 
@@ -521,7 +643,11 @@ impl Request {
             | Request::Persist { .. }
             | Request::Incr { .. }
             | Request::Push { .. }
-            | Request::Pop { .. } => true,
+            | Request::Pop { .. }
+            | Request::AddMembers { .. }
+            | Request::RemoveMembers { .. }
+            | Request::PopMembers { .. }
+            | Request::IncrField { .. } => true,
             Request::Hello { .. }
             | Request::Ping
             | Request::Get { .. }
@@ -545,7 +671,10 @@ impl Request {
             | Request::ListIndex { .. }
             | Request::Type { .. }
             | Request::ScanKeys { .. }
-            | Request::RawSnapshot { .. } => false,
+            | Request::RawSnapshot { .. }
+            | Request::MemberValues { .. }
+            | Request::ScanMembers { .. }
+            | Request::CountMembers { .. } => false,
         }
     }
 
@@ -567,6 +696,10 @@ impl Request {
             Request::Incr { .. }
             | Request::Push { .. }
             | Request::Pop { .. }
+            | Request::AddMembers { .. }
+            | Request::RemoveMembers { .. }
+            | Request::PopMembers { .. }
+            | Request::IncrField { .. }
             | Request::ClusterPropose { .. }
             | Request::ClusterInit
             | Request::ClusterFailover { .. } => false,
@@ -596,7 +729,10 @@ impl Request {
             | Request::ListIndex { .. }
             | Request::Type { .. }
             | Request::ScanKeys { .. }
-            | Request::RawSnapshot { .. } => true,
+            | Request::RawSnapshot { .. }
+            | Request::MemberValues { .. }
+            | Request::ScanMembers { .. }
+            | Request::CountMembers { .. } => true,
         }
     }
 
@@ -611,7 +747,11 @@ impl Request {
             | Request::Persist { ack, .. }
             | Request::Incr { ack, .. }
             | Request::Push { ack, .. }
-            | Request::Pop { ack, .. } => *ack,
+            | Request::Pop { ack, .. }
+            | Request::AddMembers { ack, .. }
+            | Request::RemoveMembers { ack, .. }
+            | Request::PopMembers { ack, .. }
+            | Request::IncrField { ack, .. } => *ack,
             Request::Hello { .. }
             | Request::Ping
             | Request::Get { .. }
@@ -635,7 +775,10 @@ impl Request {
             | Request::ListIndex { .. }
             | Request::Type { .. }
             | Request::ScanKeys { .. }
-            | Request::RawSnapshot { .. } => None,
+            | Request::RawSnapshot { .. }
+            | Request::MemberValues { .. }
+            | Request::ScanMembers { .. }
+            | Request::CountMembers { .. } => None,
         }
     }
 }
@@ -736,6 +879,20 @@ pub enum Response {
     Keys(KeyPage), // wire index 22
     /// Answer to [`Request::RawSnapshot`].
     RawSnapshot(RawSnapshotPage), // wire index 23
+    /// Answer to [`Request::AddMembers`] and [`Request::RemoveMembers`].
+    // wire index 24
+    Counted {
+        /// How many members were added (new ones only) or removed.
+        count: u64,
+        /// What the write reached; `None` when nothing was written.
+        durability: Option<Durability>,
+    },
+    /// Answer to [`Request::MemberValues`]: one slot per member named, in
+    /// order; `None` for one the collection lacks (or no collection).
+    MemberValues(Vec<Option<Bytes>>), // wire index 25
+    /// Answer to [`Request::ScanMembers`]: `(name, value)` pairs in byte
+    /// order; fewer than the limit when the collection has no more.
+    Members(Vec<(Bytes, Bytes)>), // wire index 26
 }
 
 /// One page of a [`Request::RawSnapshot`].
@@ -1011,6 +1168,9 @@ mod tests {
             Response::Kind(_) => 21,
             Response::Keys(_) => 22,
             Response::RawSnapshot(_) => 23,
+            Response::Counted { .. } => 24,
+            Response::MemberValues(_) => 25,
+            Response::Members(_) => 26,
         }
     }
 
@@ -1121,6 +1281,45 @@ mod tests {
                 snapshot: None,
                 after: None,
             },
+            Request::AddMembers {
+                key: b("s"),
+                kind: ValueKind::Set,
+                members: vec![(b("m"), b(""))],
+                only_new: false,
+                ack: None,
+            },
+            Request::RemoveMembers {
+                key: b("s"),
+                kind: ValueKind::Set,
+                members: vec![b("m")],
+                ack: None,
+            },
+            Request::PopMembers {
+                key: b("s"),
+                count: 1,
+                ack: None,
+            },
+            Request::IncrField {
+                key: b("h"),
+                field: b("f"),
+                delta: 1,
+                ack: None,
+            },
+            Request::MemberValues {
+                key: b("h"),
+                kind: ValueKind::Hash,
+                members: vec![b("f")],
+            },
+            Request::ScanMembers {
+                key: b("h"),
+                kind: ValueKind::Hash,
+                after: None,
+                limit: 0,
+            },
+            Request::CountMembers {
+                key: b("h"),
+                kind: ValueKind::Hash,
+            },
         ]
     }
 
@@ -1209,6 +1408,12 @@ mod tests {
                 entries: vec![],
                 next: None,
             }),
+            Response::Counted {
+                count: 1,
+                durability: None,
+            },
+            Response::MemberValues(vec![]),
+            Response::Members(vec![]),
         ]
     }
 
@@ -1217,7 +1422,7 @@ mod tests {
         // `Request::op` is the pinned table: an exhaustive match, so a
         // new variant does not compile until it is given its index there.
         let all = one_of_each_request();
-        assert_eq!(all.len(), 32, "one sample per request kind");
+        assert_eq!(all.len(), 39, "one sample per request kind");
         assert_eq!(all.len(), Op::ALL.len());
         for (i, req) in all.iter().enumerate() {
             let want = req.op() as usize;
@@ -1234,7 +1439,7 @@ mod tests {
     #[test]
     fn response_wire_indices_are_pinned() {
         let all = one_of_each_response();
-        assert_eq!(all.len(), 24, "one sample per response kind");
+        assert_eq!(all.len(), 27, "one sample per response kind");
         for (i, resp) in all.iter().enumerate() {
             let want = response_index(resp);
             assert_eq!(usize::from(want), i, "{resp:?} sample out of order");
@@ -1305,7 +1510,11 @@ mod tests {
                 "persist",
                 "incr",
                 "push",
-                "pop"
+                "pop",
+                "add_members",
+                "remove_members",
+                "pop_members",
+                "incr_field"
             ]
         );
         for req in one_of_each_request() {
@@ -1314,6 +1523,10 @@ mod tests {
                 Request::Incr { .. }
                     | Request::Push { .. }
                     | Request::Pop { .. }
+                    | Request::AddMembers { .. }
+                    | Request::RemoveMembers { .. }
+                    | Request::PopMembers { .. }
+                    | Request::IncrField { .. }
                     | Request::ClusterPropose { .. }
                     | Request::ClusterInit
                     | Request::ClusterFailover { .. }

@@ -529,6 +529,36 @@ mod tests {
                 })),
             ),
             (
+                "add-members-request",
+                Req(Request::AddMembers {
+                    key: b("user:1"),
+                    kind: ValueKind::Hash,
+                    members: vec![(b("name"), b("ada"))],
+                    only_new: false,
+                    ack: None,
+                }),
+            ),
+            (
+                "counted-reply",
+                Resp(Response::Counted {
+                    count: 1,
+                    durability: Some(local()),
+                }),
+            ),
+            (
+                "scan-members-request",
+                Req(Request::ScanMembers {
+                    key: b("user:1"),
+                    kind: ValueKind::Hash,
+                    after: None,
+                    limit: 0,
+                }),
+            ),
+            (
+                "members-reply",
+                Resp(Response::Members(vec![(b("name"), b("ada"))])),
+            ),
+            (
                 "error-reply",
                 Resp(Response::Error(
                     ErrorReply::new(ErrorCode::ReadOnlyReplica, "read-only replica")

@@ -134,6 +134,56 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
             .prop_map(|(snapshot, after)| Request::Snapshot { snapshot, after }),
         (option::of(any::<u64>()), option::of(arb_bytes()))
             .prop_map(|(snapshot, after)| Request::RawSnapshot { snapshot, after }),
+        (
+            arb_bytes(),
+            arb_kind(),
+            vec((arb_bytes(), arb_bytes()), 0..4),
+            any::<bool>(),
+            ack()
+        )
+            .prop_map(|(key, kind, members, only_new, ack)| Request::AddMembers {
+                key,
+                kind,
+                members,
+                only_new,
+                ack,
+            }),
+        (arb_bytes(), arb_kind(), arb_keys(), ack()).prop_map(|(key, kind, members, ack)| {
+            Request::RemoveMembers {
+                key,
+                kind,
+                members,
+                ack,
+            }
+        }),
+        (arb_bytes(), any::<u32>(), ack()).prop_map(|(key, count, ack)| Request::PopMembers {
+            key,
+            count,
+            ack
+        }),
+        (arb_bytes(), arb_bytes(), any::<i64>(), ack()).prop_map(|(key, field, delta, ack)| {
+            Request::IncrField {
+                key,
+                field,
+                delta,
+                ack,
+            }
+        }),
+        (arb_bytes(), arb_kind(), arb_keys())
+            .prop_map(|(key, kind, members)| Request::MemberValues { key, kind, members }),
+        (
+            arb_bytes(),
+            arb_kind(),
+            option::of(arb_bytes()),
+            any::<u32>()
+        )
+            .prop_map(|(key, kind, after, limit)| Request::ScanMembers {
+                key,
+                kind,
+                after,
+                limit,
+            }),
+        (arb_bytes(), arb_kind()).prop_map(|(key, kind)| Request::CountMembers { key, kind }),
         (arb_bytes(), arb_end(), arb_keys(), any::<bool>(), ack()).prop_map(
             |(key, end, values, only_if_exists, ack)| Request::Push {
                 key,
@@ -360,5 +410,9 @@ pub(crate) fn arb_response() -> impl Strategy<Value = Response> {
                     next,
                 })
             ),
+        (any::<u64>(), option::of(arb_durability()))
+            .prop_map(|(count, durability)| Response::Counted { count, durability }),
+        vec(option::of(arb_bytes()), 0..4).prop_map(Response::MemberValues),
+        vec((arb_bytes(), arb_bytes()), 0..4).prop_map(Response::Members),
     ]
 }

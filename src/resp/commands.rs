@@ -8,10 +8,11 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 
+use super::members::Show;
 use super::reply::{Reply, WRONG_TYPE};
 use super::session::Session;
-use super::{keys, lists, server, strings};
-use crate::types::End;
+use super::{keys, lists, members, server, strings};
+use crate::types::{End, ValueKind};
 
 /// Which handler runs a command.
 #[derive(Debug, Clone, Copy)]
@@ -20,7 +21,8 @@ pub(crate) enum Run {
     Keys(keys::Cmd),
     Server(server::Cmd),
     Lists(lists::Cmd),
-    /// A set, hash or sorted-set command: strata stores strings and lists.
+    Members(members::Cmd),
+    /// A sorted-set command: strata stores strings, lists, sets and hashes.
     WrongType,
 }
 
@@ -70,6 +72,7 @@ macro_rules! spec {
 
 use keys::Cmd as K;
 use lists::Cmd as L;
+use members::Cmd as M;
 use server::Cmd as S;
 use strings::Cmd as T;
 
@@ -145,24 +148,33 @@ pub(crate) static TABLE: &[Spec] = &[
     spec!("llen", 2, RF, ONE, "list", "Returns the length of a list.", Run::Lists(L::Len)),
     spec!("lrange", 4, R, ONE, "list", "Returns a range of a list's values.", Run::Lists(L::Range)),
     spec!("lindex", 3, R, ONE, "list", "Returns the value at a position of a list.", Run::Lists(L::Index)),
+    // Sets.
+    spec!("sadd", -3, WF, ONE, "set", "Adds members to a set.", Run::Members(M::SetAdd)),
+    spec!("srem", -3, WF, ONE, "set", "Removes members from a set.", Run::Members(M::Remove(ValueKind::Set))),
+    spec!("spop", -2, WF, ONE, "set", "Takes members from a set (the first in byte order).", Run::Members(M::Pop)),
+    spec!("smembers", 2, R, ONE, "set", "Returns a set's members.", Run::Members(M::All(ValueKind::Set, Show::Names))),
+    spec!("sismember", 3, RF, ONE, "set", "Whether a member is in a set.", Run::Members(M::Has(ValueKind::Set))),
+    spec!("smismember", -3, RF, ONE, "set", "Whether each member is in a set.", Run::Members(M::MHas)),
+    spec!("scard", 2, RF, ONE, "set", "Returns the number of members of a set.", Run::Members(M::Count(ValueKind::Set))),
+    // Hashes.
+    spec!("hset", -4, WF, ONE, "hash", "Sets fields of a hash.", Run::Members(M::HashSet { ok: false, only_new: false })),
+    spec!("hmset", -4, WF, ONE, "hash", "Sets fields of a hash.", Run::Members(M::HashSet { ok: true, only_new: false })),
+    spec!("hsetnx", 4, WF, ONE, "hash", "Sets a field of a hash only when it is new.", Run::Members(M::HashSet { ok: false, only_new: true })),
+    spec!("hget", 3, RF, ONE, "hash", "Returns the value of a field of a hash.", Run::Members(M::Get)),
+    spec!("hmget", -3, RF, ONE, "hash", "Returns the values of fields of a hash.", Run::Members(M::MGet)),
+    spec!("hgetall", 2, R, ONE, "hash", "Returns every field and value of a hash.", Run::Members(M::All(ValueKind::Hash, Show::Pairs))),
+    spec!("hkeys", 2, R, ONE, "hash", "Returns the fields of a hash.", Run::Members(M::All(ValueKind::Hash, Show::Names))),
+    spec!("hvals", 2, R, ONE, "hash", "Returns the values of a hash.", Run::Members(M::All(ValueKind::Hash, Show::Values))),
+    spec!("hdel", -3, WF, ONE, "hash", "Deletes fields of a hash.", Run::Members(M::Remove(ValueKind::Hash))),
+    spec!("hlen", 2, RF, ONE, "hash", "Returns the number of fields of a hash.", Run::Members(M::Count(ValueKind::Hash))),
+    spec!("hexists", 3, RF, ONE, "hash", "Whether a field is in a hash.", Run::Members(M::Has(ValueKind::Hash))),
+    spec!("hincrby", 4, WF, ONE, "hash", "Adds to the integer in a field of a hash.", Run::Members(M::IncrBy)),
+    spec!("hstrlen", 3, RF, ONE, "hash", "Returns the length of a field's value.", Run::Members(M::StrLen)),
     // Types strata does not store: WRONGTYPE on an existing key.
-    spec!("sadd", -3, WF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("srem", -3, WF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("smembers", 2, R, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("sismember", 3, RF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("scard", 2, RF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("spop", -2, WF, ONE, "set", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("hset", -4, WF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("hget", 3, RF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("hmset", -4, WF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("hgetall", 2, R, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("hdel", -3, WF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("hlen", 2, RF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("hincrby", 4, WF, ONE, "hash", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("zadd", -4, WF, ONE, "sorted-set", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("zrange", -4, R, ONE, "sorted-set", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("zscore", 3, RF, ONE, "sorted-set", "Not supported: strata stores strings.", Run::WrongType),
-    spec!("zcard", 2, RF, ONE, "sorted-set", "Not supported: strata stores strings.", Run::WrongType),
+    spec!("zadd", -4, WF, ONE, "sorted-set", "Not supported: strata does not store sorted sets.", Run::WrongType),
+    spec!("zrange", -4, R, ONE, "sorted-set", "Not supported: strata does not store sorted sets.", Run::WrongType),
+    spec!("zscore", 3, RF, ONE, "sorted-set", "Not supported: strata does not store sorted sets.", Run::WrongType),
+    spec!("zcard", 2, RF, ONE, "sorted-set", "Not supported: strata does not store sorted sets.", Run::WrongType),
 ];
 
 static BY_NAME: LazyLock<HashMap<&'static str, &'static Spec>> =
@@ -199,17 +211,18 @@ pub(crate) async fn execute(s: &mut Session, args: &[Bytes]) -> Reply {
         Run::Keys(cmd) => keys::run(cmd, s, args).await,
         Run::Server(cmd) => server::run(cmd, s, args).await,
         Run::Lists(cmd) => lists::run(cmd, s, args).await,
+        Run::Members(cmd) => members::run(cmd, s, args).await,
         Run::WrongType => wrong_type(s, spec, args).await,
     }
 }
 
 /// A command of a type strata does not store: on an existing key
-/// (a string or a list) Redis's `WRONGTYPE`; otherwise a plain refusal.
+/// (of another kind) Redis's `WRONGTYPE`; otherwise a plain refusal.
 async fn wrong_type(s: &Session, spec: &Spec, args: &[Bytes]) -> Reply {
     match s.exists(&args[1..2]).await {
         Ok(n) if n > 0 => Reply::err(WRONG_TYPE),
         Ok(_) => Reply::err(format!(
-            "ERR '{}' is not supported: strata stores strings and lists only",
+            "ERR '{}' is not supported: strata stores strings, lists, sets and hashes only",
             spec.name
         )),
         Err(e) => e,

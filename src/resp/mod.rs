@@ -22,6 +22,7 @@ mod conn;
 mod glob;
 mod keys;
 mod lists;
+mod members;
 pub mod metrics;
 pub mod reply;
 mod server;

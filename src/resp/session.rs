@@ -481,6 +481,122 @@ impl Session {
         }
     }
 
+    /// Adds `members` to the set or hash of `kind` at `key`: how many are new.
+    pub async fn add_members(
+        &self,
+        key: Bytes,
+        kind: ValueKind,
+        members: Vec<(Bytes, Bytes)>,
+        only_new: bool,
+    ) -> Result<u64, Reply> {
+        let request = Request::AddMembers {
+            key,
+            kind,
+            members,
+            only_new,
+            ack: self.ack,
+        };
+        match self.call(request).await? {
+            Response::Counted { count, .. } => Ok(count),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes `members` from the set or hash of `kind` at `key`: how many
+    /// were there.
+    pub async fn remove_members(
+        &self,
+        key: Bytes,
+        kind: ValueKind,
+        members: Vec<Bytes>,
+    ) -> Result<u64, Reply> {
+        let request = Request::RemoveMembers {
+            key,
+            kind,
+            members,
+            ack: self.ack,
+        };
+        match self.call(request).await? {
+            Response::Counted { count, .. } => Ok(count),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Takes up to `count` members of the set at `key` (`None`: no set).
+    pub async fn pop_members(&self, key: Bytes, count: u32) -> Result<Option<Vec<Bytes>>, Reply> {
+        let request = Request::PopMembers {
+            key,
+            count,
+            ack: self.ack,
+        };
+        match self.call(request).await? {
+            Response::Popped { values, .. } => Ok(values),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn incr_field(&self, key: Bytes, field: Bytes, delta: i64) -> Result<i64, Reply> {
+        let request = Request::IncrField {
+            key,
+            field,
+            delta,
+            ack: self.ack,
+        };
+        match self.call(request).await? {
+            Response::Int { value, .. } => Ok(value),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The values of `members` of the set or hash of `kind` at `key`, in
+    /// requests of at most the node's keys-per-request limit.
+    pub async fn member_values(
+        &self,
+        key: &Bytes,
+        kind: ValueKind,
+        members: &[Bytes],
+    ) -> Result<Vec<Option<Bytes>>, Reply> {
+        let mut out = Vec::with_capacity(members.len());
+        for chunk in members.chunks(self.chunk()) {
+            let request = Request::MemberValues {
+                key: key.clone(),
+                kind,
+                members: chunk.to_vec(),
+            };
+            match self.call(request).await? {
+                Response::MemberValues(values) => out.extend(values),
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page of members of the set or hash of `kind` at `key`.
+    pub async fn scan_members(
+        &self,
+        key: Bytes,
+        kind: ValueKind,
+        after: Option<Bytes>,
+    ) -> Result<Vec<(Bytes, Bytes)>, Reply> {
+        let request = Request::ScanMembers {
+            key,
+            kind,
+            after,
+            limit: 0,
+        };
+        match self.call(request).await? {
+            Response::Members(members) => Ok(members),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn count_members(&self, key: Bytes, kind: ValueKind) -> Result<u64, Reply> {
+        match self.call(Request::CountMembers { key, kind }).await? {
+            Response::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Reads `key`, lets `decide` choose a change from what it found, and
     /// makes it only if the key is still as read (its version, or still
     /// absent), reading again after a lost race. Returns `decide`'s answer

@@ -96,7 +96,7 @@ impl Store {
         );
         registry.register(
             "strata_reclaimed_elements",
-            "Elements of deleted, replaced or expired lists deleted by the background reclaim",
+            "Elements of deleted, replaced or expired collections deleted by the background reclaim",
             m.reclaimed_elements.clone(),
         );
         registry.register_collector(Box::new(StateCollector(Arc::downgrade(&self.inner))));
