@@ -59,11 +59,32 @@ async fn push(s: &Session, a: &[Bytes], end: End, only_if_exists: bool) -> Resul
 /// `LPOP key` answers one value or nil; `LPOP key count` an array, or nil
 /// for no list.
 async fn pop(s: &Session, a: &[Bytes], end: End) -> Result<Reply, Reply> {
-    let Some(count) = a.get(2) else {
-        let taken = s.pop(a[1].clone(), end, 1).await?;
-        return Ok(taken
-            .and_then(|v| v.into_iter().next())
-            .map_or(Reply::Null, Reply::Bulk));
+    let key = &a[1];
+    let taken = pop_counted(s, a.get(2), |n| s.pop(key.clone(), end, n)).await?;
+    Ok(taken.unwrap_or(Reply::Null))
+}
+
+/// A pop with an optional count (`LPOP`, `SPOP`), by `take` (which pops up
+/// to `n`, `None` when there is nothing to pop from). Without a count, the
+/// one value taken or nil; with one, an array of up to `count`, taken in
+/// requests of at most a request's worth; `None` when the first found
+/// nothing to pop from.
+pub(crate) async fn pop_counted<F, Fut>(
+    s: &Session,
+    count: Option<&Bytes>,
+    mut take: F,
+) -> Result<Option<Reply>, Reply>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Vec<Bytes>>, Reply>>,
+{
+    let Some(count) = count else {
+        let taken = take(1).await?;
+        return Ok(Some(
+            taken
+                .and_then(|v| v.into_iter().next())
+                .map_or(Reply::Null, Reply::Bulk),
+        ));
     };
     let count = parse_i64(count)
         .and_then(|n| u64::try_from(n).ok())
@@ -72,10 +93,10 @@ async fn pop(s: &Session, a: &[Bytes], end: End) -> Result<Reply, Reply> {
     let mut taken = Vec::new();
     loop {
         let want = (count - taken.len() as u64).min(chunk) as u32;
-        let Some(values) = s.pop(a[1].clone(), end, want).await? else {
-            // No list: nil, unless an earlier request emptied it.
+        let Some(values) = take(want).await? else {
+            // Nothing to pop from, unless an earlier request emptied it.
             if taken.is_empty() {
-                return Ok(Reply::Null);
+                return Ok(None);
             }
             break;
         };
@@ -85,7 +106,9 @@ async fn pop(s: &Session, a: &[Bytes], end: End) -> Result<Reply, Reply> {
             break;
         }
     }
-    Ok(Reply::Array(taken.into_iter().map(Reply::Bulk).collect()))
+    Ok(Some(Reply::Array(
+        taken.into_iter().map(Reply::Bulk).collect(),
+    )))
 }
 
 async fn range(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {

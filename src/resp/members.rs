@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::commands::{int_arg, not_an_integer, parse_i64, wrong_arity};
+use super::commands::{int_arg, not_an_integer, wrong_arity};
 use super::reply::{OK, Reply};
 use super::session::Session;
 use crate::types::ValueKind;
@@ -61,14 +61,18 @@ pub(crate) async fn run(cmd: Cmd, s: &mut Session, a: &[Bytes]) -> Reply {
         Cmd::Remove(kind) => remove(s, key, kind, &a[2..]).await,
         Cmd::Pop => pop(s, key, a.get(2)).await,
         Cmd::All(kind, show) => all(s, key, kind, show).await,
-        Cmd::Get => values(s, key, HASH, &a[2..3])
+        Cmd::Get => each_member(s, key, HASH, &a[2..3], value_or_nil)
             .await
             .map(|mut v| v.swap_remove(0)),
-        Cmd::MGet => values(s, key, HASH, &a[2..]).await.map(Reply::Array),
-        Cmd::Has(kind) => has(s, key, kind, &a[2..3])
+        Cmd::MGet => each_member(s, key, HASH, &a[2..], value_or_nil)
+            .await
+            .map(Reply::Array),
+        Cmd::Has(kind) => each_member(s, key, kind, &a[2..3], present)
             .await
             .map(|mut v| v.swap_remove(0)),
-        Cmd::MHas => has(s, key, SET, &a[2..]).await.map(Reply::Array),
+        Cmd::MHas => each_member(s, key, SET, &a[2..], present)
+            .await
+            .map(Reply::Array),
         Cmd::Count(kind) => s
             .count_members(key.clone(), kind)
             .await
@@ -132,27 +136,8 @@ async fn remove(
 /// `SPOP key` answers one member or nil; `SPOP key count` an array (empty
 /// for no set).
 async fn pop(s: &Session, key: &Bytes, count: Option<&Bytes>) -> Result<Reply, Reply> {
-    let Some(count) = count else {
-        let taken = s.pop_members(key.clone(), 1).await?;
-        return Ok(taken
-            .and_then(|v| v.into_iter().next())
-            .map_or(Reply::Null, Reply::Bulk));
-    };
-    let count = parse_i64(count)
-        .and_then(|n| u64::try_from(n).ok())
-        .ok_or_else(|| Reply::err("ERR value is out of range, must be positive"))?;
-    let chunk = s.chunk() as u64;
-    let mut taken = Vec::new();
-    while (taken.len() as u64) < count {
-        let want = (count - taken.len() as u64).min(chunk) as u32;
-        let got = s.pop_members(key.clone(), want).await?.unwrap_or_default();
-        let short = got.len() < want as usize;
-        taken.extend(got);
-        if short {
-            break;
-        }
-    }
-    Ok(Reply::Array(taken.into_iter().map(Reply::Bulk).collect()))
+    let taken = super::lists::pop_counted(s, count, |n| s.pop_members(key.clone(), n)).await?;
+    Ok(taken.unwrap_or(Reply::Array(vec![])))
 }
 
 /// Every member, page after page, bounded like any reply (as `KEYS` is).
@@ -191,30 +176,25 @@ async fn all(s: &Session, key: &Bytes, kind: ValueKind, show: Show) -> Result<Re
     })
 }
 
-async fn values(
+/// One reply per named member of the set or hash at `key`, made by `show`
+/// from the member's value (`None`: not there).
+async fn each_member(
     s: &Session,
     key: &Bytes,
     kind: ValueKind,
     names: &[Bytes],
+    show: fn(Option<Bytes>) -> Reply,
 ) -> Result<Vec<Reply>, Reply> {
     let found = s.member_values(key, kind, names).await?;
-    Ok(found
-        .into_iter()
-        .map(|v| v.map_or(Reply::Null, Reply::Bulk))
-        .collect())
+    Ok(found.into_iter().map(show).collect())
 }
 
-async fn has(
-    s: &Session,
-    key: &Bytes,
-    kind: ValueKind,
-    names: &[Bytes],
-) -> Result<Vec<Reply>, Reply> {
-    let found = s.member_values(key, kind, names).await?;
-    Ok(found
-        .into_iter()
-        .map(|v| Reply::Int(v.is_some().into()))
-        .collect())
+fn value_or_nil(value: Option<Bytes>) -> Reply {
+    value.map_or(Reply::Null, Reply::Bulk)
+}
+
+fn present(value: Option<Bytes>) -> Reply {
+    Reply::Int(value.is_some().into())
 }
 
 async fn incr_by(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
