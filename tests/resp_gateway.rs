@@ -629,8 +629,10 @@ async fn set_and_hash_commands() {
         panic!()
     };
     assert_eq!(parts[1], Value::bulks(&["h"]));
-    assert_eq!(c.cmd(&["EXPIRE", "h", "100"]).await, int(1));
+    assert_eq!(c.cmd(&["EXPIRE", "h", "100", "XX"]).await, int(0));
+    assert_eq!(c.cmd(&["EXPIRE", "h", "100", "NX"]).await, int(1));
     assert!(matches!(c.cmd(&["TTL", "h"]).await, Value::Int(1..=100)));
+    assert_eq!(c.cmd(&["EXPIRE", "s", "100"]).await, int(1));
     assert_eq!(c.cmd(&["DEL", "h", "s"]).await, int(2));
     assert_eq!(c.cmd(&["DBSIZE"]).await, int(1));
 

@@ -160,9 +160,10 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
     if !flags.any() {
         return Ok(Reply::Int(expire_in(s, key, in_ms).await?.into()));
     }
-    if s.kind(key.clone()).await? == Some(ValueKind::List) {
-        // A list has no version a write could be conditioned on: its TTL
-        // is read, then set (a concurrent EXPIRE may come in between).
+    let collection = s.kind(key.clone()).await?;
+    if collection.is_some_and(|kind| kind != ValueKind::String) {
+        // A collection has no version a write could be conditioned on: its
+        // TTL is read, then set (a concurrent EXPIRE may come in between).
         let current = match s.ttl(key.clone()).await? {
             TtlState::Missing => return Ok(Reply::Int(0)),
             TtlState::Persistent => None,
