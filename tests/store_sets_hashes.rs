@@ -195,7 +195,7 @@ async fn kinds_do_not_mix() {
         .set(b("s"), b("now a string"), None, Condition::Always)
         .await
         .unwrap();
-    assert_eq!(store.reclaim_elements().await.unwrap(), 1);
+    assert_eq!(store.reclaim_elements(|| true).await.unwrap(), 1);
     store.close().await.unwrap();
 }
 

@@ -75,16 +75,18 @@ impl Node {
         tick.tick().await;
         loop {
             tick.tick().await;
-            let may_write = self.repl.is_primary()
-                && match self.cluster() {
-                    Ok(None) => true,
-                    Ok(Some(member)) => member.may_write(),
-                    Err(_) => false,
-                };
-            if !may_write {
+            let may_write = || {
+                self.repl.is_primary()
+                    && match self.cluster() {
+                        Ok(None) => true,
+                        Ok(Some(member)) => member.may_write(),
+                        Err(_) => false,
+                    }
+            };
+            if !may_write() {
                 continue;
             }
-            match self.store.reclaim_elements().await {
+            match self.store.reclaim_elements(may_write).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(elements = n, "deleted the elements of gone collections"),
                 Err(store::StoreError::Closed) => return,

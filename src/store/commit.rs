@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::Status;
-use super::disk::{DiskTier, InstallMarker, SnapshotEntry, StoredValue};
+use super::disk::{DiskTier, InstallMarker, SnapshotEntry, StoredValue, holds_collection};
 use super::error::{Result, StoreError};
 use super::feed::Feed;
 use super::list::ListMeta;
@@ -116,6 +116,12 @@ pub(crate) enum WriteOp {
         field: Bytes,
         delta: i64,
     },
+    /// Deletes of the element keys whose collection, as of this batch, is
+    /// gone (the reclaim pass's candidates, judged again here, where no
+    /// write can come between the judgement and the delete).
+    Reclaim {
+        elements: Vec<Bytes>,
+    },
     /// Mutations as another shard logged them (a slot migration), or
     /// deletes sweeping keys this shard no longer owns: written as they
     /// are, unconditionally, in one record.
@@ -148,6 +154,7 @@ impl WriteOp {
                 key.len() + members.iter().map(Bytes::len).sum::<usize>()
             }
             WriteOp::PopMembers { key, .. } => key.len(),
+            WriteOp::Reclaim { elements } => elements.iter().map(Bytes::len).sum(),
             WriteOp::IncrField { key, field, .. } => key.len() + field.len(),
             WriteOp::Import { mutations } => mutations.iter().map(|m| m.data_len() as usize).sum(),
         }
@@ -491,6 +498,11 @@ struct BatchState<'a> {
 impl BatchState<'_> {
     /// The key's live value as of the ops ordered so far.
     fn live(&self, key: &Bytes) -> Result<Option<StoredValue>> {
+        Ok(self.current(key)?.filter(|v| !v.is_expired(self.now_ms)))
+    }
+
+    /// The key's stored value as of the ops ordered so far, expired or not.
+    fn current(&self, key: &Bytes) -> Result<Option<StoredValue>> {
         let current = match self.overlay.get(key) {
             Some(v) => v.clone(),
             // The memory tier is never older than the disk tier (I3), and
@@ -501,7 +513,7 @@ impl BatchState<'_> {
                 Lookup::Miss => self.disk.get(key)?,
             },
         };
-        Ok(current.filter(|v| !v.is_expired(self.now_ms)))
+        Ok(current)
     }
 
     fn record(&mut self, seq: Seq, mutations: &[Mutation]) {
@@ -630,6 +642,7 @@ impl BatchState<'_> {
             }
             WriteOp::PopMembers { key, count } => self.pop_members(seq, key, *count),
             WriteOp::IncrField { key, field, delta } => self.incr_field(seq, key, field, *delta),
+            WriteOp::Reclaim { elements } => self.reclaim(seq, elements),
         }
     }
 
@@ -882,6 +895,25 @@ impl BatchState<'_> {
             mutations.push(Self::member_meta(key, ValueKind::Hash, meta, expires_at_ms));
         }
         Ok((Applied::Int(value, seq), mutations))
+    }
+
+    fn reclaim(&self, seq: Seq, elements: &[Bytes]) -> Result<(Applied, Vec<Mutation>)> {
+        let mut deletes = Vec::new();
+        for element in elements {
+            let Some((owner, id)) = super::keys::collection_of(element) else {
+                continue;
+            };
+            let owner = Bytes::copy_from_slice(owner);
+            let value = self.current(&owner)?;
+            if !holds_collection(&owner, value.as_ref(), id, self.now_ms)? {
+                deletes.push(Mutation::Delete {
+                    key: element.clone(),
+                });
+            }
+        }
+        let n = deletes.len() as u64;
+        let seq = (n > 0).then_some(seq);
+        Ok((Applied::Counted(n, seq), deletes))
     }
 
     /// Deletes of the members of the set or hash whose metadata is `meta`.

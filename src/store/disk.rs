@@ -135,6 +135,33 @@ impl StoredValue {
     }
 }
 
+/// How long past its expiry a collection's elements are kept: a node whose
+/// clock is behind the primary's may still read it as live meanwhile.
+pub(crate) const RECLAIM_GRACE_MS: u64 = 5 * 60 * 1000;
+
+/// Whether `value`, stored at `key`, is the collection `id`, and so its
+/// elements must be kept: it is, and it has not expired, or expired less
+/// than [`RECLAIM_GRACE_MS`] ago.
+pub(crate) fn holds_collection(
+    key: &[u8],
+    value: Option<&StoredValue>,
+    id: u64,
+    now_ms: u64,
+) -> Result<bool> {
+    let Some(value) = value else {
+        return Ok(false);
+    };
+    let never = value.expires_at_ms == 0;
+    if !never && is_expired(value.expires_at_ms.saturating_add(RECLAIM_GRACE_MS), now_ms) {
+        return Ok(false);
+    }
+    Ok(match value.kind {
+        ValueKind::String => false,
+        ValueKind::List => ListMeta::decode(key, &value.value)?.id == id,
+        ValueKind::Set | ValueKind::Hash => MemberMeta::decode(key, &value.value)?.id == id,
+    })
+}
+
 /// Whether a deadline (0 = never) has passed.
 pub(crate) fn is_expired(expires_at_ms: u64, now_ms: u64) -> bool {
     expires_at_ms != 0 && expires_at_ms <= now_ms
@@ -754,11 +781,12 @@ impl DiskTier {
     }
 
     /// Up to `limit` element keys whose collection is gone (its key absent,
-    /// expired, or holding something else now: a string, or a newer
-    /// collection, which has another id), in disk order from the disk key
-    /// `from` (`None`: the start), and the disk key to go on from (`None`:
-    /// the pass is over). Elements of live collections are passed over with
-    /// one seek per collection.
+    /// expired past the grace period, or holding something else now: a
+    /// string, or a newer collection, which has another id), in disk order
+    /// from the disk key `from` (`None`: the start), and the disk key to go
+    /// on from (`None`: the pass is over). A slot's user keys cost one seek,
+    /// a live collection's elements one more; one call takes a bounded
+    /// number of steps, so it may return none with a place to go on from.
     pub fn orphan_elements(
         &self,
         from: Option<&[u8]>,
@@ -769,12 +797,10 @@ impl DiskTier {
         opts.fill_cache(false);
         let mut iter = self.db.raw_iterator_cf_opt(self.data(), opts);
         let internal = |slot| keys::slot_key(slot, &keys::INTERNAL_PREFIX);
-        let mut slot = match from.and_then(keys::split) {
-            Some((slot, _)) => slot,
-            None => Slot::FIRST,
-        };
-        iter.seek(from.map_or_else(|| internal(slot), <[u8]>::to_vec));
+        iter.seek(from.map_or_else(|| internal(Slot::FIRST), <[u8]>::to_vec));
         let mut out = Vec::new();
+        // Bounds the work of one call, orphans found or not.
+        let mut steps = limit.saturating_mul(16).max(1024);
         // The last collection judged, and whether it is live.
         let mut judged: Option<(Vec<u8>, u64, bool)> = None;
         loop {
@@ -782,18 +808,21 @@ impl DiskTier {
                 iter.status()?;
                 return Ok((out, None));
             };
-            let here = keys::split(disk_key).filter(|(s, k)| *s == slot && keys::is_internal(k));
-            let Some((_, key)) = here else {
-                // This slot's internal keys are done.
-                let Some(next) = Slot::new(slot.get() + 1) else {
-                    return Ok((out, None));
-                };
-                slot = next;
-                iter.seek(internal(slot));
+            if steps == 0 {
+                return Ok((out, Some(disk_key.to_vec())));
+            }
+            steps -= 1;
+            let Some((slot, key)) = keys::split(disk_key) else {
+                iter.next(); // damaged: left for an operator to look at
                 continue;
             };
+            if !keys::is_internal(key) {
+                // A slot's internal keys are the tail of its range.
+                iter.seek(internal(slot));
+                continue;
+            }
             let Some((owner, id)) = keys::collection_of(key) else {
-                iter.next(); // damaged: left for an operator to look at
+                iter.next();
                 continue;
             };
             let live = match &judged {
@@ -808,7 +837,7 @@ impl DiskTier {
                 match id.checked_add(1) {
                     // Past every element of this collection.
                     Some(after) => {
-                        iter.seek(keys::slot_key(slot, &keys::element_prefix(owner, after)))
+                        iter.seek(keys::slot_key(slot, &keys::element_prefix(owner, after)));
                     }
                     None => iter.next(),
                 }
@@ -824,18 +853,11 @@ impl DiskTier {
         }
     }
 
-    /// Whether `key` holds, now, the live collection `id`.
+    /// Whether `key` holds the collection `id` (see [`holds_collection`]).
     fn holds_collection(&self, key: &[u8], id: u64, now_ms: u64) -> Result<bool> {
-        let Some(raw) = self.db.get_pinned_cf(self.data(), keys::disk_key(key))? else {
-            return Ok(false);
-        };
-        let value = decode_value(key, &raw)?;
-        Ok(match value.kind {
-            _ if value.is_expired(now_ms) => false,
-            ValueKind::String => false,
-            ValueKind::List => ListMeta::decode(key, &value.value)?.id == id,
-            ValueKind::Set | ValueKind::Hash => MemberMeta::decode(key, &value.value)?.id == id,
-        })
+        let raw = self.db.get_pinned_cf(self.data(), keys::disk_key(key))?;
+        let value = raw.map(|raw| decode_value(key, &raw)).transpose()?;
+        holds_collection(key, value.as_ref(), id, now_ms)
     }
 
     /// Up to `limit` stored keys (live or expired) of the slots of

@@ -751,6 +751,17 @@ impl Store {
         Ok(crate::proto::check_key_len(key.len(), max)?)
     }
 
+    /// A key as the store keeps it: a client's key within `max_key_bytes`,
+    /// or an element key whose owner and element part each are.
+    fn check_stored_key(&self, key: &[u8]) -> Result<()> {
+        let Some((owner, _)) = keys::collection_of(key) else {
+            return self.check_key_len(key);
+        };
+        self.check_key_len(owner)?;
+        let element_at = keys::element_prefix(owner, 0).len();
+        self.check_key_len(&key[element_at..])
+    }
+
     fn check_value(&self, value: &[u8]) -> Result<()> {
         let max = u32_of(self.inner.config.limits.max_value_bytes);
         Ok(crate::proto::check_value_len(value.len(), max)?)
@@ -1031,10 +1042,10 @@ impl Store {
         for mutation in &mutations {
             match mutation {
                 Mutation::Put { key, value, .. } | Mutation::PutTyped { key, value, .. } => {
-                    self.check_key_len(key)?;
+                    self.check_stored_key(key)?;
                     self.check_value(value)?;
                 }
-                Mutation::Delete { key } => self.check_key_len(key)?,
+                Mutation::Delete { key } => self.check_stored_key(key)?,
             }
         }
         match Self::outcome(self.submit(WriteOp::Import { mutations }).await?) {
@@ -1050,7 +1061,9 @@ impl Store {
     /// slot and per live collection. Returns how many it deleted. For a
     /// primary only: the deletes are writes, which replicas get through
     /// the WAL like any other.
-    pub async fn reclaim_elements(&self) -> Result<u64> {
+    /// `may_write` is asked before each record: a node that stopped being
+    /// the one that writes (demoted, its lease lost) stops there.
+    pub async fn reclaim_elements(&self, may_write: impl Fn() -> bool) -> Result<u64> {
         let limit = self.inner.config.limits.max_batch_keys.max(1);
         let (mut from, mut deleted) = (None::<Vec<u8>>, 0);
         loop {
@@ -1062,14 +1075,12 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)??;
             if !found.is_empty() {
-                let n = found.len() as u64;
-                self.import(
-                    found
-                        .into_iter()
-                        .map(|key| Mutation::Delete { key })
-                        .collect(),
-                )
-                .await?;
+                if !may_write() {
+                    return Ok(deleted);
+                }
+                // Judged again by the commit thread, as of its batch.
+                let elements = WriteOp::Reclaim { elements: found };
+                let (n, _) = self.counted(elements).await?;
                 self.inner.metrics.reclaimed_elements.inc_by(n);
                 deleted += n;
             }
@@ -1255,7 +1266,7 @@ impl Store {
     async fn counted(&self, op: WriteOp) -> Result<(u64, Option<WriteAck>)> {
         match self.submit(op).await? {
             (Applied::Counted(n, seq), synced) => Ok((n, seq.map(|seq| WriteAck { seq, synced }))),
-            other => unreachable!("an add or remove counts members, got {other:?}"),
+            other => unreachable!("an add, remove or reclaim counts, got {other:?}"),
         }
     }
 
