@@ -331,3 +331,34 @@ async fn reclaim_deletes_the_elements_of_gone_lists_only() {
         store.close().await.unwrap();
     }
 }
+
+/// A pop takes no more values than fit one value's size together (one at
+/// least), so its reply always fits a frame; the rest waits for the next.
+#[tokio::test]
+async fn a_pop_is_cut_short_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), FsyncPolicy::Never);
+    config.limits.max_value_bytes = 1000;
+    let store = Store::open(config).unwrap();
+    let big = |c: u8| Bytes::from(vec![c; 600]);
+    store
+        .push(
+            b("l"),
+            End::Right,
+            vec![big(b'a'), big(b'b'), big(b'c')],
+            false,
+        )
+        .await
+        .unwrap();
+    let (taken, _) = store.pop(b("l"), End::Left, 3).await.unwrap().unwrap();
+    assert_eq!(taken, [big(b'a')], "two would be 1200 bytes");
+    store
+        .push(b("l"), End::Right, vec![b("x")], false)
+        .await
+        .unwrap();
+    let (taken, _) = store.pop(b("l"), End::Left, 3).await.unwrap().unwrap();
+    assert_eq!(taken, [big(b'b')]);
+    let (taken, _) = store.pop(b("l"), End::Left, 3).await.unwrap().unwrap();
+    assert_eq!(taken, [big(b'c'), b("x")], "601 bytes fit");
+    store.close().await.unwrap();
+}

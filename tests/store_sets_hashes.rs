@@ -277,3 +277,23 @@ async fn racing_adds_and_pops_lose_and_duplicate_nothing() {
     );
     store.close().await.unwrap();
 }
+
+/// A set's pop is cut short by bytes as a list's is.
+#[tokio::test]
+async fn a_set_pop_is_cut_short_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), FsyncPolicy::Never);
+    config.limits.max_value_bytes = 1000;
+    let store = Store::open(config).unwrap();
+    let big = |c: u8| Bytes::from(vec![c; 600]);
+    let members = [b'a', b'b'].map(|c| (big(c), Bytes::new())).to_vec();
+    store
+        .add_members(b("s"), SET, members, false)
+        .await
+        .unwrap();
+    let (taken, _) = store.pop_members(b("s"), 2).await.unwrap().unwrap();
+    assert_eq!(taken, [big(b'a')]);
+    let (taken, _) = store.pop_members(b("s"), 2).await.unwrap().unwrap();
+    assert_eq!(taken, [big(b'b')]);
+    store.close().await.unwrap();
+}

@@ -703,8 +703,8 @@ impl Node {
         {
             return Response::error(
                 ErrorCode::BadRequest,
-                "the snapshot holds lists, which a Snapshot page cannot carry; \
-                 ask with RawSnapshot (strata-admin dump does)",
+                "the snapshot holds lists, sets or hashes, which a Snapshot page cannot \
+                 carry; ask with RawSnapshot (strata-admin dump does)",
             );
         }
         Response::Snapshot(SnapshotPage {

@@ -15,8 +15,8 @@
 //! ```
 //!
 //! Version 3 (this build writes it) ends each entry body with the value's
-//! kind, and holds a list as the store does: its metadata under its key
-//! and one entry per element under an internal key (`store::keys`).
+//! kind, and holds a collection as the store does: its metadata under its
+//! key and one entry per element under an internal key (`store::keys`).
 //! Version 2 put each entry's cluster slot in front of its body and keeps
 //! entries in strictly ascending (slot, key) order, so a dump can be
 //! merged or restored slot range by slot range; its entries are strings.
@@ -93,8 +93,8 @@ pub const KIND_ENTRY: u8 = 1;
 pub const FIRST_SLOTTED_VERSION: u32 = 2;
 
 /// The first format version whose entry bodies end with the value's kind
-/// and whose entries may be a list's (its metadata and its elements'
-/// internal keys). Earlier entries are strings.
+/// and whose entries may be a collection's (its metadata and its
+/// elements' internal keys). Earlier entries are strings.
 /// Layout: `proto-docs/dump-format.md`, section "Entry body".
 pub const FIRST_KINDED_VERSION: u32 = 3;
 

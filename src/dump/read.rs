@@ -371,9 +371,10 @@ impl<R: Read> DumpReader<R> {
             return decode_string_body(payload, at);
         }
         let (slot, body) = split_slot(payload, at)?;
-        let entry = match version < FIRST_KINDED_VERSION {
-            true => decode_string_body(body, at)?,
-            false => decode_body(body, at)?,
+        let entry = if version < FIRST_KINDED_VERSION {
+            decode_string_body(body, at)?
+        } else {
+            decode_body(body, at)?
         };
         let key_slot = entry.slot();
         if slot != key_slot {
@@ -437,8 +438,8 @@ fn decode_string_body(body: &[u8], at: u64) -> Result<DumpEntry, DumpError> {
         return Err(DumpError::BadRecord {
             offset: at,
             reason: format!(
-                "key {} starts with the bytes ff ff ff ff, which this build keeps for list \
-                 elements; restore this dump with the build that wrote it",
+                "key {} starts with the bytes ff ff ff ff, which this build keeps for the \
+                 elements of collections; restore this dump with the build that wrote it",
                 printable(&key)
             ),
         });

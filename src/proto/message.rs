@@ -686,7 +686,8 @@ impl Request {
     /// same kind of reply as the first: every read, unconditional and
     /// `IfPresent` sets, `MultiSet`, `Delete` with `Always`, `Expire`
     /// (restarting the TTL clock) and `Persist`. False for `Incr`, which
-    /// would add twice, `Push` and `Pop`, which would push or take twice,
+    /// would add twice, `Push`, `Pop` and the member writes, which would
+    /// push or take twice or report a count of 0 for what they changed,
     /// and for `IfAbsent` / `IfVersion` writes, whose retry would report
     /// `NotWritten` for a write that did succeed.
     pub const fn is_idempotent(&self) -> bool {

@@ -67,8 +67,10 @@ async fn pop(s: &Session, a: &[Bytes], end: End) -> Result<Reply, Reply> {
 /// A pop with an optional count (`LPOP`, `SPOP`), by `take` (which pops up
 /// to `n`, `None` when there is nothing to pop from). Without a count, the
 /// one value taken or nil; with one, an array of up to `count`, taken in
-/// requests of at most a request's worth; `None` when the first found
-/// nothing to pop from.
+/// requests of at most a request's worth (each of which the store may cut
+/// short by bytes) until the reply holds a frame's worth of bytes; `None`
+/// when the first found nothing to pop from. Values taken are never
+/// dropped: a failing later request ends the array there.
 pub(crate) async fn pop_counted<F, Fut>(
     s: &Session,
     count: Option<&Bytes>,
@@ -90,19 +92,21 @@ where
         .and_then(|n| u64::try_from(n).ok())
         .ok_or_else(|| Reply::err("ERR value is out of range, must be positive"))?;
     let chunk = s.chunk() as u64;
-    let mut taken = Vec::new();
+    let budget = s.gw.node.limits.max_frame_bytes as usize;
+    let (mut taken, mut bytes) = (Vec::new(), 0);
     loop {
         let want = (count - taken.len() as u64).min(chunk) as u32;
-        let Some(values) = take(want).await? else {
+        let values = match take(want).await {
+            Ok(Some(values)) => values,
             // Nothing to pop from, unless an earlier request emptied it.
-            if taken.is_empty() {
-                return Ok(None);
-            }
-            break;
+            Ok(None) if taken.is_empty() => return Ok(None),
+            Err(e) if taken.is_empty() => return Err(e),
+            Ok(None) | Err(_) => break,
         };
+        bytes += values.iter().map(Bytes::len).sum::<usize>();
         let got = values.len();
         taken.extend(values);
-        if got < want as usize || taken.len() as u64 >= count {
+        if got == 0 || taken.len() as u64 >= count || bytes >= budget {
             break;
         }
     }

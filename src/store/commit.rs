@@ -82,11 +82,14 @@ pub(crate) enum WriteOp {
         values: Vec<Bytes>,
         only_if_exists: bool,
     },
-    /// Pops up to `count` elements from `end` of the list at `key`.
+    /// Pops up to `count` elements from `end` of the list at `key`, and
+    /// no more than fit `max_bytes` (one at least), so that a reply can
+    /// carry what was taken.
     Pop {
         key: Bytes,
         end: End,
         count: u64,
+        max_bytes: u64,
     },
     /// Adds `members` (name, value) to the set or hash of `kind` at `key`,
     /// creating it; a member already there takes its new value, unless
@@ -104,10 +107,11 @@ pub(crate) enum WriteOp {
         members: Vec<Bytes>,
     },
     /// Takes up to `count` members of the set at `key`, the first in byte
-    /// order.
+    /// order, and no more than fit `max_bytes` (one at least).
     PopMembers {
         key: Bytes,
         count: u64,
+        max_bytes: u64,
     },
     /// Adds `delta` to the decimal integer in `field` of the hash at `key`
     /// (a missing field or hash counts as 0).
@@ -630,7 +634,12 @@ impl BatchState<'_> {
                 values,
                 only_if_exists,
             } => self.push(seq, key, *end, values, *only_if_exists),
-            WriteOp::Pop { key, end, count } => self.pop(seq, key, *end, *count),
+            WriteOp::Pop {
+                key,
+                end,
+                count,
+                max_bytes,
+            } => self.pop(seq, key, *end, *count, *max_bytes),
             WriteOp::AddMembers {
                 key,
                 kind,
@@ -640,7 +649,11 @@ impl BatchState<'_> {
             WriteOp::RemoveMembers { key, kind, members } => {
                 self.remove_members(seq, key, *kind, members)
             }
-            WriteOp::PopMembers { key, count } => self.pop_members(seq, key, *count),
+            WriteOp::PopMembers {
+                key,
+                count,
+                max_bytes,
+            } => self.pop_members(seq, key, *count, *max_bytes),
             WriteOp::IncrField { key, field, delta } => self.incr_field(seq, key, field, *delta),
             WriteOp::Reclaim { elements } => self.reclaim(seq, elements),
         }
@@ -693,7 +706,14 @@ impl BatchState<'_> {
         Ok((Applied::Len(meta.len, seq), mutations))
     }
 
-    fn pop(&self, seq: Seq, key: &Bytes, end: End, count: u64) -> Result<(Applied, Vec<Mutation>)> {
+    fn pop(
+        &self,
+        seq: Seq,
+        key: &Bytes,
+        end: End,
+        count: u64,
+        max_bytes: u64,
+    ) -> Result<(Applied, Vec<Mutation>)> {
         let Some((mut meta, expires_at_ms)) = self.list(key)? else {
             return Ok((Applied::NotFound, vec![]));
         };
@@ -703,6 +723,7 @@ impl BatchState<'_> {
         }
         let mut values = Vec::new();
         let mut mutations = Vec::new();
+        let mut bytes = 0;
         for _ in 0..taken {
             let pos = match end {
                 End::Left => 0,
@@ -712,6 +733,10 @@ impl BatchState<'_> {
             let value = self
                 .live(&element)?
                 .ok_or_else(|| ListMeta::missing_element(key))?;
+            bytes += value.value.len() as u64;
+            if bytes > max_bytes && !values.is_empty() {
+                break;
+            }
             values.push(value.value);
             mutations.push(Mutation::Delete { key: element });
             if end == End::Left {
@@ -741,10 +766,10 @@ impl BatchState<'_> {
         }
     }
 
-    /// Up to `limit` live entries (element key, value) under `prefix`, in
-    /// byte order, as of the ops ordered so far: the disk's first ones,
-    /// with this batch's writes under the prefix laid over them.
-    fn first_members(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Bytes, Bytes)>> {
+    /// Up to `limit` live element keys under `prefix`, in byte order, as of
+    /// the ops ordered so far: the disk's first ones, with this batch's
+    /// writes under the prefix laid over them.
+    fn first_elements(&self, prefix: &[u8], limit: usize) -> Result<Vec<Bytes>> {
         let pending: Vec<_> = self
             .overlay
             .iter()
@@ -752,17 +777,18 @@ impl BatchState<'_> {
             .collect();
         // Each pending delete may hide one of the disk's first entries.
         let hidden = pending.iter().filter(|(_, v)| v.is_none()).count();
-        let mut found: std::collections::BTreeMap<Bytes, Bytes> = self
+        let mut found: std::collections::BTreeSet<Bytes> = self
             .disk
-            .first_with_prefix(prefix, limit.saturating_add(hidden))?
+            .first_keys_with_prefix(prefix, limit.saturating_add(hidden))?
             .into_iter()
-            .filter(|(k, _)| !self.overlay.contains_key(k))
+            .filter(|k| !self.overlay.contains_key(k))
             .collect();
-        for (k, v) in pending {
-            if let Some(v) = v {
-                found.insert(k.clone(), v.value.clone());
-            }
-        }
+        found.extend(
+            pending
+                .into_iter()
+                .filter(|(_, v)| v.is_some())
+                .map(|(k, _)| k.clone()),
+        );
         Ok(found.into_iter().take(limit).collect())
     }
 
@@ -848,24 +874,37 @@ impl BatchState<'_> {
         Ok((Applied::Counted(n, Some(seq)), mutations))
     }
 
-    fn pop_members(&self, seq: Seq, key: &Bytes, count: u64) -> Result<(Applied, Vec<Mutation>)> {
+    fn pop_members(
+        &self,
+        seq: Seq,
+        key: &Bytes,
+        count: u64,
+        max_bytes: u64,
+    ) -> Result<(Applied, Vec<Mutation>)> {
         let Some((mut meta, expires_at_ms)) = self.collection(key, ValueKind::Set)? else {
             return Ok((Applied::NotFound, vec![]));
         };
         let limit = usize::try_from(count.min(meta.len)).unwrap_or(usize::MAX);
         let prefix = meta.prefix(key);
-        let taken = self.first_members(&prefix, limit)?;
+        let mut taken = self.first_elements(&prefix, limit)?;
+        let mut bytes = 0;
+        if let Some(fit) = taken.iter().position(|element| {
+            bytes += (element.len() - prefix.len()) as u64;
+            bytes > max_bytes
+        }) {
+            taken.truncate(fit.max(1));
+        }
         if taken.is_empty() {
             return Ok((Applied::Popped(vec![], None), vec![]));
         }
         meta.len = meta.len.saturating_sub(taken.len() as u64);
         let names = taken
             .iter()
-            .map(|(element, _)| element.slice(prefix.len()..))
+            .map(|element| element.slice(prefix.len()..))
             .collect();
         let mut mutations: Vec<Mutation> = taken
             .into_iter()
-            .map(|(key, _)| Mutation::Delete { key })
+            .map(|key| Mutation::Delete { key })
             .collect();
         mutations.push(Self::member_meta(key, ValueKind::Set, meta, expires_at_ms));
         Ok((Applied::Popped(names, Some(seq)), mutations))
@@ -922,10 +961,10 @@ impl BatchState<'_> {
         if meta.len > EAGER_ELEMENT_DELETES {
             return Ok(vec![]);
         }
-        let members = self.first_members(&meta.prefix(key), meta.len as usize)?;
-        Ok(members
+        let elements = self.first_elements(&meta.prefix(key), meta.len as usize)?;
+        Ok(elements
             .into_iter()
-            .map(|(key, _)| Mutation::Delete { key })
+            .map(|key| Mutation::Delete { key })
             .collect())
     }
 }

@@ -623,24 +623,22 @@ impl DiskTier {
         Ok(Some(out))
     }
 
-    /// Up to `limit` stored entries (element key, value) whose keys start
-    /// with the internal key prefix `prefix`, in byte order: the latest
-    /// state, for the commit thread.
-    pub fn first_with_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Bytes, Bytes)>> {
+    /// Up to `limit` stored keys that start with the internal key prefix
+    /// `prefix`, in byte order: the latest state, for the commit thread.
+    pub fn first_keys_with_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Bytes>> {
         let disk_prefix = keys::disk_key(prefix);
         let mut iter = self.db.raw_iterator_cf(self.data());
         iter.seek(&disk_prefix);
         let mut out = Vec::new();
         while out.len() < limit {
-            let (Some(k), Some(raw)) = (iter.key(), iter.value()) else {
+            let Some(k) = iter.key() else {
                 iter.status()?;
                 break;
             };
             if !k.starts_with(&disk_prefix) {
                 break;
             }
-            let key = stored_key(k)?;
-            out.push((Bytes::copy_from_slice(key), decode_value(key, raw)?.value));
+            out.push(Bytes::copy_from_slice(stored_key(k)?));
             iter.next();
         }
         Ok(out)

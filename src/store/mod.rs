@@ -1177,7 +1177,14 @@ impl Store {
     ) -> Result<Option<(Vec<Bytes>, Option<WriteAck>)>> {
         self.check_key(&key)?;
         self.check_batch(usize::try_from(count).unwrap_or(usize::MAX))?;
-        match self.submit(WriteOp::Pop { key, end, count }).await? {
+        let max_bytes = self.inner.config.limits.max_value_bytes as u64;
+        let op = WriteOp::Pop {
+            key,
+            end,
+            count,
+            max_bytes,
+        };
+        match self.submit(op).await? {
             (Applied::Popped(values, seq), synced) => {
                 Ok(Some((values, seq.map(|seq| WriteAck { seq, synced }))))
             }
@@ -1280,7 +1287,13 @@ impl Store {
     ) -> Result<Option<(Vec<Bytes>, Option<WriteAck>)>> {
         self.check_key(&key)?;
         self.check_batch(usize::try_from(count).unwrap_or(usize::MAX))?;
-        match self.submit(WriteOp::PopMembers { key, count }).await? {
+        let max_bytes = self.inner.config.limits.max_value_bytes as u64;
+        let op = WriteOp::PopMembers {
+            key,
+            count,
+            max_bytes,
+        };
+        match self.submit(op).await? {
             (Applied::Popped(names, seq), synced) => {
                 Ok(Some((names, seq.map(|seq| WriteAck { seq, synced }))))
             }

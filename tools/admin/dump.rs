@@ -283,11 +283,14 @@ async fn dump(args: &Args, data_dir: &Path, node: String) -> anyhow::Result<()> 
     // A checkpoint of the store, read in disk order: every entry as it
     // is, a list's metadata and its elements alike.
     let checkpoint = data_dir.join(CHECKPOINT_DIR);
-    remove_checkpoint(&checkpoint)?;
-    let result = dump_checkpoint(&store, &checkpoint, args, node, created_at_ms, started).await;
-    remove_checkpoint(&checkpoint)?;
-    store.close().await.context("closing the store")?;
-    result
+    let result = match remove_checkpoint(&checkpoint) {
+        Ok(()) => dump_checkpoint(&store, &checkpoint, args, node, created_at_ms, started).await,
+        Err(e) => Err(e),
+    };
+    // The dump's own error first; the clean-up's only when the dump went well.
+    let removed = remove_checkpoint(&checkpoint);
+    let closed = store.close().await.context("closing the store");
+    result.and(removed).and(closed)
 }
 
 /// Where the offline dump puts its checkpoint, inside the data directory
