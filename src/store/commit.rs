@@ -659,16 +659,24 @@ impl BatchState<'_> {
         }
     }
 
-    /// The list at `key` as of the ops ordered so far, with its expiry;
-    /// `WrongType` if the key holds something else.
-    fn list(&self, key: &Bytes) -> Result<Option<(ListMeta, u64)>> {
+    /// The collection of `kind` at `key` as of the ops ordered so far: its
+    /// metadata (read by `decode`) and its expiry; `WrongType` if the key
+    /// holds something else.
+    fn collection_meta<M>(
+        &self,
+        key: &Bytes,
+        kind: ValueKind,
+        decode: fn(&[u8], &[u8]) -> Result<M>,
+    ) -> Result<Option<(M, u64)>> {
         match self.live(key)? {
             None => Ok(None),
-            Some(v) if v.kind == ValueKind::List => {
-                Ok(Some((ListMeta::decode(key, &v.value)?, v.expires_at_ms)))
-            }
+            Some(v) if v.kind == kind => Ok(Some((decode(key, &v.value)?, v.expires_at_ms))),
             Some(_) => Err(StoreError::WrongType),
         }
+    }
+
+    fn list(&self, key: &Bytes) -> Result<Option<(ListMeta, u64)>> {
+        self.collection_meta(key, ValueKind::List, ListMeta::decode)
     }
 
     fn push(
@@ -754,16 +762,9 @@ impl BatchState<'_> {
 }
 
 impl BatchState<'_> {
-    /// The set or hash of `kind` at `key` as of the ops ordered so far, with
-    /// its expiry; `WrongType` if the key holds something else.
+    /// The set or hash of `kind` at `key` (see `collection_meta`).
     fn collection(&self, key: &Bytes, kind: ValueKind) -> Result<Option<(MemberMeta, u64)>> {
-        match self.live(key)? {
-            None => Ok(None),
-            Some(v) if v.kind == kind => {
-                Ok(Some((MemberMeta::decode(key, &v.value)?, v.expires_at_ms)))
-            }
-            Some(_) => Err(StoreError::WrongType),
-        }
+        self.collection_meta(key, kind, MemberMeta::decode)
     }
 
     /// Up to `limit` live element keys under `prefix`, in byte order, as of

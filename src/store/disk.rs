@@ -493,17 +493,11 @@ impl DiskTier {
         span: impl FnOnce(&ListMeta) -> Option<(u64, u64)>,
     ) -> Result<Option<(ListMeta, Vec<Bytes>)>> {
         let snapshot = self.db.snapshot();
-        let Some(raw) = snapshot.get_cf(self.data(), keys::disk_key(key))? else {
+        let found =
+            self.collection_in(&snapshot, key, ValueKind::List, now_ms, ListMeta::decode)?;
+        let Some(meta) = found else {
             return Ok(None);
         };
-        let value = decode_value(key, &raw)?;
-        if value.is_expired(now_ms) {
-            return Ok(None);
-        }
-        if value.kind != ValueKind::List {
-            return Err(StoreError::WrongType);
-        }
-        let meta = ListMeta::decode(key, &value.value)?;
         let Some((first, last)) = span(&meta) else {
             return Ok(Some((meta, vec![])));
         };
@@ -532,15 +526,17 @@ impl DiskTier {
         Ok(Some((meta, out)))
     }
 
-    /// The set or hash of `kind` at `key` in `snapshot`: `None` if the key
-    /// is absent or expired at `now_ms`, `WrongType` if it holds another kind.
-    fn collection_in(
+    /// The metadata (read by `decode`) of the collection of `kind` at `key`
+    /// in `snapshot`: `None` if the key is absent or expired at `now_ms`,
+    /// `WrongType` if it holds another kind.
+    fn collection_in<M>(
         &self,
         snapshot: &rocksdb::Snapshot<'_>,
         key: &[u8],
         kind: ValueKind,
         now_ms: u64,
-    ) -> Result<Option<MemberMeta>> {
+        decode: fn(&[u8], &[u8]) -> Result<M>,
+    ) -> Result<Option<M>> {
         let Some(raw) = snapshot.get_cf(self.data(), keys::disk_key(key))? else {
             return Ok(None);
         };
@@ -551,7 +547,7 @@ impl DiskTier {
         if value.kind != kind {
             return Err(StoreError::WrongType);
         }
-        MemberMeta::decode(key, &value.value).map(Some)
+        decode(key, &value.value).map(Some)
     }
 
     /// A consistent read of the values of `members` in the set or hash of
@@ -566,7 +562,8 @@ impl DiskTier {
         members: &[Bytes],
     ) -> Result<Option<(MemberMeta, Vec<Option<Bytes>>)>> {
         let snapshot = self.db.snapshot();
-        let Some(meta) = self.collection_in(&snapshot, key, kind, now_ms)? else {
+        let Some(meta) = self.collection_in(&snapshot, key, kind, now_ms, MemberMeta::decode)?
+        else {
             return Ok(None);
         };
         let mut values = Vec::with_capacity(members.len());
@@ -593,7 +590,8 @@ impl DiskTier {
         limit: usize,
     ) -> Result<Option<Vec<(Bytes, Bytes)>>> {
         let snapshot = self.db.snapshot();
-        let Some(meta) = self.collection_in(&snapshot, key, kind, now_ms)? else {
+        let Some(meta) = self.collection_in(&snapshot, key, kind, now_ms, MemberMeta::decode)?
+        else {
             return Ok(None);
         };
         let prefix = keys::disk_key(&meta.prefix(key));
