@@ -418,31 +418,7 @@ impl Node {
                     .map(Response::Keys),
                 Err(reply) => return Response::Error(reply),
             },
-            Request::ListRange { key, start, stop } => store
-                .list_range(key, start, stop)
-                .await
-                .map(Response::Elements),
-            Request::ListLen { key } => store.list_len(key).await.map(Response::Count),
-            Request::ListIndex { key, index } => {
-                store.list_index(key, index).await.map(Response::Element)
-            }
             Request::Type { key } => store.kind_of(&key).await.map(Response::Kind),
-            Request::MemberValues { key, kind, members } => store
-                .member_values(key, kind, members)
-                .await
-                .map(Response::MemberValues),
-            Request::ScanMembers {
-                key,
-                kind,
-                after,
-                limit,
-            } => store
-                .member_page(key, kind, after, self.limits.scan_page_len(limit) as usize)
-                .await
-                .map(Response::Members),
-            Request::CountMembers { key, kind } => {
-                store.member_count(key, kind).await.map(Response::Count)
-            }
             // Writes.
             Request::Set {
                 key,
@@ -473,6 +449,56 @@ impl Node {
                 .incr(key, delta)
                 .await
                 .map(|(value, a)| int_reply(value, a, ack, written)),
+            // Lists, sets and hashes.
+            Request::ListRange { .. }
+            | Request::ListLen { .. }
+            | Request::ListIndex { .. }
+            | Request::MemberValues { .. }
+            | Request::ScanMembers { .. }
+            | Request::CountMembers { .. }
+            | Request::Push { .. }
+            | Request::Pop { .. }
+            | Request::AddMembers { .. }
+            | Request::RemoveMembers { .. }
+            | Request::PopMembers { .. }
+            | Request::IncrField { .. } => self.collection_request(req, ack, written).await,
+        };
+        result.unwrap_or_else(|e| error(&e))
+    }
+
+    /// The list, set and hash requests: `execute`'s part for collections.
+    async fn collection_request(
+        &self,
+        req: Request,
+        ack: AckPolicy,
+        written: &mut Option<Seq>,
+    ) -> store::Result<Response> {
+        let store = &self.store;
+        match req {
+            Request::ListRange { key, start, stop } => store
+                .list_range(key, start, stop)
+                .await
+                .map(Response::Elements),
+            Request::ListLen { key } => store.list_len(key).await.map(Response::Count),
+            Request::ListIndex { key, index } => {
+                store.list_index(key, index).await.map(Response::Element)
+            }
+            Request::MemberValues { key, kind, members } => store
+                .member_values(key, kind, members)
+                .await
+                .map(Response::MemberValues),
+            Request::ScanMembers {
+                key,
+                kind,
+                after,
+                limit,
+            } => store
+                .member_page(key, kind, after, self.limits.scan_page_len(limit) as usize)
+                .await
+                .map(Response::Members),
+            Request::CountMembers { key, kind } => {
+                store.member_count(key, kind).await.map(Response::Count)
+            }
             Request::Push {
                 key,
                 end,
@@ -487,6 +513,7 @@ impl Node {
                         len,
                         durability: Some(durability(a, ack, written)),
                     },
+                    // `only_if_exists` found no list: nothing written.
                     None => Response::Length {
                         len: 0,
                         durability: None,
@@ -524,8 +551,11 @@ impl Node {
                 .pop(key, end, u64::from(count))
                 .await
                 .map(|popped| popped_reply(popped, ack, written)),
-        };
-        result.unwrap_or_else(|e| error(&e))
+            other => Ok(Response::error(
+                ErrorCode::Internal,
+                format!("{} is not a collection request", other.op_name()),
+            )),
+        }
     }
 
     /// In cluster mode, that this node's shard owns every key of `req`;
