@@ -752,11 +752,13 @@ impl BatchState<'_> {
             }
             meta.len -= 1;
         }
-        mutations.push(if meta.len == 0 {
-            Mutation::Delete { key: key.clone() }
-        } else {
-            Mutation::put(key.clone(), ValueKind::List, meta.encode(), expires_at_ms)
-        });
+        mutations.push(meta_write(
+            key,
+            ValueKind::List,
+            meta.len,
+            meta.encode(),
+            expires_at_ms,
+        ));
         Ok((Applied::Popped(values, Some(seq)), mutations))
     }
 }
@@ -791,16 +793,6 @@ impl BatchState<'_> {
                 .map(|(k, _)| k.clone()),
         );
         Ok(found.into_iter().take(limit).collect())
-    }
-
-    /// The metadata write that leaves the collection `len` long: its new
-    /// metadata, or its delete once empty.
-    fn member_meta(key: &Bytes, kind: ValueKind, meta: MemberMeta, expires_at_ms: u64) -> Mutation {
-        if meta.len == 0 {
-            Mutation::Delete { key: key.clone() }
-        } else {
-            Mutation::put(key.clone(), kind, meta.encode(), expires_at_ms)
-        }
     }
 
     fn add_members(
@@ -840,7 +832,13 @@ impl BatchState<'_> {
             .map(|(element, value)| Mutation::put(element, ValueKind::String, value, 0))
             .collect();
         if added > 0 {
-            mutations.push(Self::member_meta(key, kind, meta, expires_at_ms));
+            mutations.push(meta_write(
+                key,
+                kind,
+                meta.len,
+                meta.encode(),
+                expires_at_ms,
+            ));
         }
         Ok((Applied::Counted(added, Some(seq)), mutations))
     }
@@ -871,7 +869,13 @@ impl BatchState<'_> {
             .into_iter()
             .map(|key| Mutation::Delete { key })
             .collect();
-        mutations.push(Self::member_meta(key, kind, meta, expires_at_ms));
+        mutations.push(meta_write(
+            key,
+            kind,
+            meta.len,
+            meta.encode(),
+            expires_at_ms,
+        ));
         Ok((Applied::Counted(n, Some(seq)), mutations))
     }
 
@@ -907,7 +911,13 @@ impl BatchState<'_> {
             .into_iter()
             .map(|key| Mutation::Delete { key })
             .collect();
-        mutations.push(Self::member_meta(key, ValueKind::Set, meta, expires_at_ms));
+        mutations.push(meta_write(
+            key,
+            ValueKind::Set,
+            meta.len,
+            meta.encode(),
+            expires_at_ms,
+        ));
         Ok((Applied::Popped(names, Some(seq)), mutations))
     }
 
@@ -932,7 +942,13 @@ impl BatchState<'_> {
         let mut mutations = vec![put];
         if current.is_none() {
             meta.len += 1;
-            mutations.push(Self::member_meta(key, ValueKind::Hash, meta, expires_at_ms));
+            mutations.push(meta_write(
+                key,
+                ValueKind::Hash,
+                meta.len,
+                meta.encode(),
+                expires_at_ms,
+            ));
         }
         Ok((Applied::Int(value, seq), mutations))
     }
@@ -967,6 +983,16 @@ impl BatchState<'_> {
             .into_iter()
             .map(|key| Mutation::Delete { key })
             .collect())
+    }
+}
+
+/// The metadata write that leaves the collection of `kind` at `key` `len`
+/// long: its new metadata (`meta`, encoded), or its delete once empty.
+fn meta_write(key: &Bytes, kind: ValueKind, len: u64, meta: Bytes, expires_at_ms: u64) -> Mutation {
+    if len == 0 {
+        Mutation::Delete { key: key.clone() }
+    } else {
+        Mutation::put(key.clone(), kind, meta, expires_at_ms)
     }
 }
 

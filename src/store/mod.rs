@@ -1177,19 +1177,29 @@ impl Store {
     ) -> Result<Option<(Vec<Bytes>, Option<WriteAck>)>> {
         self.check_key(&key)?;
         self.check_batch(usize::try_from(count).unwrap_or(usize::MAX))?;
-        let max_bytes = self.inner.config.limits.max_value_bytes as u64;
-        let op = WriteOp::Pop {
+        let max_bytes = self.pop_bytes();
+        self.popped(WriteOp::Pop {
             key,
             end,
             count,
             max_bytes,
-        };
+        })
+        .await
+    }
+
+    /// What one pop may take: a reply carrying it fits a frame.
+    fn pop_bytes(&self) -> u64 {
+        self.inner.config.limits.max_value_bytes as u64
+    }
+
+    /// A pop's outcome: what it took and its ack, or `None` for no collection.
+    async fn popped(&self, op: WriteOp) -> Result<Option<(Vec<Bytes>, Option<WriteAck>)>> {
         match self.submit(op).await? {
-            (Applied::Popped(values, seq), synced) => {
-                Ok(Some((values, seq.map(|seq| WriteAck { seq, synced }))))
+            (Applied::Popped(taken, seq), synced) => {
+                Ok(Some((taken, seq.map(|seq| WriteAck { seq, synced }))))
             }
             (Applied::NotFound, _) => Ok(None),
-            other => unreachable!("a pop takes values or finds no list, got {other:?}"),
+            other => unreachable!("a pop takes some or finds nothing, got {other:?}"),
         }
     }
 
@@ -1287,19 +1297,13 @@ impl Store {
     ) -> Result<Option<(Vec<Bytes>, Option<WriteAck>)>> {
         self.check_key(&key)?;
         self.check_batch(usize::try_from(count).unwrap_or(usize::MAX))?;
-        let max_bytes = self.inner.config.limits.max_value_bytes as u64;
-        let op = WriteOp::PopMembers {
+        let max_bytes = self.pop_bytes();
+        self.popped(WriteOp::PopMembers {
             key,
             count,
             max_bytes,
-        };
-        match self.submit(op).await? {
-            (Applied::Popped(names, seq), synced) => {
-                Ok(Some((names, seq.map(|seq| WriteAck { seq, synced }))))
-            }
-            (Applied::NotFound, _) => Ok(None),
-            other => unreachable!("a pop takes members or finds no set, got {other:?}"),
-        }
+        })
+        .await
     }
 
     /// Adds `delta` to the decimal integer in `field` of the hash at `key`
