@@ -78,12 +78,18 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The most keys, or values, one request names or one reply holds:
+    /// what clients are told as `max_keys_per_request`.
+    pub fn max_keys_per_request(&self) -> usize {
+        self.max_batch_keys.min(self.max_scan_limit)
+    }
+
     /// These limits as the protocol states them, with `max_frame_bytes`.
     pub fn announced(&self, max_frame_bytes: u32) -> crate::proto::Limits {
         crate::proto::Limits {
             max_key_bytes: u32_of(self.max_key_bytes),
             max_value_bytes: u32_of(self.max_value_bytes),
-            max_keys_per_request: u32_of(self.max_batch_keys.min(self.max_scan_limit)),
+            max_keys_per_request: u32_of(self.max_keys_per_request()),
             max_frame_bytes,
         }
     }
@@ -1205,9 +1211,10 @@ impl Store {
 
     /// The values at positions `start..=stop` of the list at `key`, with
     /// Redis's index rules (negative counts from the right end; clamped);
-    /// empty for no list, and at most `max_batch_keys` values from `start`.
+    /// empty for no list, and at most `max_keys_per_request` values from
+    /// `start` (what the protocol promises a `ListRange` reply holds).
     pub async fn list_range(&self, key: Bytes, start: i64, stop: i64) -> Result<Vec<Bytes>> {
-        let max = self.inner.config.limits.max_batch_keys as u64;
+        let max = self.inner.config.limits.max_keys_per_request() as u64;
         let found = self
             .read_list(key, move |meta| {
                 meta.range(start, stop)
