@@ -208,15 +208,18 @@ pub enum ValueKind {
     Set,
     /// A map of fields to values, both byte strings.
     Hash,
+    /// A set of distinct byte strings, each with a score, ordered by score.
+    SortedSet,
 }
 
 impl ValueKind {
     /// Every kind.
-    pub const ALL: [ValueKind; 4] = [
+    pub const ALL: [ValueKind; 5] = [
         ValueKind::String,
         ValueKind::List,
         ValueKind::Set,
         ValueKind::Hash,
+        ValueKind::SortedSet,
     ];
 
     /// The byte that stands for it in the disk tier's value header.
@@ -226,6 +229,7 @@ impl ValueKind {
             ValueKind::List => 1,
             ValueKind::Set => 2,
             ValueKind::Hash => 3,
+            ValueKind::SortedSet => 4,
         }
     }
 
@@ -236,6 +240,7 @@ impl ValueKind {
             1 => Some(ValueKind::List),
             2 => Some(ValueKind::Set),
             3 => Some(ValueKind::Hash),
+            4 => Some(ValueKind::SortedSet),
             _ => None,
         }
     }
@@ -247,6 +252,7 @@ impl ValueKind {
             ValueKind::List => "list",
             ValueKind::Set => "set",
             ValueKind::Hash => "hash",
+            ValueKind::SortedSet => "zset",
         }
     }
 }
@@ -259,6 +265,45 @@ pub enum End {
     Left,
     /// The tail: index -1, where `RPUSH` and `RPOP` work.
     Right,
+}
+
+/// A sorted-set member's score: an `f64`, never NaN where the store
+/// keeps it. Part of the wire format (8 bytes, IEEE 754, little-endian).
+/// Equal when the bits are, so messages that carry one compare exactly.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Score(pub f64);
+
+impl PartialEq for Score {
+    fn eq(&self, other: &Score) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Score {}
+
+/// Which scores a sorted-set write may change (Redis's `ZADD` `GT` and
+/// `LT`). Part of the wire format (a postcard variant index).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScoreUpdate {
+    /// Any.
+    #[default]
+    Any,
+    /// Only to a greater score.
+    Greater,
+    /// Only to a lesser score.
+    Less,
+}
+
+impl ScoreUpdate {
+    /// Whether a member scored `old` may take `new`.
+    pub fn allows(self, old: f64, new: f64) -> bool {
+        match self {
+            ScoreUpdate::Any => true,
+            ScoreUpdate::Greater => new > old,
+            ScoreUpdate::Less => new < old,
+        }
+    }
 }
 
 /// When a conditional write may go ahead, judged against the key's live

@@ -35,9 +35,10 @@ use super::error::{Result, StoreError};
 use super::keys;
 use super::list::ListMeta;
 use super::members::MemberMeta;
+use super::sorted;
 use crate::clock::Clock;
 use crate::cluster::{Slot, SlotSet};
-use crate::types::{Cancel, Seq, ValueKind};
+use crate::types::{Cancel, End, Seq, ValueKind};
 use crate::wal::{Mutation, WalRecord};
 
 const CF_DATA: &str = "data";
@@ -158,8 +159,34 @@ pub(crate) fn holds_collection(
     Ok(match value.kind {
         ValueKind::String => false,
         ValueKind::List => ListMeta::decode(key, &value.value)?.id == id,
-        ValueKind::Set | ValueKind::Hash => MemberMeta::decode(key, &value.value)?.id == id,
+        ValueKind::Set | ValueKind::Hash | ValueKind::SortedSet => {
+            MemberMeta::decode(key, &value.value)?.id == id
+        }
     })
+}
+
+/// Puts `iter` on the first key under `prefix` (`end` `Left`) or the
+/// last (`Right`), or past them when there is none.
+fn seek_edge(iter: &mut rocksdb::DBRawIterator<'_>, prefix: &[u8], end: End) {
+    match end {
+        End::Left => iter.seek(prefix),
+        End::Right => match keys::prefix_end(prefix) {
+            // The last key before the first one the prefix does not start.
+            Some(past) => iter.seek_for_prev(&past),
+            None => iter.seek_to_last(),
+        },
+    }
+    if end == End::Right && iter.key().is_some_and(|k| !k.starts_with(prefix)) {
+        iter.prev();
+    }
+}
+
+/// Moves `iter` one key on, towards the other end from `end`.
+fn step(iter: &mut rocksdb::DBRawIterator<'_>, end: End) {
+    match end {
+        End::Left => iter.next(),
+        End::Right => iter.prev(),
+    }
 }
 
 /// Whether a deadline (0 = never) has passed.
@@ -621,12 +648,62 @@ impl DiskTier {
         Ok(Some(out))
     }
 
+    /// A consistent read of the members, with their scores, at the ranks
+    /// `span` picks (both ends inclusive) from the sorted set at `key`,
+    /// ranked from `end` (`Left`: rank 0 is the lowest score; `Right`: the
+    /// highest), in rank order. `None` if there is no sorted set,
+    /// `WrongType` if the key holds another kind. Reaching rank `n` walks
+    /// the `n` before it.
+    pub fn score_range(
+        &self,
+        key: &[u8],
+        now_ms: u64,
+        end: End,
+        span: impl FnOnce(&MemberMeta) -> Option<(u64, u64)>,
+    ) -> Result<Option<Vec<(Bytes, f64)>>> {
+        let snapshot = self.db.snapshot();
+        let kind = ValueKind::SortedSet;
+        let Some(meta) = self.collection_in(&snapshot, key, kind, now_ms, MemberMeta::decode)?
+        else {
+            return Ok(None);
+        };
+        let Some((first, last)) = span(&meta) else {
+            return Ok(Some(vec![]));
+        };
+        let prefix = keys::disk_key(&sorted::rank_prefix(&meta, key));
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&snapshot);
+        let mut iter = self.db.raw_iterator_cf_opt(self.data(), opts);
+        seek_edge(&mut iter, &prefix, end);
+        let mut out = Vec::new();
+        for rank in 0..=last {
+            let Some(k) = iter.key() else {
+                iter.status()?;
+                break;
+            };
+            let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if rank >= first {
+                out.push(sorted::split_rank(key, rest)?);
+            }
+            step(&mut iter, end);
+        }
+        Ok(Some(out))
+    }
+
     /// Up to `limit` stored keys that start with the internal key prefix
-    /// `prefix`, in byte order: the latest state, for the commit thread.
-    pub fn first_keys_with_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Bytes>> {
+    /// `prefix`, from `end` (`Left`: byte order; `Right`: the last first):
+    /// the latest state, for the commit thread.
+    pub fn edge_keys_with_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+        end: End,
+    ) -> Result<Vec<Bytes>> {
         let disk_prefix = keys::disk_key(prefix);
         let mut iter = self.db.raw_iterator_cf(self.data());
-        iter.seek(&disk_prefix);
+        seek_edge(&mut iter, &disk_prefix, end);
         let mut out = Vec::new();
         while out.len() < limit {
             let Some(k) = iter.key() else {
@@ -637,7 +714,7 @@ impl DiskTier {
                 break;
             }
             out.push(Bytes::copy_from_slice(stored_key(k)?));
-            iter.next();
+            step(&mut iter, end);
         }
         Ok(out)
     }

@@ -73,6 +73,15 @@ pub fn collection_of(key: &[u8]) -> Option<(&[u8], u64)> {
     Some((owner, id))
 }
 
+/// The least key greater than every key that starts with `prefix`, or
+/// `None` when there is none (the prefix is all `ff`).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let last = prefix.iter().rposition(|b| *b != 0xff)?;
+    let mut end = prefix[..=last].to_vec();
+    end[last] += 1;
+    Some(end)
+}
+
 /// The slot a stored key lives in: its own, or for an internal key its
 /// owner's, so a collection moves with its key.
 pub fn store_slot(key: &[u8]) -> Slot {
@@ -171,6 +180,16 @@ mod tests {
         assert!(slot_key(slot, b"\xff\xff\xff\xfe\xff") < disk_key(&element));
         // A damaged internal key too short to name its owner keeps its own slot.
         assert_eq!(store_slot(&INTERNAL_PREFIX), key_slot(&INTERNAL_PREFIX));
+    }
+
+    #[test]
+    fn a_prefix_end_bounds_exactly_the_keys_under_it() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        let end = prefix_end(&[7, 0xfe]).unwrap();
+        assert!([7, 0xfe, 0xff, 0xff].as_slice() < end.as_slice());
+        assert!(end.as_slice() <= [7, 0xff].as_slice());
     }
 
     #[test]

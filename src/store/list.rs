@@ -88,18 +88,7 @@ impl ListMeta {
     /// indexes count from the right end, both ends inclusive, clamped to
     /// the list; `None` when the range is empty.
     pub fn range(&self, start: i64, stop: i64) -> Option<(u64, u64)> {
-        let len = i64::try_from(self.len).unwrap_or(i64::MAX);
-        let from = if start < 0 {
-            (len + start).max(0)
-        } else {
-            start
-        };
-        let to = if stop < 0 {
-            len + stop
-        } else {
-            stop.min(len - 1)
-        };
-        (from <= to && from < len && to >= 0).then_some((from as u64, to as u64))
+        index_range(self.len, start, stop)
     }
 
     /// The position an `LINDEX index` names, if it is inside the list.
@@ -108,6 +97,24 @@ impl ListMeta {
         let pos = if index < 0 { len + index } else { index };
         (0..len).contains(&pos).then_some(pos as u64)
     }
+}
+
+/// The positions `start..=stop` name in a sequence `len` long, with
+/// Redis's index rules (`LRANGE`, `ZRANGE`): negative counts from the end,
+/// out-of-range ends are clamped; `None` when no position is inside.
+pub fn index_range(len: u64, start: i64, stop: i64) -> Option<(u64, u64)> {
+    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    let from = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let to = if stop < 0 {
+        len + stop
+    } else {
+        stop.min(len - 1)
+    };
+    (from <= to && from < len && to >= 0).then_some((from as u64, to as u64))
 }
 
 #[cfg(test)]

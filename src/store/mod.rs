@@ -25,6 +25,7 @@ mod lock;
 mod members;
 pub mod memory;
 mod metrics;
+mod sorted;
 mod upgrade;
 mod warm;
 
@@ -55,6 +56,7 @@ pub use list::ListMeta;
 pub use lock::DirLock;
 use memory::{FillToken, Lookup, MemoryTier};
 pub use metrics::StoreMetrics;
+pub use sorted::ScoreRule;
 pub use upgrade::{Upgraded, upgrade_layout};
 
 use crate::clock::{Clock, SystemClock};
@@ -478,6 +480,12 @@ impl Drop for Shared {
         let _ = self.stop(false);
     }
 }
+
+/// The collections whose members the set and hash operations name.
+const SETS_AND_HASHES: &[ValueKind] = &[ValueKind::Set, ValueKind::Hash];
+
+/// The collections whose members can be removed and counted by name.
+const MEMBER_KINDS: &[ValueKind] = &[ValueKind::Set, ValueKind::Hash, ValueKind::SortedSet];
 
 /// The tiered store. Cheap to clone; all methods take `&self`.
 #[derive(Clone)]
@@ -967,8 +975,13 @@ impl Store {
             | Applied::Int(_, seq)
             | Applied::Len(_, seq)
             | Applied::Popped(_, Some(seq))
-            | Applied::Counted(_, Some(seq)) => WriteOutcome::Written(WriteAck { seq, synced }),
-            Applied::Popped(_, None) | Applied::Counted(_, None) => WriteOutcome::Unchanged,
+            | Applied::Counted(_, Some(seq))
+            | Applied::Score(_, Some(seq))
+            | Applied::Scored(_, Some(seq)) => WriteOutcome::Written(WriteAck { seq, synced }),
+            Applied::Popped(_, None)
+            | Applied::Counted(_, None)
+            | Applied::Score(_, None)
+            | Applied::Scored(_, None) => WriteOutcome::Unchanged,
             Applied::ConditionFailed { current } => WriteOutcome::ConditionFailed { current },
             Applied::NotFound => WriteOutcome::NotFound,
             Applied::Unchanged => WriteOutcome::Unchanged,
@@ -1250,7 +1263,7 @@ impl Store {
         members: Vec<(Bytes, Bytes)>,
         only_new: bool,
     ) -> Result<(u64, Option<WriteAck>)> {
-        self.check_members(&key, kind, members.iter().map(|(m, _)| m))?;
+        self.check_members(&key, SETS_AND_HASHES, kind, members.iter().map(|(m, _)| m))?;
         if members.is_empty() {
             return Err(StoreError::InvalidArgument(
                 "an add needs at least one member",
@@ -1282,7 +1295,7 @@ impl Store {
         kind: ValueKind,
         members: Vec<Bytes>,
     ) -> Result<(u64, Option<WriteAck>)> {
-        self.check_members(&key, kind, members.iter())?;
+        self.check_members(&key, MEMBER_KINDS, kind, members.iter())?;
         self.counted(WriteOp::RemoveMembers { key, kind, members })
             .await
     }
@@ -1322,7 +1335,12 @@ impl Store {
         field: Bytes,
         delta: i64,
     ) -> Result<(i64, WriteAck)> {
-        self.check_members(&key, ValueKind::Hash, std::iter::once(&field))?;
+        self.check_members(
+            &key,
+            SETS_AND_HASHES,
+            ValueKind::Hash,
+            std::iter::once(&field),
+        )?;
         match self
             .submit(WriteOp::IncrField { key, field, delta })
             .await?
@@ -1341,7 +1359,7 @@ impl Store {
         kind: ValueKind,
         members: Vec<Bytes>,
     ) -> Result<Vec<Option<Bytes>>> {
-        self.check_members(&key, kind, members.iter())?;
+        self.check_members(&key, SETS_AND_HASHES, kind, members.iter())?;
         let inner = self.inner.clone();
         let n = members.len();
         let found = tokio::task::spawn_blocking(move || {
@@ -1363,7 +1381,7 @@ impl Store {
         after: Option<Bytes>,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>> {
-        self.check_members(&key, kind, after.iter())?;
+        self.check_members(&key, SETS_AND_HASHES, kind, after.iter())?;
         let limit = limit.clamp(1, self.inner.config.limits.max_batch_keys.max(1));
         let inner = self.inner.clone();
         let found = tokio::task::spawn_blocking(move || {
@@ -1379,7 +1397,7 @@ impl Store {
 
     /// How many members the set or hash of `kind` at `key` holds (0 for none).
     pub async fn member_count(&self, key: Bytes, kind: ValueKind) -> Result<u64> {
-        self.check_members(&key, kind, std::iter::empty())?;
+        self.check_members(&key, MEMBER_KINDS, kind, std::iter::empty())?;
         let inner = self.inner.clone();
         let found = tokio::task::spawn_blocking(move || {
             let now = inner.clock.now_ms();
@@ -1390,18 +1408,19 @@ impl Store {
         Ok(found.map_or(0, |(meta, _)| meta.len))
     }
 
-    /// The checks of a set or hash request: its key, its kind, and its
-    /// member names (bounded like keys) and their number.
+    /// The checks of a member request: its key, its kind (one of `kinds`),
+    /// and its member names (bounded like keys) and their number.
     fn check_members<'a>(
         &self,
         key: &[u8],
+        kinds: &[ValueKind],
         kind: ValueKind,
         names: impl ExactSizeIterator<Item = &'a Bytes>,
     ) -> Result<()> {
         self.check_key(key)?;
-        if !matches!(kind, ValueKind::Set | ValueKind::Hash) {
+        if !kinds.contains(&kind) {
             return Err(StoreError::InvalidArgument(
-                "members belong to a set or a hash",
+                "this member operation does not work on that kind of collection",
             ));
         }
         self.check_batch(names.len())?;

@@ -21,16 +21,19 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::Status;
-use super::disk::{DiskTier, InstallMarker, SnapshotEntry, StoredValue, holds_collection};
+use super::disk::{DiskTier, InstallMarker, SnapshotEntry, StoredValue};
 use super::error::{Result, StoreError};
 use super::feed::Feed;
-use super::list::ListMeta;
-use super::members::MemberMeta;
 use super::memory::{Lookup, MemoryTier};
+use super::sorted::ScoreRule;
 use crate::clock::Clock;
 use crate::types::End;
 use crate::types::{Condition, Seq, ValueKind};
 use crate::wal::{Mutation, WalRecord, WalWriter};
+use collections::list_elements;
+
+mod collections;
+mod scores;
 
 /// A full-sync install flushes RocksDB after about this many bytes, which
 /// is what a crashed install can resume from.
@@ -120,6 +123,31 @@ pub(crate) enum WriteOp {
         field: Bytes,
         delta: i64,
     },
+    /// Scores `members` (name, score) in the sorted set at `key`, creating
+    /// it, where `rule` allows; counts the new members, and with
+    /// `count_changed` also those whose score changed.
+    AddScores {
+        key: Bytes,
+        members: Vec<(Bytes, f64)>,
+        rule: ScoreRule,
+        count_changed: bool,
+    },
+    /// Adds `delta` to the score of `member` (0 if absent) in the sorted
+    /// set at `key`, where `rule` allows the result.
+    IncrScore {
+        key: Bytes,
+        member: Bytes,
+        delta: f64,
+        rule: ScoreRule,
+    },
+    /// Takes up to `count` members from `end` of the sorted set at `key`
+    /// (`Left`: the lowest scores), no more than fit `max_bytes` (one at least).
+    PopScores {
+        key: Bytes,
+        end: End,
+        count: u64,
+        max_bytes: u64,
+    },
     /// Deletes of the element keys whose collection, as of this batch, is
     /// gone (the reclaim pass's candidates, judged again here, where no
     /// write can come between the judgement and the delete).
@@ -157,7 +185,11 @@ impl WriteOp {
             WriteOp::RemoveMembers { key, members, .. } => {
                 key.len() + members.iter().map(Bytes::len).sum::<usize>()
             }
-            WriteOp::PopMembers { key, .. } => key.len(),
+            WriteOp::PopMembers { key, .. } | WriteOp::PopScores { key, .. } => key.len(),
+            WriteOp::AddScores { key, members, .. } => {
+                key.len() + members.iter().map(|(m, _)| m.len() + 8).sum::<usize>()
+            }
+            WriteOp::IncrScore { key, member, .. } => key.len() + member.len() + 8,
             WriteOp::Reclaim { elements } => elements.iter().map(Bytes::len).sum(),
             WriteOp::IncrField { key, field, .. } => key.len() + field.len(),
             WriteOp::Import { mutations } => mutations.iter().map(|m| m.data_len() as usize).sum(),
@@ -166,7 +198,7 @@ impl WriteOp {
 }
 
 /// What the pipeline did with one op.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Applied {
     /// Committed at this seq.
     Written(Seq),
@@ -185,6 +217,12 @@ pub(crate) enum Applied {
     /// This many members were added or removed, committed at this seq (if
     /// anything changed).
     Counted(u64, Option<Seq>),
+    /// A sorted-set member's score after an increment (`None`: the rule
+    /// refused it), committed at this seq (if anything changed).
+    Score(Option<f64>, Option<Seq>),
+    /// A pop took these members with their scores, committed at this seq
+    /// (if it took any).
+    Scored(Vec<(Bytes, f64)>, Option<Seq>),
 }
 
 /// The reply to one op: what happened, and whether its record is fsynced.
@@ -591,8 +629,8 @@ impl BatchState<'_> {
                 match current.kind {
                     ValueKind::String => {}
                     ValueKind::List => mutations.extend(list_elements(key, &current.value)?),
-                    ValueKind::Set | ValueKind::Hash => {
-                        mutations.extend(self.member_deletes(key, &current.value)?);
+                    ValueKind::Set | ValueKind::Hash | ValueKind::SortedSet => {
+                        mutations.extend(self.member_deletes(key, current.kind, &current.value)?);
                     }
                 }
                 Ok((Applied::Written(seq), mutations))
@@ -656,361 +694,26 @@ impl BatchState<'_> {
             } => self.pop_members(seq, key, *count, *max_bytes),
             WriteOp::IncrField { key, field, delta } => self.incr_field(seq, key, field, *delta),
             WriteOp::Reclaim { elements } => self.reclaim(seq, elements),
-        }
-    }
-
-    /// The collection of `kind` at `key` as of the ops ordered so far: its
-    /// metadata (read by `decode`) and its expiry; `WrongType` if the key
-    /// holds something else.
-    fn collection_meta<M>(
-        &self,
-        key: &Bytes,
-        kind: ValueKind,
-        decode: fn(&[u8], &[u8]) -> Result<M>,
-    ) -> Result<Option<(M, u64)>> {
-        match self.live(key)? {
-            None => Ok(None),
-            Some(v) if v.kind == kind => Ok(Some((decode(key, &v.value)?, v.expires_at_ms))),
-            Some(_) => Err(StoreError::WrongType),
-        }
-    }
-
-    fn list(&self, key: &Bytes) -> Result<Option<(ListMeta, u64)>> {
-        self.collection_meta(key, ValueKind::List, ListMeta::decode)
-    }
-
-    fn push(
-        &self,
-        seq: Seq,
-        key: &Bytes,
-        end: End,
-        values: &[Bytes],
-        only_if_exists: bool,
-    ) -> Result<(Applied, Vec<Mutation>)> {
-        let (mut meta, expires_at_ms) = match self.list(key)? {
-            Some(found) => found,
-            None if only_if_exists => return Ok((Applied::NotFound, vec![])),
-            None => (ListMeta::new(seq.0), 0),
-        };
-        let mut mutations = Vec::with_capacity(values.len() + 1);
-        for value in values {
-            let pos = match end {
-                End::Left => {
-                    meta.head = meta.head.wrapping_sub(1);
-                    0
-                }
-                End::Right => meta.len,
-            };
-            meta.len += 1;
-            let element = meta.element(key, pos);
-            mutations.push(Mutation::put(element, ValueKind::String, value.clone(), 0));
-        }
-        mutations.push(Mutation::put(
-            key.clone(),
-            ValueKind::List,
-            meta.encode(),
-            expires_at_ms,
-        ));
-        Ok((Applied::Len(meta.len, seq), mutations))
-    }
-
-    fn pop(
-        &self,
-        seq: Seq,
-        key: &Bytes,
-        end: End,
-        count: u64,
-        max_bytes: u64,
-    ) -> Result<(Applied, Vec<Mutation>)> {
-        let Some((mut meta, expires_at_ms)) = self.list(key)? else {
-            return Ok((Applied::NotFound, vec![]));
-        };
-        let taken = count.min(meta.len);
-        if taken == 0 {
-            return Ok((Applied::Popped(vec![], None), vec![]));
-        }
-        let mut values = Vec::new();
-        let mut mutations = Vec::new();
-        let mut bytes = 0;
-        for _ in 0..taken {
-            let pos = match end {
-                End::Left => 0,
-                End::Right => meta.len - 1,
-            };
-            let element = meta.element(key, pos);
-            let value = self
-                .live(&element)?
-                .ok_or_else(|| ListMeta::missing_element(key))?;
-            bytes += value.value.len() as u64;
-            if bytes > max_bytes && !values.is_empty() {
-                break;
-            }
-            values.push(value.value);
-            mutations.push(Mutation::Delete { key: element });
-            if end == End::Left {
-                meta.head = meta.head.wrapping_add(1);
-            }
-            meta.len -= 1;
-        }
-        mutations.push(meta_write(
-            key,
-            ValueKind::List,
-            meta.len,
-            meta.encode(),
-            expires_at_ms,
-        ));
-        Ok((Applied::Popped(values, Some(seq)), mutations))
-    }
-}
-
-impl BatchState<'_> {
-    /// The set or hash of `kind` at `key` (see `collection_meta`).
-    fn collection(&self, key: &Bytes, kind: ValueKind) -> Result<Option<(MemberMeta, u64)>> {
-        self.collection_meta(key, kind, MemberMeta::decode)
-    }
-
-    /// Up to `limit` live element keys under `prefix`, in byte order, as of
-    /// the ops ordered so far: the disk's first ones, with this batch's
-    /// writes under the prefix laid over them.
-    fn first_elements(&self, prefix: &[u8], limit: usize) -> Result<Vec<Bytes>> {
-        let pending: Vec<_> = self
-            .overlay
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .collect();
-        // Each pending delete may hide one of the disk's first entries.
-        let hidden = pending.iter().filter(|(_, v)| v.is_none()).count();
-        let mut found: std::collections::BTreeSet<Bytes> = self
-            .disk
-            .first_keys_with_prefix(prefix, limit.saturating_add(hidden))?
-            .into_iter()
-            .filter(|k| !self.overlay.contains_key(k))
-            .collect();
-        found.extend(
-            pending
-                .into_iter()
-                .filter(|(_, v)| v.is_some())
-                .map(|(k, _)| k.clone()),
-        );
-        Ok(found.into_iter().take(limit).collect())
-    }
-
-    fn add_members(
-        &self,
-        seq: Seq,
-        key: &Bytes,
-        kind: ValueKind,
-        members: &[(Bytes, Bytes)],
-        only_new: bool,
-    ) -> Result<(Applied, Vec<Mutation>)> {
-        let (mut meta, expires_at_ms) = self
-            .collection(key, kind)?
-            .unwrap_or((MemberMeta::new(seq.0), 0));
-        // What this op wrote so far, by element key: it sees its own writes.
-        let mut written: HashMap<Bytes, Bytes> = HashMap::new();
-        let mut added = 0;
-        for (name, value) in members {
-            let element = meta.member(key, name);
-            let current = match written.get(&element) {
-                Some(v) => Some(v.clone()),
-                None => self.live(&element)?.map(|v| v.value),
-            };
-            match current {
-                Some(_) if only_new => continue,
-                Some(v) if v == *value => continue,
-                Some(_) => {}
-                None => added += 1,
-            }
-            written.insert(element, value.clone());
-        }
-        if written.is_empty() {
-            return Ok((Applied::Counted(0, None), vec![]));
-        }
-        meta.len += added;
-        let mut mutations: Vec<Mutation> = written
-            .into_iter()
-            .map(|(element, value)| Mutation::put(element, ValueKind::String, value, 0))
-            .collect();
-        if added > 0 {
-            mutations.push(meta_write(
+            WriteOp::AddScores {
                 key,
-                kind,
-                meta.len,
-                meta.encode(),
-                expires_at_ms,
-            ));
-        }
-        Ok((Applied::Counted(added, Some(seq)), mutations))
-    }
-
-    fn remove_members(
-        &self,
-        seq: Seq,
-        key: &Bytes,
-        kind: ValueKind,
-        members: &[Bytes],
-    ) -> Result<(Applied, Vec<Mutation>)> {
-        let Some((mut meta, expires_at_ms)) = self.collection(key, kind)? else {
-            return Ok((Applied::Counted(0, None), vec![]));
-        };
-        let mut removed = std::collections::HashSet::new();
-        for name in members {
-            let element = meta.member(key, name);
-            if !removed.contains(&element) && self.live(&element)?.is_some() {
-                removed.insert(element);
-            }
-        }
-        if removed.is_empty() {
-            return Ok((Applied::Counted(0, None), vec![]));
-        }
-        let n = removed.len() as u64;
-        meta.len = meta.len.saturating_sub(n);
-        let mut mutations: Vec<Mutation> = removed
-            .into_iter()
-            .map(|key| Mutation::Delete { key })
-            .collect();
-        mutations.push(meta_write(
-            key,
-            kind,
-            meta.len,
-            meta.encode(),
-            expires_at_ms,
-        ));
-        Ok((Applied::Counted(n, Some(seq)), mutations))
-    }
-
-    fn pop_members(
-        &self,
-        seq: Seq,
-        key: &Bytes,
-        count: u64,
-        max_bytes: u64,
-    ) -> Result<(Applied, Vec<Mutation>)> {
-        let Some((mut meta, expires_at_ms)) = self.collection(key, ValueKind::Set)? else {
-            return Ok((Applied::NotFound, vec![]));
-        };
-        let limit = usize::try_from(count.min(meta.len)).unwrap_or(usize::MAX);
-        let prefix = meta.prefix(key);
-        let mut taken = self.first_elements(&prefix, limit)?;
-        let mut bytes = 0;
-        if let Some(fit) = taken.iter().position(|element| {
-            bytes += (element.len() - prefix.len()) as u64;
-            bytes > max_bytes
-        }) {
-            taken.truncate(fit.max(1));
-        }
-        if taken.is_empty() {
-            return Ok((Applied::Popped(vec![], None), vec![]));
-        }
-        meta.len = meta.len.saturating_sub(taken.len() as u64);
-        let names = taken
-            .iter()
-            .map(|element| element.slice(prefix.len()..))
-            .collect();
-        let mut mutations: Vec<Mutation> = taken
-            .into_iter()
-            .map(|key| Mutation::Delete { key })
-            .collect();
-        mutations.push(meta_write(
-            key,
-            ValueKind::Set,
-            meta.len,
-            meta.encode(),
-            expires_at_ms,
-        ));
-        Ok((Applied::Popped(names, Some(seq)), mutations))
-    }
-
-    fn incr_field(
-        &self,
-        seq: Seq,
-        key: &Bytes,
-        field: &Bytes,
-        delta: i64,
-    ) -> Result<(Applied, Vec<Mutation>)> {
-        let (mut meta, expires_at_ms) = self
-            .collection(key, ValueKind::Hash)?
-            .unwrap_or((MemberMeta::new(seq.0), 0));
-        let element = meta.member(key, field);
-        let current = self.live(&element)?;
-        let base = match &current {
-            Some(v) => parse_i64(&v.value)?,
-            None => 0,
-        };
-        let value = base.checked_add(delta).ok_or(StoreError::Overflow)?;
-        let put = Mutation::put(element, ValueKind::String, value.to_string().into(), 0);
-        let mut mutations = vec![put];
-        if current.is_none() {
-            meta.len += 1;
-            mutations.push(meta_write(
+                members,
+                rule,
+                count_changed,
+            } => self.add_scores(seq, key, members, *rule, *count_changed),
+            WriteOp::IncrScore {
                 key,
-                ValueKind::Hash,
-                meta.len,
-                meta.encode(),
-                expires_at_ms,
-            ));
+                member,
+                delta,
+                rule,
+            } => self.incr_score(seq, key, member, *delta, *rule),
+            WriteOp::PopScores {
+                key,
+                end,
+                count,
+                max_bytes,
+            } => self.pop_scores(seq, key, *end, *count, *max_bytes),
         }
-        Ok((Applied::Int(value, seq), mutations))
     }
-
-    fn reclaim(&self, seq: Seq, elements: &[Bytes]) -> Result<(Applied, Vec<Mutation>)> {
-        let mut deletes = Vec::new();
-        for element in elements {
-            let Some((owner, id)) = super::keys::collection_of(element) else {
-                continue;
-            };
-            let owner = Bytes::copy_from_slice(owner);
-            let value = self.current(&owner)?;
-            if !holds_collection(&owner, value.as_ref(), id, self.now_ms)? {
-                deletes.push(Mutation::Delete {
-                    key: element.clone(),
-                });
-            }
-        }
-        let n = deletes.len() as u64;
-        let seq = (n > 0).then_some(seq);
-        Ok((Applied::Counted(n, seq), deletes))
-    }
-
-    /// Deletes of the members of the set or hash whose metadata is `meta`.
-    fn member_deletes(&self, key: &Bytes, meta: &[u8]) -> Result<Vec<Mutation>> {
-        let meta = MemberMeta::decode(key, meta)?;
-        if meta.len > EAGER_ELEMENT_DELETES {
-            return Ok(vec![]);
-        }
-        let elements = self.first_elements(&meta.prefix(key), meta.len as usize)?;
-        Ok(elements
-            .into_iter()
-            .map(|key| Mutation::Delete { key })
-            .collect())
-    }
-}
-
-/// The metadata write that leaves the collection of `kind` at `key` `len`
-/// long: its new metadata (`meta`, encoded), or its delete once empty.
-fn meta_write(key: &Bytes, kind: ValueKind, len: u64, meta: Bytes, expires_at_ms: u64) -> Mutation {
-    if len == 0 {
-        Mutation::Delete { key: key.clone() }
-    } else {
-        Mutation::put(key.clone(), kind, meta, expires_at_ms)
-    }
-}
-
-/// Most elements a delete of a list removes in its own record; a longer
-/// list's elements stay behind, unreachable (the list's id names them).
-const EAGER_ELEMENT_DELETES: u64 = 10_000;
-
-/// Deletes of the elements of the list whose metadata is `meta`.
-fn list_elements(key: &Bytes, meta: &[u8]) -> Result<Vec<Mutation>> {
-    let meta = ListMeta::decode(key, meta)?;
-    if meta.len > EAGER_ELEMENT_DELETES {
-        return Ok(vec![]);
-    }
-    Ok((0..meta.len)
-        .map(|pos| Mutation::Delete {
-            key: meta.element(key, pos),
-        })
-        .collect())
 }
 
 /// The key a mutation writes and what it leaves there.
