@@ -82,6 +82,7 @@ impl From<&RequestError> for ErrorCode {
             RequestError::ZeroTtl
             | RequestError::EmptyBatch { .. }
             | RequestError::NotMembers { .. }
+            | RequestError::NanScore { .. }
             | RequestError::UnsupportedCondition { .. } => ErrorCode::BadRequest,
         }
     }

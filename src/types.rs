@@ -306,6 +306,27 @@ impl ScoreUpdate {
     }
 }
 
+/// Which members a sorted-set write may score (Redis's `ZADD` flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScoreRule {
+    /// `Some(false)`: only members not there yet (`NX`); `Some(true)`:
+    /// only members already there (`XX`); `None`: either.
+    pub exists: Option<bool>,
+    /// Which changes of an existing member's score are allowed (`GT`, `LT`).
+    pub update: ScoreUpdate,
+}
+
+impl ScoreRule {
+    /// Whether a member scored `old` (`None`: not there) may be scored `new`.
+    pub fn allows(&self, old: Option<f64>, new: f64) -> bool {
+        match (self.exists, old) {
+            (Some(true), None) | (Some(false), Some(_)) => false,
+            (_, None) => true,
+            (_, Some(old)) => self.update.allows(old, new),
+        }
+    }
+}
+
 /// When a conditional write may go ahead, judged against the key's live
 /// (unexpired) state at the moment the write is ordered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

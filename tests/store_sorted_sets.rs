@@ -7,8 +7,8 @@ mod common;
 
 use bytes::Bytes;
 use common::{b, config};
-use strata::store::{ScoreRule, Store, StoreError};
-use strata::types::{Cancel, Condition, End, ScoreUpdate, Seq, ValueKind};
+use strata::store::{Store, StoreError};
+use strata::types::{Cancel, Condition, End, ScoreRule, ScoreUpdate, Seq, ValueKind};
 use strata::wal::FsyncPolicy;
 
 const ZSET: ValueKind = ValueKind::SortedSet;

@@ -19,7 +19,7 @@ use crate::proto::{
 };
 use crate::repl::{ReplError, Replication};
 use crate::store::{self, Store, WriteAck, WriteOutcome};
-use crate::types::{AckPolicy, Cancel, Seq, ValueKind};
+use crate::types::{AckPolicy, Cancel, Score, ScoreRule, Seq, ValueKind};
 
 /// What the handlers need from the node.
 #[derive(Debug, Clone)]
@@ -144,7 +144,12 @@ pub(crate) fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &[u8]> + '_
         | Request::IncrField { key, .. }
         | Request::MemberValues { key, .. }
         | Request::ScanMembers { key, .. }
-        | Request::CountMembers { key, .. } => Box::new(std::iter::once(&key[..])),
+        | Request::CountMembers { key, .. }
+        | Request::AddScores { key, .. }
+        | Request::IncrScore { key, .. }
+        | Request::Scores { key, .. }
+        | Request::PopScores { key, .. }
+        | Request::ScoreRange { key, .. } => Box::new(std::iter::once(&key[..])),
         Request::MultiGet { keys } | Request::Exists { keys } => {
             Box::new(keys.iter().map(|k| &k[..]))
         }
@@ -219,7 +224,9 @@ fn durability_of(response: &mut Response) -> Option<&mut Durability> {
         | Response::Updated { durability, .. }
         | Response::Length { durability, .. }
         | Response::Popped { durability, .. }
-        | Response::Counted { durability, .. } => durability.as_mut(),
+        | Response::Counted { durability, .. }
+        | Response::Score { durability, .. }
+        | Response::Scored { durability, .. } => durability.as_mut(),
         _ => None,
     }
 }
@@ -254,6 +261,11 @@ fn counted(
         count,
         durability: a.map(|a| durability(a, requested, written)),
     }
+}
+
+/// Members with their scores as the wire carries them.
+fn scored(members: Vec<(Bytes, f64)>) -> Vec<(Bytes, Score)> {
+    members.into_iter().map(|(m, s)| (m, Score(s))).collect()
 }
 
 fn entry(e: store::Entry) -> Entry {
@@ -449,7 +461,7 @@ impl Node {
                 .incr(key, delta)
                 .await
                 .map(|(value, a)| int_reply(value, a, ack, written)),
-            // Lists, sets and hashes.
+            // Lists, sets, hashes and sorted sets.
             Request::ListRange { .. }
             | Request::ListLen { .. }
             | Request::ListIndex { .. }
@@ -462,6 +474,11 @@ impl Node {
             | Request::RemoveMembers { .. }
             | Request::PopMembers { .. }
             | Request::IncrField { .. } => self.collection_request(req, ack, written).await,
+            Request::AddScores { .. }
+            | Request::IncrScore { .. }
+            | Request::Scores { .. }
+            | Request::PopScores { .. }
+            | Request::ScoreRange { .. } => self.scored_request(req, ack, written).await,
         };
         result.unwrap_or_else(|e| error(&e))
     }
@@ -554,6 +571,77 @@ impl Node {
             other => Ok(Response::error(
                 ErrorCode::Internal,
                 format!("{} is not a collection request", other.op_name()),
+            )),
+        }
+    }
+
+    /// The sorted-set requests: `execute`'s part for them.
+    async fn scored_request(
+        &self,
+        req: Request,
+        ack: AckPolicy,
+        written: &mut Option<Seq>,
+    ) -> store::Result<Response> {
+        let store = &self.store;
+        let rule = |exists, update| ScoreRule { exists, update };
+        match req {
+            Request::AddScores {
+                key,
+                members,
+                exists,
+                update,
+                count_changed,
+                ..
+            } => {
+                let members = members.into_iter().map(|(m, s)| (m, s.0)).collect();
+                let rule = rule(exists, update);
+                store
+                    .add_scores(key, members, rule, count_changed)
+                    .await
+                    .map(|(count, a)| counted(count, a, ack, written))
+            }
+            Request::IncrScore {
+                key,
+                member,
+                delta,
+                exists,
+                update,
+                ..
+            } => store
+                .incr_score(key, member, delta.0, rule(exists, update))
+                .await
+                .map(|(score, a)| Response::Score {
+                    score: score.map(Score),
+                    durability: a.map(|a| durability(a, ack, written)),
+                }),
+            Request::Scores { key, members } => store
+                .scores(key, members)
+                .await
+                .map(|found| Response::Scores(found.into_iter().map(|s| s.map(Score)).collect())),
+            Request::PopScores {
+                key, end, count, ..
+            } => store
+                .pop_scores(key, end, u64::from(count))
+                .await
+                .map(|(taken, a)| Response::Scored {
+                    members: scored(taken),
+                    durability: a.map(|a| durability(a, ack, written)),
+                }),
+            Request::ScoreRange {
+                key,
+                start,
+                stop,
+                end,
+            } => store
+                .score_range(key, start, stop, end)
+                .await
+                .map(|found| Response::Scored {
+                    members: scored(found),
+                    durability: None,
+                }),
+            other => Ok(Response::error(
+                ErrorCode::Internal,
+                format!("{} is not a sorted-set request", other.op_name()),
             )),
         }
     }

@@ -93,7 +93,7 @@ pub use crate::proto::{
     ErrorReply, HelloReply, KeyPage, Limits, RawSnapshotItem, RawSnapshotPage, Request, Response,
     ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
-pub use crate::types::{AckPolicy, End, OnTimeout, Seq, ValueKind};
+pub use crate::types::{AckPolicy, End, OnTimeout, Score, ScoreRule, ScoreUpdate, Seq, ValueKind};
 
 /// Why a client call failed.
 ///
@@ -1636,6 +1636,109 @@ impl Client {
         match self.request(Request::CountMembers { key, kind }).await? {
             Response::Count(n) => Ok(n),
             other => Err(unexpected("count_members", &other)),
+        }
+    }
+
+    /// Scores `members` (name, score) in the sorted set at `key`, creating
+    /// it, where `rule` allows (Redis's `ZADD` flags); returns how many are
+    /// new, and with `count_changed` also how many changed score.
+    pub async fn add_scores(
+        &self,
+        key: impl Into<Bytes>,
+        members: Vec<(Bytes, f64)>,
+        rule: ScoreRule,
+        count_changed: bool,
+    ) -> Result<u64, ClientError> {
+        let request = Request::AddScores {
+            key: key.into(),
+            members: members.into_iter().map(|(m, s)| (m, Score(s))).collect(),
+            exists: rule.exists,
+            update: rule.update,
+            count_changed,
+            ack: self.ack(None),
+        };
+        self.counted("add_scores", request).await
+    }
+
+    /// Adds `delta` to the score of `member` (0 if absent) in the sorted
+    /// set at `key`, where `rule` allows the result; returns the new score
+    /// (`None`: refused).
+    pub async fn incr_score(
+        &self,
+        key: impl Into<Bytes>,
+        member: impl Into<Bytes>,
+        delta: f64,
+        rule: ScoreRule,
+    ) -> Result<Option<f64>, ClientError> {
+        let request = Request::IncrScore {
+            key: key.into(),
+            member: member.into(),
+            delta: Score(delta),
+            exists: rule.exists,
+            update: rule.update,
+            ack: self.ack(None),
+        };
+        match self.request(request).await? {
+            Response::Score { score, .. } => Ok(score.map(|s| s.0)),
+            other => Err(unexpected("incr_score", &other)),
+        }
+    }
+
+    /// The scores of `members` in the sorted set at `key`, in order
+    /// (`None` for one it lacks).
+    pub async fn scores(
+        &self,
+        key: impl Into<Bytes>,
+        members: Vec<Bytes>,
+    ) -> Result<Vec<Option<f64>>, ClientError> {
+        let key = key.into();
+        match self.request(Request::Scores { key, members }).await? {
+            Response::Scores(scores) => Ok(scores.into_iter().map(|s| s.map(|s| s.0)).collect()),
+            other => Err(unexpected("scores", &other)),
+        }
+    }
+
+    /// Takes up to `count` members with their scores from `end` of the
+    /// sorted set at `key` (`Left`: the lowest first).
+    pub async fn pop_scores(
+        &self,
+        key: impl Into<Bytes>,
+        end: End,
+        count: u32,
+    ) -> Result<Vec<(Bytes, f64)>, ClientError> {
+        let request = Request::PopScores {
+            key: key.into(),
+            end,
+            count,
+            ack: self.ack(None),
+        };
+        self.scored("pop_scores", request).await
+    }
+
+    /// The members with their scores at ranks `start..=stop` of the sorted
+    /// set at `key`, ranked from `end` (`Left`: rank 0 is the lowest).
+    pub async fn score_range(
+        &self,
+        key: impl Into<Bytes>,
+        start: i64,
+        stop: i64,
+        end: End,
+    ) -> Result<Vec<(Bytes, f64)>, ClientError> {
+        let request = Request::ScoreRange {
+            key: key.into(),
+            start,
+            stop,
+            end,
+        };
+        self.scored("score_range", request).await
+    }
+
+    async fn scored(&self, op: &str, request: Request) -> Result<Vec<(Bytes, f64)>, ClientError> {
+        match self.request(request).await? {
+            Response::Scored { members, .. } => {
+                Ok(members.into_iter().map(|(m, s)| (m, s.0)).collect())
+            }
+            other => Err(unexpected(op, &other)),
         }
     }
 

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Condition, Request, SetEntry};
-use crate::types::ValueKind;
+use crate::types::{Score, ValueKind};
 
 /// Default [`Limits::max_frame_bytes`]: one maximal value plus room for its
 /// key and the message around it.
@@ -100,13 +100,21 @@ pub enum RequestError {
         /// The operation.
         op: &'static str,
     },
-    /// A member request naming a kind other than `Set` or `Hash`.
-    #[error("{op} works on a set or a hash, not a {}", kind.name())]
+    /// A member request naming a kind it does not work on (`AddMembers`,
+    /// `MemberValues` and `ScanMembers` take `Set` or `Hash`;
+    /// `RemoveMembers` and `CountMembers` also `SortedSet`).
+    #[error("{op} does not work on a {}", kind.name())]
     NotMembers {
         /// The operation.
         op: &'static str,
         /// The kind it was given.
         kind: ValueKind,
+    },
+    /// A sorted-set score or increment that is NaN.
+    #[error("{op} needs scores that are numbers, not NaN")]
+    NanScore {
+        /// The operation.
+        op: &'static str,
     },
     /// A condition the operation does not support (`Delete` accepts only
     /// `Always` and `IfVersion`).
@@ -156,17 +164,24 @@ fn check_count(count: usize, limits: &Limits) -> Result<(), RequestError> {
     check_key_count(count, limits.max_keys_per_request)
 }
 
-/// A member request's key, kind (a set or a hash), and member names
+/// The collections whose members `AddMembers`, `MemberValues` and
+/// `ScanMembers` name.
+const SETS_AND_HASHES: &[ValueKind] = &[ValueKind::Set, ValueKind::Hash];
+
+/// The collections whose members `RemoveMembers` and `CountMembers` name.
+const MEMBER_KINDS: &[ValueKind] = &[ValueKind::Set, ValueKind::Hash, ValueKind::SortedSet];
+
+/// A member request's key, kind (one of `kinds`), and member names
 /// (bounded like keys) and their number.
 fn check_members<'a>(
     req: &Request,
     key: &[u8],
-    kind: ValueKind,
+    (kinds, kind): (&[ValueKind], ValueKind),
     names: impl ExactSizeIterator<Item = &'a bytes::Bytes>,
     limits: &Limits,
 ) -> Result<(), RequestError> {
     check_key(key, limits)?;
-    if !matches!(kind, ValueKind::Set | ValueKind::Hash) {
+    if !kinds.contains(&kind) {
         return Err(RequestError::NotMembers {
             op: req.op_name(),
             kind,
@@ -174,6 +189,19 @@ fn check_members<'a>(
     }
     check_count(names.len(), limits)?;
     names.into_iter().try_for_each(|n| check_key(n, limits))
+}
+
+/// What a sorted-set request names its kind as.
+const SCORED: (&[ValueKind], ValueKind) = (&[ValueKind::SortedSet], ValueKind::SortedSet);
+
+fn check_scores(
+    req: &Request,
+    mut scores: impl Iterator<Item = Score>,
+) -> Result<(), RequestError> {
+    match scores.any(|s| s.0.is_nan()) {
+        true => Err(RequestError::NanScore { op: req.op_name() }),
+        false => Ok(()),
+    }
 }
 
 fn check_ttl(ttl_ms: Option<u64>) -> Result<(), RequestError> {
@@ -278,7 +306,8 @@ impl Request {
             Request::AddMembers {
                 key, kind, members, ..
             } => {
-                check_members(self, key, *kind, members.iter().map(|(m, _)| m), limits)?;
+                let names = members.iter().map(|(m, _)| m);
+                check_members(self, key, (SETS_AND_HASHES, *kind), names, limits)?;
                 if members.is_empty() {
                     return Err(RequestError::EmptyBatch { op: self.op_name() });
                 }
@@ -286,19 +315,43 @@ impl Request {
             }
             Request::RemoveMembers {
                 key, kind, members, ..
-            }
-            | Request::MemberValues { key, kind, members } => {
-                check_members(self, key, *kind, members.iter(), limits)
+            } => check_members(self, key, (MEMBER_KINDS, *kind), members.iter(), limits),
+            Request::MemberValues { key, kind, members } => {
+                check_members(self, key, (SETS_AND_HASHES, *kind), members.iter(), limits)
             }
             Request::ScanMembers {
                 key, kind, after, ..
-            } => check_members(self, key, *kind, after.iter(), limits),
+            } => check_members(self, key, (SETS_AND_HASHES, *kind), after.iter(), limits),
             Request::CountMembers { key, kind } => {
-                check_members(self, key, *kind, std::iter::empty(), limits)
+                let none = std::iter::empty();
+                check_members(self, key, (MEMBER_KINDS, *kind), none, limits)
             }
             Request::IncrField { key, field, .. } => {
-                check_members(self, key, ValueKind::Hash, std::iter::once(field), limits)
+                let hash = (SETS_AND_HASHES, ValueKind::Hash);
+                check_members(self, key, hash, std::iter::once(field), limits)
             }
+            Request::AddScores { key, members, .. } => {
+                let names = members.iter().map(|(m, _)| m);
+                check_members(self, key, SCORED, names, limits)?;
+                if members.is_empty() {
+                    return Err(RequestError::EmptyBatch { op: self.op_name() });
+                }
+                check_scores(self, members.iter().map(|(_, s)| *s))
+            }
+            Request::IncrScore {
+                key, member, delta, ..
+            } => {
+                check_members(self, key, SCORED, std::iter::once(member), limits)?;
+                check_scores(self, std::iter::once(*delta))
+            }
+            Request::Scores { key, members } => {
+                check_members(self, key, SCORED, members.iter(), limits)
+            }
+            Request::PopScores { key, count, .. } => {
+                check_key(key, limits)?;
+                check_count(*count as usize, limits)
+            }
+            Request::ScoreRange { key, .. } => check_key(key, limits),
         }
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{ErrorCode, Limits};
-use crate::types::{AckPolicy, Condition, End, NodeId, Seq, ValueKind};
+use crate::types::{AckPolicy, Condition, End, NodeId, Score, ScoreUpdate, Seq, ValueKind};
 
 /// A client request. The body of a client-to-server frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -389,8 +389,82 @@ pub enum Request {
     CountMembers {
         /// The key.
         key: Bytes,
-        /// `Set` or `Hash`.
+        /// `Set`, `Hash` or `SortedSet`.
         kind: ValueKind,
+    },
+    /// Scores `members` in the sorted set at `key`, creating it, where
+    /// `exists` and `update` allow (Redis's `ZADD`); answered with
+    /// [`Response::Counted`] (how many are new, and with `count_changed`
+    /// also how many changed score).
+    // wire index 39
+    AddScores {
+        /// The key.
+        key: Bytes,
+        /// At least one `(member, score)`; no score is NaN.
+        members: Vec<(Bytes, Score)>,
+        /// `Some(false)`: only members not there yet (`NX`); `Some(true)`:
+        /// only members already there (`XX`); `None`: either.
+        exists: Option<bool>,
+        /// Which changes of an existing member's score are allowed.
+        update: ScoreUpdate,
+        /// Count members whose score changed, not only new ones (`CH`).
+        count_changed: bool,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Adds `delta` to the score of `member` (0 if absent) in the sorted
+    /// set at `key`, where `exists` and `update` allow the result
+    /// (`ZINCRBY`, `ZADD INCR`); answered with [`Response::Score`].
+    // wire index 40
+    IncrScore {
+        /// The key.
+        key: Bytes,
+        /// The member.
+        member: Bytes,
+        /// What to add; not NaN.
+        delta: Score,
+        /// As for [`Request::AddScores`].
+        exists: Option<bool>,
+        /// As for [`Request::AddScores`].
+        update: ScoreUpdate,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// The scores of `members` in the sorted set at `key`; answered with
+    /// [`Response::Scores`].
+    // wire index 41
+    Scores {
+        /// The key.
+        key: Bytes,
+        /// The members.
+        members: Vec<Bytes>,
+    },
+    /// Takes up to `count` members from `end` of the sorted set at `key`
+    /// (`Left`: the lowest scores first); answered with [`Response::Scored`].
+    // wire index 42
+    PopScores {
+        /// The key.
+        key: Bytes,
+        /// Which end.
+        end: End,
+        /// At most this many; at most `max_keys_per_request`.
+        count: u32,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// The members at ranks `start..=stop` of the sorted set at `key`, with
+    /// their scores, ranked from `end` (`Left`: rank 0 is the lowest
+    /// score; `Right`: the highest); answered with [`Response::Scored`].
+    // wire index 43
+    ScoreRange {
+        /// The key.
+        key: Bytes,
+        /// First rank; negative counts from the other end.
+        start: i64,
+        /// Last rank, inclusive; negative counts from the other end.
+        stop: i64,
+        /// Which end rank 0 is.
+        end: End,
     },
 }
 
@@ -488,11 +562,21 @@ pub enum Op {
     ScanMembers,
     #[allow(missing_docs)]
     CountMembers,
+    #[allow(missing_docs)]
+    AddScores,
+    #[allow(missing_docs)]
+    IncrScore,
+    #[allow(missing_docs)]
+    Scores,
+    #[allow(missing_docs)]
+    PopScores,
+    #[allow(missing_docs)]
+    ScoreRange,
 }
 
 impl Op {
     /// Every operation, in wire order.
-    pub const ALL: [Op; 39] = [
+    pub const ALL: [Op; 44] = [
         Op::Hello,
         Op::Ping,
         Op::Get,
@@ -532,6 +616,11 @@ impl Op {
         Op::MemberValues,
         Op::ScanMembers,
         Op::CountMembers,
+        Op::AddScores,
+        Op::IncrScore,
+        Op::Scores,
+        Op::PopScores,
+        Op::ScoreRange,
     ];
 
     /// The operation's snake_case name, for logs and metrics labels.
@@ -576,6 +665,11 @@ impl Op {
             Op::MemberValues => "member_values",
             Op::ScanMembers => "scan_members",
             Op::CountMembers => "count_members",
+            Op::AddScores => "add_scores",
+            Op::IncrScore => "incr_score",
+            Op::Scores => "scores",
+            Op::PopScores => "pop_scores",
+            Op::ScoreRange => "score_range",
         }
     }
 }
@@ -624,6 +718,11 @@ impl Request {
             Request::MemberValues { .. } => Op::MemberValues,
             Request::ScanMembers { .. } => Op::ScanMembers,
             Request::CountMembers { .. } => Op::CountMembers,
+            Request::AddScores { .. } => Op::AddScores,
+            Request::IncrScore { .. } => Op::IncrScore,
+            Request::Scores { .. } => Op::Scores,
+            Request::PopScores { .. } => Op::PopScores,
+            Request::ScoreRange { .. } => Op::ScoreRange,
         }
     }
 
@@ -647,7 +746,10 @@ impl Request {
             | Request::AddMembers { .. }
             | Request::RemoveMembers { .. }
             | Request::PopMembers { .. }
-            | Request::IncrField { .. } => true,
+            | Request::IncrField { .. }
+            | Request::AddScores { .. }
+            | Request::IncrScore { .. }
+            | Request::PopScores { .. } => true,
             Request::Hello { .. }
             | Request::Ping
             | Request::Get { .. }
@@ -674,7 +776,9 @@ impl Request {
             | Request::RawSnapshot { .. }
             | Request::MemberValues { .. }
             | Request::ScanMembers { .. }
-            | Request::CountMembers { .. } => false,
+            | Request::CountMembers { .. }
+            | Request::Scores { .. }
+            | Request::ScoreRange { .. } => false,
         }
     }
 
@@ -701,6 +805,9 @@ impl Request {
             | Request::RemoveMembers { .. }
             | Request::PopMembers { .. }
             | Request::IncrField { .. }
+            | Request::AddScores { .. }
+            | Request::IncrScore { .. }
+            | Request::PopScores { .. }
             | Request::ClusterPropose { .. }
             | Request::ClusterInit
             | Request::ClusterFailover { .. } => false,
@@ -733,7 +840,9 @@ impl Request {
             | Request::RawSnapshot { .. }
             | Request::MemberValues { .. }
             | Request::ScanMembers { .. }
-            | Request::CountMembers { .. } => true,
+            | Request::CountMembers { .. }
+            | Request::Scores { .. }
+            | Request::ScoreRange { .. } => true,
         }
     }
 
@@ -752,7 +861,10 @@ impl Request {
             | Request::AddMembers { ack, .. }
             | Request::RemoveMembers { ack, .. }
             | Request::PopMembers { ack, .. }
-            | Request::IncrField { ack, .. } => *ack,
+            | Request::IncrField { ack, .. }
+            | Request::AddScores { ack, .. }
+            | Request::IncrScore { ack, .. }
+            | Request::PopScores { ack, .. } => *ack,
             Request::Hello { .. }
             | Request::Ping
             | Request::Get { .. }
@@ -779,7 +891,9 @@ impl Request {
             | Request::RawSnapshot { .. }
             | Request::MemberValues { .. }
             | Request::ScanMembers { .. }
-            | Request::CountMembers { .. } => None,
+            | Request::CountMembers { .. }
+            | Request::Scores { .. }
+            | Request::ScoreRange { .. } => None,
         }
     }
 }
@@ -880,7 +994,8 @@ pub enum Response {
     Keys(KeyPage), // wire index 22
     /// Answer to [`Request::RawSnapshot`].
     RawSnapshot(RawSnapshotPage), // wire index 23
-    /// Answer to [`Request::AddMembers`] and [`Request::RemoveMembers`].
+    /// Answer to [`Request::AddMembers`], [`Request::RemoveMembers`] and
+    /// [`Request::AddScores`].
     // wire index 24
     Counted {
         /// How many members were added (new ones only) or removed.
@@ -894,6 +1009,28 @@ pub enum Response {
     /// Answer to [`Request::ScanMembers`]: `(name, value)` pairs in byte
     /// order; fewer than the limit when the collection has no more.
     Members(Vec<(Bytes, Bytes)>), // wire index 26
+    /// Answer to [`Request::IncrScore`].
+    // wire index 27
+    Score {
+        /// The member's score after the increment; `None` when `exists`
+        /// or `update` refused it.
+        score: Option<Score>,
+        /// What the write reached; `None` when nothing was written.
+        durability: Option<Durability>,
+    },
+    /// Answer to [`Request::Scores`]: one slot per member named, in order;
+    /// `None` for one the sorted set lacks (or no sorted set).
+    Scores(Vec<Option<Score>>), // wire index 28
+    /// Answer to [`Request::PopScores`] and [`Request::ScoreRange`].
+    // wire index 29
+    Scored {
+        /// `(member, score)` in the order taken or ranked; empty when
+        /// there is no sorted set.
+        members: Vec<(Bytes, Score)>,
+        /// What a pop reached; `None` when nothing was written (and
+        /// always for a range).
+        durability: Option<Durability>,
+    },
 }
 
 /// One page of a [`Request::RawSnapshot`].
@@ -1172,6 +1309,9 @@ mod tests {
             Response::Counted { .. } => 24,
             Response::MemberValues(_) => 25,
             Response::Members(_) => 26,
+            Response::Score { .. } => 27,
+            Response::Scores(_) => 28,
+            Response::Scored { .. } => 29,
         }
     }
 
@@ -1321,6 +1461,38 @@ mod tests {
                 key: b("h"),
                 kind: ValueKind::Hash,
             },
+            Request::AddScores {
+                key: b("z"),
+                members: vec![(b("m"), Score(1.5))],
+                exists: None,
+                update: ScoreUpdate::Any,
+                count_changed: false,
+                ack: None,
+            },
+            Request::IncrScore {
+                key: b("z"),
+                member: b("m"),
+                delta: Score(-1.0),
+                exists: Some(true),
+                update: ScoreUpdate::Greater,
+                ack: None,
+            },
+            Request::Scores {
+                key: b("z"),
+                members: vec![b("m")],
+            },
+            Request::PopScores {
+                key: b("z"),
+                end: End::Left,
+                count: 1,
+                ack: None,
+            },
+            Request::ScoreRange {
+                key: b("z"),
+                start: 0,
+                stop: -1,
+                end: End::Right,
+            },
         ]
     }
 
@@ -1415,6 +1587,15 @@ mod tests {
             },
             Response::MemberValues(vec![]),
             Response::Members(vec![]),
+            Response::Score {
+                score: None,
+                durability: None,
+            },
+            Response::Scores(vec![]),
+            Response::Scored {
+                members: vec![],
+                durability: None,
+            },
         ]
     }
 
@@ -1423,7 +1604,7 @@ mod tests {
         // `Request::op` is the pinned table: an exhaustive match, so a
         // new variant does not compile until it is given its index there.
         let all = one_of_each_request();
-        assert_eq!(all.len(), 39, "one sample per request kind");
+        assert_eq!(all.len(), 44, "one sample per request kind");
         assert_eq!(all.len(), Op::ALL.len());
         for (i, req) in all.iter().enumerate() {
             let want = req.op() as usize;
@@ -1440,7 +1621,7 @@ mod tests {
     #[test]
     fn response_wire_indices_are_pinned() {
         let all = one_of_each_response();
-        assert_eq!(all.len(), 27, "one sample per response kind");
+        assert_eq!(all.len(), 30, "one sample per response kind");
         for (i, resp) in all.iter().enumerate() {
             let want = response_index(resp);
             assert_eq!(usize::from(want), i, "{resp:?} sample out of order");
@@ -1479,6 +1660,12 @@ mod tests {
         assert_eq!(body(&ValueKind::List), [1]);
         assert_eq!(body(&ValueKind::Set), [2]);
         assert_eq!(body(&ValueKind::Hash), [3]);
+        assert_eq!(body(&ValueKind::SortedSet), [4]);
+        assert_eq!(body(&ScoreUpdate::Any), [0]);
+        assert_eq!(body(&ScoreUpdate::Greater), [1]);
+        assert_eq!(body(&ScoreUpdate::Less), [2]);
+        // A score: 8 bytes, IEEE 754, little-endian.
+        assert_eq!(body(&Score(1.5)), [0, 0, 0, 0, 0, 0, 0xf8, 0x3f]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{
     RawSnapshotItem, RawSnapshotPage, Request, Response, ScanPage, SetEntry, SnapshotItem,
     SnapshotPage, TtlState, WriteReply,
 };
-use crate::types::{AckPolicy, End, NodeId, OnTimeout, Seq, ValueKind};
+use crate::types::{AckPolicy, End, NodeId, OnTimeout, Score, ScoreUpdate, Seq, ValueKind};
 
 /// Short byte strings, including empty ones.
 pub(crate) fn arb_bytes() -> impl Strategy<Value = Bytes> {
@@ -218,6 +218,72 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
                 limit,
                 kind,
             }),
+        (
+            arb_bytes(),
+            vec((arb_bytes(), arb_score()), 0..4),
+            option::of(any::<bool>()),
+            arb_update(),
+            any::<bool>(),
+            ack()
+        )
+            .prop_map(|(key, members, exists, update, count_changed, ack)| {
+                Request::AddScores {
+                    key,
+                    members,
+                    exists,
+                    update,
+                    count_changed,
+                    ack,
+                }
+            }),
+        (
+            arb_bytes(),
+            arb_bytes(),
+            arb_score(),
+            option::of(any::<bool>()),
+            arb_update(),
+            ack()
+        )
+            .prop_map(|(key, member, delta, exists, update, ack)| {
+                Request::IncrScore {
+                    key,
+                    member,
+                    delta,
+                    exists,
+                    update,
+                    ack,
+                }
+            }),
+        (arb_bytes(), arb_keys()).prop_map(|(key, members)| Request::Scores { key, members }),
+        (arb_bytes(), arb_end(), any::<u32>(), ack()).prop_map(|(key, end, count, ack)| {
+            Request::PopScores {
+                key,
+                end,
+                count,
+                ack,
+            }
+        }),
+        (arb_bytes(), any::<i64>(), any::<i64>(), arb_end()).prop_map(|(key, start, stop, end)| {
+            Request::ScoreRange {
+                key,
+                start,
+                stop,
+                end,
+            }
+        }),
+    ]
+}
+
+/// Any `f64`, NaN included: messages compare scores by their bits.
+fn arb_score() -> impl Strategy<Value = Score> {
+    any::<u64>().prop_map(|bits| Score(f64::from_bits(bits)))
+}
+
+fn arb_update() -> impl Strategy<Value = ScoreUpdate> {
+    prop_oneof![
+        Just(ScoreUpdate::Any),
+        Just(ScoreUpdate::Greater),
+        Just(ScoreUpdate::Less),
     ]
 }
 
@@ -231,6 +297,7 @@ fn arb_kind() -> impl Strategy<Value = ValueKind> {
         Just(ValueKind::List),
         Just(ValueKind::Set),
         Just(ValueKind::Hash),
+        Just(ValueKind::SortedSet),
     ]
 }
 
@@ -414,5 +481,16 @@ pub(crate) fn arb_response() -> impl Strategy<Value = Response> {
             .prop_map(|(count, durability)| Response::Counted { count, durability }),
         vec(option::of(arb_bytes()), 0..4).prop_map(Response::MemberValues),
         vec((arb_bytes(), arb_bytes()), 0..4).prop_map(Response::Members),
+        (option::of(arb_score()), option::of(arb_durability()))
+            .prop_map(|(score, durability)| Response::Score { score, durability }),
+        vec(option::of(arb_score()), 0..4).prop_map(Response::Scores),
+        (
+            vec((arb_bytes(), arb_score()), 0..4),
+            option::of(arb_durability())
+        )
+            .prop_map(|(members, durability)| Response::Scored {
+                members,
+                durability
+            }),
     ]
 }

@@ -9,9 +9,9 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 
 use super::members::Show;
-use super::reply::{Reply, WRONG_TYPE};
+use super::reply::Reply;
 use super::session::Session;
-use super::{keys, lists, members, server, strings};
+use super::{keys, lists, members, server, sorted, strings};
 use crate::types::{End, ValueKind};
 
 /// Which handler runs a command.
@@ -22,8 +22,7 @@ pub(crate) enum Run {
     Server(server::Cmd),
     Lists(lists::Cmd),
     Members(members::Cmd),
-    /// A sorted-set command: strata stores strings, lists, sets and hashes.
-    WrongType,
+    Sorted(sorted::Cmd),
 }
 
 /// One command as `COMMAND INFO` describes it.
@@ -74,6 +73,7 @@ use keys::Cmd as K;
 use lists::Cmd as L;
 use members::Cmd as M;
 use server::Cmd as S;
+use sorted::Cmd as Z;
 use strings::Cmd as T;
 
 /// Every command, in `COMMAND`'s order: one line each.
@@ -170,11 +170,17 @@ pub(crate) static TABLE: &[Spec] = &[
     spec!("hexists", 3, RF, ONE, "hash", "Whether a field is in a hash.", Run::Members(M::Has(ValueKind::Hash))),
     spec!("hincrby", 4, WF, ONE, "hash", "Adds to the integer in a field of a hash.", Run::Members(M::IncrBy)),
     spec!("hstrlen", 3, RF, ONE, "hash", "Returns the length of a field's value.", Run::Members(M::StrLen)),
-    // Types strata does not store: WRONGTYPE on an existing key.
-    spec!("zadd", -4, WF, ONE, "sorted-set", "Not supported: strata does not store sorted sets.", Run::WrongType),
-    spec!("zrange", -4, R, ONE, "sorted-set", "Not supported: strata does not store sorted sets.", Run::WrongType),
-    spec!("zscore", 3, RF, ONE, "sorted-set", "Not supported: strata does not store sorted sets.", Run::WrongType),
-    spec!("zcard", 2, RF, ONE, "sorted-set", "Not supported: strata does not store sorted sets.", Run::WrongType),
+    // Sorted sets.
+    spec!("zadd", -4, WF, ONE, "sorted-set", "Adds members to a sorted set, or updates their scores.", Run::Sorted(Z::Add)),
+    spec!("zincrby", 4, WF, ONE, "sorted-set", "Adds to the score of a member of a sorted set.", Run::Sorted(Z::IncrBy)),
+    spec!("zscore", 3, RF, ONE, "sorted-set", "Returns the score of a member of a sorted set.", Run::Sorted(Z::Score)),
+    spec!("zmscore", -3, RF, ONE, "sorted-set", "Returns the scores of members of a sorted set.", Run::Sorted(Z::MScore)),
+    spec!("zcard", 2, RF, ONE, "sorted-set", "Returns the number of members of a sorted set.", Run::Sorted(Z::Card)),
+    spec!("zrem", -3, WF, ONE, "sorted-set", "Removes members from a sorted set.", Run::Sorted(Z::Rem)),
+    spec!("zpopmin", -2, WF, ONE, "sorted-set", "Takes the members with the lowest scores.", Run::Sorted(Z::Pop(End::Left))),
+    spec!("zpopmax", -2, WF, ONE, "sorted-set", "Takes the members with the highest scores.", Run::Sorted(Z::Pop(End::Right))),
+    spec!("zrange", -4, R, ONE, "sorted-set", "Returns members of a sorted set by rank.", Run::Sorted(Z::Range)),
+    spec!("zrevrange", -4, R, ONE, "sorted-set", "Returns members of a sorted set by rank, highest first.", Run::Sorted(Z::RevRange)),
 ];
 
 static BY_NAME: LazyLock<HashMap<&'static str, &'static Spec>> =
@@ -212,20 +218,7 @@ pub(crate) async fn execute(s: &mut Session, args: &[Bytes]) -> Reply {
         Run::Server(cmd) => server::run(cmd, s, args).await,
         Run::Lists(cmd) => lists::run(cmd, s, args).await,
         Run::Members(cmd) => members::run(cmd, s, args).await,
-        Run::WrongType => wrong_type(s, spec, args).await,
-    }
-}
-
-/// A command of a type strata does not store: on an existing key
-/// (of another kind) Redis's `WRONGTYPE`; otherwise a plain refusal.
-async fn wrong_type(s: &Session, spec: &Spec, args: &[Bytes]) -> Reply {
-    match s.exists(&args[1..2]).await {
-        Ok(n) if n > 0 => Reply::err(WRONG_TYPE),
-        Ok(_) => Reply::err(format!(
-            "ERR '{}' is not supported: strata stores strings, lists, sets and hashes only",
-            spec.name
-        )),
-        Err(e) => e,
+        Run::Sorted(cmd) => sorted::run(cmd, s, args).await,
     }
 }
 

@@ -91,55 +91,100 @@ where
     let count = parse_i64(count)
         .and_then(|n| u64::try_from(n).ok())
         .ok_or_else(|| Reply::err("ERR value is out of range, must be positive"))?;
+    let taken = take_chunks(s, count, take, Bytes::len).await?;
+    Ok(taken.map(|values| Reply::Array(values.into_iter().map(Reply::Bulk).collect())))
+}
+
+/// Takes up to `count` items by `take` (which takes up to `n`, `None` when
+/// there is nothing to take from), in requests of at most a request's
+/// worth, until the items hold a frame's worth of bytes (by `bytes_of`);
+/// `None` when the first found nothing to take from. Items taken are never
+/// dropped: a failing later request ends the list there.
+pub(crate) async fn take_chunks<T, F, Fut>(
+    s: &Session,
+    count: u64,
+    mut take: F,
+    bytes_of: fn(&T) -> usize,
+) -> Result<Option<Vec<T>>, Reply>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Vec<T>>, Reply>>,
+{
     let chunk = s.chunk() as u64;
     let budget = s.gw.node.limits.max_frame_bytes as usize;
     let (mut taken, mut bytes) = (Vec::new(), 0);
+    // Once even for a count of 0, which tells no collection from an empty take.
     loop {
         let want = (count - taken.len() as u64).min(chunk) as u32;
-        let values = match take(want).await {
-            Ok(Some(values)) => values,
-            // Nothing to pop from, unless an earlier request emptied it.
+        let items = match take(want).await {
+            Ok(Some(items)) => items,
+            // Nothing to take from, unless an earlier request emptied it.
             Ok(None) if taken.is_empty() => return Ok(None),
             Err(e) if taken.is_empty() => return Err(e),
             Ok(None) | Err(_) => break,
         };
-        bytes += values.iter().map(Bytes::len).sum::<usize>();
-        let got = values.len();
-        taken.extend(values);
+        bytes += items.iter().map(bytes_of).sum::<usize>();
+        let got = items.len();
+        taken.extend(items);
         if got == 0 || taken.len() as u64 >= count || bytes >= budget {
             break;
         }
     }
-    Ok(Some(Reply::Array(
-        taken.into_iter().map(Reply::Bulk).collect(),
-    )))
+    Ok(Some(taken))
 }
 
 async fn range(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
-    let (mut start, stop) = (int_arg(&a[2])?, int_arg(&a[3])?);
+    let (start, stop) = (int_arg(&a[2])?, int_arg(&a[3])?);
     let key = &a[1];
-    // The reply is bounded like any other (as KEYS is).
+    let values = read_range(
+        s,
+        start,
+        |start| s.list_range(key.clone(), start, stop),
+        || s.list_len(key.clone()),
+        Bytes::len,
+    )
+    .await?;
+    Ok(Reply::Array(values.into_iter().map(Reply::Bulk).collect()))
+}
+
+/// The positions from `start` of a sequence (a list, a sorted set by
+/// rank) up to the stop `read` knows, with Redis's index rules: read by
+/// `read(start)`, of which a store request returns at most a request's
+/// worth, until it returns less, continuing from absolute positions (`len`
+/// resolves a negative start).
+/// The reply is bounded like any other (as `KEYS` is), by `bytes_of`.
+pub(crate) async fn read_range<T, R, RFut, L, LFut>(
+    s: &Session,
+    mut start: i64,
+    mut read: R,
+    mut len: L,
+    bytes_of: fn(&T) -> usize,
+) -> Result<Vec<T>, Reply>
+where
+    R: FnMut(i64) -> RFut,
+    RFut: std::future::Future<Output = Result<Vec<T>, Reply>>,
+    L: FnMut() -> LFut,
+    LFut: std::future::Future<Output = Result<u64, Reply>>,
+{
     let budget = s.gw.node.limits.max_frame_bytes as usize;
     let chunk = s.chunk();
     let (mut out, mut bytes) = (Vec::new(), 0);
     loop {
-        let values = s.list_range(key.clone(), start, stop).await?;
-        let got = values.len();
-        for value in values {
-            bytes += value.len() + 16;
-            if bytes > budget {
-                return Err(Reply::err(format!(
-                    "ERR LRANGE would return more than {budget} bytes; ask for a smaller range"
-                )));
-            }
-            out.push(Reply::Bulk(value));
+        let items = read(start).await?;
+        let got = items.len();
+        bytes += items.iter().map(|item| bytes_of(item) + 16).sum::<usize>();
+        if bytes > budget {
+            return Err(Reply::err(format!(
+                "ERR the reply would hold more than {budget} bytes; ask for a smaller range"
+            )));
         }
+        out.extend(items);
         if got < chunk {
-            return Ok(Reply::Array(out));
+            return Ok(out);
         }
         // More may follow: continue from an absolute position.
         if start < 0 {
-            let len = i64::try_from(s.list_len(key.clone()).await?).unwrap_or(i64::MAX);
+            let len = i64::try_from(len().await?).unwrap_or(i64::MAX);
             start = (len + start).max(0);
         }
         start += got as i64;

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod reply;
 mod server;
 mod session;
+mod sorted;
 mod strings;
 
 use std::net::SocketAddr;

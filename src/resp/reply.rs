@@ -38,6 +38,8 @@ pub enum Reply {
     /// Text for people (`INFO`, `CLIENT INFO`): a verbatim string in
     /// RESP3, a bulk string in RESP2.
     Text(String),
+    /// A score: a double in RESP3, its text as a bulk string in RESP2.
+    Double(f64),
 }
 
 /// `+OK`.
@@ -92,6 +94,7 @@ impl Reply {
                     .collect(),
             ),
             Reply::Text(t) => Frame2::BulkString(Bytes::from(t.clone())),
+            Reply::Double(d) => Frame2::BulkString(Bytes::from(format_double(*d))),
         }
     }
 
@@ -133,8 +136,30 @@ impl Reply {
                 format: VerbatimStringFormat::Text,
                 attributes: None,
             },
+            Reply::Double(d) => Frame3::Double {
+                data: *d,
+                attributes: None,
+            },
         }
     }
+}
+
+/// A score as Redis writes it: the shortest text that reads back as the
+/// same double, `inf` and `-inf` for the infinities, an exponent (`1e+20`)
+/// only for very large or small magnitudes.
+pub fn format_double(d: f64) -> String {
+    if d.is_infinite() {
+        return if d > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    let magnitude = d.abs();
+    if magnitude != 0.0 && !(1e-5..1e17).contains(&magnitude) {
+        let text = format!("{d:e}");
+        return match text.split_once('e') {
+            Some((mantissa, exp)) if !exp.starts_with('-') => format!("{mantissa}e+{exp}"),
+            _ => text,
+        };
+    }
+    format!("{d}")
 }
 
 /// An error line must stay one line on the wire (Redis maps CR and LF to
@@ -191,5 +216,25 @@ mod tests {
             encoded(&Reply::err("ERR a\r\nb"), Proto::Resp2),
             "-ERR a  b\r\n"
         );
+        assert_eq!(encoded(&Reply::Double(1.5), Proto::Resp2), "$3\r\n1.5\r\n");
+        assert_eq!(encoded(&Reply::Double(1.5), Proto::Resp3), ",1.5\r\n");
+    }
+
+    #[test]
+    fn doubles_read_back_as_themselves() {
+        for (d, text) in [
+            (3.0, "3"),
+            (-0.25, "-0.25"),
+            (0.1, "0.1"),
+            (1e20, "1e+20"),
+            (1.5e-7, "1.5e-7"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(format_double(d), text);
+            if d.is_finite() {
+                assert_eq!(text.parse::<f64>().unwrap(), d);
+            }
+        }
     }
 }

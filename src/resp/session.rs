@@ -643,6 +643,6 @@ pub(crate) enum Change {
 
 /// A response of a kind its request never gets: a bug, reported rather
 /// than panicked on.
-fn unexpected(_: &Response) -> Reply {
+pub(crate) fn unexpected(_: &Response) -> Reply {
     Reply::err("ERR internal error: a reply of the wrong kind for its request")
 }

@@ -56,7 +56,6 @@ pub use list::ListMeta;
 pub use lock::DirLock;
 use memory::{FillToken, Lookup, MemoryTier};
 pub use metrics::StoreMetrics;
-pub use sorted::ScoreRule;
 pub use upgrade::{Upgraded, upgrade_layout};
 
 use crate::clock::{Clock, SystemClock};

@@ -22,7 +22,7 @@ use super::error::{Result, StoreError};
 use super::list::index_range;
 use super::members::MemberMeta;
 use super::{Store, WriteAck};
-use crate::types::{End, ScoreUpdate, ValueKind};
+use crate::types::{End, ScoreRule, ValueKind};
 
 /// Internal keys a member takes (its score entry and its rank entry).
 pub const KEYS_PER_MEMBER: u64 = 2;
@@ -30,27 +30,6 @@ pub const KEYS_PER_MEMBER: u64 = 2;
 const SCORE_TAG: u8 = 0;
 const RANK_TAG: u8 = 1;
 const SCORE_BYTES: usize = 8;
-
-/// Which members a sorted-set write may score (Redis's `ZADD` flags).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScoreRule {
-    /// `Some(false)`: only members not there yet (`NX`); `Some(true)`:
-    /// only members already there (`XX`); `None`: either.
-    pub exists: Option<bool>,
-    /// Which changes of an existing member's score are allowed (`GT`, `LT`).
-    pub update: ScoreUpdate,
-}
-
-impl ScoreRule {
-    /// Whether a member scored `old` (`None`: not there) may be scored `new`.
-    pub fn allows(&self, old: Option<f64>, new: f64) -> bool {
-        match (self.exists, old) {
-            (Some(true), None) | (Some(false), Some(_)) => false,
-            (_, None) => true,
-            (_, Some(old)) => self.update.allows(old, new),
-        }
-    }
-}
 
 /// The name (under the collection's element prefix) of `member`'s score entry.
 pub fn score_name(member: &[u8]) -> Vec<u8> {
@@ -269,6 +248,7 @@ fn damaged(key: &[u8], reason: &'static str) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::ScoreUpdate;
 
     #[test]
     fn rank_entries_sort_as_their_scores_then_members() {

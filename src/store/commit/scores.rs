@@ -10,8 +10,8 @@ use super::collections::meta_write;
 use super::{Applied, BatchState};
 use crate::store::error::{Result, StoreError};
 use crate::store::members::MemberMeta;
-use crate::store::sorted::{self, ScoreRule};
-use crate::types::{End, Seq, ValueKind};
+use crate::store::sorted;
+use crate::types::{End, ScoreRule, Seq, ValueKind};
 use crate::wal::Mutation;
 
 /// One sorted-set op's view: the collection, and what the op wrote so far.
