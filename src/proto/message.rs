@@ -1702,7 +1702,10 @@ mod tests {
                 "add_members",
                 "remove_members",
                 "pop_members",
-                "incr_field"
+                "incr_field",
+                "add_scores",
+                "incr_score",
+                "pop_scores"
             ]
         );
         for req in one_of_each_request() {
@@ -1715,6 +1718,9 @@ mod tests {
                     | Request::RemoveMembers { .. }
                     | Request::PopMembers { .. }
                     | Request::IncrField { .. }
+                    | Request::AddScores { .. }
+                    | Request::IncrScore { .. }
+                    | Request::PopScores { .. }
                     | Request::ClusterPropose { .. }
                     | Request::ClusterInit
                     | Request::ClusterFailover { .. }
