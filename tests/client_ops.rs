@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::node::TestNode;
 use strata::cluster::key_slot;
 use strata::net::client::{
-    Client, ClientConfig, ClientError, DeleteOutcome, End, ErrorCode, Request, Response,
-    ServerTrust, SetEntry, SetOptions, SetOutcome, TtlState, ValueKind,
+    Client, ClientConfig, ClientError, DeleteOutcome, End, ErrorCode, Request, Response, Score,
+    ScoreRule, ScoreUpdate, ServerTrust, SetEntry, SetOptions, SetOutcome, TtlState, ValueKind,
 };
 use strata::net::tls::parse_fingerprint;
 use strata::proto::RequestError;
@@ -610,6 +610,101 @@ async fn sets_and_hashes_over_the_wire() {
     );
     let keys = client.scan_keys("", None, 0, None).await.unwrap();
     assert_eq!(keys.keys.len(), 2, "{keys:?}");
+}
+
+#[tokio::test]
+async fn sorted_sets_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+    let zset = ValueKind::SortedSet;
+    let m = |name: &str| Bytes::from(name.to_string());
+    let reply = client
+        .request(Request::AddScores {
+            key: m("z"),
+            members: vec![
+                (m("b"), Score(2.0)),
+                (m("a"), Score(1.0)),
+                (m("c"), Score(-3.5)),
+            ],
+            exists: None,
+            update: ScoreUpdate::Any,
+            count_changed: false,
+            ack: None,
+        })
+        .await
+        .unwrap();
+    let Response::Counted {
+        count: 3,
+        durability: Some(d),
+    } = reply
+    else {
+        panic!("{reply:?}")
+    };
+    assert!(d.local_synced);
+    assert_eq!(client.kind("z").await.unwrap(), Some(zset));
+    assert_eq!(client.count_members("z", zset).await.unwrap(), 3);
+    let all = client.score_range("z", 0, -1, End::Left).await.unwrap();
+    assert_eq!(all, [(m("c"), -3.5), (m("a"), 1.0), (m("b"), 2.0)]);
+    let top = client.score_range("z", 0, 0, End::Right).await.unwrap();
+    assert_eq!(top, [(m("b"), 2.0)]);
+    // GT refuses a lower score; the refused increment writes nothing.
+    let gt = ScoreRule {
+        exists: None,
+        update: ScoreUpdate::Greater,
+    };
+    assert_eq!(client.incr_score("z", "b", -1.0, gt).await.unwrap(), None);
+    let rule = ScoreRule::default();
+    assert_eq!(
+        client.incr_score("z", "a", 0.5, rule).await.unwrap(),
+        Some(1.5)
+    );
+    let changed = client
+        .add_scores("z", vec![(m("a"), 9.0), (m("d"), 0.0)], rule, true)
+        .await
+        .unwrap();
+    assert_eq!(changed, 2, "one changed, one new");
+    assert_eq!(
+        client.scores("z", vec![m("a"), m("x")]).await.unwrap(),
+        [Some(9.0), None]
+    );
+    let popped = client.pop_scores("z", End::Left, 2).await.unwrap();
+    assert_eq!(popped, [(m("c"), -3.5), (m("d"), 0.0)]);
+    let removed = client
+        .remove_members("z", zset, vec![m("a"), m("b")])
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert_eq!(client.kind("z").await.unwrap(), None, "emptied, so gone");
+    assert!(
+        client
+            .pop_scores("z", End::Right, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // NaN never reaches the server; set and hash requests refuse the kind.
+    let nan = client
+        .add_scores("z", vec![(m("a"), f64::NAN)], rule, false)
+        .await;
+    assert!(
+        matches!(
+            nan,
+            Err(ClientError::InvalidRequest(RequestError::NanScore { .. }))
+        ),
+        "{nan:?}"
+    );
+    let wrong_kind = client.member_values("z", zset, vec![m("a")]).await;
+    assert!(
+        matches!(
+            wrong_kind,
+            Err(ClientError::InvalidRequest(RequestError::NotMembers { .. }))
+        ),
+        "{wrong_kind:?}"
+    );
+    client.set("str", "v").await.unwrap();
+    let wrong_type = client.scores("str", vec![m("a")]).await;
+    assert_eq!(server_code(wrong_type), ErrorCode::WrongType);
 }
 
 /// A list deleted with more elements than its delete removes at once

@@ -609,6 +609,12 @@ async fn set_and_hash_commands() {
 
     // Kinds: TYPE, WRONGTYPE both ways, SCAN TYPE, DEL, EXPIRE.
     assert_eq!(c.cmd(&["SADD", "s", "m"]).await, int(1));
+    assert_eq!(c.cmd(&["ZADD", "z", "1", "m"]).await, int(1));
+    assert_eq!(c.cmd(&["TYPE", "z"]).await, Value::Simple("zset".into()));
+    assert_eq!(c.cmd(&["SADD", "z", "m"]).await, err(WRONG_TYPE));
+    assert_eq!(c.cmd(&["ZADD", "s", "1", "m"]).await, err(WRONG_TYPE));
+    assert_eq!(c.cmd(&["ZSCORE", "h", "m"]).await, err(WRONG_TYPE));
+    assert_eq!(c.cmd(&["DEL", "z"]).await, int(1));
     assert_eq!(c.cmd(&["TYPE", "s"]).await, Value::Simple("set".into()));
     assert_eq!(c.cmd(&["TYPE", "h"]).await, Value::Simple("hash".into()));
     assert_eq!(c.cmd(&["SET", "str", "v"]).await, Value::ok());
@@ -645,6 +651,133 @@ async fn set_and_hash_commands() {
 }
 
 /// Ranges and pops longer than one store request, in order.
+#[tokio::test]
+async fn sorted_set_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[]);
+    let mut c = connect(&node).await;
+    // Ordered by score, then by member bytes.
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "2", "b", "1", "a", "2", "aa"]).await,
+        int(3)
+    );
+    assert_eq!(
+        c.cmd(&["ZRANGE", "z", "0", "-1", "WITHSCORES"]).await,
+        Value::bulks(&["a", "1", "aa", "2", "b", "2"])
+    );
+    assert_eq!(
+        c.cmd(&["ZREVRANGE", "z", "0", "0"]).await,
+        Value::bulks(&["b"])
+    );
+    assert_eq!(
+        c.cmd(&["ZRANGE", "z", "0", "1", "REV"]).await,
+        Value::bulks(&["b", "aa"])
+    );
+    // ZADD's flags, and Redis's texts for their conflicts.
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "NX", "9", "a", "3", "c"]).await,
+        int(1)
+    );
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "XX", "CH", "5", "a", "7", "new"])
+            .await,
+        int(1)
+    );
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "GT", "CH", "4", "a", "6", "b"]).await,
+        int(1)
+    );
+    assert_eq!(c.cmd(&["ZADD", "z", "LT", "3", "a"]).await, int(0));
+    assert_eq!(c.cmd(&["ZSCORE", "z", "a"]).await, bulk("3"));
+    assert_eq!(c.cmd(&["ZSCORE", "z", "b"]).await, bulk("6"));
+    assert_eq!(c.cmd(&["ZSCORE", "z", "new"]).await, Value::Null);
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "NX", "XX", "1", "a"]).await,
+        err("ERR XX and NX options at the same time are not compatible")
+    );
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "NX", "GT", "1", "a"]).await,
+        err("ERR GT, LT, and/or NX options at the same time are not compatible")
+    );
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "INCR", "1", "a", "2", "b"]).await,
+        err("ERR INCR option supports a single increment-element pair")
+    );
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "1", "a", "2"]).await,
+        err("ERR syntax error")
+    );
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "x", "a"]).await,
+        err("ERR value is not a valid float")
+    );
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "nan", "a"]).await,
+        err("ERR value is not a valid float")
+    );
+    // Increments.
+    assert_eq!(c.cmd(&["ZADD", "z", "INCR", "1.5", "a"]).await, bulk("4.5"));
+    assert_eq!(
+        c.cmd(&["ZADD", "z", "XX", "INCR", "1", "nope"]).await,
+        Value::Null
+    );
+    assert_eq!(c.cmd(&["ZINCRBY", "z", "-0.25", "n"]).await, bulk("-0.25"));
+    assert_eq!(c.cmd(&["ZINCRBY", "z", "inf", "i"]).await, bulk("inf"));
+    assert_eq!(
+        c.cmd(&["ZINCRBY", "z", "-inf", "i"]).await,
+        err("ERR resulting score is not a number (NaN)")
+    );
+    assert_eq!(
+        c.cmd(&["ZMSCORE", "z", "a", "nope", "n"]).await,
+        Value::Array(vec![bulk("4.5"), Value::Null, bulk("-0.25")])
+    );
+    assert_eq!(c.cmd(&["ZCARD", "z"]).await, int(6));
+    assert_eq!(c.cmd(&["ZCARD", "nope"]).await, int(0));
+    // Removes and pops; an emptied sorted set is gone.
+    assert_eq!(c.cmd(&["ZREM", "z", "i", "i", "nope"]).await, int(1));
+    assert_eq!(
+        c.cmd(&["ZPOPMIN", "z"]).await,
+        Value::bulks(&["n", "-0.25"])
+    );
+    assert_eq!(
+        c.cmd(&["ZPOPMAX", "z", "2"]).await,
+        Value::bulks(&["b", "6", "a", "4.5"])
+    );
+    assert_eq!(
+        c.cmd(&["ZPOPMIN", "z", "9"]).await,
+        Value::bulks(&["aa", "2", "c", "3"])
+    );
+    assert_eq!(c.cmd(&["EXISTS", "z"]).await, int(0));
+    assert_eq!(c.cmd(&["ZPOPMIN", "z"]).await, Value::bulks(&[]));
+    assert_eq!(
+        c.cmd(&["ZPOPMIN", "z", "-1"]).await,
+        err("ERR value is out of range, must be positive")
+    );
+    assert!(matches!(
+        c.cmd(&["ZRANGE", "z", "0", "1", "BYSCORE"]).await,
+        Value::Error(e) if e.contains("by rank only")
+    ));
+    assert_eq!(
+        c.cmd(&["ZRANGE", "z", "0", "1", "FOO"]).await,
+        err("ERR syntax error")
+    );
+    // RESP3: scores are doubles, and counted pops and WITHSCORES nest pairs.
+    c.cmd(&["HELLO", "3"]).await;
+    c.cmd(&["ZADD", "z3", "1", "a", "2", "b"]).await;
+    assert_eq!(c.cmd(&["ZSCORE", "z3", "b"]).await, Value::Double(2.0));
+    assert_eq!(
+        c.cmd(&["ZRANGE", "z3", "0", "-1", "WITHSCORES"]).await,
+        Value::Array(vec![
+            Value::Array(vec![bulk("a"), Value::Double(1.0)]),
+            Value::Array(vec![bulk("b"), Value::Double(2.0)]),
+        ])
+    );
+    assert_eq!(
+        c.cmd(&["ZPOPMIN", "z3"]).await,
+        Value::Array(vec![bulk("a"), Value::Double(1.0)])
+    );
+}
+
 #[tokio::test]
 async fn long_lists_span_several_requests() {
     let dir = tempfile::tempdir().unwrap();
@@ -684,6 +817,40 @@ async fn long_lists_span_several_requests() {
         Value::bulks(&rest)
     });
     assert_eq!(c.cmd(&["EXISTS", "l"]).await, int(0));
+
+    // Sorted sets span requests the same way.
+    for chunk in values.chunks(50) {
+        let mut args = vec!["ZADD", "z"];
+        for v in chunk {
+            args.extend([v.as_str(), v.as_str()]);
+        }
+        c.cmd(&args).await;
+    }
+    assert_eq!(c.cmd(&["ZCARD", "z"]).await, int(250));
+    assert_eq!(c.cmd(&["ZRANGE", "z", "0", "-1"]).await, Value::bulks(&all));
+    assert_eq!(
+        c.cmd(&["ZRANGE", "z", "-230", "-11"]).await,
+        Value::bulks(&all[20..240])
+    );
+    let mut reversed = all.clone();
+    reversed.reverse();
+    assert_eq!(
+        c.cmd(&["ZREVRANGE", "z", "10", "200"]).await,
+        Value::bulks(&reversed[10..=200])
+    );
+    let mut mscore = vec!["ZMSCORE", "z"];
+    mscore.extend(&all[..150]);
+    let Value::Array(scores) = c.cmd(&mscore).await else {
+        panic!("an array")
+    };
+    assert_eq!(scores.len(), 150);
+    assert_eq!(scores[149], bulk("149"));
+    let Value::Array(popped) = c.cmd(&["ZPOPMIN", "z", "240"]).await else {
+        panic!("an array")
+    };
+    assert_eq!(popped.len(), 480, "member and score, flat in RESP2");
+    assert_eq!((&popped[0], &popped[479]), (&bulk("0"), &bulk("239")));
+    assert_eq!(c.cmd(&["ZCARD", "z"]).await, int(10));
 }
 
 #[tokio::test]
@@ -812,7 +979,7 @@ async fn connection_and_server_commands() {
     assert_eq!(c.cmd(&["LPUSH", "k", "x"]).await, err(WRONG_TYPE));
     assert_eq!(c.cmd(&["HGET", "k", "f"]).await, err(WRONG_TYPE));
     assert!(
-        matches!(c.cmd(&["ZADD", "nokey", "1", "m"]).await, Value::Error(e) if e.starts_with("ERR "))
+        matches!(c.cmd(&["XADD", "nokey", "*", "f", "v"]).await, Value::Error(e) if e.starts_with("ERR unknown command 'XADD'"))
     );
     // RESET, then QUIT closes after its reply.
     assert_eq!(c.cmd(&["RESET"]).await, Value::Simple("RESET".into()));
