@@ -923,10 +923,11 @@ async fn checked_in_v3_fixture_restores_its_list() {
     store.close().await.unwrap();
 }
 
-/// Lists go through a dump, online and offline, and come back whole: the
-/// same elements in order, the same TTL, and the same digest as the source.
+/// Lists and sorted sets go through a dump, online and offline, and come
+/// back whole: the same elements in order, the same TTL, and the same
+/// digest as the source.
 #[tokio::test]
-async fn lists_survive_dump_and_restore_online_and_offline() {
+async fn collections_survive_dump_and_restore_online_and_offline() {
     let root = tempfile::tempdir().unwrap();
     let src = root.path().join("src");
     let mut node = TestNode::start(&src, &[]);
@@ -942,6 +943,16 @@ async fn lists_survive_dump_and_restore_online_and_offline() {
         .unwrap();
     client
         .push("{t}stack", End::Left, ["x", "y"], false)
+        .await
+        .unwrap();
+    let board = vec![
+        (Bytes::from("ann"), 7.5),
+        (Bytes::from("bo"), -1.0),
+        (Bytes::from("cy"), 7.5),
+    ];
+    let rule = strata::types::ScoreRule::default();
+    client
+        .add_scores("{t}board", board, rule, false)
         .await
         .unwrap();
     client.set("plain", "v").await.unwrap();
@@ -978,6 +989,10 @@ async fn lists_survive_dump_and_restore_online_and_offline() {
             ));
             let stack = c.list_range("{t}stack", 0, -1).await.unwrap();
             assert_eq!(stack, [Bytes::from("y"), Bytes::from("x")]);
+            let board = c.score_range("{t}board", 0, -1, End::Right).await.unwrap();
+            let ranked =
+                [("cy", 7.5), ("ann", 7.5), ("bo", -1.0)].map(|(m, s)| (Bytes::from(m), s));
+            assert_eq!(board, ranked);
             assert_eq!(digest(c.digest(1).await.unwrap()), before, "{name}");
             c.close().await;
         }
@@ -1003,8 +1018,9 @@ async fn lists_survive_dump_and_restore_online_and_offline() {
         &admin(&["dump", "--data-dir", p(&src), "--out", p(&offline)]),
         0,
     );
-    // 3 keys, plus one entry per element: 3 + 50 + 2.
-    assert!(out.contains("dumped 55 entries"), "{out}");
+    // 4 keys, plus one entry per list element and two per sorted-set
+    // member: 4 + 50 + 2 + 6.
+    assert!(out.contains("dumped 62 entries"), "{out}");
     assert!(!src.join("dump-checkpoint").exists(), "checkpoint removed");
     check(offline, "from-offline").await;
 }
