@@ -821,7 +821,7 @@ impl Node {
         {
             return Response::error(
                 ErrorCode::BadRequest,
-                "the snapshot holds lists, sets or hashes, which a Snapshot page cannot \
+                "the snapshot holds collections (lists, sets, ...), which a Snapshot page cannot \
                  carry; ask with RawSnapshot (strata-admin dump does)",
             );
         }

@@ -321,13 +321,13 @@ pub enum Request {
         /// Overrides the server's default acknowledgement policy.
         ack: Option<AckPolicy>,
     },
-    /// Removes `members` from the set or hash of `kind` at `key`; answered
-    /// with [`Response::Counted`] (how many were there).
+    /// Removes `members` from the set, hash or sorted set of `kind` at
+    /// `key`; answered with [`Response::Counted`] (how many were there).
     // wire index 33
     RemoveMembers {
         /// The key.
         key: Bytes,
-        /// `Set` or `Hash`.
+        /// `Set`, `Hash` or `SortedSet`.
         kind: ValueKind,
         /// The members' names.
         members: Vec<Bytes>,
@@ -383,7 +383,8 @@ pub enum Request {
         /// at its `max_keys_per_request`.
         limit: u32,
     },
-    /// How many members the set or hash of `kind` at `key` holds; answered
+    /// How many members the set, hash or sorted set of `kind` at `key`
+    /// holds; answered
     /// with [`Response::Count`].
     // wire index 38
     CountMembers {
@@ -998,7 +999,8 @@ pub enum Response {
     /// [`Request::AddScores`].
     // wire index 24
     Counted {
-        /// How many members were added (new ones only) or removed.
+        /// How many members were added (new ones only; for `AddScores` with
+        /// `count_changed`, also those whose score changed) or removed.
         count: u64,
         /// What the write reached; `None` when nothing was written.
         durability: Option<Durability>,

@@ -82,7 +82,7 @@ mod tests {
     use bytes::{Bytes, BytesMut};
 
     use super::*;
-    use crate::types::{AckPolicy, End, NodeId, OnTimeout, Seq, ValueKind};
+    use crate::types::{AckPolicy, End, NodeId, OnTimeout, Score, ScoreUpdate, Seq, ValueKind};
 
     const WIRE_DOC: &str = include_str!("../../proto-docs/wire-protocol.md");
 
@@ -557,6 +557,33 @@ mod tests {
             (
                 "members-reply",
                 Resp(Response::Members(vec![(b("name"), b("ada"))])),
+            ),
+            (
+                "add-scores-request",
+                Req(Request::AddScores {
+                    key: b("board"),
+                    members: vec![(b("ann"), Score(1.5))],
+                    exists: None,
+                    update: ScoreUpdate::Any,
+                    count_changed: false,
+                    ack: None,
+                }),
+            ),
+            (
+                "score-range-request",
+                Req(Request::ScoreRange {
+                    key: b("board"),
+                    start: 0,
+                    stop: -1,
+                    end: End::Right,
+                }),
+            ),
+            (
+                "scored-reply",
+                Resp(Response::Scored {
+                    members: vec![(b("ann"), Score(1.5))],
+                    durability: None,
+                }),
             ),
             (
                 "error-reply",

@@ -1,7 +1,7 @@
 //! Sets and hashes: a metadata value under the user's key, one internal
-//! key per member.
+//! key per member. Sorted sets share the metadata (`sorted.rs`).
 //!
-//! The metadata (`ValueKind::Set` or `ValueKind::Hash`, integers
+//! The metadata (`ValueKind::Set`, `Hash` or `SortedSet`, integers
 //! little-endian):
 //!
 //! ```text
@@ -50,7 +50,7 @@ impl MemberMeta {
         };
         let damaged = || StoreError::DamagedValue {
             key: String::from_utf8_lossy(key).into_owned(),
-            reason: "set or hash metadata of an unknown format",
+            reason: "set, hash or sorted-set metadata of an unknown format",
         };
         if raw.len() != META_BYTES || raw[0] != META_FORMAT {
             return Err(damaged());
