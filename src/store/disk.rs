@@ -165,19 +165,12 @@ pub(crate) fn holds_collection(
     })
 }
 
-/// Puts `iter` on the first key under `prefix` (`end` `Left`) or the
-/// last (`Right`), or past them when there is none.
-fn seek_edge(iter: &mut rocksdb::DBRawIterator<'_>, prefix: &[u8], end: End) {
+/// Puts an iterator from `prefix_iter` on its first key (`end` `Left`) or
+/// its last (`Right`).
+fn seek_edge(iter: &mut rocksdb::DBRawIterator<'_>, end: End) {
     match end {
-        End::Left => iter.seek(prefix),
-        End::Right => match keys::prefix_end(prefix) {
-            // The last key before the first one the prefix does not start.
-            Some(past) => iter.seek_for_prev(&past),
-            None => iter.seek_to_last(),
-        },
-    }
-    if end == End::Right && iter.key().is_some_and(|k| !k.starts_with(prefix)) {
-        iter.prev();
+        End::Left => iter.seek_to_first(),
+        End::Right => iter.seek_to_last(),
     }
 }
 
@@ -622,9 +615,7 @@ impl DiskTier {
             return Ok(None);
         };
         let prefix = keys::disk_key(&meta.prefix(key));
-        let mut opts = ReadOptions::default();
-        opts.set_snapshot(&snapshot);
-        let mut iter = self.db.raw_iterator_cf_opt(self.data(), opts);
+        let mut iter = self.prefix_iter(&prefix, Some(&snapshot));
         match after {
             Some(after) => {
                 let mut from = keys::disk_key(&meta.member(key, after));
@@ -671,10 +662,8 @@ impl DiskTier {
             return Ok(Some(vec![]));
         };
         let prefix = keys::disk_key(&sorted::rank_prefix(&meta, key));
-        let mut opts = ReadOptions::default();
-        opts.set_snapshot(&snapshot);
-        let mut iter = self.db.raw_iterator_cf_opt(self.data(), opts);
-        seek_edge(&mut iter, &prefix, end);
+        let mut iter = self.prefix_iter(&prefix, Some(&snapshot));
+        seek_edge(&mut iter, end);
         let mut out = Vec::new();
         for rank in 0..=last {
             let Some(k) = iter.key() else {
@@ -702,8 +691,8 @@ impl DiskTier {
         end: End,
     ) -> Result<Vec<Bytes>> {
         let disk_prefix = keys::disk_key(prefix);
-        let mut iter = self.db.raw_iterator_cf(self.data());
-        seek_edge(&mut iter, &disk_prefix, end);
+        let mut iter = self.prefix_iter(&disk_prefix, None);
+        seek_edge(&mut iter, end);
         let mut out = Vec::new();
         while out.len() < limit {
             let Some(k) = iter.key() else {
@@ -717,6 +706,27 @@ impl DiskTier {
             step(&mut iter, end);
         }
         Ok(out)
+    }
+
+    /// An iterator over the keys under the disk-key prefix `prefix` only
+    /// (as of `snapshot`, when given): bounded both ways, so that a seek
+    /// never walks the deletes of the keys around the prefix, which after
+    /// many pops (each deleting elements) would cost a walk over all of
+    /// them.
+    fn prefix_iter<'a>(
+        &'a self,
+        prefix: &[u8],
+        snapshot: Option<&rocksdb::Snapshot<'a>>,
+    ) -> rocksdb::DBRawIterator<'a> {
+        let mut opts = ReadOptions::default();
+        if let Some(snapshot) = snapshot {
+            opts.set_snapshot(snapshot);
+        }
+        opts.set_iterate_lower_bound(prefix.to_vec());
+        if let Some(past) = keys::prefix_end(prefix) {
+            opts.set_iterate_upper_bound(past);
+        }
+        self.db.raw_iterator_cf_opt(self.data(), opts)
     }
 
     /// Applies records, in order, as one atomic RocksDB batch that also
