@@ -222,6 +222,14 @@ impl ValueKind {
         ValueKind::SortedSet,
     ];
 
+    /// The collections whose members the set and hash operations name
+    /// (`AddMembers`, `MemberValues`, `ScanMembers`).
+    pub const SETS_AND_HASHES: &'static [ValueKind] = &[ValueKind::Set, ValueKind::Hash];
+
+    /// The collections whose members can be removed and counted by name.
+    pub const MEMBER_KINDS: &'static [ValueKind] =
+        &[ValueKind::Set, ValueKind::Hash, ValueKind::SortedSet];
+
     /// The byte that stands for it in the disk tier's value header.
     pub fn to_byte(self) -> u8 {
         match self {

@@ -164,13 +164,6 @@ fn check_count(count: usize, limits: &Limits) -> Result<(), RequestError> {
     check_key_count(count, limits.max_keys_per_request)
 }
 
-/// The collections whose members `AddMembers`, `MemberValues` and
-/// `ScanMembers` name.
-const SETS_AND_HASHES: &[ValueKind] = &[ValueKind::Set, ValueKind::Hash];
-
-/// The collections whose members `RemoveMembers` and `CountMembers` name.
-const MEMBER_KINDS: &[ValueKind] = &[ValueKind::Set, ValueKind::Hash, ValueKind::SortedSet];
-
 /// A member request's key, kind (one of `kinds`), and member names
 /// (bounded like keys) and their number.
 fn check_members<'a>(
@@ -307,7 +300,13 @@ impl Request {
                 key, kind, members, ..
             } => {
                 let names = members.iter().map(|(m, _)| m);
-                check_members(self, key, (SETS_AND_HASHES, *kind), names, limits)?;
+                check_members(
+                    self,
+                    key,
+                    (ValueKind::SETS_AND_HASHES, *kind),
+                    names,
+                    limits,
+                )?;
                 if members.is_empty() {
                     return Err(RequestError::EmptyBatch { op: self.op_name() });
                 }
@@ -315,19 +314,35 @@ impl Request {
             }
             Request::RemoveMembers {
                 key, kind, members, ..
-            } => check_members(self, key, (MEMBER_KINDS, *kind), members.iter(), limits),
-            Request::MemberValues { key, kind, members } => {
-                check_members(self, key, (SETS_AND_HASHES, *kind), members.iter(), limits)
-            }
+            } => check_members(
+                self,
+                key,
+                (ValueKind::MEMBER_KINDS, *kind),
+                members.iter(),
+                limits,
+            ),
+            Request::MemberValues { key, kind, members } => check_members(
+                self,
+                key,
+                (ValueKind::SETS_AND_HASHES, *kind),
+                members.iter(),
+                limits,
+            ),
             Request::ScanMembers {
                 key, kind, after, ..
-            } => check_members(self, key, (SETS_AND_HASHES, *kind), after.iter(), limits),
+            } => check_members(
+                self,
+                key,
+                (ValueKind::SETS_AND_HASHES, *kind),
+                after.iter(),
+                limits,
+            ),
             Request::CountMembers { key, kind } => {
                 let none = std::iter::empty();
-                check_members(self, key, (MEMBER_KINDS, *kind), none, limits)
+                check_members(self, key, (ValueKind::MEMBER_KINDS, *kind), none, limits)
             }
             Request::IncrField { key, field, .. } => {
-                let hash = (SETS_AND_HASHES, ValueKind::Hash);
+                let hash = (ValueKind::SETS_AND_HASHES, ValueKind::Hash);
                 check_members(self, key, hash, std::iter::once(field), limits)
             }
             Request::AddScores { key, members, .. } => {

@@ -99,7 +99,8 @@ async fn add(
     Ok(i64::try_from(added).unwrap_or(i64::MAX))
 }
 
-fn check_room(s: &Session, n: usize) -> Result<(), Reply> {
+/// A write naming `n` members fits one store request, or Redis-style refusal.
+pub(crate) fn check_room(s: &Session, n: usize) -> Result<(), Reply> {
     let max = s.chunk();
     if n > max {
         return Err(Reply::err(format!(

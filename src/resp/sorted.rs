@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::commands::{int_arg, parse_i64, syntax_error};
 use super::lists::{read_range, take_chunks};
+use super::members::check_room;
 use super::reply::{Proto, Reply};
 use super::session::{Session, unexpected};
 use crate::proto::{Request, Response};
@@ -130,16 +131,6 @@ async fn add(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
         Response::Counted { count, .. } => Ok(Reply::Int(i64::try_from(count).unwrap_or(i64::MAX))),
         other => Err(unexpected(&other)),
     }
-}
-
-fn check_room(s: &Session, n: usize) -> Result<(), Reply> {
-    let max = s.chunk();
-    if n > max {
-        return Err(Reply::err(format!(
-            "ERR a write takes at most {max} members at once on this node"
-        )));
-    }
-    Ok(())
 }
 
 /// `ZINCRBY`, `ZADD ... INCR`: the new score, or nil when the rule refused it.

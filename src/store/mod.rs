@@ -480,12 +480,6 @@ impl Drop for Shared {
     }
 }
 
-/// The collections whose members the set and hash operations name.
-const SETS_AND_HASHES: &[ValueKind] = &[ValueKind::Set, ValueKind::Hash];
-
-/// The collections whose members can be removed and counted by name.
-const MEMBER_KINDS: &[ValueKind] = &[ValueKind::Set, ValueKind::Hash, ValueKind::SortedSet];
-
 /// The tiered store. Cheap to clone; all methods take `&self`.
 #[derive(Clone)]
 pub struct Store {
@@ -1262,7 +1256,12 @@ impl Store {
         members: Vec<(Bytes, Bytes)>,
         only_new: bool,
     ) -> Result<(u64, Option<WriteAck>)> {
-        self.check_members(&key, SETS_AND_HASHES, kind, members.iter().map(|(m, _)| m))?;
+        self.check_members(
+            &key,
+            ValueKind::SETS_AND_HASHES,
+            kind,
+            members.iter().map(|(m, _)| m),
+        )?;
         if members.is_empty() {
             return Err(StoreError::InvalidArgument(
                 "an add needs at least one member",
@@ -1285,7 +1284,7 @@ impl Store {
         self.counted(op).await
     }
 
-    /// Removes `members` from the set or hash of `kind` at `key` (deleting
+    /// Removes `members` from the set, hash or sorted set of `kind` at `key` (deleting
     /// it when it empties): how many were there, with the write's ack when
     /// any was.
     pub async fn remove_members(
@@ -1294,7 +1293,7 @@ impl Store {
         kind: ValueKind,
         members: Vec<Bytes>,
     ) -> Result<(u64, Option<WriteAck>)> {
-        self.check_members(&key, MEMBER_KINDS, kind, members.iter())?;
+        self.check_members(&key, ValueKind::MEMBER_KINDS, kind, members.iter())?;
         self.counted(WriteOp::RemoveMembers { key, kind, members })
             .await
     }
@@ -1336,7 +1335,7 @@ impl Store {
     ) -> Result<(i64, WriteAck)> {
         self.check_members(
             &key,
-            SETS_AND_HASHES,
+            ValueKind::SETS_AND_HASHES,
             ValueKind::Hash,
             std::iter::once(&field),
         )?;
@@ -1358,7 +1357,7 @@ impl Store {
         kind: ValueKind,
         members: Vec<Bytes>,
     ) -> Result<Vec<Option<Bytes>>> {
-        self.check_members(&key, SETS_AND_HASHES, kind, members.iter())?;
+        self.check_members(&key, ValueKind::SETS_AND_HASHES, kind, members.iter())?;
         let inner = self.inner.clone();
         let n = members.len();
         let found = tokio::task::spawn_blocking(move || {
@@ -1380,7 +1379,7 @@ impl Store {
         after: Option<Bytes>,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>> {
-        self.check_members(&key, SETS_AND_HASHES, kind, after.iter())?;
+        self.check_members(&key, ValueKind::SETS_AND_HASHES, kind, after.iter())?;
         let limit = limit.clamp(1, self.inner.config.limits.max_batch_keys.max(1));
         let inner = self.inner.clone();
         let found = tokio::task::spawn_blocking(move || {
@@ -1394,9 +1393,9 @@ impl Store {
         Ok(found.unwrap_or_default())
     }
 
-    /// How many members the set or hash of `kind` at `key` holds (0 for none).
+    /// How many members the set, hash or sorted set of `kind` at `key` holds (0 for none).
     pub async fn member_count(&self, key: Bytes, kind: ValueKind) -> Result<u64> {
-        self.check_members(&key, MEMBER_KINDS, kind, std::iter::empty())?;
+        self.check_members(&key, ValueKind::MEMBER_KINDS, kind, std::iter::empty())?;
         let inner = self.inner.clone();
         let found = tokio::task::spawn_blocking(move || {
             let now = inner.clock.now_ms();
