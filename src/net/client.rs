@@ -1524,7 +1524,7 @@ impl Client {
         self.counted("add_members", request).await
     }
 
-    /// Removes `members` from the set or hash of `kind` at `key`; returns
+    /// Removes `members` from the set, hash or sorted set of `kind` at `key`; returns
     /// how many were there.
     pub async fn remove_members(
         &self,
@@ -1626,7 +1626,7 @@ impl Client {
         }
     }
 
-    /// How many members the set or hash of `kind` at `key` holds.
+    /// How many members the set, hash or sorted set of `kind` at `key` holds.
     pub async fn count_members(
         &self,
         key: impl Into<Bytes>,

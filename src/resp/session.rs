@@ -502,7 +502,7 @@ impl Session {
         }
     }
 
-    /// Removes `members` from the set or hash of `kind` at `key`: how many
+    /// Removes `members` from the set, hash or sorted set of `kind` at `key`: how many
     /// were there.
     pub async fn remove_members(
         &self,

@@ -1,4 +1,5 @@
-//! The commit thread's evaluation of list, set and hash writes: each
+//! The commit thread's evaluation of list, set and hash writes (and the
+//! shared pieces sorted sets use, in `scores.rs`): each
 //! reads the collection as of the ops ordered so far and returns the
 //! mutations that change it.
 
@@ -119,7 +120,7 @@ impl BatchState<'_> {
         Ok((Applied::Popped(values, Some(seq)), mutations))
     }
 
-    /// The set or hash of `kind` at `key` (see `collection_meta`).
+    /// The set, hash or sorted set of `kind` at `key` (see `collection_meta`).
     pub(super) fn collection(
         &self,
         key: &Bytes,

@@ -103,7 +103,7 @@ pub(crate) enum WriteOp {
         members: Vec<(Bytes, Bytes)>,
         only_new: bool,
     },
-    /// Removes `members` from the set or hash of `kind` at `key`.
+    /// Removes `members` from the set, hash or sorted set of `kind` at `key`.
     RemoveMembers {
         key: Bytes,
         kind: ValueKind,

@@ -145,7 +145,7 @@ fn rescore(s: &mut Scoring, key: &Bytes, member: &Bytes, old: Option<f64>, new: 
 }
 
 /// The op's outcome (`applied`, given its seq when it wrote anything) and
-/// its mutations, with the metadata write when the member count changed.
+/// its mutations, ending with the metadata write whenever it wrote any.
 fn finish(
     mut s: Scoring,
     key: &Bytes,
