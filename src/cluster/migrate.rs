@@ -110,6 +110,15 @@ pub enum MoveRequest {
     },
 }
 
+impl MoveRequest {
+    /// The migration asked about.
+    fn migration(&self) -> u64 {
+        match self {
+            Self::Begin { migration, .. } | Self::Resume { migration, .. } => *migration,
+        }
+    }
+}
+
 /// Owner to receiver, on the same stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MoveFrame {
@@ -616,6 +625,7 @@ async fn export(node: &Arc<ClusterNode>, link: &Link) -> Result<(), String> {
         .map_err(|_| "no request".to_string())?
         .map_err(|e| e.to_string())?
         .ok_or("the stream ended before the request")?;
+    catch_up_with(node, request.migration()).await;
     let result = match request {
         MoveRequest::Begin {
             protocol,
@@ -804,6 +814,15 @@ async fn stream(
         });
     }
     result.map_err(Broken)
+}
+
+/// Waits, for [`SILENCE`] at most, until this node's map is as new as
+/// the one that started `migration` (whose id is that map's version): the
+/// receiver can learn of a migration before its owners do, and a refusal
+/// would only make it ask again.
+async fn catch_up_with(node: &ClusterNode, migration: u64) {
+    let mut maps = node.group().map();
+    let _ = tokio::time::timeout(SILENCE, maps.wait_for(|m| m.version() >= migration)).await;
 }
 
 /// Why this node will not export `ranges` to `receiver`, if it will not;
