@@ -34,7 +34,9 @@ impl From<&StoreError> for ErrorCode {
     fn from(e: &StoreError) -> ErrorCode {
         match e {
             StoreError::Limit(e) => ErrorCode::from(e),
-            StoreError::InvalidArgument(_) | StoreError::ReservedKey => ErrorCode::BadRequest,
+            StoreError::InvalidArgument(_) | StoreError::ReservedKey | StoreError::NanScore => {
+                ErrorCode::BadRequest
+            }
             StoreError::WrongType => ErrorCode::WrongType,
             StoreError::NotAnInteger => ErrorCode::NotAnInteger,
             StoreError::Overflow => ErrorCode::Overflow,

@@ -650,7 +650,8 @@ async fn set_and_hash_commands() {
     assert_eq!(reply.pairs(), vec![("f".to_string(), bulk("v"))]);
 }
 
-/// Ranges and pops longer than one store request, in order.
+/// Sorted sets: order, ZADD's flags, increments, removes and pops, in
+/// RESP2 and RESP3.
 #[tokio::test]
 async fn sorted_set_commands() {
     let dir = tempfile::tempdir().unwrap();
@@ -776,6 +777,70 @@ async fn sorted_set_commands() {
         c.cmd(&["ZPOPMIN", "z3"]).await,
         Value::Array(vec![bulk("a"), Value::Double(1.0)])
     );
+}
+
+/// The corners where a gateway could part from Redis: a member named
+/// twice in one ZADD counts as Redis counts it, flags repeat, errors come
+/// in Redis's order, out-of-range floats are refused, scores print as
+/// Redis 7.2 prints them.
+#[tokio::test]
+async fn sorted_set_arguments_as_redis_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[]);
+    let mut c = connect(&node).await;
+    assert_eq!(c.cmd(&["ZADD", "d", "1", "a", "2", "a"]).await, int(1));
+    assert_eq!(c.cmd(&["ZSCORE", "d", "a"]).await, bulk("2"));
+    // Added, then rescored: both count with CH.
+    assert_eq!(
+        c.cmd(&["ZADD", "d", "CH", "1", "b", "2", "b"]).await,
+        int(2)
+    );
+    assert_eq!(
+        c.cmd(&["ZADD", "d", "CH", "3", "a", "3", "a"]).await,
+        int(1)
+    );
+    assert_eq!(
+        c.cmd(&["ZADD", "d", "GT", "CH", "5", "a", "4", "a"]).await,
+        int(1)
+    );
+    assert_eq!(c.cmd(&["ZSCORE", "d", "a"]).await, bulk("5"));
+    assert_eq!(c.cmd(&["ZADD", "d", "GT", "GT", "9", "a"]).await, int(0));
+    assert_eq!(c.cmd(&["ZSCORE", "d", "a"]).await, bulk("9"));
+    assert_eq!(
+        c.cmd(&["ZADD", "d", "GT", "LT", "1", "a"]).await,
+        err("ERR GT, LT, and/or NX options at the same time are not compatible")
+    );
+    assert_eq!(
+        c.cmd(&["ZADD", "d", "INCR", "x", "a", "2", "b"]).await,
+        err("ERR INCR option supports a single increment-element pair")
+    );
+    for out_of_range in ["1e400", "-1e400", "1e-400"] {
+        assert_eq!(
+            c.cmd(&["ZADD", "d", out_of_range, "a"]).await,
+            err("ERR value is not a valid float"),
+            "{out_of_range}"
+        );
+    }
+    assert_eq!(c.cmd(&["ZADD", "d", "+inf", "i", "0e9", "z"]).await, int(2));
+    assert_eq!(
+        c.cmd(&["ZPOPMIN", "d", "1", "extra"]).await,
+        err("ERR syntax error")
+    );
+    for args in [
+        &["ZRANGE", "d", "0", "-1", "REV", "REV"][..],
+        &["ZREVRANGE", "d", "0", "-1", "REV"],
+    ] {
+        assert_eq!(c.cmd(args).await, err("ERR syntax error"), "{args:?}");
+    }
+    for (score, text) in [
+        ("100000000", "100000000"),
+        ("1.5e19", "1.5e+19"),
+        ("0.00001234", "1.234e-5"),
+        ("-0.000123", "-0.000123"),
+    ] {
+        c.cmd(&["ZADD", "f", score, "m"]).await;
+        assert_eq!(c.cmd(&["ZSCORE", "f", "m"]).await, bulk(text), "{score}");
+    }
 }
 
 #[tokio::test]

@@ -143,7 +143,7 @@ async fn zadd_rules_and_increments() {
         .unwrap();
     assert!(matches!(
         incr("inf", f64::NEG_INFINITY, ScoreRule::default()).await,
-        Err(StoreError::InvalidArgument(_))
+        Err(StoreError::NanScore)
     ));
     assert!(matches!(
         store

@@ -123,7 +123,8 @@ async fn hash_set(s: &Session, a: &[Bytes], ok: bool, only_new: bool) -> Result<
     Ok(if ok { OK } else { Reply::Int(added) })
 }
 
-async fn remove(
+/// `SREM`, `HDEL`, `ZREM`: how many of `names` were there.
+pub(crate) async fn remove(
     s: &Session,
     key: &Bytes,
     kind: ValueKind,

@@ -144,22 +144,47 @@ impl Reply {
     }
 }
 
-/// A score as Redis writes it: the shortest text that reads back as the
-/// same double, `inf` and `-inf` for the infinities, an exponent (`1e+20`)
-/// only for very large or small magnitudes.
+/// A score as Redis 7.2 writes it: `inf`, `-inf`, `-0`; an integer within
+/// ±2^62 as its digits; else the shortest digits that read back as the
+/// same double, written out in full while that adds fewer than 7 zeros
+/// (`12300000`, `0.00012`), with an exponent otherwise (`1e+8`, `1.5e-7`).
 pub fn format_double(d: f64) -> String {
     if d.is_infinite() {
         return if d > 0.0 { "inf" } else { "-inf" }.to_string();
     }
-    let magnitude = d.abs();
-    if magnitude != 0.0 && !(1e-5..1e17).contains(&magnitude) {
-        let text = format!("{d:e}");
-        return match text.split_once('e') {
-            Some((mantissa, exp)) if !exp.starts_with('-') => format!("{mantissa}e+{exp}"),
-            _ => text,
+    if d == 0.0 && d.is_sign_negative() {
+        return "-0".to_string();
+    }
+    // Redis prints these with its integer formatter.
+    #[allow(clippy::cast_precision_loss)] // 2^62 exactly, as in Redis
+    const WHOLE: f64 = (i64::MAX / 2) as f64;
+    if d.fract() == 0.0 && (-WHOLE..=WHOLE).contains(&d) {
+        #[allow(clippy::cast_possible_truncation)] // whole and in range
+        return (d as i64).to_string();
+    }
+    // `{:e}` gives the shortest digits: "d.ddd" and the exponent of the first.
+    let shortest = format!("{:e}", d.abs());
+    let (mantissa, exp) = shortest.split_once('e').unwrap_or((&shortest, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits = mantissa.replace('.', "");
+    let n = i32::try_from(digits.len()).unwrap_or(i32::MAX);
+    // The value is digits × 10^shift.
+    let shift = exp - (n - 1);
+    let sign = if d < 0.0 { "-" } else { "" };
+    let zeros = |k: i32| "0".repeat(usize::try_from(k).unwrap_or(0));
+    if shift >= 0 && exp < n + 7 {
+        return format!("{sign}{digits}{}", zeros(shift));
+    }
+    if shift < 0 && (shift > -7 || exp.abs() < 4) {
+        return match usize::try_from(exp + 1) {
+            Ok(whole) if whole > 0 => {
+                format!("{sign}{}.{}", &digits[..whole], &digits[whole..])
+            }
+            _ => format!("{sign}0.{}{digits}", zeros(-exp - 1)),
         };
     }
-    format!("{d}")
+    let exp_sign = if exp < 0 { '-' } else { '+' };
+    format!("{sign}{mantissa}e{exp_sign}{}", exp.abs())
 }
 
 /// An error line must stay one line on the wire (Redis maps CR and LF to
@@ -228,6 +253,19 @@ mod tests {
             (0.1, "0.1"),
             (1e20, "1e+20"),
             (1.5e-7, "1.5e-7"),
+            (1e8, "100000000"),
+            (-0.0, "-0"),
+            (1e19, "1e+19"),
+            (1.5e19, "1.5e+19"),
+            (1.23e25, "1.23e+25"),
+            (123.456, "123.456"),
+            (0.000_123, "0.000123"),
+            (1.234e-5, "1.234e-5"),
+            (1e-7, "1e-7"),
+            (1.234_567_891_234e-3, "0.001234567891234"),
+            (1e-300, "1e-300"),
+            (1.5e300, "1.5e+300"),
+            (4_611_686_018_427_387_904.0, "4611686018427387904"),
             (f64::INFINITY, "inf"),
             (f64::NEG_INFINITY, "-inf"),
         ] {

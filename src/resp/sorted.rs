@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::commands::{int_arg, parse_i64, syntax_error};
 use super::lists::{read_range, take_chunks};
-use super::members::check_room;
+use super::members::{check_room, remove};
 use super::reply::{Proto, Reply};
 use super::session::{Session, unexpected};
 use crate::proto::{Request, Response};
@@ -44,13 +44,18 @@ pub(crate) async fn run(cmd: Cmd, s: &mut Session, a: &[Bytes]) -> Reply {
             Ok(delta) => incr(s, key, &a[3], delta, ScoreRule::default()).await,
             Err(e) => Err(e),
         },
-        Cmd::Score => scores(s, key, &a[2..3]).await.map(|mut v| v.swap_remove(0)),
+        Cmd::Score => scores(s, key, &a[2..3]).await.and_then(|v| {
+            v.into_iter()
+                .next()
+                .ok_or_else(|| Reply::err("ERR the node answered without a score"))
+        }),
         Cmd::MScore => scores(s, key, &a[2..]).await.map(Reply::Array),
         Cmd::Card => s
             .count_members(key.clone(), ValueKind::SortedSet)
             .await
             .map(|n| Reply::Int(i64::try_from(n).unwrap_or(i64::MAX))),
-        Cmd::Rem => remove(s, key, &a[2..]).await,
+        Cmd::Rem => remove(s, key, ValueKind::SortedSet, &a[2..]).await,
+        Cmd::Pop(_) if a.len() > 3 => Err(syntax_error()),
         Cmd::Pop(end) => pop(s, key, end, a.get(2)).await,
         Cmd::Range => range(s, a, false).await,
         Cmd::RevRange => range(s, a, true).await,
@@ -58,64 +63,77 @@ pub(crate) async fn run(cmd: Cmd, s: &mut Session, a: &[Bytes]) -> Reply {
     result.unwrap_or_else(|e| e)
 }
 
-/// A score argument as Redis reads one (`inf`, `-inf` and exponents
-/// included; never NaN).
+/// A score argument as Redis reads one: `inf`, `-inf` and exponents
+/// included; never NaN, nor a number too large or too small for a double
+/// (`1e400`, `1e-400`), which Rust would round to infinity or zero.
 fn score_arg(arg: &[u8]) -> Result<f64, Reply> {
+    let in_range = |text: &str, score: f64| {
+        let lower = text.to_ascii_lowercase();
+        let mantissa = lower.split('e').next().unwrap_or("");
+        if score.is_infinite() {
+            lower.contains("inf")
+        } else {
+            score != 0.0 || !mantissa.bytes().any(|b| matches!(b, b'1'..=b'9'))
+        }
+    };
     std::str::from_utf8(arg)
         .ok()
-        .and_then(|text| text.parse::<f64>().ok())
-        .filter(|score| !score.is_nan())
+        .and_then(|text| Some((text, text.parse::<f64>().ok()?)))
+        .filter(|&(text, score)| !score.is_nan() && in_range(text, score))
+        .map(|(_, score)| score)
         .ok_or_else(|| Reply::err("ERR value is not a valid float"))
 }
 
 /// `ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]`.
 async fn add(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
-    let mut rule = ScoreRule::default();
-    let (mut ch, mut incr_flag, mut nx) = (false, false, false);
+    let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr_flag) = Default::default();
     let mut at = 2;
     while let Some(flag) = a.get(at) {
-        match flag.to_ascii_uppercase().as_slice() {
-            b"NX" => nx = true,
-            b"XX" => rule.exists = Some(true),
-            b"GT" => rule.update = ScoreUpdate::Greater,
-            b"LT" => rule.update = ScoreUpdate::Less,
-            b"CH" => ch = true,
-            b"INCR" => incr_flag = true,
+        let set = match flag.to_ascii_uppercase().as_slice() {
+            b"NX" => &mut nx,
+            b"XX" => &mut xx,
+            b"GT" => &mut gt,
+            b"LT" => &mut lt,
+            b"CH" => &mut ch,
+            b"INCR" => &mut incr_flag,
             _ => break,
-        }
+        };
+        *set = true;
         at += 1;
     }
+    // Redis's checks, in Redis's order.
     let pairs = &a[at..];
     if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
         return Err(syntax_error());
     }
-    if nx && rule.exists.is_some() {
+    if nx && xx {
         return Err(Reply::err(
             "ERR XX and NX options at the same time are not compatible",
         ));
     }
-    let gt_lt = a[2..at].iter().filter(|f| {
-        let f = f.to_ascii_uppercase();
-        f == b"GT" || f == b"LT"
-    });
-    if gt_lt.count() > 1 || (nx && rule.update != ScoreUpdate::Any) {
+    if (gt && lt) || (nx && (gt || lt)) {
         return Err(Reply::err(
             "ERR GT, LT, and/or NX options at the same time are not compatible",
         ));
     }
-    if nx {
-        rule.exists = Some(false);
+    if incr_flag && pairs.len() > 2 {
+        return Err(Reply::err(
+            "ERR INCR option supports a single increment-element pair",
+        ));
     }
+    let rule = ScoreRule {
+        exists: (nx || xx).then_some(xx),
+        update: match (gt, lt) {
+            (true, _) => ScoreUpdate::Greater,
+            (_, true) => ScoreUpdate::Less,
+            _ => ScoreUpdate::Any,
+        },
+    };
     let members = pairs
         .chunks(2)
         .map(|p| Ok((p[1].clone(), score_arg(&p[0])?)))
         .collect::<Result<Vec<_>, Reply>>()?;
     if incr_flag {
-        if members.len() != 1 {
-            return Err(Reply::err(
-                "ERR INCR option supports a single increment-element pair",
-            ));
-        }
         return incr(s, &a[1], &members[0].0, members[0].1, rule).await;
     }
     check_room(s, members.len())?;
@@ -149,14 +167,9 @@ async fn incr(
         update: rule.update,
         ack: s.ack,
     };
-    match s.call(request).await {
-        Ok(Response::Score { score, .. }) => Ok(score.map_or(Reply::Null, |s| Reply::Double(s.0))),
-        Ok(other) => Err(unexpected(&other)),
-        // Redis's words for an increment that leaves NaN (inf + -inf).
-        Err(Reply::Error(line)) if line.contains("(NaN)") => {
-            Err(Reply::err("ERR resulting score is not a number (NaN)"))
-        }
-        Err(e) => Err(e),
+    match s.call(request).await? {
+        Response::Score { score, .. } => Ok(score.map_or(Reply::Null, |s| Reply::Double(s.0))),
+        other => Err(unexpected(&other)),
     }
 }
 
@@ -178,14 +191,6 @@ async fn scores(s: &Session, key: &Bytes, members: &[Bytes]) -> Result<Vec<Reply
         }
     }
     Ok(out)
-}
-
-async fn remove(s: &Session, key: &Bytes, members: &[Bytes]) -> Result<Reply, Reply> {
-    check_room(s, members.len())?;
-    let removed = s
-        .remove_members(key.clone(), ValueKind::SortedSet, members.to_vec())
-        .await?;
-    Ok(Reply::Int(i64::try_from(removed).unwrap_or(i64::MAX)))
 }
 
 /// `ZPOPMIN key [count]`: member and score pairs, lowest first (highest
@@ -226,7 +231,7 @@ async fn range(s: &Session, a: &[Bytes], rev_command: bool) -> Result<Reply, Rep
     for flag in &a[4..] {
         match flag.to_ascii_uppercase().as_slice() {
             b"WITHSCORES" => withscores = true,
-            b"REV" if !rev_command => rev = true,
+            b"REV" if !rev => rev = true,
             b"BYSCORE" | b"BYLEX" | b"LIMIT" if !rev_command => {
                 return Err(Reply::err(
                     "ERR strata ranges sorted sets by rank only: BYSCORE, BYLEX and LIMIT are \

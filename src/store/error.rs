@@ -121,6 +121,10 @@ pub enum StoreError {
     /// An argument that can never be valid (empty key, zero TTL, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// A score increment whose result is NaN (`inf` plus `-inf`); Redis's
+    /// words, which the gateway passes on.
+    #[error("resulting score is not a number (NaN)")]
+    NanScore,
     /// `incr` on a value that is not a decimal i64.
     #[error("value is not a decimal 64-bit integer")]
     NotAnInteger,

@@ -427,3 +427,73 @@ pub(super) fn list_elements(key: &Bytes, meta: &[u8]) -> Result<Vec<Mutation>> {
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::super::BatchState;
+    use crate::clock::SystemClock;
+    use crate::store::disk::{DiskConfig, DiskTier};
+    use crate::store::memory::MemoryTier;
+    use crate::types::{End, Seq};
+    use crate::wal::{Mutation, WalRecord};
+
+    fn put(key: &str) -> Mutation {
+        Mutation::Put {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from_static(b""),
+            expires_at_ms: 0,
+        }
+    }
+
+    fn delete(key: &str) -> Mutation {
+        Mutation::Delete {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+        }
+    }
+
+    /// A pop from either end sees its batch's earlier writes: pending
+    /// deletes hide the disk's entries at that end, pending puts join them.
+    #[test]
+    fn edge_elements_lay_the_batch_over_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SystemClock);
+        let disk = DiskTier::open(
+            &dir.path().join("db"),
+            &DiskConfig::default(),
+            clock.clone(),
+        )
+        .unwrap();
+        // One hash tag: a collection's elements share its slot.
+        let on_disk = ["{p}1", "{p}2", "{p}3", "{p}4", "{p}5", "{q}1"]
+            .map(put)
+            .to_vec();
+        disk.apply(&[WalRecord {
+            seq: Seq(1),
+            mutations: on_disk,
+        }])
+        .unwrap();
+        let memory = MemoryTier::new(1 << 20, clock);
+        let mut state = BatchState {
+            overlay: HashMap::new(),
+            disk: &disk,
+            memory: &memory,
+            now_ms: 0,
+        };
+        let batch = [
+            delete("{p}5"),
+            delete("{p}4"),
+            put("{p}6"),
+            delete("{p}1"),
+            put("{p}0"),
+        ];
+        state.record(Seq(2), &batch);
+        let edge = |end| state.edge_elements(b"{p}", 2, end).unwrap();
+        assert_eq!(edge(End::Right), [&b"{p}6"[..], b"{p}3"]);
+        assert_eq!(edge(End::Left), [&b"{p}0"[..], b"{p}2"]);
+    }
+}

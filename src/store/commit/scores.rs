@@ -84,9 +84,7 @@ impl BatchState<'_> {
         let old = self.score_of(&s, key, member)?;
         let new = old.unwrap_or(0.0) + delta;
         if new.is_nan() {
-            return Err(StoreError::InvalidArgument(
-                "the resulting score is not a number (NaN)",
-            ));
+            return Err(StoreError::NanScore);
         }
         if !rule.allows(old, new) {
             return Ok((Applied::Score(None, None), vec![]));
