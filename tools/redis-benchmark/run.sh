@@ -28,31 +28,17 @@ if ! command -v redis-benchmark >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq redis-tools >&2
 fi
 
+# shellcheck source=tools/resp-node.sh
+. tools/resp-node.sh
 work="$(mktemp -d -t strata-redis-benchmark.XXXXXX)"
-node_pid=""
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
-  if [ -n "$node_pid" ]; then
-    kill "$node_pid" 2>/dev/null || true
-    wait "$node_pid" 2>/dev/null || true
-  fi
+  stop_resp_node
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-"$server" --data-dir "$work/data" --listen 127.0.0.1:0 --metrics-listen off \
-  --fsync never --resp-listen 127.0.0.1:0 --ready-json \
-  >"$work/ready.json" 2>"$work/server.log" &
-node_pid=$!
-port=""
-for _ in $(seq 1 300); do # at most 60 s
-  kill -0 "$node_pid" 2>/dev/null || { cat "$work/server.log" >&2; die "strata-server exited"; }
-  if grep -q '"resp_listen"' "$work/ready.json" 2>/dev/null; then
-    port="$(sed -n -E 's/.*"resp_listen":"[^"]*:([0-9]+)".*/\1/p' "$work/ready.json")"
-    break
-  fi
-  sleep 0.2
-done
-[ -n "$port" ] || die "strata-server printed no ready line with resp_listen within 60 s"
+start_resp_node "$server" "$work"
 
 # One test set: its name, then redis-benchmark's arguments.
 check() {
@@ -62,10 +48,14 @@ check() {
   timeout -k 10 600 redis-benchmark -p "$port" -n "$requests" -c 10 --csv "$@" \
     >"$work/out.csv" 2>"$work/err.txt" </dev/null || rc=$?
   # The header, then one row per test.
-  local got=$(($(wc -l <"$work/out.csv") - 1))
+  local lines got=0
+  lines="$(wc -l <"$work/out.csv")"
+  if head -n 1 "$work/out.csv" | grep -q '^"test","rps"'; then
+    got=$((lines - 1))
+  fi
   if [ "$rc" -ne 0 ] || grep -q "Error" "$work/err.txt" || [ "$got" -lt 1 ]; then
-    cat "$work/err.txt" >&2
-    die "$name: redis-benchmark exit $rc after $got tests"
+    cat "$work/err.txt" "$work/out.csv" >&2
+    die "$name: redis-benchmark exited $rc with $got test rows after a CSV header"
   fi
   say "$name: $got tests, no error: $(cut -d, -f1 "$work/out.csv" | tail -n +2 | tr -d '"' | tr '\n' ' ')"
 }

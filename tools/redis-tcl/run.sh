@@ -75,8 +75,9 @@ if [ "${#need_packages[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need_packages[@]}" >&2
 fi
 
+# shellcheck source=tools/resp-node.sh
+. tools/resp-node.sh
 work="$(mktemp -d -t strata-redis-tcl.XXXXXX)"
-node_pid=""
 runtest_pid=""
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
@@ -86,16 +87,7 @@ cleanup() {
     kill -TERM "$runtest_pid" 2>/dev/null || true
     wait "$runtest_pid" 2>/dev/null || true
   fi
-  if [ -n "$node_pid" ] && kill -0 "$node_pid" 2>/dev/null; then
-    kill -TERM "$node_pid" 2>/dev/null || true
-    # A graceful stop checkpoints; give it at most 20 s, then kill.
-    for _ in $(seq 1 100); do
-      kill -0 "$node_pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    kill -KILL "$node_pid" 2>/dev/null || true
-    wait "$node_pid" 2>/dev/null || true
-  fi
+  stop_resp_node
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -197,27 +189,9 @@ say "suite: $(cat "$suite/.strata-source-package" 2>/dev/null || echo redis) in 
 
 # --- 2. The node ---------------------------------------------------------
 
-mkdir -p "$work/data"
 # Keys up to 64 KiB: one keyspace test sets a key of 50,000 bytes (Redis
 # allows 512 MB), beyond strata's default 16 KiB.
-"$server" --data-dir "$work/data" --listen 127.0.0.1:0 --metrics-listen off \
-  --fsync never --resp-listen 127.0.0.1:0 --max-key-bytes 65536 --ready-json \
-  >"$work/ready.json" 2>"$work/server.log" &
-node_pid=$!
-
-port=""
-for _ in $(seq 1 300); do # at most 60 s
-  if ! kill -0 "$node_pid" 2>/dev/null; then
-    cat "$work/server.log" >&2
-    die "strata-server exited before it was ready"
-  fi
-  if grep -q '"resp_listen"' "$work/ready.json" 2>/dev/null; then
-    port="$(sed -n -E 's/.*"resp_listen":"[^"]*:([0-9]+)".*/\1/p' "$work/ready.json")"
-    break
-  fi
-  sleep 0.2
-done
-[ -n "$port" ] || die "strata-server printed no ready line with resp_listen within 60 s"
+start_resp_node "$server" "$work" --max-key-bytes 65536
 say "strata-server pid $node_pid serving RESP on 127.0.0.1:$port"
 
 # --- 3. The run ----------------------------------------------------------
