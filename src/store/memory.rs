@@ -14,7 +14,7 @@
 //! unchanged, checked under the same lock ([`MemoryTier::fill`]). A fill that
 //! raced a write to any key of its stripe is simply skipped.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -180,10 +180,32 @@ impl TierCounters {
     }
 }
 
+/// The hasher of the cache's keys, which are hashes already: a u64 is
+/// its own hash.
+#[derive(Debug, Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; anything else still gets spread.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// The hot-key cache with its fill guard and counters.
 pub struct MemoryTier {
-    /// Keyed by the key's hash ([`Entry`]).
-    cache: Cache<u64, Entry>,
+    /// Keyed by the key's hash ([`Entry`]), which moka need not hash again.
+    cache: Cache<u64, Entry, BuildHasherDefault<KeyIsHash>>,
     stripes: Box<[Mutex<u64>]>,
     hasher: RandomState,
     clock: Arc<dyn Clock>,
@@ -210,7 +232,7 @@ impl MemoryTier {
         let cache = Cache::builder()
             .max_capacity(budget_bytes)
             .weigher(|_: &u64, entry: &Entry| entry.charge())
-            .build();
+            .build_with_hasher(BuildHasherDefault::default());
         MemoryTier {
             cache,
             stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
