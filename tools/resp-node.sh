@@ -27,7 +27,8 @@ start_resp_node() {
     fi
     if grep -q '"resp_listen"' "$work/ready.json" 2>/dev/null; then
       port="$(sed -n -E 's/.*"resp_listen":"[^"]*:([0-9]+)".*/\1/p' "$work/ready.json")"
-      return 0
+      # A line still being written gives no port yet: look again.
+      [ -n "$port" ] && return 0
     fi
     sleep 0.2
   done

@@ -62,6 +62,11 @@ const IDLE_EVERY: Duration = Duration::from_millis(250);
 /// A receiver that hears nothing this long gives the link up.
 const SILENCE: Duration = Duration::from_secs(15);
 
+/// How long an owner waits for the map that started a migration it is
+/// asked about: a third of the receiver's [`SILENCE`], which also covers
+/// this wait, so that the checkpoint and the first frame keep the rest.
+const CATCH_UP: Duration = Duration::from_secs(5);
+
 /// How long an owner keeps a broken-off copy resumable (and the WAL after
 /// it held): a link that breaks for less goes on where it stopped.
 const RESUME_WITHIN: Duration = Duration::from_secs(60);
@@ -816,13 +821,13 @@ async fn stream(
     result.map_err(Broken)
 }
 
-/// Waits, for [`SILENCE`] at most, until this node's map is as new as
+/// Waits, for [`CATCH_UP`] at most, until this node's map is as new as
 /// the one that started `migration` (whose id is that map's version): the
 /// receiver can learn of a migration before its owners do, and a refusal
 /// would only make it ask again.
 async fn catch_up_with(node: &ClusterNode, migration: u64) {
     let mut maps = node.group().map();
-    let _ = tokio::time::timeout(SILENCE, maps.wait_for(|m| m.version() >= migration)).await;
+    let _ = tokio::time::timeout(CATCH_UP, maps.wait_for(|m| m.version() >= migration)).await;
 }
 
 /// Why this node will not export `ranges` to `receiver`, if it will not;

@@ -144,11 +144,16 @@ impl Reply {
     }
 }
 
-/// A score as Redis 7.2 writes it: `inf`, `-inf`, `-0`; an integer within
-/// ±2^62 as its digits; else the shortest digits that read back as the
-/// same double, written out in full while that adds fewer than 7 zeros
-/// (`12300000`, `0.00012`), with an exponent otherwise (`1e+8`, `1.5e-7`).
+/// A score as Redis 7.2's `d2string` writes it: `nan`, `inf`, `-inf`,
+/// `-0`; an integer within ±2^62 as its digits; else the shortest digits
+/// that read back as the same double, written out in full when that adds
+/// at most 7 trailing zeros, has at most 6 decimal places, or lies within
+/// [0.001, 10000) (`100000000`, `0.000123`, `0.001234567`), with an
+/// exponent otherwise (`1.5e+19`, `1.234e-5`).
 pub fn format_double(d: f64) -> String {
+    if d.is_nan() {
+        return "nan".to_string();
+    }
     if d.is_infinite() {
         return if d > 0.0 { "inf" } else { "-inf" }.to_string();
     }
@@ -266,6 +271,8 @@ mod tests {
             (1e-300, "1e-300"),
             (1.5e300, "1.5e+300"),
             (4_611_686_018_427_387_904.0, "4611686018427387904"),
+            (f64::NAN, "nan"),
+            (1.5e10, "15000000000"),
             (f64::INFINITY, "inf"),
             (f64::NEG_INFINITY, "-inf"),
         ] {

@@ -68,13 +68,11 @@ pub(crate) async fn run(cmd: Cmd, s: &mut Session, a: &[Bytes]) -> Reply {
 /// (`1e400`, `1e-400`), which Rust would round to infinity or zero.
 fn score_arg(arg: &[u8]) -> Result<f64, Reply> {
     let in_range = |text: &str, score: f64| {
-        let lower = text.to_ascii_lowercase();
-        let mantissa = lower.split('e').next().unwrap_or("");
         if score.is_infinite() {
-            lower.contains("inf")
-        } else {
-            score != 0.0 || !mantissa.bytes().any(|b| matches!(b, b'1'..=b'9'))
+            return text.to_ascii_lowercase().contains("inf");
         }
+        let mantissa = text.split(['e', 'E']).next().unwrap_or("");
+        score != 0.0 || !mantissa.bytes().any(|b| matches!(b, b'1'..=b'9'))
     };
     std::str::from_utf8(arg)
         .ok()

@@ -55,7 +55,7 @@ check() {
   fi
   if [ "$rc" -ne 0 ] || grep -q "Error" "$work/err.txt" || [ "$got" -lt 1 ]; then
     cat "$work/err.txt" "$work/out.csv" >&2
-    die "$name: redis-benchmark exited $rc with $got test rows after a CSV header"
+    die "$name: redis-benchmark exited $rc with $got test rows (a CSV header, then one row per test, expected)"
   fi
   say "$name: $got tests, no error: $(cut -d, -f1 "$work/out.csv" | tail -n +2 | tr -d '"' | tr '\n' ' ')"
 }

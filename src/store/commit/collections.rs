@@ -468,8 +468,9 @@ mod tests {
             clock.clone(),
         )
         .unwrap();
-        // One hash tag: a collection's elements share its slot.
-        let on_disk = ["{p}1", "{p}2", "{p}3", "{p}4", "{p}5", "{q}1"]
+        // One hash tag, so one slot, as a collection's elements share
+        // theirs; `{p}0` and `{p}b` lie just outside the prefix `{p}a`.
+        let on_disk = ["{p}0", "{p}a1", "{p}a2", "{p}a3", "{p}a4", "{p}a5", "{p}b"]
             .map(put)
             .to_vec();
         disk.apply(&[WalRecord {
@@ -485,15 +486,15 @@ mod tests {
             now_ms: 0,
         };
         let batch = [
-            delete("{p}5"),
-            delete("{p}4"),
-            put("{p}6"),
-            delete("{p}1"),
-            put("{p}0"),
+            delete("{p}a5"),
+            delete("{p}a4"),
+            put("{p}a6"),
+            delete("{p}a1"),
+            put("{p}a0"),
         ];
         state.record(Seq(2), &batch);
-        let edge = |end| state.edge_elements(b"{p}", 2, end).unwrap();
-        assert_eq!(edge(End::Right), [&b"{p}6"[..], b"{p}3"]);
-        assert_eq!(edge(End::Left), [&b"{p}0"[..], b"{p}2"]);
+        let edge = |end| state.edge_elements(b"{p}a", 2, end).unwrap();
+        assert_eq!(edge(End::Right), [&b"{p}a6"[..], b"{p}a3"]);
+        assert_eq!(edge(End::Left), [&b"{p}a0"[..], b"{p}a2"]);
     }
 }
