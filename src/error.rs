@@ -82,6 +82,7 @@ impl From<&RequestError> for ErrorCode {
             RequestError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
             RequestError::TooManyKeys { .. } => ErrorCode::TooManyKeys,
             RequestError::ZeroTtl
+            | RequestError::ZeroDeadline
             | RequestError::EmptyBatch { .. }
             | RequestError::NotMembers { .. }
             | RequestError::NanScore { .. }

@@ -5,14 +5,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::node::TestNode;
 use strata::cluster::key_slot;
 use strata::net::client::{
-    Client, ClientConfig, ClientError, DeleteOutcome, End, ErrorCode, Request, Response, Score,
-    ScoreRule, ScoreUpdate, ServerTrust, SetEntry, SetOptions, SetOutcome, TtlState, ValueKind,
+    Client, ClientConfig, ClientError, DeadlineState, DeleteOutcome, End, ErrorCode, Request,
+    Response, Score, ScoreRule, ScoreUpdate, ServerTrust, SetEntry, SetOptions, SetOutcome,
+    TtlState, ValueKind,
 };
 use strata::net::tls::parse_fingerprint;
 use strata::proto::RequestError;
@@ -228,6 +229,68 @@ async fn expire_persist_and_ttl() {
     // A zero TTL is refused before it is sent.
     let err = client.expire("t", Duration::ZERO).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+}
+
+/// `SetAt`, `ExpireAt` and `Deadline`: a deadline named as a Unix time is
+/// the one read back, to the millisecond.
+#[tokio::test]
+async fn absolute_deadlines_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]);
+    let client = connect(&node).await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+
+    assert_eq!(client.deadline("d").await.unwrap(), DeadlineState::Missing);
+    let at = now + 600_123;
+    let opts = SetOptions::new().expiring_at(at);
+    assert!(client.set_with("d", "v", opts).await.unwrap().is_written());
+    assert_eq!(
+        client.deadline("d").await.unwrap(),
+        DeadlineState::ExpiresAt(at)
+    );
+    match client.ttl("d").await.unwrap() {
+        TtlState::ExpiresIn(ms) => assert!(ms > 0 && ms <= 600_123, "{ms}"),
+        other => panic!("{other:?}"),
+    }
+    // Conditions apply as for Set.
+    let again = client
+        .set_with("d", "w", SetOptions::new().expiring_at(at).if_absent())
+        .await
+        .unwrap();
+    assert!(!again.is_written());
+
+    let later = now + 900_456;
+    let moved = client.expire_at("d", later).await.unwrap();
+    assert!(moved.existed && moved.durability.is_some());
+    assert_eq!(
+        client.deadline("d").await.unwrap(),
+        DeadlineState::ExpiresAt(later)
+    );
+    assert!(!client.expire_at("missing", later).await.unwrap().existed);
+    client.persist("d").await.unwrap();
+    assert_eq!(
+        client.deadline("d").await.unwrap(),
+        DeadlineState::Persistent
+    );
+
+    // A deadline already past: the write succeeds and the key is gone.
+    let past = SetOptions::new().expiring_at(now - 1_000);
+    assert!(client.set_with("p", "v", past).await.unwrap().is_written());
+    assert_eq!(client.get("p").await.unwrap(), None);
+    assert!(client.expire_at("d", 1).await.unwrap().existed);
+    assert_eq!(client.get("d").await.unwrap(), None);
+    assert_eq!(client.deadline("d").await.unwrap(), DeadlineState::Missing);
+
+    // 0 would mean "never" in the stored format: refused before it is sent.
+    let zero = client
+        .set_with("z", "v", SetOptions::new().expiring_at(0))
+        .await;
+    assert_eq!(zero.unwrap_err().code(), Some(ErrorCode::BadRequest));
+    let zero = client.expire_at("z", 0).await.unwrap_err();
+    assert_eq!(zero.code(), Some(ErrorCode::BadRequest), "{zero}");
 }
 
 #[tokio::test]

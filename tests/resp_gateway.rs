@@ -277,23 +277,34 @@ async fn key_space_commands() {
         .unwrap()
         .as_secs()
         + 1000;
+    // Deadlines travel as deadlines: each is read back exactly.
     assert_eq!(c.cmd(&["EXPIREAT", "k", &far.to_string()]).await, int(1));
-    let Value::Int(at) = c.cmd(&["EXPIRETIME", "k"]).await else {
-        panic!()
-    };
-    assert!(
-        (far as i64 - 1..=far as i64 + 1).contains(&at),
-        "{at} vs {far}"
-    );
-    let far_ms = far * 1000;
+    assert_eq!(c.cmd(&["EXPIRETIME", "k"]).await, int(far as i64));
+    let far_ms = far * 1000 + 123;
     assert_eq!(
         c.cmd(&["PEXPIREAT", "k", &far_ms.to_string()]).await,
         int(1)
     );
-    let Value::Int(at) = c.cmd(&["PEXPIRETIME", "k"]).await else {
-        panic!()
-    };
-    assert!((far_ms as i64 - 5..=far_ms as i64 + 5).contains(&at));
+    assert_eq!(c.cmd(&["PEXPIRETIME", "k"]).await, int(far_ms as i64));
+    // GT and LT compare times left as read, so a margin for the time
+    // between the read and the comparison.
+    let (later, sooner) = ((far_ms + 1).to_string(), (far_ms - 1000).to_string());
+    assert_eq!(c.cmd(&["PEXPIREAT", "k", &later, "GT"]).await, int(1));
+    assert_eq!(c.cmd(&["PEXPIRETIME", "k"]).await, int(far_ms as i64 + 1));
+    assert_eq!(c.cmd(&["PEXPIREAT", "k", &sooner, "LT"]).await, int(1));
+    assert_eq!(
+        c.cmd(&["PEXPIRETIME", "k"]).await,
+        int(far_ms as i64 - 1000)
+    );
+    let at = far_ms.to_string();
+    assert_eq!(c.cmd(&["SET", "sk", "v", "PXAT", &at]).await, Value::ok());
+    assert_eq!(c.cmd(&["PEXPIRETIME", "sk"]).await, int(far_ms as i64));
+    assert_eq!(c.cmd(&["GETEX", "sk", "PXAT", &later]).await, bulk("v"));
+    assert_eq!(c.cmd(&["PEXPIRETIME", "sk"]).await, int(far_ms as i64 + 1));
+    assert_eq!(c.cmd(&["RPUSH", "lk", "a"]).await, int(1));
+    assert_eq!(c.cmd(&["PEXPIREAT", "lk", &at]).await, int(1));
+    assert_eq!(c.cmd(&["PEXPIRETIME", "lk"]).await, int(far_ms as i64));
+    assert_eq!(c.cmd(&["DEL", "sk", "lk"]).await, int(2));
     // A time already past deletes the key.
     assert_eq!(c.cmd(&["EXPIRE", "k", "-1"]).await, int(1));
     assert_eq!(c.cmd(&["EXISTS", "k"]).await, int(0));

@@ -14,7 +14,7 @@ use common::node::TestNode;
 use common::quic::{connect, decode, request, send_raw};
 use strata::cluster::key_slot;
 use strata::proto::{
-    Condition, DEFAULT_MAX_KEYS_PER_REQUEST, ErrorCode, Request, Response, quic_code,
+    Condition, DEFAULT_MAX_KEYS_PER_REQUEST, DeadlineState, ErrorCode, Request, Response, quic_code,
 };
 use strata::types::{AckPolicy, OnTimeout};
 
@@ -168,7 +168,8 @@ async fn the_empty_key_is_a_key() {
     ));
 }
 
-/// (4) and (5) §8: `Expire` with a TTL of 0 and `Delete` with `IfAbsent` or
+/// (4) and (5) §8: `Expire` with a TTL of 0, `ExpireAt` and `SetAt` with a
+/// deadline of 0, and `Delete` with `IfAbsent` or
 /// `IfPresent` are `BadRequest`, and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_arguments_are_refused_before_executing() {
@@ -185,6 +186,29 @@ async fn invalid_arguments_are_refused_before_executing() {
         error_code(&request(&conn, &expire).await),
         ErrorCode::BadRequest
     );
+    // A deadline of 0 would read as "never" in the stored formats.
+    let expire_at = Request::ExpireAt {
+        key: b(b"k"),
+        at_ms: 0,
+        ack: None,
+    };
+    let set_at = Request::SetAt {
+        key: b(b"k"),
+        value: b(b"changed"),
+        expires_at_ms: 0,
+        condition: Condition::Always,
+        ack: None,
+    };
+    for zero in [expire_at, set_at] {
+        assert_eq!(
+            error_code(&request(&conn, &zero).await),
+            ErrorCode::BadRequest
+        );
+    }
+    assert!(matches!(
+        request(&conn, &Request::Deadline { key: b(b"k") }).await,
+        Response::Deadline(DeadlineState::Persistent)
+    ));
     for condition in [Condition::IfPresent, Condition::IfAbsent] {
         let delete = Request::Delete {
             key: b(b"k"),

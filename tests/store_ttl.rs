@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{b, config, manual_clock, open_with_clock};
+use strata::clock::Clock;
 use strata::store::{TtlState, WriteOutcome};
 use strata::types::Condition;
 use strata::wal::FsyncPolicy;
@@ -165,4 +166,79 @@ async fn scan_pages_over_expired_keys_stay_bounded() {
     assert_eq!(live, vec![b("k9999")]);
     // Each page examined at most 4 x 10 + 64 entries.
     assert!(pages >= 1000 / (4 * limit + 64), "{pages} pages");
+}
+
+/// Deadlines given as Unix times are kept exactly, read back exactly, and
+/// survive a reopen; one already past writes the key expired.
+#[tokio::test]
+async fn absolute_deadlines_are_kept_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let now = clock.now_ms();
+    let store = open_with_clock(config(dir.path(), FsyncPolicy::Always), clock.clone());
+    let at = now + 12_345;
+    store
+        .set_until(b("k"), b("v"), at, Condition::Always)
+        .await
+        .unwrap();
+    assert_eq!(store.deadline(b"k").await.unwrap(), Some(at));
+    assert_eq!(
+        store.ttl(b"k").await.unwrap(),
+        TtlState::ExpiresInMs(12_345)
+    );
+    // A relative TTL is turned into a deadline at the commit's clock.
+    store
+        .set(
+            b("rel"),
+            b("v"),
+            Some(Duration::from_secs(1)),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.deadline(b"rel").await.unwrap(), Some(now + 1_000));
+    store
+        .set(b("forever"), b("v"), None, Condition::Always)
+        .await
+        .unwrap();
+    assert_eq!(store.deadline(b"forever").await.unwrap(), Some(0));
+    assert_eq!(store.deadline(b"missing").await.unwrap(), None);
+
+    // expire_at moves it, to the millisecond.
+    let later = now + 99_999;
+    let moved = store.expire_at(b("forever"), later).await.unwrap();
+    assert!(matches!(moved, WriteOutcome::Written(_)));
+    assert_eq!(store.deadline(b"forever").await.unwrap(), Some(later));
+    assert_eq!(
+        store.expire_at(b("missing"), later).await.unwrap(),
+        WriteOutcome::NotFound
+    );
+
+    // A deadline already past: written, and gone to every read.
+    let written = store
+        .set_until(b("past"), b("v"), now - 1, Condition::Always)
+        .await
+        .unwrap();
+    assert!(matches!(written, WriteOutcome::Written(_)));
+    assert_eq!(store.get(b"past").await.unwrap(), None);
+    assert_eq!(store.deadline(b"past").await.unwrap(), None);
+    store.expire_at(b("rel"), now).await.unwrap();
+    assert_eq!(store.get(b"rel").await.unwrap(), None);
+
+    // 0 means "never" in the stored format, so it is refused as a time.
+    assert!(
+        store
+            .set_until(b("zero"), b("v"), 0, Condition::Always)
+            .await
+            .is_err()
+    );
+    assert!(store.expire_at(b("k"), 0).await.is_err());
+    assert_eq!(store.deadline(b"k").await.unwrap(), Some(at));
+
+    drop(store);
+    let store = open_with_clock(config(dir.path(), FsyncPolicy::Always), clock.clone());
+    assert_eq!(store.deadline(b"k").await.unwrap(), Some(at));
+    assert_eq!(store.deadline(b"forever").await.unwrap(), Some(later));
+    clock.advance_ms(12_345);
+    assert_eq!(store.get(b"k").await.unwrap(), None);
 }

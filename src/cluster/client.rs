@@ -57,9 +57,9 @@ use tokio::task::JoinSet;
 use super::ring::{Ring, RingError, ShardId, SlotTable};
 use super::slot::key_slot;
 use crate::net::client::{
-    AckPolicy, Client, ClientConfig, ClientError, ClusterMapReply, Condition, DeleteOutcome,
-    Deleted, Entry, ErrorCode, Incremented, Request, Response, Seq, ServerTrust, SetEntry,
-    SetOptions, SetOutcome, TtlState, Updated, WriteReply,
+    AckPolicy, Client, ClientConfig, ClientError, ClusterMapReply, Condition, DeadlineState,
+    DeleteOutcome, Deleted, Entry, ErrorCode, Incremented, Request, Response, Seq, ServerTrust,
+    SetEntry, SetOptions, SetOutcome, TtlState, Updated, WriteReply,
 };
 
 /// Default bound on the attempts of one request (the first included).
@@ -928,13 +928,7 @@ impl ClusterClient {
         options: SetOptions,
     ) -> Result<SetOutcome, ClusterClientError> {
         let key = key.into();
-        let request = Request::Set {
-            key: key.clone(),
-            value: value.into(),
-            ttl_ms: options.ttl.map(ttl_ms),
-            condition: options.condition,
-            ack: self.ack(options.ack),
-        };
+        let request = options.request(key.clone(), value.into(), self.ack(options.ack));
         match self.one(&key, request).await? {
             Response::Written(reply) => Ok(SetOutcome::Written(reply)),
             Response::NotWritten { current_version } => {
@@ -1052,6 +1046,26 @@ impl ClusterClient {
         self.updated("expire", &key, request).await
     }
 
+    /// Sets an existing key to expire at the Unix time `at_ms`, as
+    /// [`Client::expire_at`].
+    ///
+    /// # Errors
+    ///
+    /// See [`ClusterClientError`].
+    pub async fn expire_at(
+        &self,
+        key: impl Into<Bytes>,
+        at_ms: u64,
+    ) -> Result<Updated, ClusterClientError> {
+        let key = key.into();
+        let request = Request::ExpireAt {
+            key: key.clone(),
+            at_ms,
+            ack: self.ack(None),
+        };
+        self.updated("expire_at", &key, request).await
+    }
+
     /// Removes the TTL of an existing key.
     ///
     /// # Errors
@@ -1094,6 +1108,25 @@ impl ClusterClient {
         match self.one(&key, Request::Ttl { key: key.clone() }).await? {
             Response::Ttl(state) => Ok(state),
             other => Err(Self::protocol("ttl", &other)),
+        }
+    }
+
+    /// When a key expires, as [`Client::deadline`].
+    ///
+    /// # Errors
+    ///
+    /// See [`ClusterClientError`].
+    pub async fn deadline(
+        &self,
+        key: impl Into<Bytes>,
+    ) -> Result<DeadlineState, ClusterClientError> {
+        let key = key.into();
+        match self
+            .one(&key, Request::Deadline { key: key.clone() })
+            .await?
+        {
+            Response::Deadline(state) => Ok(state),
+            other => Err(Self::protocol("deadline", &other)),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::cluster::migrate::WriteGate;
 use crate::cluster::node::ClusterNode;
 use crate::config::Role;
 use crate::proto::{
-    Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, PROTOCOL_VERSION,
+    DeadlineState, Durability, Entry, ErrorCode, ErrorReply, HelloReply, Limits, PROTOCOL_VERSION,
     RawSnapshotItem, RawSnapshotPage, Request, Response, ScanPage, SetEntry, SnapshotItem,
     SnapshotPage, TtlState, WriteReply,
 };
@@ -149,7 +149,10 @@ pub(crate) fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &[u8]> + '_
         | Request::IncrScore { key, .. }
         | Request::Scores { key, .. }
         | Request::PopScores { key, .. }
-        | Request::ScoreRange { key, .. } => Box::new(std::iter::once(&key[..])),
+        | Request::ScoreRange { key, .. }
+        | Request::SetAt { key, .. }
+        | Request::ExpireAt { key, .. }
+        | Request::Deadline { key } => Box::new(std::iter::once(&key[..])),
         Request::MultiGet { keys } | Request::Exists { keys } => {
             Box::new(keys.iter().map(|k| &k[..]))
         }
@@ -410,6 +413,10 @@ impl Node {
                 .map(|v| Response::Values(v.into_iter().map(|e| e.map(entry)).collect())),
             Request::Exists { keys } => store.exists(&keys).await.map(Response::Count),
             Request::Ttl { key } => store.ttl(&key).await.map(|t| Response::Ttl(ttl_state(t))),
+            Request::Deadline { key } => store
+                .deadline(&key)
+                .await
+                .map(|at| Response::Deadline(deadline_state(at))),
             Request::Scan {
                 prefix,
                 cursor,
@@ -450,8 +457,22 @@ impl Node {
                 .delete(key, condition)
                 .await
                 .map(|o| delete_reply(o, ack, written)),
+            Request::SetAt {
+                key,
+                value,
+                expires_at_ms,
+                condition,
+                ..
+            } => store
+                .set_until(key, value, expires_at_ms, condition)
+                .await
+                .map(|o| set_reply(o, ack, written)),
             Request::Expire { key, ttl_ms, .. } => store
                 .expire(key, Duration::from_millis(ttl_ms))
+                .await
+                .map(|o| updated(o, ack, written)),
+            Request::ExpireAt { key, at_ms, .. } => store
+                .expire_at(key, at_ms)
                 .await
                 .map(|o| updated(o, ack, written)),
             Request::Persist { key, .. } => {
@@ -979,6 +1000,15 @@ fn ttl_state(t: store::TtlState) -> TtlState {
         store::TtlState::Missing => TtlState::Missing,
         store::TtlState::Persistent => TtlState::Persistent,
         store::TtlState::ExpiresInMs(ms) => TtlState::ExpiresIn(ms),
+    }
+}
+
+/// A key's deadline as the store has it (`Some(0)`: none) on the wire.
+fn deadline_state(at: Option<u64>) -> DeadlineState {
+    match at {
+        None => DeadlineState::Missing,
+        Some(0) => DeadlineState::Persistent,
+        Some(at) => DeadlineState::ExpiresAt(at),
     }
 }
 

@@ -89,9 +89,9 @@ use crate::proto::{
 
 pub use crate::net::tls::ServerTrust;
 pub use crate::proto::{
-    ClusterMapReply, ClusterNode, ClusterShard, Condition, Durability, Entry, ErrorCode,
-    ErrorReply, HelloReply, KeyPage, Limits, RawSnapshotItem, RawSnapshotPage, Request, Response,
-    ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
+    ClusterMapReply, ClusterNode, ClusterShard, Condition, DeadlineState, Durability, Entry,
+    ErrorCode, ErrorReply, HelloReply, KeyPage, Limits, RawSnapshotItem, RawSnapshotPage, Request,
+    Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 pub use crate::types::{AckPolicy, End, OnTimeout, Score, ScoreRule, ScoreUpdate, Seq, ValueKind};
 
@@ -413,6 +413,9 @@ pub struct SetOptions {
     /// Time to live; `None` stores the key without expiry (removing any
     /// previous TTL). Rounded up to whole milliseconds.
     pub ttl: Option<Duration>,
+    /// Expire at this Unix time in ms (as the server's clock reads it)
+    /// instead: sent as `SetAt`. It wins over `ttl` when both are set.
+    pub expires_at_ms: Option<u64>,
     /// When to write.
     pub condition: Condition,
     /// What to wait for before the reply; `None`: the client's default, else
@@ -429,6 +432,15 @@ impl SetOptions {
     /// Expire the key after `ttl`.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self.expires_at_ms = None;
+        self
+    }
+
+    /// Expire the key at the Unix time `at_ms` (ms; above 0). One already
+    /// past writes the key expired.
+    pub fn expiring_at(mut self, at_ms: u64) -> Self {
+        self.expires_at_ms = Some(at_ms);
+        self.ttl = None;
         self
     }
 
@@ -457,6 +469,27 @@ impl SetOptions {
     pub fn with_ack(mut self, ack: AckPolicy) -> Self {
         self.ack = Some(ack);
         self
+    }
+
+    /// The write these options ask for: a `SetAt` with a deadline, else
+    /// a `Set`. `ack` is the policy resolved against the client's default.
+    pub(crate) fn request(self, key: Bytes, value: Bytes, ack: Option<AckPolicy>) -> Request {
+        match self.expires_at_ms {
+            Some(expires_at_ms) => Request::SetAt {
+                key,
+                value,
+                expires_at_ms,
+                condition: self.condition,
+                ack,
+            },
+            None => Request::Set {
+                key,
+                value,
+                ttl_ms: self.ttl.map(ttl_ms),
+                condition: self.condition,
+                ack,
+            },
+        }
     }
 }
 
@@ -1175,6 +1208,14 @@ impl Client {
         }
     }
 
+    /// When a key expires, as a Unix time in ms.
+    pub async fn deadline(&self, key: impl Into<Bytes>) -> Result<DeadlineState, ClientError> {
+        match self.request(Request::Deadline { key: key.into() }).await? {
+            Response::Deadline(state) => Ok(state),
+            other => Err(unexpected("deadline", &other)),
+        }
+    }
+
     /// Writes a key unconditionally, without TTL.
     pub async fn set(
         &self,
@@ -1198,13 +1239,7 @@ impl Client {
         value: impl Into<Bytes>,
         options: SetOptions,
     ) -> Result<SetOutcome, ClientError> {
-        let request = Request::Set {
-            key: key.into(),
-            value: value.into(),
-            ttl_ms: options.ttl.map(ttl_ms),
-            condition: options.condition,
-            ack: self.ack(options.ack),
-        };
+        let request = options.request(key.into(), value.into(), self.ack(options.ack));
         match self.request(request).await? {
             Response::Written(reply) => Ok(SetOutcome::Written(reply)),
             Response::NotWritten { current_version } => {
@@ -1303,6 +1338,21 @@ impl Client {
             ack: self.ack(None),
         };
         self.updated("expire", request).await
+    }
+
+    /// Sets an existing key to expire at the Unix time `at_ms` (ms, as the
+    /// server's clock reads it; above 0). One already past expires it now.
+    pub async fn expire_at(
+        &self,
+        key: impl Into<Bytes>,
+        at_ms: u64,
+    ) -> Result<Updated, ClientError> {
+        let request = Request::ExpireAt {
+            key: key.into(),
+            at_ms,
+            ack: self.ack(None),
+        };
+        self.updated("expire_at", request).await
     }
 
     /// Removes the TTL of an existing key.

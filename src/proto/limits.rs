@@ -94,6 +94,10 @@ pub enum RequestError {
     /// A TTL of 0 ms (use `Delete` to remove a key now).
     #[error("a ttl must be at least 1 ms")]
     ZeroTtl,
+    /// An absolute expiry time of 0 (which the stored format reads as
+    /// "never").
+    #[error("an expiry time must be at least 1 (ms since the Unix epoch)")]
+    ZeroDeadline,
     /// A `MultiSet` without entries, or a `Push` without values.
     #[error("{op} needs at least one value")]
     EmptyBatch {
@@ -204,12 +208,19 @@ fn check_ttl(ttl_ms: Option<u64>) -> Result<(), RequestError> {
     }
 }
 
+fn check_deadline(at_ms: u64) -> Result<(), RequestError> {
+    match at_ms {
+        0 => Err(RequestError::ZeroDeadline),
+        _ => Ok(()),
+    }
+}
+
 impl Request {
     /// Checks the request's arguments against the protocol's rules and
     /// `limits`, without touching any data.
     ///
     /// The checks: key, prefix and value lengths; the number of keys in
-    /// multi-key requests; no zero TTL; no empty `MultiSet`; `Delete` only
+    /// multi-key requests; no zero TTL or expiry time; no empty `MultiSet`; `Delete` only
     /// with `Always` or `IfVersion`. `Hello`'s protocol version is checked by
     /// the connection, not here.
     ///
@@ -277,6 +288,21 @@ impl Request {
                 check_key(key, limits)?;
                 check_ttl(Some(*ttl_ms))
             }
+            Request::SetAt {
+                key,
+                value,
+                expires_at_ms,
+                ..
+            } => {
+                check_key(key, limits)?;
+                check_value(value, limits)?;
+                check_deadline(*expires_at_ms)
+            }
+            Request::ExpireAt { key, at_ms, .. } => {
+                check_key(key, limits)?;
+                check_deadline(*at_ms)
+            }
+            Request::Deadline { key } => check_key(key, limits),
             Request::Scan { prefix, .. } | Request::ScanKeys { prefix, .. } => {
                 check_key(prefix, limits)
             }
@@ -450,6 +476,20 @@ mod tests {
             ack: None,
         };
         assert_eq!(expire.validate(&l), Err(RequestError::ZeroTtl));
+        let expire_at = Request::ExpireAt {
+            key: bytes(1),
+            at_ms: 0,
+            ack: None,
+        };
+        assert_eq!(expire_at.validate(&l), Err(RequestError::ZeroDeadline));
+        let set_at = Request::SetAt {
+            key: bytes(1),
+            value: bytes(1),
+            expires_at_ms: 0,
+            condition: Condition::Always,
+            ack: None,
+        };
+        assert_eq!(set_at.validate(&l), Err(RequestError::ZeroDeadline));
         let empty = Request::MultiSet {
             entries: vec![],
             ack: None,

@@ -467,6 +467,42 @@ pub enum Request {
         /// Which end rank 0 is.
         end: End,
     },
+    /// [`Request::Set`] with an absolute expiry: the key expires at the
+    /// Unix time `expires_at_ms`, as the node's clock reads it. Answered
+    /// like `Set`.
+    // wire index 44
+    SetAt {
+        /// The key.
+        key: Bytes,
+        /// The value (opaque bytes).
+        value: Bytes,
+        /// Unix time in ms; must not be 0. One already past writes the key
+        /// expired: reads find nothing.
+        expires_at_ms: u64,
+        /// When to write.
+        condition: Condition,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Sets an existing key to expire at a Unix time; answered with
+    /// [`Response::Updated`].
+    // wire index 45
+    ExpireAt {
+        /// The key.
+        key: Bytes,
+        /// Unix time in ms; must not be 0. One already past expires the
+        /// key at once.
+        at_ms: u64,
+        /// Overrides the server's default acknowledgement policy.
+        ack: Option<AckPolicy>,
+    },
+    /// Reads when a key expires, as a Unix time; answered with
+    /// [`Response::Deadline`].
+    // wire index 46
+    Deadline {
+        /// The key.
+        key: Bytes,
+    },
 }
 
 /// One entry of a [`Request::MultiSet`].
@@ -573,11 +609,17 @@ pub enum Op {
     PopScores,
     #[allow(missing_docs)]
     ScoreRange,
+    #[allow(missing_docs)]
+    SetAt,
+    #[allow(missing_docs)]
+    ExpireAt,
+    #[allow(missing_docs)]
+    Deadline,
 }
 
 impl Op {
     /// Every operation, in wire order.
-    pub const ALL: [Op; 44] = [
+    pub const ALL: [Op; 47] = [
         Op::Hello,
         Op::Ping,
         Op::Get,
@@ -622,6 +664,9 @@ impl Op {
         Op::Scores,
         Op::PopScores,
         Op::ScoreRange,
+        Op::SetAt,
+        Op::ExpireAt,
+        Op::Deadline,
     ];
 
     /// The operation's snake_case name, for logs and metrics labels.
@@ -671,6 +716,9 @@ impl Op {
             Op::Scores => "scores",
             Op::PopScores => "pop_scores",
             Op::ScoreRange => "score_range",
+            Op::SetAt => "set_at",
+            Op::ExpireAt => "expire_at",
+            Op::Deadline => "deadline",
         }
     }
 }
@@ -724,6 +772,9 @@ impl Request {
             Request::Scores { .. } => Op::Scores,
             Request::PopScores { .. } => Op::PopScores,
             Request::ScoreRange { .. } => Op::ScoreRange,
+            Request::SetAt { .. } => Op::SetAt,
+            Request::ExpireAt { .. } => Op::ExpireAt,
+            Request::Deadline { .. } => Op::Deadline,
         }
     }
 
@@ -750,7 +801,9 @@ impl Request {
             | Request::IncrField { .. }
             | Request::AddScores { .. }
             | Request::IncrScore { .. }
-            | Request::PopScores { .. } => true,
+            | Request::PopScores { .. }
+            | Request::SetAt { .. }
+            | Request::ExpireAt { .. } => true,
             Request::Hello { .. }
             | Request::Ping
             | Request::Get { .. }
@@ -779,7 +832,8 @@ impl Request {
             | Request::ScanMembers { .. }
             | Request::CountMembers { .. }
             | Request::Scores { .. }
-            | Request::ScoreRange { .. } => false,
+            | Request::ScoreRange { .. }
+            | Request::Deadline { .. } => false,
         }
     }
 
@@ -789,8 +843,9 @@ impl Request {
     ///
     /// True when a second execution leaves the same data and answers with the
     /// same kind of reply as the first: every read, unconditional and
-    /// `IfPresent` sets, `MultiSet`, `Delete` with `Always`, `Expire`
-    /// (restarting the TTL clock) and `Persist`. False for `Incr`, which
+    /// `IfPresent` sets (`Set` and `SetAt`), `MultiSet`, `Delete` with
+    /// `Always`, `Expire` (restarting the TTL clock), `ExpireAt` and
+    /// `Persist`. False for `Incr`, which
     /// would add twice, `Push`, `Pop` and the member writes, which would
     /// push or take twice or report a count of 0 for what they changed,
     /// and for `IfAbsent` / `IfVersion` writes, whose retry would report
@@ -812,7 +867,9 @@ impl Request {
             | Request::ClusterPropose { .. }
             | Request::ClusterInit
             | Request::ClusterFailover { .. } => false,
-            Request::Set { condition, .. } | Request::Delete { condition, .. } => {
+            Request::Set { condition, .. }
+            | Request::SetAt { condition, .. }
+            | Request::Delete { condition, .. } => {
                 matches!(condition, Condition::Always | Condition::IfPresent)
             }
             Request::Hello { .. }
@@ -843,7 +900,9 @@ impl Request {
             | Request::ScanMembers { .. }
             | Request::CountMembers { .. }
             | Request::Scores { .. }
-            | Request::ScoreRange { .. } => true,
+            | Request::ScoreRange { .. }
+            | Request::ExpireAt { .. }
+            | Request::Deadline { .. } => true,
         }
     }
 
@@ -865,7 +924,9 @@ impl Request {
             | Request::IncrField { ack, .. }
             | Request::AddScores { ack, .. }
             | Request::IncrScore { ack, .. }
-            | Request::PopScores { ack, .. } => *ack,
+            | Request::PopScores { ack, .. }
+            | Request::SetAt { ack, .. }
+            | Request::ExpireAt { ack, .. } => *ack,
             Request::Hello { .. }
             | Request::Ping
             | Request::Get { .. }
@@ -894,7 +955,8 @@ impl Request {
             | Request::ScanMembers { .. }
             | Request::CountMembers { .. }
             | Request::Scores { .. }
-            | Request::ScoreRange { .. } => None,
+            | Request::ScoreRange { .. }
+            | Request::Deadline { .. } => None,
         }
     }
 }
@@ -1033,6 +1095,8 @@ pub enum Response {
         /// always for a range).
         durability: Option<Durability>,
     },
+    /// Answer to [`Request::Deadline`].
+    Deadline(DeadlineState), // wire index 30
 }
 
 /// One page of a [`Request::RawSnapshot`].
@@ -1192,6 +1256,17 @@ pub enum TtlState {
     ExpiresIn(u64), // wire index 2
 }
 
+/// When a key expires, as [`Request::Deadline`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeadlineState {
+    /// The key is absent (or expired).
+    Missing, // wire index 0
+    /// The key exists and does not expire.
+    Persistent, // wire index 1
+    /// The key expires at this Unix time in ms.
+    ExpiresAt(u64), // wire index 2
+}
+
 /// A successful [`Request::Set`] or [`Request::MultiSet`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteReply {
@@ -1314,6 +1389,7 @@ mod tests {
             Response::Score { .. } => 27,
             Response::Scores(_) => 28,
             Response::Scored { .. } => 29,
+            Response::Deadline(_) => 30,
         }
     }
 
@@ -1495,6 +1571,19 @@ mod tests {
                 stop: -1,
                 end: End::Right,
             },
+            Request::SetAt {
+                key: b("k"),
+                value: b("v"),
+                expires_at_ms: 1,
+                condition: Condition::Always,
+                ack: None,
+            },
+            Request::ExpireAt {
+                key: b("k"),
+                at_ms: 1,
+                ack: None,
+            },
+            Request::Deadline { key: b("k") },
         ]
     }
 
@@ -1598,6 +1687,7 @@ mod tests {
                 members: vec![],
                 durability: None,
             },
+            Response::Deadline(DeadlineState::Missing),
         ]
     }
 
@@ -1606,7 +1696,7 @@ mod tests {
         // `Request::op` is the pinned table: an exhaustive match, so a
         // new variant does not compile until it is given its index there.
         let all = one_of_each_request();
-        assert_eq!(all.len(), 44, "one sample per request kind");
+        assert_eq!(all.len(), 47, "one sample per request kind");
         assert_eq!(all.len(), Op::ALL.len());
         for (i, req) in all.iter().enumerate() {
             let want = req.op() as usize;
@@ -1623,7 +1713,7 @@ mod tests {
     #[test]
     fn response_wire_indices_are_pinned() {
         let all = one_of_each_response();
-        assert_eq!(all.len(), 30, "one sample per response kind");
+        assert_eq!(all.len(), 31, "one sample per response kind");
         for (i, resp) in all.iter().enumerate() {
             let want = response_index(resp);
             assert_eq!(usize::from(want), i, "{resp:?} sample out of order");
@@ -1642,6 +1732,10 @@ mod tests {
         assert_eq!(body(&TtlState::Missing), [0]);
         assert_eq!(body(&TtlState::Persistent), [1]);
         assert_eq!(body(&TtlState::ExpiresIn(7)), [2, 7]);
+        // DeadlineState
+        assert_eq!(body(&DeadlineState::Missing), [0]);
+        assert_eq!(body(&DeadlineState::Persistent), [1]);
+        assert_eq!(body(&DeadlineState::ExpiresAt(7)), [2, 7]);
         // Condition, AckPolicy and OnTimeout live in crate::types but are
         // part of this wire format too, so they are pinned here.
         assert_eq!(body(&AckPolicy::Async), [0]);
@@ -1707,7 +1801,9 @@ mod tests {
                 "incr_field",
                 "add_scores",
                 "incr_score",
-                "pop_scores"
+                "pop_scores",
+                "set_at",
+                "expire_at"
             ]
         );
         for req in one_of_each_request() {

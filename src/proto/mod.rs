@@ -41,9 +41,9 @@ pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, Limits, RequestError, check_key_count, check_key_len, check_value_len,
 };
 pub use message::{
-    ClusterMapReply, ClusterNode, ClusterShard, Durability, Entry, ErrorReply, HelloReply, KeyPage,
-    Op, RawSnapshotItem, RawSnapshotPage, Request, Response, ScanPage, SetEntry, SnapshotItem,
-    SnapshotPage, TtlState, WriteReply,
+    ClusterMapReply, ClusterNode, ClusterShard, DeadlineState, Durability, Entry, ErrorReply,
+    HelloReply, KeyPage, Op, RawSnapshotItem, RawSnapshotPage, Request, Response, ScanPage,
+    SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
 
 /// The QUIC ALPN protocol id of this protocol. It names the major version: an
@@ -330,6 +330,31 @@ mod tests {
                         degraded: false,
                     }),
                 }),
+            ),
+            (
+                "set-at-request",
+                Req(Request::SetAt {
+                    key: b("s"),
+                    value: b("v"),
+                    expires_at_ms: 1_800_000_000_123,
+                    condition: Condition::IfAbsent,
+                    ack: None,
+                }),
+            ),
+            (
+                "expire-at-request",
+                Req(Request::ExpireAt {
+                    key: b("b"),
+                    at_ms: 1_800_000_060_000,
+                    ack: None,
+                }),
+            ),
+            ("deadline-request", Req(Request::Deadline { key: b("b") })),
+            (
+                "deadline-reply",
+                Resp(Response::Deadline(DeadlineState::ExpiresAt(
+                    1_800_000_060_000,
+                ))),
             ),
             (
                 "scan-request",

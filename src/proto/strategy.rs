@@ -10,8 +10,8 @@ use proptest::option;
 use proptest::prelude::*;
 
 use super::{
-    Condition, Durability, Entry, ErrorCode, ErrorReply, HelloReply, KeyPage, Limits,
-    RawSnapshotItem, RawSnapshotPage, Request, Response, ScanPage, SetEntry, SnapshotItem,
+    Condition, DeadlineState, Durability, Entry, ErrorCode, ErrorReply, HelloReply, KeyPage,
+    Limits, RawSnapshotItem, RawSnapshotPage, Request, Response, ScanPage, SetEntry, SnapshotItem,
     SnapshotPage, TtlState, WriteReply,
 };
 use crate::types::{AckPolicy, End, NodeId, OnTimeout, Score, ScoreUpdate, Seq, ValueKind};
@@ -271,6 +271,28 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
                 end,
             }
         }),
+        (
+            arb_bytes(),
+            arb_bytes(),
+            any::<u64>(),
+            arb_condition(),
+            ack()
+        )
+            .prop_map(
+                |(key, value, expires_at_ms, condition, ack)| Request::SetAt {
+                    key,
+                    value,
+                    expires_at_ms,
+                    condition,
+                    ack,
+                }
+            ),
+        (arb_bytes(), any::<u64>(), ack()).prop_map(|(key, at_ms, ack)| Request::ExpireAt {
+            key,
+            at_ms,
+            ack
+        }),
+        arb_bytes().prop_map(|key| Request::Deadline { key }),
     ]
 }
 
@@ -492,5 +514,11 @@ pub(crate) fn arb_response() -> impl Strategy<Value = Response> {
                 members,
                 durability
             }),
+        prop_oneof![
+            Just(DeadlineState::Missing),
+            Just(DeadlineState::Persistent),
+            any::<u64>().prop_map(DeadlineState::ExpiresAt),
+        ]
+        .prop_map(Response::Deadline),
     ]
 }

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use super::commands::{int_arg, is, lossy, parse_i64, syntax_error};
 use super::glob;
 use super::reply::{OK, Reply};
-use super::session::{Change, Session};
-use crate::proto::TtlState;
+use super::session::{Change, Lifetime, Session};
+use crate::proto::{DeadlineState, TtlState};
 use crate::types::{Condition, ValueKind};
 
 #[derive(Debug, Clone, Copy)]
@@ -156,9 +156,15 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
     };
     // An absolute time far in the past must not overflow: it is past.
     let in_ms = at.saturating_sub(now);
+    // What is sent: the deadline the client named, or its TTL.
+    let lifetime = match (in_ms, how.absolute) {
+        (..=0, _) => None,
+        (_, true) => Some(Lifetime::AtMs(at as u64)),
+        (_, false) => Some(Lifetime::InMs(in_ms as u64)),
+    };
     let key = &a[1];
     if !flags.any() {
-        return Ok(Reply::Int(expire_in(s, key, in_ms).await?.into()));
+        return Ok(Reply::Int(expire_with(s, key, lifetime).await?.into()));
     }
     let collection = s.kind(key.clone()).await?;
     if collection.is_some_and(|kind| kind != ValueKind::String) {
@@ -169,7 +175,7 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
             TtlState::Persistent => None,
             TtlState::ExpiresIn(ms) => Some(ms),
         };
-        let took = flags.allows(current, in_ms) && expire_in(s, key, in_ms).await?;
+        let took = flags.allows(current, in_ms) && expire_with(s, key, lifetime).await?;
         return Ok(Reply::Int(took.into()));
     }
     s.update(key, |current| {
@@ -179,36 +185,43 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
         if !flags.allows(e.ttl_ms, in_ms) {
             return Ok((Change::Keep, Reply::Int(0)));
         }
-        let change = if in_ms <= 0 {
-            Change::Delete
-        } else {
-            Change::Write {
+        let change = match lifetime {
+            None => Change::Delete,
+            Some(lifetime) => Change::Write {
                 value: e.value.clone(),
-                ttl_ms: Some(in_ms as u64),
-            }
+                lifetime,
+            },
         };
         Ok((change, Reply::Int(1)))
     })
     .await
 }
 
-/// Gives `key` `in_ms` more to live, deleting it when that is not in the
-/// future (as Redis does); whether it existed.
-async fn expire_in(s: &Session, key: &Bytes, in_ms: i64) -> Result<bool, Reply> {
-    if in_ms <= 0 {
-        Ok(s.delete(key.clone(), Condition::Always).await? == Some(true))
-    } else {
-        s.expire(key.clone(), in_ms as u64).await
+/// Gives `key` its `lifetime`, deleting it when there is none left (a
+/// time not in the future, as Redis does); whether it existed.
+async fn expire_with(s: &Session, key: &Bytes, lifetime: Option<Lifetime>) -> Result<bool, Reply> {
+    match lifetime {
+        None => Ok(s.delete(key.clone(), Condition::Always).await? == Some(true)),
+        Some(lifetime) => s.expire(key.clone(), lifetime).await,
     }
 }
 
+/// TTL and PTTL, or with `at` EXPIRETIME and PEXPIRETIME (read as the
+/// deadline the node holds, not as a TTL added to this node's clock).
 async fn ttl(s: &Session, key: &Bytes, millis: bool, at: bool) -> Result<Reply, Reply> {
-    let ms = match s.ttl(key.clone()).await? {
-        TtlState::Missing => return Ok(Reply::Int(-2)),
-        TtlState::Persistent => return Ok(Reply::Int(-1)),
-        TtlState::ExpiresIn(ms) => ms as i64,
+    let ms = if at {
+        match s.deadline(key.clone()).await? {
+            DeadlineState::Missing => return Ok(Reply::Int(-2)),
+            DeadlineState::Persistent => return Ok(Reply::Int(-1)),
+            DeadlineState::ExpiresAt(ms) => i64::try_from(ms).unwrap_or(i64::MAX),
+        }
+    } else {
+        match s.ttl(key.clone()).await? {
+            TtlState::Missing => return Ok(Reply::Int(-2)),
+            TtlState::Persistent => return Ok(Reply::Int(-1)),
+            TtlState::ExpiresIn(ms) => ms as i64,
+        }
     };
-    let ms = if at { ms + s.now_ms() as i64 } else { ms };
     // Redis rounds a TTL in seconds to the nearest second.
     Ok(Reply::Int(if millis { ms } else { (ms + 500) / 1000 }))
 }

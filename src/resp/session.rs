@@ -16,7 +16,9 @@ use super::reply::{self, Proto, Reply};
 use crate::cluster::key_slot;
 use crate::cmd::Node;
 use crate::config::{Config, Role, TokenConfig};
-use crate::proto::{Entry, ErrorCode, KeyPage, Request, Response, SetEntry, TtlState};
+use crate::proto::{
+    DeadlineState, Entry, ErrorCode, KeyPage, Request, Response, SetEntry, TtlState,
+};
 use crate::sync::lock;
 use crate::types::{AckPolicy, Cancel, Condition, End, ValueKind};
 
@@ -307,15 +309,25 @@ impl Session {
         &self,
         key: Bytes,
         value: Bytes,
-        ttl_ms: Option<u64>,
+        lifetime: Lifetime,
         condition: Condition,
     ) -> Result<bool, Reply> {
-        let request = Request::Set {
-            key,
-            value,
-            ttl_ms,
-            condition,
-            ack: self.ack,
+        let ack = self.ack;
+        let request = match lifetime {
+            Lifetime::AtMs(expires_at_ms) => Request::SetAt {
+                key,
+                value,
+                expires_at_ms,
+                condition,
+                ack,
+            },
+            Lifetime::Forever | Lifetime::InMs(_) => Request::Set {
+                key,
+                value,
+                ttl_ms: lifetime.ttl_ms(),
+                condition,
+                ack,
+            },
         };
         match self.call(request).await? {
             Response::Written(_) => Ok(true),
@@ -353,12 +365,13 @@ impl Session {
         }
     }
 
-    /// Sets a TTL; whether the key existed.
-    pub async fn expire(&self, key: Bytes, ttl_ms: u64) -> Result<bool, Reply> {
-        let request = Request::Expire {
-            key,
-            ttl_ms,
-            ack: self.ack,
+    /// Sets a TTL, or a deadline; whether the key existed.
+    pub async fn expire(&self, key: Bytes, lifetime: Lifetime) -> Result<bool, Reply> {
+        let ack = self.ack;
+        let request = match lifetime {
+            Lifetime::AtMs(at_ms) => Request::ExpireAt { key, at_ms, ack },
+            Lifetime::InMs(ttl_ms) => Request::Expire { key, ttl_ms, ack },
+            Lifetime::Forever => Request::Persist { key, ack },
         };
         match self.call(request).await? {
             Response::Updated { existed, .. } => Ok(existed),
@@ -389,6 +402,13 @@ impl Session {
     pub async fn ttl(&self, key: Bytes) -> Result<TtlState, Reply> {
         match self.call(Request::Ttl { key }).await? {
             Response::Ttl(state) => Ok(state),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn deadline(&self, key: Bytes) -> Result<DeadlineState, Reply> {
+        match self.call(Request::Deadline { key }).await? {
+            Response::Deadline(state) => Ok(state),
             other => Err(unexpected(&other)),
         }
     }
@@ -615,8 +635,8 @@ impl Session {
             };
             let took = match (change, &current) {
                 (Change::Keep, _) | (Change::Delete, None) => true,
-                (Change::Write { value, ttl_ms }, _) => {
-                    self.set(key.clone(), value, ttl_ms, condition).await?
+                (Change::Write { value, lifetime }, _) => {
+                    self.set(key.clone(), value, lifetime, condition).await?
                 }
                 (Change::Delete, Some(_)) => self.delete(key.clone(), condition).await?.is_some(),
             };
@@ -635,10 +655,46 @@ impl Session {
 pub(crate) enum Change {
     /// Nothing.
     Keep,
-    /// Writes this value with this TTL (ms from now; `None`: none).
-    Write { value: Bytes, ttl_ms: Option<u64> },
+    /// Writes this value, expiring as `lifetime` says.
+    Write { value: Bytes, lifetime: Lifetime },
     /// Deletes the key.
     Delete,
+}
+
+/// When a key a write stores expires. A relative TTL stays relative on
+/// the wire, so a shard whose clock differs from this node's still gives
+/// it its full time; a deadline the client named is sent as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifetime {
+    /// No TTL (a plain SET removes the old one).
+    Forever,
+    /// This many ms from the write; above 0.
+    InMs(u64),
+    /// At this Unix time in ms; above 0.
+    AtMs(u64),
+}
+
+impl Lifetime {
+    /// The TTL a read reported kept as it is (`KEEPTTL`, `APPEND`):
+    /// relative, to the millisecond, as the protocol's reads carry it.
+    pub fn kept(entry: Option<&Entry>) -> Lifetime {
+        match entry.and_then(|e| e.ttl_ms) {
+            Some(ms) => Lifetime::InMs(ms.max(1)),
+            None => Lifetime::Forever,
+        }
+    }
+
+    /// Whether a key given this lifetime at `now_ms` is expired at once.
+    pub fn is_past(self, now_ms: u64) -> bool {
+        matches!(self, Lifetime::AtMs(at) if at <= now_ms)
+    }
+
+    fn ttl_ms(self) -> Option<u64> {
+        match self {
+            Lifetime::InMs(ms) => Some(ms),
+            Lifetime::Forever | Lifetime::AtMs(_) => None,
+        }
+    }
 }
 
 /// A response of a kind its request never gets: a bug, reported rather

@@ -3,13 +3,13 @@
 //! a read, then a write conditioned on the version read
 //! ([`Session::update`]), so a concurrent writer makes them retry rather
 //! than be lost. A kept TTL is the remaining time at the read, to the
-//! millisecond.
+//! millisecond; `EXAT` and `PXAT` are sent as deadlines, exact.
 
 use bytes::{Bytes, BytesMut};
 
 use super::commands::{int_arg, is, syntax_error, wrong_arity};
 use super::reply::{OK, Reply};
-use super::session::{Change, Session};
+use super::session::{Change, Lifetime, Session};
 use crate::proto::{Entry, SetEntry};
 use crate::types::Condition;
 
@@ -41,7 +41,12 @@ pub(crate) async fn run(cmd: Cmd, s: &mut Session, a: &[Bytes]) -> Reply {
         Cmd::Get => s.get(&a[1]).await.map(value_of),
         Cmd::Set => set(s, a).await,
         Cmd::SetNx => s
-            .set(a[1].clone(), a[2].clone(), None, Condition::IfAbsent)
+            .set(
+                a[1].clone(),
+                a[2].clone(),
+                Lifetime::Forever,
+                Condition::IfAbsent,
+            )
             .await
             .map(|written| Reply::Int(written.into())),
         Cmd::SetEx => set_ex(s, a, 1000, "setex").await,
@@ -93,24 +98,24 @@ fn invalid_expire(command: &str) -> Reply {
 
 /// A key's expiry as a write sets it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum Expiry {
+enum Expiry {
     /// No TTL (a plain SET removes the old one).
     #[default]
     Clear,
     /// The TTL the key has (`KEEPTTL`).
     Keep,
-    /// Expires this many ms from now; 0 or less: already expired.
-    InMs(i64),
+    /// A new one (never `Lifetime::Forever`).
+    New(Lifetime),
 }
 
 /// Reads `EX s`, `PX ms`, `EXAT t` or `PXAT t` at `a[i]` (the option
-/// name) as ms from now: `None` if `a[i]` is another word.
-pub(crate) fn expiry_option(
+/// name): `None` if `a[i]` is another word.
+fn expiry_option(
     s: &Session,
     a: &[Bytes],
     i: usize,
     command: &str,
-) -> Result<Option<i64>, Reply> {
+) -> Result<Option<Lifetime>, Reply> {
     let (scale, absolute) = match &a[i] {
         o if is(o, "ex") => (1000, false),
         o if is(o, "px") => (1, false),
@@ -125,13 +130,16 @@ pub(crate) fn expiry_option(
     let ms = n
         .checked_mul(scale)
         .ok_or_else(|| invalid_expire(command))?;
-    let now = s.now_ms() as i64;
+    // Positive: `n` is.
+    let ms = ms as u64;
     Ok(Some(if absolute {
-        ms - now
+        Lifetime::AtMs(ms)
     } else {
         // Redis refuses a relative TTL whose deadline would overflow.
-        ms.checked_add(now).ok_or_else(|| invalid_expire(command))?;
-        ms
+        ms.checked_add(s.now_ms())
+            .filter(|&at| at <= i64::MAX as u64)
+            .ok_or_else(|| invalid_expire(command))?;
+        Lifetime::InMs(ms)
     }))
 }
 
@@ -157,11 +165,11 @@ fn set_options(s: &Session, a: &[Bytes]) -> Result<SetOptions, Reply> {
         } else if is(arg, "keepttl") && !expiry_given {
             o.expiry = Expiry::Keep;
             expiry_given = true;
-        } else if let Some(ms) = expiry_option(s, a, i, "set")? {
+        } else if let Some(lifetime) = expiry_option(s, a, i, "set")? {
             if expiry_given {
                 return Err(syntax_error());
             }
-            o.expiry = Expiry::InMs(ms);
+            o.expiry = Expiry::New(lifetime);
             expiry_given = true;
             i += 1;
         } else {
@@ -179,13 +187,15 @@ async fn set(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
 
 async fn set_with(s: &Session, key: &Bytes, value: &Bytes, o: SetOptions) -> Result<Reply, Reply> {
     // The common case is one conditional write.
-    if let (false, Expiry::Clear | Expiry::InMs(1..)) = (o.get, o.expiry) {
-        let ttl_ms = match o.expiry {
-            Expiry::InMs(ms) => Some(ms as u64),
-            _ => None,
-        };
+    let now = s.now_ms();
+    let plain = match o.expiry {
+        Expiry::Clear => Some(Lifetime::Forever),
+        Expiry::New(lifetime) if !lifetime.is_past(now) => Some(lifetime),
+        _ => None,
+    };
+    if let (false, Some(lifetime)) = (o.get, plain) {
         let written = s
-            .set(key.clone(), value.clone(), ttl_ms, o.condition)
+            .set(key.clone(), value.clone(), lifetime, o.condition)
             .await?;
         return Ok(if written { OK } else { Reply::Null });
     }
@@ -203,15 +213,17 @@ async fn set_with(s: &Session, key: &Bytes, value: &Bytes, o: SetOptions) -> Res
         if blocked {
             return Ok((Change::Keep, if o.get { answer } else { Reply::Null }));
         }
-        let ttl_ms = match o.expiry {
-            Expiry::Clear => None,
-            Expiry::Keep => current.and_then(|e| e.ttl_ms).map(|ms| ms.max(1)),
+        let lifetime = match o.expiry {
+            Expiry::Clear => Lifetime::Forever,
+            Expiry::Keep => Lifetime::kept(current),
             // Already past: the key is set and gone at once.
-            Expiry::InMs(..=0) => return Ok((Change::Delete, answer)),
-            Expiry::InMs(ms) => Some(ms as u64),
+            Expiry::New(lifetime) if lifetime.is_past(now) => {
+                return Ok((Change::Delete, answer));
+            }
+            Expiry::New(lifetime) => lifetime,
         };
         let value = value.clone();
-        Ok((Change::Write { value, ttl_ms }, answer))
+        Ok((Change::Write { value, lifetime }, answer))
     })
     .await
 }
@@ -225,7 +237,7 @@ async fn set_ex(s: &Session, a: &[Bytes], scale: i64, command: &str) -> Result<R
     s.set(
         a[1].clone(),
         a[3].clone(),
-        Some(ms as u64),
+        Lifetime::InMs(ms as u64),
         Condition::Always,
     )
     .await?;
@@ -247,7 +259,7 @@ async fn get_ex(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
         2 => return s.get(&a[1]).await.map(value_of),
         3 if is(&a[2], "persist") => Expiry::Clear,
         4 => match expiry_option(s, a, 2, "getex")? {
-            Some(ms) => Expiry::InMs(ms),
+            Some(lifetime) => Expiry::New(lifetime),
             None => return Err(syntax_error()),
         },
         _ => return Err(syntax_error()),
@@ -257,15 +269,15 @@ async fn get_ex(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
             return Ok((Change::Keep, Reply::Null));
         };
         let answer = Reply::Bulk(e.value.clone());
-        let write = |ttl_ms| Change::Write {
+        let write = |lifetime| Change::Write {
             value: e.value.clone(),
-            ttl_ms,
+            lifetime,
         };
         Ok(match expiry {
             Expiry::Clear if e.ttl_ms.is_none() => (Change::Keep, answer),
-            Expiry::InMs(..=0) => (Change::Delete, answer),
-            Expiry::InMs(ms) => (write(Some(ms as u64)), answer),
-            _ => (write(None), answer),
+            Expiry::New(lifetime) if lifetime.is_past(s.now_ms()) => (Change::Delete, answer),
+            Expiry::New(lifetime) => (write(lifetime), answer),
+            _ => (write(Lifetime::Forever), answer),
         })
     })
     .await
@@ -280,7 +292,12 @@ async fn mset(s: &Session, a: &[Bytes], if_none_exist: bool) -> Result<Reply, Re
         if a.len() == 3 {
             // One key: exactly SETNX, atomic.
             let written = s
-                .set(a[1].clone(), a[2].clone(), None, Condition::IfAbsent)
+                .set(
+                    a[1].clone(),
+                    a[2].clone(),
+                    Lifetime::Forever,
+                    Condition::IfAbsent,
+                )
                 .await?;
             return Ok(Reply::Int(written.into()));
         }
@@ -315,9 +332,9 @@ async fn append(s: &Session, key: &Bytes, tail: &Bytes) -> Result<Reply, Reply> 
         }
         value.extend_from_slice(tail);
         let len = value.len() as i64;
-        let ttl_ms = current.and_then(|e| e.ttl_ms).map(|ms| ms.max(1));
+        let lifetime = Lifetime::kept(current);
         let value = value.freeze();
-        Ok((Change::Write { value, ttl_ms }, Reply::Int(len)))
+        Ok((Change::Write { value, lifetime }, Reply::Int(len)))
     })
     .await
 }
@@ -369,9 +386,9 @@ async fn set_range(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
         }
         value[offset..offset + patch.len()].copy_from_slice(patch);
         let len = value.len() as i64;
-        let ttl_ms = current.and_then(|e| e.ttl_ms).map(|ms| ms.max(1));
+        let lifetime = Lifetime::kept(current);
         let value = value.freeze();
-        Ok((Change::Write { value, ttl_ms }, Reply::Int(len)))
+        Ok((Change::Write { value, lifetime }, Reply::Int(len)))
     })
     .await
 }

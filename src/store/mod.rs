@@ -49,7 +49,7 @@ pub use error::{Result, StoreError};
 pub use memory::TierCounters;
 
 use checkpoint::{Checkpointer, Holds, Wake};
-use commit::{Applied, Committer, Msg, WriteOp};
+use commit::{Applied, Committer, Expiry, Msg, WriteOp};
 use disk::DiskTier;
 use feed::Feed;
 pub use list::ListMeta;
@@ -779,14 +779,26 @@ impl Store {
         Ok(crate::proto::check_key_count(count, max)?)
     }
 
-    fn check_ttl(ttl: Option<Duration>) -> Result<Option<u64>> {
+    fn check_ttl(ttl: Option<Duration>) -> Result<Expiry> {
         match ttl {
-            None => Ok(None),
+            None => Ok(Expiry::Never),
             Some(ttl) if ttl.is_zero() => Err(StoreError::InvalidArgument("ttl must be above 0")),
-            Some(ttl) => Ok(Some(
+            Some(ttl) => Ok(Expiry::InMs(
                 u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
             )),
         }
+    }
+
+    /// A deadline as a write takes it: 0 is refused, as it means "never"
+    /// in the stored format. One already past is allowed (the key is
+    /// written expired).
+    fn check_deadline(at_ms: u64) -> Result<Expiry> {
+        if at_ms == 0 {
+            return Err(StoreError::InvalidArgument(
+                "an expiry time must be above 0 (0 would mean never)",
+            ));
+        }
+        Ok(Expiry::AtMs(at_ms))
     }
 
     fn entry(&self, value: StoredValue) -> Entry {
@@ -926,6 +938,13 @@ impl Store {
         Ok(found.iter().filter(|e| e.is_some()).count() as u64)
     }
 
+    /// When `key` expires, as the stored format has it: `None` when there
+    /// is no live key, `Some(0)` when it does not expire, else the Unix
+    /// time in ms.
+    pub async fn deadline(&self, key: &[u8]) -> Result<Option<u64>> {
+        Ok(self.lookup(key).await?.map(|value| value.expires_at_ms))
+    }
+
     /// The expiry state of `key`.
     pub async fn ttl(&self, key: &[u8]) -> Result<TtlState> {
         Ok(
@@ -989,13 +1008,36 @@ impl Store {
         ttl: Option<Duration>,
         condition: Condition,
     ) -> Result<WriteOutcome> {
+        let expiry = Self::check_ttl(ttl)?;
+        self.set_expiring(key, value, expiry, condition).await
+    }
+
+    /// Stores `value` under `key` if `condition` holds, expiring at the
+    /// Unix time `at_ms` (already past: written expired).
+    pub async fn set_until(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        at_ms: u64,
+        condition: Condition,
+    ) -> Result<WriteOutcome> {
+        let expiry = Self::check_deadline(at_ms)?;
+        self.set_expiring(key, value, expiry, condition).await
+    }
+
+    async fn set_expiring(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        expiry: Expiry,
+        condition: Condition,
+    ) -> Result<WriteOutcome> {
         self.check_key(&key)?;
         self.check_value(&value)?;
-        let ttl_ms = Self::check_ttl(ttl)?;
         let op = WriteOp::Set {
             key,
             value,
-            ttl_ms,
+            expiry,
             condition,
         };
         self.submit(op).await.map(Self::outcome)
@@ -1120,17 +1162,25 @@ impl Store {
     /// Sets `key` to expire `ttl` from now. A zero `ttl` is refused, as for
     /// `set`: deleting is `delete`'s job.
     pub async fn expire(&self, key: Bytes, ttl: Duration) -> Result<WriteOutcome> {
-        self.check_key(&key)?;
-        let ttl_ms = Self::check_ttl(Some(ttl))?;
-        self.submit(WriteOp::Expire { key, ttl_ms })
-            .await
-            .map(Self::outcome)
+        let expiry = Self::check_ttl(Some(ttl))?;
+        self.set_expiry(key, expiry).await
+    }
+
+    /// Sets `key` to expire at the Unix time `at_ms`; one already past
+    /// leaves the key expired (gone to reads at once).
+    pub async fn expire_at(&self, key: Bytes, at_ms: u64) -> Result<WriteOutcome> {
+        let expiry = Self::check_deadline(at_ms)?;
+        self.set_expiry(key, expiry).await
     }
 
     /// Removes `key`'s expiry.
     pub async fn persist(&self, key: Bytes) -> Result<WriteOutcome> {
+        self.set_expiry(key, Expiry::Never).await
+    }
+
+    async fn set_expiry(&self, key: Bytes, expiry: Expiry) -> Result<WriteOutcome> {
         self.check_key(&key)?;
-        self.submit(WriteOp::Expire { key, ttl_ms: None })
+        self.submit(WriteOp::Expire { key, expiry })
             .await
             .map(Self::outcome)
     }

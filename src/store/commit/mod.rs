@@ -52,26 +52,37 @@ const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Most ops folded into one commit batch.
 const MAX_BATCH_OPS: usize = 1024;
 
+/// When a write makes its key expire. A relative TTL becomes a deadline
+/// at the batch's clock; an absolute one is kept as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    Never,
+    /// This many ms after the batch's time (above 0).
+    InMs(u64),
+    /// At this Unix time in ms (above 0: 0 means never in the stored format).
+    AtMs(u64),
+}
+
 /// A write as a client asked for it, before it is resolved against state.
 #[derive(Debug)]
 pub(crate) enum WriteOp {
     Set {
         key: Bytes,
         value: Bytes,
-        ttl_ms: Option<u64>,
+        expiry: Expiry,
         condition: Condition,
     },
     SetMany {
-        entries: Vec<(Bytes, Bytes, Option<u64>)>,
+        entries: Vec<(Bytes, Bytes, Expiry)>,
     },
     Delete {
         key: Bytes,
         condition: Condition,
     },
-    /// `ttl_ms: None` removes the expiry (persist).
+    /// `Expiry::Never` removes the expiry (persist).
     Expire {
         key: Bytes,
-        ttl_ms: Option<u64>,
+        expiry: Expiry,
     },
     Incr {
         key: Bytes,
@@ -565,8 +576,12 @@ impl BatchState<'_> {
         }
     }
 
-    fn deadline(&self, ttl_ms: Option<u64>) -> u64 {
-        ttl_ms.map_or(0, |ttl| self.now_ms.saturating_add(ttl))
+    fn deadline(&self, expiry: Expiry) -> u64 {
+        match expiry {
+            Expiry::Never => 0,
+            Expiry::InMs(ttl) => self.now_ms.saturating_add(ttl),
+            Expiry::AtMs(at) => at,
+        }
     }
 
     /// Resolves one op into the mutations to log, or an outcome with none.
@@ -575,7 +590,7 @@ impl BatchState<'_> {
             WriteOp::Set {
                 key,
                 value,
-                ttl_ms,
+                expiry,
                 condition,
             } => {
                 if *condition != Condition::Always {
@@ -593,7 +608,7 @@ impl BatchState<'_> {
                 let put = Mutation::Put {
                     key: key.clone(),
                     value: value.clone(),
-                    expires_at_ms: self.deadline(*ttl_ms),
+                    expires_at_ms: self.deadline(*expiry),
                 };
                 Ok((Applied::Written(seq), vec![put]))
             }
@@ -601,10 +616,10 @@ impl BatchState<'_> {
             WriteOp::SetMany { entries } => {
                 let puts = entries
                     .iter()
-                    .map(|(key, value, ttl_ms)| Mutation::Put {
+                    .map(|(key, value, expiry)| Mutation::Put {
                         key: key.clone(),
                         value: value.clone(),
-                        expires_at_ms: self.deadline(*ttl_ms),
+                        expires_at_ms: self.deadline(*expiry),
                     })
                     .collect();
                 Ok((Applied::Written(seq), puts))
@@ -635,19 +650,20 @@ impl BatchState<'_> {
                 }
                 Ok((Applied::Written(seq), mutations))
             }
-            WriteOp::Expire { key, ttl_ms } => {
+            WriteOp::Expire { key, expiry } => {
                 let Some(current) = self.live(key)? else {
                     return Ok((Applied::NotFound, vec![]));
                 };
-                if ttl_ms.is_none() && current.expires_at_ms == 0 {
+                if *expiry == Expiry::Never && current.expires_at_ms == 0 {
                     return Ok((Applied::Unchanged, vec![]));
                 }
-                // `Store::expire` refuses a zero TTL, so this never deletes.
+                // A deadline already past leaves the key expired, not
+                // deleted: reads skip it and the sweep removes it.
                 let put = Mutation::put(
                     key.clone(),
                     current.kind,
                     current.value,
-                    self.deadline(*ttl_ms),
+                    self.deadline(*expiry),
                 );
                 Ok((Applied::Written(seq), vec![put]))
             }
