@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock, watch};
 use tracing::{info, warn};
 
 use super::map::ClusterMap;
@@ -120,6 +120,12 @@ impl MoveRequest {
     fn migration(&self) -> u64 {
         match self {
             Self::Begin { migration, .. } | Self::Resume { migration, .. } => *migration,
+        }
+    }
+
+    fn protocol(&self) -> u32 {
+        match self {
+            Self::Begin { protocol, .. } | Self::Resume { protocol, .. } => *protocol,
         }
     }
 }
@@ -630,7 +636,13 @@ async fn export(node: &Arc<ClusterNode>, link: &Link) -> Result<(), String> {
         .map_err(|_| "no request".to_string())?
         .map_err(|e| e.to_string())?
         .ok_or("the stream ended before the request")?;
-    catch_up_with(node, request.migration()).await;
+    // The receiver can learn of a migration before its owners do, and a
+    // refusal would only make it ask again: wait for the map that started
+    // it (its id is that map's version). A request this node cannot read
+    // anyway is refused at once.
+    if request.protocol() == MOVE_PROTOCOL {
+        map_reaches(node.group().map(), request.migration(), CATCH_UP).await;
+    }
     let result = match request {
         MoveRequest::Begin {
             protocol,
@@ -821,13 +833,15 @@ async fn stream(
     result.map_err(Broken)
 }
 
-/// Waits, for [`CATCH_UP`] at most, until this node's map is as new as
-/// the one that started `migration` (whose id is that map's version): the
-/// receiver can learn of a migration before its owners do, and a refusal
-/// would only make it ask again.
-async fn catch_up_with(node: &ClusterNode, migration: u64) {
-    let mut maps = node.group().map();
-    let _ = tokio::time::timeout(CATCH_UP, maps.wait_for(|m| m.version() >= migration)).await;
+/// Waits, for `limit` at most, until `maps` holds a map of `version` or
+/// newer: whether it came.
+async fn map_reaches(
+    mut maps: watch::Receiver<Arc<ClusterMap>>,
+    version: u64,
+    limit: Duration,
+) -> bool {
+    let reached = tokio::time::timeout(limit, maps.wait_for(|m| m.version() >= version)).await;
+    matches!(reached, Ok(Ok(_)))
 }
 
 /// Why this node will not export `ranges` to `receiver`, if it will not;
@@ -1508,6 +1522,24 @@ mod tests {
         assert!(
             !next.heard_owner && !next.caught_up(),
             "a new attempt hears anew"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_owner_waits_for_the_map_that_started_a_migration() {
+        let (tx, rx) = watch::channel(Arc::new(ClusterMap::new()));
+        let mut next = ClusterMap::new();
+        next.apply(crate::cluster::map::MapCommand::Create { vnodes: 16 })
+            .unwrap();
+        assert_eq!(next.version(), 1);
+        let long = Duration::from_secs(60);
+        let waiting = tokio::spawn(map_reaches(rx.clone(), 1, long));
+        tx.send(Arc::new(next)).unwrap();
+        assert!(waiting.await.unwrap(), "the map came while it waited");
+        assert!(map_reaches(rx.clone(), 1, long).await, "already there");
+        assert!(
+            !map_reaches(rx, 2, Duration::from_millis(10)).await,
+            "a map that never comes ends the wait at the limit"
         );
     }
 
