@@ -174,6 +174,19 @@ pub(crate) enum WriteOp {
 }
 
 impl WriteOp {
+    /// Whether resolving it reads the keys' current state (a condition,
+    /// an old value, a collection's elements). New kinds read by default.
+    fn reads_state(&self) -> bool {
+        !matches!(
+            self,
+            WriteOp::Set {
+                condition: Condition::Always,
+                ..
+            } | WriteOp::SetMany { .. }
+                | WriteOp::Import { .. }
+        )
+    }
+
     /// Bytes of keys and values it carries (what its record will hold).
     fn data_len(&self) -> usize {
         match self {
@@ -405,10 +418,19 @@ impl Committer {
         let mut records = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut next_seq = self.last_seq.next();
-        for (op, _, _) in &batch {
+        // Only ops that read state look at the overlay, so what is written
+        // from the last of them on is not recorded: a run of plain sets
+        // (a pipelined SET run is one `SetMany`) records nothing.
+        let record_until = batch
+            .iter()
+            .rposition(|(op, _, _)| op.reads_state())
+            .unwrap_or(0);
+        for (i, (op, _, _)) in batch.iter().enumerate() {
             let outcome = state.evaluate(op, next_seq).map(|(applied, mutations)| {
                 if !mutations.is_empty() {
-                    state.record(next_seq, &mutations);
+                    if i < record_until {
+                        state.record(next_seq, &mutations);
+                    }
                     records.push(WalRecord {
                         seq: next_seq,
                         mutations,
@@ -776,4 +798,58 @@ fn parse_i64(value: &[u8]) -> Result<i64> {
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
         .ok_or(StoreError::NotAnInteger)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `commit` leaves out of the overlay rests on this: an op said
+    /// not to read state must resolve the same whatever the batch before
+    /// it wrote.
+    #[test]
+    fn only_blind_writes_skip_reading_state() {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let set = |condition| WriteOp::Set {
+            key: b("k"),
+            value: b("v"),
+            expiry: Expiry::Never,
+            condition,
+        };
+        assert!(!set(Condition::Always).reads_state());
+        for condition in [
+            Condition::IfAbsent,
+            Condition::IfPresent,
+            Condition::IfVersion(Seq(1)),
+        ] {
+            assert!(set(condition).reads_state(), "{condition:?}");
+        }
+        let set_many = WriteOp::SetMany {
+            entries: vec![(b("k"), b("v"), Expiry::InMs(5))],
+        };
+        assert!(!set_many.reads_state());
+        let import = WriteOp::Import { mutations: vec![] };
+        assert!(!import.reads_state());
+        let readers = [
+            WriteOp::Delete {
+                key: b("k"),
+                condition: Condition::Always,
+            },
+            WriteOp::Expire {
+                key: b("k"),
+                expiry: Expiry::AtMs(9),
+            },
+            WriteOp::Incr {
+                key: b("k"),
+                delta: 1,
+            },
+            WriteOp::Push {
+                key: b("k"),
+                end: End::Left,
+                values: vec![b("v")],
+                only_if_exists: false,
+            },
+        ];
+        assert!(readers.iter().all(WriteOp::reads_state));
+    }
 }
