@@ -148,6 +148,23 @@ fn human_output_of_every_command() {
         ok(&run(&["expire", "missing", "100"])).trim(),
         "(not found)"
     );
+    // Deadlines, exactly as given.
+    let at = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
+        .unwrap()
+        .as_millis()
+        + 600_000;
+    let at = at.to_string();
+    ok(&run(&["set", "t", "v", "--expires-at-ms", &at]));
+    assert_eq!(
+        ok(&run(&["deadline", "t"])).trim(),
+        format!("expires at {at} (Unix ms)")
+    );
+    assert!(ok(&run(&["expire-at", "t", "1"])).starts_with("OK deadline set"));
+    assert!(ok(&run(&["deadline", "t"])).starts_with("(nil)"));
+    assert!(ok(&run(&["deadline", "a"])).starts_with("(no ttl)"));
+    let zero = run(&["expire-at", "a", "0"]);
+    expect_status(&zero, 2);
+    assert!(stderr(&zero).contains("at least 1"), "{}", stderr(&zero));
 
     assert!(ok(&run(&["del", "a"])).starts_with("deleted"));
     assert_eq!(ok(&run(&["del", "a"])).trim(), "(not found)");
@@ -225,6 +242,10 @@ fn json_output_parses() {
     let ttl = json(&run(&["ttl", "k"]));
     assert_eq!(ttl["ttl"], "expires");
     assert!(ttl["ttl_ms"].as_u64().unwrap() <= 50_000);
+    json(&run(&["expire-at", "k", "4000000000000"]));
+    let deadline = json(&run(&["deadline", "k"]));
+    assert_eq!(deadline["expires_at_ms"], 4_000_000_000_000u64);
+    assert_eq!(json(&run(&["deadline", "nope"]))["ttl"], "missing");
 
     let mset = json(&run(&["mset", "s:1", "a", "s:2", "b"]));
     assert_eq!(mset["keys"], 2);

@@ -13,9 +13,9 @@ use serde_json::{Value as Json, json};
 use strata::cluster::client::{ClusterClient, ClusterClientConfig, ClusterClientError};
 use strata::cluster::{Ring, ShardId};
 use strata::net::client::{
-    AckPolicy, Client, ClientConfig, ClientError, ClusterMapReply, Condition, DeleteOutcome,
-    Deleted, Durability, Entry, Incremented, ScanPage, Seq, ServerTrust, SetOptions, SetOutcome,
-    TtlState, Updated, WriteReply,
+    AckPolicy, Client, ClientConfig, ClientError, ClusterMapReply, Condition, DeadlineState,
+    DeleteOutcome, Deleted, Durability, Entry, Incremented, ScanPage, Seq, ServerTrust, SetOptions,
+    SetOutcome, TtlState, Updated, WriteReply,
 };
 use strata::net::tls::parse_fingerprint;
 
@@ -143,6 +143,12 @@ enum Command {
         /// The key.
         key: String,
     },
+    /// Show when a key expires, as a Unix time in ms (exactly as the node
+    /// stores it).
+    Deadline {
+        /// The key.
+        key: String,
+    },
     /// Write a key; prints its new version and the durability reached.
     Set(SetArgs),
     /// Write several keys atomically, all at one version.
@@ -166,6 +172,14 @@ enum Command {
         key: String,
         /// Time to live in ms (at least 1).
         ms: u64,
+    },
+    /// Make an existing key expire at a Unix time in ms, as the node's
+    /// clock reads it (one already past expires it now).
+    ExpireAt {
+        /// The key.
+        key: String,
+        /// Unix time in ms (at least 1).
+        unix_ms: u64,
     },
     /// Remove the TTL of an existing key.
     Persist {
@@ -236,6 +250,10 @@ struct SetArgs {
     /// Expire the key after this many ms.
     #[arg(long, value_name = "MS")]
     ttl_ms: Option<u64>,
+    /// Expire the key at this Unix time in ms, as the node's clock reads it
+    /// (one already past writes the key expired).
+    #[arg(long, value_name = "UNIX_MS", conflicts_with = "ttl_ms")]
+    expires_at_ms: Option<u64>,
     /// Only if the key is absent (create); exits 1 if it exists.
     #[arg(long, conflicts_with_all = ["xx", "if_version"])]
     nx: bool,
@@ -482,6 +500,20 @@ impl Target {
         Ok(match self {
             Target::Node(c) => c.expire(key, ttl).await?,
             Target::Cluster { cluster, .. } => cluster.expire(key, ttl).await?,
+        })
+    }
+
+    async fn expire_at(&self, key: Bytes, at_ms: u64) -> Result<Updated, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.expire_at(key, at_ms).await?,
+            Target::Cluster { cluster, .. } => cluster.expire_at(key, at_ms).await?,
+        })
+    }
+
+    async fn deadline(&self, key: Bytes) -> Result<DeadlineState, Failure> {
+        Ok(match self {
+            Target::Node(c) => c.deadline(key).await?,
+            Target::Cluster { cluster, .. } => cluster.deadline(key).await?,
         })
     }
 
@@ -769,11 +801,13 @@ async fn execute(client: &Target, command: Command, mode: Mode) -> Result<Report
         Command::Mget { keys } => mget(client, keys).await,
         Command::Exists { keys } => exists(client, keys).await,
         Command::Ttl { key } => ttl(client, key).await,
+        Command::Deadline { key } => deadline(client, key).await,
         // Writes.
         Command::Set(args) => set(client, args, mode).await,
         Command::Mset { pairs } => mset(client, pairs).await,
         Command::Del { key, if_version } => del(client, key, if_version).await,
         Command::Expire { key, ms } => expire(client, key, ms).await,
+        Command::ExpireAt { key, unix_ms } => expire_at(client, key, unix_ms).await,
         Command::Persist { key } => persist(client, key).await,
         Command::Incr { key, delta } => incr(client, key, delta).await,
         Command::Scan {
@@ -852,6 +886,21 @@ async fn ttl(client: &Target, key: String) -> Result<Report, Failure> {
             json!({"ttl": "persistent"}),
         ),
         TtlState::ExpiresIn(ms) => (format!("{ms} ms"), json!({"ttl": "expires", "ttl_ms": ms})),
+    };
+    Ok(Report { human, json })
+}
+
+async fn deadline(client: &Target, key: String) -> Result<Report, Failure> {
+    let (human, json) = match client.deadline(b(key)).await? {
+        DeadlineState::Missing => ("(nil): no such key".to_string(), json!({"ttl": "missing"})),
+        DeadlineState::Persistent => (
+            "(no ttl): the key does not expire".to_string(),
+            json!({"ttl": "persistent"}),
+        ),
+        DeadlineState::ExpiresAt(at) => (
+            format!("expires at {at} (Unix ms)"),
+            json!({"ttl": "expires", "expires_at_ms": at}),
+        ),
     };
     Ok(Report { human, json })
 }
@@ -959,6 +1008,20 @@ async fn expire(client: &Target, key: String, ms: u64) -> Result<Report, Failure
     ))
 }
 
+async fn expire_at(client: &Target, key: String, unix_ms: u64) -> Result<Report, Failure> {
+    if unix_ms == 0 {
+        return Err(Failure::Usage(
+            "expire-at needs a time of at least 1 (Unix ms; 0 would mean never)".into(),
+        ));
+    }
+    let updated = client.expire_at(b(key), unix_ms).await?;
+    Ok(updated_report(
+        updated.existed,
+        updated.durability,
+        "deadline set",
+    ))
+}
+
 async fn persist(client: &Target, key: String) -> Result<Report, Failure> {
     let updated = client.persist(b(key)).await?;
     Ok(updated_report(
@@ -1002,6 +1065,11 @@ async fn set(client: &Target, args: SetArgs, mode: Mode) -> Result<Report, Failu
     if args.ttl_ms == Some(0) {
         return Err(Failure::Usage("--ttl-ms must be at least 1".into()));
     }
+    if args.expires_at_ms == Some(0) {
+        return Err(Failure::Usage(
+            "--expires-at-ms must be at least 1 (Unix ms; 0 would mean never)".into(),
+        ));
+    }
     let condition = if args.nx {
         Condition::IfAbsent
     } else if args.xx {
@@ -1014,6 +1082,9 @@ async fn set(client: &Target, args: SetArgs, mode: Mode) -> Result<Report, Failu
     let mut options = SetOptions::new().with_condition(condition);
     if let Some(ms) = args.ttl_ms {
         options = options.with_ttl(Duration::from_millis(ms));
+    }
+    if let Some(at) = args.expires_at_ms {
+        options = options.expiring_at(at);
     }
     if let Some(ack) = args.ack {
         options = options.with_ack(ack);
