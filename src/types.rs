@@ -350,6 +350,36 @@ pub enum Condition {
     IfVersion(Seq),
 }
 
+/// When a key a write stores expires. A TTL is counted from the write's
+/// commit on the node; a deadline is kept exactly as given, read against
+/// the node's clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Expiry {
+    /// No expiry (a write without one removes the key's old one).
+    #[default]
+    Never,
+    /// This many ms after the commit; above 0.
+    InMs(u64),
+    /// At this Unix time in ms; above 0 (0 means never in the stored
+    /// formats).
+    AtMs(u64),
+}
+
+impl Expiry {
+    /// Whether a key given this expiry at `now_ms` is expired at once.
+    pub fn is_past(self, now_ms: u64) -> bool {
+        matches!(self, Expiry::AtMs(at) if at <= now_ms)
+    }
+
+    /// The TTL in ms, for a relative expiry.
+    pub fn ttl_ms(self) -> Option<u64> {
+        match self {
+            Expiry::InMs(ms) => Some(ms),
+            Expiry::Never | Expiry::AtMs(_) => None,
+        }
+    }
+}
+
 /// Set when whoever asked for a long operation is gone (its client left, or
 /// its request timed out): the operation checks it as it goes and stops.
 #[derive(Debug, Clone, Default)]

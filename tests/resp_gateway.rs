@@ -304,6 +304,11 @@ async fn key_space_commands() {
     assert_eq!(c.cmd(&["RPUSH", "lk", "a"]).await, int(1));
     assert_eq!(c.cmd(&["PEXPIREAT", "lk", &at]).await, int(1));
     assert_eq!(c.cmd(&["PEXPIRETIME", "lk"]).await, int(far_ms as i64));
+    // The largest deadline rounds to seconds without overflowing.
+    let max = i64::MAX.to_string();
+    assert_eq!(c.cmd(&["PEXPIREAT", "sk", &max]).await, int(1));
+    assert_eq!(c.cmd(&["PEXPIRETIME", "sk"]).await, int(i64::MAX));
+    assert_eq!(c.cmd(&["EXPIRETIME", "sk"]).await, int(i64::MAX / 1000 + 1));
     assert_eq!(c.cmd(&["DEL", "sk", "lk"]).await, int(2));
     // A time already past deletes the key.
     assert_eq!(c.cmd(&["EXPIRE", "k", "-1"]).await, int(1));

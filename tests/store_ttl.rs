@@ -178,7 +178,7 @@ async fn absolute_deadlines_are_kept_exactly() {
     let store = open_with_clock(config(dir.path(), FsyncPolicy::Always), clock.clone());
     let at = now + 12_345;
     store
-        .set_until(b("k"), b("v"), at, Condition::Always)
+        .set_at(b("k"), b("v"), at, Condition::Always)
         .await
         .unwrap();
     assert_eq!(store.deadline(b"k").await.unwrap(), Some(at));
@@ -216,7 +216,7 @@ async fn absolute_deadlines_are_kept_exactly() {
 
     // A deadline already past: written, and gone to every read.
     let written = store
-        .set_until(b("past"), b("v"), now - 1, Condition::Always)
+        .set_at(b("past"), b("v"), now - 1, Condition::Always)
         .await
         .unwrap();
     assert!(matches!(written, WriteOutcome::Written(_)));
@@ -228,7 +228,7 @@ async fn absolute_deadlines_are_kept_exactly() {
     // 0 means "never" in the stored format, so it is refused as a time.
     assert!(
         store
-            .set_until(b("zero"), b("v"), 0, Condition::Always)
+            .set_at(b("zero"), b("v"), 0, Condition::Always)
             .await
             .is_err()
     );

@@ -1526,7 +1526,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_owner_waits_for_the_map_that_started_a_migration() {
+    async fn map_reaches_waits_for_the_version_until_its_limit() {
         let (tx, rx) = watch::channel(Arc::new(ClusterMap::new()));
         let mut next = ClusterMap::new();
         next.apply(crate::cluster::map::MapCommand::Create { vnodes: 16 })

@@ -464,7 +464,7 @@ impl Node {
                 condition,
                 ..
             } => store
-                .set_until(key, value, expires_at_ms, condition)
+                .set_at(key, value, expires_at_ms, condition)
                 .await
                 .map(|o| set_reply(o, ack, written)),
             Request::Expire { key, ttl_ms, .. } => store

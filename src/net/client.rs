@@ -93,7 +93,9 @@ pub use crate::proto::{
     ErrorCode, ErrorReply, HelloReply, KeyPage, Limits, RawSnapshotItem, RawSnapshotPage, Request,
     Response, ScanPage, SetEntry, SnapshotItem, SnapshotPage, TtlState, WriteReply,
 };
-pub use crate::types::{AckPolicy, End, OnTimeout, Score, ScoreRule, ScoreUpdate, Seq, ValueKind};
+pub use crate::types::{
+    AckPolicy, End, Expiry, OnTimeout, Score, ScoreRule, ScoreUpdate, Seq, ValueKind,
+};
 
 /// Why a client call failed.
 ///
@@ -410,12 +412,10 @@ impl ClientConfig {
 /// Options of [`Client::set_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetOptions {
-    /// Time to live; `None` stores the key without expiry (removing any
-    /// previous TTL). Rounded up to whole milliseconds.
-    pub ttl: Option<Duration>,
-    /// Expire at this Unix time in ms (as the server's clock reads it)
-    /// instead: sent as `SetAt`. It wins over `ttl` when both are set.
-    pub expires_at_ms: Option<u64>,
+    /// When the key expires: `Never` stores it without expiry (removing
+    /// any previous TTL); a deadline (`AtMs`, read against the server's
+    /// clock) is sent as `SetAt`.
+    pub expiry: Expiry,
     /// When to write.
     pub condition: Condition,
     /// What to wait for before the reply; `None`: the client's default, else
@@ -429,18 +429,16 @@ impl SetOptions {
         SetOptions::default()
     }
 
-    /// Expire the key after `ttl`.
+    /// Expire the key after `ttl`, rounded up to whole milliseconds.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
-        self.expires_at_ms = None;
+        self.expiry = Expiry::InMs(ttl_ms(ttl));
         self
     }
 
     /// Expire the key at the Unix time `at_ms` (ms; above 0). One already
     /// past writes the key expired.
     pub fn expiring_at(mut self, at_ms: u64) -> Self {
-        self.expires_at_ms = Some(at_ms);
-        self.ttl = None;
+        self.expiry = Expiry::AtMs(at_ms);
         self
     }
 
@@ -474,22 +472,7 @@ impl SetOptions {
     /// The write these options ask for: a `SetAt` with a deadline, else
     /// a `Set`. `ack` is the policy resolved against the client's default.
     pub(crate) fn request(self, key: Bytes, value: Bytes, ack: Option<AckPolicy>) -> Request {
-        match self.expires_at_ms {
-            Some(expires_at_ms) => Request::SetAt {
-                key,
-                value,
-                expires_at_ms,
-                condition: self.condition,
-                ack,
-            },
-            None => Request::Set {
-                key,
-                value,
-                ttl_ms: self.ttl.map(ttl_ms),
-                condition: self.condition,
-                ack,
-            },
-        }
+        Request::set_expiring(key, value, self.expiry, self.condition, ack)
     }
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{ErrorCode, Limits};
-use crate::types::{AckPolicy, Condition, End, NodeId, Score, ScoreUpdate, Seq, ValueKind};
+use crate::types::{AckPolicy, Condition, End, Expiry, NodeId, Score, ScoreUpdate, Seq, ValueKind};
 
 /// A client request. The body of a client-to-server frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -724,6 +724,33 @@ impl Op {
 }
 
 impl Request {
+    /// A write of `key` expiring as `expiry` says: a `SetAt` for a
+    /// deadline, else a `Set`.
+    pub fn set_expiring(
+        key: Bytes,
+        value: Bytes,
+        expiry: Expiry,
+        condition: Condition,
+        ack: Option<AckPolicy>,
+    ) -> Request {
+        match expiry {
+            Expiry::AtMs(expires_at_ms) => Request::SetAt {
+                key,
+                value,
+                expires_at_ms,
+                condition,
+                ack,
+            },
+            Expiry::Never | Expiry::InMs(_) => Request::Set {
+                key,
+                value,
+                ttl_ms: expiry.ttl_ms(),
+                condition,
+                ack,
+            },
+        }
+    }
+
     /// The operation: an exhaustive match, so a new request kind cannot be
     /// left out of the per-operation metrics.
     pub const fn op(&self) -> Op {
@@ -843,8 +870,8 @@ impl Request {
     ///
     /// True when a second execution leaves the same data and answers with the
     /// same kind of reply as the first: every read, unconditional and
-    /// `IfPresent` sets (`Set` and `SetAt`), `MultiSet`, `Delete` with
-    /// `Always`, `Expire` (restarting the TTL clock), `ExpireAt` and
+    /// `IfPresent` sets, an unconditional `SetAt`, `MultiSet`, `Delete`
+    /// with `Always`, `Expire` (restarting the TTL clock), `ExpireAt` and
     /// `Persist`. False for `Incr`, which
     /// would add twice, `Push`, `Pop` and the member writes, which would
     /// push or take twice or report a count of 0 for what they changed,
@@ -867,11 +894,12 @@ impl Request {
             | Request::ClusterPropose { .. }
             | Request::ClusterInit
             | Request::ClusterFailover { .. } => false,
-            Request::Set { condition, .. }
-            | Request::SetAt { condition, .. }
-            | Request::Delete { condition, .. } => {
+            Request::Set { condition, .. } | Request::Delete { condition, .. } => {
                 matches!(condition, Condition::Always | Condition::IfPresent)
             }
+            // A deadline already past leaves the key absent, so a resent
+            // `IfPresent` would report `NotWritten`.
+            Request::SetAt { condition, .. } => matches!(condition, Condition::Always),
             Request::Hello { .. }
             | Request::Ping
             | Request::Get { .. }
@@ -1838,6 +1866,15 @@ mod tests {
         assert!(set(Condition::IfPresent).is_idempotent());
         assert!(!set(Condition::IfAbsent).is_idempotent());
         assert!(!set(Condition::IfVersion(Seq(3))).is_idempotent());
+        let set_at = |condition| Request::SetAt {
+            key: b("k"),
+            value: b("v"),
+            expires_at_ms: 1,
+            condition,
+            ack: None,
+        };
+        assert!(set_at(Condition::Always).is_idempotent());
+        assert!(!set_at(Condition::IfPresent).is_idempotent());
         assert_eq!(
             set(Condition::Always).ack(),
             Some(AckPolicy::Sync { timeout_ms: 1 })

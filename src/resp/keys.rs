@@ -8,15 +8,15 @@ use bytes::Bytes;
 use super::commands::{int_arg, is, lossy, parse_i64, syntax_error};
 use super::glob;
 use super::reply::{OK, Reply};
-use super::session::{Change, Lifetime, Session};
+use super::session::{Change, Session};
 use crate::proto::{DeadlineState, TtlState};
-use crate::types::{Condition, ValueKind};
+use crate::types::{Condition, Expiry, ValueKind};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cmd {
     Del,
     Exists,
-    Expire(Expiry),
+    Expire(ExpireForm),
     Ttl { millis: bool, at: bool },
     Persist,
     Type,
@@ -28,29 +28,29 @@ pub(crate) enum Cmd {
 
 /// How an EXPIRE-family command reads its time.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Expiry {
+pub(crate) struct ExpireForm {
     scale: i64,
     absolute: bool,
     name: &'static str,
 }
 
-impl Expiry {
-    pub const SECONDS: Expiry = Expiry {
+impl ExpireForm {
+    pub const SECONDS: ExpireForm = ExpireForm {
         scale: 1000,
         absolute: false,
         name: "expire",
     };
-    pub const MILLIS: Expiry = Expiry {
+    pub const MILLIS: ExpireForm = ExpireForm {
         scale: 1,
         absolute: false,
         name: "pexpire",
     };
-    pub const SECONDS_AT: Expiry = Expiry {
+    pub const SECONDS_AT: ExpireForm = ExpireForm {
         scale: 1000,
         absolute: true,
         name: "expireat",
     };
-    pub const MILLIS_AT: Expiry = Expiry {
+    pub const MILLIS_AT: ExpireForm = ExpireForm {
         scale: 1,
         absolute: true,
         name: "pexpireat",
@@ -143,7 +143,7 @@ impl ExpireIf {
     }
 }
 
-async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
+async fn expire(s: &Session, a: &[Bytes], how: ExpireForm) -> Result<Reply, Reply> {
     let n = int_arg(&a[2])?;
     let flags = ExpireIf::parse(&a[3..])?;
     let invalid = || Reply::err(format!("ERR invalid expire time in '{}' command", how.name));
@@ -157,14 +157,14 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
     // An absolute time far in the past must not overflow: it is past.
     let in_ms = at.saturating_sub(now);
     // What is sent: the deadline the client named, or its TTL.
-    let lifetime = match (in_ms, how.absolute) {
+    let expiry = match (in_ms, how.absolute) {
         (..=0, _) => None,
-        (_, true) => Some(Lifetime::AtMs(at as u64)),
-        (_, false) => Some(Lifetime::InMs(in_ms as u64)),
+        (_, true) => Some(Expiry::AtMs(at as u64)),
+        (_, false) => Some(Expiry::InMs(in_ms as u64)),
     };
     let key = &a[1];
     if !flags.any() {
-        return Ok(Reply::Int(expire_with(s, key, lifetime).await?.into()));
+        return Ok(Reply::Int(expire_with(s, key, expiry).await?.into()));
     }
     let collection = s.kind(key.clone()).await?;
     if collection.is_some_and(|kind| kind != ValueKind::String) {
@@ -175,7 +175,7 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
             TtlState::Persistent => None,
             TtlState::ExpiresIn(ms) => Some(ms),
         };
-        let took = flags.allows(current, in_ms) && expire_with(s, key, lifetime).await?;
+        let took = flags.allows(current, in_ms) && expire_with(s, key, expiry).await?;
         return Ok(Reply::Int(took.into()));
     }
     s.update(key, |current| {
@@ -185,11 +185,11 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
         if !flags.allows(e.ttl_ms, in_ms) {
             return Ok((Change::Keep, Reply::Int(0)));
         }
-        let change = match lifetime {
+        let change = match expiry {
             None => Change::Delete,
-            Some(lifetime) => Change::Write {
+            Some(expiry) => Change::Write {
                 value: e.value.clone(),
-                lifetime,
+                expiry,
             },
         };
         Ok((change, Reply::Int(1)))
@@ -197,12 +197,12 @@ async fn expire(s: &Session, a: &[Bytes], how: Expiry) -> Result<Reply, Reply> {
     .await
 }
 
-/// Gives `key` its `lifetime`, deleting it when there is none left (a
+/// Gives `key` its `expiry`, deleting it when there is none left (a
 /// time not in the future, as Redis does); whether it existed.
-async fn expire_with(s: &Session, key: &Bytes, lifetime: Option<Lifetime>) -> Result<bool, Reply> {
-    match lifetime {
+async fn expire_with(s: &Session, key: &Bytes, expiry: Option<Expiry>) -> Result<bool, Reply> {
+    match expiry {
         None => Ok(s.delete(key.clone(), Condition::Always).await? == Some(true)),
-        Some(lifetime) => s.expire(key.clone(), lifetime).await,
+        Some(expiry) => s.expire(key.clone(), expiry).await,
     }
 }
 
@@ -213,17 +213,23 @@ async fn ttl(s: &Session, key: &Bytes, millis: bool, at: bool) -> Result<Reply, 
         match s.deadline(key.clone()).await? {
             DeadlineState::Missing => return Ok(Reply::Int(-2)),
             DeadlineState::Persistent => return Ok(Reply::Int(-1)),
-            DeadlineState::ExpiresAt(ms) => i64::try_from(ms).unwrap_or(i64::MAX),
+            DeadlineState::ExpiresAt(ms) => ms,
         }
     } else {
         match s.ttl(key.clone()).await? {
             TtlState::Missing => return Ok(Reply::Int(-2)),
             TtlState::Persistent => return Ok(Reply::Int(-1)),
-            TtlState::ExpiresIn(ms) => ms as i64,
+            TtlState::ExpiresIn(ms) => ms,
         }
     };
-    // Redis rounds a TTL in seconds to the nearest second.
-    Ok(Reply::Int(if millis { ms } else { (ms + 500) / 1000 }))
+    // Redis rounds a TTL in seconds to the nearest second. A native
+    // client may store a deadline past i64: it is answered as i64::MAX.
+    let ms = if millis {
+        ms
+    } else {
+        ms / 1000 + u64::from(ms % 1000 >= 500)
+    };
+    Ok(Reply::Int(i64::try_from(ms).unwrap_or(i64::MAX)))
 }
 
 /// SCAN's options.

@@ -20,7 +20,7 @@ use crate::proto::{
     DeadlineState, Entry, ErrorCode, KeyPage, Request, Response, SetEntry, TtlState,
 };
 use crate::sync::lock;
-use crate::types::{AckPolicy, Cancel, Condition, End, ValueKind};
+use crate::types::{AckPolicy, Cancel, Condition, End, Expiry, ValueKind};
 
 /// Arguments of a connection that has not authenticated yet (when tokens
 /// are required): room for `HELLO 3 AUTH user pass SETNAME name`, as
@@ -309,26 +309,10 @@ impl Session {
         &self,
         key: Bytes,
         value: Bytes,
-        lifetime: Lifetime,
+        expiry: Expiry,
         condition: Condition,
     ) -> Result<bool, Reply> {
-        let ack = self.ack;
-        let request = match lifetime {
-            Lifetime::AtMs(expires_at_ms) => Request::SetAt {
-                key,
-                value,
-                expires_at_ms,
-                condition,
-                ack,
-            },
-            Lifetime::Forever | Lifetime::InMs(_) => Request::Set {
-                key,
-                value,
-                ttl_ms: lifetime.ttl_ms(),
-                condition,
-                ack,
-            },
-        };
+        let request = Request::set_expiring(key, value, expiry, condition, self.ack);
         match self.call(request).await? {
             Response::Written(_) => Ok(true),
             Response::NotWritten { .. } => Ok(false),
@@ -366,12 +350,12 @@ impl Session {
     }
 
     /// Sets a TTL, or a deadline; whether the key existed.
-    pub async fn expire(&self, key: Bytes, lifetime: Lifetime) -> Result<bool, Reply> {
+    pub async fn expire(&self, key: Bytes, expiry: Expiry) -> Result<bool, Reply> {
         let ack = self.ack;
-        let request = match lifetime {
-            Lifetime::AtMs(at_ms) => Request::ExpireAt { key, at_ms, ack },
-            Lifetime::InMs(ttl_ms) => Request::Expire { key, ttl_ms, ack },
-            Lifetime::Forever => Request::Persist { key, ack },
+        let request = match expiry {
+            Expiry::AtMs(at_ms) => Request::ExpireAt { key, at_ms, ack },
+            Expiry::InMs(ttl_ms) => Request::Expire { key, ttl_ms, ack },
+            Expiry::Never => Request::Persist { key, ack },
         };
         match self.call(request).await? {
             Response::Updated { existed, .. } => Ok(existed),
@@ -635,8 +619,8 @@ impl Session {
             };
             let took = match (change, &current) {
                 (Change::Keep, _) | (Change::Delete, None) => true,
-                (Change::Write { value, lifetime }, _) => {
-                    self.set(key.clone(), value, lifetime, condition).await?
+                (Change::Write { value, expiry }, _) => {
+                    self.set(key.clone(), value, expiry, condition).await?
                 }
                 (Change::Delete, Some(_)) => self.delete(key.clone(), condition).await?.is_some(),
             };
@@ -655,45 +639,18 @@ impl Session {
 pub(crate) enum Change {
     /// Nothing.
     Keep,
-    /// Writes this value, expiring as `lifetime` says.
-    Write { value: Bytes, lifetime: Lifetime },
+    /// Writes this value, expiring as `expiry` says.
+    Write { value: Bytes, expiry: Expiry },
     /// Deletes the key.
     Delete,
 }
 
-/// When a key a write stores expires. A relative TTL stays relative on
-/// the wire, so a shard whose clock differs from this node's still gives
-/// it its full time; a deadline the client named is sent as one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lifetime {
-    /// No TTL (a plain SET removes the old one).
-    Forever,
-    /// This many ms from the write; above 0.
-    InMs(u64),
-    /// At this Unix time in ms; above 0.
-    AtMs(u64),
-}
-
-impl Lifetime {
-    /// The TTL a read reported kept as it is (`KEEPTTL`, `APPEND`):
-    /// relative, to the millisecond, as the protocol's reads carry it.
-    pub fn kept(entry: Option<&Entry>) -> Lifetime {
-        match entry.and_then(|e| e.ttl_ms) {
-            Some(ms) => Lifetime::InMs(ms.max(1)),
-            None => Lifetime::Forever,
-        }
-    }
-
-    /// Whether a key given this lifetime at `now_ms` is expired at once.
-    pub fn is_past(self, now_ms: u64) -> bool {
-        matches!(self, Lifetime::AtMs(at) if at <= now_ms)
-    }
-
-    fn ttl_ms(self) -> Option<u64> {
-        match self {
-            Lifetime::InMs(ms) => Some(ms),
-            Lifetime::Forever | Lifetime::AtMs(_) => None,
-        }
+/// The TTL a read reported, kept as it is (`KEEPTTL`, `APPEND`): the time
+/// left at the read, to the millisecond, as the protocol's reads carry it.
+pub(crate) fn kept_ttl(entry: Option<&Entry>) -> Expiry {
+    match entry.and_then(|e| e.ttl_ms) {
+        Some(ms) => Expiry::InMs(ms.max(1)),
+        None => Expiry::Never,
     }
 }
 

@@ -9,9 +9,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::commands::{int_arg, is, syntax_error, wrong_arity};
 use super::reply::{OK, Reply};
-use super::session::{Change, Lifetime, Session};
+use super::session::{Change, Session, kept_ttl};
 use crate::proto::{Entry, SetEntry};
-use crate::types::Condition;
+use crate::types::{Condition, Expiry};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cmd {
@@ -44,7 +44,7 @@ pub(crate) async fn run(cmd: Cmd, s: &mut Session, a: &[Bytes]) -> Reply {
             .set(
                 a[1].clone(),
                 a[2].clone(),
-                Lifetime::Forever,
+                Expiry::Never,
                 Condition::IfAbsent,
             )
             .await
@@ -96,16 +96,19 @@ fn invalid_expire(command: &str) -> Reply {
     Reply::err(format!("ERR invalid expire time in '{command}' command"))
 }
 
-/// A key's expiry as a write sets it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum Expiry {
-    /// No TTL (a plain SET removes the old one).
-    #[default]
-    Clear,
-    /// The TTL the key has (`KEEPTTL`).
+/// What a SET does to the key's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NewTtl {
+    /// Keeps the TTL the key has (`KEEPTTL`).
     Keep,
-    /// A new one (never `Lifetime::Forever`).
-    New(Lifetime),
+    /// Gives it this one (`Never` for a plain SET, which removes the old).
+    To(Expiry),
+}
+
+impl Default for NewTtl {
+    fn default() -> NewTtl {
+        NewTtl::To(Expiry::Never)
+    }
 }
 
 /// Reads `EX s`, `PX ms`, `EXAT t` or `PXAT t` at `a[i]` (the option
@@ -115,7 +118,7 @@ fn expiry_option(
     a: &[Bytes],
     i: usize,
     command: &str,
-) -> Result<Option<Lifetime>, Reply> {
+) -> Result<Option<Expiry>, Reply> {
     let (scale, absolute) = match &a[i] {
         o if is(o, "ex") => (1000, false),
         o if is(o, "px") => (1, false),
@@ -133,13 +136,13 @@ fn expiry_option(
     // Positive: `n` is.
     let ms = ms as u64;
     Ok(Some(if absolute {
-        Lifetime::AtMs(ms)
+        Expiry::AtMs(ms)
     } else {
         // Redis refuses a relative TTL whose deadline would overflow.
         ms.checked_add(s.now_ms())
             .filter(|&at| at <= i64::MAX as u64)
             .ok_or_else(|| invalid_expire(command))?;
-        Lifetime::InMs(ms)
+        Expiry::InMs(ms)
     }))
 }
 
@@ -147,7 +150,7 @@ fn expiry_option(
 struct SetOptions {
     condition: Condition,
     get: bool,
-    expiry: Expiry,
+    expiry: NewTtl,
 }
 
 fn set_options(s: &Session, a: &[Bytes]) -> Result<SetOptions, Reply> {
@@ -163,13 +166,13 @@ fn set_options(s: &Session, a: &[Bytes]) -> Result<SetOptions, Reply> {
         } else if is(arg, "get") {
             o.get = true;
         } else if is(arg, "keepttl") && !expiry_given {
-            o.expiry = Expiry::Keep;
+            o.expiry = NewTtl::Keep;
             expiry_given = true;
-        } else if let Some(lifetime) = expiry_option(s, a, i, "set")? {
+        } else if let Some(expiry) = expiry_option(s, a, i, "set")? {
             if expiry_given {
                 return Err(syntax_error());
             }
-            o.expiry = Expiry::New(lifetime);
+            o.expiry = NewTtl::To(expiry);
             expiry_given = true;
             i += 1;
         } else {
@@ -188,14 +191,11 @@ async fn set(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
 async fn set_with(s: &Session, key: &Bytes, value: &Bytes, o: SetOptions) -> Result<Reply, Reply> {
     // The common case is one conditional write.
     let now = s.now_ms();
-    let plain = match o.expiry {
-        Expiry::Clear => Some(Lifetime::Forever),
-        Expiry::New(lifetime) if !lifetime.is_past(now) => Some(lifetime),
-        _ => None,
-    };
-    if let (false, Some(lifetime)) = (o.get, plain) {
+    if let (false, NewTtl::To(expiry)) = (o.get, o.expiry)
+        && !expiry.is_past(now)
+    {
         let written = s
-            .set(key.clone(), value.clone(), lifetime, o.condition)
+            .set(key.clone(), value.clone(), expiry, o.condition)
             .await?;
         return Ok(if written { OK } else { Reply::Null });
     }
@@ -213,17 +213,16 @@ async fn set_with(s: &Session, key: &Bytes, value: &Bytes, o: SetOptions) -> Res
         if blocked {
             return Ok((Change::Keep, if o.get { answer } else { Reply::Null }));
         }
-        let lifetime = match o.expiry {
-            Expiry::Clear => Lifetime::Forever,
-            Expiry::Keep => Lifetime::kept(current),
+        let expiry = match o.expiry {
+            NewTtl::Keep => kept_ttl(current),
             // Already past: the key is set and gone at once.
-            Expiry::New(lifetime) if lifetime.is_past(now) => {
+            NewTtl::To(expiry) if expiry.is_past(now) => {
                 return Ok((Change::Delete, answer));
             }
-            Expiry::New(lifetime) => lifetime,
+            NewTtl::To(expiry) => expiry,
         };
         let value = value.clone();
-        Ok((Change::Write { value, lifetime }, answer))
+        Ok((Change::Write { value, expiry }, answer))
     })
     .await
 }
@@ -237,7 +236,7 @@ async fn set_ex(s: &Session, a: &[Bytes], scale: i64, command: &str) -> Result<R
     s.set(
         a[1].clone(),
         a[3].clone(),
-        Lifetime::InMs(ms as u64),
+        Expiry::InMs(ms as u64),
         Condition::Always,
     )
     .await?;
@@ -257,9 +256,9 @@ async fn get_del(s: &Session, key: &Bytes) -> Result<Reply, Reply> {
 async fn get_ex(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
     let expiry = match a.len() {
         2 => return s.get(&a[1]).await.map(value_of),
-        3 if is(&a[2], "persist") => Expiry::Clear,
+        3 if is(&a[2], "persist") => Expiry::Never,
         4 => match expiry_option(s, a, 2, "getex")? {
-            Some(lifetime) => Expiry::New(lifetime),
+            Some(expiry) => expiry,
             None => return Err(syntax_error()),
         },
         _ => return Err(syntax_error()),
@@ -269,15 +268,13 @@ async fn get_ex(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
             return Ok((Change::Keep, Reply::Null));
         };
         let answer = Reply::Bulk(e.value.clone());
-        let write = |lifetime| Change::Write {
-            value: e.value.clone(),
-            lifetime,
-        };
         Ok(match expiry {
-            Expiry::Clear if e.ttl_ms.is_none() => (Change::Keep, answer),
-            Expiry::New(lifetime) if lifetime.is_past(s.now_ms()) => (Change::Delete, answer),
-            Expiry::New(lifetime) => (write(lifetime), answer),
-            _ => (write(Lifetime::Forever), answer),
+            Expiry::Never if e.ttl_ms.is_none() => (Change::Keep, answer),
+            expiry if expiry.is_past(s.now_ms()) => (Change::Delete, answer),
+            expiry => {
+                let value = e.value.clone();
+                (Change::Write { value, expiry }, answer)
+            }
         })
     })
     .await
@@ -295,7 +292,7 @@ async fn mset(s: &Session, a: &[Bytes], if_none_exist: bool) -> Result<Reply, Re
                 .set(
                     a[1].clone(),
                     a[2].clone(),
-                    Lifetime::Forever,
+                    Expiry::Never,
                     Condition::IfAbsent,
                 )
                 .await?;
@@ -332,9 +329,9 @@ async fn append(s: &Session, key: &Bytes, tail: &Bytes) -> Result<Reply, Reply> 
         }
         value.extend_from_slice(tail);
         let len = value.len() as i64;
-        let lifetime = Lifetime::kept(current);
+        let expiry = kept_ttl(current);
         let value = value.freeze();
-        Ok((Change::Write { value, lifetime }, Reply::Int(len)))
+        Ok((Change::Write { value, expiry }, Reply::Int(len)))
     })
     .await
 }
@@ -386,9 +383,9 @@ async fn set_range(s: &Session, a: &[Bytes]) -> Result<Reply, Reply> {
         }
         value[offset..offset + patch.len()].copy_from_slice(patch);
         let len = value.len() as i64;
-        let lifetime = Lifetime::kept(current);
+        let expiry = kept_ttl(current);
         let value = value.freeze();
-        Ok((Change::Write { value, lifetime }, Reply::Int(len)))
+        Ok((Change::Write { value, expiry }, Reply::Int(len)))
     })
     .await
 }

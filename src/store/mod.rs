@@ -49,7 +49,7 @@ pub use error::{Result, StoreError};
 pub use memory::TierCounters;
 
 use checkpoint::{Checkpointer, Holds, Wake};
-use commit::{Applied, Committer, Expiry, Msg, WriteOp};
+use commit::{Applied, Committer, Msg, WriteOp};
 use disk::DiskTier;
 use feed::Feed;
 pub use list::ListMeta;
@@ -60,7 +60,7 @@ pub use upgrade::{Upgraded, upgrade_layout};
 
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::SlotSet;
-use crate::types::{Cancel, Condition, End, Seq, ValueKind};
+use crate::types::{Cancel, Condition, End, Expiry, Seq, ValueKind};
 use crate::wal::{FsyncPolicy, Mutation, RecoveryMode, StdFs, Wal, WalConfig, WalFs, WalRecord};
 
 /// Size limits on what clients may store.
@@ -1014,7 +1014,7 @@ impl Store {
 
     /// Stores `value` under `key` if `condition` holds, expiring at the
     /// Unix time `at_ms` (already past: written expired).
-    pub async fn set_until(
+    pub async fn set_at(
         &self,
         key: Bytes,
         value: Bytes,

@@ -28,7 +28,7 @@ use super::memory::{Lookup, MemoryTier};
 use crate::clock::Clock;
 use crate::types::End;
 use crate::types::ScoreRule;
-use crate::types::{Condition, Seq, ValueKind};
+use crate::types::{Condition, Expiry, Seq, ValueKind};
 use crate::wal::{Mutation, WalRecord, WalWriter};
 use collections::list_elements;
 
@@ -51,17 +51,6 @@ const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// Most ops folded into one commit batch.
 const MAX_BATCH_OPS: usize = 1024;
-
-/// When a write makes its key expire. A relative TTL becomes a deadline
-/// at the batch's clock; an absolute one is kept as given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expiry {
-    Never,
-    /// This many ms after the batch's time (above 0).
-    InMs(u64),
-    /// At this Unix time in ms (above 0: 0 means never in the stored format).
-    AtMs(u64),
-}
 
 /// A write as a client asked for it, before it is resolved against state.
 #[derive(Debug)]
@@ -415,32 +404,8 @@ impl Committer {
             memory: &self.memory,
             now_ms,
         };
-        let mut records = Vec::new();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut next_seq = self.last_seq.next();
-        // Only ops that read state look at the overlay, so what is written
-        // from the last of them on is not recorded: a run of plain sets
-        // (a pipelined SET run is one `SetMany`) records nothing.
-        let record_until = batch
-            .iter()
-            .rposition(|(op, _, _)| op.reads_state())
-            .unwrap_or(0);
-        for (i, (op, _, _)) in batch.iter().enumerate() {
-            let outcome = state.evaluate(op, next_seq).map(|(applied, mutations)| {
-                if !mutations.is_empty() {
-                    if i < record_until {
-                        state.record(next_seq, &mutations);
-                    }
-                    records.push(WalRecord {
-                        seq: next_seq,
-                        mutations,
-                    });
-                    next_seq = next_seq.next();
-                }
-                applied
-            });
-            outcomes.push(outcome);
-        }
+        let ops: Vec<&WriteOp> = batch.iter().map(|(op, _, _)| op).collect();
+        let (records, outcomes) = state.resolve(&ops, self.last_seq.next());
 
         let mut synced = false;
         if !records.is_empty() {
@@ -571,6 +536,35 @@ struct BatchState<'a> {
 }
 
 impl BatchState<'_> {
+    /// Resolves `ops` in order, the first that writes at `first`: the
+    /// records to log and each op's outcome.
+    fn resolve(&mut self, ops: &[&WriteOp], first: Seq) -> (Vec<WalRecord>, Vec<Result<Applied>>) {
+        let mut records = Vec::new();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut next_seq = first;
+        // Only ops that read state look at the overlay, so what is written
+        // from the last of them on is not recorded: a run of plain sets
+        // (a pipelined SET run is one `SetMany`) records nothing.
+        let record_until = ops.iter().rposition(|op| op.reads_state()).unwrap_or(0);
+        for (i, op) in ops.iter().enumerate() {
+            let outcome = self.evaluate(op, next_seq).map(|(applied, mutations)| {
+                if !mutations.is_empty() {
+                    if i < record_until {
+                        self.record(next_seq, &mutations);
+                    }
+                    records.push(WalRecord {
+                        seq: next_seq,
+                        mutations,
+                    });
+                    next_seq = next_seq.next();
+                }
+                applied
+            });
+            outcomes.push(outcome);
+        }
+        (records, outcomes)
+    }
+
     /// The key's live value as of the ops ordered so far.
     fn live(&self, key: &Bytes) -> Result<Option<StoredValue>> {
         Ok(self.current(key)?.filter(|v| !v.is_expired(self.now_ms)))
@@ -804,9 +798,7 @@ fn parse_i64(value: &[u8]) -> Result<i64> {
 mod tests {
     use super::*;
 
-    /// What `commit` leaves out of the overlay rests on this: an op said
-    /// not to read state must resolve the same whatever the batch before
-    /// it wrote.
+    /// Which ops `resolve` counts as readers of state.
     #[test]
     fn only_blind_writes_skip_reading_state() {
         let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
@@ -851,5 +843,67 @@ mod tests {
             },
         ];
         assert!(readers.iter().all(WriteOp::reads_state));
+    }
+
+    /// Ops later in a batch see what earlier ones wrote, whether or not
+    /// the writes after the last reader are recorded.
+    #[test]
+    fn later_ops_of_a_batch_read_what_earlier_ones_wrote() {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::SystemClock);
+        let config = super::super::disk::DiskConfig::default();
+        let disk = DiskTier::open(&dir.path().join("db"), &config, clock.clone()).unwrap();
+        let memory = MemoryTier::new(1 << 20, clock);
+        let mut state = BatchState {
+            overlay: HashMap::new(),
+            disk: &disk,
+            memory: &memory,
+            now_ms: 0,
+        };
+        let set = |key: &str, value: &str, condition| WriteOp::Set {
+            key: b(key),
+            value: b(value),
+            expiry: Expiry::Never,
+            condition,
+        };
+        let ops = [
+            set("a", "1", Condition::Always),
+            set("a", "2", Condition::IfAbsent),
+            WriteOp::SetMany {
+                entries: vec![(b("n"), b("5"), Expiry::Never)],
+            },
+            WriteOp::Incr {
+                key: b("n"),
+                delta: 1,
+            },
+            // After the last reader: written, not recorded.
+            set("z", "9", Condition::Always),
+        ];
+        let ops: Vec<&WriteOp> = ops.iter().collect();
+        let (records, outcomes) = state.resolve(&ops, Seq(10));
+        let outcomes: Vec<Applied> = outcomes.into_iter().map(|o| o.unwrap()).collect();
+        assert!(matches!(outcomes[0], Applied::Written(Seq(10))));
+        assert!(
+            matches!(
+                outcomes[1],
+                Applied::ConditionFailed {
+                    current: Some(Seq(10))
+                }
+            ),
+            "{:?}",
+            outcomes[1]
+        );
+        assert!(matches!(outcomes[2], Applied::Written(Seq(11))));
+        assert!(
+            matches!(outcomes[3], Applied::Int(6, Seq(12))),
+            "{:?}",
+            outcomes[3]
+        );
+        assert!(matches!(outcomes[4], Applied::Written(Seq(13))));
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq.0).collect();
+        assert_eq!(seqs, [10, 11, 12, 13]);
+        assert!(state.overlay.contains_key(&b("n")));
+        assert!(!state.overlay.contains_key(&b("z")));
     }
 }
