@@ -208,7 +208,9 @@ fn check_ttl(ttl_ms: Option<u64>) -> Result<(), RequestError> {
     }
 }
 
-fn check_deadline(at_ms: u64) -> Result<(), RequestError> {
+/// The expiry-time rule, for every layer that enforces it: 0 would read
+/// as "never" in the stored formats.
+pub fn check_deadline(at_ms: u64) -> Result<(), RequestError> {
     match at_ms {
         0 => Err(RequestError::ZeroDeadline),
         _ => Ok(()),
@@ -220,9 +222,9 @@ impl Request {
     /// `limits`, without touching any data.
     ///
     /// The checks: key, prefix and value lengths; the number of keys in
-    /// multi-key requests; no zero TTL or expiry time; no empty `MultiSet`; `Delete` only
-    /// with `Always` or `IfVersion`. `Hello`'s protocol version is checked by
-    /// the connection, not here.
+    /// multi-key requests; no zero TTL or expiry time; no empty
+    /// `MultiSet`; `Delete` only with `Always` or `IfVersion`. `Hello`'s
+    /// protocol version is checked by the connection, not here.
     ///
     /// # Errors
     ///
@@ -246,6 +248,7 @@ impl Request {
             | Request::ClusterFailover { .. } => Ok(()),
             Request::Get { key }
             | Request::Ttl { key }
+            | Request::Deadline { key }
             | Request::Persist { key, .. }
             | Request::Incr { key, .. } => check_key(key, limits),
             Request::MultiGet { keys } | Request::Exists { keys } => {
@@ -302,7 +305,6 @@ impl Request {
                 check_key(key, limits)?;
                 check_deadline(*at_ms)
             }
-            Request::Deadline { key } => check_key(key, limits),
             Request::Scan { prefix, .. } | Request::ScanKeys { prefix, .. } => {
                 check_key(prefix, limits)
             }

@@ -38,7 +38,8 @@ pub use codec::{
 pub use error_code::ErrorCode;
 pub use limits::{
     DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_KEYS_PER_REQUEST,
-    DEFAULT_MAX_VALUE_BYTES, Limits, RequestError, check_key_count, check_key_len, check_value_len,
+    DEFAULT_MAX_VALUE_BYTES, Limits, RequestError, check_deadline, check_key_count, check_key_len,
+    check_value_len,
 };
 pub use message::{
     ClusterMapReply, ClusterNode, ClusterShard, DeadlineState, Durability, Entry, ErrorReply,

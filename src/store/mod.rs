@@ -789,15 +789,10 @@ impl Store {
         }
     }
 
-    /// A deadline as a write takes it: 0 is refused, as it means "never"
-    /// in the stored format. One already past is allowed (the key is
-    /// written expired).
+    /// A deadline as a write takes it (the protocol's rule: not 0). One
+    /// already past is allowed: the key is written expired.
     fn check_deadline(at_ms: u64) -> Result<Expiry> {
-        if at_ms == 0 {
-            return Err(StoreError::InvalidArgument(
-                "an expiry time must be above 0 (0 would mean never)",
-            ));
-        }
+        crate::proto::check_deadline(at_ms)?;
         Ok(Expiry::AtMs(at_ms))
     }
 

@@ -430,15 +430,9 @@ pub(super) fn list_elements(key: &Bytes, meta: &[u8]) -> Result<Vec<Mutation>> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
     use bytes::Bytes;
 
     use super::super::BatchState;
-    use crate::clock::SystemClock;
-    use crate::store::disk::{DiskConfig, DiskTier};
-    use crate::store::memory::MemoryTier;
     use crate::types::{End, Seq};
     use crate::wal::{Mutation, WalRecord};
 
@@ -460,14 +454,7 @@ mod tests {
     /// deletes hide the disk's entries at that end, pending puts join them.
     #[test]
     fn edge_elements_lay_the_batch_over_the_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(SystemClock);
-        let disk = DiskTier::open(
-            &dir.path().join("db"),
-            &DiskConfig::default(),
-            clock.clone(),
-        )
-        .unwrap();
+        let (_dir, disk, memory) = super::super::tests::scratch_tiers();
         // One hash tag, so one slot, as a collection's elements share
         // theirs; `{p}0` and `{p}b` lie just outside the prefix `{p}a`.
         let on_disk = ["{p}0", "{p}a1", "{p}a2", "{p}a3", "{p}a4", "{p}a5", "{p}b"]
@@ -478,13 +465,7 @@ mod tests {
             mutations: on_disk,
         }])
         .unwrap();
-        let memory = MemoryTier::new(1 << 20, clock);
-        let mut state = BatchState {
-            overlay: HashMap::new(),
-            disk: &disk,
-            memory: &memory,
-            now_ms: 0,
-        };
+        let mut state = BatchState::new(&disk, &memory, 0);
         let batch = [
             delete("{p}a5"),
             delete("{p}a4"),

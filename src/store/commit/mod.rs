@@ -397,13 +397,7 @@ impl Committer {
             Self::fail_batch(batch, &StoreError::Poisoned(reason));
             return;
         }
-        let now_ms = self.clock.now_ms();
-        let mut state = BatchState {
-            overlay: HashMap::new(),
-            disk: &self.disk,
-            memory: &self.memory,
-            now_ms,
-        };
+        let mut state = BatchState::new(&self.disk, &self.memory, self.clock.now_ms());
         let ops: Vec<&WriteOp> = batch.iter().map(|(op, _, _)| op).collect();
         let (records, outcomes) = state.resolve(&ops, self.last_seq.next());
 
@@ -535,7 +529,17 @@ struct BatchState<'a> {
     now_ms: u64,
 }
 
-impl BatchState<'_> {
+impl<'a> BatchState<'a> {
+    /// A batch's view of the tiers as of `now_ms`, before any of its ops.
+    fn new(disk: &'a DiskTier, memory: &'a MemoryTier, now_ms: u64) -> BatchState<'a> {
+        BatchState {
+            overlay: HashMap::new(),
+            disk,
+            memory,
+            now_ms,
+        }
+    }
+
     /// Resolves `ops` in order, the first that writes at `first`: the
     /// records to log and each op's outcome.
     fn resolve(&mut self, ops: &[&WriteOp], first: Seq) -> (Vec<WalRecord>, Vec<Result<Applied>>) {
@@ -845,22 +849,23 @@ mod tests {
         assert!(readers.iter().all(WriteOp::reads_state));
     }
 
+    /// An empty disk tier in a temporary directory (kept alive by the
+    /// first value) and a memory tier, for a `BatchState` over them.
+    pub(super) fn scratch_tiers() -> (tempfile::TempDir, DiskTier, MemoryTier) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::SystemClock);
+        let config = super::super::disk::DiskConfig::default();
+        let disk = DiskTier::open(&dir.path().join("db"), &config, clock.clone()).unwrap();
+        (dir, disk, MemoryTier::new(1 << 20, clock))
+    }
+
     /// Ops later in a batch see what earlier ones wrote, whether or not
     /// the writes after the last reader are recorded.
     #[test]
     fn later_ops_of_a_batch_read_what_earlier_ones_wrote() {
         let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(crate::clock::SystemClock);
-        let config = super::super::disk::DiskConfig::default();
-        let disk = DiskTier::open(&dir.path().join("db"), &config, clock.clone()).unwrap();
-        let memory = MemoryTier::new(1 << 20, clock);
-        let mut state = BatchState {
-            overlay: HashMap::new(),
-            disk: &disk,
-            memory: &memory,
-            now_ms: 0,
-        };
+        let (_dir, disk, memory) = scratch_tiers();
+        let mut state = BatchState::new(&disk, &memory, 0);
         let set = |key: &str, value: &str, condition| WriteOp::Set {
             key: b(key),
             value: b(value),
